@@ -1,0 +1,211 @@
+"""Value types of the Raft core: entries, messages, hard/soft state, snapshots, Ready.
+
+Owns: the shapes every other layer exchanges with the core. Everything here is a frozen,
+slotted dataclass (or an enum) so it can be hashed, compared and logged deterministically.
+Must not: do I/O, know about msgpack/LMDB/trio, or hold behaviour beyond small pure helpers
+(`describe()` for traces, size estimates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+NodeId = str
+"""A stable node identity (by default the node's advertised address, e.g. "127.0.0.1:50051")."""
+
+NONE: NodeId = ""
+"""The absent node id: no vote cast, no leader known."""
+
+
+class EntryType(IntEnum):
+    NORMAL = 0
+    """A state-machine command (opaque bytes); an empty NORMAL entry is a leader's no-op."""
+    CONF_CHANGE = 1
+    """A membership change (reserved for the membership issue)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    term: int
+    index: int
+    data: bytes = b""
+    type: EntryType = EntryType.NORMAL
+
+    def size(self) -> int:
+        """Approximate bytes on the wire, used for per-message size caps."""
+        return len(self.data) + 16
+
+    def describe(self) -> str:
+        kind = "" if self.type == EntryType.NORMAL else f" {self.type.name}"
+        body = "noop" if not self.data and self.type == EntryType.NORMAL else f"{len(self.data)}B"
+        return f"{self.index}@{self.term}{kind} {body}"
+
+
+class MessageType(IntEnum):
+    # elections
+    PRE_VOTE = 1
+    PRE_VOTE_RESP = 2
+    VOTE = 3
+    VOTE_RESP = 4
+    # replication
+    APPEND = 5
+    APPEND_RESP = 6
+    HEARTBEAT = 7
+    HEARTBEAT_RESP = 8
+    SNAPSHOT = 9
+    # linearizable reads: a follower forwards a read to the leader, which answers with an index
+    READ_INDEX = 10
+    READ_INDEX_RESP = 11
+    # leadership transfer: the leader tells a caught-up target to campaign at once
+    TIMEOUT_NOW = 12
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    index: int = 0
+    term: int = 0
+    voters: tuple[NodeId, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    meta: SnapshotMeta = field(default_factory=SnapshotMeta)
+    data: bytes = b""
+
+    def is_empty(self) -> bool:
+        return self.meta.index == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One Raft message. A single shape for all types, as in etcd's raftpb.Message.
+
+    Field meaning by type:
+    - VOTE/PRE_VOTE: `index`/`log_term` are the candidate's last log index/term.
+      For PRE_VOTE, `term` is the term the candidate *would* campaign at (current + 1).
+    - *_RESP to a vote: `reject` says whether it was granted.
+    - APPEND: `index`/`log_term` are prevLogIndex/prevLogTerm, `entries` follow it, `commit`
+      is the leader's commit index.
+    - APPEND_RESP: on success `index` is the last index the follower now matches
+      (prev + len(entries) as *sent*); on reject `index` is the rejected prevLogIndex,
+      `reject_hint` the follower's hint index and `log_term` the term at that hint (0 if none).
+    - HEARTBEAT: `commit` is min(leader commit, follower match); `context` carries a
+      ReadIndex round id (empty when none).
+    - HEARTBEAT_RESP: echoes `context`.
+    - READ_INDEX: `context` is the request's opaque ctx. READ_INDEX_RESP: `index` is the
+      read index, `context` the ctx; `reject` when the leader cannot serve it.
+    - SNAPSHOT: `snapshot` is set.
+    """
+
+    type: MessageType
+    to: NodeId
+    frm: NodeId
+    term: int = 0
+    log_term: int = 0
+    index: int = 0
+    entries: tuple[Entry, ...] = ()
+    commit: int = 0
+    reject: bool = False
+    reject_hint: int = 0
+    context: bytes = b""
+    snapshot: Snapshot | None = None
+
+    def describe(self) -> str:
+        parts = [f"{self.frm}->{self.to} {self.type.name} t{self.term}"]
+        if self.type in (MessageType.APPEND, MessageType.VOTE, MessageType.PRE_VOTE):
+            parts.append(f"last/prev={self.index}@{self.log_term}")
+        elif self.index:
+            parts.append(f"i{self.index}")
+        if self.entries:
+            parts.append(f"[{self.entries[0].index}..{self.entries[-1].index}]")
+        if self.commit:
+            parts.append(f"c{self.commit}")
+        if self.reject:
+            parts.append(f"REJECT hint={self.reject_hint}@{self.log_term}")
+        if self.context:
+            parts.append(f"ctx={self.context.hex()[:16]}")
+        if self.snapshot is not None:
+            parts.append(f"snap={self.snapshot.meta.index}@{self.snapshot.meta.term}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class HardState:
+    """What must be durable before dependent messages leave the node."""
+
+    term: int = 0
+    vote: NodeId = NONE
+    commit: int = 0
+
+    def describe(self) -> str:
+        return f"term={self.term} vote={self.vote or '-'} commit={self.commit}"
+
+
+class Role(IntEnum):
+    FOLLOWER = 0
+    PRE_CANDIDATE = 1
+    CANDIDATE = 2
+    LEADER = 3
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    """Volatile state for observers; never persisted."""
+
+    leader: NodeId = NONE
+    role: Role = Role.FOLLOWER
+
+    def describe(self) -> str:
+        return f"{self.role.name.lower()} leader={self.leader or '-'}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A linearizable read became safe once the state machine has applied `index`."""
+
+    index: int
+    context: bytes
+
+    def describe(self) -> str:
+        return f"read ctx={self.context.hex()[:16]} at {self.index}"
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """One batch of work the core hands to the runtime. See rkv.raft.rawnode for the contract."""
+
+    soft_state: SoftState | None = None
+    hard_state: HardState | None = None
+    entries: tuple[Entry, ...] = ()
+    snapshot: Snapshot | None = None
+    messages: tuple[Message, ...] = ()
+    persisted_messages: tuple[Message, ...] = ()
+    committed_entries: tuple[Entry, ...] = ()
+    read_states: tuple[ReadState, ...] = ()
+
+    @property
+    def must_sync(self) -> bool:
+        """True when something must be fsynced before `persisted_messages` may be sent."""
+        return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
+
+    def describe(self) -> str:
+        parts = []
+        if self.soft_state is not None:
+            parts.append(self.soft_state.describe())
+        if self.hard_state is not None:
+            parts.append(f"hs({self.hard_state.describe()})")
+        if self.entries:
+            parts.append(f"persist[{self.entries[0].index}..{self.entries[-1].index}]")
+        if self.snapshot is not None:
+            parts.append(f"snap@{self.snapshot.meta.index}")
+        if self.messages:
+            parts.append(f"send{len(self.messages)}")
+        if self.persisted_messages:
+            parts.append(f"send-after-sync{len(self.persisted_messages)}")
+        if self.committed_entries:
+            ce = self.committed_entries
+            parts.append(f"apply[{ce[0].index}..{ce[-1].index}]")
+        if self.read_states:
+            parts.append(f"reads{len(self.read_states)}")
+        return "Ready(" + " ".join(parts) + ")"
