@@ -1,0 +1,146 @@
+"""Error types shared by the node runtime, the client and the CLI, and the process exit codes.
+
+Owns: the public exception hierarchy (`RkvError` and its subclasses), the mapping between
+them and the wire error codes of the client protocol (docs/contracts.md), and the exit codes
+of `rkv serve`. Must not: import anything from rkv (this module sits at the bottom of the
+layering so that every layer may raise or translate these errors).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any
+
+
+class ExitCode(IntEnum):
+    """Exit codes of `rkv serve` (and of the other CLI commands where they apply)."""
+
+    OK = 0
+    """Clean shutdown (SIGINT/SIGTERM) or successful command."""
+    ERROR = 1
+    """Unexpected internal error (a bug): the message and traceback are logged."""
+    USAGE = 2
+    """Bad arguments or configuration (same code as typer/click usage errors)."""
+    UNAVAILABLE = 3
+    """The cluster could not serve the request (no leader, timeout) - client commands."""
+    PORT_IN_USE = 10
+    """The listen address could not be bound (already in use or not permitted)."""
+    IDENTITY_MISMATCH = 11
+    """The data dir belongs to another cluster or node."""
+    STORE_FULL = 12
+    """The disk / LMDB map is full: the node refuses to continue rather than corrupt data."""
+    STORE_ERROR = 13
+    """The data dir cannot be opened or is corrupt (other than an identity mismatch)."""
+
+
+class RkvError(Exception):
+    """Base of all rkv errors a caller may want to handle. `code` is the wire error code."""
+
+    code: str = "internal"
+
+    def __init__(self, msg: str = "") -> None:
+        super().__init__(msg or self.__class__.__doc__ or self.code)
+        self.msg = msg or (self.__class__.__doc__ or self.code).strip().splitlines()[0]
+
+    def to_fields(self) -> dict[str, Any]:
+        """Extra fields of the error frame (besides t/id/code/msg)."""
+        return {}
+
+
+class Unavailable(RkvError):
+    """No leader is known, or leadership was lost before the write committed (retry is safe)."""
+
+    code = "unavailable"
+
+
+class NotLeader(RkvError):
+    """This node is not the leader; the write was NOT applied."""
+
+    code = "not_leader"
+
+    def __init__(self, msg: str = "", leader_addr: str | None = None) -> None:
+        super().__init__(msg or f"not the leader (leader: {leader_addr or 'unknown'})")
+        self.leader_addr = leader_addr
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"leader_addr": self.leader_addr}
+
+
+class Timeout(RkvError):
+    """The request did not complete within its deadline (its outcome may be unknown)."""
+
+    code = "timeout"
+
+
+class BadRequest(RkvError):
+    """The request was malformed."""
+
+    code = "bad_request"
+
+
+class NotFound(RkvError):
+    """The key or file does not exist."""
+
+    code = "not_found"
+
+
+class Changed(RkvError):
+    """The file was overwritten during the download."""
+
+    code = "changed"
+
+
+class IntegrityError(RkvError):
+    """Data failed an integrity check (checksum or size mismatch)."""
+
+    code = "integrity"
+
+
+class StoreFull(RkvError):
+    """The node's disk or store map is full; the write was refused."""
+
+    code = "store_full"
+
+
+class InternalError(RkvError):
+    """The server hit an unexpected error."""
+
+    code = "internal"
+
+
+_BY_CODE: dict[str, type[RkvError]] = {
+    cls.code: cls
+    for cls in (
+        Unavailable,
+        NotLeader,
+        Timeout,
+        BadRequest,
+        NotFound,
+        Changed,
+        IntegrityError,
+        StoreFull,
+        InternalError,
+    )
+}
+
+
+def error_frame(req_id: Any, err: RkvError) -> dict[str, Any]:
+    """The wire answer for `err` to the request `req_id` (server side)."""
+    frame: dict[str, Any] = {"t": "error", "id": req_id, "code": err.code, "msg": err.msg}
+    frame.update(err.to_fields())
+    return frame
+
+
+def from_error_frame(frame: dict[str, Any]) -> RkvError:
+    """The exception for an error frame received from a node (client side).
+
+    Unknown codes map to InternalError so that a newer server never crashes an older client.
+    """
+    code = frame.get("code")
+    raw_msg = frame.get("msg")
+    msg = raw_msg if isinstance(raw_msg, str) else ""
+    cls = _BY_CODE.get(code, InternalError) if isinstance(code, str) else InternalError
+    if cls is NotLeader:
+        addr = frame.get("leader_addr")
+        return NotLeader(msg, leader_addr=addr if isinstance(addr, str) else None)
+    return cls(msg)
