@@ -1,0 +1,246 @@
+"""Node configuration: a frozen, validated `NodeConfig` and address parsing.
+
+Owns: every tunable of a node process (addresses, peers, data dir, cluster id, timing, size
+limits) with its default and its validation, and `parse_address`. Errors are ValueError with a
+one-line message that the CLI shows as is. Must not: open files or sockets, or start anything
+(that is rkv.node's job).
+
+Identity rules:
+- A node's id is its advertised "host:port" (so ids are stable and readable in logs).
+- Peers are given by address; a peer's id is its "host:port".
+- The cluster id defaults to "rkv-" + the first 16 hex digits of sha256 over the sorted voter
+  addresses joined by ",": every node started with the same voter set computes the same id,
+  and a data dir made by another cluster is refused at startup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 50051
+
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?$|^\[[0-9A-Fa-f:.]+\]$")
+
+
+def parse_address(text: str, *, default_port: int | None = None) -> tuple[str, int]:
+    """Parse "host:port", "http://host:port" or "[::1]:port" into (host, port).
+
+    Raises ValueError with a one-line message for anything else. A bare host is accepted only
+    when `default_port` is given.
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"address must be a string, got {type(text).__name__}")
+    s = text.strip()
+    for scheme in ("http://", "https://", "tcp://", "rkv://"):
+        if s.lower().startswith(scheme):
+            s = s[len(scheme) :]
+            break
+    s = s.rstrip("/")
+    if not s:
+        raise ValueError(f"invalid address {text!r}: empty")
+    if "/" in s or "@" in s or any(c.isspace() for c in s):
+        raise ValueError(f"invalid address {text!r}: expected host:port")
+    if s.startswith("["):
+        end = s.find("]")
+        if end < 0:
+            raise ValueError(f"invalid address {text!r}: unclosed '['")
+        host, rest = s[1:end], s[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"invalid address {text!r}: expected [host]:port")
+        port_s = rest[1:] if rest else ""
+    elif s.count(":") == 1:
+        host, port_s = s.split(":")
+    elif ":" not in s:
+        host, port_s = s, ""
+    else:
+        raise ValueError(f"invalid address {text!r}: write IPv6 hosts as [addr]:port")
+    if not host:
+        raise ValueError(f"invalid address {text!r}: missing host")
+    if not s.startswith("[") and not _HOST_RE.match(host):
+        raise ValueError(f"invalid address {text!r}: bad host {host!r}")
+    if not port_s:
+        if default_port is None:
+            raise ValueError(f"invalid address {text!r}: missing port (expected host:port)")
+        return host, default_port
+    if not port_s.isdigit():
+        raise ValueError(f"invalid address {text!r}: port {port_s!r} is not a number")
+    port = int(port_s)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"invalid address {text!r}: port {port} out of range 1-65535")
+    return host, port
+
+
+def format_address(host: str, port: int) -> str:
+    """The canonical "host:port" (IPv6 hosts in brackets): also a node's id."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def default_cluster_id(voter_addresses: Iterable[str]) -> str:
+    joined = ",".join(sorted(set(voter_addresses)))
+    return "rkv-" + hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+
+def default_data_dir(host: str, port: int) -> Path:
+    safe = re.sub(r"[^A-Za-z0-9.\-]", "_", host)
+    return Path("rkv-data") / f"{safe}_{port}"
+
+
+def _positive(name: str, value: object, lo: float = 1, hi: float | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if value < lo or (hi is not None and value > hi):
+        rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+        raise ValueError(f"{name} must be {rng}, got {value}")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything a node process needs. Build it with `NodeConfig.create(...)` for defaults."""
+
+    id: str
+    host: str
+    """The address to bind (127.0.0.1 unless told otherwise)."""
+    port: int
+    advertise: str
+    """"host:port" other nodes and clients use to reach this node."""
+    peers: Mapping[str, tuple[str, int]]
+    """The other voters: id -> (host, port). Never contains this node."""
+    data_dir: Path
+    cluster_id: str
+    tick_ms: int = 20
+    heartbeat_ticks: int = 2
+    election_ticks: int = 10
+    """Election timeout base; the core randomizes it in [election_ticks, 2 * election_ticks)."""
+    max_frame: int = 32 << 20
+    max_batch: int = 1024
+    """Most inputs (messages, proposals, reads) the raft loop drains into one turn."""
+    max_batch_bytes: int = 8 << 20
+    """Most proposal bytes taken into one turn (the rest waits for the next turn)."""
+    inbox_size: int = 4096
+    """Bound of the raft loop's input channel: producers wait (back-pressure) when full."""
+    max_inflight_per_conn: int = 128
+    max_msg_bytes: int = 1 << 20
+    """Raft max_size_per_msg: bytes of entries in one append message."""
+    max_inflight_msgs: int = 256
+    chunk_size: int = 1 << 20
+    """File chunk size the CLI uses for uploads (a hint; the node accepts any chunk)."""
+    map_size: int = 1 << 30
+    """LMDB map size (bytes): the most data the node may hold."""
+    request_timeout: float = 5.0
+    """How long a write or linearizable read may wait for commit / read index."""
+    peer_queue: int = 1024
+    pre_vote: bool = True
+    check_quorum: bool = True
+    seed: int | None = None
+    """Seed of the core's random generator (None: from the OS), for reproducible tests."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, str) or not self.id:
+            raise ValueError("node id must be a non-empty string")
+        _positive("port", self.port, 0, 65535)
+        parse_address(self.advertise)
+        if self.id in self.peers:
+            raise ValueError(f"peers must not contain this node ({self.id})")
+        for pid, (phost, pport) in self.peers.items():
+            if not pid or not phost:
+                raise ValueError(f"peer {pid!r}: empty id or host")
+            _positive(f"peer {pid} port", pport, 1, 65535)
+        if not isinstance(self.cluster_id, str) or not self.cluster_id:
+            raise ValueError("cluster id must be a non-empty string")
+        if len(self.cluster_id) > 128:
+            raise ValueError("cluster id must be at most 128 characters")
+        _positive("tick_ms", self.tick_ms, 1, 10_000)
+        _positive("heartbeat_ticks", self.heartbeat_ticks, 1)
+        _positive("election_ticks", self.election_ticks, 2)
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise ValueError(
+                f"election_ticks ({self.election_ticks}) must exceed heartbeat_ticks "
+                f"({self.heartbeat_ticks})"
+            )
+        _positive("max_frame", self.max_frame, 1024)
+        _positive("max_batch", self.max_batch, 1)
+        _positive("max_batch_bytes", self.max_batch_bytes, 1)
+        _positive("inbox_size", self.inbox_size, 1)
+        _positive("max_inflight_per_conn", self.max_inflight_per_conn, 1)
+        _positive("max_msg_bytes", self.max_msg_bytes, 1)
+        _positive("max_inflight_msgs", self.max_inflight_msgs, 1)
+        _positive("chunk_size", self.chunk_size, 1, self.max_frame // 2)
+        _positive("map_size", self.map_size, 1 << 20)
+        _positive("request_timeout", self.request_timeout, 0.001)
+        _positive("peer_queue", self.peer_queue, 1)
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        object.__setattr__(self, "peers", MappingProxyType(dict(sorted(self.peers.items()))))
+
+    @property
+    def voters(self) -> tuple[str, ...]:
+        """All voter ids (this node and its peers), sorted."""
+        return tuple(sorted([self.id, *self.peers]))
+
+    @property
+    def tick_seconds(self) -> float:
+        return self.tick_ms / 1000.0
+
+    def peer_address(self, node_id: str) -> str | None:
+        """The "host:port" clients should use for `node_id` (None if unknown)."""
+        if node_id == self.id:
+            return self.advertise
+        hp = self.peers.get(node_id)
+        return None if hp is None else format_address(*hp)
+
+    @classmethod
+    def create(
+        cls,
+        listen: str | tuple[str, int] = f"{DEFAULT_HOST}:{DEFAULT_PORT}",
+        peers: Iterable[str] = (),
+        *,
+        advertise: str | None = None,
+        data_dir: str | Path | None = None,
+        cluster_id: str | None = None,
+        **tunables: object,
+    ) -> NodeConfig:
+        """A config from addresses, with the documented defaults.
+
+        `listen` is where to bind; `advertise` (default: the listen address) is this node's id
+        and what peers use. `peers` are the other voters' addresses; this node's own address
+        may be among them (it is dropped), so every node of a cluster can be given one list.
+        """
+        host, port = listen if isinstance(listen, tuple) else parse_address(listen)
+        adv_host, adv_port = parse_address(advertise) if advertise else (host, port)
+        if adv_host in ("0.0.0.0", "::"):
+            raise ValueError("cannot advertise a wildcard address: pass --advertise host:port")
+        adv = format_address(adv_host, adv_port)
+        peer_map: dict[str, tuple[str, int]] = {}
+        for p in peers:
+            ph, pp = parse_address(p)
+            pid = format_address(ph, pp)
+            if pid != adv:
+                peer_map[pid] = (ph, pp)
+        cid = cluster_id if cluster_id else default_cluster_id([adv, *peer_map])
+        ddir = Path(data_dir) if data_dir is not None else default_data_dir(adv_host, adv_port)
+        return cls(
+            id=adv,
+            host=host,
+            port=port,
+            advertise=adv,
+            peers=peer_map,
+            data_dir=ddir,
+            cluster_id=cid,
+            **tunables,  # type: ignore[arg-type]
+        )
+
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "NodeConfig",
+    "default_cluster_id",
+    "default_data_dir",
+    "format_address",
+    "parse_address",
+]
