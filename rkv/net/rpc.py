@@ -1,0 +1,637 @@
+"""Request/response RPC over framed TCP: the server loop `serve()` and `RpcClient`.
+
+Owns: accepting connections (bounded count), per-connection bounded concurrency with
+back-pressure, matching responses to requests by ``"id"``, batching of ready responses
+into one write, error frames, the hello handshake hook, idle/slowloris deadlines.
+
+Frame conventions (see framing.py for the byte format):
+- a frame with an ``"id"`` is a request; the handler's dict is sent back with that id;
+- a frame without ``"id"`` is one-way: the handler's return value is ignored;
+- ``{"t": "error", "code": str, "msg": str}`` is an error; with an ``"id"`` it answers that
+  request (the connection stays open), without one it is the server's last word before
+  closing the connection (framing garbage, refused hello, too many connections, idle).
+- ``{"t": "hello", "cluster": str, "node": str | None, ...}`` may be the first frame of a
+  connection. `serve(on_hello=...)` validates it (raise RemoteError to refuse: the peer gets
+  an error frame and the connection is closed); it is never passed to the handler but is
+  kept in `ConnInfo.hello`. A hello with an ``"id"`` is answered with ``{"t": "ok"}``.
+
+It does not know what frame types mean (the node's handler does) and never reconnects
+(transport.py and the client layer do).
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from rkv.net.framing import (
+    DEFAULT_MAX_FRAME,
+    Frame,
+    FrameError,
+    encode_frame,
+    error_frame,
+)
+from rkv.net.stream import FramedStream, IdleTimeout, open_framed
+
+log = logging.getLogger("rkv.net.rpc")
+
+# Error codes the RPC layer itself sends (handlers add their own).
+E_INTERNAL = "internal"
+E_TOO_MANY_CONNECTIONS = "too_many_connections"
+E_IDLE = "idle_timeout"
+E_HELLO_REQUIRED = "hello_required"
+E_BAD_HELLO = "bad_hello"
+
+# How long a closing connection may take to deliver its last error frame and drain.
+_LINGER = 1.0
+_LINGER_DRAIN = 1024 * 1024
+# Refusals of excess connections run as tasks; beyond this many, excess sockets are
+# closed without an explanation so a connection flood cannot grow the task count.
+_MAX_REFUSING = 64
+_MAX_BATCH = 1024
+_ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+class RpcError(Exception):
+    """Base of the errors `RpcClient` raises."""
+
+
+class ConnectionLost(RpcError):
+    """The connection failed, was closed, or could not be opened. Safe to retry elsewhere
+    (the request may or may not have been executed)."""
+
+
+class RpcTimeout(RpcError):
+    """No answer within the timeout. The connection is still usable."""
+
+
+class RemoteError(RpcError):
+    """An error frame: raised by `RpcClient.call` when the server answered with one, and
+    raised by a server handler (or `on_hello`) to answer with one."""
+
+    def __init__(self, code: str, msg: str = "") -> None:
+        super().__init__(f"{code}: {msg}" if msg else code)
+        self.code = str(code)
+        self.msg = str(msg)
+
+
+@dataclass(slots=True)
+class ConnInfo:
+    """What a handler knows about the connection a frame came on."""
+
+    conn_id: int
+    peer: str
+    hello: Frame | None = None
+
+
+@dataclass(slots=True)
+class ServerStats:
+    """Counters a caller may pass to `serve(stats=...)` to observe it."""
+
+    accepted: int = 0
+    active: int = 0
+    refused: int = 0
+    frame_errors: int = 0
+    requests: int = 0
+    oneway: int = 0
+    handler_errors: int = 0
+    idle_closed: int = 0
+    inflight: int = 0
+    max_inflight_seen: int = 0
+
+
+Handler = Callable[[Frame, ConnInfo], Awaitable[Frame | None]]
+HelloHook = Callable[[Frame], None]
+
+
+def _peer_name(stream: trio.abc.Stream) -> str:
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return "?"
+    try:
+        name = sock.getpeername()
+    except OSError:
+        return "?"
+    return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)
+
+
+async def _close_with(fs: FramedStream, last: Frame | None) -> None:
+    """Close a connection, first delivering `last` if given.
+
+    Closing a socket with unread input makes the kernel send RST, which can destroy our
+    error frame before the peer reads it, so: write, half-close, drain a bounded amount
+    for a bounded time, then close.
+    """
+    stream = fs.stream
+    try:
+        if last is not None:
+            with trio.move_on_after(_LINGER):
+                await fs.send(last)
+                if isinstance(stream, trio.abc.HalfCloseableStream):
+                    await stream.send_eof()
+                drained = 0
+                while drained < _LINGER_DRAIN:
+                    data = await stream.receive_some(64 * 1024)
+                    if not data:
+                        break
+                    drained += len(data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
+        pass
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+@dataclass(slots=True)
+class _Conn:
+    fs: FramedStream
+    info: ConnInfo
+    slots: trio.Semaphore
+    send_ch: trio.MemorySendChannel[bytes]
+    inflight: int = 0
+    broken: bool = False
+
+
+@dataclass(slots=True)
+class _Server:
+    handler: Handler
+    max_frame: int
+    max_connections: int
+    max_inflight: int
+    idle_timeout: float
+    frame_timeout: float
+    write_timeout: float
+    on_hello: HelloHook | None
+    require_hello: bool
+    stats: ServerStats
+    refusing: int = 0
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    async def accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno in _ACCEPT_CAPACITY_ERRNOS:
+                    log.warning("accept failed (%s); pausing", exc)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            if self.stats.active >= self.max_connections:
+                self.stats.refused += 1
+                if self.refusing < _MAX_REFUSING:
+                    self.refusing += 1
+                    nursery.start_soon(self.refuse, stream)
+                else:
+                    await trio.aclose_forcefully(stream)
+                continue
+            self.stats.accepted += 1
+            self.stats.active += 1
+            nursery.start_soon(self.connection, stream)
+
+    async def refuse(self, stream: trio.SocketStream) -> None:
+        try:
+            msg = f"server has {self.max_connections} connections, the maximum"
+            await _close_with(
+                FramedStream(stream, self.max_frame), error_frame(E_TOO_MANY_CONNECTIONS, msg)
+            )
+        finally:
+            self.refusing -= 1
+
+    async def connection(self, stream: trio.SocketStream) -> None:
+        fs = FramedStream(stream, self.max_frame)
+        info = ConnInfo(conn_id=next(self.ids), peer=_peer_name(stream))
+        try:
+            goodbye = await self._run(fs, info)
+            await _close_with(fs, goodbye)
+        finally:
+            self.stats.active -= 1
+
+    async def _run(self, fs: FramedStream, info: ConnInfo) -> Frame | None:
+        # One slot per request from the moment it is read until its answer is written
+        # (or it finished, if one-way). The reader takes a slot before reading, so when
+        # all are taken it stops reading and TCP pushes back on the peer.
+        send_ch, recv_ch = trio.open_memory_channel[bytes](self.max_inflight + 1)
+        conn = _Conn(fs, info, trio.Semaphore(self.max_inflight), send_ch)
+        goodbye: Frame | None = None
+        async with trio.open_nursery() as conn_nursery:
+            conn_nursery.start_soon(self._writer, conn, recv_ch, conn_nursery.cancel_scope)
+            async with send_ch, trio.open_nursery() as handlers:
+                goodbye = await self._reader(conn, handlers)
+                if goodbye is not None:
+                    handlers.cancel_scope.cancel()
+            # send_ch is closed: the writer flushes what is queued, then returns.
+        if conn.broken:
+            return None
+        return goodbye
+
+    def _done(self, conn: _Conn, n: int) -> None:
+        conn.inflight -= n
+        self.stats.inflight -= n
+        for _ in range(n):
+            conn.slots.release()
+
+    async def _reader(self, conn: _Conn, handlers: trio.Nursery) -> Frame | None:
+        first = True
+        while True:
+            await conn.slots.acquire()
+            try:
+                frame = await conn.fs.receive(
+                    idle_timeout=self.idle_timeout, frame_timeout=self.frame_timeout
+                )
+            except IdleTimeout:
+                conn.slots.release()
+                if conn.inflight > 0:
+                    continue  # a client waiting on a slow answer is not idle
+                self.stats.idle_closed += 1
+                return error_frame(E_IDLE, f"no request for {self.idle_timeout} seconds")
+            except FrameError as exc:
+                conn.slots.release()
+                self.stats.frame_errors += 1
+                log.info("closing %s: %s", conn.info.peer, exc)
+                return error_frame(exc.code, exc.message)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                conn.slots.release()
+                conn.broken = True
+                return None
+            if frame is None:
+                conn.slots.release()
+                return None
+            if frame["t"] == "hello":
+                if not first:
+                    conn.slots.release()
+                    return error_frame(E_BAD_HELLO, "hello must be the first frame")
+                first = False
+                if self.on_hello is not None:
+                    try:
+                        self.on_hello(frame)
+                    except RemoteError as exc:
+                        conn.slots.release()
+                        log.info("refusing hello from %s: %s", conn.info.peer, exc)
+                        return error_frame(exc.code, exc.msg)
+                conn.info.hello = frame
+                if "id" in frame:
+                    self._enter(conn)
+                    self._queue(conn, encode_frame({"t": "ok", "id": frame["id"]}))
+                else:
+                    conn.slots.release()
+                continue
+            if first and self.require_hello:
+                conn.slots.release()
+                return error_frame(E_HELLO_REQUIRED, "the first frame must be a hello")
+            first = False
+            self._enter(conn)
+            handlers.start_soon(self._handle, conn, frame)
+
+    def _enter(self, conn: _Conn) -> None:
+        conn.inflight += 1
+        self.stats.inflight += 1
+        self.stats.max_inflight_seen = max(self.stats.max_inflight_seen, self.stats.inflight)
+
+    def _queue(self, conn: _Conn, data: bytes) -> None:
+        try:
+            conn.send_ch.send_nowait(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
+            # The writer is gone (connection broken); the slot bound makes WouldBlock
+            # impossible, but dropping is the right answer either way.
+            self._done(conn, 1)
+
+    async def _handle(self, conn: _Conn, frame: Frame) -> None:
+        rid: int | None = frame.get("id")
+        if rid is None:
+            self.stats.oneway += 1
+        else:
+            self.stats.requests += 1
+        data: bytes | None = None
+        try:
+            try:
+                resp = await self.handler(frame, conn.info)
+                if rid is not None and resp is not None:
+                    data = encode_frame({**resp, "id": rid}, self.max_frame)
+            except RemoteError as exc:
+                if rid is not None:
+                    data = encode_frame(error_frame(exc.code, exc.msg, rid), self.max_frame)
+                else:
+                    log.debug("one-way %r from %s failed: %s", frame["t"], conn.info.peer, exc)
+            except Exception as exc:
+                # A bug in one request must not take the node down; it is logged loudly
+                # and the caller gets an "internal" error instead of a hang.
+                self.stats.handler_errors += 1
+                log.exception("handler failed on %r from %s", frame["t"], conn.info.peer)
+                if rid is not None:
+                    msg = f"{type(exc).__name__}: {exc}"[:1000]
+                    data = encode_frame(error_frame(E_INTERNAL, msg, rid), self.max_frame)
+        finally:
+            if data is None:
+                self._done(conn, 1)
+        if data is not None:
+            self._queue(conn, data)
+
+    async def _writer(
+        self, conn: _Conn, recv_ch: trio.MemoryReceiveChannel[bytes], scope: trio.CancelScope
+    ) -> None:
+        async with recv_ch:
+            async for first in recv_ch:
+                batch = [first]
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        batch.append(recv_ch.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                try:
+                    with trio.fail_after(self.write_timeout):
+                        await conn.fs.send_encoded(batch)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+                    conn.broken = True
+                    scope.cancel()
+                    return
+                finally:
+                    self._done(conn, len(batch))
+
+
+async def serve(
+    handler: Handler,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    max_frame: int = DEFAULT_MAX_FRAME,
+    max_connections: int = 1024,
+    max_inflight_per_conn: int = 256,
+    idle_timeout: float = 300.0,
+    frame_timeout: float = 30.0,
+    write_timeout: float = 30.0,
+    on_hello: HelloHook | None = None,
+    require_hello: bool = False,
+    stats: ServerStats | None = None,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `handler` on host:port until cancelled; `task_status.started(bound_port)`.
+
+    Per connection: frames are read while fewer than `max_inflight_per_conn` requests are
+    in flight (then reading stops: back-pressure), each runs `await handler(frame, info)`
+    in its own task, and answers ready in the same loop turn go out in one write.
+    A handler raising RemoteError answers with an error frame; any other exception is
+    logged and answered with code "internal". Framing garbage gets an error frame and the
+    connection is closed; other connections are unaffected.
+
+    Deadlines: a connection with nothing in flight and no frame for `idle_timeout`
+    seconds is closed; a frame must complete within `frame_timeout` seconds of its first
+    byte; a write must complete within `write_timeout` seconds.
+
+    Raises OSError (naming host and port) when the address cannot be bound.
+    """
+    if max_connections < 1 or max_inflight_per_conn < 1:
+        raise ValueError("max_connections and max_inflight_per_conn must be >= 1")
+    for name, value in (
+        ("idle_timeout", idle_timeout),
+        ("frame_timeout", frame_timeout),
+        ("write_timeout", write_timeout),
+    ):
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {reason}") from exc
+    server = _Server(
+        handler=handler,
+        max_frame=max_frame,
+        max_connections=max_connections,
+        max_inflight=max_inflight_per_conn,
+        idle_timeout=idle_timeout,
+        frame_timeout=frame_timeout,
+        write_timeout=write_timeout,
+        on_hello=on_hello,
+        require_hello=require_hello,
+        stats=stats if stats is not None else ServerStats(),
+    )
+    try:
+        bound: int = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:
+                nursery.start_soon(server.accept_loop, listener, nursery)
+            task_status.started(bound)
+    finally:
+        with trio.CancelScope(shield=True):
+            for listener in listeners:
+                await listener.aclose()
+
+
+@dataclass(slots=True)
+class _Waiter:
+    event: trio.Event = field(default_factory=trio.Event)
+    frame: Frame | None = None
+    error: RpcError | None = None
+
+
+class RpcClient:
+    """One connection to an rpc server, shared by many concurrent callers.
+
+    Use as ``async with RpcClient(host, port) as client: await client.call({...})``.
+    Calls are multiplexed by ``"id"``; at most `max_inflight` are outstanding (more
+    callers wait for a slot, inside their timeout). When the connection breaks, every
+    pending and later call raises ConnectionLost; the client never reconnects (open a new
+    one). If `hello` is given it is sent first (without an id).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        connect_timeout: float = 5.0,
+        timeout: float = 10.0,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        max_inflight: int = 256,
+        hello: Frame | None = None,
+    ) -> None:
+        if max_inflight < 1:
+            raise ValueError("max_inflight must be >= 1")
+        self.host = host
+        self.port = port
+        self.connect_timeout = connect_timeout
+        self.timeout = timeout
+        self.max_frame = max_frame
+        self.max_inflight = max_inflight
+        self._hello = hello
+        self._fs: FramedStream | None = None
+        self._stack: AsyncExitStack | None = None
+        self._scope = trio.CancelScope()
+        self._slots = trio.Semaphore(max_inflight)
+        self._send_ch, self._recv_ch = trio.open_memory_channel[bytes](max_inflight)
+        self._pending: dict[int, _Waiter] = {}
+        self._ids = itertools.count(1)
+        self._error: RpcError | None = None
+        self._calls = 0
+        self._timeouts = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._fs is not None and self._error is None
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "pending": len(self._pending),
+            "calls": self._calls,
+            "timeouts": self._timeouts,
+            "error": None if self._error is None else str(self._error),
+        }
+
+    async def __aenter__(self) -> RpcClient:
+        if self._stack is not None:
+            raise RuntimeError("RpcClient can be entered only once")
+        try:
+            self._fs = await open_framed(
+                self.host, self.port, self.connect_timeout, max_frame=self.max_frame
+            )
+        except (OSError, trio.TooSlowError) as exc:
+            raise ConnectionLost(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+        stack = AsyncExitStack()
+        try:
+            stack.push_async_callback(trio.aclose_forcefully, self._fs.stream)
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            if self._hello is not None:
+                hello = {**self._hello, "t": "hello"}
+                hello.pop("id", None)
+                self._send_ch.send_nowait(encode_frame(hello, self.max_frame))
+            nursery.start_soon(self._tasks)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> bool:
+        self._fail(ConnectionLost("client closed"))
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            # The body's exception (if any) propagates on its own; handing it to the
+            # nursery would wrap it in an ExceptionGroup.
+            await stack.aclose()
+        return False
+
+    async def aclose(self) -> None:
+        """Fail pending calls and stop the connection's tasks (the context exit waits)."""
+        self._fail(ConnectionLost("client closed"))
+
+    def _fail(self, error: RpcError) -> None:
+        if self._error is None:
+            self._error = error
+        for waiter in self._pending.values():
+            waiter.error = self._error
+            waiter.event.set()
+        self._pending.clear()
+        self._recv_ch.close()
+        self._scope.cancel()
+
+    def _lost(self) -> ConnectionLost:
+        err = self._error
+        if isinstance(err, ConnectionLost):
+            return ConnectionLost(str(err))
+        return ConnectionLost(f"connection closed after: {err}")
+
+    async def _tasks(self) -> None:
+        with self._scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._reader)
+                nursery.start_soon(self._writer)
+
+    async def _reader(self) -> None:
+        assert self._fs is not None
+        try:
+            while True:
+                frame = await self._fs.receive()
+                if frame is None:
+                    self._fail(ConnectionLost("server closed the connection"))
+                    return
+                rid = frame.get("id")
+                if rid is None:
+                    if frame["t"] == "error":
+                        self._fail(RemoteError(str(frame.get("code")), str(frame.get("msg", ""))))
+                        return
+                    log.debug("ignoring unsolicited %r frame", frame["t"])
+                    continue
+                waiter = self._pending.pop(rid, None)
+                if waiter is None:
+                    continue  # the answer to a call that already timed out
+                waiter.frame = frame
+                waiter.event.set()
+        except FrameError as exc:
+            self._fail(ConnectionLost(f"garbage from {self.host}:{self.port}: {exc}"))
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._fail(ConnectionLost(f"connection to {self.host}:{self.port} lost: {exc!r}"))
+
+    async def _writer(self) -> None:
+        assert self._fs is not None
+        try:
+            async for first in self._recv_ch:
+                batch = [first]
+                while len(batch) < _MAX_BATCH:
+                    try:
+                        batch.append(self._recv_ch.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                await self._fs.send_encoded(batch)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self._fail(ConnectionLost(f"connection to {self.host}:{self.port} lost: {exc!r}"))
+
+    async def call(self, frame: Frame, timeout: float | None = None) -> Frame:
+        """Send a request and return the response frame.
+
+        `timeout` (seconds; default: the client's `timeout`, math.inf = none) covers
+        waiting for a slot, sending and the answer. Raises RpcTimeout, ConnectionLost, or
+        RemoteError(code, msg) for an error frame; TypeError/ValueError for a frame that
+        cannot be encoded (local misuse).
+        """
+        if self._error is not None or self._fs is None:
+            raise self._lost() if self._fs is not None else ConnectionLost("not connected")
+        rid = next(self._ids)
+        data = encode_frame({**frame, "id": rid}, self.max_frame)
+        self._calls += 1
+        waiter = _Waiter()
+        limit = self.timeout if timeout is None else timeout
+        with trio.move_on_after(math.inf if limit is None else limit):
+            async with self._slots:
+                if self._error is not None:
+                    raise self._lost()
+                self._pending[rid] = waiter
+                try:
+                    try:
+                        await self._send_ch.send(data)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        raise self._lost() from None
+                    await waiter.event.wait()
+                finally:
+                    self._pending.pop(rid, None)
+        if waiter.frame is not None:
+            reply = waiter.frame
+            if reply["t"] == "error":
+                raise RemoteError(str(reply.get("code")), str(reply.get("msg", "")))
+            return reply
+        if waiter.error is not None:
+            if isinstance(waiter.error, RemoteError):
+                raise RemoteError(waiter.error.code, waiter.error.msg)
+            raise ConnectionLost(str(waiter.error))
+        self._timeouts += 1
+        raise RpcTimeout(f"no answer to {frame.get('t')!r} within {limit} seconds")
+
+    async def send_oneway(self, frame: Frame) -> None:
+        """Queue a frame that gets no answer (waits only when the send queue is full)."""
+        if "id" in frame:
+            raise ValueError("a one-way frame has no id")
+        data = encode_frame(frame, self.max_frame)
+        if self._error is not None or self._fs is None:
+            raise self._lost() if self._fs is not None else ConnectionLost("not connected")
+        try:
+            await self._send_ch.send(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise self._lost() from None

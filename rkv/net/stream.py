@@ -1,0 +1,135 @@
+"""A framed trio stream: frames (dicts) over any `trio.abc.Stream`.
+
+Owns the glue between a byte stream and `framing.FrameDecoder`: buffering of decoded
+frames, clean-EOF detection, the idle and per-frame receive deadlines, and serialising
+concurrent writers. It does not interpret frame types (that is rpc.py's job) and does not
+reconnect (that is transport.py's job).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+
+import trio
+
+from rkv.net.framing import (
+    DEFAULT_MAX_FRAME,
+    E_FRAME_TIMEOUT,
+    E_TRUNCATED,
+    Frame,
+    FrameDecoder,
+    FrameError,
+    encode_frame,
+)
+
+RECEIVE_CHUNK = 64 * 1024
+
+
+class IdleTimeout(Exception):
+    """No byte arrived within the idle deadline while no frame was in progress."""
+
+
+class FramedStream:
+    """Send and receive whole frames over a trio stream.
+
+    `send` / `send_many` / `send_encoded` may be called from several tasks (a lock keeps
+    frames whole). `receive` must be called from one task at a time.
+    """
+
+    def __init__(self, stream: trio.abc.Stream, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.stream = stream
+        self.max_frame = max_frame
+        self._decoder = FrameDecoder(max_frame)
+        self._frames: deque[Frame] = deque()
+        self._send_lock = trio.StrictFIFOLock()
+        self._eof = False
+
+    async def send(self, frame: Frame) -> None:
+        await self.send_encoded([encode_frame(frame, self.max_frame)])
+
+    async def send_many(self, frames: Iterable[Frame]) -> None:
+        """Encode every frame first (local errors raise before anything is written), then
+        write them all with one `send_all`."""
+        await self.send_encoded([encode_frame(f, self.max_frame) for f in frames])
+
+    async def send_encoded(self, chunks: Iterable[bytes]) -> None:
+        """Write already encoded frames (see `framing.encode_frame`) in one `send_all`."""
+        data = b"".join(chunks)
+        if not data:
+            return
+        async with self._send_lock:
+            await self.stream.send_all(data)
+
+    async def receive(
+        self, *, idle_timeout: float | None = None, frame_timeout: float | None = None
+    ) -> Frame | None:
+        """The next frame, or None on a clean EOF (EOF between frames).
+
+        Raises FrameError for garbage, for EOF inside a frame (``truncated``) and when a
+        started frame does not complete within `frame_timeout` seconds of its first byte
+        (``frame_timeout``: the slowloris guard). Raises IdleTimeout when no frame starts
+        within `idle_timeout` seconds of this call. A timeout loses no data: the call can
+        be repeated.
+        """
+        if self._frames:
+            return self._frames.popleft()
+        # Frames decoded before garbage were returned; now surface the garbage.
+        self._frames.extend(self._decoder.feed())
+        if self._frames:
+            return self._frames.popleft()
+        now = trio.current_time()
+        idle_deadline = math.inf if idle_timeout is None else now + idle_timeout
+        # The frame deadline counts only time spent waiting here: bytes that sat in our
+        # buffer while the caller was busy (back-pressure) must not count against the peer.
+        frame_started: float | None = now if self._decoder.in_frame else None
+        while True:
+            if self._eof:
+                if self._decoder.in_frame:
+                    raise FrameError(E_TRUNCATED, "connection closed in the middle of a frame")
+                return None
+            if frame_started is None:
+                deadline = idle_deadline
+            elif frame_timeout is None:
+                deadline = math.inf
+            else:
+                deadline = frame_started + frame_timeout
+            data: bytes | bytearray | None = None
+            with trio.move_on_at(deadline):
+                data = await self.stream.receive_some(RECEIVE_CHUNK)
+            if data is None:
+                if frame_started is not None:
+                    raise FrameError(
+                        E_FRAME_TIMEOUT, f"frame not completed within {frame_timeout} seconds"
+                    )
+                raise IdleTimeout(f"no frame within {idle_timeout} seconds")
+            if not data:
+                self._eof = True
+                continue
+            self._frames.extend(self._decoder.feed(data))
+            if self._frames:
+                return self._frames.popleft()
+            if frame_started is None:
+                frame_started = trio.current_time()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+    async def __aenter__(self) -> FramedStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+async def open_framed(
+    host: str, port: int, timeout: float | None = 5.0, *, max_frame: int = DEFAULT_MAX_FRAME
+) -> FramedStream:
+    """Connect over TCP (TCP_NODELAY is set by trio) and wrap the stream.
+
+    Raises OSError when the connection is refused, trio.TooSlowError after `timeout`.
+    """
+    with trio.fail_after(math.inf if timeout is None else timeout):
+        stream = await trio.open_tcp_stream(host, port)
+    return FramedStream(stream, max_frame)
