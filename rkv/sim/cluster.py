@@ -1,0 +1,562 @@
+"""The discrete-event simulated cluster: real Raft cores over a simulated network and disk.
+
+Owns: the event loop (a heap of (virtual time, sequence, event) with integer time), the node
+loop that follows the Ready contract, crash/restart, the fault schedule, the clients, and the
+end-of-run liveness and client-history checks. Everything random comes from one
+random.Random(seed), consumed in a fixed order, so a run is a pure function of its seed and
+parameters. Must not: read a clock, use threads or trio, or touch real files; it reports
+failures as InvariantViolation and leaves printing to rkv.sim.runner.
+
+Node loop (per node, whenever something happened to it): while it is up, has no durable write
+in flight and has a Ready: take it; send `messages` now; if it must be persisted, the write takes
+virtual time from the disk model (messages and ticks are still stepped meanwhile, but no new
+Ready is taken); when the write completes: store it, send `persisted_messages`, apply
+`committed_entries`, serve read states that became safe, then `advance(ready)`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from rkv.raft.config import Config
+from rkv.raft.errors import ProposalDropped
+from rkv.raft.rawnode import RawNode
+from rkv.raft.types import Entry, Message, NodeId, ReadState, Ready, Role
+from rkv.sim.disk import Disk, DiskParams
+from rkv.sim.history import History, Operation, check_history
+from rkv.sim.invariants import InvariantViolation, SafetyChecker
+from rkv.sim.network import QUIET, Network, NetworkParams
+from rkv.sim.statemachine import KVStateMachine, Put, StateMachine
+
+
+@dataclass(frozen=True, slots=True)
+class SimParams:
+    """Everything a run depends on besides the seed. Durations are in ticks unless noted."""
+
+    nodes: int = 3
+    ticks: int = 1500
+    """Length of the faulty phase; the quiet phase follows (at most quiet_ticks)."""
+    quiet_ticks: int = 300
+    """Bound for the quiet phase: a leader and full convergence must happen within it."""
+    tick_interval: int = 10
+    """Virtual time units per tick (network and disk delays are in units)."""
+    election_tick: int = 10
+    heartbeat_tick: int = 1
+    clients: int = 3
+    keys: int = 3
+    read_fraction: float = 0.35
+    client_timeout: int = 30
+    client_max_attempts: int = 25
+    fault_gap: tuple[int, int] = (10, 60)
+    """Ticks between two fault actions."""
+    restart_after: tuple[int, int] = (5, 80)
+    chaos_network: NetworkParams = field(
+        default_factory=lambda: NetworkParams(drop=0.05, duplicate=0.03, long_delay=0.03)
+    )
+    disk: DiskParams = field(default_factory=DiskParams)
+    trace_len: int = 60
+    full_trace: bool = False
+    """Keep every trace line (for determinism tests and --verbose), not only the last few."""
+
+
+# Event kinds (ints keep heap entries small and comparisons cheap).
+TICK, DELIVER, PERSISTED, CLIENT, RETRY, TIMEOUT, FAULT, RESTART, QUIET_START, QUIET_CHECK = range(
+    10
+)
+
+
+class SimNode:
+    __slots__ = (
+        "disk",
+        "epoch",
+        "id",
+        "in_flight",
+        "proposals",
+        "raw",
+        "read_states",
+        "reads",
+        "sm",
+        "up",
+    )
+
+    def __init__(self, node_id: NodeId, disk: Disk, sm: StateMachine) -> None:
+        self.id = node_id
+        self.disk = disk
+        self.sm = sm
+        self.raw: Any = None  # RawNode while up
+        self.up = False
+        self.epoch = 0  # bumped by each crash: events of an older life are ignored
+        self.in_flight: Ready | None = None  # a Ready whose durable write has not completed
+        self.proposals: dict[int, tuple[int, Client, int]] = {}  # index -> (term, client, token)
+        self.reads: dict[bytes, tuple[Client, int]] = {}  # read ctx -> (client, token)
+        self.read_states: list[ReadState] = []
+
+
+class Client:
+    __slots__ = ("attempts", "id", "leader", "op", "seq", "token")
+
+    def __init__(self, cid: int) -> None:
+        self.id = cid
+        self.seq = 0
+        self.op: Operation | None = None
+        self.leader: NodeId = ""
+        self.token = 0  # identifies the current attempt; stale callbacks carry an older one
+        self.attempts = 0
+
+
+@dataclass(slots=True)
+class Stats:
+    leader_changes: int = 0
+    crashes: int = 0
+    restarts: int = 0
+    partitions: int = 0
+    committed_entries: int = 0
+    ticks_to_elect: int = 0
+    ticks_to_converge: int = 0
+    ops_completed: int = 0
+    ops_invoked: int = 0
+    messages: int = 0
+    events: int = 0
+    virtual_time: int = 0
+
+
+class Cluster:
+    def __init__(
+        self,
+        seed: int,
+        params: SimParams,
+        raw_node_factory: Callable[[Config, Any, random.Random], Any] = RawNode,
+    ) -> None:
+        self.seed = seed
+        self.p = params
+        self.rng = random.Random(seed)
+        self.make_raw = raw_node_factory
+        self.now = 0
+        self._seq = 0
+        self._heap: list[tuple[int, int, int, Any, Any]] = []
+        self.ids: tuple[NodeId, ...] = tuple(f"n{i + 1}" for i in range(params.nodes))
+        self.net = Network(self.rng, QUIET)
+        self.checker = SafetyChecker(self.ids)
+        self.nodes: dict[NodeId, SimNode] = {
+            i: SimNode(i, Disk(self.rng, self.ids, params.disk), KVStateMachine()) for i in self.ids
+        }
+        self.clients = [Client(c) for c in range(params.clients)]
+        self.history = History()
+        self.applied_log: list[Entry] = []  # the applied sequence (the same on every node)
+        self.stats = Stats()
+        self.quiet = False
+        self.quiet_start = 0
+        self.quiet_target = 0
+        self.elected_at = -1
+        self.done = False
+        self.trace: deque[tuple[int, str, Any]] = deque(
+            maxlen=None if params.full_trace else params.trace_len
+        )
+        self.acked_max = 0
+
+    # -- trace -------------------------------------------------------------------------------
+
+    def note(self, what: str, obj: Any = None) -> None:
+        self.trace.append((self.now, what, obj))
+
+    def trace_lines(self) -> list[str]:
+        out = []
+        for t, what, obj in self.trace:
+            desc = "" if obj is None else (obj if isinstance(obj, str) else obj.describe())
+            out.append(f"t={t:>6} {what} {desc}".rstrip())
+        return out
+
+    # -- event loop --------------------------------------------------------------------------
+
+    def at(self, t: int, kind: int, a: Any = None, b: Any = None) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (t, self._seq, kind, a, b))
+
+    def run(self) -> Stats:
+        p = self.p
+        iv = p.tick_interval
+        for nid in self.ids:
+            self._start(self.nodes[nid])
+        for c in self.clients:
+            self.at(self.rng.randint(1, 5 * iv), CLIENT, c, c.token)
+        self.at(self.rng.randint(p.fault_gap[0], p.fault_gap[1]) * iv, FAULT)
+        self.at(p.ticks * iv, QUIET_START)
+        heap = self._heap
+        pop = heapq.heappop
+        events = 0
+        while heap and not self.done:
+            t, _, kind, a, b = pop(heap)
+            self.now = t
+            events += 1
+            if kind == DELIVER:
+                self._deliver(a)
+            elif kind == TICK:
+                node = a
+                if node.epoch == b and node.up:
+                    node.raw.tick()
+                    self._process(node)
+                    self.at(t + iv, TICK, node, b)
+            elif kind == PERSISTED:
+                node = a
+                if node.epoch == b and node.up:
+                    rd = node.in_flight
+                    node.in_flight = None
+                    self._finish(node, rd)
+                    self._process(node)
+            elif kind == CLIENT:
+                self._client_wake(a, b)
+            elif kind == RETRY:
+                self._retry(a, b)
+            elif kind == TIMEOUT:
+                self._attempt_failed(a, b)
+            elif kind == FAULT:
+                if not self.quiet:
+                    self._fault()
+                    self.at(t + self.rng.randint(*p.fault_gap) * iv, FAULT)
+            elif kind == RESTART:
+                node = a
+                if not node.up and node.epoch == b:
+                    self._start(node)
+            elif kind == QUIET_START:
+                self._quiet_start()
+            elif kind == QUIET_CHECK:
+                self._quiet_check()
+        self.stats.events = events
+        self.stats.virtual_time = self.now
+        self.stats.leader_changes = self.checker.leader_changes
+        self.stats.committed_entries = self.checker.committed_index
+        self.stats.messages = self.net.sent
+        self.stats.ops_invoked = len(self.history.ops)
+        self.stats.ops_completed = len(self.history.completed())
+        if not self.done:
+            raise InvariantViolation("liveness", "the event queue ran dry")
+        check_history(self.history, self.applied_log)
+        return self.stats
+
+    # -- nodes -------------------------------------------------------------------------------
+
+    def _start(self, node: SimNode) -> None:
+        p = self.p
+        cfg = Config(
+            id=node.id,
+            voters=self.ids,
+            election_tick=p.election_tick,
+            heartbeat_tick=p.heartbeat_tick,
+            applied=node.sm.applied_index,
+        )
+        node.raw = self.make_raw(cfg, node.disk.storage, random.Random(self.rng.getrandbits(64)))
+        node.up = True
+        node.in_flight = None
+        self.checker.restart(node.id, node.sm.applied_index)
+        self.note(f"{node.id} START", f"applied={node.sm.applied_index}")
+        # nodes tick at the same rate but out of phase
+        self.at(self.now + self.rng.randint(1, p.tick_interval), TICK, node, node.epoch)
+        self._process(node)
+
+    def _crash(self, node: SimNode) -> None:
+        node.up = False
+        node.epoch += 1
+        node.raw = None
+        lost = node.in_flight
+        node.in_flight = None
+        node.read_states.clear()
+        self.stats.crashes += 1
+        self.note(f"{node.id} CRASH", "lost an in-flight write" if lost is not None else None)
+        # Clients waiting on this node see the connection drop and retry elsewhere.
+        waiting = [(c, tok) for _, c, tok in node.proposals.values()] + list(node.reads.values())
+        node.proposals.clear()
+        node.reads.clear()
+        for c, tok in waiting:
+            self._attempt_failed(c, tok)
+        self.at(
+            self.now + self.rng.randint(*self.p.restart_after) * self.p.tick_interval,
+            RESTART,
+            node,
+            node.epoch,
+        )
+
+    def _deliver(self, msg: Message) -> None:
+        node = self.nodes.get(msg.to)
+        if node is None or not node.up or not self.net.connected(msg.frm, msg.to):
+            return
+        node.raw.step(msg)
+        self._process(node)
+
+    def _send(self, node: SimNode, msgs: tuple[Message, ...]) -> None:
+        check = self.checker.on_send
+        net = self.net
+        for m in msgs:
+            check(node.id, m)
+            self.note("send", m)
+            for d in net.delays(m.frm, m.to):
+                self.at(self.now + d, DELIVER, m)
+
+    def _process(self, node: SimNode) -> None:
+        raw = node.raw
+        while node.up and node.in_flight is None and raw.has_ready():
+            rd = raw.ready()
+            self.note(f"{node.id}", rd)
+            self.checker.on_ready(node.id, rd)
+            self._send(node, rd.messages)
+            if rd.read_states:
+                node.read_states.extend(rd.read_states)
+            if rd.must_sync:
+                lat = node.disk.latency()
+                if lat > 0:
+                    node.in_flight = rd
+                    self.at(self.now + lat, PERSISTED, node, node.epoch)
+                    return
+            self._finish(node, rd)
+
+    def _finish(self, node: SimNode, rd: Ready) -> None:
+        if rd.must_sync:
+            node.disk.write(rd.hard_state, rd.entries, rd.snapshot)
+            self.checker.on_persisted(node.id, rd.hard_state, rd.entries)
+        self._send(node, rd.persisted_messages)
+        for e in rd.committed_entries:
+            self._apply(node, e)
+        if node.read_states:
+            self._serve_reads(node)
+        node.raw.advance(rd)
+
+    def _apply(self, node: SimNode, e: Entry) -> None:
+        self.checker.on_applied(node.id, e)
+        node.sm.apply(e)
+        if e.index > len(self.applied_log):
+            self.applied_log.append(e)
+        p = node.proposals.pop(e.index, None)
+        if p is None:
+            return
+        term, client, token = p
+        if term == e.term:
+            op = client.op
+            if client.token == token and op is not None:
+                self.checker.on_ack(e.index, e.term)
+                self.history.complete_put(op, self.now, e.index, node.id)
+                self.note(f"c{client.id} ACK", op)
+                self.acked_max = max(self.acked_max, e.index)
+                self._next_op(client)
+        else:
+            self._attempt_failed(client, token)
+
+    def _serve_reads(self, node: SimNode) -> None:
+        applied = node.sm.applied_index
+        keep = []
+        for rs in node.read_states:
+            if rs.index > applied:
+                keep.append(rs)
+                continue
+            w = node.reads.pop(rs.context, None)
+            if w is None:
+                continue
+            client, token = w
+            op = client.op
+            if client.token != token or op is None:
+                continue
+            self.history.complete_get(op, self.now, rs.index, applied, node.sm.get(op.key), node.id)
+            self.note(f"c{client.id} READ", op)
+            self._next_op(client)
+        node.read_states = keep
+
+    # -- clients -----------------------------------------------------------------------------
+
+    def _client_wake(self, c: Client, token: int) -> None:
+        if token != c.token or c.op is not None or self.quiet:
+            return
+        rng = self.rng
+        key = f"k{rng.randrange(self.p.keys)}"
+        if rng.random() < self.p.read_fraction:
+            c.op = self.history.invoke(c.id, "get", key, None, self.now)
+        else:
+            c.seq += 1
+            c.op = self.history.invoke(c.id, "put", key, f"v{c.id}.{c.seq}", self.now, c.seq)
+        c.attempts = 0
+        self._attempt(c)
+
+    def _attempt(self, c: Client) -> None:
+        op = c.op
+        assert op is not None
+        rng = self.rng
+        iv = self.p.tick_interval
+        c.token += 1
+        token = c.token
+        c.attempts += 1
+        op.attempts = c.attempts
+        if c.attempts > self.p.client_max_attempts:
+            op.failed = True
+            self.note(f"c{c.id} GIVE-UP", op)
+            self._next_op(c)
+            return
+        if op.kind == "get" and rng.random() < 0.5:
+            target = rng.choice(self.ids)  # reads are served by followers too
+        else:
+            target = c.leader or rng.choice(self.ids)
+        node = self.nodes[target]
+        if not node.up:
+            c.leader = ""
+            self.at(self.now + rng.randint(1, 4) * iv, RETRY, c, token)
+            return
+        ctx = f"c{c.id}.{op.op_id}.{token}".encode()
+        try:
+            if op.kind == "put":
+                cmd = Put(c.id, op.seq, op.key, op.value or "")
+                index = node.raw.propose(cmd.encode())
+                term = node.raw.status().term
+                node.proposals[index] = (term, c, token)
+                self.note(f"c{c.id} PROPOSE {target} {index}@{term}", op)
+            else:
+                node.reads[ctx] = (c, token)
+                node.raw.read_index(ctx)
+                self.note(f"c{c.id} READ-INDEX {target}", op)
+        except ProposalDropped as e:
+            node.reads.pop(ctx, None)
+            c.leader = e.leader if e.leader in self.nodes and e.leader != target else ""
+            self.at(self.now + rng.randint(1, 3) * iv, RETRY, c, token)
+            return
+        self.at(self.now + self.p.client_timeout * iv, TIMEOUT, c, token)
+        self._process(node)
+
+    def _attempt_failed(self, c: Client, token: int) -> None:
+        """The attempt `token` failed (timeout, crash, overwritten entry): retry after a short
+        random backoff with the same session seq, so a write that did commit is not re-applied."""
+        if token != c.token or c.op is None:
+            return
+        c.leader = ""
+        c.token += 1
+        self.at(self.now + self.rng.randint(1, 4) * self.p.tick_interval, RETRY, c, c.token)
+
+    def _retry(self, c: Client, token: int) -> None:
+        if token == c.token and c.op is not None:
+            self._attempt(c)
+
+    def _next_op(self, c: Client) -> None:
+        c.op = None
+        c.token += 1
+        self.at(self.now + self.rng.randint(1, 5) * self.p.tick_interval, CLIENT, c, c.token)
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def _leader(self) -> SimNode | None:
+        best = None
+        for nid in self.ids:
+            n = self.nodes[nid]
+            t = self.checker.nodes[nid]
+            if (
+                n.up
+                and t.role == Role.LEADER
+                and (best is None or t.hs.term > self.checker.nodes[best.id].hs.term)
+            ):
+                best = n
+        return best
+
+    def _fault(self) -> None:
+        rng = self.rng
+        ids = self.ids
+        kind = rng.choices(
+            ("crash", "split", "oneway", "isolate", "heal", "net", "disk", "transfer"),
+            weights=(3, 2, 1, 2, 3, 1, 1, 1),
+        )[0]
+        if kind == "crash":
+            up = [self.nodes[i] for i in ids if self.nodes[i].up]
+            if up:
+                self._crash(rng.choice(up))
+        elif kind == "split":
+            side = rng.sample(ids, rng.randint(1, len(ids) // 2))
+            rest = [i for i in ids if i not in side]
+            self.net.split(side, rest)
+            self.stats.partitions += 1
+            self.note("PARTITION", f"{sorted(side)} | {rest}")
+        elif kind == "oneway":
+            links = [(a, b) for a in ids for b in ids if a != b]
+            cut = rng.sample(links, rng.randint(1, len(ids)))
+            for a, b in cut:
+                self.net.cut(a, b)
+            self.stats.partitions += 1
+            self.note("CUT", " ".join(f"{a}->{b}" for a, b in cut))
+        elif kind == "isolate":
+            leader = self._leader()
+            if leader is not None:
+                self.net.isolate(leader.id, ids)
+                self.stats.partitions += 1
+                self.note("ISOLATE-LEADER", leader.id)
+        elif kind == "heal":
+            self.net.heal()
+            self.note("HEAL")
+        elif kind == "net":
+            base = self.p.chaos_network
+            self.net.params = replace(
+                base,
+                drop=rng.choice((0.0, base.drop, 2 * base.drop, 0.3)),
+                duplicate=rng.choice((0.0, base.duplicate)),
+                long_delay=rng.choice((0.0, base.long_delay)),
+            )
+            self.note("NETWORK", self.net.params.describe())
+        elif kind == "disk":
+            node = self.nodes[rng.choice(ids)]
+            node.disk.slow = not node.disk.slow
+            self.note(f"{node.id} DISK", "slow" if node.disk.slow else "fast")
+        elif kind == "transfer":
+            leader = self._leader()
+            if leader is not None:
+                to = rng.choice([i for i in ids if i != leader.id])
+                self.note(f"{leader.id} TRANSFER-LEADER", to)
+                leader.raw.transfer_leader(to)
+                self._process(leader)
+
+    # -- quiet phase and liveness ------------------------------------------------------------
+
+    def _quiet_start(self) -> None:
+        self.quiet = True
+        self.quiet_start = self.now
+        self.net.heal()
+        self.net.params = QUIET
+        self.note("QUIET", "heal all, restart all, no more faults or new client ops")
+        for nid in self.ids:
+            node = self.nodes[nid]
+            node.disk.slow = False
+            if not node.up:
+                node.epoch += 1
+                self._start(node)
+        self.quiet_target = max(self.acked_max, self.checker.committed_index)
+        self.at(self.now + self.p.tick_interval, QUIET_CHECK)
+
+    def _quiet_check(self) -> None:
+        iv = self.p.tick_interval
+        ticks = (self.now - self.quiet_start) // iv
+        leader = self._leader()
+        if self.elected_at < 0 and leader is not None:
+            term = self.checker.nodes[leader.id].hs.term
+            agree = sum(
+                1
+                for nid in self.ids
+                if self.checker.nodes[nid].leader == leader.id
+                and self.checker.nodes[nid].hs.term == term
+            )
+            if agree * 2 > len(self.ids):
+                self.elected_at = ticks
+                self.stats.ticks_to_elect = ticks
+        if self.elected_at >= 0:
+            target = max(self.quiet_target, self.acked_max)
+            if all(self.nodes[i].sm.applied_index >= target for i in self.ids):
+                self.stats.ticks_to_converge = ticks
+                self.note("CONVERGED", f"all nodes applied >= {target} after {ticks} quiet ticks")
+                self.done = True
+                return
+        if ticks >= self.p.quiet_ticks:
+            applied = {i: self.nodes[i].sm.applied_index for i in self.ids}
+            if self.elected_at < 0:
+                raise InvariantViolation(
+                    "liveness",
+                    f"no leader within {ticks} ticks of the quiet phase (applied: {applied})",
+                )
+            raise InvariantViolation(
+                "liveness",
+                f"acknowledged/committed entries up to {max(self.quiet_target, self.acked_max)} "
+                f"not applied everywhere within {ticks} quiet ticks (applied: {applied})",
+            )
+        self.at(self.now + iv, QUIET_CHECK)
