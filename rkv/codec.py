@@ -39,7 +39,7 @@ from rkv.raft.types import (
 
 MAX_U64 = (1 << 64) - 1
 MAX_KEY_LEN = 400
-"""User keys (kv and file names). LMDB keys are at most 511 bytes and file chunk keys add a
+"""User keys (1..400 bytes) (kv and file names). LMDB keys are at most 511 bytes and file chunk keys add a
 7-byte prefix/suffix, so keys are capped well below that."""
 MAX_VALUE_LEN = 16 << 20
 MAX_ID_LEN = 64
@@ -361,7 +361,9 @@ def message_from_wire(d: object) -> Message:
 
 
 def _check_key(key: object) -> None:
-    _bytes(key, "key", MAX_KEY_LEN)
+    # LMDB cannot store an empty key, so neither store accepts one.
+    if not _bytes(key, "key", MAX_KEY_LEN):
+        _fail("key: must not be empty")
 
 
 @dataclass(frozen=True, slots=True)

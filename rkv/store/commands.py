@@ -1,0 +1,251 @@
+"""The state machine's semantics: what each committed entry does, independent of storage.
+
+Owns: ApplyResult/Record/Manifest/Session, the `StateTxn` protocol a backend offers for one
+write transaction, and `apply_entries`, the single implementation of put/delete/cas, file
+staging and commit, and client sessions (exactly-once). The LMDB store (kv.py) and the memory
+twin (memory.py) both run this code, so they cannot disagree on semantics.
+Must not: do I/O, know about LMDB, look at clocks or randomness (every replica must compute
+the same result from the same entries).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from rkv.codec import (
+    Cas,
+    CodecError,
+    Command,
+    Delete,
+    FileChunk,
+    FileCommit,
+    FileDelete,
+    Put,
+    Request,
+    decode_request,
+)
+from rkv.raft.types import Entry, EntryType
+from rkv.store.errors import StoreError
+
+DEFAULT_MAX_SESSIONS = 10_000
+
+ResultValue = bool | bytes | int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """The outcome of one entry. `value`: Delete/FileDelete -> existed (bool), Cas -> swapped
+    (bool), everything else -> None. `ok` is False only with an `error` (a one-line reason:
+    malformed command, stale request, file commit mismatch)."""
+
+    ok: bool = True
+    value: ResultValue = None
+    error: str | None = None
+
+
+NOOP = ApplyResult()
+STALE = ApplyResult(ok=False, error="stale request")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A user key's value plus the Raft indexes of its creation and last modification and a
+    per-key version (1 on creation, +1 per write; a delete removes the record)."""
+
+    value: bytes
+    create_index: int
+    mod_index: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A committed file: `chunks` chunks numbered 0..chunks-1, `size` bytes in all."""
+
+    size: int
+    chunks: int
+    sha256: bytes
+    mod_index: int
+    create_index: int = 0
+    version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A client's last applied request: its seq, result and the index that applied it."""
+
+    seq: int
+    result: ApplyResult
+    index: int
+
+
+class StateTxn(Protocol):
+    """One write transaction over the state machine's data, as apply_entries needs it."""
+
+    def get(self, key: bytes) -> Record | None: ...
+    def put(self, key: bytes, rec: Record) -> None: ...
+    def delete(self, key: bytes) -> None: ...
+
+    def manifest(self, key: bytes) -> Manifest | None: ...
+    def put_manifest(self, key: bytes, m: Manifest) -> None: ...
+    def delete_manifest(self, key: bytes) -> None: ...
+    def put_chunk(self, key: bytes, n: int, data: bytes) -> None: ...
+    def delete_chunk(self, key: bytes, n: int) -> None: ...
+
+    def stage_chunk(self, upload_id: bytes, seq: int, key: bytes, data: bytes) -> None: ...
+    def staged_chunk(self, upload_id: bytes, seq: int) -> tuple[bytes, bytes] | None:
+        """(key, data) of a staged chunk."""
+        ...
+
+    def staged_count(self, upload_id: bytes) -> int: ...
+    def drop_staged(self, upload_id: bytes) -> None: ...
+
+    def session(self, client_id: bytes) -> Session | None: ...
+    def put_session(self, client_id: bytes, s: Session, old: Session | None) -> None: ...
+    def session_count(self) -> int: ...
+    def evict_oldest_session(self) -> None:
+        """Drop the session with the lowest `index` (least recently applied)."""
+        ...
+
+    def applied_index(self) -> int: ...
+    def set_applied_index(self, index: int) -> None: ...
+
+
+def check_order(applied: int, entries: Sequence[Entry]) -> None:
+    """Entries must continue the applied prefix exactly: anything else is a caller bug that
+    would break exactly-once, so it is refused before anything is written."""
+    expect = applied + 1
+    for e in entries:
+        if e.index != expect:
+            raise StoreError(f"apply out of order: got entry {e.index}, expected {expect}")
+        expect += 1
+
+
+def apply_entries(
+    txn: StateTxn, entries: Sequence[Entry], max_sessions: int = DEFAULT_MAX_SESSIONS
+) -> list[ApplyResult]:
+    """Apply committed entries in order; returns one result per entry. Leader no-ops (empty
+    NORMAL entries) and CONF_CHANGE entries only advance the applied index. An undecodable
+    command is deterministically an error result (every replica sees the same bytes)."""
+    check_order(txn.applied_index(), entries)
+    results: list[ApplyResult] = []
+    for e in entries:
+        if e.type != EntryType.NORMAL or not e.data:
+            results.append(NOOP)
+            continue
+        try:
+            req = decode_request(e.data)
+        except CodecError as err:
+            results.append(ApplyResult(ok=False, error=f"malformed command: {err}"))
+            continue
+        results.append(_apply_request(txn, req, e.index, max_sessions))
+    if entries:
+        txn.set_applied_index(entries[-1].index)
+    return results
+
+
+def _apply_request(txn: StateTxn, req: Request, index: int, max_sessions: int) -> ApplyResult:
+    if req.seq == 0:
+        return execute(txn, req.command, index)
+    old = txn.session(req.client_id)
+    if old is not None:
+        if req.seq == old.seq:
+            return old.result
+        if req.seq < old.seq:
+            return STALE
+    result = execute(txn, req.command, index)
+    if old is None:
+        while txn.session_count() >= max_sessions:
+            txn.evict_oldest_session()
+    txn.put_session(req.client_id, Session(req.seq, result, index), old)
+    return result
+
+
+def _write(txn: StateTxn, key: bytes, value: bytes, index: int) -> None:
+    old = txn.get(key)
+    if old is None:
+        txn.put(key, Record(value, index, index, 1))
+    else:
+        txn.put(key, Record(value, old.create_index, index, old.version + 1))
+
+
+def execute(txn: StateTxn, cmd: Command, index: int) -> ApplyResult:
+    """One command's effect at log index `index` (no session handling)."""
+    if isinstance(cmd, Put):
+        _write(txn, cmd.key, cmd.value, index)
+        return NOOP
+    if isinstance(cmd, Delete):
+        existed = txn.get(cmd.key) is not None
+        if existed:
+            txn.delete(cmd.key)
+        return ApplyResult(value=existed)
+    if isinstance(cmd, Cas):
+        cur = txn.get(cmd.key)
+        current = None if cur is None else cur.value
+        if current != cmd.expected:
+            return ApplyResult(value=False)
+        _write(txn, cmd.key, cmd.new, index)
+        return ApplyResult(value=True)
+    if isinstance(cmd, FileChunk):
+        txn.stage_chunk(cmd.upload_id, cmd.seq, cmd.key, cmd.data)
+        return NOOP
+    if isinstance(cmd, FileCommit):
+        return _file_commit(txn, cmd, index)
+    if isinstance(cmd, FileDelete):
+        m = txn.manifest(cmd.key)
+        if m is not None:
+            for n in range(m.chunks):
+                txn.delete_chunk(cmd.key, n)
+            txn.delete_manifest(cmd.key)
+        return ApplyResult(value=m is not None)
+    raise StoreError(f"unknown command {type(cmd).__name__}")  # pragma: no cover
+
+
+def _commit_error(cmd: FileCommit, why: str) -> ApplyResult:
+    return ApplyResult(ok=False, error=f"file commit {cmd.key!r}: {why}")
+
+
+def _file_commit(txn: StateTxn, cmd: FileCommit, index: int) -> ApplyResult:
+    # Validate everything first, so a refused commit changes nothing (the staged chunks stay,
+    # and the client may send the missing ones and commit again).
+    staged = txn.staged_count(cmd.upload_id)
+    if staged != cmd.chunks:
+        return _commit_error(cmd, f"{staged} chunks staged, commit names {cmd.chunks}")
+    digest = hashlib.sha256()
+    size = 0
+    for n in range(cmd.chunks):
+        chunk = txn.staged_chunk(cmd.upload_id, n)
+        if chunk is None:
+            return _commit_error(cmd, f"chunk {n} missing")
+        if chunk[0] != cmd.key:
+            return _commit_error(cmd, f"chunk {n} was uploaded for another key")
+        digest.update(chunk[1])
+        size += len(chunk[1])
+    if size != cmd.size:
+        return _commit_error(cmd, f"size {size} != {cmd.size}")
+    if digest.digest() != cmd.sha256:
+        return _commit_error(cmd, "sha256 mismatch")
+    old = txn.manifest(cmd.key)
+    if old is not None:
+        for n in range(old.chunks):
+            txn.delete_chunk(cmd.key, n)
+    for n in range(cmd.chunks):
+        chunk = txn.staged_chunk(cmd.upload_id, n)
+        assert chunk is not None
+        txn.put_chunk(cmd.key, n, chunk[1])
+    txn.drop_staged(cmd.upload_id)
+    txn.put_manifest(
+        cmd.key,
+        Manifest(
+            size=cmd.size,
+            chunks=cmd.chunks,
+            sha256=cmd.sha256,
+            mod_index=index,
+            create_index=index if old is None else old.create_index,
+            version=1 if old is None else old.version + 1,
+        ),
+    )
+    return NOOP

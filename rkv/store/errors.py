@@ -1,0 +1,30 @@
+"""Errors raised by rkv.store (both the LMDB store and the in-memory twin).
+
+Owns: the exception hierarchy callers of the store catch. Must not: import anything.
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base of every store error. Also raised for misuse (out-of-order apply, log gaps)."""
+
+
+class StoreFullError(StoreError):
+    """The disk (or the configured maximum map size) is full: the write was refused and rolled
+    back; the store is unchanged and stays usable."""
+
+
+class CorruptionError(StoreError):
+    """Stored data failed its checksum or does not decode: the data dir is damaged."""
+
+
+class StoreIdentityError(StoreError):
+    """The data dir belongs to another cluster or node (or has an unknown schema version)."""
+
+
+class NotFoundError(StoreError, KeyError):
+    """A file chunk that does not exist was read."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,257 @@
+"""The state machine's data in LMDB: record layouts and the apply transaction.
+
+Owns: the key/value layouts of the `kv`, `files` and `sessions` databases and the
+`applied` meta key, `LmdbStateTxn` (commands.StateTxn over one LMDB write transaction) and
+the read helpers the store's getters use.
+Must not: open environments or transactions, or decide semantics (commands.py does).
+
+Layouts:
+- kv:       user key -> [value, create_index, mod_index, version]
+- files:    b"m" + key -> manifest [size, chunks, sha256, mod_index, create_index, version]
+            b"c" + u16 len(key) + key + u32 n -> chunk n (a prefix scan reads them in order)
+            b"s" + u8 len(upload_id) + upload_id + u32 seq -> staged chunk [key, data]
+- sessions: b"c" + client_id -> [seq, index, ok, value, error]
+            b"i" + u64 index + client_id -> b"" (LRU order by applied index, for eviction)
+- meta:     b"applied" -> u64
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rkv.codec import CodecError, pack, unpack
+from rkv.store.commands import ApplyResult, Manifest, Record, Session
+from rkv.store.errors import CorruptionError
+
+if TYPE_CHECKING:
+    import lmdb
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+
+APPLIED_KEY = b"applied"
+
+
+@dataclass(frozen=True, slots=True)
+class Dbs:
+    log: lmdb._Database
+    meta: lmdb._Database
+    kv: lmdb._Database
+    files: lmdb._Database
+    sessions: lmdb._Database
+
+
+def _fields(what: str, raw: bytes, n: int) -> list[Any]:
+    try:
+        v = unpack(raw)
+    except CodecError as e:
+        raise CorruptionError(f"{what}: {e}") from e
+    if type(v) is not list or len(v) != n:
+        raise CorruptionError(f"{what}: unexpected shape")
+    return v
+
+
+def _checked(what: str, ok: bool) -> None:
+    if not ok:
+        raise CorruptionError(f"{what}: bad field types")
+
+
+def encode_record(r: Record) -> bytes:
+    return pack([r.value, r.create_index, r.mod_index, r.version])
+
+
+def decode_record(raw: bytes) -> Record:
+    f = _fields("kv record", raw, 4)
+    _checked("kv record", type(f[0]) is bytes and all(type(x) is int for x in f[1:]))
+    return Record(f[0], f[1], f[2], f[3])
+
+
+def encode_manifest(m: Manifest) -> bytes:
+    return pack([m.size, m.chunks, m.sha256, m.mod_index, m.create_index, m.version])
+
+
+def decode_manifest(raw: bytes) -> Manifest:
+    f = _fields("file manifest", raw, 6)
+    _checked(
+        "file manifest", type(f[2]) is bytes and all(type(f[i]) is int for i in (0, 1, 3, 4, 5))
+    )
+    return Manifest(f[0], f[1], f[2], f[3], f[4], f[5])
+
+
+def encode_session(s: Session) -> bytes:
+    r = s.result
+    return pack([s.seq, s.index, r.ok, r.value, r.error])
+
+
+def decode_session(raw: bytes) -> Session:
+    f = _fields("session", raw, 5)
+    _checked(
+        "session",
+        type(f[0]) is int
+        and type(f[1]) is int
+        and type(f[2]) is bool
+        and (f[3] is None or type(f[3]) in (bool, bytes, int))
+        and (f[4] is None or type(f[4]) is str),
+    )
+    return Session(seq=f[0], index=f[1], result=ApplyResult(ok=f[2], value=f[3], error=f[4]))
+
+
+def manifest_key(key: bytes) -> bytes:
+    return b"m" + key
+
+
+def chunk_prefix(key: bytes) -> bytes:
+    return b"c" + _U16.pack(len(key)) + key
+
+
+def chunk_key(key: bytes, n: int) -> bytes:
+    return chunk_prefix(key) + _U32.pack(n)
+
+
+def staged_prefix(upload_id: bytes) -> bytes:
+    return b"s" + bytes([len(upload_id)]) + upload_id
+
+
+def staged_key(upload_id: bytes, seq: int) -> bytes:
+    return staged_prefix(upload_id) + _U32.pack(seq)
+
+
+def session_key(client_id: bytes) -> bytes:
+    return b"c" + client_id
+
+
+def session_lru_key(index: int, client_id: bytes) -> bytes:
+    return b"i" + _U64.pack(index) + client_id
+
+
+def decode_u64(what: str, raw: bytes | None) -> int:
+    if raw is None:
+        return 0
+    if len(raw) != 8:
+        raise CorruptionError(f"{what}: {len(raw)} bytes, expected 8")
+    return int(_U64.unpack(raw)[0])
+
+
+def count_prefix(txn: lmdb.Transaction[bytes], db: lmdb._Database, prefix: bytes) -> int:
+    cur = txn.cursor(db=db)
+    n = 0
+    if cur.set_range(prefix):
+        for k in cur.iternext(keys=True, values=False):
+            if not k.startswith(prefix):
+                break
+            n += 1
+    return n
+
+
+def delete_prefix(txn: lmdb.Transaction[bytes], db: lmdb._Database, prefix: bytes) -> None:
+    cur = txn.cursor(db=db)
+    if cur.set_range(prefix):
+        while cur.key().startswith(prefix):
+            if not cur.delete():
+                break
+
+
+class LmdbStateTxn:
+    """commands.StateTxn over one LMDB write transaction."""
+
+    def __init__(self, txn: lmdb.Transaction[bytes], dbs: Dbs) -> None:
+        self.txn = txn
+        self.dbs = dbs
+
+    def get(self, key: bytes) -> Record | None:
+        raw = self.txn.get(key, db=self.dbs.kv)
+        return None if raw is None else decode_record(raw)
+
+    def put(self, key: bytes, rec: Record) -> None:
+        self.txn.put(key, encode_record(rec), db=self.dbs.kv)
+
+    def delete(self, key: bytes) -> None:
+        self.txn.delete(key, db=self.dbs.kv)
+
+    def manifest(self, key: bytes) -> Manifest | None:
+        raw = self.txn.get(manifest_key(key), db=self.dbs.files)
+        return None if raw is None else decode_manifest(raw)
+
+    def put_manifest(self, key: bytes, m: Manifest) -> None:
+        self.txn.put(manifest_key(key), encode_manifest(m), db=self.dbs.files)
+
+    def delete_manifest(self, key: bytes) -> None:
+        self.txn.delete(manifest_key(key), db=self.dbs.files)
+
+    def put_chunk(self, key: bytes, n: int, data: bytes) -> None:
+        self.txn.put(chunk_key(key, n), data, db=self.dbs.files)
+
+    def delete_chunk(self, key: bytes, n: int) -> None:
+        self.txn.delete(chunk_key(key, n), db=self.dbs.files)
+
+    def stage_chunk(self, upload_id: bytes, seq: int, key: bytes, data: bytes) -> None:
+        self.txn.put(staged_key(upload_id, seq), pack([key, data]), db=self.dbs.files)
+
+    def staged_chunk(self, upload_id: bytes, seq: int) -> tuple[bytes, bytes] | None:
+        raw = self.txn.get(staged_key(upload_id, seq), db=self.dbs.files)
+        if raw is None:
+            return None
+        f = _fields("staged chunk", raw, 2)
+        _checked("staged chunk", type(f[0]) is bytes and type(f[1]) is bytes)
+        return f[0], f[1]
+
+    def staged_count(self, upload_id: bytes) -> int:
+        return count_prefix(self.txn, self.dbs.files, staged_prefix(upload_id))
+
+    def drop_staged(self, upload_id: bytes) -> None:
+        delete_prefix(self.txn, self.dbs.files, staged_prefix(upload_id))
+
+    def session(self, client_id: bytes) -> Session | None:
+        raw = self.txn.get(session_key(client_id), db=self.dbs.sessions)
+        return None if raw is None else decode_session(raw)
+
+    def put_session(self, client_id: bytes, s: Session, old: Session | None) -> None:
+        db = self.dbs.sessions
+        if old is not None:
+            self.txn.delete(session_lru_key(old.index, client_id), db=db)
+        self.txn.put(session_key(client_id), encode_session(s), db=db)
+        self.txn.put(session_lru_key(s.index, client_id), b"", db=db)
+
+    def session_count(self) -> int:
+        # two records per session; stat() sees this transaction's own writes
+        return self.txn.stat(self.dbs.sessions)["entries"] // 2
+
+    def evict_oldest_session(self) -> None:
+        db = self.dbs.sessions
+        cur = self.txn.cursor(db=db)
+        if not cur.set_range(b"i"):
+            raise CorruptionError("session LRU index is empty")
+        lru = cur.key()
+        if not lru.startswith(b"i") or len(lru) < 9:
+            raise CorruptionError("session LRU index is empty")
+        cur.delete()
+        self.txn.delete(session_key(lru[9:]), db=db)
+
+    def applied_index(self) -> int:
+        return decode_u64("applied index", self.txn.get(APPLIED_KEY, db=self.dbs.meta))
+
+    def set_applied_index(self, index: int) -> None:
+        self.txn.put(APPLIED_KEY, _U64.pack(index), db=self.dbs.meta)
+
+
+def scan(
+    txn: lmdb.Transaction[bytes], db: lmdb._Database, prefix: bytes, limit: int
+) -> list[tuple[bytes, bytes]]:
+    out: list[tuple[bytes, bytes]] = []
+    if limit == 0:
+        return out
+    cur = txn.cursor(db=db)
+    # LMDB refuses an empty key, so an empty prefix starts at the first record
+    found = cur.set_range(prefix) if prefix else cur.first()
+    if not found:
+        return out
+    for k, v in cur.iternext():
+        if not k.startswith(prefix):
+            break
+        out.append((k, decode_record(v).value))
+        if len(out) >= limit:
+            break
+    return out

@@ -1,0 +1,273 @@
+"""MemoryStore: the dict twin of the LMDB store, with the same API and semantics.
+
+Owns: an in-memory Raft log + hard state + snapshot meta and an in-memory state machine, for
+tests and the simulator. Every write is "durable" the moment the call returns; `reopen()`
+models a restart (a new object over the same data, no caches carried over).
+Must not: do I/O or diverge from rkv.store.env.LmdbStore: both pass tests/store's
+conformance suite, and the command semantics are shared (rkv.store.commands).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+from rkv.raft.storage import Compacted, Unavailable
+from rkv.raft.types import Entry, HardState, NodeId, Snapshot
+from rkv.store.commands import (
+    DEFAULT_MAX_SESSIONS,
+    ApplyResult,
+    Manifest,
+    Record,
+    Session,
+    apply_entries,
+)
+from rkv.store.errors import NotFoundError, StoreError
+from rkv.store.raft_store import check_entries, check_limit, check_snapshot
+
+
+class _State:
+    """Everything a restart keeps."""
+
+    def __init__(self, cluster_id: str, node_id: NodeId, voters: tuple[NodeId, ...]) -> None:
+        self.cluster_id = cluster_id
+        self.node_id = node_id
+        self.voters = voters
+        self.hard_state = HardState()
+        self.snapshot = Snapshot()
+        self.log: list[Entry] = []  # log[i] has index snapshot.meta.index + 1 + i
+        self.applied = 0
+        self.kv: dict[bytes, Record] = {}
+        self.manifests: dict[bytes, Manifest] = {}
+        self.chunks: dict[tuple[bytes, int], bytes] = {}
+        self.staged: dict[bytes, dict[int, tuple[bytes, bytes]]] = {}
+        self.sessions: dict[bytes, Session] = {}
+
+
+class _MemTxn:
+    """StateTxn over _State. apply_entries validates before writing, so no rollback is needed."""
+
+    def __init__(self, st: _State) -> None:
+        self.st = st
+
+    def get(self, key: bytes) -> Record | None:
+        return self.st.kv.get(key)
+
+    def put(self, key: bytes, rec: Record) -> None:
+        self.st.kv[key] = rec
+
+    def delete(self, key: bytes) -> None:
+        del self.st.kv[key]
+
+    def manifest(self, key: bytes) -> Manifest | None:
+        return self.st.manifests.get(key)
+
+    def put_manifest(self, key: bytes, m: Manifest) -> None:
+        self.st.manifests[key] = m
+
+    def delete_manifest(self, key: bytes) -> None:
+        del self.st.manifests[key]
+
+    def put_chunk(self, key: bytes, n: int, data: bytes) -> None:
+        self.st.chunks[(key, n)] = data
+
+    def delete_chunk(self, key: bytes, n: int) -> None:
+        self.st.chunks.pop((key, n), None)
+
+    def stage_chunk(self, upload_id: bytes, seq: int, key: bytes, data: bytes) -> None:
+        self.st.staged.setdefault(upload_id, {})[seq] = (key, data)
+
+    def staged_chunk(self, upload_id: bytes, seq: int) -> tuple[bytes, bytes] | None:
+        return self.st.staged.get(upload_id, {}).get(seq)
+
+    def staged_count(self, upload_id: bytes) -> int:
+        return len(self.st.staged.get(upload_id, {}))
+
+    def drop_staged(self, upload_id: bytes) -> None:
+        self.st.staged.pop(upload_id, None)
+
+    def session(self, client_id: bytes) -> Session | None:
+        return self.st.sessions.get(client_id)
+
+    def put_session(self, client_id: bytes, s: Session, old: Session | None) -> None:
+        self.st.sessions[client_id] = s
+
+    def session_count(self) -> int:
+        return len(self.st.sessions)
+
+    def evict_oldest_session(self) -> None:
+        # same order as the LMDB index: (applied index, client id)
+        oldest = min(self.st.sessions.items(), key=lambda kv: (kv[1].index, kv[0]))
+        del self.st.sessions[oldest[0]]
+
+    def applied_index(self) -> int:
+        return self.st.applied
+
+    def set_applied_index(self, index: int) -> None:
+        self.st.applied = index
+
+
+class MemoryStore:
+    """Same API as rkv.store.env.LmdbStore (see there for the method contracts)."""
+
+    def __init__(
+        self,
+        cluster_id: str,
+        node_id: NodeId,
+        voters: Sequence[NodeId],
+        *,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        _state: _State | None = None,
+    ) -> None:
+        self._st = _state if _state is not None else _State(cluster_id, node_id, tuple(voters))
+        self._max_sessions = max_sessions
+        self._closed = False
+
+    @property
+    def cluster_id(self) -> str:
+        return self._st.cluster_id
+
+    @property
+    def node_id(self) -> NodeId:
+        return self._st.node_id
+
+    def reopen(self) -> MemoryStore:
+        """A restart: closes this object, returns a new one over a copy of the same data."""
+        self.close()
+        return MemoryStore(
+            self._st.cluster_id,
+            self._st.node_id,
+            self._st.voters,
+            max_sessions=self._max_sessions,
+            _state=copy.copy(self._st),
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("store is closed")
+
+    # --- raft side ------------------------------------------------------------------------
+
+    def initial_state(self) -> tuple[HardState, tuple[NodeId, ...]]:
+        self._check_open()
+        snap = self._st.snapshot
+        return self._st.hard_state, (snap.meta.voters if not snap.is_empty() else self._st.voters)
+
+    def first_index(self) -> int:
+        return self._st.snapshot.meta.index + 1
+
+    def last_index(self) -> int:
+        return self._st.snapshot.meta.index + len(self._st.log)
+
+    def term(self, index: int) -> int:
+        self._check_open()
+        meta = self._st.snapshot.meta
+        if index == meta.index:
+            return meta.term
+        if index < meta.index:
+            raise Compacted(f"index {index} compacted (snapshot at {meta.index})")
+        if index > self.last_index():
+            raise Unavailable(f"index {index} > last index {self.last_index()}")
+        return self._st.log[index - meta.index - 1].term
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        self._check_open()
+        if lo < self.first_index():
+            raise Compacted(f"entries from {lo}: first index is {self.first_index()}")
+        if hi > self.last_index() + 1:
+            raise Unavailable(f"entries up to {hi}: last index is {self.last_index()}")
+        off = self._st.snapshot.meta.index + 1
+        out: list[Entry] = []
+        size = 0
+        for e in self._st.log[lo - off : hi - off]:
+            size += e.size()
+            if out and max_bytes is not None and size > max_bytes:
+                break
+            out.append(e)
+        return out
+
+    def snapshot(self) -> Snapshot:
+        return self._st.snapshot
+
+    def save(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot: Snapshot | None = None,
+    ) -> None:
+        self._check_open()
+        st = self._st
+        snap = st.snapshot
+        log = st.log
+        if snapshot is not None and not snapshot.is_empty():
+            check_snapshot(snap, snapshot)
+            keep_from = snapshot.meta.index - snap.meta.index  # position of the first kept
+            s_index = snapshot.meta.index
+            if s_index <= self.last_index() and self.term(s_index) == snapshot.meta.term:
+                log = log[keep_from:]
+            else:
+                log = []
+            snap = snapshot
+        if entries:
+            first_kept = snap.meta.index + 1
+            check_entries(entries, first_kept, snap.meta.index + len(log))
+            log = log[: entries[0].index - first_kept] + list(entries)
+        st.snapshot = snap
+        st.log = log
+        if hard_state is not None:
+            st.hard_state = hard_state
+
+    # --- state machine side --------------------------------------------------------------
+
+    def apply(self, entries: Sequence[Entry]) -> list[ApplyResult]:
+        self._check_open()
+        return apply_entries(_MemTxn(self._st), entries, self._max_sessions)
+
+    def applied_index(self) -> int:
+        return self._st.applied
+
+    def get(self, key: bytes) -> bytes | None:
+        rec = self._st.kv.get(key)
+        return None if rec is None else rec.value
+
+    def get_record(self, key: bytes) -> Record | None:
+        return self._st.kv.get(key)
+
+    def scan(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+        check_limit(limit)
+        keys = sorted(k for k in self._st.kv if k.startswith(prefix))[:limit]
+        return [(k, self._st.kv[k].value) for k in keys]
+
+    def file_manifest(self, key: bytes) -> Manifest | None:
+        return self._st.manifests.get(key)
+
+    def read_chunk(self, key: bytes, n: int) -> bytes:
+        try:
+            return self._st.chunks[(key, n)]
+        except KeyError:
+            raise NotFoundError(f"file {key!r} has no chunk {n}") from None
+
+    def session(self, client_id: bytes) -> Session | None:
+        return self._st.sessions.get(client_id)
+
+    def stats(self) -> dict[str, Any]:
+        st = self._st
+        return {
+            "first_index": self.first_index(),
+            "last_index": self.last_index(),
+            "log_entries": len(st.log),
+            "log_bytes": sum(e.size() for e in st.log),
+            "snapshot_index": st.snapshot.meta.index,
+            "term": st.hard_state.term,
+            "commit": st.hard_state.commit,
+            "applied_index": st.applied,
+            "kv_keys": len(st.kv),
+            "files": len(st.manifests),
+            "sessions": len(st.sessions),
+            "map_size": 0,
+            "used_bytes": 0,
+        }
+
+    def close(self) -> None:
+        self._closed = True
