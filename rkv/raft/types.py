@@ -209,3 +209,52 @@ class Ready:
         if self.read_states:
             parts.append(f"reads{len(self.read_states)}")
         return "Ready(" + " ".join(parts) + ")"
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressStatus:
+    """A leader's view of one voter's replication (see rkv.raft.progress)."""
+
+    id: NodeId
+    match: int
+    next: int
+    state: str
+    inflight: int
+    paused: bool
+
+    def describe(self) -> str:
+        paused = " paused" if self.paused else ""
+        return (
+            f"{self.id}:{self.state.lower()} m{self.match} n{self.next} if{self.inflight}{paused}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A snapshot of one node's Raft state for observers (CLI status, tests, traces)."""
+
+    id: NodeId
+    term: int
+    vote: NodeId
+    role: Role
+    leader: NodeId
+    commit: int
+    applied: int
+    last_index: int
+    first_index: int
+    lead_transferee: NodeId = NONE
+    voters: tuple[NodeId, ...] = ()
+    progress: tuple[ProgressStatus, ...] = ()
+    """Per-voter replication state; only on a leader."""
+
+    def describe(self) -> str:
+        s = (
+            f"{self.id} {self.role.name.lower()} t{self.term} vote={self.vote or '-'} "
+            f"leader={self.leader or '-'} log=[{self.first_index}..{self.last_index}] "
+            f"commit={self.commit} applied={self.applied}"
+        )
+        if self.lead_transferee:
+            s += f" transferring-to={self.lead_transferee}"
+        if self.progress:
+            s += " {" + ", ".join(p.describe() for p in self.progress) + "}"
+        return s

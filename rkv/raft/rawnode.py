@@ -1,0 +1,224 @@
+"""RawNode: the runtime's handle on the pure Raft core, and the Ready/advance contract.
+
+Owns: turning the core's state changes into `Ready` batches and taking them back with
+`advance()`. Must not: do I/O; the caller persists, sends and applies.
+
+The Ready contract (the caller's loop, in this order)::
+
+    node.tick() / node.step(msg) / node.propose(data) / node.read_index(ctx) ...
+    if node.has_ready():
+        rd = node.ready()
+        1. send rd.messages now, in any order relative to step 2 (they depend on nothing
+           unpersisted: leader APPEND/HEARTBEAT/SNAPSHOT/TIMEOUT_NOW, PRE_VOTE, READ_INDEX(_RESP)).
+           A leader may send entries before its own copy is durable (thesis §10.2.1).
+        2. persist, in ONE durable write: rd.snapshot (if any; replaces the log), then
+           rd.entries (replacing every stored entry with index >= rd.entries[0].index),
+           then rd.hard_state (if any).
+        3. only after that write is durable, send rd.persisted_messages (votes, vote and
+           append responses, heartbeat responses: anything that depends on the persisted
+           term, vote or log). If rd.must_sync is False there was nothing to write and
+           they may go at once.
+        4. restore the state machine from rd.snapshot (if any), then apply
+           rd.committed_entries in order (they are committed: safe to apply even if they
+           arrived in this same Ready).
+        5. serve rd.read_states once the applied index >= ReadState.index.
+        6. node.advance(rd).
+
+- One Ready is outstanding at a time: `ready()` raises RuntimeError until the previous one
+  is advanced, and `has_ready()` is False meanwhile. `step()`/`tick()`/`propose()` may be called
+  between `ready()` and `advance()`; their effects appear in the next Ready.
+- A leader counts its own log toward the commit index only for entries reported durable by
+  `advance()`, so in a single-node cluster a proposal commits one Ready after it is persisted.
+- Proposals made between two `ready()` calls leave as one APPEND per follower (flushed when the
+  Ready is built, or by `flush()`), up to `max_size_per_msg` bytes each.
+- Soft state (`rd.soft_state`, role and leader) is set only when it changed. When a leader
+  loses leadership (role changes), the caller must fail its pending proposals and reads; they
+  may or may not commit, and clients retry (sessions make that safe).
+- A READ_INDEX forwarded to a leader that cannot serve it is dropped: callers time out reads.
+- Restart: build storage, then `RawNode(Config(..., applied=<state machine's applied index>),
+  storage, rng)`. Committed entries after `applied` are delivered again in committed_entries.
+"""
+
+from __future__ import annotations
+
+import random
+
+from rkv.raft.config import Config
+from rkv.raft.core import Raft
+from rkv.raft.storage import Storage
+from rkv.raft.types import (
+    HardState,
+    Message,
+    MessageType,
+    NodeId,
+    ProgressStatus,
+    Ready,
+    Role,
+    SoftState,
+    Status,
+)
+
+IMMEDIATE_TYPES = frozenset(
+    {
+        MessageType.APPEND,
+        MessageType.HEARTBEAT,
+        MessageType.SNAPSHOT,
+        MessageType.TIMEOUT_NOW,
+        MessageType.PRE_VOTE,
+        MessageType.READ_INDEX,
+        MessageType.READ_INDEX_RESP,
+    }
+)
+"""Messages that depend on no unpersisted state; everything else waits for the write."""
+
+
+class RawNode:
+    def __init__(self, config: Config, storage: Storage, rng: random.Random) -> None:
+        self.raft = Raft(config, storage, rng)
+        self._prev_soft = SoftState(leader=self.raft.leader, role=self.raft.role)
+        self._prev_hard = self._hard_state()
+        self._outstanding: Ready | None = None
+
+    @property
+    def id(self) -> NodeId:
+        return self.raft.id
+
+    def _hard_state(self) -> HardState:
+        r = self.raft
+        return HardState(term=r.term, vote=r.vote, commit=r.log.committed)
+
+    def _soft_state(self) -> SoftState:
+        return SoftState(leader=self.raft.leader, role=self.raft.role)
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.raft.tick()
+
+    def campaign(self) -> None:
+        """Start an election now (PreVote first if configured), as if the timer fired."""
+        self.raft.hup()
+
+    def step(self, msg: Message) -> None:
+        """Feed a message from a peer. Messages to another id or from a non-voter are ignored."""
+        r = self.raft
+        if msg.to != r.id or msg.frm == r.id or msg.frm not in r.voters:
+            return
+        r.step(msg)
+
+    def propose(self, data: bytes) -> int:
+        """Append a command; returns its log index. Raises ProposalDropped if not leader or
+        while a leadership transfer is under way."""
+        return self.raft.propose(data)
+
+    def read_index(self, ctx: bytes) -> None:
+        """Request a linearizable read; a ReadState(index, ctx) appears once it is safe.
+
+        Raises ProposalDropped when no leader is known."""
+        self.raft.read_index(ctx)
+
+    def transfer_leader(self, to: NodeId) -> None:
+        """Hand leadership to voter `to` (leader only; raises ProposalDropped otherwise)."""
+        self.raft.transfer_leader(to)
+
+    def flush(self) -> None:
+        """Build now the messages that would otherwise wait for the next ready()."""
+        self.raft.flush()
+
+    # -- Ready ------------------------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        if self._outstanding is not None:
+            return False
+        r = self.raft
+        log = r.log
+        u = log.unstable
+        return bool(
+            r.msgs
+            or r.need_flush
+            or r.read_states
+            or (r.role == Role.LEADER and r._reads_unsent)
+            or u.in_progress < u.offset + len(u.entries)
+            or u.next_snapshot() is not None
+            or log.has_next_committed_entries()
+            or self._soft_state() != self._prev_soft
+            or self._hard_state() != self._prev_hard
+        )
+
+    def ready(self) -> Ready:
+        if self._outstanding is not None:
+            raise RuntimeError("advance() the previous Ready before asking for another")
+        r = self.raft
+        r.flush()
+        log = r.log
+        soft = self._soft_state()
+        hard = self._hard_state()
+        msgs, r.msgs = r.msgs, []
+        now = tuple(m for m in msgs if m.type in IMMEDIATE_TYPES)
+        later = tuple(m for m in msgs if m.type not in IMMEDIATE_TYPES)
+        rd = Ready(
+            soft_state=soft if soft != self._prev_soft else None,
+            hard_state=hard if hard != self._prev_hard else None,
+            entries=tuple(log.unstable.next_entries()),
+            snapshot=log.unstable.next_snapshot(),
+            messages=now,
+            persisted_messages=later,
+            committed_entries=tuple(log.next_committed_entries(r.cfg.max_committed_size_per_ready)),
+            read_states=tuple(r.read_states),
+        )
+        r.read_states = []
+        log.unstable.accept_in_progress()
+        self._prev_soft = soft
+        self._prev_hard = hard
+        self._outstanding = rd
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """The caller persisted, sent and applied `rd` as the contract says."""
+        if rd is not self._outstanding:
+            raise RuntimeError("advance() must be given the Ready returned by the last ready()")
+        self._outstanding = None
+        log = self.raft.log
+        if rd.snapshot is not None:
+            log.stable_snap_to(rd.snapshot.meta.index)
+            log.applied_to(rd.snapshot.meta.index)
+        if rd.entries:
+            last = rd.entries[-1]
+            log.stable_to(last.index, last.term)
+        if rd.committed_entries:
+            log.applied_to(rd.committed_entries[-1].index)
+        if rd.entries or rd.snapshot is not None:
+            self.raft.on_persisted()
+
+    # -- observation ------------------------------------------------------------------------
+
+    def status(self) -> Status:
+        r = self.raft
+        log = r.log
+        progress: tuple[ProgressStatus, ...] = ()
+        if r.role == Role.LEADER:
+            progress = tuple(
+                ProgressStatus(
+                    id=v,
+                    match=pr.match,
+                    next=pr.next,
+                    state=pr.state.name,
+                    inflight=len(pr.inflights),
+                    paused=pr.is_paused(),
+                )
+                for v, pr in sorted(r.prs.items())
+            )
+        return Status(
+            id=r.id,
+            term=r.term,
+            vote=r.vote,
+            role=r.role,
+            leader=r.leader,
+            commit=log.committed,
+            applied=log.applied,
+            last_index=log.last_index(),
+            first_index=log.first_index(),
+            lead_transferee=r.lead_transferee,
+            voters=r.voters,
+            progress=progress,
+        )
