@@ -1,0 +1,213 @@
+"""`python -m bench COMMAND ...` (or `./dev bench COMMAND ...`): the benchmark commands.
+
+Commands: setup, compare, load (one point), failover, largefile, scale, chart, and worker
+(internal: one load-generator process). Owns argument parsing only; each command's work lives
+in its own module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.common import RESULTS_DIR
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _strs(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _sizes(text: str) -> list[int]:
+    out = []
+    for x in _strs(text):
+        mult = 1
+        low = x.lower()
+        for suffix, m in (("kib", 1024), ("k", 1024), ("mib", 1 << 20), ("m", 1 << 20)):
+            if low.endswith(suffix):
+                low, mult = low[: -len(suffix)], m
+                break
+        out.append(int(low) * mult)
+    return out
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="where results go")
+    p.add_argument(
+        "--tmp-dir",
+        type=Path,
+        default=None,
+        help="parent of the clusters' data dirs (default: system temp; must be a real disk)",
+    )
+    p.add_argument("--seed", type=int, default=1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    sub.add_parser("setup", help="install etcd-server (apt) and pysyncobj, psutil, matplotlib")
+
+    c = sub.add_parser("compare", help="all systems side by side, fresh cluster per point")
+    c.add_argument(
+        "--systems", type=_strs, default=None, help="default: rkv,etcd,pysyncobj,pysyncobj:nobatch"
+    )
+    c.add_argument("--clients", type=_ints, default=[1, 16, 64])
+    c.add_argument("--workloads", type=_strs, default=["put", "get", "mixed"])
+    c.add_argument("--sizes", type=_sizes, default=[100, 65536], help="value sizes, e.g. 100,64k")
+    c.add_argument("--duration", type=float, default=10.0, help="measured seconds per point")
+    c.add_argument("--warmup", type=float, default=2.0)
+    c.add_argument("--runs", type=int, default=3)
+    c.add_argument("--procs", type=int, default=1, help="load-generator processes")
+    c.add_argument("--keys", type=int, default=1000, help="key space (prefilled for reads)")
+    c.add_argument("--no-chart", action="store_true")
+    _common(c)
+
+    ld = sub.add_parser("load", help="one point against one system (quick check)")
+    ld.add_argument("system", help="rkv, etcd, pysyncobj[:default|nobatch|journal]")
+    ld.add_argument("--clients", type=int, default=16)
+    ld.add_argument("--workload", default="put", choices=["put", "get", "mixed"])
+    ld.add_argument("--size", type=_sizes, default=[100])
+    ld.add_argument("--duration", type=float, default=5.0)
+    ld.add_argument("--warmup", type=float, default=1.0)
+    ld.add_argument("--procs", type=int, default=1)
+    ld.add_argument("--keys", type=int, default=1000)
+    _common(ld)
+
+    f = sub.add_parser("failover", help="kill -9 the leader, time to the first successful write")
+    f.add_argument("--systems", type=_strs, default=["rkv", "etcd", "pysyncobj:nobatch"])
+    f.add_argument("--trials", type=int, default=10)
+    f.add_argument("--probe-interval", type=float, default=0.01, help="seconds between probes")
+    f.add_argument("--timeout", type=float, default=30.0, help="give up a trial after this")
+    _common(f)
+
+    lf = sub.add_parser("largefile", help="upload and download one large file (MB/s)")
+    lf.add_argument("--systems", type=_strs, default=["rkv", "etcd", "pysyncobj:nobatch"])
+    lf.add_argument("--size", type=_sizes, default=[256 << 20], help="file size, e.g. 256m")
+    lf.add_argument("--chunk", type=_sizes, default=[1 << 20], help="chunk size for KV systems")
+    lf.add_argument("--window", type=int, default=4, help="chunks in flight")
+    lf.add_argument("--runs", type=int, default=1)
+    _common(lf)
+
+    sc = sub.add_parser("scale", help="write N keys, RSS per node, restart-to-serving time")
+    sc.add_argument("--systems", type=_strs, default=["rkv", "etcd", "pysyncobj:journal"])
+    sc.add_argument("--keys", type=int, default=1_000_000)
+    sc.add_argument("--size", type=_sizes, default=[100])
+    sc.add_argument("--clients", type=int, default=64)
+    sc.add_argument("--procs", type=int, default=1)
+    _common(sc)
+
+    ch = sub.add_parser("chart", help="redraw the chart of a compare results file")
+    ch.add_argument("results", type=Path)
+
+    w = sub.add_parser("worker", help=argparse.SUPPRESS)
+    w.add_argument("--args", required=True)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cmd == "worker":
+        from bench.loadgen import worker_entry
+
+        worker_entry(args.args)
+        return 0
+    if args.cmd == "setup":
+        script = Path(__file__).resolve().parent / "setup.sh"
+        env = dict(os.environ, PYTHON=sys.executable)
+        return subprocess.call(["bash", str(script)], env=env)
+    if args.cmd == "compare":
+        from bench.compare import DEFAULT_SERIES, compare
+
+        compare(
+            series=args.systems or list(DEFAULT_SERIES),
+            clients=args.clients,
+            workloads=args.workloads,
+            sizes=args.sizes,
+            duration=args.duration,
+            warmup=args.warmup,
+            runs=args.runs,
+            procs=args.procs,
+            keys=args.keys,
+            seed=args.seed,
+            out_dir=args.out_dir,
+            tmp_dir=args.tmp_dir,
+            chart=not args.no_chart,
+        )
+        return 0
+    if args.cmd == "load":
+        from bench.compare import _line, measure_point
+
+        p = measure_point(
+            args.system,
+            workload=args.workload,
+            value_size=args.size[0],
+            clients=args.clients,
+            procs=args.procs,
+            duration=args.duration,
+            warmup=args.warmup,
+            keys=args.keys,
+            run=1,
+            seed=args.seed,
+            tmp_dir=args.tmp_dir,
+        )
+        print(_line(p))
+        return 0
+    if args.cmd == "failover":
+        from bench.failover import failover
+
+        failover(
+            series=args.systems,
+            trials=args.trials,
+            probe_interval=args.probe_interval,
+            timeout=args.timeout,
+            out_dir=args.out_dir,
+            tmp_dir=args.tmp_dir,
+        )
+        return 0
+    if args.cmd == "largefile":
+        from bench.largefile import largefile
+
+        largefile(
+            series=args.systems,
+            size=args.size[0],
+            chunk=args.chunk[0],
+            window=args.window,
+            runs=args.runs,
+            seed=args.seed,
+            out_dir=args.out_dir,
+            tmp_dir=args.tmp_dir,
+        )
+        return 0
+    if args.cmd == "scale":
+        from bench.scale import scale
+
+        scale(
+            series=args.systems,
+            keys=args.keys,
+            value_size=args.size[0],
+            clients=args.clients,
+            procs=args.procs,
+            seed=args.seed,
+            out_dir=args.out_dir,
+            tmp_dir=args.tmp_dir,
+        )
+        return 0
+    if args.cmd == "chart":
+        from bench.chart import plot_compare
+
+        data = json.loads(args.results.read_text())
+        print(plot_compare(data["summary"], args.results.with_suffix(".png")))
+        return 0
+    raise AssertionError(args.cmd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

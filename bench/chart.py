@@ -1,0 +1,59 @@
+"""Charts of a comparison: throughput and p99 latency vs clients, one line per system.
+
+Owns: turning `stats.summarize` rows into one PNG (matplotlib, Agg backend, no display).
+Must not compute statistics itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _size_label(n: int) -> str:
+    return f"{n // 1024} KiB" if n >= 1024 and n % 1024 == 0 else f"{n} B"
+
+
+def plot_compare(summary: Sequence[Mapping[str, Any]], path: Path, title: str = "") -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["workload"], int(r["value_size"])) for r in summary})
+    if not panels:
+        raise ValueError("nothing to plot")
+    fig, axes = plt.subplots(
+        len(panels), 2, figsize=(11, 3.6 * len(panels)), squeeze=False, constrained_layout=True
+    )
+    for row, (workload, size) in enumerate(panels):
+        rows = [r for r in summary if r["workload"] == workload and r["value_size"] == size]
+        ax_t, ax_l = axes[row][0], axes[row][1]
+        for series in sorted({r["series"] for r in rows}):
+            pts = sorted((r for r in rows if r["series"] == series), key=lambda r: r["clients"])
+            xs = [r["clients"] for r in pts]
+            med = [r["ops_per_s"]["median"] for r in pts]
+            lo = [m - r["ops_per_s"]["min"] for m, r in zip(med, pts, strict=True)]
+            hi = [r["ops_per_s"]["max"] - m for m, r in zip(med, pts, strict=True)]
+            ax_t.errorbar(xs, med, yerr=[lo, hi], marker="o", capsize=3, label=series)
+            p99 = [r["latency_ms"]["p99"] for r in pts]
+            ax_l.plot(xs, [float("nan") if v is None else v for v in p99], marker="o", label=series)
+        name = f"{workload}, {_size_label(size)} values"
+        ax_t.set_title(f"throughput: {name}")
+        ax_t.set_xlabel("concurrent clients")
+        ax_t.set_ylabel("ops/s (median of runs, bars min-max)")
+        ax_l.set_title(f"p99 latency: {name}")
+        ax_l.set_xlabel("concurrent clients")
+        ax_l.set_ylabel("p99 ms (median of runs)")
+        for ax in (ax_t, ax_l):
+            ax.set_xscale("log", base=2)
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=8)
+        ax_l.set_yscale("log")
+    if title:
+        fig.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

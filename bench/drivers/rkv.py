@@ -1,0 +1,115 @@
+"""rkv as 3 `python -m rkv serve` processes with fresh data dirs, spoken to via rkv.connect.
+
+Owns: the rkv command lines and the adapter from the rkv async client to the bench `KV`
+protocol; leader discovery through each node's status. Must not reach into rkv internals:
+only the documented client API and CLI (docs/contracts.md, README).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bench.drivers.base import KV, Driver
+from bench.procs import Server, free_ports
+
+HOST = "127.0.0.1"
+
+
+class RkvKV:
+    def __init__(self, stack: contextlib.AsyncExitStack, client: Any) -> None:
+        self._stack = stack
+        self.client = client
+
+    async def put(self, key: bytes, value: bytes) -> None:
+        await self.client.put(key, value)
+
+    async def get(self, key: bytes) -> bytes | None:
+        v = await self.client.get(key)
+        return None if v is None else bytes(v)
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+
+class RkvDriver(Driver):
+    system = "rkv"
+
+    def __init__(self, config: str = "default") -> None:
+        super().__init__(config)
+        self._ports: list[int] = []
+
+    def version(self) -> str:
+        import rkv
+
+        return str(getattr(rkv, "__version__", "?"))
+
+    def durability(self) -> str:
+        return "fsync of log entries on a majority before the ack (LMDB write txn)"
+
+    def start(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self._ports = free_ports(self.nodes)
+        addrs = self.addrs()
+        for i, port in enumerate(self._ports):
+            peers = ",".join(a for j, a in enumerate(addrs) if j != i)
+            argv = [
+                sys.executable, "-m", "rkv", "serve",
+                "--host", HOST,
+                "--port", str(port),
+                "--peers", peers,
+                "--data-dir", str(workdir / f"rkv{i}"),
+            ]  # fmt: skip
+            name = f"rkv{i}"
+            s = self.group.add(Server(name, argv, workdir / f"{name}.log"))
+            s.start()
+
+    def addrs(self) -> list[str]:
+        return [f"{HOST}:{p}" for p in self._ports]
+
+    @staticmethod
+    async def connect(spec: dict[str, Any], i: int) -> KV:
+        import rkv
+
+        addrs: list[str] = list(spec["addrs"])
+        # Client i starts at node i % n so that reads spread like the other systems' clients.
+        k = i % len(addrs)
+        stack = contextlib.AsyncExitStack()
+        try:
+            client = await stack.enter_async_context(rkv.connect(addrs[k:] + addrs[:k]))
+        except BaseException:
+            await stack.aclose()
+            raise
+        return RkvKV(stack, client)
+
+    async def leader(self) -> int | None:
+        addrs = self.addrs()
+        for i, addr in enumerate(addrs):
+            if not self.servers[i].alive():
+                continue
+            try:
+                kv = await self.connect({"addrs": [addr]}, 0)
+            except Exception:  # a node that does not answer cannot tell us the leader
+                continue
+            try:
+                with trio.fail_after(1):
+                    st = await kv.client.status()  # type: ignore[attr-defined]
+            except Exception:
+                continue
+            finally:
+                with contextlib.suppress(Exception):
+                    await kv.aclose()
+            leader_addr = _field(st, "leader_addr")
+            if leader_addr in addrs and self.servers[addrs.index(leader_addr)].alive():
+                return addrs.index(leader_addr)
+        return None
+
+
+def _field(obj: Any, name: str) -> Any:
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the benchmarks need and rkv itself does not: etcd (Debian's etcd-server, for
+# the etcd driver) and pysyncobj, psutil, matplotlib into the Python that runs it (the project
+# venv when called as `./dev bench setup`). Safe to run again: it skips what is present.
+set -euo pipefail
+py="${PYTHON:-python3}"
+if ! command -v etcd >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y etcd-server
+fi
+# The Debian package starts a system etcd on 127.0.0.1:2379; the benchmark runs its own.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
+  systemctl stop etcd || true
+fi
+"$py" -m pip install -q "pysyncobj>=0.3.12" "psutil>=5.9" "matplotlib>=3.7"
+etcd --version | head -1
+"$py" -c 'import pysyncobj, psutil, matplotlib; print("pysyncobj", pysyncobj.__version__ if hasattr(pysyncobj, "__version__") else "?", "psutil", psutil.__version__, "matplotlib", matplotlib.__version__)'
