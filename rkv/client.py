@@ -1,0 +1,820 @@
+"""The rkv client library: an async (trio) `Client` and a blocking `SyncClient` wrapper.
+
+Owns: the client side of the client protocol (docs/contracts.md): address parsing, one
+multiplexed `RpcClient` connection per node, leader discovery (following `not_leader`
+hints and remembering the leader), retries with exponential backoff and jitter until an
+overall deadline, write sessions (client id + sequence number, kept across retries so the
+state machine applies a write once), chunked file upload/download with bounded memory and
+SHA-256 verification, and the cluster status view.
+
+Must not: import the node runtime, the store or the CLI (layering: client sits above net,
+config, codec and errors), print anything, or hold a whole file in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import trio
+
+from rkv.config import format_address, parse_address
+from rkv.errors import IntegrityError, NotFound, Unavailable, from_error_frame
+from rkv.net.rpc import ConnectionLost, RemoteError, RpcClient, RpcTimeout
+
+T = TypeVar("T")
+
+DEFAULT_ADDRS: tuple[str, ...] = ("127.0.0.1:50051", "127.0.0.1:50052", "127.0.0.1:50053")
+DEFAULT_CHUNK_SIZE = 1 << 20
+MAX_CHUNK_SIZE = 8 << 20
+"""Chunks travel in one frame; the default frame limit is 16 MiB, so stay well below it."""
+MAX_KEY_LEN = 400
+PIPELINE = 4
+"""File chunks in flight at once (upload and download): bounds memory to ~PIPELINE chunks."""
+
+Progress = Callable[[int, int | None], None]
+"""progress(bytes_done, bytes_total or None when unknown)."""
+
+# Error codes after which another attempt (same seq for writes) is safe and useful.
+_RETRY_CODES = frozenset({"unavailable", "timeout", "not_leader"})
+# Connection-level refusals from the RPC layer: the connection is gone, try another node.
+_CONN_CODES = frozenset({"too_many_connections", "idle_timeout", "frame_timeout"})
+
+
+def normalize_address(addr: str) -> str:
+    """'host:port' / 'http://host:port' -> canonical 'host:port'; ValueError if invalid."""
+    return format_address(*parse_address(addr))
+
+
+def parse_addresses(addrs: str | Iterable[str]) -> list[str]:
+    """A comma separated string or an iterable of addresses -> unique canonical addresses."""
+    items = addrs.split(",") if isinstance(addrs, str) else list(addrs)
+    out: list[str] = []
+    for item in items:
+        if not isinstance(item, str):
+            raise ValueError(f"address must be a string, got {type(item).__name__}")
+        if not item.strip():
+            continue
+        a = normalize_address(item)
+        if a not in out:
+            out.append(a)
+    if not out:
+        raise ValueError("no node address given")
+    return out
+
+
+def _to_bytes(value: bytes | bytearray | memoryview | str, what: str) -> bytes:
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")
+
+
+def _key(key: bytes | str) -> bytes:
+    k = _to_bytes(key, "key")
+    if not k:
+        raise ValueError("key must not be empty")
+    if len(k) > MAX_KEY_LEN:
+        raise ValueError(f"key is {len(k)} bytes, the limit is {MAX_KEY_LEN}")
+    return k
+
+
+@dataclass(slots=True)
+class _Session:
+    """A write session: one client id, writes strictly one at a time with increasing seq.
+
+    The state machine remembers the last (seq, result) per client id, which makes retries
+    exactly-once only if a session never has two writes in flight; concurrent writes of one
+    Client therefore take separate sessions from a pool.
+    """
+
+    client_id: bytes
+    seq: int = 0
+
+    def next(self) -> int:
+        self.seq += 1
+        return self.seq
+
+
+@dataclass(slots=True)
+class _Link:
+    """The connection to one node, held open by a task in the Client's nursery."""
+
+    addr: str
+    rpc: RpcClient | None = None
+    close: trio.Event = field(default_factory=trio.Event)
+    lock: trio.Lock = field(default_factory=trio.Lock)
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One chunk of a download in flight."""
+
+    n: int
+    data: bytes | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class Client:
+    """An async rkv client. Create it with `connect(...)` and use it as a context manager.
+
+    Any node may be given; the client finds the leader by itself. Every method retries on
+    timeouts, lost connections and leader changes until `timeout` seconds have passed, then
+    raises `rkv.Unavailable`. Methods may be called concurrently from many tasks.
+    """
+
+    def __init__(
+        self,
+        addrs: str | Iterable[str] = DEFAULT_ADDRS,
+        *,
+        timeout: float = 10.0,
+        attempt_timeout: float = 5.0,
+        connect_timeout: float = 2.0,
+        backoff_base: float = 0.05,
+        backoff_max: float = 1.0,
+        max_frame: int = 32 << 20,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.addrs = parse_addresses(addrs)
+        for name, value in (
+            ("timeout", timeout),
+            ("attempt_timeout", attempt_timeout),
+            ("connect_timeout", connect_timeout),
+        ):
+            if not (isinstance(value, int | float) and value > 0):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        self.timeout = float(timeout)
+        self.attempt_timeout = float(attempt_timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.max_frame = max_frame
+        self._rng = rng if rng is not None else random.Random()
+        self.client_id = os.urandom(16)
+        self._sessions: list[_Session] = [_Session(self.client_id)]
+        self._known: list[str] = list(self.addrs)
+        self._preferred: str | None = None
+        self.leader: str | None = None
+        """The address of the last node known to be the leader (None until one is seen)."""
+        self._rr = 0
+        self._links: dict[str, _Link] = {}
+        self._nursery: trio.Nursery | None = None
+        self.stats: dict[str, int] = {"attempts": 0, "retries": 0, "redirects": 0}
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[Client]:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                yield self
+            finally:
+                self._nursery = None
+                for link in self._links.values():
+                    link.close.set()
+                self._links.clear()
+                nursery.cancel_scope.cancel()
+
+    async def __aenter__(self) -> Client:
+        if self._nursery is not None:
+            raise RuntimeError("this Client is already open")
+        self._cm = self._running()
+        return await self._cm.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> bool | None:
+        return await self._cm.__aexit__(*exc)
+
+    # --- connections ----------------------------------------------------------------------
+
+    async def _hold(self, link: _Link, task_status: trio.TaskStatus[None]) -> None:
+        # RpcClient owns a nursery, so it must be entered and exited by the same task.
+        host, port = parse_address(link.addr)
+        rpc = RpcClient(
+            host,
+            port,
+            connect_timeout=self.connect_timeout,
+            timeout=self.attempt_timeout,
+            max_frame=self.max_frame,
+        )
+        async with rpc:
+            link.rpc = rpc
+            task_status.started()
+            await link.close.wait()
+
+    async def _rpc(self, addr: str) -> RpcClient:
+        link = self._links.get(addr)
+        if link is None:
+            link = self._links[addr] = _Link(addr)
+        async with link.lock:
+            if link.rpc is not None and link.rpc.connected:
+                return link.rpc
+            if link.rpc is not None:
+                self._drop(addr)
+                return await self._rpc(addr)
+            if self._nursery is None:
+                raise RuntimeError("use the Client inside `async with connect(...)`")
+            try:
+                await self._nursery.start(self._hold, link)
+            except BaseException:
+                if self._links.get(addr) is link:
+                    del self._links[addr]
+                raise
+            assert link.rpc is not None
+            return link.rpc
+
+    def _drop(self, addr: str) -> None:
+        link = self._links.pop(addr, None)
+        if link is not None:
+            link.close.set()
+
+    # --- routing and retries --------------------------------------------------------------
+
+    def _learn(self, addr: str | None) -> str | None:
+        if not addr:
+            return None
+        try:
+            a = normalize_address(addr)
+        except ValueError:
+            return None
+        if a not in self._known:
+            self._known.append(a)
+        return a
+
+    def _target(self) -> str:
+        if self._preferred is not None:
+            return self._preferred
+        addr = self._known[self._rr % len(self._known)]
+        return addr
+
+    def _rotate(self, failed: str) -> None:
+        if self._preferred == failed:
+            self._preferred = None
+        if self.leader == failed:
+            self.leader = None
+        if self._known[self._rr % len(self._known)] == failed:
+            self._rr += 1
+
+    def _backoff(self, attempt: int) -> float:
+        cap = min(self.backoff_max, self.backoff_base * (1 << min(attempt, 16)))
+        return cap / 2 + self._rng.uniform(0, cap / 2)
+
+    async def _leader_hint(self, addr: str, exc: RemoteError) -> str | None:
+        fields = getattr(exc, "fields", None) or getattr(exc, "frame", None)
+        if isinstance(fields, dict) and isinstance(fields.get("leader_addr"), str):
+            return self._learn(fields["leader_addr"])
+        # The hint did not survive the RPC layer: ask the node who it thinks leads.
+        try:
+            rpc = await self._rpc(addr)
+            st = await rpc.call({"t": "status"}, timeout=min(1.0, self.attempt_timeout))
+        except (RpcTimeout, ConnectionLost, RemoteError, OSError):
+            return None
+        hint = st.get("leader_addr")
+        return self._learn(hint) if isinstance(hint, str) else None
+
+    async def _call(
+        self, frame: dict[str, Any], *, timeout: float | None = None, what: str | None = None
+    ) -> dict[str, Any]:
+        """Send `frame` to the cluster, retrying until the deadline; the ok frame or raise.
+
+        A write frame carries its session and seq already, so each attempt is the same
+        request and the state machine deduplicates it.
+        """
+        limit = self.timeout if timeout is None else timeout
+        deadline = trio.current_time() + limit
+        attempt = 0
+        last = "no attempt made"
+        while True:
+            now = trio.current_time()
+            if now >= deadline:
+                op = what or str(frame["t"])
+                raise Unavailable(
+                    f"cluster unavailable: {op} did not succeed within {limit:g}s on "
+                    f"{','.join(self._known)} (last error: {last})"
+                )
+            addr = self._target()
+            self.stats["attempts"] += 1
+            if attempt:
+                self.stats["retries"] += 1
+            attempt += 1
+            try_deadline = now + min(deadline - now, self.attempt_timeout)
+            try:
+                with trio.fail_at(try_deadline):
+                    rpc = await self._rpc(addr)
+                reply = await rpc.call(frame, timeout=max(try_deadline - trio.current_time(), 1e-3))
+            except RemoteError as exc:
+                if exc.code not in _RETRY_CODES and exc.code not in _CONN_CODES:
+                    raise from_error_frame({"code": exc.code, "msg": exc.msg}) from None
+                last = f"{addr}: {exc.code}: {exc.msg}" if exc.msg else f"{addr}: {exc.code}"
+                if exc.code in _CONN_CODES:
+                    self._drop(addr)
+                if exc.code == "not_leader":
+                    hint = await self._leader_hint(addr, exc)
+                    if hint is not None and hint != addr:
+                        self.stats["redirects"] += 1
+                        self._preferred = self.leader = hint
+                        # A fresh hint is followed at once; repeated hops back off.
+                        if attempt > 2:
+                            await self._sleep(attempt, deadline)
+                        continue
+                self._rotate(addr)
+            except (ConnectionLost, RpcTimeout, trio.TooSlowError, OSError) as exc:
+                last = f"{addr}: {exc or type(exc).__name__}"
+                if not isinstance(exc, RpcTimeout):
+                    self._drop(addr)  # a timed out connection is still usable
+                self._rotate(addr)
+            else:
+                self._preferred = addr
+                if frame.get("c") is not None:
+                    self.leader = addr
+                return reply
+            await self._sleep(attempt, deadline)
+
+    async def _sleep(self, attempt: int, deadline: float) -> None:
+        delay = min(self._backoff(attempt), max(deadline - trio.current_time(), 0.0))
+        await trio.sleep(delay)
+
+    async def _write(self, frame: dict[str, Any], *, what: str | None = None) -> dict[str, Any]:
+        session = self._sessions.pop() if self._sessions else _Session(os.urandom(16))
+        seq = session.next()
+        try:
+            return await self._call({**frame, "c": session.client_id, "s": seq}, what=what)
+        finally:
+            self._sessions.append(session)
+
+    # --- key/value API --------------------------------------------------------------------
+
+    async def put(self, key: bytes | str, value: bytes | str) -> None:
+        """Set `key` to `value` (committed on a majority when this returns)."""
+        await self._write({"t": "put", "k": _key(key), "val": _to_bytes(value, "value")})
+
+    async def get(self, key: bytes | str, *, stale: bool = False) -> bytes | None:
+        """The value of `key` or None. Linearizable unless `stale` (then: the contacted
+        node's local copy, possibly behind)."""
+        reply = await self._call({"t": "get", "k": _key(key), "stale": bool(stale)})
+        val = reply.get("val")
+        return None if val is None else bytes(val)
+
+    async def delete(self, key: bytes | str) -> bool:
+        """Delete `key`; True if it existed."""
+        reply = await self._write({"t": "delete", "k": _key(key)})
+        return bool(reply.get("existed"))
+
+    async def cas(self, key: bytes | str, expected: bytes | str | None, new: bytes | str) -> bool:
+        """Set `key` to `new` if its value is `expected` (None: if absent); True if swapped."""
+        exp = None if expected is None else _to_bytes(expected, "expected")
+        reply = await self._write(
+            {"t": "cas", "k": _key(key), "exp": exp, "val": _to_bytes(new, "new")}
+        )
+        return bool(reply.get("swapped"))
+
+    async def scan(
+        self, prefix: bytes | str = b"", limit: int = 1000, *, stale: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        """Up to `limit` (key, value) pairs whose key starts with `prefix`, in key order."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        reply = await self._call(
+            {"t": "scan", "p": _to_bytes(prefix, "prefix"), "limit": limit, "stale": bool(stale)}
+        )
+        items = reply.get("items") or []
+        return [(bytes(k), bytes(v)) for k, v in items]
+
+    async def status(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """One dict per known node: id, addr, role (leader/follower/candidate/unreachable),
+        term, leader, commit, applied, last_index. Never raises for unreachable nodes."""
+        limit = min(self.timeout, 2.0) if timeout is None else timeout
+        results: dict[str, dict[str, Any]] = {}
+
+        async def probe(addr: str) -> None:
+            try:
+                with trio.fail_after(limit):
+                    rpc = await self._rpc(addr)
+                    st = await rpc.call({"t": "status"}, timeout=limit)
+            except (ConnectionLost, RpcTimeout, RemoteError, trio.TooSlowError, OSError) as exc:
+                if not isinstance(exc, RpcTimeout | RemoteError):
+                    self._drop(addr)
+                results[addr] = _unreachable(addr, exc)
+                return
+            results[addr] = _status_row(addr, st)
+            peers = st.get("peers")
+            for p in _peer_addresses(peers):
+                self._learn(p)
+
+        probed: set[str] = set()
+        while True:
+            todo = [a for a in self._known if a not in probed]
+            if not todo:
+                break
+            probed.update(todo)
+            async with trio.open_nursery() as nursery:
+                for addr in todo:
+                    nursery.start_soon(probe, addr)
+        rows: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for addr in self._known:
+            row = results[addr]
+            node_id = str(row["id"])
+            if node_id in seen:
+                continue
+            if row["role"] == "unreachable" and any(
+                r["id"] == node_id and r["role"] != "unreachable" for r in results.values()
+            ):
+                continue
+            seen.add(node_id)
+            rows.append(row)
+            if row["role"] == "leader":
+                self.leader = self._preferred = addr
+        return sorted(rows, key=lambda r: str(r["addr"]))
+
+    # --- files ----------------------------------------------------------------------------
+
+    async def upload(
+        self,
+        key: bytes | str,
+        source: str | os.PathLike[str] | IO[bytes],
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Store a file (a path or a binary stream) under `key`, atomically.
+
+        Chunks of at most `chunk_size` bytes are written (a few concurrently), then a commit
+        with size, chunk count and SHA-256 makes the file visible whole, replacing any older
+        file of that key. Returns {"size", "chunks", "sha256" (hex)}.
+        """
+        k = _key(key)
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+            raise TypeError("chunk_size must be an int")
+        if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+            raise ValueError(f"chunk_size must be in 1..{MAX_CHUNK_SIZE}, got {chunk_size}")
+        if isinstance(source, str | os.PathLike):
+            path = Path(source)
+            with path.open("rb") as f:
+                total = os.fstat(f.fileno()).st_size
+                return await self._upload(k, f, chunk_size, total, progress)
+        total_hint: int | None = None
+        with suppress(AttributeError, OSError, ValueError):
+            total_hint = os.fstat(source.fileno()).st_size
+        return await self._upload(k, source, chunk_size, total_hint, progress)
+
+    async def _upload(
+        self,
+        key: bytes,
+        f: IO[bytes],
+        chunk_size: int,
+        total: int | None,
+        progress: Progress | None,
+    ) -> dict[str, Any]:
+        upload_id = os.urandom(16)
+        sha = hashlib.sha256()
+        window = trio.Semaphore(PIPELINE)
+        size = 0
+        done = 0
+        chunks = 0
+
+        async def send(n: int, data: bytes) -> None:
+            nonlocal done
+            try:
+                await self._write(
+                    {"t": "file_chunk", "k": key, "u": upload_id, "n": n, "data": data},
+                    what=f"upload of chunk {n}",
+                )
+            finally:
+                window.release()
+            done += len(data)
+            if progress is not None:
+                progress(done, total)
+
+        async with trio.open_nursery() as nursery:
+            while True:
+                await window.acquire()
+                data = await trio.to_thread.run_sync(f.read, chunk_size)
+                if not data:
+                    window.release()
+                    break
+                data = bytes(data)
+                sha.update(data)
+                size += len(data)
+                nursery.start_soon(send, chunks, data)
+                chunks += 1
+        digest = sha.digest()
+        await self._write(
+            {
+                "t": "file_commit",
+                "k": key,
+                "u": upload_id,
+                "size": size,
+                "chunks": chunks,
+                "sha": digest,
+            },
+            what="upload commit",
+        )
+        if progress is not None:
+            progress(size, size)
+        return {"size": size, "chunks": chunks, "sha256": digest.hex()}
+
+    async def file_info(self, key: bytes | str, *, stale: bool = False) -> dict[str, Any] | None:
+        """{"size", "chunks", "sha256" (hex)} of the file `key`, or None if there is none."""
+        try:
+            meta = await self._call({"t": "file_meta", "k": _key(key), "stale": bool(stale)})
+        except NotFound:
+            return None
+        return {
+            "size": int(meta["size"]),
+            "chunks": int(meta["chunks"]),
+            "sha256": bytes(meta["sha"]).hex(),
+        }
+
+    async def delete_file(self, key: bytes | str) -> bool:
+        """Delete the file `key`; True if it existed."""
+        reply = await self._write({"t": "file_delete", "k": _key(key)})
+        return bool(reply.get("existed"))
+
+    async def download(
+        self,
+        key: bytes | str,
+        dest: str | os.PathLike[str] | IO[bytes],
+        *,
+        stale: bool = False,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Write the file `key` to `dest` (a path or a binary stream), verifying SHA-256.
+
+        Raises NotFound if there is no such file, IntegrityError on a size or checksum
+        mismatch (a partial output file is removed), Changed if the file was overwritten
+        during the download. Returns {"size", "chunks", "sha256" (hex)}.
+        """
+        k = _key(key)
+        meta = await self._call({"t": "file_meta", "k": k, "stale": bool(stale)})
+        try:
+            size, chunks, sha = int(meta["size"]), int(meta["chunks"]), bytes(meta["sha"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"bad file metadata from the cluster: {exc}") from None
+        if isinstance(dest, str | os.PathLike):
+            path = Path(dest)
+            part = path.with_name(path.name + ".rkv-partial")
+            try:
+                with part.open("wb") as f:
+                    await self._download(k, f, size, chunks, sha, progress)
+                    await trio.to_thread.run_sync(f.flush)
+                    await trio.to_thread.run_sync(os.fsync, f.fileno())
+                os.replace(part, path)
+            except BaseException:
+                with suppress(OSError):
+                    part.unlink()
+                raise
+        else:
+            await self._download(k, dest, size, chunks, sha, progress)
+        return {"size": size, "chunks": chunks, "sha256": sha.hex()}
+
+    async def _download(
+        self,
+        key: bytes,
+        f: IO[bytes],
+        size: int,
+        chunks: int,
+        sha: bytes,
+        progress: Progress | None,
+    ) -> None:
+        h = hashlib.sha256()
+        written = 0
+        send_ch, recv_ch = trio.open_memory_channel[_Slot](PIPELINE - 1)
+
+        async def fetch(slot: _Slot) -> None:
+            reply = await self._call(
+                {"t": "file_read", "k": key, "n": slot.n, "sha": sha},
+                what=f"download of chunk {slot.n}",
+            )
+            data = reply.get("data")
+            if not isinstance(data, bytes):
+                raise IntegrityError(f"chunk {slot.n} of the file has no data")
+            slot.data = data
+            slot.done.set()
+
+        async def produce(nursery: trio.Nursery) -> None:
+            async with send_ch:
+                for n in range(chunks):
+                    slot = _Slot(n)
+                    # The channel bound is what limits chunks held in memory.
+                    await send_ch.send(slot)
+                    nursery.start_soon(fetch, slot)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce, nursery)
+            async with recv_ch:
+                async for slot in recv_ch:
+                    await slot.done.wait()
+                    data = slot.data
+                    slot.data = None
+                    assert data is not None
+                    h.update(data)
+                    written += len(data)
+                    if written > size:
+                        raise IntegrityError(
+                            f"file {key!r} has more bytes than its recorded size {size}"
+                        )
+                    await trio.to_thread.run_sync(f.write, data)
+                    if progress is not None:
+                        progress(written, size)
+        if written != size:
+            raise IntegrityError(f"file {key!r}: got {written} bytes, expected {size}")
+        if h.digest() != sha:
+            raise IntegrityError(
+                f"file {key!r}: SHA-256 mismatch (got {h.hexdigest()}, expected {sha.hex()})"
+            )
+
+
+def _peer_addresses(peers: object) -> list[str]:
+    """The addresses in a status reply's `peers` (a list of addresses or of [id, addr], or
+    a map id -> addr)."""
+    out: list[str] = []
+    if isinstance(peers, dict):
+        values: Iterable[object] = peers.values()
+    elif isinstance(peers, list | tuple):
+        values = peers
+    else:
+        return out
+    for v in values:
+        if isinstance(v, list | tuple) and v:
+            v = v[-1]
+        if isinstance(v, dict):
+            v = v.get("addr")
+        if isinstance(v, str):
+            out.append(v)
+    return out
+
+
+_STATUS_FIELDS = ("term", "leader", "commit", "applied", "last_index")
+
+
+def _status_row(addr: str, st: dict[str, Any]) -> dict[str, Any]:
+    role = st.get("role")
+    # The frame's "id" is the RPC request id, so a node id can arrive only as a string
+    # under "id" (if the RPC layer ever keeps it) or "node_id"; node ids are addresses.
+    node_id = st.get("id") if isinstance(st.get("id"), str) else st.get("node_id")
+    row: dict[str, Any] = {
+        "id": str(node_id or st.get("addr") or addr),
+        "addr": str(st.get("addr") or addr),
+        "role": str(role).lower() if role is not None else "unknown",
+    }
+    for name in _STATUS_FIELDS:
+        row[name] = st.get(name)
+    row["leader_addr"] = st.get("leader_addr")
+    return row
+
+
+def _unreachable(addr: str, exc: BaseException) -> dict[str, Any]:
+    row: dict[str, Any] = {"id": addr, "addr": addr, "role": "unreachable"}
+    for name in _STATUS_FIELDS:
+        row[name] = None
+    row["leader_addr"] = None
+    row["error"] = str(exc) or type(exc).__name__
+    return row
+
+
+def connect(addrs: str | Iterable[str] = DEFAULT_ADDRS, **kwargs: Any) -> Client:
+    """An async client for the cluster at `addrs` ("host:port" or "http://host:port", any
+    node or several). Use: ``async with rkv.connect("127.0.0.1:50051") as c: ...``.
+
+    Keywords: timeout (overall seconds per operation, default 10), attempt_timeout,
+    connect_timeout, backoff_base, backoff_max, max_frame, rng.
+    """
+    return Client(addrs, **kwargs)
+
+
+class SyncClient:
+    """A blocking client with the same methods as `Client`, for code without trio.
+
+    It runs a trio loop in a background thread that keeps the connections and the leader
+    between calls. Use it as a context manager (or call `close()`).
+    """
+
+    def __init__(self, addrs: str | Iterable[str] = DEFAULT_ADDRS, **kwargs: Any) -> None:
+        self._client = Client(addrs, **kwargs)
+        self._ready = threading.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="rkv-client", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _main(self) -> None:
+        try:
+            trio.run(self._serve)
+        except BaseException as exc:  # reported to the creating thread
+            self._error = exc
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._stop = trio.Event()
+        async with self._client:
+            self._token = trio.lowlevel.current_trio_token()
+            self._ready.set()
+            await self._stop.wait()
+
+    def _run(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        if self._token is None or not self._thread.is_alive():
+            raise RuntimeError("this SyncClient is closed")
+
+        async def call() -> T:
+            return await fn(*args, **kwargs)
+
+        return trio.from_thread.run(call, trio_token=self._token)
+
+    @property
+    def client_id(self) -> bytes:
+        return self._client.client_id
+
+    @property
+    def leader(self) -> str | None:
+        return self._client.leader
+
+    def put(self, key: bytes | str, value: bytes | str) -> None:
+        self._run(self._client.put, key, value)
+
+    def get(self, key: bytes | str, *, stale: bool = False) -> bytes | None:
+        return self._run(self._client.get, key, stale=stale)
+
+    def delete(self, key: bytes | str) -> bool:
+        return self._run(self._client.delete, key)
+
+    def cas(self, key: bytes | str, expected: bytes | str | None, new: bytes | str) -> bool:
+        return self._run(self._client.cas, key, expected, new)
+
+    def scan(
+        self, prefix: bytes | str = b"", limit: int = 1000, *, stale: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        return self._run(self._client.scan, prefix, limit, stale=stale)
+
+    def status(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        return self._run(self._client.status, timeout=timeout)
+
+    def upload(
+        self,
+        key: bytes | str,
+        source: str | os.PathLike[str] | IO[bytes],
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        return self._run(self._client.upload, key, source, chunk_size=chunk_size, progress=progress)
+
+    def download(
+        self,
+        key: bytes | str,
+        dest: str | os.PathLike[str] | IO[bytes],
+        *,
+        stale: bool = False,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        return self._run(self._client.download, key, dest, stale=stale, progress=progress)
+
+    def file_info(self, key: bytes | str, *, stale: bool = False) -> dict[str, Any] | None:
+        return self._run(self._client.file_info, key, stale=stale)
+
+    def delete_file(self, key: bytes | str) -> bool:
+        return self._run(self._client.delete_file, key)
+
+    def close(self) -> None:
+        token, stop = self._token, self._stop
+        if token is not None and stop is not None and self._thread.is_alive():
+            self._token = None
+            with suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(stop.set, trio_token=token)
+        self._thread.join()
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect_sync(addrs: str | Iterable[str] = DEFAULT_ADDRS, **kwargs: Any) -> SyncClient:
+    """A blocking client (see `connect` for the arguments). Use it with `with`."""
+    return SyncClient(addrs, **kwargs)
+
+
+__all__ = [
+    "DEFAULT_ADDRS",
+    "DEFAULT_CHUNK_SIZE",
+    "Client",
+    "Progress",
+    "SyncClient",
+    "connect",
+    "connect_sync",
+    "normalize_address",
+    "parse_addresses",
+]
