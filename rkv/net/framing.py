@@ -158,12 +158,13 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as frames (0 = between frames)."""
-        return len(self._buf) - self._pos
+        header = HEADER_SIZE if self._need >= 0 else 0
+        return len(self._buf) - self._pos + header
 
     @property
     def in_frame(self) -> bool:
         """True while a frame has started arriving but is not complete."""
-        return self.buffered > 0
+        return self._need >= 0 or len(self._buf) > self._pos
 
     @property
     def error(self) -> FrameError | None:
@@ -203,6 +204,7 @@ class FrameDecoder:
         except FrameError as exc:
             self._buf = bytearray()
             self._pos = 0
+            self._need = -1
             if frames:
                 self._queued_error = exc
                 return frames

@@ -32,6 +32,7 @@ from typing import Any
 
 import trio
 
+from rkv.errors import RkvError
 from rkv.net.framing import (
     DEFAULT_MAX_FRAME,
     Frame,
@@ -75,12 +76,40 @@ class RpcTimeout(RpcError):
 
 class RemoteError(RpcError):
     """An error frame: raised by `RpcClient.call` when the server answered with one, and
-    raised by a server handler (or `on_hello`) to answer with one."""
+    raised by a server handler (or `on_hello`) to answer with one.
 
-    def __init__(self, code: str, msg: str = "") -> None:
-        super().__init__(f"{code}: {msg}" if msg else code)
+    `fields` are the frame's extra keys (e.g. ``leader_addr``); `frame` rebuilds the
+    whole error frame (without id), e.g. for `rkv.errors.from_error_frame`.
+    """
+
+    def __init__(self, code: str, msg: str = "", fields: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{code}: {msg}" if msg else str(code))
         self.code = str(code)
         self.msg = str(msg)
+        self.fields: dict[str, Any] = dict(fields) if fields else {}
+
+    @property
+    def frame(self) -> Frame:
+        return {**self.fields, **error_frame(self.code, self.msg)}
+
+    @classmethod
+    def from_frame(cls, frame: Frame) -> RemoteError:
+        extra = {k: v for k, v in frame.items() if k not in _ERROR_KEYS}
+        code, msg = frame.get("code"), frame.get("msg")
+        return cls(
+            code if isinstance(code, str) else "internal",
+            msg if isinstance(msg, str) else "",
+            extra,
+        )
+
+
+_ERROR_KEYS = frozenset({"v", "t", "id", "code", "msg"})
+
+
+def _as_remote(exc: RemoteError | RkvError) -> RemoteError:
+    if isinstance(exc, RemoteError):
+        return exc
+    return RemoteError(exc.code, exc.msg, exc.to_fields())
 
 
 @dataclass(slots=True)
@@ -106,6 +135,7 @@ class ServerStats:
     idle_closed: int = 0
     inflight: int = 0
     max_inflight_seen: int = 0
+    writes: int = 0
 
 
 Handler = Callable[[Frame, ConnInfo], Awaitable[Frame | None]]
@@ -272,10 +302,10 @@ class _Server:
                 if self.on_hello is not None:
                     try:
                         self.on_hello(frame)
-                    except RemoteError as exc:
+                    except (RemoteError, RkvError) as exc:
                         conn.slots.release()
                         log.info("refusing hello from %s: %s", conn.info.peer, exc)
-                        return error_frame(exc.code, exc.msg)
+                        return _as_remote(exc).frame
                 conn.info.hello = frame
                 if "id" in frame:
                     self._enter(conn)
@@ -315,9 +345,10 @@ class _Server:
                 resp = await self.handler(frame, conn.info)
                 if rid is not None and resp is not None:
                     data = encode_frame({**resp, "id": rid}, self.max_frame)
-            except RemoteError as exc:
+            except (RemoteError, RkvError) as exc:
                 if rid is not None:
-                    data = encode_frame(error_frame(exc.code, exc.msg, rid), self.max_frame)
+                    err = _as_remote(exc)
+                    data = encode_frame({**err.frame, "id": rid}, self.max_frame)
                 else:
                     log.debug("one-way %r from %s failed: %s", frame["t"], conn.info.peer, exc)
             except Exception as exc:
@@ -346,6 +377,7 @@ class _Server:
                     except trio.WouldBlock:
                         break
                 try:
+                    self.stats.writes += 1
                     with trio.fail_after(self.write_timeout):
                         await conn.fs.send_encoded(batch)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
@@ -556,7 +588,7 @@ class RpcClient:
                 rid = frame.get("id")
                 if rid is None:
                     if frame["t"] == "error":
-                        self._fail(RemoteError(str(frame.get("code")), str(frame.get("msg", ""))))
+                        self._fail(RemoteError.from_frame(frame))
                         return
                     log.debug("ignoring unsolicited %r frame", frame["t"])
                     continue
@@ -615,11 +647,11 @@ class RpcClient:
         if waiter.frame is not None:
             reply = waiter.frame
             if reply["t"] == "error":
-                raise RemoteError(str(reply.get("code")), str(reply.get("msg", "")))
+                raise RemoteError.from_frame(reply)
             return reply
         if waiter.error is not None:
             if isinstance(waiter.error, RemoteError):
-                raise RemoteError(waiter.error.code, waiter.error.msg)
+                raise RemoteError(waiter.error.code, waiter.error.msg, waiter.error.fields)
             raise ConnectionLost(str(waiter.error))
         self._timeouts += 1
         raise RpcTimeout(f"no answer to {frame.get('t')!r} within {limit} seconds")

@@ -38,6 +38,7 @@ class _Peer:
     scope: trio.CancelScope | None = None
     queued_total: int = 0
     sent: int = 0
+    writes: int = 0
     dropped: int = 0
     connected: bool = False
     reconnects: int = 0
@@ -52,6 +53,7 @@ class _Peer:
             "address": f"{self.address[0]}:{self.address[1]}",
             "queued": len(self.queue),
             "sent": self.sent,
+            "writes": self.writes,
             "dropped": self.dropped,
             "connected": self.connected,
             "reconnects": self.reconnects,
@@ -255,6 +257,7 @@ class PeerTransport:
                 chunks = [encode_frame(self._hello, self.max_frame), *batch]
                 pending_hello = False
             peer.writing = len(batch)
+            peer.writes += 1
             try:
                 with trio.fail_after(self.write_timeout):
                     await fs.send_encoded(chunks)
