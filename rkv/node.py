@@ -1,0 +1,684 @@
+"""The node runtime: the trio composition root of one rkv server process.
+
+Owns: opening the store, the listener (peer Raft frames and client requests on one port), the
+peer transport, the raft loop (the only task that touches the RawNode), request deadlines,
+signal handling and the process exit codes (`serve_main`). Must not: implement Raft rules
+(rkv.raft), state-machine semantics (rkv.store) or framing (rkv.net).
+
+The raft loop does group commit: inputs (peer messages, proposals, reads) arrive through one
+bounded channel; each turn drains everything available, steps it, runs due ticks, then
+handles one Ready: send `messages`, persist in one store transaction (a worker thread; one
+fsync for the whole batch), send `persisted_messages`, apply committed entries (one
+transaction), wake the waiting clients, advance. Whatever arrives meanwhile joins the next
+batch.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import random
+import signal
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import trio
+
+from rkv.codec import (
+    MAX_ID_LEN,
+    Cas,
+    CodecError,
+    Command,
+    Delete,
+    FileChunk,
+    FileCommit,
+    FileDelete,
+    Put,
+    Request,
+    encode_request,
+    message_from_wire,
+    message_to_wire,
+)
+from rkv.config import NodeConfig
+from rkv.errors import (
+    BadRequest,
+    Changed,
+    ExitCode,
+    NotFound,
+    NotLeader,
+    RkvError,
+    StoreFull,
+    Timeout,
+    Unavailable,
+    error_frame,
+)
+from rkv.net.rpc import ConnInfo, RemoteError, ServerStats, serve
+from rkv.net.transport import PeerTransport
+from rkv.raft.config import Config
+from rkv.raft.types import Entry, Message, Role
+from rkv.replica import Outcome, Replica
+from rkv.store.env import open_store
+from rkv.store.errors import NotFoundError, StoreError, StoreFullError, StoreIdentityError
+
+log = logging.getLogger("rkv.node")
+
+Frame = dict[str, Any]
+
+MAX_SCAN_LIMIT = 10_000
+DEFAULT_SCAN_LIMIT = 1000
+_TICK_CATCH_UP = 50
+"""Most ticks run in one turn after a stall: enough to let time pass, bounded so a long pause
+(a suspended process) does not spin."""
+
+
+@dataclass(eq=False, slots=True)
+class Waiter:
+    """A client request waiting on the raft loop (a proposal or a linearizable read)."""
+
+    event: trio.Event = field(default_factory=trio.Event)
+    entry: Entry | None = None
+    result: Any = None
+    error: RkvError | None = None
+    abandoned: bool = False
+    """The caller gave up (deadline): the raft loop stops tracking it."""
+
+    def done(self) -> bool:
+        return self.event.is_set()
+
+
+@dataclass(slots=True)
+class _Propose:
+    data: bytes
+    waiter: Waiter
+
+
+@dataclass(slots=True)
+class _Read:
+    waiter: Waiter
+
+
+@dataclass(slots=True)
+class _Peer:
+    messages: list[Message]
+
+
+_Input = _Propose | _Read | _Peer
+
+
+class Node:
+    """One running rkv node. Built by `run_node`; tests may inspect it (store, replica, stats)."""
+
+    def __init__(self, cfg: NodeConfig, store: Any) -> None:
+        self.cfg = cfg
+        self.store = store
+        raft_cfg = Config(
+            id=cfg.id,
+            voters=cfg.voters,
+            election_tick=cfg.election_ticks,
+            heartbeat_tick=cfg.heartbeat_ticks,
+            max_size_per_msg=cfg.max_msg_bytes,
+            max_inflight_msgs=cfg.max_inflight_msgs,
+            pre_vote=cfg.pre_vote,
+            check_quorum=cfg.check_quorum,
+            applied=store.applied_index(),
+        )
+        rng = random.Random(cfg.seed) if cfg.seed is not None else random.Random()
+        self.replica: Replica[Waiter] = Replica(
+            raft_cfg, store, rng=rng, address_of=cfg.peer_address
+        )
+        hello = {"cluster": cfg.cluster_id, "node": cfg.id}
+        self.transport = PeerTransport(
+            cfg.id,
+            dict(cfg.peers),
+            queue_size=cfg.peer_queue,
+            max_frame=cfg.max_frame,
+            hello=hello,
+        )
+        self._in_send, self._in_recv = trio.open_memory_channel[_Input](cfg.inbox_size)
+        self.server_stats = ServerStats()
+        self.port = cfg.port
+        self.listening = False
+        self.turns = 0
+        self.dropped_peer_frames = 0
+        self.max_batch_seen = 0
+        self._known_peers: set[str] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            # Bind first: a port in use must fail before anything else starts.
+            self.port = await nursery.start(
+                partial(
+                    serve,
+                    self._handle,
+                    self.cfg.host,
+                    self.cfg.port,
+                    max_frame=self.cfg.max_frame,
+                    max_inflight_per_conn=self.cfg.max_inflight_per_conn,
+                    on_hello=self._on_hello,
+                    stats=self.server_stats,
+                )
+            )
+            self.listening = True
+            await nursery.start(self.transport.run)
+            nursery.start_soon(self._raft_loop)
+            log.info(
+                "node %s serving on %s:%s (cluster %s, peers %s, data %s)",
+                self.cfg.id,
+                self.cfg.host,
+                self.port,
+                self.cfg.cluster_id,
+                ",".join(self.cfg.peers) or "-",
+                self.cfg.data_dir,
+            )
+            task_status.started(self)
+
+    # -- the raft loop -----------------------------------------------------------------------
+
+    async def _raft_loop(self) -> None:
+        tick = self.cfg.tick_seconds
+        next_tick = trio.current_time() + tick
+        next_sweep = next_tick
+        batch: list[_Input] = []
+        while True:
+            if not batch and not self.replica.has_ready():
+                with trio.move_on_at(next_tick):
+                    batch.append(await self._in_recv.receive())
+            while len(batch) < self.cfg.max_batch:
+                try:
+                    batch.append(self._in_recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            self.max_batch_seen = max(self.max_batch_seen, len(batch))
+            self._step_inputs(batch)
+            batch = []
+            now = trio.current_time()
+            if now >= next_tick:
+                due = min(_TICK_CATCH_UP, int((now - next_tick) / tick) + 1)
+                for _ in range(due):
+                    self.replica.tick()
+                next_tick = max(next_tick + due * tick, now - tick) if due else next_tick
+                if next_tick <= now:
+                    next_tick = now + tick
+            if self.replica.has_ready():
+                await self._handle_ready()
+            self.turns += 1
+            if now >= next_sweep:
+                # Callers that gave up (deadline) must not be tracked forever, e.g. a read
+                # whose forwarded request or answer was lost while the leader stayed the same.
+                self.replica.forget(lambda w: w.abandoned)
+                next_sweep = now + 1.0
+
+    def _step_inputs(self, batch: Sequence[_Input]) -> None:
+        for item in batch:
+            if isinstance(item, _Peer):
+                for m in item.messages:
+                    self.replica.step(m)
+            elif isinstance(item, _Propose):
+                if item.waiter.abandoned:
+                    continue
+                try:
+                    self.replica.propose(item.data, item.waiter)
+                except RkvError as e:
+                    self._fail(item.waiter, e)
+                    continue
+            else:
+                if item.waiter.abandoned:
+                    continue
+                try:
+                    self.replica.read(item.waiter)
+                except RkvError as e:
+                    self._fail(item.waiter, e)
+
+    async def _handle_ready(self) -> None:
+        replica = self.replica
+        ready = replica.take_ready()
+        self._send(ready.messages)
+        if ready.must_sync:
+            try:
+                await trio.to_thread.run_sync(replica.persist, ready)
+            except StoreFullError as e:
+                # Raft state that cannot be made durable cannot be acknowledged: stop the node
+                # (exit code STORE_FULL) rather than lie to peers.
+                raise _Fatal(ExitCode.STORE_FULL, f"store full while persisting: {e}") from e
+        self._send(ready.persisted_messages)
+        results: Sequence[Any] = ()
+        if ready.committed_entries:
+            try:
+                results = await trio.to_thread.run_sync(replica.apply, ready)
+            except StoreFullError as e:
+                raise _Fatal(ExitCode.STORE_FULL, f"store full while applying: {e}") from e
+        out = replica.finish(ready, results)
+        self._deliver(out)
+        if out.role_changed or out.leader_changed:
+            log.info(
+                "%s: now %s, term %d, leader %s",
+                self.cfg.id,
+                replica.role.name.lower(),
+                replica.raw.status().term,
+                replica.leader or "-",
+            )
+
+    def _deliver(self, out: Outcome[Waiter]) -> None:
+        for w, entry, result in out.completed:
+            w.entry = entry
+            w.result = result
+            w.event.set()
+        for w, err in out.failed:
+            self._fail(w, err)
+        for w in out.reads:
+            w.event.set()
+
+    @staticmethod
+    def _fail(w: Waiter, err: RkvError) -> None:
+        if not w.event.is_set():
+            w.error = err
+            w.event.set()
+
+    def _send(self, messages: Sequence[Message]) -> None:
+        if not messages:
+            return
+        by_peer: dict[str, list[Message]] = defaultdict(list)
+        for m in messages:
+            by_peer[m.to].append(m)
+        budget = self.cfg.max_frame // 2
+        for to, msgs in by_peer.items():
+            wire: list[dict[str, Any]] = []
+            size = 0
+            for m in msgs:
+                est = 64 + sum(e.size() + 8 for e in m.entries)
+                if m.snapshot is not None:
+                    est += len(m.snapshot.data)
+                if wire and size + est > budget:
+                    self.transport.send(to, {"t": "raft", "m": wire})
+                    wire, size = [], 0
+                wire.append(message_to_wire(m))
+                size += est
+            if wire:
+                self.transport.send(to, {"t": "raft", "m": wire})
+
+    # -- inbound -----------------------------------------------------------------------------
+
+    def _on_hello(self, frame: Frame) -> None:
+        cluster = frame.get("cluster")
+        node = frame.get("node")
+        if cluster is not None and cluster != self.cfg.cluster_id:
+            raise RemoteError(
+                "wrong_cluster", f"this node is in cluster {self.cfg.cluster_id}, not {cluster}"
+            )
+        if node is not None and node not in self.cfg.peers:
+            raise RemoteError("unknown_node", f"{node} is not a member of this cluster")
+        if isinstance(node, str) and node not in self._known_peers:
+            self._known_peers.add(node)
+            log.info("%s: peer %s connected", self.cfg.id, node)
+
+    async def _handle(self, frame: Frame, info: ConnInfo) -> Frame | None:
+        t = frame.get("t")
+        if t == "raft":
+            self._on_raft(frame, info)
+            return None
+        handler = self._handlers.get(t) if isinstance(t, str) else None
+        if handler is None:
+            return error_frame(None, BadRequest(f"unknown request type {t!r}"))
+        try:
+            return await handler(self, frame)
+        except RkvError as e:
+            return error_frame(None, e)
+        except (CodecError, KeyError, TypeError, ValueError) as e:
+            return error_frame(None, BadRequest(_one_line(f"{type(e).__name__}: {e}")))
+        except StoreFullError as e:
+            return error_frame(None, StoreFull(_one_line(str(e))))
+
+    def _on_raft(self, frame: Frame, info: ConnInfo) -> None:
+        hello = info.hello
+        sender = hello.get("node") if hello is not None else None
+        if sender is None or "id" in frame:
+            # Raft traffic only from a member that said hello (checked by _on_hello).
+            self.dropped_peer_frames += 1
+            return
+        raw = frame.get("m")
+        if not isinstance(raw, list):
+            self.dropped_peer_frames += 1
+            return
+        try:
+            msgs = [message_from_wire(d) for d in raw]
+        except CodecError as e:
+            self.dropped_peer_frames += 1
+            log.warning("%s: bad raft frame from %s: %s", self.cfg.id, sender, e)
+            return
+        msgs = [m for m in msgs if m.frm == sender and m.to == self.cfg.id]
+        if not msgs:
+            return
+        try:
+            # Never block a peer link on a busy loop: Raft tolerates the loss.
+            self._in_send.send_nowait(_Peer(msgs))
+        except trio.WouldBlock:
+            self.dropped_peer_frames += 1
+
+    # -- client requests ---------------------------------------------------------------------
+
+    def _leader_check(self) -> None:
+        r = self.replica
+        if r.role == Role.LEADER:
+            return
+        if r.leader and r.leader != self.cfg.id:
+            raise NotLeader(leader_addr=r.leader_address())
+        raise Unavailable("no leader known; retry")
+
+    async def _propose(self, frame: Frame, command: Command) -> Any:
+        client_id = _bytes(frame, "c", MAX_ID_LEN)
+        seq = frame.get("s")
+        if type(seq) is not int or seq < 1:
+            raise BadRequest("s (seq) must be an integer >= 1")
+        data = encode_request(Request(client_id, seq, command))
+        self._leader_check()
+        w = Waiter()
+        with trio.move_on_after(self.cfg.request_timeout):
+            await self._in_send.send(_Propose(data, w))
+            await w.event.wait()
+        if not w.done():
+            w.abandoned = True
+            raise Timeout(f"write not committed within {self.cfg.request_timeout} s")
+        if w.error is not None:
+            raise w.error
+        result = w.result
+        if result is not None and not getattr(result, "ok", True):
+            err = str(getattr(result, "error", "") or "refused")
+            raise BadRequest(_one_line(err))
+        return getattr(result, "value", None)
+
+    async def _linearizable(self) -> None:
+        w = Waiter()
+        with trio.move_on_after(self.cfg.request_timeout):
+            await self._in_send.send(_Read(w))
+            await w.event.wait()
+        if not w.done():
+            w.abandoned = True
+            raise Timeout(f"read index not reached within {self.cfg.request_timeout} s")
+        if w.error is not None:
+            raise w.error
+
+    async def _maybe_linearizable(self, frame: Frame) -> None:
+        stale = frame.get("stale", False)
+        if not isinstance(stale, bool):
+            raise BadRequest("stale must be a bool")
+        if not stale:
+            await self._linearizable()
+
+    async def _h_put(self, f: Frame) -> Frame:
+        await self._propose(f, Put(_bytes(f, "k"), _bytes(f, "val")))
+        return {"t": "ok"}
+
+    async def _h_delete(self, f: Frame) -> Frame:
+        existed = await self._propose(f, Delete(_bytes(f, "k")))
+        return {"t": "ok", "existed": bool(existed)}
+
+    async def _h_cas(self, f: Frame) -> Frame:
+        exp = f.get("exp")
+        if exp is not None and not isinstance(exp, bytes):
+            raise BadRequest("exp must be bytes or nil")
+        swapped = await self._propose(f, Cas(_bytes(f, "k"), exp, _bytes(f, "val")))
+        return {"t": "ok", "swapped": bool(swapped)}
+
+    async def _h_file_chunk(self, f: Frame) -> Frame:
+        cmd = FileChunk(_bytes(f, "k"), _bytes(f, "u"), _int(f, "n"), _bytes(f, "data"))
+        await self._propose(f, cmd)
+        return {"t": "ok"}
+
+    async def _h_file_commit(self, f: Frame) -> Frame:
+        cmd = FileCommit(
+            _bytes(f, "k"), _bytes(f, "u"), _int(f, "size"), _int(f, "chunks"), _bytes(f, "sha")
+        )
+        await self._propose(f, cmd)
+        return {"t": "ok"}
+
+    async def _h_file_delete(self, f: Frame) -> Frame:
+        existed = await self._propose(f, FileDelete(_bytes(f, "k")))
+        return {"t": "ok", "existed": bool(existed)}
+
+    async def _h_get(self, f: Frame) -> Frame:
+        key = _bytes(f, "k")
+        await self._maybe_linearizable(f)
+        return {"t": "ok", "val": self.store.get(key)}
+
+    async def _h_scan(self, f: Frame) -> Frame:
+        prefix = _bytes(f, "p") if f.get("p") is not None else b""
+        limit = f.get("limit", DEFAULT_SCAN_LIMIT)
+        if type(limit) is not int or not 1 <= limit <= MAX_SCAN_LIMIT:
+            raise BadRequest(f"limit must be an integer in 1..{MAX_SCAN_LIMIT}")
+        await self._maybe_linearizable(f)
+        items = self.store.scan(prefix, limit)
+        return {"t": "ok", "items": [[k, v] for k, v in items]}
+
+    async def _h_file_meta(self, f: Frame) -> Frame:
+        key = _bytes(f, "k")
+        await self._maybe_linearizable(f)
+        m = self.store.file_manifest(key)
+        if m is None:
+            raise NotFound(f"no file {key!r}")
+        return {"t": "ok", "size": m.size, "chunks": m.chunks, "sha": m.sha256}
+
+    async def _h_file_read(self, f: Frame) -> Frame:
+        key = _bytes(f, "k")
+        n = _int(f, "n")
+        sha = _bytes(f, "sha")
+        m = self.store.file_manifest(key)
+        if m is None:
+            raise NotFound(f"no file {key!r}")
+        if m.sha256 != sha:
+            raise Changed(f"file {key!r} was overwritten")
+        if n >= m.chunks:
+            raise NotFound(f"file {key!r} has {m.chunks} chunks, no chunk {n}")
+        try:
+            data = self.store.read_chunk(key, n)
+        except NotFoundError as e:
+            raise NotFound(_one_line(str(e))) from None
+        return {"t": "ok", "data": data}
+
+    async def _h_status(self, f: Frame) -> Frame:
+        return {"t": "ok", **self.status()}
+
+    def status(self) -> dict[str, Any]:
+        r = self.replica
+        st = r.raw.status()
+        return {
+            "id": self.cfg.id,
+            "addr": self.cfg.advertise,
+            "cluster": self.cfg.cluster_id,
+            "role": r.role.name.lower(),
+            "term": st.term,
+            "leader": r.leader or None,
+            "leader_addr": r.leader_address(),
+            "commit": st.commit,
+            "applied": r.applied,
+            "last_index": st.last_index,
+            "peers": list(self.cfg.peers),
+        }
+
+    _handlers: dict[str, Callable[[Node, Frame], Any]] = {
+        "put": _h_put,
+        "delete": _h_delete,
+        "cas": _h_cas,
+        "file_chunk": _h_file_chunk,
+        "file_commit": _h_file_commit,
+        "file_delete": _h_file_delete,
+        "get": _h_get,
+        "scan": _h_scan,
+        "file_meta": _h_file_meta,
+        "file_read": _h_file_read,
+        "status": _h_status,
+    }
+
+    def statistics(self) -> dict[str, Any]:
+        r = self.replica
+        return {
+            "turns": self.turns,
+            "readies": r.readies,
+            "saves": r.saves,
+            "applies": r.applies,
+            "max_batch": self.max_batch_seen,
+            "pending_proposals": r.pending_proposals,
+            "pending_reads": r.pending_reads,
+            "dropped_peer_frames": self.dropped_peer_frames,
+            "store": self.store.stats(),
+        }
+
+
+def _one_line(s: str) -> str:
+    return " ".join(s.split())[:500]
+
+
+def _bytes(f: Frame, name: str, max_len: int | None = None) -> bytes:
+    v = f.get(name)
+    if not isinstance(v, bytes):
+        raise BadRequest(f"{name} must be bytes")
+    if max_len is not None and len(v) > max_len:
+        raise BadRequest(f"{name} is longer than {max_len} bytes")
+    return v
+
+
+def _int(f: Frame, name: str) -> int:
+    v = f.get(name)
+    if type(v) is not int or v < 0:
+        raise BadRequest(f"{name} must be a non-negative integer")
+    return v
+
+
+class _Fatal(Exception):
+    """Stops the node with an exit code and a one-line message."""
+
+    def __init__(self, code: ExitCode, msg: str) -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+
+
+class NodeStartError(Exception):
+    """The node could not start or had to stop: `code` is the process exit code."""
+
+    def __init__(self, code: ExitCode, msg: str) -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+
+
+def _open(cfg: NodeConfig) -> Any:
+    try:
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NodeStartError(
+            ExitCode.STORE_ERROR, f"cannot create data dir {cfg.data_dir}: {e.strerror or e}"
+        ) from None
+    try:
+        return open_store(
+            str(cfg.data_dir),
+            cluster_id=cfg.cluster_id,
+            node_id=cfg.id,
+            voters=cfg.voters,
+            map_size=cfg.map_size,
+        )
+    except StoreIdentityError as e:
+        raise NodeStartError(
+            ExitCode.IDENTITY_MISMATCH, f"data dir {cfg.data_dir}: {_one_line(str(e))}"
+        ) from None
+    except StoreFullError as e:
+        raise NodeStartError(ExitCode.STORE_FULL, f"data dir {cfg.data_dir}: {e}") from None
+    except StoreError as e:
+        raise NodeStartError(
+            ExitCode.STORE_ERROR, f"data dir {cfg.data_dir}: {_one_line(str(e))}"
+        ) from None
+
+
+def _leaf(exc: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of `types` inside (possibly nested) exception groups."""
+    if isinstance(exc, types):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:
+            found = _leaf(sub, types)
+            if found is not None:
+                return found
+    return None
+
+
+async def run_node(
+    cfg: NodeConfig, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run one node until cancelled; `task_status.started(node)` once it is serving.
+
+    Raises NodeStartError (with an exit code and a one-line message) for a port in use, a data
+    dir of another cluster or node, a full or unusable store.
+    """
+    store = _open(cfg)
+    try:
+        node = Node(cfg, store)
+        try:
+            await node.run(task_status=task_status)
+        except BaseException as exc:
+            fatal = _leaf(exc, (_Fatal,))
+            if isinstance(fatal, _Fatal):
+                raise NodeStartError(fatal.code, fatal.msg) from None
+            os_err = _leaf(exc, (OSError,))
+            if isinstance(os_err, OSError) and not node.listening:
+                code = (
+                    ExitCode.PORT_IN_USE
+                    if os_err.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL)
+                    else ExitCode.ERROR
+                )
+                raise NodeStartError(code, _one_line(str(os_err))) from None
+            raise
+    finally:
+        with trio.CancelScope(shield=True):
+            # A transaction still running in a worker thread has finished by now: to_thread
+            # calls are not abandoned on cancellation.
+            store.close()
+
+
+async def _main(cfg: NodeConfig) -> int:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            stopped: list[int] = []
+
+            async def watch() -> None:
+                async for sig in signals:
+                    log.info("%s: %s received, shutting down", cfg.id, signal.Signals(sig).name)
+                    stopped.append(sig)
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(watch)
+            await nursery.start(run_node, cfg)
+    return ExitCode.OK
+
+
+def serve_main(cfg: NodeConfig) -> int:
+    """Run a node in this process until SIGINT/SIGTERM; returns the process exit code.
+
+    Errors that stop the node are printed as one line on stderr (see ExitCode).
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
+    try:
+        return int(trio.run(_main, cfg))
+    except BaseException as exc:
+        err = _leaf(exc, (NodeStartError,))
+        if isinstance(err, NodeStartError):
+            print(f"rkv serve: error: {err.msg}", file=sys.stderr)
+            return int(err.code)
+        if _leaf(exc, (KeyboardInterrupt,)) is not None:
+            return int(ExitCode.OK)
+        log.exception("rkv serve: unexpected error")
+        print(f"rkv serve: error: {_one_line(f'{type(exc).__name__}: {exc}')}", file=sys.stderr)
+        return int(ExitCode.ERROR)
+
+
+__all__ = ["Node", "NodeStartError", "run_node", "serve_main"]

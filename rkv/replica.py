@@ -1,0 +1,299 @@
+"""Synchronous glue between the Raft core and the store: one replica of the state machine.
+
+Owns: the RawNode and the store of one node, and the steps of handling a Ready in the order
+the contract demands (persist, then the messages that depend on it, then apply, then
+advance); the bookkeeping of pending proposals (matched to applied entries by index and term)
+and pending linearizable reads (released once the applied index reaches their read index).
+Must not: use trio, sockets or clocks. The node runtime calls the blocking steps (`persist`,
+`apply`) from a worker thread and everything else from its raft loop task, and owns deadlines.
+
+Pending work is identified by caller tokens (any object: the runtime uses its waiter objects),
+so this module never decides how a result reaches a client.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from rkv.errors import NotLeader, RkvError, Unavailable
+from rkv.raft.config import Config
+from rkv.raft.errors import ProposalDropped
+from rkv.raft.rawnode import RawNode
+from rkv.raft.types import NONE, Entry, HardState, Message, NodeId, Ready, Role, Snapshot
+
+log = logging.getLogger("rkv.replica")
+
+T = TypeVar("T")
+
+
+class ReplicaStore(Protocol):
+    """What the replica needs from rkv.store (LmdbStore and MemoryStore both fit)."""
+
+    def save(
+        self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None
+    ) -> None: ...
+
+    def apply(self, entries: list[Entry]) -> Sequence[Any]: ...
+
+    def applied_index(self) -> int: ...
+
+
+@dataclass(slots=True)
+class Outcome(Generic[T]):
+    """What one handled Ready means for the callers waiting on this replica."""
+
+    completed: list[tuple[T, Entry, Any]] = field(default_factory=list)
+    """(token, entry, apply result) for proposals whose entry was applied."""
+    failed: list[tuple[T, RkvError]] = field(default_factory=list)
+    """Proposals and reads that can no longer succeed (retry is safe)."""
+    reads: list[T] = field(default_factory=list)
+    """Linearizable reads that may now be served from the local store."""
+    role_changed: bool = False
+    leader_changed: bool = False
+
+
+@dataclass(slots=True)
+class _Pending(Generic[T]):
+    term: int
+    token: T
+
+
+@dataclass(slots=True)
+class _Read(Generic[T]):
+    token: T
+    index: int | None = None
+
+
+class Replica(Generic[T]):
+    """One node's RawNode + store, driven one Ready at a time.
+
+    Usage per turn (the runtime's raft loop): feed inputs with `step`/`tick`/`propose`/`read`,
+    then while `has_ready()`: `ready = take_ready()`, send `ready.messages`, `persist(ready)`,
+    send `ready.persisted_messages`, `results = apply(ready)`, `outcome = finish(ready,
+    results)`. `handle_ready()` does the same synchronously, for tests and simple callers.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: ReplicaStore,
+        *,
+        rng: random.Random | None = None,
+        address_of: Callable[[NodeId], str | None] = lambda _id: None,
+    ) -> None:
+        self.store = store
+        self.raw = RawNode(config, store, rng if rng is not None else random.Random())  # type: ignore[arg-type]
+        self.id = config.id
+        self._address_of = address_of
+        self._proposals: dict[int, _Pending[T]] = {}
+        self._reads: dict[bytes, _Read[T]] = {}
+        self._fail_later: list[tuple[T, RkvError]] = []
+        self._read_ids = itertools.count(1)
+        self._read_prefix = random.Random().getrandbits(32).to_bytes(4, "big")
+        self.applied = store.applied_index()
+        self.role = Role.FOLLOWER
+        self.leader: NodeId = NONE
+        self.term = 0
+        self.readies = 0
+        self.saves = 0
+        self.applies = 0
+
+    # -- inputs ----------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.raw.tick()
+
+    def step(self, msg: Message) -> None:
+        self.raw.step(msg)
+
+    def leader_address(self) -> str | None:
+        return self._address_of(self.leader) if self.leader else None
+
+    def propose(self, data: bytes, token: T) -> int:
+        """Propose `data`; `token` is reported in a later Outcome. Returns the entry's index.
+
+        Raises NotLeader (with the leader's address when known) or Unavailable (no leader).
+        """
+        try:
+            index = self.raw.propose(data)
+        except ProposalDropped as e:
+            leader = e.leader or self.leader
+            if leader and leader != self.id:
+                raise NotLeader(leader_addr=self._address_of(leader)) from None
+            raise Unavailable(f"cannot propose: {e.reason}") from None
+        term = self.raw.status().term
+        old = self._proposals.get(index)
+        if old is not None:
+            # A new proposal at an index we still track: the old one was overwritten by a
+            # leader change we have not noticed yet. It can never be applied as proposed.
+            self._fail_later.append((old.token, Unavailable("proposal lost to a leader change")))
+        self._proposals[index] = _Pending(term, token)
+        return index
+
+    def read(self, token: T) -> bytes:
+        """Start a linearizable read; `token` appears in `Outcome.reads` once it may be served
+        locally. Returns the read's context (for `cancel_read`). Raises Unavailable when no
+        leader is known."""
+        ctx = self._read_prefix + next(self._read_ids).to_bytes(8, "big")
+        try:
+            self.raw.read_index(ctx)
+        except ProposalDropped as e:
+            raise Unavailable(f"cannot read: {e.reason}") from None
+        self._reads[ctx] = _Read(token)
+        return ctx
+
+    def cancel_read(self, ctx: bytes) -> None:
+        self._reads.pop(ctx, None)
+
+    def cancel_proposal(self, index: int, token: T) -> None:
+        """Forget a proposal whose caller gave up (the entry may still be applied)."""
+        p = self._proposals.get(index)
+        if p is not None and p.token is token:
+            del self._proposals[index]
+
+    @property
+    def pending_proposals(self) -> int:
+        return len(self._proposals)
+
+    @property
+    def pending_reads(self) -> int:
+        return len(self._reads)
+
+    # -- one Ready -------------------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        return self.raw.has_ready()
+
+    def take_ready(self) -> Ready:
+        self.readies += 1
+        return self.raw.ready()
+
+    def persist(self, ready: Ready) -> None:
+        """Blocking: snapshot, entries and hard state in one durable store transaction."""
+        if ready.must_sync:
+            self.store.save(ready.hard_state, list(ready.entries), ready.snapshot)
+            self.saves += 1
+
+    def apply(self, ready: Ready) -> Sequence[Any]:
+        """Blocking: apply the committed entries in one store transaction."""
+        if not ready.committed_entries:
+            return ()
+        results = self.store.apply(list(ready.committed_entries))
+        self.applies += 1
+        return results
+
+    def finish(self, ready: Ready, results: Sequence[Any]) -> Outcome[T]:
+        """Match results to proposals, release reads, note role changes, then advance."""
+        out: Outcome[T] = Outcome()
+        if self._fail_later:
+            out.failed.extend(self._fail_later)
+            self._fail_later.clear()
+        if ready.hard_state is not None:
+            self.term = ready.hard_state.term
+        if ready.soft_state is not None:
+            self._on_soft_state(ready.soft_state.role, ready.soft_state.leader, out)
+        committed = ready.committed_entries
+        if committed:
+            by_index = _results_by_index(committed, results)
+            for e in committed:
+                p = self._proposals.pop(e.index, None)
+                if p is None:
+                    continue
+                if p.term != e.term:
+                    out.failed.append(
+                        (p.token, Unavailable("proposal lost to a leader change; retry"))
+                    )
+                else:
+                    out.completed.append((p.token, e, by_index.get(e.index)))
+            self.applied = committed[-1].index
+        for rs in ready.read_states:
+            r = self._reads.get(rs.context)
+            if r is not None:
+                r.index = rs.index
+        if self._reads:
+            for ctx, r in list(self._reads.items()):
+                if r.index is not None and r.index <= self.applied:
+                    del self._reads[ctx]
+                    out.reads.append(r.token)
+        self.raw.advance(ready)
+        return out
+
+    def handle_ready(
+        self, send: Callable[[Sequence[Message]], None] = lambda _m: None
+    ) -> Outcome[T]:
+        """Process every available Ready synchronously (persist, send, apply, advance)."""
+        out: Outcome[T] = Outcome()
+        while self.has_ready():
+            ready = self.take_ready()
+            if ready.messages:
+                send(ready.messages)
+            self.persist(ready)
+            if ready.persisted_messages:
+                send(ready.persisted_messages)
+            o = self.finish(ready, self.apply(ready))
+            out.completed += o.completed
+            out.failed += o.failed
+            out.reads += o.reads
+            out.role_changed |= o.role_changed
+            out.leader_changed |= o.leader_changed
+        return out
+
+    def forget(self, pred: Callable[[T], bool]) -> int:
+        """Stop tracking proposals and reads whose token satisfies `pred` (callers that gave
+        up). A forgotten proposal may still be applied; nobody is told. Returns the count."""
+        gone = [i for i, p in self._proposals.items() if pred(p.token)]
+        for i in gone:
+            del self._proposals[i]
+        reads = [c for c, r in self._reads.items() if pred(r.token)]
+        for c in reads:
+            del self._reads[c]
+        return len(gone) + len(reads)
+
+    def fail_all(self, err: RkvError) -> list[tuple[T, RkvError]]:
+        """Drop every pending proposal and read (shutdown)."""
+        failed = [(p.token, err) for p in self._proposals.values()]
+        failed += [(r.token, err) for r in self._reads.values()]
+        self._proposals.clear()
+        self._reads.clear()
+        return failed
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _on_soft_state(self, role: Role, leader: NodeId, out: Outcome[T]) -> None:
+        if role != self.role:
+            out.role_changed = True
+            log.info("%s: role %s -> %s", self.id, self.role.name.lower(), role.name.lower())
+            if self.role == Role.LEADER and self._proposals:
+                # Entries proposed while leader may still commit under the next leader, but we
+                # cannot tell: the client retries with the same seq and sessions dedupe it.
+                err = Unavailable("leadership lost before the write committed; retry")
+                out.failed.extend((p.token, err) for p in self._proposals.values())
+                self._proposals.clear()
+            self.role = role
+        if leader != self.leader:
+            out.leader_changed = True
+            log.info("%s: leader %s -> %s", self.id, self.leader or "-", leader or "-")
+            # Reads forwarded to the old leader may never get an answer.
+            lost = [ctx for ctx, r in self._reads.items() if r.index is None]
+            if lost:
+                err = Unavailable("leader changed during a read; retry")
+                for ctx in lost:
+                    out.failed.append((self._reads.pop(ctx).token, err))
+            self.leader = leader
+
+
+def _results_by_index(entries: Sequence[Entry], results: Sequence[Any]) -> dict[int, Any]:
+    """Map apply results to entry indices: by their `index` attribute when they have one,
+    else positionally (one result per entry)."""
+    if not results:
+        return {}
+    first = results[0]
+    idx = getattr(first, "index", None)
+    if isinstance(idx, int):
+        return {r.index: r for r in results}
+    return {e.index: r for e, r in zip(entries, results, strict=False)}
