@@ -52,9 +52,9 @@ class SimParams:
     read_fraction: float = 0.35
     client_timeout: int = 30
     client_max_attempts: int = 25
-    fault_gap: tuple[int, int] = (10, 60)
+    fault_gap: tuple[int, int] = (3, 25)
     """Ticks between two fault actions."""
-    restart_after: tuple[int, int] = (5, 80)
+    restart_after: tuple[int, int] = (3, 50)
     chaos_network: NetworkParams = field(
         default_factory=lambda: NetworkParams(drop=0.05, duplicate=0.03, long_delay=0.03)
     )
@@ -177,19 +177,31 @@ class Cluster:
         self._seq += 1
         heapq.heappush(self._heap, (t, self._seq, kind, a, b))
 
-    def run(self) -> Stats:
+    def start(self, *, faults: bool = True, quiet_phase: bool = True) -> None:
+        """Boot every node and the clients; schedule the fault injector and the quiet phase.
+        Tests that script their own faults pass faults=False (and may set clients=0)."""
         p = self.p
         iv = p.tick_interval
         for nid in self.ids:
             self._start(self.nodes[nid])
         for c in self.clients:
             self.at(self.rng.randint(1, 5 * iv), CLIENT, c, c.token)
-        self.at(self.rng.randint(p.fault_gap[0], p.fault_gap[1]) * iv, FAULT)
-        self.at(p.ticks * iv, QUIET_START)
+        if faults:
+            self.at(self.rng.randint(p.fault_gap[0], p.fault_gap[1]) * iv, FAULT)
+        if quiet_phase:
+            self.at(p.ticks * iv, QUIET_START)
+
+    def run_until(self, until: int | None = None) -> None:
+        """Process events in time order up to virtual time `until` (or until the run is done)."""
+        p = self.p
+        iv = p.tick_interval
         heap = self._heap
         pop = heapq.heappop
         events = 0
         while heap and not self.done:
+            if until is not None and heap[0][0] > until:
+                self.now = until
+                break
             t, _, kind, a, b = pop(heap)
             self.now = t
             events += 1
@@ -226,7 +238,12 @@ class Cluster:
                 self._quiet_start()
             elif kind == QUIET_CHECK:
                 self._quiet_check()
-        self.stats.events = events
+        self.stats.events += events
+
+    def run(self) -> Stats:
+        """The whole run: faults, then the quiet phase, then the client-history check."""
+        self.start()
+        self.run_until()
         self.stats.virtual_time = self.now
         self.stats.leader_changes = self.checker.leader_changes
         self.stats.committed_entries = self.checker.committed_index
@@ -438,6 +455,32 @@ class Cluster:
         c.op = None
         c.token += 1
         self.at(self.now + self.rng.randint(1, 5) * self.p.tick_interval, CLIENT, c, c.token)
+
+    # -- scripting (tests drive a cluster by hand with these) ---------------------------------
+
+    def leader_id(self) -> NodeId:
+        """The up node that believes it leads the highest term ("" if none)."""
+        leader = self._leader()
+        return "" if leader is None else leader.id
+
+    def propose(self, nid: NodeId, data: bytes) -> int:
+        node = self.nodes[nid]
+        index: int = node.raw.propose(data)
+        self._process(node)
+        return index
+
+    def crash(self, nid: NodeId, *, restart: bool = True) -> None:
+        """Crash `nid` now; unless restart=False it restarts after the usual random delay."""
+        node = self.nodes[nid]
+        self._crash(node)
+        if not restart:
+            node.epoch += 1  # orphans the scheduled restart
+
+    def restart(self, nid: NodeId) -> None:
+        node = self.nodes[nid]
+        if not node.up:
+            node.epoch += 1
+            self._start(node)
 
     # -- faults ------------------------------------------------------------------------------
 
