@@ -1,0 +1,232 @@
+"""An in-process 3-node cluster: three run_node in one trio nursery, real LMDB, loopback TCP.
+
+Requests are sent as client-protocol frames with rkv.net's RpcClient / FramedStream (the real
+client is tested elsewhere), so these tests pin the server side of docs/contracts.md.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from rkv.config import NodeConfig
+from rkv.net.rpc import RemoteError, RpcClient
+from rkv.net.stream import open_framed
+from rkv.node import Node, NodeStartError, run_node
+from rkv.raft.types import Role
+
+CID = b"client-0000000001"[:16]
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def configs(tmp: Path, ports: list[int], **kw: Any) -> list[NodeConfig]:
+    addrs = [f"127.0.0.1:{p}" for p in ports]
+    return [NodeConfig.create(a, addrs, data_dir=tmp / a.replace(":", "_"), **kw) for a in addrs]
+
+
+@asynccontextmanager
+async def cluster(cfgs: list[NodeConfig]) -> AsyncIterator[list[Node]]:
+    async with trio.open_nursery() as nursery:
+        nodes = [await nursery.start(run_node, c) for c in cfgs]
+        yield nodes
+        nursery.cancel_scope.cancel()
+
+
+async def wait_leader(nodes: list[Node], timeout: float = 10.0) -> Node:
+    with trio.fail_after(timeout):
+        while True:
+            leaders = [n for n in nodes if n.replica.role == Role.LEADER]
+            # every live node must agree, so redirects work right away
+            if len(leaders) == 1 and all(n.replica.leader == leaders[0].cfg.id for n in nodes):
+                return leaders[0]
+            await trio.sleep(0.02)
+
+
+def put(k: bytes, v: bytes, seq: int, client: bytes = CID) -> dict[str, Any]:
+    return {"t": "put", "c": client, "s": seq, "k": k, "val": v}
+
+
+async def raw_call(port: int, frame: dict[str, Any]) -> dict[str, Any]:
+    """One request over a bare framed stream: returns the answer frame as is (error fields
+    included, which RpcClient folds into an exception)."""
+    fs = await open_framed("127.0.0.1", port)
+    async with fs:
+        await fs.send({**frame, "id": 1})
+        with trio.fail_after(10):
+            answer = await fs.receive()
+    assert answer is not None
+    return answer
+
+
+async def test_writes_reads_redirect_and_status(tmp_path: Path) -> None:
+    async with cluster(configs(tmp_path, free_ports(3))) as nodes:
+        leader = await wait_leader(nodes)
+        follower = next(n for n in nodes if n is not leader)
+        async with RpcClient("127.0.0.1", leader.port) as c:
+            assert (await c.call(put(b"a", b"1", 1)))["t"] == "ok"
+            d = await c.call({"t": "delete", "c": CID, "s": 2, "k": b"nope"})
+            assert d["existed"] is False
+            cas = {"t": "cas", "c": CID, "s": 3, "k": b"a", "exp": b"1", "val": b"2"}
+            assert (await c.call(cas))["swapped"] is True
+            bad_cas = {**cas, "s": 4, "exp": None}
+            assert (await c.call(bad_cas))["swapped"] is False
+        # A follower serves linearizable reads: the write it has not necessarily applied yet
+        # is visible because it waits for the leader's read index.
+        async with RpcClient("127.0.0.1", follower.port) as f:
+            got = await f.call({"t": "get", "k": b"a"})
+            assert got["val"] == b"2"
+            scan = await f.call({"t": "scan", "p": b"", "limit": 10})
+            assert scan["items"] == [[b"a", b"2"]]
+            missing = await f.call({"t": "get", "k": b"zz", "stale": True})
+            assert missing["val"] is None
+            st = await f.call({"t": "status"})
+            assert st["role"] == "follower"
+            assert st["leader"] == leader.cfg.id and st["leader_addr"] == leader.cfg.advertise
+            assert st["addr"] == follower.cfg.advertise
+            assert sorted(st["peers"]) == sorted(n.cfg.id for n in nodes if n is not follower)
+            assert st["applied"] <= st["commit"] <= st["last_index"]
+        # Writes on a follower are refused with the leader's address, and not applied.
+        answer = await raw_call(follower.port, put(b"b", b"x", 1, client=b"f" * 16))
+        assert answer["t"] == "error" and answer["code"] == "not_leader"
+        assert answer["leader_addr"] == leader.cfg.advertise
+        # malformed requests are refused with a one-line reason
+        answer = await raw_call(leader.port, {"t": "put", "c": CID, "s": 0, "k": b"k"})
+        assert answer["code"] == "bad_request" and "\n" not in answer["msg"]
+        answer = await raw_call(leader.port, {"t": "frobnicate"})
+        assert answer["code"] == "bad_request"
+        # file_meta of a missing file
+        answer = await raw_call(leader.port, {"t": "file_meta", "k": b"nofile"})
+        assert answer["code"] == "not_found"
+        for n in nodes:
+            assert n.store.get(b"b") is None
+
+
+async def test_same_client_seq_is_applied_once(tmp_path: Path) -> None:
+    async with cluster(configs(tmp_path, free_ports(3))) as nodes:
+        leader = await wait_leader(nodes)
+        async with RpcClient("127.0.0.1", leader.port) as c:
+            await c.call(put(b"k", b"1", 1))
+            cas = {"t": "cas", "c": CID, "s": 2, "k": b"k", "exp": b"1", "val": b"2"}
+            first = await c.call(cas)
+            # The retry (same client, same seq) gets the saved result without re-applying...
+            again = await c.call(cas)
+            assert first["swapped"] is True and again["swapped"] is True
+            # ...and a retried put with the same seq but another value changes nothing.
+            await c.call(put(b"k", b"clobber", 2))
+            got = await c.call({"t": "get", "k": b"k"})
+            assert got["val"] == b"2"
+        with trio.fail_after(5):
+            while any(n.replica.applied < leader.replica.applied for n in nodes):
+                await trio.sleep(0.02)
+        for n in nodes:
+            rec = n.store.get_record(b"k")
+            assert rec is not None and rec.value == b"2" and rec.version == 2
+
+
+async def test_group_commit_batches_concurrent_writes(tmp_path: Path) -> None:
+    puts = 200
+    async with cluster(configs(tmp_path, free_ports(3))) as nodes:
+        leader = await wait_leader(nodes)
+        before = leader.statistics()
+        async with RpcClient("127.0.0.1", leader.port, max_inflight=puts) as c:
+
+            async def one(i: int) -> None:
+                await c.call(put(b"g%03d" % i, b"v", 1, client=b"%016d" % i))
+
+            async with trio.open_nursery() as n:
+                for i in range(puts):
+                    n.start_soon(one, i)
+        after = leader.statistics()
+        saves = after["saves"] - before["saves"]
+        applies = after["applies"] - before["applies"]
+        assert after["store"]["kv_keys"] == puts
+        # one durable write and one apply transaction per batch, not per put
+        assert 0 < saves < puts // 2
+        assert 0 < applies < puts // 2
+        assert after["max_batch"] > 1
+
+
+async def test_restart_all_nodes_keeps_data(tmp_path: Path) -> None:
+    cfgs = configs(tmp_path, free_ports(3))
+    async with cluster(cfgs) as nodes:
+        leader = await wait_leader(nodes)
+        async with RpcClient("127.0.0.1", leader.port) as c:
+            for i in range(20):
+                await c.call(put(b"r%02d" % i, b"%d" % i, i + 1))
+    async with cluster(cfgs) as nodes:
+        leader = await wait_leader(nodes)
+        async with RpcClient("127.0.0.1", leader.port) as c:
+            got = await c.call({"t": "scan", "p": b"r", "limit": 100})
+            assert [v for _, v in got["items"]] == [b"%d" % i for i in range(20)]
+            # the client session survived the restart: a retry of seq 20 is not re-applied
+            await c.call(put(b"r19", b"changed", 20))
+            assert (await c.call({"t": "get", "k": b"r19"}))["val"] == b"19"
+
+
+async def test_foreign_cluster_hello_is_refused(tmp_path: Path) -> None:
+    async with cluster(configs(tmp_path, free_ports(3))) as nodes:
+        port = nodes[0].port
+        fs = await open_framed("127.0.0.1", port)
+        async with fs:
+            await fs.send({"t": "hello", "cluster": "rkv-someoneelse", "node": nodes[1].cfg.id})
+            with trio.fail_after(5):
+                answer = await fs.receive()
+            assert answer is not None and answer["t"] == "error"
+            assert answer["code"] == "wrong_cluster"
+        fs = await open_framed("127.0.0.1", port)
+        async with fs:
+            await fs.send({"t": "hello", "cluster": nodes[0].cfg.cluster_id, "node": "x:1"})
+            with trio.fail_after(5):
+                answer = await fs.receive()
+            assert answer is not None and answer["code"] == "unknown_node"
+        # Raft frames without a hello are dropped, not stepped.
+        dropped = nodes[0].dropped_peer_frames
+        fs = await open_framed("127.0.0.1", port)
+        async with fs:
+            await fs.send({"t": "raft", "m": []})
+            with trio.fail_after(5):
+                while nodes[0].dropped_peer_frames == dropped:
+                    await trio.sleep(0.01)
+
+
+async def test_port_in_use_and_foreign_data_dir_fail_with_exit_codes(tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        cfg = NodeConfig.create(f"127.0.0.1:{port}", data_dir=tmp_path / "a")
+        with pytest.raises(NodeStartError) as ei:
+            await run_node(cfg)
+        assert ei.value.code == 10 and str(port) in ei.value.msg
+    other = NodeConfig.create(f"127.0.0.1:{port}", data_dir=tmp_path / "a", cluster_id="rkv-other")
+    with pytest.raises(NodeStartError) as ei:
+        await run_node(other)
+    assert ei.value.code == 11 and "\n" not in ei.value.msg
+
+
+async def test_single_node_cluster_commits_alone(tmp_path: Path) -> None:
+    (port,) = free_ports(1)
+    cfg = NodeConfig.create(f"127.0.0.1:{port}", data_dir=tmp_path / "solo")
+    async with cluster([cfg]) as nodes:
+        await wait_leader(nodes)
+        async with RpcClient("127.0.0.1", port) as c:
+            await c.call(put(b"solo", b"1", 1))
+            assert (await c.call({"t": "get", "k": b"solo"}))["val"] == b"1"
+            with pytest.raises(RemoteError) as ei:
+                await c.call({"t": "file_read", "k": b"f", "n": 0, "sha": b"x" * 32})
+            assert ei.value.code == "not_found"
