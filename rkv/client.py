@@ -17,8 +17,8 @@ import hashlib
 import os
 import random
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -85,6 +85,27 @@ def _key(key: bytes | str) -> bytes:
     if len(k) > MAX_KEY_LEN:
         raise ValueError(f"key is {len(k)} bytes, the limit is {MAX_KEY_LEN}")
     return k
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for e in exc.exceptions:
+            yield from _leaves(e)
+    else:
+        yield exc
+
+
+@contextmanager
+def _plain_errors() -> Iterator[None]:
+    """Callers catch `rkv.Unavailable`, not ExceptionGroups: our nurseries are an internal
+    detail, so the first real error inside one is re-raised as itself."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        for leaf in _leaves(group):
+            if not isinstance(leaf, trio.Cancelled):
+                raise leaf from None
+        raise
 
 
 @dataclass(slots=True)
@@ -173,16 +194,17 @@ class Client:
 
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[Client]:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                yield self
-            finally:
-                self._nursery = None
-                for link in self._links.values():
-                    link.close.set()
-                self._links.clear()
-                nursery.cancel_scope.cancel()
+        with _plain_errors():
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    yield self
+                finally:
+                    self._nursery = None
+                    for link in self._links.values():
+                        link.close.set()
+                    self._links.clear()
+                    nursery.cancel_scope.cancel()
 
     async def __aenter__(self) -> Client:
         if self._nursery is not None:
@@ -494,18 +516,19 @@ class Client:
             if progress is not None:
                 progress(done, total)
 
-        async with trio.open_nursery() as nursery:
-            while True:
-                await window.acquire()
-                data = await trio.to_thread.run_sync(f.read, chunk_size)
-                if not data:
-                    window.release()
-                    break
-                data = bytes(data)
-                sha.update(data)
-                size += len(data)
-                nursery.start_soon(send, chunks, data)
-                chunks += 1
+        with _plain_errors():
+            async with trio.open_nursery() as nursery:
+                while True:
+                    await window.acquire()
+                    data = await trio.to_thread.run_sync(f.read, chunk_size)
+                    if not data:
+                        window.release()
+                        break
+                    data = bytes(data)
+                    sha.update(data)
+                    size += len(data)
+                    nursery.start_soon(send, chunks, data)
+                    chunks += 1
         digest = sha.digest()
         await self._write(
             {
@@ -608,23 +631,24 @@ class Client:
                     await send_ch.send(slot)
                     nursery.start_soon(fetch, slot)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(produce, nursery)
-            async with recv_ch:
-                async for slot in recv_ch:
-                    await slot.done.wait()
-                    data = slot.data
-                    slot.data = None
-                    assert data is not None
-                    h.update(data)
-                    written += len(data)
-                    if written > size:
-                        raise IntegrityError(
-                            f"file {key!r} has more bytes than its recorded size {size}"
-                        )
-                    await trio.to_thread.run_sync(f.write, data)
-                    if progress is not None:
-                        progress(written, size)
+        with _plain_errors():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(produce, nursery)
+                async with recv_ch:
+                    async for slot in recv_ch:
+                        await slot.done.wait()
+                        data = slot.data
+                        slot.data = None
+                        assert data is not None
+                        h.update(data)
+                        written += len(data)
+                        if written > size:
+                            raise IntegrityError(
+                                f"file {key!r} has more bytes than its recorded size {size}"
+                            )
+                        await trio.to_thread.run_sync(f.write, data)
+                        if progress is not None:
+                            progress(written, size)
         if written != size:
             raise IntegrityError(f"file {key!r}: got {written} bytes, expected {size}")
         if h.digest() != sha:
