@@ -290,9 +290,9 @@ class Client:
         return cap / 2 + self._rng.uniform(0, cap / 2)
 
     async def _leader_hint(self, addr: str, exc: RemoteError) -> str | None:
-        fields = getattr(exc, "fields", None) or getattr(exc, "frame", None)
-        if isinstance(fields, dict) and isinstance(fields.get("leader_addr"), str):
-            return self._learn(fields["leader_addr"])
+        hint = exc.fields.get("leader_addr")
+        if isinstance(hint, str):
+            return self._learn(hint)
         # The hint did not survive the RPC layer: ask the node who it thinks leads.
         try:
             rpc = await self._rpc(addr)
@@ -334,7 +334,7 @@ class Client:
                 reply = await rpc.call(frame, timeout=max(try_deadline - trio.current_time(), 1e-3))
             except RemoteError as exc:
                 if exc.code not in _RETRY_CODES and exc.code not in _CONN_CODES:
-                    raise from_error_frame({"code": exc.code, "msg": exc.msg}) from None
+                    raise from_error_frame(exc.frame) from None
                 last = f"{addr}: {exc.code}: {exc.msg}" if exc.msg else f"{addr}: {exc.code}"
                 if exc.code in _CONN_CODES:
                     self._drop(addr)

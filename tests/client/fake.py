@@ -44,6 +44,8 @@ class FakeCluster:
         self.silent: set[int] = set()
         """Nodes that never answer (requests hang until the client gives up)."""
         self.corrupt_reads = False
+        self.hide_leader_hint = False
+        """Answer not_leader without leader_addr (the client must ask `status`)."""
         self.requests: Counter[tuple[int, str]] = Counter()
         self.chunk_sizes: list[int] = []
         self.max_chunk_reads_inflight = 0
@@ -83,12 +85,10 @@ class FakeCluster:
             return {"t": "error", "code": "unavailable", "msg": "no leader"}
         if "c" in frame:
             if i != self.leader:
-                return {
-                    "t": "error",
-                    "code": "not_leader",
-                    "msg": "not the leader",
-                    "leader_addr": self.addrs[self.leader],
-                }
+                err = {"t": "error", "code": "not_leader", "msg": "not the leader"}
+                if not self.hide_leader_hint:
+                    err["leader_addr"] = self.addrs[self.leader]
+                return err
             reply = self._write(frame)
             if self.drop_write_replies > 0:
                 self.drop_write_replies -= 1

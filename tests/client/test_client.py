@@ -74,8 +74,10 @@ async def test_basic_operations(cluster: FakeCluster) -> None:
         assert await c.scan(b"k") == [(b"k1", b"v1b"), (b"k3", b"new")]
 
 
-async def test_follows_redirect_and_remembers_leader(cluster: FakeCluster) -> None:
+@pytest.mark.parametrize("hide_hint", [False, True])
+async def test_follows_redirect_and_remembers_leader(cluster: FakeCluster, hide_hint: bool) -> None:
     cluster.leader = 2
+    cluster.hide_leader_hint = hide_hint
     async with rkv.connect(cluster.addrs[0], **FAST) as c:
         await c.put("a", "1")
         assert c.leader == cluster.addrs[2]
@@ -86,6 +88,8 @@ async def test_follows_redirect_and_remembers_leader(cluster: FakeCluster) -> No
         assert cluster.requests[(0, "put")] == 1
         assert cluster.requests[(2, "put")] == 6
         assert c.stats["redirects"] == 1
+        # The hint comes with the error; only without it does the client ask for status.
+        assert cluster.requests[(0, "status")] == int(hide_hint)
 
 
 async def test_retry_after_dropped_reply_applies_once(cluster: FakeCluster) -> None:
