@@ -1,0 +1,268 @@
+"""LMDB-specific behaviour: identity and schema checks, the data-dir lock, map growth,
+corruption detection, and a real full disk (a 2 MiB tmpfs)."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import lmdb
+import pytest
+
+from rkv.codec import Put, Request, encode_request
+from rkv.raft.types import Entry, HardState
+from rkv.store import (
+    CorruptionError,
+    LmdbStore,
+    StoreError,
+    StoreFullError,
+    StoreIdentityError,
+    open_store,
+)
+
+from .harness import CLUSTER, NODE, VOTERS
+
+
+def opened(path: Path, **kw: object) -> LmdbStore:
+    args: dict[str, object] = {"cluster_id": CLUSTER, "node_id": NODE, "voters": VOTERS}
+    args.update(kw)
+    return open_store(path, **args)  # type: ignore[arg-type]
+
+
+def put_entries(start: int, n: int, value_size: int, term: int = 1) -> list[Entry]:
+    return [
+        Entry(
+            term=term,
+            index=i,
+            data=encode_request(Request(b"", 0, Put(b"k%08d" % i, bytes([i % 251]) * value_size))),
+        )
+        for i in range(start, start + n)
+    ]
+
+
+def write(s: LmdbStore, entries: list[Entry]) -> None:
+    s.save(HardState(entries[-1].term, NODE, entries[-1].index), entries)
+    s.apply(entries)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "node"
+
+
+def raw_env(path: Path) -> lmdb.Environment:
+    return lmdb.open(str(path), max_dbs=8)
+
+
+# --- identity ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cluster", "node"),
+    [("other-cluster", NODE), (CLUSTER, "n2"), ("other-cluster", "n2")],
+)
+def test_identity_refusal(path: Path, cluster: str, node: str) -> None:
+    opened(path).close()
+    with pytest.raises(StoreIdentityError) as ei:
+        opened(path, cluster_id=cluster, node_id=node)
+    msg = str(ei.value)
+    assert "\n" not in msg
+    assert repr(CLUSTER) in msg and repr(NODE) in msg
+    assert repr(cluster) in msg and repr(node) in msg
+    # the refusal left the dir unlocked and intact
+    s = opened(path)
+    assert s.cluster_id == CLUSTER and s.node_id == NODE
+    s.close()
+
+
+def test_stored_voters_win_over_arguments(path: Path) -> None:
+    opened(path).close()
+    s = opened(path, voters=("z",))
+    assert s.initial_state()[1] == VOTERS
+    s.close()
+
+
+def test_schema_version_checked(path: Path) -> None:
+    opened(path).close()
+    env = raw_env(path)
+    with env.begin(write=True) as txn:
+        txn.put(b"schema", struct.pack(">I", 2), db=env.open_db(b"meta", txn=txn))
+    env.close()
+    with pytest.raises(StoreIdentityError, match="schema version 2"):
+        opened(path)
+
+
+def test_data_dir_is_locked_while_open(path: Path) -> None:
+    s = opened(path)
+    with pytest.raises(StoreError, match="in use"):
+        opened(path)
+    s.close()
+    opened(path).close()
+
+
+def test_not_an_lmdb_dir(path: Path) -> None:
+    path.mkdir()
+    (path / "data.mdb").write_bytes(b"this is not lmdb" * 1000)
+    with pytest.raises(StoreError):
+        opened(path)
+
+
+# --- map growth ----------------------------------------------------------------------------
+
+
+def test_map_grows_as_needed(path: Path) -> None:
+    initial = 1 << 16
+    s = opened(path, map_size=initial)
+    for b in range(12):
+        write(s, put_entries(1 + b * 20, 20, 10_000))  # ~2.4 MB in all, twice (log and kv)
+    st = s.stats()
+    assert st["map_size"] > initial
+    assert st["applied_index"] == 240
+    s.close()
+    s = opened(path, map_size=initial)  # a smaller map than the file is fine on reopen
+    assert s.get(b"k%08d" % 240) == bytes([240 % 251]) * 10_000
+    assert len(s.entries(1, 241)) == 240
+    s.close()
+
+
+def test_map_size_limit_is_store_full_and_harmless(path: Path) -> None:
+    s = opened(path, map_size=1 << 16, max_map_size=1 << 20)
+    last = 0
+    with pytest.raises(StoreFullError):
+        for b in range(100):
+            es = put_entries(last + 1, 10, 10_000)
+            write(s, es)
+            last = es[-1].index
+    # the refused write changed nothing, and the store still works
+    assert s.applied_index() == last
+    assert s.last_index() in (last, last + 10)  # the failing batch was either save or apply
+    assert s.get(b"k%08d" % last) is not None
+    assert s.get(b"k%08d" % (last + 1)) is None
+    s.close()
+    # with a higher limit the same data dir continues where it stopped
+    s = opened(path, map_size=1 << 16, max_map_size=1 << 24)
+    assert s.applied_index() == last
+    write(s, put_entries(last + 1, 10, 10_000))
+    assert s.get(b"k%08d" % (last + 10)) is not None
+    s.close()
+
+
+# --- corruption --------------------------------------------------------------------------
+
+
+def test_flipped_byte_in_log_entry_is_detected(path: Path) -> None:
+    s = opened(path)
+    s.save(None, put_entries(1, 3, 100))
+    s.close()
+    env = raw_env(path)
+    with env.begin(write=True) as txn:
+        db = env.open_db(b"log", txn=txn)
+        key = struct.pack(">Q", 2)
+        value = bytearray(txn.get(key, db=db))
+        value[-10] ^= 0x40  # inside the value bytes of the Put
+        txn.put(key, bytes(value), db=db)
+    env.close()
+    s = opened(path)
+    with pytest.raises(CorruptionError):
+        s.entries(1, 4)
+    with pytest.raises(CorruptionError):
+        s.term(2)
+    assert s.entries(3, 4) == put_entries(3, 1, 100)  # the rest is readable
+    s.close()
+
+
+def test_flipped_byte_in_data_file_is_detected(path: Path) -> None:
+    """The same through the file itself: find a stored entry's bytes in data.mdb and flip one."""
+    s = opened(path)
+    marker = b"\xab" * 64
+    s.save(None, [Entry(1, 1, b"x"), Entry(1, 2, marker), Entry(1, 3, b"y")])
+    s.close()
+    data = bytearray((path / "data.mdb").read_bytes())
+    pos = data.find(marker)
+    assert pos > 0
+    data[pos + 10] ^= 0x01
+    (path / "data.mdb").write_bytes(bytes(data))
+    s = opened(path)
+    assert s.entries(1, 2) == [Entry(1, 1, b"x")]
+    with pytest.raises(CorruptionError):
+        s.entries(1, 4)
+    s.close()
+
+
+def test_hole_in_log_is_detected_on_open(path: Path) -> None:
+    s = opened(path)
+    s.save(None, put_entries(1, 5, 10))
+    s.close()
+    env = raw_env(path)
+    with env.begin(write=True) as txn:
+        txn.delete(struct.pack(">Q", 3), db=env.open_db(b"log", txn=txn))
+    env.close()
+    with pytest.raises(CorruptionError):
+        opened(path)
+
+
+def test_garbage_kv_record_is_corruption(path: Path) -> None:
+    s = opened(path)
+    s.close()
+    env = raw_env(path)
+    with env.begin(write=True) as txn:
+        txn.put(b"k", b"\xc1not msgpack", db=env.open_db(b"kv", txn=txn))
+    env.close()
+    s = opened(path)
+    with pytest.raises(CorruptionError):
+        s.get(b"k")
+    s.close()
+
+
+# --- a real full disk ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs. Mounting needs root; if it fails, the test fails (it does not skip)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_refuses_the_write_and_keeps_the_store_usable(tiny_disk: Path) -> None:
+    filler = tiny_disk / "filler"
+    filler.write_bytes(b"\0" * (512 << 10))
+    path = tiny_disk / "node"
+    s = opened(path)
+    failed = False
+    for _ in range(200):
+        try:
+            start = s.last_index() + 1
+            es = put_entries(start, 4, 8_000)
+            s.save(HardState(1, NODE, es[-1].index), es)
+            s.apply(s.entries(s.applied_index() + 1, s.last_index() + 1))
+        except StoreFullError:
+            failed = True
+            break
+    assert failed, "2 MiB filled without StoreFullError"
+    applied, last = s.applied_index(), s.last_index()
+    assert applied > 0 and last >= applied
+    # everything committed before the failure is intact and readable
+    assert len(s.entries(1, last + 1)) == last
+    assert [k for k, _ in s.scan(b"k", 10_000)] == [b"k%08d" % i for i in range(1, applied + 1)]
+    # once space is freed the same store object continues
+    filler.unlink()
+    if applied < last:
+        s.apply(s.entries(applied + 1, last + 1))
+    write(s, put_entries(s.last_index() + 1, 2, 100))
+    final = s.applied_index()
+    assert final == s.last_index() > last
+    s.close()
+    s = opened(path)
+    assert s.applied_index() == final
+    assert len(s.scan(b"k", 10_000)) == final
+    s.close()
+    os.sync()
