@@ -513,7 +513,8 @@ class Raft:
             if pr.state == ProgressState.REPLICATE and pr.inflights.full():
                 # an ack was probably lost; let one more APPEND out rather than stall
                 pr.inflights.free_first_one()
-            if pr.match < self.log.last_index() or pr.state == ProgressState.PROBE:
+            if pr.match < self.log.last_index():
+                pr.nudge = True
                 self.need_flush = True
             self._handle_read_ack(m)
         # VOTE_RESP/PRE_VOTE_RESP of our own election, TIMEOUT_NOW etc.: nothing to do
@@ -591,8 +592,9 @@ class Raft:
         if not ents:
             lagging = pr.sent_commit < min(commit, pr.match)
             probing = pr.state == ProgressState.PROBE and pr.match < prev
-            if not (lagging or probing):
+            if not (lagging or probing or pr.nudge):
                 return False
+        pr.nudge = False
         self._send(
             Message(
                 MT.APPEND,

@@ -59,6 +59,7 @@ class Progress:
         "inflights",
         "match",
         "next",
+        "nudge",
         "pending_snapshot",
         "probe_sent",
         "recent_active",
@@ -75,6 +76,9 @@ class Progress:
         self.pending_snapshot = 0
         self.snapshot_ticks = 0
         self.recent_active = False
+        self.nudge = False
+        """Send an APPEND even if empty: the follower answered a heartbeat while behind, so an
+        APPEND of ours may have been lost; an empty one finds out (it is rejected if so)."""
         self.sent_commit = 0
         """Highest commit index this follower can have learned from our APPENDs."""
         self.inflights = Inflights(max_inflight)

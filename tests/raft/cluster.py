@@ -14,7 +14,16 @@ from dataclasses import dataclass, field
 from rkv.raft.config import Config
 from rkv.raft.rawnode import RawNode
 from rkv.raft.storage import MemoryStorage
-from rkv.raft.types import Entry, Message, MessageType, ReadState, Ready, Role, Snapshot
+from rkv.raft.types import (
+    Entry,
+    HardState,
+    Message,
+    MessageType,
+    ReadState,
+    Ready,
+    Role,
+    Snapshot,
+)
 
 
 @dataclass
@@ -164,3 +173,59 @@ class Cluster:
 
     def sent(self, t: MessageType) -> list[Message]:
         return [m for m in self.delivered if m.type == t]
+
+
+def node(
+    id: str = "n1",
+    voters: tuple[str, ...] = ("n1", "n2", "n3"),
+    *,
+    entries: list[Entry] | None = None,
+    hs: HardState | None = None,
+    seed: int = 0,
+    **cfg: object,
+) -> tuple[RawNode, MemoryStorage]:
+    st = MemoryStorage(voters=voters, hard_state=hs)
+    if entries:
+        st.append(entries)
+    c = Config(id=id, voters=voters, **cfg)  # type: ignore[arg-type]
+    return RawNode(c, st, random.Random(seed)), st
+
+
+def drain(n: RawNode, st: MemoryStorage) -> list[Message]:
+    """Handle every Ready; return all messages in send order (immediate, then persisted)."""
+    out: list[Message] = []
+    while n.has_ready():
+        rd = n.ready()
+        out += rd.messages
+        if rd.snapshot is not None:
+            st.apply_snapshot(rd.snapshot)
+        st.append(rd.entries)
+        if rd.hard_state is not None:
+            st.set_hard_state(rd.hard_state)
+        out += rd.persisted_messages
+        n.advance(rd)
+    return out
+
+
+def make_leader(
+    entries: list[Entry] | None = None,
+    term: int = 0,
+    voters: tuple[str, ...] = ("n1", "n2", "n3"),
+    **cfg: object,
+) -> tuple[RawNode, MemoryStorage]:
+    """n1 elected leader at term+1 with the given log (votes granted by hand); drained."""
+    cfg.setdefault("pre_vote", False)
+    n, st = node(voters=voters, entries=entries, hs=HardState(term=term), **cfg)
+    n.campaign()
+    drain(n, st)
+    for v in voters[1:]:
+        n.step(Message(MessageType.VOTE_RESP, to="n1", frm=v, term=term + 1))
+        if n.status().role == Role.LEADER:
+            break
+    assert n.status().role == Role.LEADER
+    drain(n, st)
+    return n, st
+
+
+def terms_log(terms: list[int]) -> list[Entry]:
+    return [Entry(term=t, index=k) for k, t in enumerate(terms, start=1)]

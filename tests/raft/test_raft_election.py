@@ -8,44 +8,11 @@ import pytest
 
 from rkv.raft.config import Config
 from rkv.raft.rawnode import RawNode
-from rkv.raft.storage import MemoryStorage
 from rkv.raft.types import NONE, Entry, HardState, Message, MessageType, Role
 
-from .cluster import Cluster
+from .cluster import Cluster, drain, node
 
 MT = MessageType
-
-
-def node(
-    id: str = "n1",
-    voters: tuple[str, ...] = ("n1", "n2", "n3"),
-    *,
-    entries: list[Entry] | None = None,
-    hs: HardState | None = None,
-    seed: int = 0,
-    **cfg: object,
-) -> tuple[RawNode, MemoryStorage]:
-    st = MemoryStorage(voters=voters, hard_state=hs)
-    if entries:
-        st.append(entries)
-    c = Config(id=id, voters=voters, **cfg)  # type: ignore[arg-type]
-    return RawNode(c, st, random.Random(seed)), st
-
-
-def drain(n: RawNode, st: MemoryStorage) -> list[Message]:
-    """Handle every Ready; return all messages in send order (immediate, then persisted)."""
-    out: list[Message] = []
-    while n.has_ready():
-        rd = n.ready()
-        out += rd.messages
-        if rd.snapshot is not None:
-            st.apply_snapshot(rd.snapshot)
-        st.append(rd.entries)
-        if rd.hard_state is not None:
-            st.set_hard_state(rd.hard_state)
-        out += rd.persisted_messages
-        n.advance(rd)
-    return out
 
 
 def test_single_node_elects_itself_and_commits_noop() -> None:
