@@ -21,7 +21,7 @@ import random
 import signal
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -61,7 +61,7 @@ from rkv.net.transport import PeerTransport
 from rkv.raft.config import Config
 from rkv.raft.types import Entry, Message, Role
 from rkv.replica import Outcome, Replica
-from rkv.store.env import open_store
+from rkv.store import open_store
 from rkv.store.errors import NotFoundError, StoreError, StoreFullError, StoreIdentityError
 
 log = logging.getLogger("rkv.node")
@@ -189,11 +189,17 @@ class Node:
             if not batch and not self.replica.has_ready():
                 with trio.move_on_at(next_tick):
                     batch.append(await self._in_recv.receive())
-            while len(batch) < self.cfg.max_batch:
+            # Bounded batches: at most max_batch inputs and about max_batch_bytes of proposed
+            # data per turn (one Ready, one fsync); the rest waits for the next turn.
+            size = sum(len(i.data) for i in batch if isinstance(i, _Propose))
+            while len(batch) < self.cfg.max_batch and size < self.cfg.max_batch_bytes:
                 try:
-                    batch.append(self._in_recv.receive_nowait())
+                    item = self._in_recv.receive_nowait()
                 except trio.WouldBlock:
                     break
+                batch.append(item)
+                if isinstance(item, _Propose):
+                    size += len(item.data)
             self.max_batch_seen = max(self.max_batch_seen, len(batch))
             self._step_inputs(batch)
             batch = []
@@ -500,7 +506,7 @@ class Node:
             "peers": list(self.cfg.peers),
         }
 
-    _handlers: dict[str, Callable[[Node, Frame], Any]] = {
+    _handlers: dict[str, Callable[[Node, Frame], Awaitable[Frame]]] = {
         "put": _h_put,
         "delete": _h_delete,
         "cas": _h_cas,

@@ -24,6 +24,7 @@ from rkv.errors import NotLeader, RkvError, Unavailable
 from rkv.raft.config import Config
 from rkv.raft.errors import ProposalDropped
 from rkv.raft.rawnode import RawNode
+from rkv.raft.storage import Storage
 from rkv.raft.types import NONE, Entry, HardState, Message, NodeId, Ready, Role, Snapshot
 
 log = logging.getLogger("rkv.replica")
@@ -31,7 +32,7 @@ log = logging.getLogger("rkv.replica")
 T = TypeVar("T")
 
 
-class ReplicaStore(Protocol):
+class ReplicaStore(Storage, Protocol):
     """What the replica needs from rkv.store (LmdbStore and MemoryStore both fit)."""
 
     def save(
@@ -87,7 +88,7 @@ class Replica(Generic[T]):
         address_of: Callable[[NodeId], str | None] = lambda _id: None,
     ) -> None:
         self.store = store
-        self.raw = RawNode(config, store, rng if rng is not None else random.Random())  # type: ignore[arg-type]
+        self.raw = RawNode(config, store, rng if rng is not None else random.Random())
         self.id = config.id
         self._address_of = address_of
         self._proposals: dict[int, _Pending[T]] = {}
