@@ -46,7 +46,7 @@ class SimParams:
     tick_interval: int = 10
     """Virtual time units per tick (network and disk delays are in units)."""
     election_tick: int = 10
-    heartbeat_tick: int = 1
+    heartbeat_tick: int = 2
     clients: int = 3
     keys: int = 3
     read_fraction: float = 0.35
@@ -73,6 +73,7 @@ TICK, DELIVER, PERSISTED, CLIENT, RETRY, TIMEOUT, FAULT, RESTART, QUIET_START, Q
 class SimNode:
     __slots__ = (
         "disk",
+        "effective",
         "epoch",
         "id",
         "in_flight",
@@ -95,6 +96,7 @@ class SimNode:
         self.proposals: dict[int, tuple[int, Client, int]] = {}  # index -> (term, client, token)
         self.reads: dict[bytes, tuple[Client, int]] = {}  # read ctx -> (client, token)
         self.read_states: list[ReadState] = []
+        self.effective: set[tuple[int, int]] = set()  # (client, seq) this state machine applied
 
 
 class Client:
@@ -131,6 +133,7 @@ class Cluster:
         seed: int,
         params: SimParams,
         raw_node_factory: Callable[[Config, Any, random.Random], Any] = RawNode,
+        state_machine_factory: Callable[[], StateMachine] = KVStateMachine,
     ) -> None:
         self.seed = seed
         self.p = params
@@ -143,7 +146,8 @@ class Cluster:
         self.net = Network(self.rng, QUIET)
         self.checker = SafetyChecker(self.ids)
         self.nodes: dict[NodeId, SimNode] = {
-            i: SimNode(i, Disk(self.rng, self.ids, params.disk), KVStateMachine()) for i in self.ids
+            i: SimNode(i, Disk(self.rng, self.ids, params.disk), state_machine_factory())
+            for i in self.ids
         }
         self.clients = [Client(c) for c in range(params.clients)]
         self.history = History()
@@ -343,7 +347,16 @@ class Cluster:
 
     def _apply(self, node: SimNode, e: Entry) -> None:
         self.checker.on_applied(node.id, e)
-        node.sm.apply(e)
+        res = node.sm.apply(e)
+        if res.effective:
+            # exactly-once: a retried write must be a no-op where the original took effect
+            key = (res.client, res.seq)
+            if key in node.effective:
+                raise InvariantViolation(
+                    "applied-twice",
+                    f"{node.id} applied write c{res.client}#{res.seq} again at {e.index}",
+                )
+            node.effective.add(key)
         if e.index > len(self.applied_log):
             self.applied_log.append(e)
         p = node.proposals.pop(e.index, None)

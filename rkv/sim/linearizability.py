@@ -286,19 +286,22 @@ def _check_key(
         )
         for op in ops
     ]
-    # What a pending op needs the value to be, to be linearizable (tier-0 hint only).
-    wants: list[tuple[bool, Any]] = []
+    # Exploration order among non-observers. A write whose value some later read still
+    # needs should go last among its peers, so its value survives: order writes by the
+    # latest invocation of an op that needs their value (never-needed values first), then
+    # by earliest return; unknown outcomes go last (they never force anything).
+    needed_until: dict[Any, float] = {}
     for op in ops:
         if op.unknown:
-            wants.append((False, None))
-        elif op.kind is OpKind.GET:
-            wants.append((True, op.output))
+            continue
+        if op.kind is OpKind.GET:
+            v = op.output
         elif op.kind is OpKind.CAS and op.output is True:
-            wants.append((True, op.input[0]))
+            v = op.input[0]
         else:
-            wants.append((False, None))
-    # Exploration order among non-observers: earliest return first, unknown outcomes last
-    # (they never force anything, so they are taken only when wanted or as a last resort).
+            continue
+        if v not in needed_until or needed_until[v] < op.call_time:
+            needed_until[v] = op.call_time
     order = sorted(range(n), key=lambda j: (ops[j].return_time is None, ops[j].return_time or 0, j))
     rank = [0] * n
     for r, j in enumerate(order):
@@ -371,13 +374,7 @@ def _check_key(
             raise _BudgetExhausted
         if deadline is not None and _time.monotonic() > deadline:
             raise _BudgetExhausted
-        wanted = set()
-        for c in window:
-            i = node_op[c]
-            need, v = wants[i]
-            if need and v != state:
-                wanted.add(v)
-        scored: list[tuple[int, int, int, Any]] = []
+        scored: list[tuple[bool, float, int, int, Any]] = []
         for c in window:
             i = node_op[c]
             k = kind[i]
@@ -400,10 +397,11 @@ def _check_key(
                 if observer[i]:
                     return [(c, state)], e
                 new_state = arg_b[i] if swap else state
-            tier = 0 if new_state != state and new_state in wanted else 1
-            scored.append((tier, rank[i], c, new_state))
-        scored.sort(key=_first_two)
-        return [(c, s) for _, _, c, s in scored], e
+            scored.append(
+                (unknown[i], needed_until.get(new_state, -math.inf), rank[i], c, new_state)
+            )
+        scored.sort(key=_sort_key)
+        return [(c, s) for _, _, _, c, s in scored], e
 
     seen: set[tuple[int, Any]] = set()
     # DFS frames: (children, next child index, state, linearized set, call node taken)
@@ -457,8 +455,6 @@ def _check_key(
                     )
                 kids, idx, state, linearized, c = stack.pop()
                 unlift(c)
-                found = kids, bound
-                # bound is only used for diagnostics and is recomputed lazily below
                 found = (kids, _return_bound(nxt, is_call))
     except _BudgetExhausted:
         return KeyResult(key, Verdict.UNKNOWN, n, steps)
@@ -467,8 +463,8 @@ def _check_key(
     )
 
 
-def _first_two(t: tuple[int, int, int, Any]) -> tuple[int, int]:
-    return t[0], t[1]
+def _sort_key(t: tuple[bool, float, int, int, Any]) -> tuple[bool, float, int]:
+    return t[0], t[1], t[2]
 
 
 def _return_bound(nxt: list[int], is_call: list[bool]) -> int:
