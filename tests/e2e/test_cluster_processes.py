@@ -1,8 +1,8 @@
 """End-to-end: real rkv node processes on loopback, killed and restarted.
 
-Nodes are started as `python -c` calling rkv.node.serve_main (the runtime's process entry
-point, which the CLI's `serve` command wraps), so these tests exercise the real process: signal
-handling, exit codes, LMDB durability across SIGKILL and failover between processes.
+Nodes are started as `python -m rkv serve ...` (or, while the CLI is absent, `python -c` calling
+rkv.node.serve_main, the entry point the CLI's `serve` wraps), so these tests exercise the real
+process: signal handling, exit codes, LMDB durability across SIGKILL and failover.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ LAUNCH = (
     "data_dir=sys.argv[3])))"
 )
 CID = b"e2e-client-00001"
+USE_CLI = (ROOT / "rkv" / "__main__.py").exists() and (ROOT / "rkv" / "cli.py").exists()
 
 
 def free_ports(n: int) -> list[int]:
@@ -47,7 +48,14 @@ class Proc:
     def __init__(self, addr: str, peers: list[str], data_dir: Path) -> None:
         self.addr = addr
         self.port = int(addr.rsplit(":", 1)[1])
-        self.args = [sys.executable, "-c", LAUNCH, addr, ",".join(peers), str(data_dir)]
+        host = addr.rsplit(":", 1)[0]
+        if USE_CLI:
+            self.args = [
+                *(sys.executable, "-m", "rkv", "serve", "--host", host, "--port", str(self.port)),
+                *("--peers", ",".join(peers), "--data-dir", str(data_dir)),
+            ]
+        else:
+            self.args = [sys.executable, "-c", LAUNCH, addr, ",".join(peers), str(data_dir)]
         self.p: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
