@@ -1,0 +1,651 @@
+"""The `rkv` command line (typer): serve, cluster, sim and the client commands.
+
+Owns: argument parsing, the translation of errors into one stderr line and a documented exit
+code (no traceback for a user mistake), output formats (tables, JSON, progress bars), and the
+`rkv cluster` supervisor (N child `rkv serve` processes). Must not: implement client or node
+behaviour (rkv.client, rkv.node do), or import the node runtime / simulator unless the
+command needs them (client commands stay light).
+
+Exit codes of the client commands: 0 ok, 1 not found / compare failed, 2 usage error (bad
+arguments, bad address, missing local file), 3 cluster unavailable, 4 integrity error,
+5 other server error. `rkv serve` uses the node runtime's codes (rkv.errors.ExitCode).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any, NoReturn, TypeVar
+
+import trio
+import typer
+
+from rkv.client import DEFAULT_ADDRS, Client, Progress, parse_addresses
+from rkv.config import DEFAULT_HOST, DEFAULT_PORT, format_address
+from rkv.errors import (
+    BadRequest,
+    Changed,
+    IntegrityError,
+    NotFound,
+    NotLeader,
+    RkvError,
+    Timeout,
+    Unavailable,
+)
+
+T = TypeVar("T")
+
+
+class Exit(IntEnum):
+    """Exit codes of the client commands (documented in the README and `rkv --help`)."""
+
+    OK = 0
+    NOT_FOUND = 1
+    """The key or file does not exist, or a compare-and-swap did not swap."""
+    USAGE = 2
+    """Bad arguments, bad address, missing local file."""
+    UNAVAILABLE = 3
+    """The cluster could not be reached or did not answer in time."""
+    INTEGRITY = 4
+    """A download failed its size/SHA-256 check or the file changed meanwhile."""
+    SERVER = 5
+    """Any other error reported by the cluster."""
+
+
+EPILOG = (
+    "Exit codes: 0 ok, 1 not found / compare failed, 2 usage error, 3 cluster unavailable, "
+    "4 integrity error, 5 other server error. Node addresses: --addr or RKV_ADDR "
+    "(default: " + ",".join(DEFAULT_ADDRS) + ")."
+)
+
+app = typer.Typer(
+    name="rkv",
+    help="rkv: a fault-tolerant distributed key-value store (Raft).",
+    epilog=EPILOG,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@dataclass(slots=True)
+class Settings:
+    addr: str | None
+    timeout: float
+
+
+def _err(msg: str) -> None:
+    print(f"rkv: {msg}", file=sys.stderr, flush=True)
+
+
+def _fail(code: Exit | int, msg: str) -> NoReturn:
+    _err(msg)
+    raise typer.Exit(int(code))
+
+
+def exit_code_for(exc: BaseException) -> Exit:
+    """The exit code for an error raised by a client command."""
+    if isinstance(exc, NotFound):
+        return Exit.NOT_FOUND
+    if isinstance(exc, BadRequest | ValueError | TypeError | OSError):
+        return Exit.USAGE
+    if isinstance(exc, Unavailable | Timeout | NotLeader):
+        return Exit.UNAVAILABLE
+    if isinstance(exc, IntegrityError | Changed):
+        return Exit.INTEGRITY
+    return Exit.SERVER
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Errors a user can cause become one stderr line and an exit code, never a traceback."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        _err("interrupted")
+        raise typer.Exit(130) from None
+    except (RkvError, ValueError, TypeError, OSError) as exc:
+        code = exit_code_for(exc)
+        if isinstance(exc, OSError) and exc.filename is not None:
+            reason = exc.strerror or str(exc)
+            msg = f"{reason}: {exc.filename}"
+        else:
+            msg = str(exc) or type(exc).__name__
+        kind = {
+            Exit.NOT_FOUND: "not found",
+            Exit.USAGE: "error",
+            Exit.UNAVAILABLE: "unavailable",
+            Exit.INTEGRITY: "integrity error",
+            Exit.SERVER: "server error",
+        }[code]
+        _fail(code, f"{kind}: {_one_line(msg)}")
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    obj = ctx.find_object(Settings)
+    return obj if obj is not None else Settings(None, 10.0)
+
+
+def _run(ctx: typer.Context, addr: str | None, fn: Callable[[Client], Awaitable[T]]) -> T:
+    """Run `fn(client)` against the cluster, translating errors to exit codes."""
+    s = _settings(ctx)
+    text = addr or s.addr or os.environ.get("RKV_ADDR") or ",".join(DEFAULT_ADDRS)
+    with _user_errors():
+        addrs = parse_addresses(text)
+        client = Client(addrs, timeout=s.timeout, attempt_timeout=min(5.0, s.timeout))
+
+        async def main() -> T:
+            async with client:
+                return await fn(client)
+
+        return trio.run(main)
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", errors="backslashreplace")
+
+
+AddrOpt = typer.Option(
+    None,
+    "--addr",
+    "-a",
+    help="Node address(es), comma separated: host:port or http://host:port.",
+    show_default=False,
+)
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    addr: str | None = typer.Option(
+        None,
+        "--addr",
+        "-a",
+        envvar="RKV_ADDR",
+        help="Node address(es), comma separated (host:port or http://host:port); any node "
+        "will do. Default: the local cluster " + ",".join(DEFAULT_ADDRS) + ".",
+        show_default=False,
+    ),
+    timeout: float = typer.Option(
+        10.0, "--timeout", "-t", min=0.001, help="Seconds an operation may retry before giving up."
+    ),
+) -> None:
+    """rkv: a fault-tolerant distributed key-value store (Raft over trio, msgpack, LMDB)."""
+    ctx.obj = Settings(addr, timeout)
+
+
+# --- client commands ------------------------------------------------------------------------
+
+
+@app.command("set")
+def set_cmd(
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="The key."),
+    value: str = typer.Argument(..., help="The value (stored as UTF-8 bytes)."),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Set KEY to VALUE (acknowledged once a majority has it on disk)."""
+    _run(ctx, addr, lambda c: c.put(key, value))
+    print("OK")
+
+
+@app.command("get")
+def get_cmd(
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="The key."),
+    stale: bool = typer.Option(
+        False, "--stale", help="Read the contacted node's copy (faster, may be behind)."
+    ),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Print the value of KEY (its bytes and a newline); exit 1 if there is none."""
+    value = _run(ctx, addr, lambda c: c.get(key, stale=stale))
+    if value is None:
+        _fail(Exit.NOT_FOUND, f"not found: {key}")
+    out = sys.stdout.buffer
+    out.write(value + b"\n")
+    out.flush()
+
+
+@app.command("delete")
+def delete_cmd(
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="The key."),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Delete KEY. Exit 1 if it did not exist."""
+    existed = _run(ctx, addr, lambda c: c.delete(key))
+    if not existed:
+        _fail(Exit.NOT_FOUND, f"not found: {key}")
+    print("OK")
+
+
+@app.command("cas")
+def cas_cmd(
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="The key."),
+    new: str = typer.Argument(..., help="The new value."),
+    expect: str | None = typer.Option(None, "--expect", help="Swap only if KEY has this value."),
+    absent: bool = typer.Option(False, "--absent", help="Swap only if KEY does not exist."),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Set KEY to NEW only if it holds --expect OLD (or is --absent); exit 1 if not."""
+    if (expect is None) == (not absent):
+        _fail(Exit.USAGE, "error: give exactly one of --expect OLD or --absent")
+    swapped = _run(ctx, addr, lambda c: c.cas(key, expect, new))
+    if not swapped:
+        _fail(Exit.NOT_FOUND, f"compare failed: {key} did not hold the expected value")
+    print("OK")
+
+
+@app.command("scan")
+def scan_cmd(
+    ctx: typer.Context,
+    prefix: str = typer.Argument("", help="Key prefix (empty: all keys)."),
+    limit: int = typer.Option(1000, "--limit", "-n", min=1, max=10_000, help="Most pairs."),
+    as_json: bool = typer.Option(False, "--json", help="A JSON list of {key, value}."),
+    stale: bool = typer.Option(False, "--stale", help="Read the contacted node's copy."),
+    addr: str | None = AddrOpt,
+) -> None:
+    """List keys starting with PREFIX with their values (KEY<TAB>VALUE per line)."""
+    items = _run(ctx, addr, lambda c: c.scan(prefix, limit, stale=stale))
+    if as_json:
+        print(json.dumps([{"key": _text(k), "value": _text(v)} for k, v in items]))
+        return
+    for k, v in items:
+        print(f"{_text(k)}\t{_text(v)}")
+
+
+@contextmanager
+def _progress(label: str, total: int | None) -> Iterator[Progress | None]:
+    """A rich progress bar on stderr for files of 1 MiB or more, only on a terminal."""
+    if not sys.stderr.isatty() or (total is not None and total < (1 << 20)):
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+    from rich.progress import Progress as Bar
+
+    with Bar(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+
+        def update(done: int, of: int | None) -> None:
+            bar.update(task, completed=done, total=of)
+
+        yield update
+
+
+@app.command("upload")
+def upload_cmd(
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="The file's key in the store."),
+    path: Path = typer.Argument(..., help="Local file to upload."),  # noqa: B008
+    chunk_size: int = typer.Option(
+        1 << 20, "--chunk-size", min=1, max=8 << 20, help="Bytes per chunk."
+    ),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Upload the file PATH under KEY (atomically: the file appears whole or not at all)."""
+    if not path.is_file():
+        _fail(Exit.USAGE, f"error: no such file: {path}")
+    size = path.stat().st_size
+    with _progress(f"upload {key}", size) as progress:
+        info = _run(
+            ctx, addr, lambda c: c.upload(key, path, chunk_size=chunk_size, progress=progress)
+        )
+    print(f"uploaded {key}: {info['size']} bytes, {info['chunks']} chunks, sha256 {info['sha256']}")
+
+
+@app.command("download")
+def download_cmd(
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="The file's key in the store."),
+    path: Path = typer.Argument(  # noqa: B008
+        ..., help="Where to write the file (replaced atomically)."
+    ),
+    stale: bool = typer.Option(False, "--stale", help="Read the contacted node's copy."),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Download the file KEY to PATH, verifying its size and SHA-256 (exit 4 on mismatch)."""
+    if path.is_dir():
+        _fail(Exit.USAGE, f"error: {path} is a directory; give a file path")
+    if not path.resolve().parent.is_dir():
+        _fail(Exit.USAGE, f"error: no such directory: {path.parent}")
+
+    async def go(c: Client) -> dict[str, Any]:
+        with _progress(f"download {key}", None) as progress:
+            return await c.download(key, path, stale=stale, progress=progress)
+
+    info = _run(ctx, addr, go)
+    print(f"downloaded {key}: {info['size']} bytes, sha256 {info['sha256']} (verified) -> {path}")
+
+
+STATUS_COLUMNS = ("id", "addr", "role", "term", "leader", "commit", "applied", "last_index")
+
+
+@app.command("status")
+def status_cmd(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="A JSON list, one object per node."),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Show every node: role, term, leader, commit/applied/last index; exit 3 if none answers."""
+    rows = _run(ctx, addr, lambda c: c.status(timeout=min(_settings(ctx).timeout, 2.0)))
+    if as_json:
+        print(json.dumps([{k: r.get(k) for k in STATUS_COLUMNS} for r in rows]))
+    else:
+        _print_status(rows)
+    if all(r["role"] == "unreachable" for r in rows):
+        _fail(Exit.UNAVAILABLE, "unavailable: no node answered")
+
+
+def _print_status(rows: list[dict[str, Any]], console: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold")
+    for col in ("node", "role", "term", "leader", "commit", "applied", "last index"):
+        right = col in ("term", "commit", "applied", "last index")
+        table.add_column(col, justify="right" if right else "left", no_wrap=True)
+    for r in rows:
+        role = str(r["role"])
+        style = {"leader": "bold green", "unreachable": "red", "candidate": "yellow"}.get(role)
+        cells = [
+            str(r["addr"]),
+            role,
+            *("-" if r.get(k) is None else str(r[k]) for k in STATUS_COLUMNS[3:]),
+        ]
+        table.add_row(*cells, style=style)
+    if console is None:
+        # Off a terminal rich assumes 80 columns and would truncate addresses.
+        console = Console() if sys.stdout.isatty() else Console(width=200)
+    console.print(table)
+
+
+# --- serve, cluster, sim ---------------------------------------------------------------------
+
+
+def _split_peers(peers: str | None) -> list[str]:
+    return [p.strip() for p in (peers or "").split(",") if p.strip()]
+
+
+@app.command("serve")
+def serve_cmd(
+    port: int = typer.Option(DEFAULT_PORT, "--port", "-p", help="Port to listen on."),
+    peers: str = typer.Option(
+        "", "--peers", help="The other nodes, comma separated (host:port or http://host:port)."
+    ),
+    host: str = typer.Option(DEFAULT_HOST, "--host", help="Address to bind."),
+    data_dir: Path | None = typer.Option(  # noqa: B008
+        None, "--data-dir", "-d", help="Data directory (default: rkv-data/HOST_PORT)."
+    ),
+    node_id: str | None = typer.Option(
+        None,
+        "--id",
+        "--advertise",
+        help="This node's id: the host:port other nodes and clients reach it at "
+        "(default: HOST:PORT).",
+    ),
+    cluster_id: str | None = typer.Option(
+        None, "--cluster-id", help="Cluster id (default: derived from the member addresses)."
+    ),
+) -> None:
+    """Run one node in the foreground until Ctrl+C / SIGTERM.
+
+    Example: rkv serve --port 50051 --peers http://127.0.0.1:50052,http://127.0.0.1:50053
+    """
+    from rkv.config import NodeConfig
+
+    try:
+        cfg = NodeConfig.create(
+            (host, port),
+            _split_peers(peers),
+            advertise=node_id,
+            data_dir=data_dir,
+            cluster_id=cluster_id,
+        )
+    except ValueError as exc:
+        _fail(Exit.USAGE, f"serve: error: {_one_line(str(exc))}")
+    from rkv.node import serve_main
+
+    raise typer.Exit(serve_main(cfg))
+
+
+@app.command("sim")
+def sim_cmd(
+    seeds: int = typer.Option(100, "--seeds", min=1, help="How many seeds to run."),
+    first_seed: int = typer.Option(1, "--first-seed", help="First seed of the range."),
+    nodes: int = typer.Option(3, "--nodes", min=1, help="Cluster size."),
+    as_json: bool = typer.Option(False, "--json", help="End with one JSON summary line."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="A line per seed; with --seeds 1 the full event trace."
+    ),
+) -> None:
+    """Run the deterministic simulator (real Raft core, simulated faults) over many seeds.
+
+    A failing seed prints its trace and how to replay it.
+    """
+    from rkv.sim.command import run_sim_command
+
+    raise typer.Exit(run_sim_command(seeds, first_seed, nodes, as_json, verbose))
+
+
+class _Stop(Exception):
+    """SIGTERM/SIGINT reached the cluster supervisor."""
+
+
+@dataclass(slots=True)
+class _Child:
+    addr: str
+    data_dir: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+    log: IO[bytes]
+    reported: bool = False
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
+
+
+def _stop_children(children: list[_Child], grace: float = 10.0) -> None:
+    for ch in children:
+        if ch.proc.poll() is None:
+            ch.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for ch in children:
+        try:
+            ch.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _err(f"cluster: {ch.addr} did not stop within {grace:g}s; killing it")
+            ch.proc.kill()
+            ch.proc.wait()
+        ch.log.close()
+
+
+def _cluster_status(addrs: list[str]) -> list[dict[str, Any]]:
+    async def go() -> list[dict[str, Any]]:
+        async with Client(addrs, timeout=1.0) as c:
+            return await c.status(timeout=1.0)
+
+    return trio.run(go)
+
+
+@app.command("cluster")
+def cluster_cmd(
+    nodes: int = typer.Option(3, "--nodes", "-n", min=1, max=15, help="How many nodes."),
+    base_port: int = typer.Option(
+        DEFAULT_PORT, "--base-port", min=1, max=65535, help="Port of the first node."
+    ),
+    host: str = typer.Option(DEFAULT_HOST, "--host", help="Address of every node."),
+    data_dir: Path = typer.Option(  # noqa: B008
+        Path("rkv-data"), "--data-dir", "-d", help="Parent of the nodes' data directories."
+    ),
+    startup_timeout: float = typer.Option(
+        30.0, "--startup-timeout", help="Seconds to wait for a leader."
+    ),
+) -> None:
+    """Run a local N-node cluster (child `rkv serve` processes) until Ctrl+C / SIGTERM.
+
+    Running it again with the same --data-dir recovers the same data.
+    """
+    if base_port + nodes - 1 > 65535:
+        _fail(Exit.USAGE, "error: --base-port + --nodes exceeds 65535")
+    addrs = [format_address(host, base_port + i) for i in range(nodes)]
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(Exit.USAGE, f"error: cannot create {data_dir}: {exc.strerror or exc}")
+    children: list[_Child] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    code = 0
+    try:
+        for a in addrs:
+            h, p = a.rsplit(":", 1)
+            safe = h.strip("[]").replace(":", "_")
+            ddir = data_dir / f"{safe}_{p}"
+            log_path = data_dir / f"{safe}_{p}.log"
+            log = log_path.open("ab")
+            cmd = [
+                sys.executable,
+                "-m",
+                "rkv",
+                "serve",
+                "--host",
+                host,
+                "--port",
+                p,
+                "--peers",
+                ",".join(addrs),
+                "--data-dir",
+                str(ddir),
+            ]
+            # A session of their own: Ctrl+C reaches only this supervisor, which then stops
+            # every child in order (SIGTERM, wait, SIGKILL after a grace period).
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            children.append(_Child(a, ddir, log_path, proc, log))
+        print(f"rkv cluster: starting {nodes} nodes ({', '.join(addrs)}), data in {data_dir}/")
+        leader = _wait_for_leader(children, addrs, startup_timeout)
+        if leader is None:
+            code = 1
+            return
+        print()
+        _print_status(_cluster_status(addrs))
+        alist = ",".join(addrs)
+        print(
+            f"\nleader: {leader}. Try (in another terminal):\n"
+            f"  rkv set greeting 'Hello World'\n"
+            f"  rkv get greeting\n"
+            f"  rkv upload photo ./some.png && rkv download photo ./copy.png\n"
+            f"  rkv status\n"
+            + ("" if alist == ",".join(DEFAULT_ADDRS) else f"  (with --addr {alist})\n")
+            + f"Node logs: {data_dir}/*.log. Press Ctrl+C to stop the cluster."
+        )
+        sys.stdout.flush()
+        while True:
+            alive = 0
+            for ch in children:
+                rc = ch.proc.poll()
+                if rc is None:
+                    alive += 1
+                elif not ch.reported:
+                    ch.reported = True
+                    _err(
+                        f"cluster: node {ch.addr} (pid {ch.proc.pid}) exited unexpectedly "
+                        f"with code {rc}; log {ch.log_path}:\n{_tail(ch.log_path)}"
+                    )
+            if alive == 0:
+                _err("cluster: every node has exited")
+                code = 1
+                return
+            time.sleep(0.2)
+    except _Stop as stop:
+        print(f"\nrkv cluster: {stop} received, stopping the nodes...", flush=True)
+    finally:
+        # Further signals must not interrupt the orderly stop.
+        for s in old:
+            signal.signal(s, signal.SIG_IGN)
+        _stop_children(children)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if children:
+            print("rkv cluster: stopped", flush=True)
+    raise typer.Exit(code)
+
+
+def _wait_for_leader(children: list[_Child], addrs: list[str], timeout: float) -> str | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for ch in children:
+            rc = ch.proc.poll()
+            if rc is not None:
+                _err(
+                    f"cluster: node {ch.addr} exited during startup with code {rc}; "
+                    f"log {ch.log_path}:\n{_tail(ch.log_path)}"
+                )
+                return None
+        rows = _cluster_status(addrs)
+        for r in rows:
+            if r["role"] == "leader":
+                return str(r["addr"])
+        time.sleep(0.2)
+    _err(
+        f"cluster: no leader elected within {timeout:g}s (see {children[0].log_path.parent}/*.log)"
+    )
+    return None
+
+
+def main() -> None:
+    """The `rkv` console script (pyproject: rkv = "rkv.cli:main")."""
+    app(prog_name="rkv")
+
+
+__all__ = ["Exit", "app", "exit_code_for", "main"]
