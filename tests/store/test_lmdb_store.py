@@ -132,7 +132,7 @@ def test_map_size_limit_is_store_full_and_harmless(path: Path) -> None:
     s = opened(path, map_size=1 << 16, max_map_size=1 << 20)
     last = 0
     with pytest.raises(StoreFullError):
-        for b in range(100):
+        for _b in range(100):
             es = put_entries(last + 1, 10, 10_000)
             write(s, es)
             last = es[-1].index
@@ -161,7 +161,9 @@ def test_flipped_byte_in_log_entry_is_detected(path: Path) -> None:
     with env.begin(write=True) as txn:
         db = env.open_db(b"log", txn=txn)
         key = struct.pack(">Q", 2)
-        value = bytearray(txn.get(key, db=db))
+        stored = txn.get(key, db=db)
+        assert stored is not None
+        value = bytearray(stored)
         value[-10] ^= 0x40  # inside the value bytes of the Put
         txn.put(key, bytes(value), db=db)
     env.close()
