@@ -230,3 +230,67 @@ async def test_single_node_cluster_commits_alone(tmp_path: Path) -> None:
             with pytest.raises(RemoteError) as ei:
                 await c.call({"t": "file_read", "k": b"f", "n": 0, "sha": b"x" * 32})
             assert ei.value.code == "not_found"
+
+
+async def test_file_upload_meta_read_and_overwrite_detection(tmp_path: Path) -> None:
+    import hashlib
+
+    async with cluster(configs(tmp_path, free_ports(3))) as nodes:
+        leader = await wait_leader(nodes)
+        follower = next(n for n in nodes if n is not leader)
+        chunks = [b"a" * 1000, b"b" * 1000, b"c" * 10]
+        sha = hashlib.sha256(b"".join(chunks)).digest()
+        async with RpcClient("127.0.0.1", leader.port) as c:
+            for n, data in enumerate(chunks):
+                frame = {"t": "file_chunk", "c": CID, "s": n + 1, "k": b"f", "u": b"up1"}
+                await c.call({**frame, "n": n, "data": data})
+            commit = {"t": "file_commit", "c": CID, "s": 4, "k": b"f", "u": b"up1"}
+            await c.call({**commit, "size": 2010, "chunks": 3, "sha": sha})
+            # a commit whose digest does not match is refused with a reason
+            with pytest.raises(RemoteError) as ei:
+                await c.call({**commit, "s": 5, "u": b"up2", "size": 0, "chunks": 0, "sha": sha})
+            assert ei.value.code == "bad_request"
+        async with RpcClient("127.0.0.1", follower.port) as f:
+            meta = await f.call({"t": "file_meta", "k": b"f"})
+            assert (meta["size"], meta["chunks"], meta["sha"]) == (2010, 3, sha)
+            got = [
+                (await f.call({"t": "file_read", "k": b"f", "n": n, "sha": sha}))["data"]
+                for n in range(3)
+            ]
+            assert got == chunks
+            with pytest.raises(RemoteError) as ei:
+                await f.call({"t": "file_read", "k": b"f", "n": 0, "sha": b"\0" * 32})
+            assert ei.value.code == "changed"
+        async with RpcClient("127.0.0.1", leader.port) as c:
+            d = await c.call({"t": "file_delete", "c": CID, "s": 6, "k": b"f"})
+            assert d["existed"] is True
+
+
+async def test_leader_without_quorum_answers_instead_of_hanging(tmp_path: Path) -> None:
+    cfgs = configs(tmp_path, free_ports(3), request_timeout=1.0)
+    async with trio.open_nursery() as nursery:
+        scopes: list[trio.CancelScope] = []
+        nodes: list[Node] = []
+
+        async def run_one(cfg: NodeConfig, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            with trio.CancelScope() as scope:
+                scopes.append(scope)
+                await run_node(cfg, task_status=task_status)
+
+        for cfg in cfgs:
+            nodes.append(await nursery.start(run_one, cfg))
+        leader = await wait_leader(nodes)
+        for node, scope in zip(nodes, scopes, strict=True):
+            if node is not leader:
+                scope.cancel()  # the followers die: the leader has no quorum
+        async with RpcClient("127.0.0.1", leader.port) as c:
+            with trio.fail_after(5), pytest.raises(RemoteError) as ei:
+                await c.call(put(b"k", b"v", 1))
+            assert ei.value.code in {"timeout", "unavailable", "not_leader"}
+            # a linearizable read cannot be confirmed either; a stale one is served
+            with trio.fail_after(5), pytest.raises(RemoteError) as ei:
+                await c.call({"t": "get", "k": b"k"})
+            assert ei.value.code in {"timeout", "unavailable"}
+            stale = await c.call({"t": "get", "k": b"k", "stale": True})
+            assert stale["t"] == "ok"
+        nursery.cancel_scope.cancel()
