@@ -21,7 +21,7 @@ from rkv.raft.config import Config
 from rkv.raft.errors import LogSafetyError, ProposalDropped
 from rkv.raft.log import RaftLog
 from rkv.raft.progress import Progress, ProgressState
-from rkv.raft.storage import Storage, StorageError
+from rkv.raft.storage import Storage
 from rkv.raft.types import (
     NONE,
     Entry,
@@ -583,11 +583,8 @@ class Raft:
         if prev_term is None:
             self._send_snapshot(to, pr)
             return False
-        try:
-            ents = log.slice(pr.next, last + 1, self.cfg.max_size_per_msg)
-        except StorageError:
-            self._send_snapshot(to, pr)
-            return False
+        # prev >= first_index - 1 here, so nothing below is compacted
+        ents = log.slice(pr.next, last + 1, self.cfg.max_size_per_msg)
         commit = log.committed
         if not ents:
             lagging = pr.sent_commit < min(commit, pr.match)
