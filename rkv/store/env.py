@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import lmdb
 
 from rkv.codec import (
+    MAX_KEY_LEN,
     CodecError,
     decode_hard_state,
     encode_hard_state,
@@ -191,6 +192,8 @@ class LmdbStore:
         max_map_size: int,
         max_sessions: int,
     ) -> None:
+        if max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
         self._path = path
         self._lock_fd = lock_fd
         self._max_map_size = max(max_map_size, map_size)
@@ -516,18 +519,20 @@ class LmdbStore:
         return None if rec is None else rec.value
 
     def get_record(self, key: bytes) -> Record | None:
-        if not key:
-            return None
+        if not 0 < len(key) <= MAX_KEY_LEN:
+            return None  # no such key can exist (and LMDB would refuse the lookup)
         raw = self._read(lambda txn: txn.get(key, db=self._dbs.kv))
         return None if raw is None else kvdb.decode_record(raw)
 
     def scan(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         """Up to `limit` (key, value) pairs whose key starts with `prefix`, in key order."""
         logdb.check_limit(limit)
+        if len(prefix) > MAX_KEY_LEN:
+            return []
         return self._read(lambda txn: kvdb.scan(txn, self._dbs.kv, prefix, limit))
 
     def file_manifest(self, key: bytes) -> Manifest | None:
-        if not key:
+        if not 0 < len(key) <= MAX_KEY_LEN:
             return None
         raw = self._read(lambda txn: txn.get(kvdb.manifest_key(key), db=self._dbs.files))
         return None if raw is None else kvdb.decode_manifest(raw)
@@ -535,7 +540,7 @@ class LmdbStore:
     def read_chunk(self, key: bytes, n: int) -> bytes:
         """Chunk n (0-based) of committed file `key`; NotFoundError if there is none."""
         raw = None
-        if key and 0 <= n < 1 << 32:
+        if 0 < len(key) <= MAX_KEY_LEN and 0 <= n < 1 << 32:
             raw = self._read(lambda txn: txn.get(kvdb.chunk_key(key, n), db=self._dbs.files))
         if raw is None:
             raise NotFoundError(f"file {key!r} has no chunk {n}")

@@ -120,6 +120,8 @@ class MemoryStore:
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         _state: _State | None = None,
     ) -> None:
+        if max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
         self._st = _state if _state is not None else _State(cluster_id, node_id, tuple(voters))
         self._max_sessions = max_sessions
         self._closed = False

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import struct
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -268,3 +270,66 @@ def test_full_disk_refuses_the_write_and_keeps_the_store_usable(tiny_disk: Path)
     assert len(s.scan(b"k", 10_000)) == final
     s.close()
     os.sync()
+
+
+# --- threads --------------------------------------------------------------------------------
+
+
+def test_concurrent_readers_and_writers_across_map_growth(path: Path) -> None:
+    """The node calls the store from worker threads: reads run while save/apply commit and
+    while the map is resized, and see only committed states."""
+    s = opened(path, map_size=1 << 16)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                applied = s.applied_index()
+                items = s.scan(b"k", 10_000)
+                # apply commits whole batches, and a read never sees a partial one
+                assert len(items) % 10 == 0
+                assert len(items) >= applied
+                s.stats()
+                time.sleep(0.001)  # leave the GIL to the writers now and then
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        pending: list[list[Entry]] = []
+        saver_done = threading.Event()
+
+        def saver() -> None:
+            try:
+                for b in range(30):
+                    es = put_entries(1 + b * 10, 10, 1_000)
+                    s.save(HardState(1, NODE, es[-1].index), es)
+                    pending.append(es)
+            except BaseException as e:
+                errors.append(e)
+            finally:
+                saver_done.set()
+
+        st = threading.Thread(target=saver)
+        st.start()
+        applied_batches = 0
+        while applied_batches < 30 and not errors:
+            if applied_batches < len(pending):
+                s.apply(pending[applied_batches])
+                applied_batches += 1
+            elif saver_done.is_set():
+                break
+            else:
+                time.sleep(0.001)
+        st.join()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    assert s.applied_index() == 300
+    assert s.stats()["map_size"] > 1 << 16
+    s.close()

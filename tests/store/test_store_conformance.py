@@ -231,6 +231,12 @@ def test_put_get_record(store: Store) -> None:
     assert store.get_record(b"a") == Record(b"2", create_index=1, mod_index=2, version=2)
     assert store.get(b"missing") is None
     assert store.get_record(b"missing") is None
+    assert store.scan(b"a" * 1000, 10) == []
+    for impossible in (b"", b"a" * 1000):
+        assert store.get(impossible) is None
+        assert store.file_manifest(impossible) is None
+        with pytest.raises(NotFoundError):
+            store.read_chunk(impossible, 0)
 
 
 def test_delete_and_recreate(store: Store) -> None:
