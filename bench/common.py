@@ -110,3 +110,12 @@ def series_meta(series: list[str]) -> dict[str, dict[str, str]]:
         except Exception as e:  # a missing system is reported, not fatal here
             out[d.label] = {"version": f"unavailable: {e}", "durability": "?"}
     return out
+
+
+def describe_error(e: BaseException) -> str:
+    """One line for a results file, looking inside exception groups (trio nurseries)."""
+    while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
+        e = e.exceptions[0]
+    if isinstance(e, BaseExceptionGroup):
+        return "; ".join(describe_error(x) for x in e.exceptions)
+    return f"{type(e).__name__}: {e}"

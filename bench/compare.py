@@ -15,6 +15,7 @@ from typing import Any
 
 from bench.chart import plot_compare
 from bench.common import (
+    describe_error,
     envelope,
     fresh_cluster,
     host_info,
@@ -152,7 +153,7 @@ def compare(
                                     "value_size": size,
                                     "clients": c,
                                     "run": run,
-                                    "error": f"{type(e).__name__}: {e}",
+                                    "error": describe_error(e),
                                 }
                             )
                             traceback.print_exc(file=sys.stderr)

@@ -96,7 +96,8 @@ async def _worker_main(a: WorkerArgs) -> WorkerResult:
             return await _fill(a, clients)
         return await _closed_loop(a, clients)
     finally:
-        for c in clients:
+        # Reverse order: a client may hold a nursery opened in this task (rkv's does).
+        for c in reversed(clients):
             # Closing a broken client must not hide the result.
             with contextlib.suppress(Exception):
                 await c.aclose()

@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import trio
-
 from bench.drivers.base import KV, Driver
 from bench.procs import Server, free_ports
 
@@ -87,29 +85,30 @@ class RkvDriver(Driver):
         return RkvKV(stack, client)
 
     async def leader(self) -> int | None:
+        import rkv
+
         addrs = self.addrs()
-        for i, addr in enumerate(addrs):
-            if not self.servers[i].alive():
-                continue
-            try:
-                kv = await self.connect({"addrs": [addr]}, 0)
-            except Exception:  # a node that does not answer cannot tell us the leader
-                continue
-            try:
-                with trio.fail_after(1):
-                    st = await kv.client.status()  # type: ignore[attr-defined]
-            except Exception:
-                continue
-            finally:
-                with contextlib.suppress(Exception):
-                    await kv.aclose()
-            leader_addr = _field(st, "leader_addr")
-            if leader_addr in addrs and self.servers[addrs.index(leader_addr)].alive():
-                return addrs.index(leader_addr)
+        alive = [a for i, a in enumerate(addrs) if self.servers[i].alive()]
+        if not alive:
+            return None
+        async with rkv.connect(alive, timeout=2.0) as client:
+            rows = await client.status(timeout=1.0)
+        for row in rows:
+            if row.get("role") == "leader" and row.get("addr") in addrs:
+                i = addrs.index(row["addr"])
+                if self.servers[i].alive():
+                    return i
         return None
 
+    async def upload_file(self, key: bytes, path: Path) -> None:
+        """rkv's own file API (chunked, atomic commit, sha256), as a user would call it."""
+        import rkv
 
-def _field(obj: Any, name: str) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(name)
-    return getattr(obj, name, None)
+        async with rkv.connect(self.addrs(), timeout=120.0) as client:
+            await client.upload(key, path)
+
+    async def download_file(self, key: bytes, dest: Path) -> None:
+        import rkv
+
+        async with rkv.connect(self.addrs(), timeout=120.0) as client:
+            await client.download(key, dest)
