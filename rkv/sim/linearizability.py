@@ -261,13 +261,65 @@ def check_history(
     return CheckResult(verdict, results)
 
 
+def _bound_unknown_writes(
+    ops: list[Operation], initial: Any
+) -> tuple[list[Operation], list[float | None]]:
+    """Tighten unknown-outcome writes where that is sound; returns (ops, return times).
+
+    Unknown writes are what makes the search expensive: each stays pending to the end of
+    the history and can be placed anywhere. Two sound reductions:
+    - a value observed by a known-outcome op (a get returning it, a successful cas
+      expecting it) and written by exactly one op u (not the initial value) must have
+      been written by u before the observer returned: u gets that as its return time;
+    - in a key with only puts and gets, an unknown put whose value no get returns can be
+      dropped: wherever it took effect, no read saw it before the next put.
+    """
+    writers: dict[Any, int] = {}
+    observed_by: dict[Any, float] = {}
+    only_put_get = True
+    for op in ops:
+        if op.kind is OpKind.PUT:
+            writers[op.input] = writers.get(op.input, 0) + 1
+        elif op.kind is OpKind.CAS:
+            writers[op.input[1]] = writers.get(op.input[1], 0) + 1
+        if op.kind in (OpKind.CAS, OpKind.DELETE):
+            only_put_get = False
+        if op.return_time is None:
+            continue
+        if op.kind is OpKind.GET:
+            seen = op.output
+        elif op.kind is OpKind.CAS and op.output is True:
+            seen = op.input[0]
+        else:
+            continue
+        if seen not in observed_by or op.return_time < observed_by[seen]:
+            observed_by[seen] = op.return_time
+    kept: list[Operation] = []
+    ret: list[float | None] = []
+    for op in ops:
+        r = op.return_time
+        if r is None and op.kind in (OpKind.PUT, OpKind.CAS):
+            v = op.input if op.kind is OpKind.PUT else op.input[1]
+            if v in observed_by:
+                if writers[v] == 1 and v != initial:
+                    # An observer that returned before u was invoked makes the history
+                    # illegal; clamping keeps the interval well-formed so the search says so.
+                    r = max(observed_by[v], op.call_time)
+            elif only_put_get:
+                continue
+        kept.append(op)
+        ret.append(r)
+    return kept, ret
+
+
 def _check_key(
     key: Hashable,
-    ops: list[Operation],
+    all_ops: list[Operation],
     initial: Any,
     max_steps: int | None,
     deadline: float | None,
 ) -> KeyResult:
+    ops, eff_ret = _bound_unknown_writes(all_ops, initial)
     n = len(ops)
     kind = [_CODE[op.kind] for op in ops]
     arg_a = [op.input[0] if op.kind is OpKind.CAS else op.input for op in ops]
@@ -289,7 +341,7 @@ def _check_key(
     # Exploration order among non-observers. A write whose value some later read still
     # needs should go last among its peers, so its value survives: order writes by the
     # latest invocation of an op that needs their value (never-needed values first), then
-    # by earliest return; unknown outcomes go last (they never force anything).
+    # by earliest return; ops with no return event go last (they never force anything).
     needed_until: dict[Any, float] = {}
     for op in ops:
         if op.unknown:
@@ -302,7 +354,8 @@ def _check_key(
             continue
         if v not in needed_until or needed_until[v] < op.call_time:
             needed_until[v] = op.call_time
-    order = sorted(range(n), key=lambda j: (ops[j].return_time is None, ops[j].return_time or 0, j))
+    no_return = [r is None for r in eff_ret]
+    order = sorted(range(n), key=lambda j: (no_return[j], eff_ret[j] or 0, j))
     rank = [0] * n
     for r, j in enumerate(order):
         rank[j] = r
@@ -312,8 +365,9 @@ def _check_key(
     events: list[tuple[float, int, int]] = []
     for i, op in enumerate(ops):
         events.append((op.call_time, 0, i))
-        if op.return_time is not None:
-            events.append((op.return_time, 1, i))
+        r = eff_ret[i]
+        if r is not None:
+            events.append((r, 1, i))
     events.sort()
 
     # Dancing-links list over node indices; node 0 is the head sentinel, -1 is the end.
@@ -398,7 +452,7 @@ def _check_key(
                     return [(c, state)], e
                 new_state = arg_b[i] if swap else state
             scored.append(
-                (unknown[i], needed_until.get(new_state, -math.inf), rank[i], c, new_state)
+                (no_return[i], needed_until.get(new_state, -math.inf), rank[i], c, new_state)
             )
         scored.sort(key=_sort_key)
         return [(c, s) for _, _, _, c, s in scored], e
@@ -446,7 +500,7 @@ def _check_key(
                     return KeyResult(
                         key,
                         Verdict.ILLEGAL,
-                        n,
+                        len(all_ops),
                         steps,
                         linearization=tuple(ops[j] for j in lin),
                         stuck=ops[stuck],
@@ -457,9 +511,9 @@ def _check_key(
                 unlift(c)
                 found = (kids, _return_bound(nxt, is_call))
     except _BudgetExhausted:
-        return KeyResult(key, Verdict.UNKNOWN, n, steps)
+        return KeyResult(key, Verdict.UNKNOWN, len(all_ops), steps)
     return KeyResult(
-        key, Verdict.OK, n, steps, linearization=tuple(ops[node_op[f[4]]] for f in stack)
+        key, Verdict.OK, len(all_ops), steps, linearization=tuple(ops[node_op[f[4]]] for f in stack)
     )
 
 
