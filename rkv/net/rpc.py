@@ -243,6 +243,8 @@ class _Server:
             await _close_with(fs, goodbye)
         finally:
             self.stats.active -= 1
+            # Also on cancellation (server shutdown): peers must see the close at once.
+            await trio.aclose_forcefully(stream)
 
     async def _run(self, fs: FramedStream, info: ConnInfo) -> Frame | None:
         # One slot per request from the moment it is read until its answer is written
@@ -374,7 +376,7 @@ class _Server:
                 while len(batch) < _MAX_BATCH:
                     try:
                         batch.append(recv_ch.receive_nowait())
-                    except trio.WouldBlock:
+                    except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 try:
                     self.stats.writes += 1
@@ -610,7 +612,7 @@ class RpcClient:
                 while len(batch) < _MAX_BATCH:
                     try:
                         batch.append(self._recv_ch.receive_nowait())
-                    except trio.WouldBlock:
+                    except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 await self._fs.send_encoded(batch)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
