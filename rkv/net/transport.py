@@ -47,6 +47,7 @@ class _Peer:
     backoff: float = 0.0
     writing: int = 0  # frames in the write under way (lost if it is interrupted)
     last_error: str | None = None
+    last_refusal: str | None = None  # logged once, not on every reconnect
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -277,13 +278,17 @@ class PeerTransport:
                     peer.last_error = "closed by peer"
                     break
                 if frame["t"] == "error":
+                    # The peer's last word before it closes (e.g. a refused hello).
                     peer.last_error = f"{frame.get('code')}: {frame.get('msg')}"
-                    log.warning(
-                        "peer %s (%s:%s) refused us: %s",
-                        peer.peer_id,
-                        *peer.address,
-                        peer.last_error,
-                    )
+                    if peer.last_error != peer.last_refusal:
+                        peer.last_refusal = peer.last_error
+                        log.warning(
+                            "peer %s (%s:%s) refused us: %s",
+                            peer.peer_id,
+                            *peer.address,
+                            peer.last_error,
+                        )
+                    break
         except (FrameError, trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             peer.last_error = f"read: {exc!r}"
         scope.cancel()
