@@ -310,3 +310,23 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rkv.cli import _progress
+
+    class FakeTTY(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    for tty, size, shown in [(False, 10 << 20, False), (True, 10, False), (True, 10 << 20, True)]:
+        err = FakeTTY() if tty else io.StringIO()
+        monkeypatch.setattr(sys, "stderr", err)
+        with _progress("upload k", size) as progress:
+            assert (progress is not None) == shown
+            if progress is not None:
+                progress(5 << 20, size)
+                progress(size, size)
+        assert ("upload k" in err.getvalue()) == shown
