@@ -533,10 +533,24 @@ class Cluster:
         rng = self.rng
         ids = self.ids
         kind = rng.choices(
-            ("crash", "split", "oneway", "isolate", "heal", "net", "disk", "transfer"),
-            weights=(3, 2, 1, 2, 3, 1, 1, 1),
+            (
+                "crash",
+                "crash-leader",
+                "split",
+                "oneway",
+                "isolate",
+                "heal",
+                "net",
+                "disk",
+                "transfer",
+            ),
+            weights=(2, 1, 2, 1, 2, 3, 1, 1, 1),
         )[0]
-        if kind == "crash":
+        if kind == "crash-leader":
+            leader = self._leader()
+            if leader is not None:
+                self._crash(leader)
+        elif kind == "crash":
             up = [self.nodes[i] for i in ids if self.nodes[i].up]
             if up:
                 self._crash(rng.choice(up))

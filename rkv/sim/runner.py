@@ -91,7 +91,12 @@ def run_seed(
     RawNode stand-in, e.g. a deliberately broken subclass in tests) and `state_machine_factory`
     (another state machine behind the StateMachine interface) default to the real ones."""
     p = replace(params or DEFAULT, nodes=nodes)
-    cluster = Cluster(seed, p) if raw_node_factory is None else Cluster(seed, p, raw_node_factory)
+    kw: dict[str, Any] = {}
+    if raw_node_factory is not None:
+        kw["raw_node_factory"] = raw_node_factory
+    if state_machine_factory is not None:
+        kw["state_machine_factory"] = state_machine_factory
+    cluster = Cluster(seed, p, **kw)
     failure = None
     try:
         cluster.run()
