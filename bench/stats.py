@@ -81,7 +81,9 @@ class Histogram:
             raise ValueError(f"percentile must be in (0, 100], got {p}")
         if self.count == 0:
             return math.nan
-        rank = max(1, math.ceil(p / 100.0 * self.count))
+        # Rounded first so that float noise (99.9 / 100 * 1000 = 999.0000000000001) does not
+        # push the nearest rank one sample up.
+        rank = max(1, math.ceil(round(p / 100.0 * self.count, 9)))
         seen = 0
         for i in sorted(self.counts):
             seen += self.counts[i]
