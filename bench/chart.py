@@ -46,8 +46,11 @@ def plot_compare(summary: Sequence[Mapping[str, Any]], path: Path, title: str = 
         ax_l.set_title(f"p99 latency: {name}")
         ax_l.set_xlabel("concurrent clients")
         ax_l.set_ylabel("p99 ms (median of runs)")
+        ticks = sorted({int(r["clients"]) for r in rows})
         for ax in (ax_t, ax_l):
             ax.set_xscale("log", base=2)
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.minorticks_off()
             ax.grid(True, alpha=0.3)
             ax.legend(fontsize=8)
         ax_l.set_yscale("log")
