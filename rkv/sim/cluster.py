@@ -594,7 +594,10 @@ class Cluster:
             if leader is not None:
                 to = rng.choice([i for i in ids if i != leader.id])
                 self.note(f"{leader.id} TRANSFER-LEADER", to)
-                leader.raw.transfer_leader(to)
+                try:
+                    leader.raw.transfer_leader(to)
+                except ProposalDropped:
+                    return  # it stepped down in a Ready we have not taken yet
                 self._process(leader)
 
     # -- quiet phase and liveness ------------------------------------------------------------

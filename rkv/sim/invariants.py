@@ -189,7 +189,9 @@ class SafetyChecker:
             return
         if msg.type == MessageType.VOTE_RESP:
             d = self.nodes[node].durable_hs
-            if d.term != msg.term or d.vote != msg.to:
+            # A durable later term also keeps the promise: the node never votes in msg.term
+            # again (a grant and a newer term can leave in the same Ready).
+            if d.term < msg.term or (d.term == msg.term and d.vote != msg.to):
                 raise InvariantViolation(
                     "vote-not-durable",
                     f"{node} grants {msg.to} its vote in term {msg.term} but durably has "

@@ -206,6 +206,12 @@ def test_vote_grant_must_be_durable() -> None:
     c.on_send("n1", Message(MT.VOTE_RESP, to="n3", frm="n1", term=2, reject=True))
     # pre-votes change no durable state
     c.on_send("n1", Message(MT.PRE_VOTE_RESP, to="n3", frm="n1", term=9))
+    # a grant for a different candidate in the durable term is a second vote
+    with expect("vote-not-durable"):
+        c.on_send("n1", Message(MT.VOTE_RESP, to="n3", frm="n1", term=2))
+    # a grant of an earlier term, batched with a newer durable term, is kept by that term
+    c.on_persisted("n1", HardState(3, "n3", 0), ())
+    c.on_send("n1", grant)
 
 
 def test_append_ack_must_be_durable() -> None:
