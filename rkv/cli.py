@@ -465,6 +465,25 @@ class _Stop(Exception):
     """SIGTERM/SIGINT reached the cluster supervisor."""
 
 
+class _StopFlag:
+    """Set by the signal handler; polled by the supervisor loops. (Raising from the handler
+    could land inside a trio.run used for a status poll and break it mid-flight.)"""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+
+    def check(self) -> None:
+        if self.signal is not None:
+            raise _Stop(f"{self.signal} received")
+
+    def sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.check()
+            time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+        self.check()
+
+
 @dataclass(slots=True)
 class _Child:
     addr: str
@@ -536,8 +555,10 @@ def cluster_cmd(
         _fail(Exit.USAGE, f"error: cannot create {data_dir}: {exc.strerror or exc}")
     children: list[_Child] = []
 
+    stop_flag = _StopFlag()
+
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        raise _Stop(signal.Signals(signum).name)
+        stop_flag.signal = signal.Signals(signum).name
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
@@ -573,7 +594,7 @@ def cluster_cmd(
             )
             children.append(_Child(a, ddir, log_path, proc, log))
         print(f"rkv cluster: starting {nodes} nodes ({', '.join(addrs)}), data in {data_dir}/")
-        leader = _wait_for_leader(children, addrs, startup_timeout)
+        leader = _wait_for_leader(children, addrs, startup_timeout, stop_flag)
         if leader is None:
             code = 1
             return
@@ -591,6 +612,7 @@ def cluster_cmd(
         )
         sys.stdout.flush()
         while True:
+            stop_flag.check()
             alive = 0
             for ch in children:
                 rc = ch.proc.poll()
@@ -606,9 +628,9 @@ def cluster_cmd(
                 _err("cluster: every node has exited")
                 code = 1
                 return
-            time.sleep(0.2)
+            stop_flag.sleep(0.2)
     except _Stop as stop:
-        print(f"\nrkv cluster: {stop} received, stopping the nodes...", flush=True)
+        print(f"\nrkv cluster: {stop}, stopping the nodes...", flush=True)
     finally:
         # Further signals must not interrupt the orderly stop.
         for s in old:
@@ -621,9 +643,12 @@ def cluster_cmd(
     raise typer.Exit(code)
 
 
-def _wait_for_leader(children: list[_Child], addrs: list[str], timeout: float) -> str | None:
+def _wait_for_leader(
+    children: list[_Child], addrs: list[str], timeout: float, stop_flag: _StopFlag
+) -> str | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        stop_flag.check()
         for ch in children:
             rc = ch.proc.poll()
             if rc is not None:
@@ -636,7 +661,7 @@ def _wait_for_leader(children: list[_Child], addrs: list[str], timeout: float) -
         for r in rows:
             if r["role"] == "leader":
                 return str(r["addr"])
-        time.sleep(0.2)
+        stop_flag.sleep(0.2)
     _err(
         f"cluster: no leader elected within {timeout:g}s (see {children[0].log_path.parent}/*.log)"
     )
