@@ -139,6 +139,10 @@ class NodeConfig:
     check_quorum: bool = True
     seed: int | None = None
     """Seed of the core's random generator (None: from the OS), for reproducible tests."""
+    fault_injection: bool = False
+    """Accept `{"t": "fault"}` requests that make this node drop Raft traffic to/from chosen
+    peers (for the nemesis harness only). Off unless explicitly enabled: `serve_main` turns
+    it on when the environment variable RKV_FAULT_INJECTION=1 is set."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -174,6 +178,8 @@ class NodeConfig:
         _positive("map_size", self.map_size, 1 << 20)
         _positive("request_timeout", self.request_timeout, 0.001)
         _positive("peer_queue", self.peer_queue, 1)
+        if not isinstance(self.fault_injection, bool):
+            raise ValueError(f"fault_injection must be a bool, got {self.fault_injection!r}")
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         object.__setattr__(self, "peers", MappingProxyType(dict(sorted(self.peers.items()))))
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import random
 import signal
 import sys
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -70,6 +71,7 @@ Frame = dict[str, Any]
 
 MAX_SCAN_LIMIT = 10_000
 DEFAULT_SCAN_LIMIT = 1000
+FAULT_INJECTION_ENV = "RKV_FAULT_INJECTION"
 _TICK_CATCH_UP = 50
 """Most ticks run in one turn after a stall: enough to let time pass, bounded so a long pause
 (a suspended process) does not spin."""
@@ -146,6 +148,11 @@ class Node:
         self.dropped_peer_frames = 0
         self.max_batch_seen = 0
         self._known_peers: set[str] = set()
+        # Fault injection (cfg.fault_injection only): peers whose Raft traffic is dropped.
+        self._drop_to: frozenset[str] = frozenset()
+        self._drop_from: frozenset[str] = frozenset()
+        self.fault_dropped_out = 0
+        self.fault_dropped_in = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -294,6 +301,9 @@ class Node:
             by_peer[m.to].append(m)
         budget = self.cfg.max_frame // 2
         for to, msgs in by_peer.items():
+            if to in self._drop_to:
+                self.fault_dropped_out += len(msgs)
+                continue
             wire: list[dict[str, Any]] = []
             size = 0
             for m in msgs:
@@ -346,6 +356,9 @@ class Node:
         if sender is None or "id" in frame:
             # Raft traffic only from a member that said hello (checked by _on_hello).
             self.dropped_peer_frames += 1
+            return
+        if sender in self._drop_from:
+            self.fault_dropped_in += 1
             return
         raw = frame.get("m")
         if not isinstance(raw, list):
@@ -489,6 +502,33 @@ class Node:
     async def _h_status(self, f: Frame) -> Frame:
         return {"t": "ok", **self.status()}
 
+    async def _h_fault(self, f: Frame) -> Frame:
+        """Partition hooks for the nemesis: drop Raft messages to / from the given peers.
+
+        Each call replaces both sets (empty lists heal). Refused unless the node was started
+        with fault injection enabled (RKV_FAULT_INJECTION=1).
+        """
+        if not self.cfg.fault_injection:
+            raise BadRequest("fault injection is disabled on this node")
+        self._drop_to = self._peer_set(f, "drop_to")
+        self._drop_from = self._peer_set(f, "drop_from")
+        log.warning(
+            "%s: fault injection: dropping raft messages to [%s], from [%s]",
+            self.cfg.id,
+            ",".join(sorted(self._drop_to)),
+            ",".join(sorted(self._drop_from)),
+        )
+        return {"t": "ok", "drop_to": sorted(self._drop_to), "drop_from": sorted(self._drop_from)}
+
+    def _peer_set(self, f: Frame, name: str) -> frozenset[str]:
+        v = f.get(name, [])
+        if not isinstance(v, list) or not all(isinstance(p, str) for p in v):
+            raise BadRequest(f"{name} must be a list of peer ids")
+        unknown = [p for p in v if p not in self.cfg.peers]
+        if unknown:
+            raise BadRequest(f"{name}: not peers of this node: {','.join(unknown)}")
+        return frozenset(v)
+
     def status(self) -> dict[str, Any]:
         r = self.replica
         st = r.raw.status()
@@ -518,6 +558,7 @@ class Node:
         "file_meta": _h_file_meta,
         "file_read": _h_file_read,
         "status": _h_status,
+        "fault": _h_fault,
     }
 
     def statistics(self) -> dict[str, Any]:
@@ -531,6 +572,8 @@ class Node:
             "pending_proposals": r.pending_proposals,
             "pending_reads": r.pending_reads,
             "dropped_peer_frames": self.dropped_peer_frames,
+            "fault_dropped_out": self.fault_dropped_out,
+            "fault_dropped_in": self.fault_dropped_in,
             "store": self.store.stats(),
         }
 
@@ -666,6 +709,8 @@ def serve_main(cfg: NodeConfig) -> int:
     """Run a node in this process until SIGINT/SIGTERM; returns the process exit code.
 
     Errors that stop the node are printed as one line on stderr (see ExitCode).
+    RKV_FAULT_INJECTION=1 in the environment enables the partition hooks (`{"t": "fault"}`
+    requests); it is read here, once, and never on by default.
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(
@@ -673,6 +718,9 @@ def serve_main(cfg: NodeConfig) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             stream=sys.stderr,
         )
+    if os.environ.get(FAULT_INJECTION_ENV) == "1":
+        cfg = replace(cfg, fault_injection=True)
+        log.warning("%s: fault injection enabled (%s=1): testing only", cfg.id, FAULT_INJECTION_ENV)
     try:
         return int(trio.run(_main, cfg))
     except BaseException as exc:
@@ -687,4 +735,4 @@ def serve_main(cfg: NodeConfig) -> int:
         return int(ExitCode.ERROR)
 
 
-__all__ = ["Node", "NodeStartError", "run_node", "serve_main"]
+__all__ = ["FAULT_INJECTION_ENV", "Node", "NodeStartError", "run_node", "serve_main"]

@@ -28,6 +28,7 @@ RANK = {
     "client": 4,
     "node": 4,
     "cli": 5,
+    "nemesis": 5,
     "__init__": 5,
     "__main__": 6,
 }

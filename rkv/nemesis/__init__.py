@@ -1,0 +1,39 @@
+"""Jepsen-style fault injection against real rkv processes (`python -m rkv.nemesis`).
+
+Owns: nothing itself; re-exports the entry points the CLI can wire up as `rkv nemesis`:
+`main(argv) -> exit code`, `run(NemesisConfig) -> Report` (blocking), `run_nemesis` (async),
+and the checking step `check_histories` (see docs/nemesis.md). Must not: be imported by the
+node, client or store (it sits at the CLI's layer).
+"""
+
+from __future__ import annotations
+
+from rkv.nemesis.check import (
+    HistoryCheck,
+    check_histories,
+    compare_replicas,
+    lost_acknowledged_writes,
+)
+from rkv.nemesis.runner import (
+    FAULT_KINDS,
+    NemesisConfig,
+    Report,
+    load_history,
+    main,
+    run,
+    run_nemesis,
+)
+
+__all__ = [
+    "FAULT_KINDS",
+    "HistoryCheck",
+    "NemesisConfig",
+    "Report",
+    "check_histories",
+    "compare_replicas",
+    "load_history",
+    "lost_acknowledged_writes",
+    "main",
+    "run",
+    "run_nemesis",
+]

@@ -1,0 +1,266 @@
+"""Real `python -m rkv serve` processes for the nemesis, and the faults it can inflict on them.
+
+Owns: free loopback ports, one data dir and one log file per node, starting nodes with
+RKV_FAULT_INJECTION=1, SIGKILL / SIGSTOP / SIGCONT, restart from the same data dir, the
+partition hooks (`{"t": "fault"}` requests) and status / stale-read probes over raw RPC.
+Must not: decide what to inject or when (rkv.nemesis.runner), or judge results
+(rkv.nemesis.check). Every process it started is killed by `close()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import rkv
+from rkv.config import parse_address
+from rkv.net.rpc import ConnectionLost, RemoteError, RpcClient, RpcTimeout
+
+FAULT_ENV = "RKV_FAULT_INJECTION"
+_PKG_ROOT = Path(rkv.__file__).resolve().parent.parent
+RPC_ERRORS = (ConnectionLost, RpcTimeout, RemoteError, OSError, trio.TooSlowError)
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct loopback ports that were free a moment ago."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+async def rpc_call(addr: str, frame: dict[str, Any], timeout: float = 2.0) -> dict[str, Any]:
+    """One request on a fresh connection (raises one of RPC_ERRORS)."""
+    host, port = parse_address(addr)
+    with trio.fail_after(timeout + 1.0):
+        async with RpcClient(host, port, connect_timeout=timeout, timeout=timeout) as c:
+            reply = await c.call(frame, timeout=timeout)
+    return reply
+
+
+@dataclass(slots=True)
+class NodeProc:
+    """One node process; `paused` tracks SIGSTOP so nobody waits on a frozen node."""
+
+    addr: str
+    peers: list[str]
+    data_dir: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    paused: bool = False
+    expected_down: bool = True
+    """False while the node should be running: an exit then is a crash (a bug)."""
+    starts: int = 0
+
+    @property
+    def args(self) -> list[str]:
+        host, port = parse_address(self.addr)
+        return [
+            sys.executable,
+            "-m",
+            "rkv",
+            "serve",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--peers",
+            ",".join(self.peers),
+            "--data-dir",
+            str(self.data_dir),
+        ]
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        if self.alive():
+            raise RuntimeError(f"{self.addr} is already running")
+        env = dict(os.environ)
+        env[FAULT_ENV] = "1"
+        pp = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = str(_PKG_ROOT) + (os.pathsep + pp if pp else "")
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.args,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.paused = False
+        self.starts += 1
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+@dataclass
+class ProcessCluster:
+    """n nodes under `root`; use as `async with ProcessCluster(root, 3) as c:`."""
+
+    root: Path
+    n: int
+    nodes: list[NodeProc] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError("a cluster needs at least one node")
+        addrs = [f"127.0.0.1:{p}" for p in free_ports(self.n)]
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.nodes = [
+            NodeProc(
+                a,
+                addrs,
+                self.root / a.replace(":", "_"),
+                self.root / f"{a.replace(':', '_')}.log",
+            )
+            for a in addrs
+        ]
+
+    @property
+    def addrs(self) -> list[str]:
+        return [n.addr for n in self.nodes]
+
+    def node(self, addr: str) -> NodeProc:
+        return next(n for n in self.nodes if n.addr == addr)
+
+    async def __aenter__(self) -> ProcessCluster:
+        for n in self.nodes:
+            n.start()
+            n.expected_down = False
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        with trio.CancelScope(shield=True):
+            for n in self.nodes:
+                n.expected_down = True
+                n.signal(signal.SIGCONT)
+                n.signal(signal.SIGKILL)
+            for n in self.nodes:
+                if n.proc is not None:
+                    await trio.to_thread.run_sync(n.proc.wait)
+
+    # -- process faults ----------------------------------------------------------------------
+
+    async def kill(self, addr: str) -> None:
+        n = self.node(addr)
+        n.expected_down = True
+        n.signal(signal.SIGKILL)
+        if n.proc is not None:
+            await trio.to_thread.run_sync(n.proc.wait)
+        n.paused = False
+
+    async def restart(self, addr: str, attempts: int = 20) -> None:
+        """Start a stopped node again from its data dir (retries while its port is busy)."""
+        n = self.node(addr)
+        for _ in range(attempts):
+            if n.alive():
+                return
+            n.start()
+            if await self.wait_serving(addr, timeout=10.0):
+                n.expected_down = False
+                return
+            # Port still held by the old incarnation (or slow start): try again.
+            n.signal(signal.SIGKILL)
+            if n.proc is not None:
+                await trio.to_thread.run_sync(n.proc.wait)
+            await trio.sleep(0.2)
+        raise RuntimeError(f"{addr} did not restart:\n{n.log_tail()}")
+
+    async def wait_serving(self, addr: str, timeout: float) -> bool:
+        n = self.node(addr)
+        with trio.move_on_after(timeout):
+            while n.alive():
+                try:
+                    await rpc_call(addr, {"t": "status"}, timeout=0.5)
+                    return True
+                except RPC_ERRORS:
+                    await trio.sleep(0.05)
+        return False
+
+    def pause(self, addr: str) -> None:
+        n = self.node(addr)
+        n.signal(signal.SIGSTOP)
+        n.paused = True
+
+    def resume(self, addr: str) -> None:
+        n = self.node(addr)
+        n.signal(signal.SIGCONT)
+        n.paused = False
+
+    def crashed(self) -> list[NodeProc]:
+        """Nodes that exited although they should be running (a node bug)."""
+        return [n for n in self.nodes if not n.expected_down and not n.alive()]
+
+    # -- partitions --------------------------------------------------------------------------
+
+    async def set_fault(
+        self, addr: str, drop_to: Sequence[str] = (), drop_from: Sequence[str] = ()
+    ) -> bool:
+        """Install drop sets on one node; False if it could not be reached."""
+        n = self.node(addr)
+        if not n.alive() or n.paused:
+            return False
+        frame = {"t": "fault", "drop_to": list(drop_to), "drop_from": list(drop_from)}
+        try:
+            await rpc_call(addr, frame, timeout=2.0)
+        except RPC_ERRORS:
+            return False
+        return True
+
+    async def heal(self) -> None:
+        """Clear every reachable node's drop sets (a restarted node starts healed)."""
+        async with trio.open_nursery() as nursery:
+            for n in self.nodes:
+                nursery.start_soon(self.set_fault, n.addr)
+
+    # -- probes ------------------------------------------------------------------------------
+
+    async def statuses(self, timeout: float = 1.0) -> dict[str, dict[str, Any]]:
+        """Status of every running, unpaused node that answered in time."""
+        out: dict[str, dict[str, Any]] = {}
+
+        async def one(addr: str) -> None:
+            with contextlib.suppress(*RPC_ERRORS):
+                out[addr] = await rpc_call(addr, {"t": "status"}, timeout=timeout)
+
+        async with trio.open_nursery() as nursery:
+            for n in self.nodes:
+                if n.alive() and not n.paused:
+                    nursery.start_soon(one, n.addr)
+        return out
+
+    async def leader(self) -> str | None:
+        """The address of the node that says it leads in the highest term, if any."""
+        best: tuple[int, str] | None = None
+        for addr, st in (await self.statuses()).items():
+            if st.get("role") == "leader":
+                term = int(st.get("term") or 0)
+                if best is None or term > best[0]:
+                    best = (term, addr)
+        return None if best is None else best[1]
