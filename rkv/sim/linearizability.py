@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import math
 import time as _time
+from bisect import bisect_right
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -224,6 +225,9 @@ _GET, _PUT, _DELETE, _CAS = 0, 1, 2, 3
 _CODE = {OpKind.GET: _GET, OpKind.PUT: _PUT, OpKind.DELETE: _DELETE, OpKind.CAS: _CAS}
 
 
+_NO_NEED = object()
+
+
 class _BudgetExhausted(Exception):
     pass
 
@@ -338,11 +342,12 @@ def _check_key(
         )
         for op in ops
     ]
-    # Exploration order among non-observers. A write whose value some later read still
-    # needs should go last among its peers, so its value survives: order writes by the
-    # latest invocation of an op that needs their value (never-needed values first), then
-    # by earliest return; ops with no return event go last (they never force anything).
-    needed_until: dict[Any, float] = {}
+    # Exploration order among writes (Lowe's search is complete in any order; a good
+    # order avoids backtracking). Values nobody reads again are written first, then
+    # values a pending read is waiting for, then values read in the future, soonest
+    # first, so that the last write is the one whose value must survive. Ops with no
+    # return event go last: they never force anything.
+    obs_calls: dict[Any, list[float]] = {}
     for op in ops:
         if op.unknown:
             continue
@@ -352,22 +357,30 @@ def _check_key(
             v = op.input[0]
         else:
             continue
-        if v not in needed_until or needed_until[v] < op.call_time:
-            needed_until[v] = op.call_time
+        obs_calls.setdefault(v, []).append(op.call_time)
+    for calls_of_v in obs_calls.values():
+        calls_of_v.sort()
+    needs = [
+        (op.output if op.kind is OpKind.GET else op.input[0])
+        if not op.unknown
+        and (op.kind is OpKind.GET or (op.kind is OpKind.CAS and op.output is True))
+        else _NO_NEED
+        for op in ops
+    ]
     no_return = [r is None for r in eff_ret]
     order = sorted(range(n), key=lambda j: (no_return[j], eff_ret[j] or 0, j))
     rank = [0] * n
-    for r, j in enumerate(order):
-        rank[j] = r
+    for place, j in enumerate(order):
+        rank[j] = place
 
     # Events: (time, 0=call/1=return, op). Calls sort before returns at equal times, so
     # touching intervals count as concurrent.
     events: list[tuple[float, int, int]] = []
     for i, op in enumerate(ops):
         events.append((op.call_time, 0, i))
-        r = eff_ret[i]
-        if r is not None:
-            events.append((r, 1, i))
+        ret_time = eff_ret[i]
+        if ret_time is not None:
+            events.append((ret_time, 1, i))
     events.sort()
 
     # Dancing-links list over node indices; node 0 is the head sentinel, -1 is the end.
@@ -378,8 +391,10 @@ def _check_key(
     is_call = [False] * size
     match = [-1] * size  # call node -> its return node (-1 if the outcome is unknown)
     call_node = [0] * n
-    for pos, (_, is_ret, i) in enumerate(events, start=1):
+    node_time: list[float] = [0] * size
+    for pos, (t, is_ret, i) in enumerate(events, start=1):
         node_op[pos] = i
+        node_time[pos] = t
         if is_ret:
             match[call_node[i]] = pos
         else:
@@ -409,7 +424,15 @@ def _check_key(
     steps = 0
     step_limit = math.inf if max_steps is None else max_steps
 
-    def children(state: Any) -> tuple[list[tuple[int, Any]], int] | None:
+    # An op with no return event is optional: the search may leave it out. In some valid
+    # order, each optional op that is taken changes the value and is followed at once by
+    # an op that reads the value (get, cas, known delete): otherwise drop it from that
+    # order and the rest still checks out. So only such orders are explored.
+    reads_value = [
+        kind[i] in (_GET, _CAS) or (kind[i] == _DELETE and not unknown[i]) for i in range(n)
+    ]
+
+    def children(state: Any, after_optional: bool) -> tuple[list[tuple[int, Any]], int] | None:
         """The pending calls that may go next, best first, with the state each leaves.
 
         None means no return event is left: every known-outcome op is linearized.
@@ -428,7 +451,15 @@ def _check_key(
             raise _BudgetExhausted
         if deadline is not None and _time.monotonic() > deadline:
             raise _BudgetExhausted
-        scored: list[tuple[bool, float, int, int, Any]] = []
+        if after_optional:
+            window = [c for c in window if reads_value[node_op[c]]]
+        wanted = set()
+        for c in window:
+            v = needs[node_op[c]]
+            if v is not _NO_NEED and v != state:
+                wanted.add(v)
+        now = node_time[e]
+        scored: list[tuple[bool, int, float, int, int, Any]] = []
         for c in window:
             i = node_op[c]
             k = kind[i]
@@ -451,37 +482,51 @@ def _check_key(
                 if observer[i]:
                     return [(c, state)], e
                 new_state = arg_b[i] if swap else state
-            scored.append(
-                (no_return[i], needed_until.get(new_state, -math.inf), rank[i], c, new_state)
-            )
+            if no_return[i] and new_state == state:
+                continue
+            if new_state in wanted:
+                tier, when = 1, 0.0
+            else:
+                later = obs_calls.get(new_state)
+                at = bisect_right(later, now) if later else 0
+                if later and at < len(later):
+                    tier, when = 2, later[at]
+                else:
+                    tier, when = 0, 0.0
+            scored.append((no_return[i], tier, when, rank[i], c, new_state))
         scored.sort(key=_sort_key)
-        return [(c, s) for _, _, _, c, s in scored], e
+        return [(c, s) for _, _, _, _, c, s in scored], e
 
-    seen: set[tuple[int, Any]] = set()
-    # DFS frames: (children, next child index, state, linearized set, call node taken)
-    stack: list[tuple[list[tuple[int, Any]], int, Any, int, int]] = []
+    # Memo: (linearized set, value, whether the last op taken was optional).
+    seen: set[tuple[int, Any, bool]] = set()
+    # DFS frames: (children, next child index, state, linearized set, optional flag,
+    # call node taken)
+    stack: list[tuple[list[tuple[int, Any]], int, Any, int, bool, int]] = []
     state = initial
     linearized = 0
+    after_opt = False
     best_depth = -1
     best: tuple[list[int], int, list[int], Any] | None = None
     try:
-        found = children(state)
+        found = children(state, after_opt)
         idx = 0
         while found is not None:
             kids, bound = found
             while idx < len(kids):
                 c, new_state = kids[idx]
                 idx += 1
-                new_lin = linearized | (1 << node_op[c])
-                memo = (new_lin, new_state)
+                i = node_op[c]
+                new_lin = linearized | (1 << i)
+                memo = (new_lin, new_state, no_return[i])
                 if memo in seen:
                     continue
                 seen.add(memo)
-                stack.append((kids, idx, state, linearized, c))
+                stack.append((kids, idx, state, linearized, after_opt, c))
                 lift(c)
                 state = new_state
                 linearized = new_lin
-                found = children(state)
+                after_opt = no_return[i]
+                found = children(state, after_opt)
                 idx = 0
                 break
             else:
@@ -493,7 +538,7 @@ def _check_key(
                     while e != bound:
                         pending.append(node_op[e])
                         e = nxt[e]
-                    best = ([node_op[f[4]] for f in stack], node_op[bound], pending, state)
+                    best = ([node_op[f[5]] for f in stack], node_op[bound], pending, state)
                 if not stack:
                     assert best is not None
                     lin, stuck, pend, st = best
@@ -507,18 +552,18 @@ def _check_key(
                         pending=tuple(ops[j] for j in pend),
                         state=st,
                     )
-                kids, idx, state, linearized, c = stack.pop()
+                kids, idx, state, linearized, after_opt, c = stack.pop()
                 unlift(c)
                 found = (kids, _return_bound(nxt, is_call))
     except _BudgetExhausted:
         return KeyResult(key, Verdict.UNKNOWN, len(all_ops), steps)
     return KeyResult(
-        key, Verdict.OK, len(all_ops), steps, linearization=tuple(ops[node_op[f[4]]] for f in stack)
+        key, Verdict.OK, len(all_ops), steps, linearization=tuple(ops[node_op[f[5]]] for f in stack)
     )
 
 
-def _sort_key(t: tuple[bool, float, int, int, Any]) -> tuple[bool, float, int]:
-    return t[0], t[1], t[2]
+def _sort_key(t: tuple[bool, int, float, int, int, Any]) -> tuple[bool, int, float, int]:
+    return t[0], t[1], t[2], t[3]
 
 
 def _return_bound(nxt: list[int], is_call: list[bool]) -> int:
