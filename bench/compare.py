@@ -186,6 +186,6 @@ def _line(p: dict[str, Any]) -> str:
     return (
         f"{label:20s} {p['workload']:5s} {p['value_size']:>6d}B c={p['clients']:<3d} "
         f"run={p['run']} {p['ops_per_s']:>9.1f} ops/s  p50={lat['p50']} p99={lat['p99']} "
-        f"p999={lat['p999']} ms  err={p['errors']}  cores gen={p['cpu_cores']['generator']} "
+        f"p999={lat['p999']} ms  err={p['errors']} stuck={p['in_flight_at_end']}  cores gen={p['cpu_cores']['generator']} "
         f"srv={p['cpu_cores']['servers']}"
     )

@@ -112,12 +112,15 @@ async def _closed_loop(a: WorkerArgs, clients: list[Any]) -> WorkerResult:
     t_start = _wall_to_trio(a.start_at)
     win = _Window(t_start + a.warmup, t_start + a.warmup + a.duration)
     cpu: dict[str, float] = {}
+    pending: dict[int, float] = {}  # client -> start of its unanswered request
+    stalled = {"n": 0}
 
     async def sample_cpu() -> None:
         await trio.sleep_until(win.start)
         cpu["start"] = time.process_time()
         await trio.sleep_until(win.end)
         cpu["end"] = time.process_time()
+        stalled["n"] = sum(1 for t in pending.values() if t < win.end)
 
     async def put(c: Any, rng: random.Random, value: bytes) -> None:
         await c.put(key_of(rng.randrange(a.keys)), value)
@@ -141,13 +144,16 @@ async def _closed_loop(a: WorkerArgs, clients: list[Any]) -> WorkerResult:
             t0 = trio.current_time()
             if t0 >= win.end:
                 return
+            pending[j] = t0
             try:
                 with trio.fail_after(REQUEST_TIMEOUT):
                     await op(c, rng, value)
             except Exception as e:  # counted, then the client carries on like a real one
+                del pending[j]
                 win.fail(t0, e)
                 await trio.sleep(ERROR_BACKOFF)
                 continue
+            del pending[j]
             win.ok(t0, trio.current_time())
 
     async with trio.open_nursery() as n:
@@ -161,6 +167,7 @@ async def _closed_loop(a: WorkerArgs, clients: list[Any]) -> WorkerResult:
         cpu_s=cpu.get("end", math.nan) - cpu.get("start", math.nan),
         hist=win.hist,
         error_kinds=win.kinds,
+        in_flight_at_end=stalled["n"],
     )
 
 
