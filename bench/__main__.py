@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--size", type=_sizes, default=[100])
     sc.add_argument("--clients", type=int, default=64)
     sc.add_argument("--procs", type=int, default=1)
+    sc.add_argument("--fill-timeout", type=float, default=7200.0, help="give up a fill after")
     _common(sc)
 
     ch = sub.add_parser("chart", help="redraw the chart of a compare results file")
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             out_dir=args.out_dir,
             tmp_dir=args.tmp_dir,
+            fill_timeout=args.fill_timeout,
         )
         return 0
     if args.cmd == "chart":

@@ -27,6 +27,7 @@ from bench.common import (
 from bench.loadgen import run_load
 from bench.stats import load_point, summarize
 
+PREFILL_TIMEOUT = 300.0
 DEFAULT_SERIES = ("rkv", "etcd", "pysyncobj", "pysyncobj:nobatch")
 
 
@@ -59,6 +60,7 @@ def measure_point(
                 warmup=0,
                 seed=seed,
                 fill_total=keys,
+                fill_timeout=PREFILL_TIMEOUT,
             )
         res = run_load(
             driver.spec(),
@@ -186,6 +188,6 @@ def _line(p: dict[str, Any]) -> str:
     return (
         f"{label:20s} {p['workload']:5s} {p['value_size']:>6d}B c={p['clients']:<3d} "
         f"run={p['run']} {p['ops_per_s']:>9.1f} ops/s  p50={lat['p50']} p99={lat['p99']} "
-        f"p999={lat['p999']} ms  err={p['errors']} stuck={p['in_flight_at_end']}  cores gen={p['cpu_cores']['generator']} "
+        f"p999={lat['p999']} ms  err={p['errors']} stalled={p['stalled_at_end']}  cores gen={p['cpu_cores']['generator']} "
         f"srv={p['cpu_cores']['servers']}"
     )

@@ -32,6 +32,8 @@ from bench.stats import Histogram, WorkerResult, merge_workers
 WORKLOADS = ("put", "get", "mixed")
 REQUEST_TIMEOUT = 10.0
 ERROR_BACKOFF = 0.01
+STALL_S = 1.0
+"""A request unanswered at the window's end after this long counts as stalled."""
 
 
 def key_of(i: int) -> bytes:
@@ -54,6 +56,8 @@ class WorkerArgs:
     fill_total: int = 0
     """When > 0: write keys [fill_offset, fill_offset + fill_total) once each, then stop."""
     fill_offset: int = 0
+    fill_timeout: float = 3600.0
+    """A fill that takes longer fails (a stalled system must not hang the whole plan)."""
 
     def to_argv(self) -> list[str]:
         return [sys.executable, "-m", "bench", "worker", "--args", json.dumps(asdict(self))]
@@ -120,7 +124,7 @@ async def _closed_loop(a: WorkerArgs, clients: list[Any]) -> WorkerResult:
         cpu["start"] = time.process_time()
         await trio.sleep_until(win.end)
         cpu["end"] = time.process_time()
-        stalled["n"] = sum(1 for t in pending.values() if t < win.end)
+        stalled["n"] = sum(1 for t in pending.values() if t < win.end - STALL_S)
 
     async def put(c: Any, rng: random.Random, value: bytes) -> None:
         await c.put(key_of(rng.randrange(a.keys)), value)
@@ -167,7 +171,7 @@ async def _closed_loop(a: WorkerArgs, clients: list[Any]) -> WorkerResult:
         cpu_s=cpu.get("end", math.nan) - cpu.get("start", math.nan),
         hist=win.hist,
         error_kinds=win.kinds,
-        in_flight_at_end=stalled["n"],
+        stalled_at_end=stalled["n"],
     )
 
 
@@ -203,9 +207,15 @@ async def _fill(a: WorkerArgs, clients: list[Any]) -> WorkerResult:
     await trio.sleep_until(t_start)
     cpu0 = time.process_time()
     t0 = trio.current_time()
-    async with trio.open_nursery() as n:
-        for j, c in enumerate(clients):
-            n.start_soon(client_loop, j, c)
+    try:
+        with trio.fail_after(a.fill_timeout):
+            async with trio.open_nursery() as n:
+                for j, c in enumerate(clients):
+                    n.start_soon(client_loop, j, c)
+    except trio.TooSlowError:
+        raise RuntimeError(
+            f"fill not done after {a.fill_timeout:.0f}s ({hist.count} of {a.fill_total} keys)"
+        ) from None
     return WorkerResult(
         ops=hist.count,
         errors=state["errors"],
@@ -244,6 +254,7 @@ def run_load(
     seed: int,
     read_ratio: float = 0.5,
     fill_total: int = 0,
+    fill_timeout: float = 3600.0,
     spawn_delay: float = 2.0,
 ) -> LoadResult:
     """Run `procs` worker processes sharing `clients` and return their merged result."""
@@ -271,6 +282,7 @@ def run_load(
                 read_ratio=read_ratio,
                 fill_total=fills[w],
                 fill_offset=fill_offset,
+                fill_timeout=fill_timeout,
             )
             offset += shares[w]
             fill_offset += fills[w]
@@ -289,7 +301,12 @@ def run_load(
                 before = pids_cpu(server_pids)
             results: list[WorkerResult] = []
             limit = (
-                spawn_delay + warmup + duration + REQUEST_TIMEOUT + 60 + (3600 if fill_total else 0)
+                spawn_delay
+                + warmup
+                + duration
+                + REQUEST_TIMEOUT
+                + 60
+                + (fill_timeout if fill_total else 0)
             )
             for p, out in running:
                 rc = p.wait(timeout=limit)

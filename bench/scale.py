@@ -84,6 +84,7 @@ def _one(
     procs: int,
     seed: int,
     tmp_dir: Path | None,
+    fill_timeout: float,
 ) -> dict[str, Any]:
     with fresh_cluster(series, tmp_dir) as driver:
         pids = [(s.name, s.pid) for s in driver.servers]
@@ -99,6 +100,7 @@ def _one(
             warmup=0,
             seed=seed,
             fill_total=keys,
+            fill_timeout=fill_timeout,
         )
         m = res.merged
         out: dict[str, Any] = {
@@ -144,12 +146,19 @@ def scale(
     seed: int,
     out_dir: Path,
     tmp_dir: Path | None,
+    fill_timeout: float = 7200.0,
 ) -> Path:
     out = out_dir / f"scale-{stamp()}.json"
     meta = {
         "host": host_info(tmp_dir or Path("/tmp")),
         "systems": series_meta(series),
-        "args": {"keys": keys, "value_size": value_size, "clients": clients, "procs": procs},
+        "args": {
+            "keys": keys,
+            "value_size": value_size,
+            "clients": clients,
+            "procs": procs,
+            "fill_timeout_s": fill_timeout,
+        },
     }
     results: dict[str, Any] = {}
     for s in series:
@@ -162,6 +171,7 @@ def scale(
                 procs=procs,
                 seed=seed,
                 tmp_dir=tmp_dir,
+                fill_timeout=fill_timeout,
             )
         except Exception as e:  # recorded; the other systems go on
             r = {"error": describe_error(e)}

@@ -15,4 +15,4 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/d
 fi
 "$py" -m pip install -q "pysyncobj>=0.3.12" "psutil>=5.9" "matplotlib>=3.7"
 etcd --version | head -1
-"$py" -c 'import pysyncobj, psutil, matplotlib; print("pysyncobj", pysyncobj.__version__ if hasattr(pysyncobj, "__version__") else "?", "psutil", psutil.__version__, "matplotlib", matplotlib.__version__)'
+"$py" -c 'from importlib.metadata import version as v; print(*(f"{p} {v(p)}" for p in ("pysyncobj", "psutil", "matplotlib")))'

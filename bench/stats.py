@@ -148,14 +148,14 @@ class WorkerResult:
     cpu_s: float
     hist: Histogram
     error_kinds: dict[str, int] = field(default_factory=dict)
-    in_flight_at_end: int = 0
-    """Requests still unanswered when the window closed: a stalled system shows here (its
-    requests count neither as ops nor, unless they fail later, as errors)."""
+    stalled_at_end: int = 0
+    """Requests unanswered when the window closed that had waited over a second: a stalled
+    system shows here (such requests count neither as ops nor, unless they fail, as errors)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "ops": self.ops,
-            "in_flight_at_end": self.in_flight_at_end,
+            "stalled_at_end": self.stalled_at_end,
             "errors": self.errors,
             "elapsed_s": self.elapsed_s,
             "cpu_s": self.cpu_s,
@@ -172,7 +172,7 @@ class WorkerResult:
             cpu_s=float(data["cpu_s"]),
             hist=Histogram.from_json(data["histogram"]),
             error_kinds={str(k): int(v) for k, v in data.get("error_kinds", {}).items()},
-            in_flight_at_end=int(data.get("in_flight_at_end", 0)),
+            stalled_at_end=int(data.get("stalled_at_end", 0)),
         )
 
 
@@ -194,7 +194,7 @@ def merge_workers(results: Sequence[WorkerResult]) -> WorkerResult:
         cpu_s=sum(r.cpu_s for r in results),
         hist=hist,
         error_kinds=kinds,
-        in_flight_at_end=sum(r.in_flight_at_end for r in results),
+        stalled_at_end=sum(r.stalled_at_end for r in results),
     )
 
 
@@ -229,7 +229,7 @@ def load_point(
         "ops": merged.ops,
         "errors": merged.errors,
         "error_kinds": dict(merged.error_kinds),
-        "in_flight_at_end": merged.in_flight_at_end,
+        "stalled_at_end": merged.stalled_at_end,
         "elapsed_s": round(merged.elapsed_s, 4),
         "ops_per_s": round(merged.ops / elapsed, 2) if merged.ops else 0.0,
         "latency_ms": merged.hist.summary_ms(),
@@ -262,7 +262,7 @@ LOAD_KEYS = frozenset(
         "ops",
         "errors",
         "error_kinds",
-        "in_flight_at_end",
+        "stalled_at_end",
         "elapsed_s",
         "ops_per_s",
         "latency_ms",
@@ -314,7 +314,7 @@ def summarize(points: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "latency_ms": {"p50": med("p50"), "p99": med("p99"), "p999": med("p999")},
                 "pooled_latency_ms": pooled.summary_ms(),
                 "errors": sum(int(r["errors"]) for r in runs),
-                "in_flight_at_end": sum(int(r.get("in_flight_at_end", 0)) for r in runs),
+                "stalled_at_end": sum(int(r.get("stalled_at_end", 0)) for r in runs),
                 "generator_cores_max": max(float(r["cpu_cores"]["generator"]) for r in runs),
                 "server_cores_median": statistics.median(
                     float(r["cpu_cores"]["servers"]) for r in runs

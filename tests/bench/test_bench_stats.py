@@ -139,10 +139,10 @@ def _worker(values: list[int], ops: int, errors: int, elapsed: float, cpu: float
 def test_merge_workers_adds_counts_and_takes_longest_window() -> None:
     a = _worker([100, 200], 2, 1, 10.0, 0.5)
     b = _worker([300], 1, 0, 10.2, 0.25)
-    b.in_flight_at_end = 2
+    b.stalled_at_end = 2
     m = merge_workers([a, b])
     assert (m.ops, m.errors, m.elapsed_s, m.cpu_s) == (3, 1, 10.2, 0.75)
-    assert m.in_flight_at_end == 2
+    assert m.stalled_at_end == 2
     assert m.hist.count == 3 and m.hist.max_us == 300
     assert m.error_kinds == {"Timeout": 1}
     with pytest.raises(ValueError):
