@@ -209,8 +209,9 @@ class Cluster:
         if quiet_phase:
             self.at(p.ticks * iv, QUIET_START)
 
-    def run_until(self, until: int | None = None) -> None:
-        """Process events in time order up to virtual time `until` (or until the run is done)."""
+    def run_until(self, until: int | None = None, *, max_events: int | None = None) -> None:
+        """Process events in time order up to virtual time `until` (or until the run is done),
+        at most `max_events` of them (scripted tests step one event at a time)."""
         p = self.p
         iv = p.tick_interval
         heap = self._heap
@@ -219,6 +220,8 @@ class Cluster:
         while heap and not self.done:
             if until is not None and heap[0][0] > until:
                 self.now = until
+                break
+            if max_events is not None and events >= max_events:
                 break
             t, _, kind, a, b = pop(heap)
             self.now = t

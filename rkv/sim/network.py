@@ -68,6 +68,10 @@ class Network:
         if frm != to:
             self._cut.add((frm, to))
 
+    def restore(self, frm: NodeId, to: NodeId) -> None:
+        """Reconnect one direction."""
+        self._cut.discard((frm, to))
+
     def split(self, side_a: Iterable[NodeId], side_b: Iterable[NodeId]) -> None:
         """Cut every link between the two sides, both directions."""
         b = list(side_b)
