@@ -166,15 +166,17 @@ def failover(
                 f"{_fmt(r.get('new_leader_seen_s'))} s {r.get('error', '')}",
                 flush=True,
             )
-            for e in results.values():
-                ok = [x["first_write_s"] for x in e["trials"] if x.get("first_write_s")]
-                e["first_write_s"] = median_max(ok)
-                e["failed_trials"] = len(e["trials"]) - len(ok)
+            for agg in results.values():
+                ok = [
+                    x["first_write_s"] for x in agg["trials"] if x.get("first_write_s") is not None
+                ]
+                agg["first_write_s"] = median_max(ok)
+                agg["failed_trials"] = len(agg["trials"]) - len(ok)
             write_json(out, envelope("failover", meta, results=results))
-    for s, e in results.items():
+    for s, agg in results.items():
         print(
-            f"{s:20s} failover median {_fmt(e['first_write_s']['median'])} s, max "
-            f"{_fmt(e['first_write_s']['max'])} s, failed trials {e['failed_trials']}"
+            f"{s:20s} failover median {_fmt(agg['first_write_s']['median'])} s, max "
+            f"{_fmt(agg['first_write_s']['max'])} s, failed trials {agg['failed_trials']}"
         )
     print(f"results: {out}")
     return out

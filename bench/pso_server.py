@@ -27,11 +27,11 @@ class ReplKV(SyncObjConsumer):  # type: ignore[misc]
         super().__init__()
         self.data: dict[bytes, bytes] = {}
 
-    @replicated  # type: ignore[misc]
+    @replicated  # type: ignore[untyped-decorator]
     def put(self, key: bytes, value: bytes) -> None:
         self.data[key] = value
 
-    @replicated  # type: ignore[misc]
+    @replicated  # type: ignore[untyped-decorator]
     def lget(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
