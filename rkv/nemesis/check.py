@@ -64,9 +64,9 @@ def lost_acknowledged_writes(ops: Sequence[Operation], final: Mapping[Any, Any])
     """Acknowledged writes that the final value of their key proves lost.
 
     Values are unique per write, so the final value names the write X that produced it.
-    If X was acknowledged, every acknowledged write (put, or cas that swapped) to that key
-    invoked after X returned must have been ordered after X, so the final value cannot be
-    X's: such writes are lost. A final value nobody wrote is reported too. (The
+    If X was acknowledged, every acknowledged write (put, delete, or cas that swapped) to
+    that key invoked after X returned must have been ordered after X, so the final value
+    cannot be X's: such writes are lost. A final value nobody wrote is reported too. (The
     linearizability check covers this and more once final reads are in the history; this
     count is a plain, independent statement of "acknowledged writes survived".)
     """
@@ -85,8 +85,10 @@ def lost_acknowledged_writes(ops: Sequence[Operation], final: Mapping[Any, Any])
         x = producers[0]
         if x.return_time is None:
             continue
-        for w in writers:
-            acked = w.return_time is not None and (w.kind is OpKind.PUT or w.output is True)
+        for w in by_key[key]:
+            acked = w.return_time is not None and (
+                w.kind in (OpKind.PUT, OpKind.DELETE) or (w.kind is OpKind.CAS and w.output)
+            )
             if acked and w is not x and w.call_time > x.return_time:
                 lost.append(
                     f"key {key!r}: acknowledged {w.describe()} lost: final value is from "

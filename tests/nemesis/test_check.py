@@ -80,6 +80,12 @@ def test_lost_acknowledged_writes(final: dict[bytes, bytes | None], lost: int) -
     assert len(lost_acknowledged_writes(base(), final)) == lost
 
 
+def test_acknowledged_delete_after_the_final_writer_is_lost() -> None:
+    ops = [*base(), op("w3", "delete", b"k", None, True, 8, 9)]
+    assert len(lost_acknowledged_writes(ops, {b"k": b"c"})) == 1
+    assert lost_acknowledged_writes(ops, {b"k": None}) == []
+
+
 def test_unknown_writer_of_final_value_proves_nothing_lost() -> None:
     ops = [*base(), op("w3", "put", b"k", b"late", None, 0.5, None)]
     assert lost_acknowledged_writes(ops, {b"k": b"late"}) == []
