@@ -19,6 +19,7 @@ A put that never completed may or may not have taken effect, but at most once.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from rkv.raft.types import Entry
@@ -107,8 +108,18 @@ def check_history(history: History, committed: list[Entry]) -> None:
         return v
 
     last = len(committed)
-    # Real-time lower bound for each get: every op that completed before it was invoked.
+    # Real-time lower bound for each get: the highest index observed by any operation that
+    # completed before the get was invoked (a put's effective index, a get's serving index).
     done = sorted(history.completed(), key=lambda o: o.complete_t or 0)
+    done_t = [o.complete_t or 0 for o in done]
+    seen_max: list[int] = []
+    running = 0
+    for prev in done:
+        if prev.kind == "put":
+            running = max(running, effective.get((prev.client, prev.seq), prev.index))
+        else:
+            running = max(running, prev.served_at)
+        seen_max.append(running)
     for op in history.ops:
         if op.kind == "put":
             where = effective.get((op.client, op.seq))
@@ -130,14 +141,8 @@ def check_history(history: History, committed: list[Entry]) -> None:
             continue
         if not op.completed:
             continue
-        bound = 0
-        for prev in done:
-            if (prev.complete_t or 0) >= op.invoke_t:
-                break
-            if prev.kind == "put":
-                bound = max(bound, effective.get((prev.client, prev.seq), prev.index))
-            else:
-                bound = max(bound, prev.served_at)
+        k = bisect_left(done_t, op.invoke_t)  # those that completed strictly before
+        bound = seen_max[k - 1] if k else 0
         if op.index < bound:
             raise InvariantViolation(
                 "client-stale-read",

@@ -179,6 +179,13 @@ def test_a_state_machine_without_sessions_applies_retries_twice() -> None:
     assert_caught(f, {"applied-twice"}, 3, FAST, state_machine_factory=NoSessions)
 
 
+def test_a_core_that_never_campaigns_fails_liveness(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Raft, "hup", lambda self, kind=None: None)
+    f = first_failure(3, range(1, 5), FAST)
+    assert_caught(f, {"liveness"}, 3, FAST)
+    assert "no leader" in f.detail
+
+
 def test_the_real_core_passes_the_hostile_profile() -> None:
     """The control for the variants above: the same hostile conditions, the real core."""
     for seed in range(1, 30):
