@@ -292,6 +292,8 @@ class Cluster:
             applied=node.sm.applied_index,
         )
         node.raw = self.make_raw(cfg, node.disk.storage, random.Random(self.rng.getrandbits(64)))
+        if node.epoch:
+            self.stats.restarts += 1
         node.up = True
         node.in_flight = None
         self.checker.restart(node.id, node.sm.applied_index)
@@ -390,7 +392,7 @@ class Cluster:
             if client.token == token and op is not None:
                 self.checker.on_ack(e.index, e.term)
                 self.history.complete_put(op, self.now, e.index, node.id)
-                self.note(f"c{client.id} ACK", op)
+                self.note(f"c{client.id} ACK", op.describe())
                 self.acked_max = max(self.acked_max, e.index)
                 self._next_op(client)
         else:
@@ -411,7 +413,7 @@ class Cluster:
             if client.token != token or op is None:
                 continue
             self.history.complete_get(op, self.now, rs.index, applied, node.sm.get(op.key), node.id)
-            self.note(f"c{client.id} READ", op)
+            self.note(f"c{client.id} READ", op.describe())
             self._next_op(client)
         node.read_states = keep
 
@@ -441,7 +443,7 @@ class Cluster:
         op.attempts = c.attempts
         if c.attempts > self.p.client_max_attempts:
             op.failed = True
-            self.note(f"c{c.id} GIVE-UP", op)
+            self.note(f"c{c.id} GIVE-UP", op.describe())
             self._next_op(c)
             return
         if op.kind == "get" and rng.random() < 0.5:
@@ -460,11 +462,11 @@ class Cluster:
                 index = node.raw.propose(cmd.encode())
                 term = node.raw.status().term
                 node.proposals[index] = (term, c, token)
-                self.note(f"c{c.id} PROPOSE {target} {index}@{term}", op)
+                self.note(f"c{c.id} PROPOSE {target} {index}@{term}", op.describe())
             else:
                 node.reads[ctx] = (c, token)
                 node.raw.read_index(ctx)
-                self.note(f"c{c.id} READ-INDEX {target}", op)
+                self.note(f"c{c.id} READ-INDEX {target}", op.describe())
         except ProposalDropped as e:
             node.reads.pop(ctx, None)
             c.leader = e.leader if e.leader in self.nodes and e.leader != target else ""

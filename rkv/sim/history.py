@@ -130,11 +130,12 @@ def check_history(history: History, committed: list[Entry]) -> None:
                     "client-put-lost",
                     f"{op.describe()}: acknowledged at {op.index} but only {last} entries committed",
                 )
-            cmd = at_index.get(op.index)
-            if cmd is None or (cmd.client, cmd.seq) != (op.client, op.seq):
+            held = at_index.get(op.index)
+            if held is None or (held.client, held.seq) != (op.client, op.seq):
                 raise InvariantViolation(
                     "client-put-wrong-entry",
-                    f"{op.describe()}: index {op.index} holds {cmd.describe() if cmd else 'a no-op'}",
+                    f"{op.describe()}: index {op.index} holds "
+                    f"{held.describe() if held else 'a no-op'}",
                 )
             if where is None:
                 raise InvariantViolation("client-put-lost", f"{op.describe()} never took effect")
