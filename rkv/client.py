@@ -682,9 +682,8 @@ _STATUS_FIELDS = ("term", "leader", "commit", "applied", "last_index")
 
 def _status_row(addr: str, st: dict[str, Any]) -> dict[str, Any]:
     role = st.get("role")
-    # The frame's "id" is the RPC request id, so a node id can arrive only as a string
-    # under "id" (if the RPC layer ever keeps it) or "node_id"; node ids are addresses.
-    node_id = st.get("id") if isinstance(st.get("id"), str) else st.get("node_id")
+    # The frame's "id" is the RPC request id, so the node sends its id under "node".
+    node_id = st.get("node")
     row: dict[str, Any] = {
         "id": str(node_id or st.get("addr") or addr),
         "addr": str(st.get("addr") or addr),

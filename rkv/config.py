@@ -139,6 +139,9 @@ class NodeConfig:
     check_quorum: bool = True
     seed: int | None = None
     """Seed of the core's random generator (None: from the OS), for reproducible tests."""
+    http_port: int | None = None
+    """Port of the health/metrics HTTP server (/livez, /readyz, /metrics) on `host`; None:
+    off. 0 picks a free port (tests)."""
     fault_injection: bool = False
     """Accept `{"t": "fault"}` requests that make this node drop Raft traffic to/from chosen
     peers (for the nemesis harness only). Off unless explicitly enabled: `serve_main` turns
@@ -178,6 +181,8 @@ class NodeConfig:
         _positive("map_size", self.map_size, 1 << 20)
         _positive("request_timeout", self.request_timeout, 0.001)
         _positive("peer_queue", self.peer_queue, 1)
+        if self.http_port is not None:
+            _positive("http_port", self.http_port, 0, 65535)
         if not isinstance(self.fault_injection, bool):
             raise ValueError(f"fault_injection must be a bool, got {self.fault_injection!r}")
         object.__setattr__(self, "data_dir", Path(self.data_dir))

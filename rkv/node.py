@@ -29,6 +29,7 @@ from typing import Any
 
 import trio
 
+from rkv.backup import BackupSource
 from rkv.codec import (
     MAX_ID_LEN,
     Cas,
@@ -57,9 +58,12 @@ from rkv.errors import (
     Unavailable,
     error_frame,
 )
+from rkv.http import Response, serve_http, text
+from rkv.metrics import CONTENT_TYPE, NodeMetrics
 from rkv.net.rpc import ConnInfo, RemoteError, ServerStats, serve
 from rkv.net.transport import PeerTransport
 from rkv.raft.config import Config
+from rkv.raft.errors import ProposalDropped
 from rkv.raft.types import Entry, Message, Role
 from rkv.replica import Outcome, Replica
 from rkv.store import open_store
@@ -108,7 +112,13 @@ class _Peer:
     messages: list[Message]
 
 
-_Input = _Propose | _Read | _Peer
+@dataclass(slots=True)
+class _Transfer:
+    to: str
+    waiter: Waiter
+
+
+_Input = _Propose | _Read | _Peer | _Transfer
 
 
 class Node:
@@ -153,6 +163,13 @@ class Node:
         self._drop_from: frozenset[str] = frozenset()
         self.fault_dropped_out = 0
         self.fault_dropped_in = 0
+        # Operations (rkv.metrics, rkv.http, rkv.backup): see docs/operations.md.
+        self.metrics = NodeMetrics(self.status, self.statistics, self.transport.statistics)
+        self.backups = BackupSource(
+            store, cfg.data_dir, {"cluster_id": cfg.cluster_id, "node_id": cfg.id}
+        )
+        self.http_port: int | None = None
+        self.loop_running = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -172,6 +189,10 @@ class Node:
                 )
             )
             self.listening = True
+            if self.cfg.http_port is not None:
+                self.http_port = await nursery.start(
+                    serve_http, self.http_routes(), self.cfg.host, self.cfg.http_port
+                )
             await nursery.start(self.transport.run)
             nursery.start_soon(self._raft_loop)
             log.info(
@@ -192,6 +213,7 @@ class Node:
         next_tick = trio.current_time() + tick
         next_sweep = next_tick
         batch: list[_Input] = []
+        self.loop_running = True
         while True:
             if not batch and not self.replica.has_ready():
                 with trio.move_on_at(next_tick):
@@ -208,6 +230,7 @@ class Node:
                 if isinstance(item, _Propose):
                     size += len(item.data)
             self.max_batch_seen = max(self.max_batch_seen, len(batch))
+            self.metrics.proposals += sum(1 for i in batch if isinstance(i, _Propose))
             self._step_inputs(batch)
             batch = []
             now = trio.current_time()
@@ -240,6 +263,15 @@ class Node:
                 except RkvError as e:
                     self._fail(item.waiter, e)
                     continue
+            elif isinstance(item, _Transfer):
+                try:
+                    self.replica.raw.transfer_leader(item.to)
+                except ProposalDropped:
+                    self._fail(item.waiter, Unavailable("no longer the leader; retry"))
+                except ValueError as e:
+                    self._fail(item.waiter, BadRequest(_one_line(str(e))))
+                else:
+                    item.waiter.event.set()
             else:
                 if item.waiter.abandoned:
                     continue
@@ -253,15 +285,18 @@ class Node:
         ready = replica.take_ready()
         self._send(ready.messages)
         if ready.must_sync:
+            t0 = trio.current_time()
             try:
                 await trio.to_thread.run_sync(replica.persist, ready)
             except StoreFullError as e:
                 # Raft state that cannot be made durable cannot be acknowledged: stop the node
                 # (exit code STORE_FULL) rather than lie to peers.
                 raise _Fatal(ExitCode.STORE_FULL, f"store full while persisting: {e}") from e
+            self.metrics.on_save(trio.current_time() - t0)
         self._send(ready.persisted_messages)
         results: Sequence[Any] = ()
         if ready.committed_entries:
+            self.metrics.on_apply(len(ready.committed_entries))
             try:
                 results = await trio.to_thread.run_sync(replica.apply, ready)
             except StoreFullError as e:
@@ -304,6 +339,7 @@ class Node:
             if to in self._drop_to:
                 self.fault_dropped_out += len(msgs)
                 continue
+            self.metrics.peer_msgs_out[to] += len(msgs)
             wire: list[dict[str, Any]] = []
             size = 0
             for m in msgs:
@@ -315,6 +351,7 @@ class Node:
                     wire, size = [], 0
                 wire.append(message_to_wire(m))
                 size += est
+                self.metrics.peer_bytes_out[to] += est
             if wire:
                 self.transport.send(to, {"t": "raft", "m": wire})
 
@@ -373,6 +410,10 @@ class Node:
         msgs = [m for m in msgs if m.frm == sender and m.to == self.cfg.id]
         if not msgs:
             return
+        self.metrics.peer_msgs_in[sender] += len(msgs)
+        self.metrics.peer_bytes_in[sender] += sum(
+            64 + sum(e.size() + 8 for e in m.entries) for m in msgs
+        )
         try:
             # Never block a peer link on a busy loop: Raft tolerates the loss.
             self._in_send.send_nowait(_Peer(msgs))
@@ -397,6 +438,7 @@ class Node:
         data = encode_request(Request(client_id, seq, command))
         self._leader_check()
         w = Waiter()
+        t0 = trio.current_time()
         with trio.move_on_after(self.cfg.request_timeout):
             await self._in_send.send(_Propose(data, w))
             await w.event.wait()
@@ -405,6 +447,7 @@ class Node:
             raise Timeout(f"write not committed within {self.cfg.request_timeout} s")
         if w.error is not None:
             raise w.error
+        self.metrics.on_commit(trio.current_time() - t0)
         result = w.result
         if result is not None and not getattr(result, "ok", True):
             err = str(getattr(result, "error", "") or "refused")
@@ -502,6 +545,112 @@ class Node:
     async def _h_status(self, f: Frame) -> Frame:
         return {"t": "ok", **self.status()}
 
+    # -- operations: leadership transfer, backup, health (docs/operations.md) ---------------
+
+    def transfer_target(self) -> str | None:
+        """The most caught-up follower (highest match index; ties: lowest id), or None."""
+        st = self.replica.raw.status()
+        best: tuple[int, str] | None = None
+        for p in st.progress:
+            if p.id == self.cfg.id:
+                continue
+            if best is None or p.match > best[0]:
+                best = (p.match, p.id)
+        return None if best is None else best[1]
+
+    async def transfer_leadership(self, to: str | None, timeout: float | None = None) -> str:
+        """Hand leadership to `to` (None: the most caught-up follower); returns the new
+        leader's id once this node has heard from it. Raises NotLeader / Unavailable, or
+        Timeout after `timeout` (default: two election timeouts, after which the core has
+        given the transfer up anyway)."""
+        self._leader_check()
+        if to is None:
+            to = self.transfer_target()
+            if to is None:
+                raise BadRequest("no other voter to transfer leadership to")
+        if to == self.cfg.id:
+            return to
+        if to not in self.cfg.peers:
+            raise BadRequest(f"{to} is not a voter of this cluster")
+        limit = (
+            timeout if timeout is not None else 2 * self.cfg.election_ticks * self.cfg.tick_seconds
+        )
+        w = Waiter()
+        with trio.move_on_after(limit):
+            await self._in_send.send(_Transfer(to, w))
+            await w.event.wait()
+            if w.error is not None:
+                raise w.error
+            # The old leader learns the outcome from the new leader's first append.
+            while self.replica.leader != to:
+                if self.replica.leader and self.replica.leader != self.cfg.id:
+                    raise Unavailable(
+                        f"transfer to {to} failed: {self.replica.leader} became leader"
+                    )
+                await trio.sleep(self.cfg.tick_seconds / 2)
+            return to
+        raise Timeout(f"leadership transfer to {to} did not complete within {limit:.2f} s")
+
+    async def _h_transfer(self, f: Frame) -> Frame:
+        to = f.get("to")
+        if to is not None and not isinstance(to, str):
+            raise BadRequest("to must be a node id (string) or nil")
+        leader = await self.transfer_leadership(to)
+        return {"t": "ok", "leader": leader, "leader_addr": self.cfg.peer_address(leader)}
+
+    async def hand_over(self, timeout: float = 1.5) -> str | None:
+        """On shutdown: if leader, pass leadership to the most caught-up follower so the
+        cluster does not wait an election timeout. Bounded; returns the new leader or None."""
+        if self.replica.role != Role.LEADER or not self.cfg.peers:
+            return None
+        try:
+            new = await self.transfer_leadership(None, timeout=timeout)
+        except RkvError as e:
+            log.warning("%s: leadership hand-over failed: %s", self.cfg.id, e.msg)
+            return None
+        log.info("%s: handed leadership to %s", self.cfg.id, new)
+        return new
+
+    async def _h_backup_begin(self, f: Frame) -> Frame:
+        # A read barrier first: every write acknowledged before this request is applied
+        # here, so the copy holds it.
+        await self._linearizable()
+        token, manifest = await self.backups.begin()
+        return {"t": "ok", "b": token, "manifest": manifest}
+
+    async def _h_backup_read(self, f: Frame) -> Frame:
+        data = await self.backups.read(_bytes(f, "b", 64), _int(f, "off"), _int(f, "len"))
+        return {"t": "ok", "data": data}
+
+    async def _h_backup_end(self, f: Frame) -> Frame:
+        return {"t": "ok", "ended": self.backups.end(_bytes(f, "b", 64))}
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason): ready when a leader is known and everything this node knows to be
+        committed has been applied."""
+        if not self.loop_running:
+            return False, "raft loop not running"
+        r = self.replica
+        if not r.leader:
+            return False, "no leader known"
+        st = r.raw.status()
+        if r.applied < st.commit:
+            return False, f"applying: applied {r.applied} < commit {st.commit}"
+        return True, f"ok: leader {r.leader}, applied {r.applied}"
+
+    def http_routes(self) -> dict[str, Callable[[], Response]]:
+        def livez() -> Response:
+            return text(200, "ok") if self.loop_running else text(503, "raft loop not running")
+
+        def readyz() -> Response:
+            ok, reason = self.readiness()
+            return text(200 if ok else 503, reason)
+
+        def metrics() -> Response:
+            return Response(200, self.metrics.render(), CONTENT_TYPE)
+
+        return {"/livez": livez, "/readyz": readyz, "/metrics": metrics}
+
     async def _h_fault(self, f: Frame) -> Frame:
         """Partition hooks for the nemesis: drop Raft messages to / from the given peers.
 
@@ -533,7 +682,8 @@ class Node:
         r = self.replica
         st = r.raw.status()
         return {
-            "id": self.cfg.id,
+            # "node", not "id": the RPC layer puts the request id in "id".
+            "node": self.cfg.id,
             "addr": self.cfg.advertise,
             "cluster": self.cfg.cluster_id,
             "role": r.role.name.lower(),
@@ -559,6 +709,10 @@ class Node:
         "file_read": _h_file_read,
         "status": _h_status,
         "fault": _h_fault,
+        "transfer": _h_transfer,
+        "backup_begin": _h_backup_begin,
+        "backup_read": _h_backup_read,
+        "backup_end": _h_backup_end,
     }
 
     def statistics(self) -> dict[str, Any]:
@@ -688,20 +842,38 @@ async def run_node(
             store.close()
 
 
+HAND_OVER_SECONDS = 1.5
+"""How long a stopping leader waits for a follower to take over (rolling restarts)."""
+
+
+async def _cancel_on_signal(signals: Any, scope: trio.CancelScope) -> None:
+    await signals.__anext__()
+    scope.cancel()
+
+
 async def _main(cfg: NodeConfig) -> int:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             stopped: list[int] = []
+            running: list[Node] = []
 
             async def watch() -> None:
                 async for sig in signals:
                     log.info("%s: %s received, shutting down", cfg.id, signal.Signals(sig).name)
                     stopped.append(sig)
+                    if sig == signal.SIGTERM and running:
+                        # Rolling restarts: hand leadership over first (bounded); a second
+                        # signal stops at once.
+                        with trio.move_on_after(HAND_OVER_SECONDS + 0.5):
+                            async with trio.open_nursery() as inner:
+                                inner.start_soon(_cancel_on_signal, signals, inner.cancel_scope)
+                                await running[0].hand_over(HAND_OVER_SECONDS)
+                                inner.cancel_scope.cancel()
                     nursery.cancel_scope.cancel()
                     return
 
             nursery.start_soon(watch)
-            await nursery.start(run_node, cfg)
+            running.append(await nursery.start(run_node, cfg))
     return ExitCode.OK
 
 

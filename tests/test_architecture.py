@@ -24,6 +24,9 @@ RANK = {
     "sim": 2,  # the simulator drives the pure core with in-memory twins; no runtime below it
     "replica": 3,
     "config": 3,
+    "http": 3,  # the node's health/metrics HTTP server: trio only
+    "metrics": 3,  # prometheus collectors fed by the node (duck-typed, no node import)
+    "backup": 3,  # backup file format, node-side copy, restore: store + codec
     "errors": 0,
     "client": 4,
     "node": 4,
