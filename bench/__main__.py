@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     lf.add_argument("--chunk", type=_sizes, default=[1 << 20], help="chunk size for KV systems")
     lf.add_argument("--window", type=int, default=4, help="chunks in flight")
     lf.add_argument("--runs", type=int, default=1)
+    lf.add_argument("--timeout", type=float, default=1800.0, help="give up a transfer after")
     _common(lf)
 
     sc = sub.add_parser("scale", help="write N keys, RSS per node, restart-to-serving time")
@@ -185,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             out_dir=args.out_dir,
             tmp_dir=args.tmp_dir,
+            timeout=args.timeout,
         )
         return 0
     if args.cmd == "scale":

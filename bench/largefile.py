@@ -168,7 +168,19 @@ async def download_chunked(driver: Driver, key: bytes, dest: Path, window: int) 
         await _close(clients)
 
 
-async def _one(driver: Driver, path: Path, sha: str, chunk: int, window: int) -> dict[str, Any]:
+async def _one(
+    driver: Driver, path: Path, sha: str, chunk: int, window: int, timeout: float
+) -> dict[str, Any]:
+    try:
+        with trio.fail_after(timeout):
+            return await _transfer(driver, path, sha, chunk, window)
+    except trio.TooSlowError:
+        raise TimeoutError(f"upload + download not done after {timeout:.0f}s") from None
+
+
+async def _transfer(
+    driver: Driver, path: Path, sha: str, chunk: int, window: int
+) -> dict[str, Any]:
     size = path.stat().st_size
     key = b"bench/largefile"
     dest = path.with_suffix(".down")
@@ -213,12 +225,19 @@ def largefile(
     seed: int,
     out_dir: Path,
     tmp_dir: Path | None,
+    timeout: float = 1800.0,
 ) -> Path:
     out = out_dir / f"largefile-{stamp()}.json"
     meta = {
         "host": host_info(tmp_dir or Path("/tmp")),
         "systems": series_meta(series),
-        "args": {"size": size, "chunk": chunk, "window": window, "runs": runs},
+        "args": {
+            "size": size,
+            "chunk": chunk,
+            "window": window,
+            "runs": runs,
+            "timeout_s": timeout,
+        },
     }
     results: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="rkv-bench-file-", dir=tmp_dir) as d:
@@ -228,7 +247,7 @@ def largefile(
             for s in series:
                 try:
                     with fresh_cluster(s, tmp_dir) as driver:
-                        r = trio.run(_one, driver, path, sha, chunk, window)
+                        r = trio.run(_one, driver, path, sha, chunk, window, timeout)
                 except Exception as e:  # recorded; the other systems go on
                     r = {"error": describe_error(e)}
                 r["run"] = run

@@ -264,7 +264,7 @@ def run_load(
     shares = split(clients, procs)
     fills = split(fill_total, procs) if fill_total else [0] * procs
     start_at = time.time() + spawn_delay + 0.2 * procs
-    running: list[tuple[subprocess.Popen[bytes], Any]] = []
+    running: list[tuple[subprocess.Popen[bytes], Any, Any]] = []
     offset = fill_offset = 0
     with tempfile.TemporaryDirectory(prefix="rkv-bench-gen-") as tmp:
         for w in range(procs):
@@ -287,8 +287,9 @@ def run_load(
             offset += shares[w]
             fill_offset += fills[w]
             out = open(Path(tmp) / f"w{w}.json", "w+b")  # noqa: SIM115 - closed below
-            p = subprocess.Popen(args.to_argv(), stdout=out, cwd=_repo_root())
-            running.append((p, out))
+            err = open(Path(tmp) / f"w{w}.err", "w+b")  # noqa: SIM115 - closed below
+            p = subprocess.Popen(args.to_argv(), stdout=out, stderr=err, cwd=_repo_root())
+            running.append((p, out, err))
         cpu: dict[str, float] = {}
         try:
             if not fill_total:
@@ -308,22 +309,26 @@ def run_load(
                 + 60
                 + (fill_timeout if fill_total else 0)
             )
-            for p, out in running:
+            for p, out, err in running:
                 rc = p.wait(timeout=limit)
                 out.seek(0)
                 text = out.read().decode()
                 if rc != 0 or not text.strip():
-                    raise RuntimeError(f"load generator worker failed (exit {rc})")
+                    err.seek(0)
+                    lines = err.read().decode(errors="replace").strip().splitlines()
+                    last = lines[-1] if lines else "no output"
+                    raise RuntimeError(f"load generator worker failed (exit {rc}): {last}")
                 results.append(WorkerResult.from_json(json.loads(text.strip().splitlines()[-1])))
             if fill_total:
                 after = pids_cpu(server_pids)
                 cpu = {k: after[k] - before[k] for k in before if k in after}
         finally:
-            for p, out in running:
+            for p, out, err in running:
                 if p.poll() is None:
                     p.kill()
                     p.wait()
                 out.close()
+                err.close()
     return LoadResult(merged=merge_workers(results), workers=results, server_cpu_s=cpu)
 
 
