@@ -352,7 +352,7 @@ def hard_illegal_history(width: int) -> list[Operation]:
 
 
 def test_step_budget_gives_unknown_never_ok() -> None:
-    ops = hard_illegal_history(12)
+    ops = hard_illegal_history(8)
     limited = check_history(ops, max_steps=50)
     assert limited.verdict is Verdict.UNKNOWN
     assert limited.unknown and not limited.ok
@@ -361,12 +361,12 @@ def test_step_budget_gives_unknown_never_ok() -> None:
 
 
 def test_timeout_budget_gives_unknown() -> None:
-    result = check_history(hard_illegal_history(12), timeout=0.0)
+    result = check_history(hard_illegal_history(8), timeout=0.0)
     assert result.verdict is Verdict.UNKNOWN
 
 
 def test_illegal_key_wins_over_unknown_key() -> None:
-    ops = [*hard_illegal_history(12), get(1, b"z", 0, 1, key=b"other")]
+    ops = [*hard_illegal_history(8), get(1, b"z", 0, 1, key=b"other")]
     result = check_history(ops, max_steps=50)
     assert result.verdict is Verdict.ILLEGAL
     assert result.keys[b"other"].verdict is Verdict.ILLEGAL
@@ -592,11 +592,67 @@ def small_history(draw: st.DrawFn) -> list[Operation]:
     return ops
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.composite(small_history)())
 def test_agrees_with_brute_force(ops: list[Operation]) -> None:
     result = check_history(ops)
     assert result.ok == brute_force(ops), result.describe()
+    if result.ok:
+        assert_witness(result, ops)
+
+
+def reference_search(ops: list[Operation]) -> bool:
+    """Plain memoised search over (linearized set, value), without any of the checker's
+    prunings or ordering: next may be any pending op invoked no later than the earliest
+    pending known-outcome return. One key only."""
+    n = len(ops)
+    full = sum(1 << i for i in range(n) if not ops[i].unknown)
+    seen: set[tuple[int, Any]] = set()
+    todo: list[tuple[int, Any]] = [(0, None)]
+    while todo:
+        done, value = todo.pop()
+        if done & full == full:
+            return True
+        if (done, value) in seen:
+            continue
+        seen.add((done, value))
+        pending = [i for i in range(n) if not done >> i & 1]
+        rets = [ops[i].return_time for i in pending if ops[i].return_time is not None]
+        limit = min(rets, default=math.inf)
+        for i in pending:
+            if ops[i].call_time <= limit:
+                ok, after = apply(value, ops[i])
+                if ok:
+                    todo.append((done | 1 << i, after))
+    return False
+
+
+@SETTINGS
+@given(
+    seed=st.integers(0, 2**32),
+    n_ops=st.integers(4, 16),
+    clients=st.integers(2, 6),
+    p_unknown=st.sampled_from([0.0, 0.2, 0.4]),
+    values=st.integers(1, 4),
+    mutate=st.booleans(),
+)
+def test_agrees_with_reference_search(
+    seed: int, n_ops: int, clients: int, p_unknown: float, values: int, mutate: bool
+) -> None:
+    """Executed histories, half of them with one output flipped, against a plain search."""
+    rng = random.Random(seed)
+    ops = generate(rng, n_ops, 1, clients, p_unknown=p_unknown, values=values, max_gap=5)
+    if mutate and ops:
+        i = rng.randrange(len(ops))
+        o = ops[i]
+        out: Any = None
+        if o.kind is OpKind.GET:
+            out = rng.choice([None, b"0", b"1", b"2"])
+        elif o.kind in (OpKind.DELETE, OpKind.CAS):
+            out = not o.output
+        ops[i] = Operation(o.client, o.kind, o.key, o.input, out, o.call_time, o.return_time)
+    result = check_history(ops)
+    assert result.ok == reference_search(ops), result.describe()
     if result.ok:
         assert_witness(result, ops)
 
