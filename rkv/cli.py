@@ -358,10 +358,33 @@ STATUS_COLUMNS = ("id", "addr", "role", "term", "leader", "commit", "applied", "
 def status_cmd(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="A JSON list, one object per node."),
+    watch: bool = typer.Option(
+        False, "--watch", "-w", help="Keep refreshing a live table until Ctrl+C."
+    ),
+    interval: float = typer.Option(
+        1.0, "--interval", "-i", min=0.05, help="Seconds between refreshes (--watch)."
+    ),
+    count: int | None = typer.Option(
+        None, "--count", "-c", min=1, help="Stop after this many refreshes (--watch)."
+    ),
     addr: str | None = AddrOpt,
 ) -> None:
-    """Show every node: role, term, leader, commit/applied/last index; exit 3 if none answers."""
-    rows = _run(ctx, addr, lambda c: c.status(timeout=min(_settings(ctx).timeout, 2.0)))
+    """Show every node: role, term, leader, commit/applied/last index; exit 3 if none answers.
+
+    With --watch: a table refreshing in place (id, addr, role, term, leader, commit, applied,
+    last index, lag = the highest commit index seen minus the node's applied index).
+    """
+    probe_timeout = min(_settings(ctx).timeout, 2.0)
+    if watch:
+        if as_json:
+            _fail(Exit.USAGE, "error: --watch and --json do not go together")
+        from rich.console import Console
+
+        tty = sys.stdout.isatty()
+        console = Console() if tty else Console(width=200)
+        _run(ctx, addr, lambda c: watch_status(c, console, interval, count, tty, probe_timeout))
+        return
+    rows = _run(ctx, addr, lambda c: c.status(timeout=probe_timeout))
     if as_json:
         print(json.dumps([{k: r.get(k) for k in STATUS_COLUMNS} for r in rows]))
     else:
@@ -393,6 +416,164 @@ def _print_status(rows: list[dict[str, Any]], console: Any = None) -> None:
     console.print(table)
 
 
+WATCH_COLUMNS = ("id", "addr", "role", "term", "leader", "commit", "applied", "last index", "lag")
+
+
+def watch_table(rows: list[dict[str, Any]], title: str | None = None) -> Any:
+    """The --watch table: one row per node, lag = highest commit seen - applied."""
+    from rich.table import Table
+
+    commits = [r["commit"] for r in rows if isinstance(r.get("commit"), int)]
+    top = max(commits) if commits else None
+    table = Table(show_header=True, header_style="bold", title=title)
+    for col in WATCH_COLUMNS:
+        right = col in ("term", "commit", "applied", "last index", "lag")
+        table.add_column(col, justify="right" if right else "left", no_wrap=True)
+    for r in rows:
+        role = str(r["role"])
+        style = {"leader": "bold green", "unreachable": "red", "candidate": "yellow"}.get(role)
+        applied = r.get("applied")
+        lag = "-" if top is None or not isinstance(applied, int) else str(max(0, top - applied))
+        vals = [r.get(k) for k in ("term", "leader", "commit", "applied", "last_index")]
+        cells = [str(r["id"]), str(r["addr"]), role, *("-" if v is None else str(v) for v in vals)]
+        table.add_row(*cells, lag, style=style)
+    return table
+
+
+async def watch_status(
+    client: Client,
+    console: Any,
+    interval: float,
+    count: int | None,
+    live: bool,
+    probe_timeout: float = 2.0,
+) -> int:
+    """Refresh the status table every `interval` s: in place (rich Live) when `live`, else one
+    table per refresh (logs, pipes). Stops after `count` refreshes or Ctrl+C; returns the
+    number of refreshes."""
+    from rich.live import Live
+
+    done = 0
+
+    def title() -> str:
+        return f"rkv status {time.strftime('%H:%M:%S')} (every {interval:g}s, Ctrl+C to stop)"
+
+    try:
+        if live:
+            rows = await client.status(timeout=probe_timeout)
+            with Live(watch_table(rows, title()), console=console, auto_refresh=False) as view:
+                done = 1
+                while count is None or done < count:
+                    await trio.sleep(interval)
+                    rows = await client.status(timeout=probe_timeout)
+                    view.update(watch_table(rows, title()), refresh=True)
+                    done += 1
+        else:
+            while count is None or done < count:
+                if done:
+                    await trio.sleep(interval)
+                rows = await client.status(timeout=probe_timeout)
+                console.print(watch_table(rows, title()))
+                done += 1
+    except KeyboardInterrupt:
+        pass  # Ctrl+C is how a watch normally ends
+    return done
+
+
+leader_app = typer.Typer(help="Leadership: transfer it to another node.", no_args_is_help=True)
+app.add_typer(leader_app, name="leader")
+
+
+@leader_app.command("transfer")
+def leader_transfer_cmd(
+    ctx: typer.Context,
+    to: str | None = typer.Option(
+        None, "--to", help="The new leader's id (host:port). Default: the most caught-up node."
+    ),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Hand leadership to another node (e.g. before maintenance); prints the new leader."""
+    new = _run(ctx, addr, lambda c: c.transfer_leader(to))
+    print(f"leader: {new}")
+
+
+@app.command("backup")
+def backup_cmd(
+    ctx: typer.Context,
+    path: Path = typer.Argument(..., help="The backup file to write (replaced atomically)."),  # noqa: B008
+    node: str | None = typer.Option(
+        None, "--node", help="Back up this node's copy (default: the first node that answers)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Write a consistent hot backup of the cluster to PATH (manifest + compacted store).
+
+    It holds every write acknowledged before the command started; its SHA-256 is checked
+    before the file is renamed into place. Restore it with `rkv restore`.
+    """
+    if path.is_dir():
+        _fail(Exit.USAGE, f"error: {path} is a directory; give a file path")
+    if not path.resolve().parent.is_dir():
+        _fail(Exit.USAGE, f"error: no such directory: {path.parent}")
+
+    async def go(c: Client) -> dict[str, Any]:
+        with _progress("backup", None) as progress:
+            return await c.backup(path, node=node, progress=progress)
+
+    m = _run(ctx, addr, go)
+    if as_json:
+        print(json.dumps(m, sort_keys=True))
+        return
+    print(
+        f"backup {path}: index {m['index']} (term {m['term']}), {m['keys']} keys, "
+        f"{m['files']} files, {m['data_size']} bytes, sha256 {m['data_sha256']} "
+        f"(from {m.get('node_id', '?')})"
+    )
+
+
+@app.command("restore")
+def restore_cmd(
+    path: Path = typer.Argument(..., help="The backup file."),  # noqa: B008
+    data_dir: Path | None = typer.Option(  # noqa: B008
+        None, "--data-dir", "-d", help="New (empty) data directory to seed."
+    ),
+    port: int = typer.Option(DEFAULT_PORT, "--port", "-p", help="Port the restored node will use."),
+    host: str = typer.Option(DEFAULT_HOST, "--host", help="Host the restored node will use."),
+    node_id: str | None = typer.Option(
+        None, "--id", "--advertise", help="The restored node's id (default: HOST:PORT)."
+    ),
+    check: bool = typer.Option(False, "--check", help="Only verify the backup file."),
+) -> None:
+    """Verify a backup, then seed a new single-node cluster's data dir from it.
+
+    Then run `rkv serve --port P --data-dir D` (same --host/--port/--id) to serve it.
+    Exit 4 if the backup is corrupt, 2 if the data dir is not empty.
+    """
+    from rkv.backup import restore, verify
+
+    if not path.is_file():
+        _fail(Exit.USAGE, f"error: no such file: {path}")
+    with _user_errors():
+        if check:
+            m = verify(path)
+            print(f"backup {path} is intact: index {m['index']}, {m['keys']} keys")
+            return
+        if data_dir is None:
+            _fail(Exit.USAGE, "error: give --data-dir (a new, empty directory)")
+        from rkv.config import NodeConfig
+
+        cfg = NodeConfig.create((host, port), [], advertise=node_id, data_dir=data_dir)
+        m = restore(path, data_dir, node_id=cfg.id, cluster_id=cfg.cluster_id)
+    print(
+        f"restored index {m['index']} ({m['keys']} keys, {m['files']} files) into {data_dir} "
+        f"as single-node cluster {cfg.cluster_id}; start it with:\n"
+        f"  rkv serve --host {host} --port {port}"
+        + (f" --id {node_id}" if node_id else "")
+        + f" --data-dir {data_dir}"
+    )
+
+
 # --- serve, cluster, sim ---------------------------------------------------------------------
 
 
@@ -420,8 +601,19 @@ def serve_cmd(
     cluster_id: str | None = typer.Option(
         None, "--cluster-id", help="Cluster id (default: derived from the member addresses)."
     ),
+    http_port: int | None = typer.Option(
+        None,
+        "--http-port",
+        min=0,
+        max=65535,
+        help="Serve /livez, /readyz and /metrics (Prometheus) over HTTP on HOST:PORT. Off "
+        "by default.",
+    ),
 ) -> None:
     """Run one node in the foreground until Ctrl+C / SIGTERM.
+
+    On SIGTERM a leader first hands leadership to its most caught-up follower (at most
+    ~1.5 s), so rolling restarts do not wait for an election timeout.
 
     Example: rkv serve --port 50051 --peers http://127.0.0.1:50052,http://127.0.0.1:50053
     """
@@ -434,6 +626,7 @@ def serve_cmd(
             advertise=node_id,
             data_dir=data_dir,
             cluster_id=cluster_id,
+            http_port=http_port,
         )
     except ValueError as exc:
         _fail(Exit.USAGE, f"serve: error: {_one_line(str(exc))}")

@@ -25,8 +25,18 @@ from typing import IO, Any, TypeVar
 
 import trio
 
+from rkv.backup import CHUNK as BACKUP_CHUNK
+from rkv.backup import BackupWriter
 from rkv.config import format_address, parse_address
-from rkv.errors import IntegrityError, NotFound, Unavailable, from_error_frame
+from rkv.errors import (
+    IntegrityError,
+    NotFound,
+    NotLeader,
+    RkvError,
+    Timeout,
+    Unavailable,
+    from_error_frame,
+)
 from rkv.net.rpc import ConnectionLost, RemoteError, RpcClient, RpcTimeout
 
 T = TypeVar("T")
@@ -457,6 +467,114 @@ class Client:
                 self.leader = self._preferred = addr
         return sorted(rows, key=lambda r: str(r["addr"]))
 
+    # --- operations -----------------------------------------------------------------------
+
+    async def transfer_leader(self, to: str | None = None, *, timeout: float | None = None) -> str:
+        """Ask the leader to hand leadership to node `to` (an id, i.e. its "host:port"; None:
+        the most caught-up follower). Returns the new leader's id once the old leader has
+        heard from it. Raises Unavailable if that does not happen within `timeout`."""
+        target = None if to is None else normalize_address(to)
+        reply = await self._call(
+            {"t": "transfer", "to": target}, timeout=timeout, what="leadership transfer"
+        )
+        addr = self._learn(reply.get("leader_addr"))
+        if addr is not None:
+            self.leader = self._preferred = addr
+        return str(reply.get("leader"))
+
+    async def _call_on(self, addr: str, frame: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """One request to one node (no retries, no redirects); errors as rkv errors."""
+        try:
+            with trio.fail_after(timeout):
+                rpc = await self._rpc(addr)
+            return await rpc.call(frame, timeout=timeout)
+        except RemoteError as exc:
+            raise from_error_frame(exc.frame) from None
+        except (ConnectionLost, RpcTimeout, trio.TooSlowError, OSError) as exc:
+            self._drop(addr)
+            raise Unavailable(f"{addr}: {exc or type(exc).__name__}") from None
+
+    async def backup(
+        self,
+        dest: str | os.PathLike[str],
+        *,
+        node: str | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Write a consistent hot backup of the cluster's state to the file `dest`.
+
+        One node (`node`, else the first of the known nodes that answers) makes a compacted
+        copy of its store after a read barrier, so the copy holds every write acknowledged
+        before this call; the client streams it in bounded chunks, checks its SHA-256 and
+        renames the file into place. Returns the manifest (index, term, keys, files,
+        data_size, data_sha256, ...). See docs/operations.md.
+        """
+        path = Path(dest)
+        candidates = [normalize_address(node)] if node else [self._target(), *self._known]
+        last: BaseException | None = None
+        for addr in dict.fromkeys(candidates):
+            try:
+                # Making the copy takes a while on a big store: the whole budget, not one try.
+                begin = await self._call_on(addr, {"t": "backup_begin"}, self.timeout)
+            except (Unavailable, Timeout, NotLeader) as exc:
+                last = exc
+                continue
+            token = begin.get("b")
+            manifest = begin.get("manifest")
+            if not isinstance(token, bytes) or not isinstance(manifest, dict):
+                raise IntegrityError(f"{addr}: malformed backup_begin answer")
+            try:
+                return await self._fetch_backup(addr, token, manifest, path, progress)
+            finally:
+                with trio.CancelScope(shield=True), suppress(RkvError):
+                    await self._call_on(addr, {"t": "backup_end", "b": token}, 2.0)
+        raise Unavailable(f"no node could start a backup (last error: {last})")
+
+    async def _fetch_backup(
+        self,
+        addr: str,
+        token: bytes,
+        manifest: dict[str, Any],
+        path: Path,
+        progress: Progress | None,
+    ) -> dict[str, Any]:
+        writer = await trio.to_thread.run_sync(BackupWriter, path, manifest)
+        size = int(manifest["data_size"])
+        send_ch, recv_ch = trio.open_memory_channel[_Slot](PIPELINE - 1)
+
+        async def fetch(slot: _Slot) -> None:
+            frame = {"t": "backup_read", "b": token, "off": slot.n, "len": BACKUP_CHUNK}
+            reply = await self._call_on(addr, frame, self.attempt_timeout)
+            data = reply.get("data")
+            if not isinstance(data, bytes):
+                raise IntegrityError(f"{addr}: backup chunk at {slot.n} has no data")
+            slot.data = data
+            slot.done.set()
+
+        async def produce(nursery: trio.Nursery) -> None:
+            async with send_ch:
+                for off in range(0, size, BACKUP_CHUNK):
+                    slot = _Slot(off)
+                    await send_ch.send(slot)
+                    nursery.start_soon(fetch, slot)
+
+        try:
+            with _plain_errors():
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(produce, nursery)
+                    async with recv_ch:
+                        async for slot in recv_ch:
+                            await slot.done.wait()
+                            data, slot.data = slot.data, None
+                            assert data is not None
+                            await trio.to_thread.run_sync(writer.write, data)
+                            if progress is not None:
+                                progress(writer.written, size)
+            return await trio.to_thread.run_sync(writer.finish)
+        except BaseException:
+            writer.abort()
+            raise
+
     # --- files ----------------------------------------------------------------------------
 
     async def upload(
@@ -809,6 +927,18 @@ class SyncClient:
 
     def delete_file(self, key: bytes | str) -> bool:
         return self._run(self._client.delete_file, key)
+
+    def transfer_leader(self, to: str | None = None, *, timeout: float | None = None) -> str:
+        return self._run(self._client.transfer_leader, to, timeout=timeout)
+
+    def backup(
+        self,
+        dest: str | os.PathLike[str],
+        *,
+        node: str | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        return self._run(self._client.backup, dest, node=node, progress=progress)
 
     def close(self) -> None:
         token, stop = self._token, self._stop

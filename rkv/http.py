@@ -26,6 +26,7 @@ MAX_HEAD = 8192
 READ_TIMEOUT = 5.0
 """Seconds a client may take to send its request head (slow clients cannot pin a slot)."""
 MAX_CONNECTIONS = 32
+_LINGER = 0.5
 
 _REASONS = {
     200: "OK",
@@ -69,14 +70,18 @@ def _encode(resp: Response, head_only: bool) -> bytes:
 async def _read_head(stream: trio.abc.Stream) -> bytes | None:
     """The request head (up to the blank line); None if the client closed first."""
     buf = bytearray()
-    while b"\r\n\r\n" not in buf and b"\n\n" not in buf:
-        if len(buf) > MAX_HEAD:
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            end = buf.find(b"\n\n")
+        if end > MAX_HEAD or (end < 0 and len(buf) > MAX_HEAD):
             raise _HeadTooLarge
+        if end >= 0:
+            return bytes(buf[:end])
         data = await stream.receive_some(4096)
         if not data:
             return None
         buf += data
-    return bytes(buf)
 
 
 class _HeadTooLarge(Exception):
@@ -147,10 +152,21 @@ async def _serve_one(routes: dict[str, Route], stream: trio.SocketStream) -> Non
     await _send(stream, resp, method == "HEAD")
 
 
-async def _send(stream: trio.abc.Stream, resp: Response, head_only: bool) -> None:
+async def _send(stream: trio.SocketStream, resp: Response, head_only: bool) -> None:
+    """Write the response, then half-close and drain briefly: closing with unread input
+    (a refused or oversized request) would make the kernel reset the connection and
+    destroy the answer before the client reads it."""
     try:
         with trio.move_on_after(READ_TIMEOUT):
             await stream.send_all(_encode(resp, head_only))
+            await stream.send_eof()
+        with trio.move_on_after(_LINGER):
+            drained = 0
+            while drained < MAX_HEAD * 8:
+                data = await stream.receive_some(16384)
+                if not data:
+                    break
+                drained += len(data)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass
 

@@ -188,11 +188,12 @@ class Node:
                     stats=self.server_stats,
                 )
             )
-            self.listening = True
             if self.cfg.http_port is not None:
+                # Before `listening`: a busy HTTP port is reported as PORT_IN_USE too.
                 self.http_port = await nursery.start(
                     serve_http, self.http_routes(), self.cfg.host, self.cfg.http_port
                 )
+            self.listening = True
             await nursery.start(self.transport.run)
             nursery.start_soon(self._raft_loop)
             log.info(

@@ -1,0 +1,176 @@
+"""Shared helpers for the operations tests: in-process nodes (run_node in one trio nursery,
+real LMDB, loopback TCP, HTTP on a free port) and real `python -m rkv serve` processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import rkv
+from rkv.config import NodeConfig
+from rkv.node import Node, run_node
+from rkv.raft.types import Role
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def configs(tmp: Path, n: int = 3, **kw: Any) -> list[NodeConfig]:
+    addrs = [f"127.0.0.1:{p}" for p in free_ports(n)]
+    kw.setdefault("http_port", 0)
+    return [NodeConfig.create(a, addrs, data_dir=tmp / a.replace(":", "_"), **kw) for a in addrs]
+
+
+@asynccontextmanager
+async def cluster(cfgs: list[NodeConfig]) -> AsyncIterator[list[Node]]:
+    async with trio.open_nursery() as nursery:
+        nodes = [await nursery.start(run_node, c) for c in cfgs]
+        yield nodes
+        nursery.cancel_scope.cancel()
+
+
+async def wait_leader(nodes: list[Node], timeout: float = 10.0) -> Node:
+    with trio.fail_after(timeout):
+        while True:
+            leaders = [n for n in nodes if n.replica.role == Role.LEADER]
+            if len(leaders) == 1 and all(n.replica.leader == leaders[0].cfg.id for n in nodes):
+                return leaders[0]
+            await trio.sleep(0.02)
+
+
+def addrs_of(nodes: list[Node]) -> list[str]:
+    return [n.cfg.id for n in nodes]
+
+
+def rkv_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "RKV_ADDR"}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """`python -m rkv ARGS` as a real process (text output)."""
+    return subprocess.run(
+        [sys.executable, "-m", "rkv", *args],
+        cwd=ROOT,
+        env=rkv_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+class Proc:
+    """One `python -m rkv serve` child."""
+
+    def __init__(self, args: list[str], log_path: Path) -> None:
+        self.args = [sys.executable, "-m", "rkv", "serve", *args]
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.args,
+                cwd=ROOT,
+                env=rkv_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop(self, sig: int = signal.SIGKILL, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+
+class ProcCluster:
+    def __init__(self, root: Path, n: int = 3, http: bool = False) -> None:
+        ports = free_ports(2 * n)
+        self.addrs = [f"127.0.0.1:{p}" for p in ports[:n]]
+        self.http_ports = ports[n:] if http else []
+        self.nodes: dict[str, Proc] = {}
+        for i, a in enumerate(self.addrs):
+            safe = a.replace(":", "_")
+            args = ["--port", a.rsplit(":", 1)[1], "--peers", ",".join(self.addrs)]
+            args += ["--data-dir", str(root / safe)]
+            if http:
+                args += ["--http-port", str(self.http_ports[i])]
+            self.nodes[a] = Proc(args, root / f"{safe}.log")
+
+    @property
+    def addr(self) -> str:
+        return ",".join(self.addrs)
+
+    def start(self) -> None:
+        for p in self.nodes.values():
+            p.start()
+
+    def stop_all(self) -> None:
+        for p in self.nodes.values():
+            p.stop()
+
+    def status(self, timeout: float = 1.0) -> list[dict[str, Any]]:
+        with rkv.connect_sync(self.addrs, timeout=timeout) as c:
+            return c.status(timeout=timeout)
+
+    def wait_leader(self, timeout: float = 30.0, exclude: str | None = None) -> str:
+        deadline = time.monotonic() + timeout
+        rows: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            rows = [r for r in self.status() if r["addr"] != exclude]
+            leaders = [r["addr"] for r in rows if r["role"] == "leader"]
+            live = [r for r in rows if r["role"] != "unreachable"]
+            if len(leaders) == 1 and all(r["leader"] == leaders[0] for r in live):
+                return str(leaders[0])
+            time.sleep(0.05)
+        logs = "\n".join(f"--- {a}\n{p.log()}" for a, p in self.nodes.items())
+        pytest.fail(f"no leader within {timeout}s; last status {rows}\n{logs}")
+
+
+@pytest.fixture
+def proc_cluster(tmp_path: Path) -> Iterator[ProcCluster]:
+    c = ProcCluster(tmp_path, 3, http=True)
+    c.start()
+    try:
+        c.wait_leader()
+        yield c
+    finally:
+        c.stop_all()

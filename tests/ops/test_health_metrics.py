@@ -1,0 +1,217 @@
+"""/livez, /readyz and /metrics over real HTTP on an in-process cluster, and the tiny HTTP
+server's own behaviour (bad requests, limits)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+import rkv
+from rkv.config import NodeConfig
+from rkv.errors import ExitCode
+from rkv.http import http_get as get
+from rkv.http import parse_request_line, serve_http, text
+from rkv.node import NodeStartError, run_node
+
+from .conftest import addrs_of, cluster, configs, free_ports, wait_leader
+
+
+def samples(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a /metrics page: (name, sorted labels) -> value."""
+    out = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(
+    page: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
+    return page[(name, tuple(sorted(labels.items())))]
+
+
+async def test_health_and_metrics_move_after_writes(tmp_path: Path) -> None:
+    async with cluster(configs(tmp_path)) as nodes:
+        leader = await wait_leader(nodes)
+        for n in nodes:
+            assert n.http_port
+            assert await get("127.0.0.1", n.http_port, "/livez") == (200, b"ok\n")
+        # readiness needs applied >= commit on each node: followers may lag a moment
+        with trio.fail_after(5):
+            while True:
+                codes = [(await get("127.0.0.1", n.http_port or 0, "/readyz"))[0] for n in nodes]
+                if codes == [200, 200, 200]:
+                    break
+                await trio.sleep(0.05)
+        port = leader.http_port or 0
+        status, body = await get("127.0.0.1", port, "/metrics")
+        assert status == 200
+        before = samples(body)
+        assert value(before, "rkv_role", role="leader") == 1.0
+        assert value(before, "rkv_role", role="follower") == 0.0
+        assert value(before, "rkv_is_leader") == 1.0
+        assert value(before, "rkv_term") >= 1
+
+        async with rkv.connect(addrs_of(nodes)) as c:
+            for i in range(20):
+                await c.put(f"k{i}", f"v{i}")
+        status, body = await get("127.0.0.1", port, "/metrics")
+        after = samples(body)
+        assert value(after, "rkv_proposals_total") - value(before, "rkv_proposals_total") >= 20
+        assert (
+            value(after, "rkv_commit_latency_seconds_count")
+            - value(before, "rkv_commit_latency_seconds_count")
+            == 20
+        )
+        assert value(after, "rkv_applied_index") >= value(before, "rkv_applied_index") + 20
+        assert value(after, "rkv_commit_index") >= value(after, "rkv_applied_index")
+        assert value(after, "rkv_last_index") >= value(after, "rkv_commit_index")
+        assert value(after, "rkv_log_entries") >= 20
+        assert value(after, "rkv_kv_keys") == 20
+        assert value(after, "rkv_snapshot_index") == 0
+        assert value(after, "rkv_save_latency_seconds_count") > value(
+            before, "rkv_save_latency_seconds_count"
+        )
+        assert (
+            value(after, "rkv_apply_batch_entries_sum")
+            - value(before, "rkv_apply_batch_entries_sum")
+            >= 20
+        )
+        for f in nodes:
+            if f is leader:
+                continue
+            sent = value(after, "rkv_peer_sent_bytes_total", peer=f.cfg.id)
+            assert sent > value(before, "rkv_peer_sent_bytes_total", peer=f.cfg.id)
+            assert value(after, "rkv_peer_received_messages_total", peer=f.cfg.id) > 0
+            assert value(after, "rkv_peer_dropped_frames_total", peer=f.cfg.id) >= 0
+            assert value(after, "rkv_peer_connected", peer=f.cfg.id) == 1.0
+        # a follower's view
+        f = next(n for n in nodes if n is not leader)
+        fpage = samples((await get("127.0.0.1", f.http_port or 0, "/metrics"))[1])
+        assert value(fpage, "rkv_role", role="follower") == 1.0
+        assert value(fpage, "rkv_leader_known") == 1.0
+        assert value(fpage, "rkv_peer_received_bytes_total", peer=leader.cfg.id) > 0
+
+
+async def test_readyz_is_503_on_a_leaderless_node(tmp_path: Path) -> None:
+    # One node of a three-node cluster whose peers never start: no leader, ever.
+    cfg = configs(tmp_path)[0]
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(run_node, cfg)
+        await trio.sleep(0.5)  # well past an election timeout
+        port = node.http_port or 0
+        assert await get("127.0.0.1", port, "/livez") == (200, b"ok\n")
+        status, body = await get("127.0.0.1", port, "/readyz")
+        assert status == 503
+        assert body == b"no leader known\n"
+        page = samples((await get("127.0.0.1", port, "/metrics"))[1])
+        assert value(page, "rkv_leader_known") == 0.0
+        assert value(page, "rkv_is_leader") == 0.0
+        nursery.cancel_scope.cancel()
+
+
+async def test_http_off_by_default(tmp_path: Path) -> None:
+    cfg = configs(tmp_path, 1, http_port=None)[0]
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(run_node, cfg)
+        assert node.http_port is None
+        nursery.cancel_scope.cancel()
+
+
+def test_http_port_is_validated() -> None:
+    with pytest.raises(ValueError, match="http_port"):
+        NodeConfig.create("127.0.0.1:7000", http_port=70000)
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"GET /metrics HTTP/1.1\r\n\r\n", ("GET", "/metrics")),
+        (b"GET /readyz?verbose=1 HTTP/1.0\r\n\r\n", ("GET", "/readyz")),
+        (b"HEAD /livez HTTP/1.1\n\n", ("HEAD", "/livez")),
+        (b"GET /metrics\r\n\r\n", None),
+        (b"GET /metrics SPDY/3\r\n\r\n", None),
+        (b"\xff\xfe / HTTP/1.1\r\n\r\n", None),
+        (b"", None),
+    ],
+)
+def test_parse_request_line(head: bytes, expected: tuple[str, str] | None) -> None:
+    assert parse_request_line(head) == expected
+
+
+async def raw_http(port: int, data: bytes) -> bytes:
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(data)
+        buf = bytearray()
+        with trio.fail_after(5):
+            while chunk := await stream.receive_some(65536):
+                buf += chunk
+    return bytes(buf)
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status_line"),
+    [
+        (b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 200 OK"),
+        (b"HEAD /ok HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK"),
+        (b"GET /nope HTTP/1.1\r\n\r\n", b"HTTP/1.1 404 Not Found"),
+        (b"POST /ok HTTP/1.1\r\nContent-Length: 0\r\n\r\n", b"HTTP/1.1 405 Method Not Allowed"),
+        (b"hello\r\n\r\n", b"HTTP/1.1 400 Bad Request"),
+        (b"GET /boom HTTP/1.1\r\n\r\n", b"HTTP/1.1 500 Internal Server Error"),
+        (b"GET /ok HTTP/1.1\r\nX: " + b"a" * 10000 + b"\r\n\r\n", b"HTTP/1.1 431"),
+    ],
+)
+async def test_http_server_answers(request_bytes: bytes, status_line: bytes) -> None:
+    def boom() -> object:
+        raise RuntimeError("bug")
+
+    routes = {"/ok": lambda: text(200, "fine"), "/boom": boom}
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_http, routes, "127.0.0.1", 0)
+        answer = await raw_http(port, request_bytes)
+        assert answer.startswith(status_line), answer[:80]
+        assert b"Content-Length: " in answer
+        _, _, body = answer.partition(b"\r\n\r\n")
+        if request_bytes.startswith(b"HEAD"):
+            assert body == b""
+        elif status_line.endswith(b"200 OK"):
+            assert body == b"fine\n"
+        nursery.cancel_scope.cancel()
+
+
+async def test_http_server_bounds_connections() -> None:
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(
+            lambda task_status: serve_http(
+                {"/ok": lambda: text(200, "fine")},
+                "127.0.0.1",
+                0,
+                max_connections=1,
+                task_status=task_status,
+            )
+        )
+        # One silent client holds the only slot; the next one is told to go away.
+        idle = await trio.open_tcp_stream("127.0.0.1", port)
+        await trio.sleep(0.1)
+        answer = await raw_http(port, b"GET /ok HTTP/1.1\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 503"), answer[:80]
+        await idle.aclose()
+        await trio.sleep(0.1)
+        assert (await raw_http(port, b"GET /ok HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        nursery.cancel_scope.cancel()
+
+
+async def test_http_port_in_use_fails_the_node(tmp_path: Path) -> None:
+    port = free_ports(1)[0]
+    async with trio.open_nursery() as outer:
+        await outer.start(serve_http, {}, "127.0.0.1", port)
+        cfg = configs(tmp_path, 1, http_port=port)[0]
+        with pytest.raises(NodeStartError) as info:
+            await run_node(cfg)
+        assert info.value.code == ExitCode.PORT_IN_USE
+        outer.cancel_scope.cancel()
