@@ -240,6 +240,50 @@ def snapshot_meta_from_list(v: object) -> SnapshotMeta:
     )
 
 
+# --- snapshot chunks (streamed from a leader's store to a follower's staging area) ----------
+
+SNAPSHOT_FORMAT = 1
+SNAP_KV = 0
+SNAP_FILES = 1
+SNAP_SESSIONS = 2
+"""Which state-machine database a snapshot record belongs to."""
+SNAP_DBS = (SNAP_KV, SNAP_FILES, SNAP_SESSIONS)
+MAX_SNAPSHOT_CHUNK = MAX_BIN_LEN
+"""Largest chunk a receiver decodes (a chunk holds at least one record, up to a file chunk)."""
+
+SnapshotRecord: TypeAlias = tuple[int, bytes, bytes]
+"""(database, key, stored value): values are copied verbatim between stores."""
+
+
+def encode_snapshot_chunk(records: list[SnapshotRecord]) -> bytes:
+    """One bounded piece of a snapshot stream: version byte, crc32, msgpack [[db, key, value]...]."""
+    payload = pack([[d, k, v] for d, k, v in records])
+    return _ENTRY_HDR.pack(SNAPSHOT_FORMAT, zlib.crc32(payload)) + payload
+
+
+def decode_snapshot_chunk(data: bytes | bytearray | memoryview) -> list[SnapshotRecord]:
+    """Inverse of encode_snapshot_chunk; ChecksumError on a crc mismatch, CodecError otherwise."""
+    if len(data) < _ENTRY_HDR.size:
+        _fail(f"snapshot chunk too short ({len(data)} bytes)")
+    if len(data) > MAX_SNAPSHOT_CHUNK + _ENTRY_HDR.size:
+        _fail(f"snapshot chunk of {len(data)} bytes is too large")
+    version, crc = _ENTRY_HDR.unpack_from(data)
+    if version != SNAPSHOT_FORMAT:
+        _fail(f"unknown snapshot chunk format {version}")
+    payload = memoryview(data)[_ENTRY_HDR.size :]
+    if zlib.crc32(payload) != crc:
+        raise ChecksumError("snapshot chunk checksum mismatch")
+    out: list[SnapshotRecord] = []
+    for rec in _list(unpack(payload), "snapshot chunk"):
+        f = _list(rec, "snapshot record", 3)
+        db = _int(f[0], "snapshot record db", 0, len(SNAP_DBS) - 1)
+        key = _bytes(f[1], "snapshot record key", 511)
+        if not key:
+            _fail("snapshot record key: empty")
+        out.append((db, key, _bytes(f[2], "snapshot record value", MAX_SNAPSHOT_CHUNK)))
+    return out
+
+
 # --- Raft messages ----------------------------------------------------------------------------
 
 # Short keys: this map is built for every message on the hot path. "v", "t" and "id" are left

@@ -12,13 +12,16 @@ from rkv.store.env import SCHEMA_VERSION, LmdbStore, open_store
 from rkv.store.errors import (
     CorruptionError,
     NotFoundError,
+    SnapshotError,
     StoreError,
     StoreFullError,
     StoreIdentityError,
 )
 from rkv.store.memory import MemoryStore
+from rkv.store.snapshot import DEFAULT_CHUNK_BYTES, SnapshotSource
 
 __all__ = [
+    "DEFAULT_CHUNK_BYTES",
     "SCHEMA_VERSION",
     "ApplyResult",
     "CorruptionError",
@@ -28,6 +31,8 @@ __all__ = [
     "NotFoundError",
     "Record",
     "Session",
+    "SnapshotError",
+    "SnapshotSource",
     "StoreError",
     "StoreFullError",
     "StoreIdentityError",

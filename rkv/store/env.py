@@ -21,14 +21,20 @@ import os
 import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import lmdb
 
 from rkv.codec import (
     MAX_KEY_LEN,
+    SNAP_FILES,
+    SNAP_KV,
+    SNAP_SESSIONS,
     CodecError,
+    SnapshotRecord,
     decode_hard_state,
+    decode_snapshot_chunk,
     encode_hard_state,
     pack,
     snapshot_meta_from_list,
@@ -50,9 +56,17 @@ from rkv.store.commands import (
 from rkv.store.errors import (
     CorruptionError,
     NotFoundError,
+    SnapshotError,
     StoreError,
     StoreFullError,
     StoreIdentityError,
+)
+from rkv.store.snapshot import (
+    DEFAULT_CHUNK_BYTES,
+    ChunkCounter,
+    SnapshotSource,
+    Staging,
+    batch,
 )
 
 SCHEMA_VERSION = 1
@@ -62,6 +76,8 @@ LOCK_FILE = "rkv.lock"
 _TERM_CACHE = 4096
 _MAX_GROWS = 64
 _LOW_SPACE = 64 << 20
+_SNAPSHOT_HEADROOM = 256 << 20
+"""Free map space ensured before a snapshot stream opens (the map cannot grow while it runs)."""
 
 _K_SCHEMA = b"schema"
 _K_CLUSTER = b"cluster_id"
@@ -99,6 +115,10 @@ class _RWLock:
                 self._readers -= 1
                 if not self._readers:
                     self._cond.notify_all()
+
+    def contended(self) -> bool:
+        """An exclusive holder is waiting (long shared holders should let go)."""
+        return self._waiting > 0
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
@@ -162,7 +182,7 @@ def _open_env(path: str, map_size: int) -> lmdb.Environment:
             path,
             map_size=map_size,
             subdir=True,
-            max_dbs=8,
+            max_dbs=12,
             sync=True,
             metasync=True,
             writemap=False,
@@ -203,7 +223,8 @@ class LmdbStore:
         self._closed = False
         self._env = _open_env(path, map_size)
         try:
-            self._dbs = self._open_dbs()
+            self._gens = self._open_dbs()
+            self._dbs = self._gens[0]
             self._write(lambda txn: self._init_meta(txn, cluster_id, node_id, voters))
             self._load_caches()
         except BaseException:
@@ -212,15 +233,21 @@ class LmdbStore:
 
     # --- opening ----------------------------------------------------------------------------
 
-    def _open_dbs(self) -> kvdb.Dbs:
-        def opened() -> kvdb.Dbs:
+    def _open_dbs(self) -> tuple[kvdb.Dbs, kvdb.Dbs]:
+        def opened() -> tuple[kvdb.Dbs, kvdb.Dbs]:
             env = self._env
-            return kvdb.Dbs(
-                log=env.open_db(b"log"),
-                meta=env.open_db(b"meta"),
-                kv=env.open_db(b"kv"),
-                files=env.open_db(b"files"),
-                sessions=env.open_db(b"sessions"),
+            log, meta = env.open_db(b"log"), env.open_db(b"meta")
+            # Two generations of the state machine: the live one (meta "sm_gen") and the
+            # other, where a snapshot from the leader is staged before it is swapped in.
+            return tuple(  # type: ignore[return-value]
+                kvdb.Dbs(
+                    log=log,
+                    meta=meta,
+                    kv=env.open_db(b"kv" + suffix),
+                    files=env.open_db(b"files" + suffix),
+                    sessions=env.open_db(b"sessions" + suffix),
+                )
+                for suffix in (b"", b".1")
             )
 
         for _ in range(_MAX_GROWS):
@@ -267,8 +294,20 @@ class LmdbStore:
             )
 
     def _all_dbs(self) -> tuple[lmdb._Database, ...]:
-        d = self._dbs
-        return (d.log, d.meta, d.kv, d.files, d.sessions)
+        d, e = self._gens
+        return (d.log, d.meta, d.kv, d.files, d.sessions, e.kv, e.files, e.sessions)
+
+    def _gen(self, txn: lmdb.Transaction[bytes]) -> int:
+        raw = txn.get(kvdb.GEN_KEY, db=self._dbs.meta)
+        if raw is None:
+            return 0
+        if raw not in (b"\x00", b"\x01"):
+            raise CorruptionError(f"meta of {self._path}: bad state machine generation")
+        return raw[0]
+
+    def _live(self, txn: lmdb.Transaction[bytes]) -> kvdb.Dbs:
+        """The live state machine's databases, as of this transaction (an install swaps them)."""
+        return self._gens[self._gen(txn)]
 
     def _load_caches(self) -> None:
         meta = self._dbs.meta
@@ -392,7 +431,8 @@ class LmdbStore:
                 size = self._env.info()["map_size"]
                 self._env.close()
                 self._env = _open_env(self._path, size)
-                self._dbs = self._open_dbs()
+                self._gens = self._open_dbs()
+                self._dbs = self._gens[0]
         except lmdb.Error:
             pass  # the next operation reports it
 
@@ -446,7 +486,34 @@ class LmdbStore:
     ) -> None:
         """Persist, in one fsynced transaction: `snapshot` (dropping the log up to it, or all
         of it if the log does not contain the snapshot's last entry), then `entries`
-        (replacing every stored entry with index >= entries[0].index), then `hard_state`."""
+        (replacing every stored entry with index >= entries[0].index), then `hard_state`.
+
+        Only the Raft log side: the state machine is not touched (see install_snapshot)."""
+        self._save(hard_state, entries, snapshot, install=False)
+
+    def install_snapshot(
+        self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot
+    ) -> None:
+        """What `save` does, plus swapping in the state staged for `snapshot` (see
+        begin_snapshot_install) with applied_index = snapshot.meta.index, all in one fsynced
+        transaction: a crash leaves either the old state or the new one. Raises SnapshotError
+        when no complete staged state matches `snapshot.meta`."""
+        if snapshot.is_empty():
+            raise SnapshotError("cannot install an empty snapshot")
+        if snapshot.meta.index <= self._applied:
+            raise SnapshotError(
+                f"snapshot at {snapshot.meta.index} is not past applied index {self._applied}"
+            )
+        self._save(hard_state, entries, snapshot, install=True)
+
+    def _save(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot: Snapshot | None,
+        *,
+        install: bool,
+    ) -> None:
         with self._log_lock:
             snap = self._snap
             last = self._last
@@ -464,6 +531,9 @@ class LmdbStore:
             dbs = self._dbs
 
             def write(txn: lmdb.Transaction[bytes]) -> None:
+                if install:
+                    assert snapshot is not None
+                    self._swap_in_staged(txn, snapshot.meta)
                 if snapshot is not None:
                     txn.put(_K_SNAPSHOT, pack(snapshot_meta_to_list(snapshot.meta)), db=dbs.meta)
                     txn.put(_K_SNAPSHOT_DATA, snapshot.data, db=dbs.meta)
@@ -480,6 +550,8 @@ class LmdbStore:
             self._write(write)
 
             # the transaction is durable: bring the caches in line with it
+            if install and snapshot is not None:
+                self._applied = snapshot.meta.index
             if snapshot is not None:
                 self._snap = snap
                 self._terms = {i: t for i, t in self._terms.items() if i > snap.index}
@@ -496,6 +568,169 @@ class LmdbStore:
             if hard_state is not None:
                 self._hs = hard_state
 
+    # --- log compaction and snapshots ---------------------------------------------------
+
+    def compact(self, index: int) -> None:
+        """Record a snapshot marker at applied `index` and delete the log up to it, in one
+        fsynced transaction. The state machine itself is the snapshot's data: it is streamed
+        from a read transaction (open_snapshot) when a follower needs it."""
+        with self._log_lock:
+            if index <= self._snap.index:
+                raise Compacted(f"compact to {index}: already compacted to {self._snap.index}")
+            if index > self._applied:
+                raise StoreError(f"compact to {index}: only {self._applied} is applied")
+            if index > self._last:  # pragma: no cover - applied <= last
+                raise Unavailable(f"compact to {index}: last index is {self._last}")
+            meta = SnapshotMeta(index=index, term=self.term(index), voters=self.initial_state()[1])
+            dbs = self._dbs
+
+            def write(txn: lmdb.Transaction[bytes]) -> None:
+                txn.put(_K_SNAPSHOT, pack(snapshot_meta_to_list(meta)), db=dbs.meta)
+                txn.put(_K_SNAPSHOT_DATA, b"", db=dbs.meta)
+                logdb.delete_through(txn, dbs.log, index)
+
+            self._write(write)
+            self._snap = meta
+            self._terms = {i: t for i, t in self._terms.items() if i > index}
+
+    def log_bytes(self) -> int:
+        """Bytes the log's pages take on disk (what compaction gives back)."""
+
+        def size(txn: lmdb.Transaction[bytes]) -> int:
+            st = txn.stat(self._dbs.log)
+            pages = st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+            return int(pages * st["psize"])
+
+        return self._read(size)
+
+    def open_snapshot(self, max_chunk: int = DEFAULT_CHUNK_BYTES) -> SnapshotSource:
+        """A consistent stream of the applied state (an LMDB read transaction: writes go on
+        meanwhile). Use it from one thread at a time and close it promptly: while it is
+        open, LMDB cannot reuse pages freed after it began, and the map cannot be resized.
+        The map is grown first so that a resize during the stream is unlikely; if one is
+        needed anyway, the stream stops at the next chunk with SnapshotError."""
+        self._ensure_headroom()
+        return _LmdbSnapshotSource(self, max_chunk)
+
+    def _ensure_headroom(self) -> None:
+        with self._rw.exclusive():
+            self._check_open()
+            info = self._env.info()
+            used = (info["last_pgno"] + 1) * self._env.stat()["psize"]
+            want = min(self._max_map_size, 2 * used + _SNAPSHOT_HEADROOM)
+            if info["map_size"] < want:
+                self._env.set_mapsize(want)
+
+    def _snapshot_meta(self, txn: lmdb.Transaction[bytes]) -> SnapshotMeta:
+        """(applied index, its term, voters) as of `txn`."""
+        meta = self._dbs.meta
+        applied = kvdb.decode_u64("applied index", txn.get(kvdb.APPLIED_KEY, db=meta))
+        try:
+            snap = snapshot_meta_from_list(unpack(_need(txn.get(_K_SNAPSHOT, db=meta), "snap")))
+            voters = unpack(_need(txn.get(_K_VOTERS, db=meta), "voters"))
+        except CodecError as e:
+            raise CorruptionError(f"meta of {self._path}: {e}") from e
+        if type(voters) is not list or not all(type(v) is str for v in voters):
+            raise CorruptionError(f"meta of {self._path}: bad voters")
+        if applied == snap.index:
+            term = snap.term
+        elif applied == 0:
+            term = 0
+        else:
+            term = logdb.read_entry(txn, self._dbs.log, applied).term
+        return SnapshotMeta(
+            index=applied, term=term, voters=snap.voters if snap.index else tuple(voters)
+        )
+
+    def begin_snapshot_install(self, meta: SnapshotMeta) -> None:
+        """Start receiving the state for snapshot `meta` into the non-live generation,
+        discarding whatever was staged before (an interrupted transfer)."""
+        if meta.index < 1:
+            raise SnapshotError("cannot stage an empty snapshot")
+
+        def write(txn: lmdb.Transaction[bytes]) -> None:
+            gen = 1 - self._gen(txn)
+            d = self._gens[gen]
+            for db in (d.kv, d.files, d.sessions):
+                txn.drop(db, delete=False)
+            txn.put(kvdb.STAGING_KEY, Staging(gen, meta).encode(), db=self._dbs.meta)
+
+        self._write(write)
+
+    def _staging(self, txn: lmdb.Transaction[bytes]) -> Staging:
+        raw = txn.get(kvdb.STAGING_KEY, db=self._dbs.meta)
+        if raw is None:
+            raise SnapshotError("no snapshot is being staged")
+        st = Staging.decode(raw)
+        if st.gen == self._gen(txn):
+            raise SnapshotError("the staged snapshot is the live state")  # pragma: no cover
+        return st
+
+    def stage_snapshot_chunk(self, seq: int, chunk: bytes) -> int:
+        """Write chunk `seq` (0, 1, ... in order) of the snapshot being staged, in one
+        transaction. Returns its record count. Raises SnapshotError out of order,
+        CorruptionError for a chunk that does not decode."""
+        try:
+            records = decode_snapshot_chunk(chunk)
+        except CodecError as e:
+            raise CorruptionError(f"snapshot chunk {seq}: {e}") from e
+
+        def write(txn: lmdb.Transaction[bytes]) -> None:
+            st = self._staging(txn)
+            if st.done or st.next_seq != seq:
+                raise SnapshotError(
+                    f"snapshot chunk {seq} out of order (expected {st.next_seq}, done={st.done})"
+                )
+            d = self._gens[st.gen]
+            dbs = (d.kv, d.files, d.sessions)
+            for code, k, v in records:
+                txn.put(k, v, db=dbs[code])
+            st = replace(st, next_seq=seq + 1, records=st.records + len(records))
+            txn.put(kvdb.STAGING_KEY, st.encode(), db=self._dbs.meta)
+
+        self._write(write)
+        return len(records)
+
+    def finish_snapshot_staging(self, chunks: int, records: int) -> SnapshotMeta:
+        """The sender says it sent `chunks` chunks holding `records` records: check that and
+        mark the staged state complete (ready for install_snapshot). Returns its meta."""
+
+        def write(txn: lmdb.Transaction[bytes]) -> SnapshotMeta:
+            st = self._staging(txn)
+            if (st.next_seq, st.records) != (chunks, records):
+                raise SnapshotError(
+                    f"snapshot incomplete: {st.next_seq} chunks / {st.records} records staged, "
+                    f"{chunks} / {records} sent"
+                )
+            txn.put(kvdb.STAGING_KEY, replace(st, done=True).encode(), db=self._dbs.meta)
+            return st.meta
+
+        return self._write(write)
+
+    def staged_snapshot(self) -> SnapshotMeta | None:
+        """The meta of a complete staged snapshot awaiting install, if any."""
+
+        def read(txn: lmdb.Transaction[bytes]) -> SnapshotMeta | None:
+            raw = txn.get(kvdb.STAGING_KEY, db=self._dbs.meta)
+            st = None if raw is None else Staging.decode(raw)
+            return st.meta if st is not None and st.done else None
+
+        return self._read(read)
+
+    def _swap_in_staged(self, txn: lmdb.Transaction[bytes], meta: SnapshotMeta) -> None:
+        st = self._staging(txn)
+        if not st.done or (st.meta.index, st.meta.term) != (meta.index, meta.term):
+            raise SnapshotError(
+                f"no complete staged state for snapshot {meta.index}@{meta.term} "
+                f"(staged: {st.meta.index}@{st.meta.term}, done={st.done})"
+            )
+        old = self._gens[1 - st.gen]
+        txn.put(kvdb.GEN_KEY, bytes([st.gen]), db=self._dbs.meta)
+        for db in (old.kv, old.files, old.sessions):
+            txn.drop(db, delete=False)
+        txn.delete(kvdb.STAGING_KEY, db=self._dbs.meta)
+        txn.put(kvdb.APPLIED_KEY, _U64.pack(meta.index), db=self._dbs.meta)
+
     # --- state machine side --------------------------------------------------------------
 
     def apply(self, entries: Sequence[Entry]) -> list[ApplyResult]:
@@ -505,7 +740,7 @@ class LmdbStore:
             return []
         results = self._write(
             lambda txn: apply_entries(
-                kvdb.LmdbStateTxn(txn, self._dbs), entries, self._max_sessions
+                kvdb.LmdbStateTxn(txn, self._live(txn)), entries, self._max_sessions
             )
         )
         self._applied = entries[-1].index
@@ -521,7 +756,7 @@ class LmdbStore:
     def get_record(self, key: bytes) -> Record | None:
         if not 0 < len(key) <= MAX_KEY_LEN:
             return None  # no such key can exist (and LMDB would refuse the lookup)
-        raw = self._read(lambda txn: txn.get(key, db=self._dbs.kv))
+        raw = self._read(lambda txn: txn.get(key, db=self._live(txn).kv))
         return None if raw is None else kvdb.decode_record(raw)
 
     def scan(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
@@ -529,31 +764,33 @@ class LmdbStore:
         logdb.check_limit(limit)
         if len(prefix) > MAX_KEY_LEN:
             return []
-        return self._read(lambda txn: kvdb.scan(txn, self._dbs.kv, prefix, limit))
+        return self._read(lambda txn: kvdb.scan(txn, self._live(txn).kv, prefix, limit))
 
     def file_manifest(self, key: bytes) -> Manifest | None:
         if not 0 < len(key) <= MAX_KEY_LEN:
             return None
-        raw = self._read(lambda txn: txn.get(kvdb.manifest_key(key), db=self._dbs.files))
+        raw = self._read(lambda txn: txn.get(kvdb.manifest_key(key), db=self._live(txn).files))
         return None if raw is None else kvdb.decode_manifest(raw)
 
     def read_chunk(self, key: bytes, n: int) -> bytes:
         """Chunk n (0-based) of committed file `key`; NotFoundError if there is none."""
         raw = None
         if 0 < len(key) <= MAX_KEY_LEN and 0 <= n < 1 << 32:
-            raw = self._read(lambda txn: txn.get(kvdb.chunk_key(key, n), db=self._dbs.files))
+            raw = self._read(lambda txn: txn.get(kvdb.chunk_key(key, n), db=self._live(txn).files))
         if raw is None:
             raise NotFoundError(f"file {key!r} has no chunk {n}")
         return raw
 
     def session(self, client_id: bytes) -> Session | None:
         """The saved session of a client (for diagnostics and tests)."""
-        raw = self._read(lambda txn: txn.get(kvdb.session_key(client_id), db=self._dbs.sessions))
+        raw = self._read(
+            lambda txn: txn.get(kvdb.session_key(client_id), db=self._live(txn).sessions)
+        )
         return None if raw is None else kvdb.decode_session(raw)
 
     def stats(self) -> dict[str, Any]:
         def counts(txn: lmdb.Transaction[bytes]) -> dict[str, int]:
-            d = self._dbs
+            d = self._live(txn)
             return {
                 "log_entries": txn.stat(d.log)["entries"],
                 "kv_keys": txn.stat(d.kv)["entries"],
@@ -593,6 +830,64 @@ class LmdbStore:
             os.close(self._lock_fd)
 
     def __enter__(self) -> LmdbStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _LmdbSnapshotSource:
+    """SnapshotSource over one LMDB read transaction (MVCC: a fixed view while writes go on).
+    Holds the store's shared lock until closed; yields to a waiting map resize by aborting."""
+
+    def __init__(self, store: LmdbStore, max_chunk: int) -> None:
+        self._store = store
+        self._max_chunk = max_chunk
+        self._counter = ChunkCounter()
+        self._stack = contextlib.ExitStack()
+        try:
+            self._stack.enter_context(store._rw.shared())
+            store._check_open()
+            txn = store._env.begin()
+            self._stack.callback(txn.abort)
+            self._txn = txn
+            self.meta = store._snapshot_meta(txn)
+            self._dbs = store._live(txn)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    @property
+    def records(self) -> int:
+        return self._counter.records
+
+    @property
+    def chunk_count(self) -> int:
+        return self._counter.chunk_count
+
+    def _records(self) -> Iterator[SnapshotRecord]:
+        d = self._dbs
+        for code, db in ((SNAP_KV, d.kv), (SNAP_FILES, d.files), (SNAP_SESSIONS, d.sessions)):
+            cur = self._txn.cursor(db=db)
+            for k, v in cur.iternext():
+                yield code, k, v
+
+    def _check(self) -> None:
+        if self._store._rw.contended():
+            raise SnapshotError("snapshot stream stopped: the store needs to resize its map")
+
+    def chunks(self) -> Iterator[bytes]:
+        try:
+            yield from batch(self._records(), self._max_chunk, self._counter, self._check)
+        except (lmdb.CorruptedError, lmdb.PageNotFoundError) as e:
+            raise CorruptionError(f"{self._store.path}: {e}") from e
+        except lmdb.Error as e:
+            raise StoreError(f"snapshot read from {self._store.path} failed: {e}") from e
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> _LmdbSnapshotSource:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -28,3 +28,10 @@ class NotFoundError(StoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class SnapshotError(StoreError):
+    """A snapshot transfer cannot go on: a chunk out of order or for no staged snapshot, a
+    count mismatch at the end, an install without a complete staged state, or a snapshot
+    stream aborted so the map could be resized. The transfer restarts from the beginning;
+    the live state is untouched."""

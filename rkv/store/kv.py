@@ -12,7 +12,8 @@ Layouts:
             b"s" + u8 len(upload_id) + upload_id + u32 seq -> staged chunk [key, data]
 - sessions: b"c" + client_id -> [seq, index, ok, value, error]
             b"i" + u64 index + client_id -> b"" (LRU order by applied index, for eviction)
-- meta:     b"applied" -> u64
+- meta:     b"applied" -> u64; b"sm_gen" -> 0 or 1 (the live generation: kv/files/sessions or
+            kv.1/files.1/sessions.1); b"staging" -> [gen, snapshot meta, next seq, records, done]
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
 APPLIED_KEY = b"applied"
+GEN_KEY = b"sm_gen"
+"""meta: which of the two state-machine generations is live (absent = 0, the unsuffixed dbs)."""
+STAGING_KEY = b"staging"
+"""meta: the snapshot being staged in the other generation, see env.LmdbStore."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +102,12 @@ def decode_session(raw: bytes) -> Session:
         and (f[4] is None or type(f[4]) is str),
     )
     return Session(seq=f[0], index=f[1], result=ApplyResult(ok=f[2], value=f[3], error=f[4]))
+
+
+def decode_staged(raw: bytes) -> tuple[bytes, bytes]:
+    f = _fields("staged chunk", raw, 2)
+    _checked("staged chunk", type(f[0]) is bytes and type(f[1]) is bytes)
+    return f[0], f[1]
 
 
 def manifest_key(key: bytes) -> bytes:
@@ -192,11 +203,7 @@ class LmdbStateTxn:
 
     def staged_chunk(self, upload_id: bytes, seq: int) -> tuple[bytes, bytes] | None:
         raw = self.txn.get(staged_key(upload_id, seq), db=self.dbs.files)
-        if raw is None:
-            return None
-        f = _fields("staged chunk", raw, 2)
-        _checked("staged chunk", type(f[0]) is bytes and type(f[1]) is bytes)
-        return f[0], f[1]
+        return None if raw is None else decode_staged(raw)
 
     def staged_count(self, upload_id: bytes) -> int:
         return count_prefix(self.txn, self.dbs.files, staged_prefix(upload_id))

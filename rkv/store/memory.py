@@ -10,11 +10,23 @@ conformance suite, and the command semantics are shared (rkv.store.commands).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
+from rkv.codec import (
+    SNAP_FILES,
+    SNAP_KV,
+    SNAP_SESSIONS,
+    CodecError,
+    SnapshotRecord,
+    decode_snapshot_chunk,
+    pack,
+)
 from rkv.raft.storage import Compacted, Unavailable
-from rkv.raft.types import Entry, HardState, NodeId, Snapshot
+from rkv.raft.types import Entry, HardState, NodeId, Snapshot, SnapshotMeta
+from rkv.store import kv as layout
 from rkv.store.commands import (
     DEFAULT_MAX_SESSIONS,
     ApplyResult,
@@ -23,8 +35,12 @@ from rkv.store.commands import (
     Session,
     apply_entries,
 )
-from rkv.store.errors import NotFoundError, StoreError
+from rkv.store.errors import CorruptionError, NotFoundError, SnapshotError, StoreError
 from rkv.store.raft_store import check_entries, check_limit, check_snapshot
+from rkv.store.snapshot import DEFAULT_CHUNK_BYTES, ChunkCounter, Staging, batch
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
 
 
 class _State:
@@ -43,6 +59,8 @@ class _State:
         self.chunks: dict[tuple[bytes, int], bytes] = {}
         self.staged: dict[bytes, dict[int, tuple[bytes, bytes]]] = {}
         self.sessions: dict[bytes, Session] = {}
+        self.staging: Staging | None = None
+        self.staged_state: _State | None = None
 
 
 class _MemTxn:
@@ -198,8 +216,43 @@ class MemoryStore:
         entries: Sequence[Entry],
         snapshot: Snapshot | None = None,
     ) -> None:
+        self._save(hard_state, entries, snapshot, install=False)
+
+    def install_snapshot(
+        self, hard_state: HardState | None, entries: Sequence[Entry], snapshot: Snapshot
+    ) -> None:
+        if snapshot.is_empty():
+            raise SnapshotError("cannot install an empty snapshot")
+        if snapshot.meta.index <= self._st.applied:
+            raise SnapshotError(
+                f"snapshot at {snapshot.meta.index} is not past applied index {self._st.applied}"
+            )
+        self._save(hard_state, entries, snapshot, install=True)
+
+    def _save(
+        self,
+        hard_state: HardState | None,
+        entries: Sequence[Entry],
+        snapshot: Snapshot | None,
+        *,
+        install: bool,
+    ) -> None:
         self._check_open()
         st = self._st
+        if install:
+            assert snapshot is not None
+            staged = st.staged_state
+            g = st.staging
+            if (
+                g is None
+                or staged is None
+                or not g.done
+                or (g.meta.index, g.meta.term) != (snapshot.meta.index, snapshot.meta.term)
+            ):
+                raise SnapshotError(
+                    f"no complete staged state for snapshot {snapshot.meta.index}@"
+                    f"{snapshot.meta.term}"
+                )
         snap = st.snapshot
         log = st.log
         if snapshot is not None and not snapshot.is_empty():
@@ -215,10 +268,87 @@ class MemoryStore:
             first_kept = snap.meta.index + 1
             check_entries(entries, first_kept, snap.meta.index + len(log))
             log = log[: entries[0].index - first_kept] + list(entries)
+        if install:
+            assert staged is not None and snapshot is not None
+            st.kv, st.manifests, st.chunks = staged.kv, staged.manifests, staged.chunks
+            st.staged, st.sessions = staged.staged, staged.sessions
+            st.applied = snapshot.meta.index
+            st.staging = st.staged_state = None
         st.snapshot = snap
         st.log = log
         if hard_state is not None:
             st.hard_state = hard_state
+
+    # --- log compaction and snapshots ---------------------------------------------------
+
+    def compact(self, index: int) -> None:
+        self._check_open()
+        st = self._st
+        meta = st.snapshot.meta
+        if index <= meta.index:
+            raise Compacted(f"compact to {index}: already compacted to {meta.index}")
+        if index > st.applied:
+            raise StoreError(f"compact to {index}: only {st.applied} is applied")
+        new = SnapshotMeta(index=index, term=self.term(index), voters=self.initial_state()[1])
+        st.log = st.log[index - meta.index :]
+        st.snapshot = Snapshot(meta=new)
+
+    def log_bytes(self) -> int:
+        return sum(e.size() for e in self._st.log)
+
+    def open_snapshot(self, max_chunk: int = DEFAULT_CHUNK_BYTES) -> _MemorySnapshotSource:
+        self._check_open()
+        st = self._st
+        applied = st.applied
+        term = 0 if applied == 0 else self.term(applied)
+        meta = SnapshotMeta(index=applied, term=term, voters=self.initial_state()[1])
+        return _MemorySnapshotSource(meta, _records(st), max_chunk)
+
+    def begin_snapshot_install(self, meta: SnapshotMeta) -> None:
+        self._check_open()
+        if meta.index < 1:
+            raise SnapshotError("cannot stage an empty snapshot")
+        st = self._st
+        st.staging = Staging(1, meta)
+        st.staged_state = _State(st.cluster_id, st.node_id, st.voters)
+
+    def _staging(self) -> tuple[Staging, _State]:
+        g, staged = self._st.staging, self._st.staged_state
+        if g is None or staged is None:
+            raise SnapshotError("no snapshot is being staged")
+        return g, staged
+
+    def stage_snapshot_chunk(self, seq: int, chunk: bytes) -> int:
+        self._check_open()
+        try:
+            records = decode_snapshot_chunk(chunk)
+        except CodecError as e:
+            raise CorruptionError(f"snapshot chunk {seq}: {e}") from e
+        g, staged = self._staging()
+        if g.done or g.next_seq != seq:
+            raise SnapshotError(
+                f"snapshot chunk {seq} out of order (expected {g.next_seq}, done={g.done})"
+            )
+        # decode everything first, so a bad record leaves the staged state as it was
+        decoded = [_decode_record(r) for r in records]
+        for put in decoded:
+            put(staged)
+        self._st.staging = replace(g, next_seq=seq + 1, records=g.records + len(records))
+        return len(records)
+
+    def finish_snapshot_staging(self, chunks: int, records: int) -> SnapshotMeta:
+        g, _ = self._staging()
+        if (g.next_seq, g.records) != (chunks, records):
+            raise SnapshotError(
+                f"snapshot incomplete: {g.next_seq} chunks / {g.records} records staged, "
+                f"{chunks} / {records} sent"
+            )
+        self._st.staging = replace(g, done=True)
+        return g.meta
+
+    def staged_snapshot(self) -> SnapshotMeta | None:
+        g = self._st.staging
+        return g.meta if g is not None and g.done else None
 
     # --- state machine side --------------------------------------------------------------
 
@@ -273,3 +403,85 @@ class MemoryStore:
 
     def close(self) -> None:
         self._closed = True
+
+
+class _MemorySnapshotSource:
+    """SnapshotSource over records copied when it was opened (the twin has no MVCC)."""
+
+    def __init__(self, meta: SnapshotMeta, records: list[SnapshotRecord], max_chunk: int) -> None:
+        self.meta = meta
+        self._recs = records
+        self._max_chunk = max_chunk
+        self._counter = ChunkCounter()
+
+    @property
+    def records(self) -> int:
+        return self._counter.records
+
+    @property
+    def chunk_count(self) -> int:
+        return self._counter.chunk_count
+
+    def chunks(self) -> Iterator[bytes]:
+        return batch(self._recs, self._max_chunk, self._counter)
+
+    def close(self) -> None:
+        self._recs = []
+
+    def __enter__(self) -> _MemorySnapshotSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _records(st: _State) -> list[SnapshotRecord]:
+    """The state machine in the LMDB store's layouts and order (so streams interoperate)."""
+    kv = [(SNAP_KV, k, layout.encode_record(r)) for k, r in st.kv.items()]
+    files = [
+        (SNAP_FILES, layout.manifest_key(k), layout.encode_manifest(m))
+        for k, m in st.manifests.items()
+    ]
+    files += [(SNAP_FILES, layout.chunk_key(k, n), d) for (k, n), d in st.chunks.items()]
+    files += [
+        (SNAP_FILES, layout.staged_key(u, seq), pack([key, data]))
+        for u, chunks in st.staged.items()
+        for seq, (key, data) in chunks.items()
+    ]
+    sessions = [
+        (SNAP_SESSIONS, layout.session_key(c), layout.encode_session(s))
+        for c, s in st.sessions.items()
+    ]
+    sessions += [
+        (SNAP_SESSIONS, layout.session_lru_key(s.index, c), b"") for c, s in st.sessions.items()
+    ]
+    return sorted(kv) + sorted(files) + sorted(sessions)
+
+
+def _decode_record(rec: SnapshotRecord) -> Any:
+    """A function that puts one streamed record into a state (raises CorruptionError first)."""
+    db, k, v = rec
+    if db == SNAP_KV:
+        r = layout.decode_record(v)
+        return lambda st: st.kv.__setitem__(k, r)
+    if db == SNAP_SESSIONS:
+        if k[:1] == b"i":
+            return lambda st: None  # the LRU index is derived from the sessions themselves
+        if k[:1] != b"c":
+            raise CorruptionError(f"snapshot session key {k!r}")
+        s = layout.decode_session(v)
+        return lambda st: st.sessions.__setitem__(k[1:], s)
+    tag = k[:1]
+    if tag == b"m":
+        m = layout.decode_manifest(v)
+        return lambda st: st.manifests.__setitem__(k[1:], m)
+    if tag == b"c" and len(k) >= 7:
+        (n,) = _U16.unpack_from(k, 1)
+        if len(k) == 3 + n + 4:
+            key, (i,) = k[3 : 3 + n], _U32.unpack_from(k, 3 + n)
+            return lambda st: st.chunks.__setitem__((key, i), v)
+    if tag == b"s" and len(k) >= 6 and len(k) == 2 + k[1] + 4:
+        uid, (seq,) = k[2 : 2 + k[1]], _U32.unpack_from(k, 2 + k[1])
+        pair = layout.decode_staged(v)
+        return lambda st: st.staged.setdefault(uid, {}).__setitem__(seq, pair)
+    raise CorruptionError(f"snapshot files key {k!r}")
