@@ -142,6 +142,16 @@ class NodeConfig:
     http_port: int | None = None
     """Port of the health/metrics HTTP server (/livez, /readyz, /metrics) on `host`; None:
     off. 0 picks a free port (tests)."""
+    snapshot_entries: int = 10_000
+    """Compact the log once more than this many applied entries follow the last snapshot."""
+    snapshot_bytes: int = 256 << 20
+    """... or once the log takes more than this many bytes."""
+    snapshot_keep_entries: int = 1_000
+    """Applied entries kept behind a compaction, so slightly slow followers catch up from the
+    log (at most this many, and about `snapshot_keep_bytes` bytes)."""
+    snapshot_keep_bytes: int = 16 << 20
+    snapshot_chunk_bytes: int = 1 << 20
+    """Size of the pieces a snapshot is streamed to a follower in."""
     fault_injection: bool = False
     """Accept `{"t": "fault"}` requests that make this node drop Raft traffic to/from chosen
     peers (for the nemesis harness only). Off unless explicitly enabled: `serve_main` turns
@@ -183,6 +193,11 @@ class NodeConfig:
         _positive("peer_queue", self.peer_queue, 1)
         if self.http_port is not None:
             _positive("http_port", self.http_port, 0, 65535)
+        _positive("snapshot_entries", self.snapshot_entries, 1)
+        _positive("snapshot_bytes", self.snapshot_bytes, 1)
+        _positive("snapshot_keep_entries", self.snapshot_keep_entries, 0)
+        _positive("snapshot_keep_bytes", self.snapshot_keep_bytes, 0)
+        _positive("snapshot_chunk_bytes", self.snapshot_chunk_bytes, 1, self.max_frame // 2)
         if not isinstance(self.fault_injection, bool):
             raise ValueError(f"fault_injection must be a bool, got {self.fault_injection!r}")
         object.__setattr__(self, "data_dir", Path(self.data_dir))
