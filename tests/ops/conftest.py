@@ -157,8 +157,9 @@ class ProcCluster:
         while time.monotonic() < deadline:
             rows = [r for r in self.status() if r["addr"] != exclude]
             leaders = [r["addr"] for r in rows if r["role"] == "leader"]
-            live = [r for r in rows if r["role"] != "unreachable"]
-            if len(leaders) == 1 and all(r["leader"] == leaders[0] for r in live):
+            # every node still in the cluster must be up and agree (a node that is slow to
+            # start would otherwise leave a two-node quorum with no slack)
+            if len(leaders) == 1 and all(r["leader"] == leaders[0] for r in rows):
                 return str(leaders[0])
             time.sleep(0.05)
         logs = "\n".join(f"--- {a}\n{p.log()}" for a, p in self.nodes.items())
