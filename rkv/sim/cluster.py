@@ -27,6 +27,7 @@ from rkv.raft.config import Config
 from rkv.raft.errors import ProposalDropped
 from rkv.raft.rawnode import RawNode
 from rkv.raft.types import Entry, Message, NodeId, ReadState, Ready, Role
+from rkv.sim import linearizability as lin
 from rkv.sim.disk import Disk, DiskParams
 from rkv.sim.history import History, Operation, check_history
 from rkv.sim.invariants import InvariantViolation, SafetyChecker
@@ -61,6 +62,8 @@ class SimParams:
     max_size_per_msg: int | None = None
     """Config.max_size_per_msg of the nodes; None draws it per seed from (1, 100, 1 MiB), so
     some runs replicate one entry per APPEND and probe/pipelining paths get exercised."""
+    linearizability_steps: int = 200_000
+    """Step budget per key of the linearizability check of the client history (0: skip)."""
     check_durable_sends: bool = True
     """Check at send time that votes and append acks are durable. Tests of the checker's
     teeth turn it off to see the consequences of such a bug surface as other violations."""
@@ -277,7 +280,34 @@ class Cluster:
         if not self.done:
             raise InvariantViolation("liveness", "the event queue ran dry")
         check_history(self.history, self.applied_log)
+        if self.p.linearizability_steps:
+            self._check_linearizable()
         return self.stats
+
+    def _check_linearizable(self) -> None:
+        """The client history, without looking at the log, must be linearizable. A bounded
+        step budget keeps the search deterministic; running out of it proves nothing either
+        way and is not a failure."""
+        ops = []
+        for op in self.history.ops:
+            if op.kind == "get" and not op.completed:
+                continue  # a read with no answer constrains nothing
+            ops.append(
+                lin.Operation(
+                    client=op.client,
+                    kind=lin.OpKind.PUT if op.kind == "put" else lin.OpKind.GET,
+                    key=op.key,
+                    input=op.value if op.kind == "put" else None,
+                    output=None if op.kind == "put" else op.value,
+                    call_time=op.invoke_t,
+                    # a put without an answer may or may not have taken effect
+                    return_time=op.complete_t,
+                    id=op.op_id,
+                )
+            )
+        res = lin.check_history(ops, max_steps=self.p.linearizability_steps)
+        if res.verdict == lin.Verdict.ILLEGAL:
+            raise InvariantViolation("linearizability", res.describe())
 
     # -- nodes -------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from rkv.raft.core import Raft
 from rkv.raft.log import RaftLog
 from rkv.raft.rawnode import RawNode
 from rkv.raft.types import Entry, MessageType, ReadState
+from rkv.sim import cluster as cluster_mod
 from rkv.sim.cluster import SimParams
 from rkv.sim.disk import DiskParams
 from rkv.sim.network import NetworkParams
@@ -172,6 +173,16 @@ def test_reads_served_from_a_local_commit_index_are_stale(monkeypatch: pytest.Mo
     local_reads(monkeypatch)
     f = first_failure(3, range(1, 200), FAST)
     assert_caught(f, {"client-stale-read", "client-read-value"}, 3, FAST)
+
+
+def test_stale_local_reads_are_not_linearizable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same bug seen by the log-blind linearizability checker alone (the model check,
+    which would report it first, is switched off)."""
+    local_reads(monkeypatch)
+    monkeypatch.setattr(cluster_mod, "check_history", lambda history, committed: None)
+    f = first_failure(3, range(1, 200), FAST)
+    assert_caught(f, {"linearizability"}, 3, FAST)
+    assert "not linearizable" in f.detail
 
 
 def test_a_state_machine_without_sessions_applies_retries_twice() -> None:
