@@ -78,6 +78,9 @@ class NemesisConfig:
             raise ValueError("nodes must be in 1..9")
         if self.clients < 1 or self.keys < 1:
             raise ValueError("clients and keys must be >= 1")
+        for name, (lo, hi) in (("fault_hold", self.fault_hold), ("quiet", self.quiet)):
+            if not 0 <= lo <= hi:
+                raise ValueError(f"{name} must be (min, max) with 0 <= min <= max")
         bad = set(self.faults) - set(FAULT_KINDS)
         if bad:
             raise ValueError(f"unknown fault kinds: {', '.join(sorted(bad))}")
@@ -533,6 +536,16 @@ def run(cfg: NemesisConfig) -> Report:
     return trio.run(run_nemesis, cfg)
 
 
+def _range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX seconds, got {text!r}") from None
+    if not 0 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"expected 0 <= MIN <= MAX, got {text!r}")
+    return lo, hi
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m rkv.nemesis",
@@ -550,11 +563,30 @@ def _parser() -> argparse.ArgumentParser:
         default=",".join(FAULT_KINDS),
         help=f"comma separated fault kinds (default: all of {','.join(FAULT_KINDS)})",
     )
+    p.add_argument(
+        "--hold", type=_range, default=(1.0, 3.0), help="fault duration range MIN,MAX seconds"
+    )
+    p.add_argument(
+        "--quiet", type=_range, default=(0.5, 1.5), help="pause between faults MIN,MAX seconds"
+    )
     p.add_argument("--workdir", type=Path, default=None, help="keep data and logs here")
     p.add_argument("--keep", action="store_true", help="keep the work dir after a clean run")
     p.add_argument("--json", action="store_true", help="print one JSON line instead")
     p.add_argument("--events", action="store_true", help="also print the fault timeline")
     return p
+
+
+def _harness_failure(exc: BaseException) -> BaseException | None:
+    if isinstance(exc, RuntimeError | OSError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        match, rest = exc.split((RuntimeError, OSError))
+        if rest is None and match is not None:
+            leaf: BaseException = match
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]
+            return leaf
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -568,13 +600,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             key_epoch=args.key_epoch,
             seed=args.seed,
             faults=tuple(f.strip() for f in args.faults.split(",") if f.strip()),
+            fault_hold=args.hold,
+            quiet=args.quiet,
             workdir=args.workdir,
             keep=args.keep,
         )
     except ValueError as e:
         print(f"rkv nemesis: error: {e}", file=sys.stderr)
         return 2
-    report = run(cfg)
+    try:
+        report = run(cfg)
+    except (RuntimeError, OSError, BaseExceptionGroup) as exc:
+        # The harness itself failed (a node that would not restart, no free ports, ...):
+        # one line, not a traceback. Anything else is a harness bug and propagates.
+        leaf = _harness_failure(exc)
+        if leaf is None:
+            raise
+        print(f"rkv nemesis: error: {' '.join(str(leaf).split())[:500]}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(report.to_json(), separators=(",", ":")))
     else:
