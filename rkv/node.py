@@ -44,6 +44,8 @@ from rkv.codec import (
     encode_request,
     message_from_wire,
     message_to_wire,
+    snapshot_meta_from_list,
+    snapshot_meta_to_list,
 )
 from rkv.config import NodeConfig
 from rkv.errors import (
@@ -60,12 +62,12 @@ from rkv.errors import (
 )
 from rkv.http import Response, serve_http, text
 from rkv.metrics import CONTENT_TYPE, NodeMetrics
-from rkv.net.rpc import ConnInfo, RemoteError, ServerStats, serve
+from rkv.net.rpc import ConnInfo, RemoteError, RpcClient, RpcError, ServerStats, serve
 from rkv.net.transport import PeerTransport
 from rkv.raft.config import Config
 from rkv.raft.errors import ProposalDropped
-from rkv.raft.types import Entry, Message, Role
-from rkv.replica import Outcome, Replica
+from rkv.raft.types import Entry, Message, MessageType, Role, Snapshot
+from rkv.replica import CompactionPolicy, Outcome, Replica
 from rkv.store import open_store
 from rkv.store.errors import NotFoundError, StoreError, StoreFullError, StoreIdentityError
 
@@ -118,7 +120,16 @@ class _Transfer:
     waiter: Waiter
 
 
-_Input = _Propose | _Read | _Peer | _Transfer
+@dataclass(slots=True)
+class _InstallSnapshot:
+    """A SNAPSHOT message for a state staged in the store; `done` is set after the turn that
+    stepped it (and so persisted the install, if the core accepted it) ended."""
+
+    message: Message
+    done: trio.Event
+
+
+_Input = _Propose | _Read | _Peer | _Transfer | _InstallSnapshot
 
 
 class Node:
@@ -170,6 +181,7 @@ class Node:
         )
         self.http_port: int | None = None
         self.loop_running = False
+        self._init_snapshots()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -195,6 +207,7 @@ class Node:
                 )
             self.listening = True
             await nursery.start(self.transport.run)
+            await nursery.start(self._snapshot_senders)
             nursery.start_soon(self._raft_loop)
             log.info(
                 "node %s serving on %s:%s (cluster %s, peers %s, data %s)",
@@ -244,6 +257,7 @@ class Node:
                     next_tick = now + tick
             if self.replica.has_ready():
                 await self._handle_ready()
+            await self._after_turn()
             self.turns += 1
             if now >= next_sweep:
                 # Callers that gave up (deadline) must not be tracked forever, e.g. a read
@@ -264,6 +278,9 @@ class Node:
                 except RkvError as e:
                     self._fail(item.waiter, e)
                     continue
+            elif isinstance(item, _InstallSnapshot):
+                self.replica.step(item.message)
+                self._installs_stepped.append(item.done)
             elif isinstance(item, _Transfer):
                 try:
                     self.replica.raw.transfer_leader(item.to)
@@ -330,6 +347,7 @@ class Node:
             w.event.set()
 
     def _send(self, messages: Sequence[Message]) -> None:
+        messages = self._divert_snapshots(messages)
         if not messages:
             return
         by_peer: dict[str, list[Message]] = defaultdict(list)
@@ -376,6 +394,8 @@ class Node:
         if t == "raft":
             self._on_raft(frame, info)
             return None
+        if t == "snap":
+            return await self._on_snap(frame, info)
         handler = self._handlers.get(t) if isinstance(t, str) else None
         if handler is None:
             return error_frame(None, BadRequest(f"unknown request type {t!r}"))
@@ -408,7 +428,13 @@ class Node:
             self.dropped_peer_frames += 1
             log.warning("%s: bad raft frame from %s: %s", self.cfg.id, sender, e)
             return
-        msgs = [m for m in msgs if m.frm == sender and m.to == self.cfg.id]
+        # SNAPSHOT messages are never taken from the wire: the state they stand for arrives
+        # as "snap" frames and is stepped locally once staged (see _on_snap).
+        msgs = [
+            m
+            for m in msgs
+            if m.frm == sender and m.to == self.cfg.id and m.type != MessageType.SNAPSHOT
+        ]
         if not msgs:
             return
         self.metrics.peer_msgs_in[sender] += len(msgs)
@@ -729,8 +755,201 @@ class Node:
             "dropped_peer_frames": self.dropped_peer_frames,
             "fault_dropped_out": self.fault_dropped_out,
             "fault_dropped_in": self.fault_dropped_in,
+            "snapshots": self.snapshot_statistics(),
             "store": self.store.stats(),
         }
+
+    # -- snapshots and log compaction (docs/snapshots.md) ------------------------------------
+
+    def _init_snapshots(self) -> None:
+        cfg = self.cfg
+        self.compaction = CompactionPolicy(
+            max_entries=cfg.snapshot_entries,
+            max_bytes=cfg.snapshot_bytes,
+            keep_entries=cfg.snapshot_keep_entries,
+            keep_bytes=cfg.snapshot_keep_bytes,
+        )
+        self._snap_nursery: trio.Nursery | None = None
+        self._snap_out: dict[str, int] = {}
+        """Followers a snapshot is being streamed to -> the term it was started in."""
+        self._snap_in_lock = trio.Lock()
+        self._snap_in: tuple[str, bytes] | None = None
+        """(sender, transfer id) of the snapshot being staged here."""
+        self._installs_stepped: list[trio.Event] = []
+        self._next_compaction_check = 0.0
+        self.snap_stats = {
+            "sent": 0,
+            "send_failures": 0,
+            "received": 0,
+            "receive_failures": 0,
+            "installed": 0,
+            "compactions": 0,
+            "chunks_sent": 0,
+            "chunks_received": 0,
+        }
+
+    def snapshot_statistics(self) -> dict[str, Any]:
+        return {
+            **self.snap_stats,
+            "installed": self.replica.snapshots_installed,
+            "sending_to": sorted(self._snap_out),
+        }
+
+    async def _snapshot_senders(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            self._snap_nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    def _divert_snapshots(self, messages: Sequence[Message]) -> Sequence[Message]:
+        """Take SNAPSHOT messages out of the Raft traffic: the state is streamed instead."""
+        if not any(m.type == MessageType.SNAPSHOT for m in messages):
+            return messages
+        rest: list[Message] = []
+        for m in messages:
+            if m.type != MessageType.SNAPSHOT:
+                rest.append(m)
+            elif m.to in self._drop_to:
+                self.fault_dropped_out += 1
+            elif m.to not in self._snap_out and self._snap_nursery is not None:
+                # The core re-sends SNAPSHOT while the follower stays behind; one stream at a
+                # time per follower, the repeats are dropped.
+                self._snap_out[m.to] = m.term
+                self._snap_nursery.start_soon(self._stream_snapshot, m.to, m.term)
+        return rest
+
+    async def _stream_snapshot(self, to: str, term: int) -> None:
+        """Stream our applied state to follower `to` in bounded chunks (request/response, so
+        at most one chunk is in flight), then let it install. Any failure ends the attempt;
+        the core asks again (its snapshot progress times out) and a new stream starts over."""
+        cfg = self.cfg
+        host, port = cfg.peers[to]
+        xfer = os.urandom(8)
+        timeout = max(10.0, cfg.request_timeout)
+        try:
+            hello = {"cluster": cfg.cluster_id, "node": cfg.id}
+            async with RpcClient(
+                host, port, max_frame=cfg.max_frame, hello=hello, max_inflight=1
+            ) as client:
+                source = await trio.to_thread.run_sync(
+                    self.store.open_snapshot, cfg.snapshot_chunk_bytes
+                )
+                try:
+                    meta = snapshot_meta_to_list(source.meta)
+                    base = {"t": "snap", "x": xfer, "term": term, "meta": meta}
+                    chunks = source.chunks()
+                    seq = 0
+                    while True:
+                        # one LMDB read transaction for the whole stream (MDB_NOTLS lets it
+                        # move between worker threads; it is never used by two at once)
+                        chunk = await trio.to_thread.run_sync(next, chunks, None)
+                        if chunk is None:
+                            break
+                        await client.call({**base, "seq": seq, "data": chunk}, timeout)
+                        seq += 1
+                        self.snap_stats["chunks_sent"] += 1
+                    done = {"done": True, "chunks": seq, "records": source.records}
+                    # the follower answers once it installed (a big state takes a while)
+                    await client.call({**base, "seq": seq, **done}, max(timeout, 120.0))
+                finally:
+                    source.close()
+            self.snap_stats["sent"] += 1
+            log.info(
+                "%s: snapshot at %d sent to %s (%d chunks, %d records)",
+                cfg.id,
+                source.meta.index,
+                to,
+                seq,
+                source.records,
+            )
+        except (RpcError, StoreError, OSError) as e:
+            self.snap_stats["send_failures"] += 1
+            log.warning("%s: snapshot to %s failed: %s", cfg.id, to, _one_line(str(e)))
+        finally:
+            self._snap_out.pop(to, None)
+
+    async def _on_snap(self, frame: Frame, info: ConnInfo) -> Frame:
+        """One chunk of a snapshot stream from the leader (see _stream_snapshot)."""
+        hello = info.hello
+        sender = hello.get("node") if hello is not None else None
+        if sender is None or sender not in self.cfg.peers:
+            return error_frame(None, BadRequest("snapshot chunks need a hello from a peer"))
+        if sender in self._drop_from:
+            self.fault_dropped_in += 1
+            return error_frame(None, Unavailable("fault injection: dropping this peer"))
+        try:
+            xfer = _bytes(frame, "x", 64)
+            seq = _int(frame, "seq")
+            term = _int(frame, "term")
+            meta = snapshot_meta_from_list(frame.get("meta"))
+            done = frame.get("done", False) is True
+            async with self._snap_in_lock:
+                if seq == 0:
+                    await trio.to_thread.run_sync(self.store.begin_snapshot_install, meta)
+                    self._snap_in = (sender, xfer)
+                elif self._snap_in != (sender, xfer):
+                    raise Unavailable("another snapshot transfer replaced this one; restart")
+                if done:
+                    self._snap_in = None
+                    staged = await trio.to_thread.run_sync(
+                        self.store.finish_snapshot_staging,
+                        _int(frame, "chunks"),
+                        _int(frame, "records"),
+                    )
+                    await self._install_staged(sender, term, staged)
+                    self.snap_stats["received"] += 1
+                else:
+                    data = _bytes(frame, "data", self.cfg.max_frame)
+                    await trio.to_thread.run_sync(self.store.stage_snapshot_chunk, seq, data)
+                    self.snap_stats["chunks_received"] += 1
+        except RkvError as e:
+            self.snap_stats["receive_failures"] += 1
+            return error_frame(None, e)
+        except (CodecError, StoreError) as e:
+            # the live state is untouched; the leader starts over
+            self.snap_stats["receive_failures"] += 1
+            self._snap_in = None
+            return error_frame(None, Unavailable(_one_line(f"snapshot refused: {e}")))
+        return {"t": "ok"}
+
+    async def _install_staged(self, leader: str, term: int, meta: Any) -> None:
+        """Step a SNAPSHOT message for the staged state and wait until the raft loop handled
+        it: if the core accepts it, the Ready it makes installs the staged state. The staging
+        lock stays held meanwhile, so no new transfer can disturb the staged state."""
+        msg = Message(
+            MessageType.SNAPSHOT,
+            to=self.cfg.id,
+            frm=leader,
+            term=term,
+            index=meta.index,
+            log_term=meta.term,
+            snapshot=Snapshot(meta=meta),
+        )
+        done = trio.Event()
+        await self._in_send.send(_InstallSnapshot(msg, done))
+        await done.wait()
+
+    async def _after_turn(self) -> None:
+        """Raft loop, between Readies: release installs stepped this turn, compact the log."""
+        if self._installs_stepped:
+            for ev in self._installs_stepped:
+                ev.set()
+            self._installs_stepped.clear()
+        now = trio.current_time()
+        if now < self._next_compaction_check:
+            return
+        self._next_compaction_check = now + 0.1
+        index = self.replica.compaction_index(self.compaction)
+        if index is None:
+            return
+        try:
+            await trio.to_thread.run_sync(self.store.compact, index)
+        except StoreError as e:
+            log.warning("%s: log compaction to %d failed: %s", self.cfg.id, index, e)
+            return
+        self.snap_stats["compactions"] += 1
 
 
 def _one_line(s: str) -> str:

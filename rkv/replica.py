@@ -39,9 +39,31 @@ class ReplicaStore(Storage, Protocol):
         self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None
     ) -> None: ...
 
+    def install_snapshot(
+        self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot
+    ) -> None: ...
+
     def apply(self, entries: list[Entry]) -> Sequence[Any]: ...
 
     def applied_index(self) -> int: ...
+
+    def log_bytes(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionPolicy:
+    """When to compact the log (see docs/snapshots.md).
+
+    Compaction is due once more than `max_entries` applied entries, or more than `max_bytes`
+    of log, lie beyond the last snapshot. It then drops the log up to the applied index minus
+    a trailing margin of at most `keep_entries` entries and about `keep_bytes` bytes, so that
+    followers a little behind still catch up from the log instead of needing a snapshot.
+    """
+
+    max_entries: int = 10_000
+    max_bytes: int = 256 << 20
+    keep_entries: int = 1_000
+    keep_bytes: int = 16 << 20
 
 
 @dataclass(slots=True)
@@ -103,6 +125,7 @@ class Replica(Generic[T]):
         self.readies = 0
         self.saves = 0
         self.applies = 0
+        self.snapshots_installed = 0
 
     # -- inputs ----------------------------------------------------------------------------
 
@@ -175,8 +198,16 @@ class Replica(Generic[T]):
         return self.raw.ready()
 
     def persist(self, ready: Ready) -> None:
-        """Blocking: snapshot, entries and hard state in one durable store transaction."""
-        if ready.must_sync:
+        """Blocking: snapshot, entries and hard state in one durable store transaction.
+
+        A snapshot from the leader replaces the state machine too: its state must have been
+        staged in the store first (the runtime streams it before stepping the SNAPSHOT
+        message), and the store swaps it in within the same transaction."""
+        if ready.snapshot is not None:
+            self.store.install_snapshot(ready.hard_state, list(ready.entries), ready.snapshot)
+            self.saves += 1
+            self.snapshots_installed += 1
+        elif ready.must_sync:
             self.store.save(ready.hard_state, list(ready.entries), ready.snapshot)
             self.saves += 1
 
@@ -198,6 +229,13 @@ class Replica(Generic[T]):
             self.term = ready.hard_state.term
         if ready.soft_state is not None:
             self._on_soft_state(ready.soft_state.role, ready.soft_state.leader, out)
+        if ready.snapshot is not None:
+            snap_index = ready.snapshot.meta.index
+            self.applied = max(self.applied, snap_index)
+            for i in [i for i in self._proposals if i <= snap_index]:
+                # replaced by the leader's state: whether it was applied is unknown here
+                lost = self._proposals.pop(i)
+                out.failed.append((lost.token, Unavailable("log replaced by a snapshot; retry")))
         committed = ready.committed_entries
         if committed:
             by_index = _results_by_index(committed, results)
@@ -243,6 +281,24 @@ class Replica(Generic[T]):
             out.role_changed |= o.role_changed
             out.leader_changed |= o.leader_changed
         return out
+
+    def compaction_index(self, policy: CompactionPolicy) -> int | None:
+        """The index to compact the log to now (store.compact), or None if not due.
+
+        Call between Readies (the core reads the log through the store)."""
+        store = self.store
+        snap = store.first_index() - 1
+        applied = self.applied
+        if applied <= snap:
+            return None
+        log_bytes = store.log_bytes()
+        if applied - snap <= policy.max_entries and log_bytes <= policy.max_bytes:
+            return None
+        in_log = max(store.last_index() - snap, 1)
+        avg = max(log_bytes / in_log, 1.0)
+        keep = min(policy.keep_entries, int(policy.keep_bytes / avg))
+        index = applied - keep
+        return index if index > snap else None
 
     def forget(self, pred: Callable[[T], bool]) -> int:
         """Stop tracking proposals and reads whose token satisfies `pred` (callers that gave

@@ -305,6 +305,11 @@ class LmdbStore:
             raise CorruptionError(f"meta of {self._path}: bad state machine generation")
         return raw[0]
 
+    def _follow_live_gen(self) -> None:
+        # Our own code picks the generation inside each transaction (_live); `_dbs` follows
+        # it only for outside readers such as rkv.backup, which use `store._dbs` directly.
+        self._dbs = self._gens[self._read(self._gen)]
+
     def _live(self, txn: lmdb.Transaction[bytes]) -> kvdb.Dbs:
         """The live state machine's databases, as of this transaction (an install swaps them)."""
         return self._gens[self._gen(txn)]
@@ -337,6 +342,7 @@ class LmdbStore:
         self._applied = kvdb.decode_u64("applied index", applied)
         self._terms: dict[int, int] = {}
         self._last = self._read(self._check_log_bounds)
+        self._follow_live_gen()
 
     def _check_log_bounds(self, txn: lmdb.Transaction[bytes]) -> int:
         """The last index; the log must be exactly [snapshot + 1, last] with no hole."""
@@ -432,7 +438,8 @@ class LmdbStore:
                 self._env.close()
                 self._env = _open_env(self._path, size)
                 self._gens = self._open_dbs()
-                self._dbs = self._gens[0]
+                with self._env.begin() as txn:  # not _read: we hold the lock exclusively
+                    self._dbs = self._gens[self._gen(txn)]
         except lmdb.Error:
             pass  # the next operation reports it
 
@@ -552,6 +559,7 @@ class LmdbStore:
             # the transaction is durable: bring the caches in line with it
             if install and snapshot is not None:
                 self._applied = snapshot.meta.index
+                self._follow_live_gen()
             if snapshot is not None:
                 self._snap = snap
                 self._terms = {i: t for i, t in self._terms.items() if i > snap.index}
