@@ -6,7 +6,9 @@ into one write, error frames, the hello handshake hook, idle/slowloris deadlines
 
 Frame conventions (see framing.py for the byte format):
 - a frame with an ``"id"`` is a request; the handler's dict is sent back with that id;
-- a frame without ``"id"`` is one-way: the handler's return value is ignored;
+- a frame without ``"id"`` is one-way: the handler's return value is ignored, and the
+  one-way frames of a connection are handled one at a time in arrival order (requests run
+  concurrently);
 - ``{"t": "error", "code": str, "msg": str}`` is an error; with an ``"id"`` it answers that
   request (the connection stays open), without one it is the server's last word before
   closing the connection (framing garbage, refused hello, too many connections, idle).
@@ -255,8 +257,11 @@ class _Server:
         goodbye: Frame | None = None
         async with trio.open_nursery() as conn_nursery:
             conn_nursery.start_soon(self._writer, conn, recv_ch, conn_nursery.cancel_scope)
+            oneway_send, oneway_recv = trio.open_memory_channel[Frame](self.max_inflight)
             async with send_ch, trio.open_nursery() as handlers:
-                goodbye = await self._reader(conn, handlers)
+                handlers.start_soon(self._oneway_loop, conn, oneway_recv)
+                async with oneway_send:
+                    goodbye = await self._reader(conn, handlers, oneway_send)
                 if goodbye is not None:
                     handlers.cancel_scope.cancel()
             # send_ch is closed: the writer flushes what is queued, then returns.
@@ -270,7 +275,16 @@ class _Server:
         for _ in range(n):
             conn.slots.release()
 
-    async def _reader(self, conn: _Conn, handlers: trio.Nursery) -> Frame | None:
+    async def _oneway_loop(self, conn: _Conn, frames: trio.MemoryReceiveChannel[Frame]) -> None:
+        # One-way frames (peer traffic) are handled one at a time in arrival order: trio
+        # runs tasks in no fixed order, and Raft, while tolerant, works best in TCP order.
+        async with frames:
+            async for frame in frames:
+                await self._handle(conn, frame)
+
+    async def _reader(
+        self, conn: _Conn, handlers: trio.Nursery, oneway: trio.MemorySendChannel[Frame]
+    ) -> Frame | None:
         first = True
         while True:
             await conn.slots.acquire()
@@ -320,7 +334,11 @@ class _Server:
                 return error_frame(E_HELLO_REQUIRED, "the first frame must be a hello")
             first = False
             self._enter(conn)
-            handlers.start_soon(self._handle, conn, frame)
+            if "id" in frame:
+                handlers.start_soon(self._handle, conn, frame)
+            else:
+                # Cannot block: every queued frame holds one of max_inflight slots.
+                oneway.send_nowait(frame)
 
     def _enter(self, conn: _Conn) -> None:
         conn.inflight += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import struct
 from functools import partial
 from typing import Any
@@ -397,3 +398,22 @@ async def test_require_hello(nursery: trio.Nursery) -> None:
             await client.call({"t": "echo"})
     async with RpcClient(HOST, port, hello={"cluster": "any"}) as client:
         assert (await client.call({"t": "echo", "x": 1}))["x"] == 1
+
+
+async def test_oneway_frames_are_handled_in_arrival_order(nursery: trio.Nursery) -> None:
+    rng = random.Random(3)
+    seen: list[int] = []
+
+    async def handler(frame: Frame, info: ConnInfo) -> Frame | None:
+        await trio.sleep(rng.random() * 0.005)  # would reorder concurrent handlers
+        if "id" in frame:
+            return {"t": "ok"}
+        seen.append(frame["n"])
+        return None
+
+    port: int = await nursery.start(partial(serve, handler, HOST, 0))
+    async with RpcClient(HOST, port) as client:
+        for n in range(60):
+            await client.send_oneway({"t": "raft", "n": n})
+        await wait_for(lambda: len(seen) == 60)
+    assert seen == list(range(60))
