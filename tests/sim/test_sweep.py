@@ -13,9 +13,11 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
-from rkv.sim.runner import run_seed
+from rkv.sim.runner import DEFAULT, run_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 TICKS = 100
@@ -38,41 +40,40 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _run_shard(shard: tuple[int, int, int]) -> tuple[tuple[int, int, int], int, str]:
+    nodes, first, count = shard
+    cmd = [
+        sys.executable, "-m", "rkv.sim", "--json",
+        "--seeds", str(count), "--first-seed", str(first),
+        "--nodes", str(nodes), "--ticks", str(TICKS),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), text=True, capture_output=True, timeout=900)
+    return shard, proc.returncode, proc.stdout + proc.stderr[-3000:]
+
+
 def test_seed_sweeps_pass_across_3_5_and_7_nodes() -> None:
-    pending = _shards()
-    running: list[tuple[tuple[int, int, int], subprocess.Popen[str]]] = []
-    results: list[tuple[tuple[int, int, int], int, str]] = []
-    while pending or running:
-        while pending and len(running) < PARALLEL:
-            nodes, first, count = shard = pending.pop(0)
-            cmd = [
-                sys.executable, "-m", "rkv.sim", "--json",
-                "--seeds", str(count), "--first-seed", str(first),
-                "--nodes", str(nodes), "--ticks", str(TICKS),
-            ]  # fmt: skip
-            running.append(
-                (
-                    shard,
-                    subprocess.Popen(cmd, cwd=ROOT, env=_env(), text=True, stdout=subprocess.PIPE),
-                )
-            )
-        shard, proc = running.pop(0)
-        out, _ = proc.communicate(timeout=600)
-        results.append((shard, proc.returncode, out))
+    # the most expensive shards first, so the two workers finish together
+    shards = sorted(_shards(), key=lambda s: -s[0] * s[2])
+    with ThreadPoolExecutor(max_workers=PARALLEL) as pool:
+        results = list(pool.map(_run_shard, shards))
 
     seeds = 0
     totals = {"leader_changes": 0, "crashes": 0, "partitions": 0, "committed_entries": 0}
     problems = []
     for (nodes, first, count), code, out in results:
-        summary = json.loads(out.strip().splitlines()[-1])
+        lines = [line for line in out.strip().splitlines() if line.startswith("{")]
+        assert lines, f"shard {nodes} nodes from {first} printed no summary:\n{out[-3000:]}"
+        summary = json.loads(lines[-1])
         assert summary["seeds"] == count and summary["nodes"] == nodes
         seeds += summary["seeds"]
         for k in totals:
             totals[k] += summary[k]
         if code != 0 or summary["failures"]:
+            at = out.find("FAILED seed")
+            report = out[at : at + 8000] if at >= 0 else out[-3000:]
             problems.append(
                 f"--- {nodes} nodes, seeds {first}..{first + count - 1}: "
-                f"failed {summary['failed_seeds']}\n{out[-6000:]}"
+                f"failed {summary['failed_seeds']}\n{report}"
             )
     assert not problems, "\n".join(problems)
     assert seeds >= 2000
@@ -82,7 +83,7 @@ def test_seed_sweeps_pass_across_3_5_and_7_nodes() -> None:
 
 def test_in_process_seeds_pass_and_do_work() -> None:
     for nodes in (3, 5, 7):
-        res = run_seed(nodes * 1000, nodes)
+        res = run_seed(nodes * 1000, nodes, params=replace(DEFAULT, ticks=400))
         assert res.ok, res.failure.report() if res.failure else ""
         s = res.stats
         assert s.committed_entries > 10 and s.ops_completed > 10
