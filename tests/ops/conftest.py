@@ -83,6 +83,16 @@ def run_cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[st
     )
 
 
+def cli(*args: str) -> Any:
+    """The `rkv` CLI run in this process (typer's CliRunner): exit_code, stdout, stderr.
+    Cheaper than a child process on a loaded machine; `run_cli` covers the real thing."""
+    from typer.testing import CliRunner
+
+    from rkv.cli import app
+
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
 class Proc:
     """One `python -m rkv serve` child."""
 

@@ -24,7 +24,7 @@ from rkv.config import NodeConfig
 from rkv.errors import NotFound, Unavailable
 from rkv.node import run_node
 
-from .conftest import addrs_of, cluster, configs, free_ports, run_cli, wait_leader
+from .conftest import addrs_of, cli, cluster, configs, free_ports, run_cli, wait_leader
 
 
 async def test_backup_during_writes_then_restore_a_single_node(tmp_path: Path) -> None:
@@ -187,8 +187,8 @@ def test_restore_refuses_a_data_dir_with_data(small_backup: Path, tmp_path: Path
     (d / "something").write_text("x")
     with pytest.raises(RestoreError, match="not empty"):
         restore(small_backup, d, node_id="127.0.0.1:7000", cluster_id="rkv-x")
-    r = run_cli("restore", str(small_backup), "--data-dir", str(d))
-    assert r.returncode == 2 and "not empty" in r.stderr
+    r = cli("restore", str(small_backup), "--data-dir", str(d))
+    assert r.exit_code == 2 and "not empty" in r.stderr
 
 
 async def test_backup_source_limits(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ SIGTERM hand-over of a leader (rolling restart without an election timeout)."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import signal
 import time
@@ -24,6 +25,7 @@ from .conftest import (
     Proc,
     ProcCluster,
     addrs_of,
+    cli,
     cluster,
     configs,
     free_ports,
@@ -68,19 +70,19 @@ def test_status_watch_prints_rows(procs: ProcCluster) -> None:
     for a in procs.addrs:
         assert r.stdout.count(a) >= 3
     assert "leader" in r.stdout and "lag" in r.stdout
-    bad = run_cli("--addr", procs.addr, "status", "--watch", "--json")
-    assert bad.returncode == 2
+    bad = cli("--addr", procs.addr, "status", "--watch", "--json")
+    assert bad.exit_code == 2
 
 
 def test_cli_leader_transfer(procs: ProcCluster) -> None:
     leader = procs.wait_leader()
     target = next(a for a in procs.addrs if a != leader)
-    r = run_cli("--addr", procs.addr, "leader", "transfer", "--to", target)
-    assert r.returncode == 0, r.stderr
+    r = cli("--addr", procs.addr, "leader", "transfer", "--to", target)
+    assert r.exit_code == 0, r.stderr
     assert r.stdout.strip() == f"leader: {target}"
     assert procs.wait_leader() == target
-    r = run_cli("--addr", procs.addr, "leader", "transfer")
-    assert r.returncode == 0, r.stderr
+    r = cli("--addr", procs.addr, "leader", "transfer")
+    assert r.exit_code == 0, r.stderr
     new = r.stdout.strip().removeprefix("leader: ")
     assert new in procs.addrs and new != target
     assert procs.wait_leader() == new
@@ -88,23 +90,21 @@ def test_cli_leader_transfer(procs: ProcCluster) -> None:
 
 def test_cli_backup_restore_serve(procs: ProcCluster, tmp_path: Path) -> None:
     dest = tmp_path / "b.rkvbak"
-    r = run_cli("--addr", procs.addr, "backup", str(dest), "--json")
-    assert r.returncode == 0, r.stderr
-    import json
-
+    r = cli("--addr", procs.addr, "backup", str(dest), "--json")
+    assert r.exit_code == 0, r.stderr
     m = json.loads(r.stdout)
     assert m["keys"] >= 10
     port = free_ports(1)[0]
     d = tmp_path / "restored"
-    r = run_cli("restore", str(dest), "--data-dir", str(d), "--port", str(port))
-    assert r.returncode == 0, r.stderr
+    r = cli("restore", str(dest), "--data-dir", str(d), "--port", str(port))
+    assert r.exit_code == 0, r.stderr
     assert f"rkv serve --host 127.0.0.1 --port {port} --data-dir {d}" in r.stdout
     node = Proc(["--port", str(port), "--data-dir", str(d)], tmp_path / "restored.log")
     node.start()
     try:
         addr = f"127.0.0.1:{port}"
-        got = run_cli("--addr", addr, "get", "key7")
-        assert got.returncode == 0, got.stderr + node.log()
+        got = cli("--addr", addr, "get", "key7")
+        assert got.exit_code == 0, got.stderr + node.log()
         assert got.stdout == "val7\n"
     finally:
         assert node.stop(signal.SIGTERM) == 0
