@@ -342,17 +342,23 @@ class Cluster:
         self.stats.crashes += 1
         self.note(f"{node.id} CRASH", "lost an in-flight write" if lost is not None else None)
         # Clients waiting on this node see the connection drop and retry elsewhere.
-        waiting = [(c, tok) for _, c, tok in node.proposals.values()] + list(node.reads.values())
-        node.proposals.clear()
-        node.reads.clear()
-        for c, tok in waiting:
-            self._attempt_failed(c, tok)
+        self._fail_waiting(node)
         self.at(
             self.now + self.rng.randint(*self.p.restart_after) * self.p.tick_interval,
             RESTART,
             node,
             node.epoch,
         )
+
+    def _fail_waiting(self, node: SimNode) -> None:
+        """Fail the client attempts waiting on `node`: it crashed, or it lost leadership (the
+        Ready contract says a deposed leader fails its pending proposals and reads). They may
+        still commit; clients retry with the same session seq, so that is safe."""
+        waiting = [(c, tok) for _, c, tok in node.proposals.values()] + list(node.reads.values())
+        node.proposals.clear()
+        node.reads.clear()
+        for c, tok in waiting:
+            self._attempt_failed(c, tok)
 
     def _deliver(self, msg: Message) -> None:
         node = self.nodes.get(msg.to)
@@ -376,7 +382,11 @@ class Cluster:
         while node.up and node.in_flight is None and raw.has_ready():
             rd = raw.ready()
             self.note(f"{node.id}", rd)
+            track = self.checker.nodes[node.id]
+            was_leader = track.role == Role.LEADER
             self.checker.on_ready(node.id, rd)
+            if was_leader and track.role != Role.LEADER:
+                self._fail_waiting(node)
             self._send(node, rd.messages)
             if rd.read_states:
                 node.read_states.extend(rd.read_states)
