@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from rkv.codec import (
     Cas,
@@ -71,6 +71,9 @@ class Manifest:
     mod_index: int
     create_index: int = 0
     version: int = 1
+    upload_id: bytes = b""
+    """The upload whose staged chunks became the file's chunks (a commit moves no data);
+    empty for files whose chunks are stored under the file's key."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,18 @@ class StateTxn(Protocol):
 
     def staged_count(self, upload_id: bytes) -> int: ...
     def drop_staged(self, upload_id: bytes) -> None: ...
+    def upload_committed(self, upload_id: bytes) -> bool:
+        """The upload's chunks belong to a committed file (the id cannot be reused)."""
+        ...
+
+    def set_upload_committed(self, upload_id: bytes, key: bytes | None) -> None:
+        """Mark (key) or unmark (None) an upload as the chunks of committed file `key`."""
+        ...
+
+    def upload_digest(self, upload_id: bytes, chunks: int, key: bytes) -> tuple[bytes, int] | None:
+        """(sha256, size) of staged chunks 0..chunks-1 if known without reading them, all
+        staged for `key` (see UploadHashes); None means: read them."""
+        ...
 
     def session(self, client_id: bytes) -> Session | None: ...
     def put_session(self, client_id: bytes, s: Session, old: Session | None) -> None: ...
@@ -190,6 +205,8 @@ def execute(txn: StateTxn, cmd: Command, index: int) -> ApplyResult:
         _write(txn, cmd.key, cmd.new, index)
         return ApplyResult(value=True)
     if isinstance(cmd, FileChunk):
+        if txn.upload_committed(cmd.upload_id):
+            return ApplyResult(ok=False, error=f"upload {cmd.upload_id!r} is already committed")
         txn.stage_chunk(cmd.upload_id, cmd.seq, cmd.key, cmd.data)
         return NOOP
     if isinstance(cmd, FileCommit):
@@ -197,8 +214,7 @@ def execute(txn: StateTxn, cmd: Command, index: int) -> ApplyResult:
     if isinstance(cmd, FileDelete):
         m = txn.manifest(cmd.key)
         if m is not None:
-            for n in range(m.chunks):
-                txn.delete_chunk(cmd.key, n)
+            _drop_chunks(txn, cmd.key, m)
             txn.delete_manifest(cmd.key)
         return ApplyResult(value=m is not None)
     raise StoreError(f"unknown command {type(cmd).__name__}")  # pragma: no cover
@@ -211,32 +227,37 @@ def _commit_error(cmd: FileCommit, why: str) -> ApplyResult:
 def _file_commit(txn: StateTxn, cmd: FileCommit, index: int) -> ApplyResult:
     # Validate everything first, so a refused commit changes nothing (the staged chunks stay,
     # and the client may send the missing ones and commit again).
+    if txn.upload_committed(cmd.upload_id):
+        return _commit_error(cmd, "upload already committed")
     staged = txn.staged_count(cmd.upload_id)
     if staged != cmd.chunks:
         return _commit_error(cmd, f"{staged} chunks staged, commit names {cmd.chunks}")
-    digest = hashlib.sha256()
-    size = 0
-    for n in range(cmd.chunks):
-        chunk = txn.staged_chunk(cmd.upload_id, n)
-        if chunk is None:
-            return _commit_error(cmd, f"chunk {n} missing")
-        if chunk[0] != cmd.key:
-            return _commit_error(cmd, f"chunk {n} was uploaded for another key")
-        digest.update(chunk[1])
-        size += len(chunk[1])
+    known = txn.upload_digest(cmd.upload_id, cmd.chunks, cmd.key)
+    if known is not None:
+        digest, size = known
+    else:
+        # The slow path (after a restart, or chunks staged out of order): read them all.
+        h = hashlib.sha256()
+        size = 0
+        for n in range(cmd.chunks):
+            chunk = txn.staged_chunk(cmd.upload_id, n)
+            if chunk is None:
+                return _commit_error(cmd, f"chunk {n} missing")
+            if chunk[0] != cmd.key:
+                return _commit_error(cmd, f"chunk {n} was uploaded for another key")
+            h.update(chunk[1])
+            size += len(chunk[1])
+        digest = h.digest()
     if size != cmd.size:
         return _commit_error(cmd, f"size {size} != {cmd.size}")
-    if digest.digest() != cmd.sha256:
+    if digest != cmd.sha256:
         return _commit_error(cmd, "sha256 mismatch")
     old = txn.manifest(cmd.key)
     if old is not None:
-        for n in range(old.chunks):
-            txn.delete_chunk(cmd.key, n)
-    for n in range(cmd.chunks):
-        chunk = txn.staged_chunk(cmd.upload_id, n)
-        assert chunk is not None
-        txn.put_chunk(cmd.key, n, chunk[1])
-    txn.drop_staged(cmd.upload_id)
+        _drop_chunks(txn, cmd.key, old)
+    # The staged chunks become the file's chunks where they are: a commit costs O(chunks)
+    # bookkeeping, not a copy of the file (which would stall the raft loop for seconds).
+    txn.set_upload_committed(cmd.upload_id, cmd.key)
     txn.put_manifest(
         cmd.key,
         Manifest(
@@ -246,6 +267,49 @@ def _file_commit(txn: StateTxn, cmd: FileCommit, index: int) -> ApplyResult:
             mod_index=index,
             create_index=index if old is None else old.create_index,
             version=1 if old is None else old.version + 1,
+            upload_id=cmd.upload_id,
         ),
     )
     return NOOP
+
+
+def _drop_chunks(txn: StateTxn, key: bytes, m: Manifest) -> None:
+    if m.upload_id:
+        txn.drop_staged(m.upload_id)
+        txn.set_upload_committed(m.upload_id, None)
+    else:
+        for n in range(m.chunks):
+            txn.delete_chunk(key, n)
+
+
+class UploadHashes:
+    """Running sha256 of uploads whose chunks were staged in order (0, 1, 2, ...), so that a
+    commit need not read a large file back. A cache: bounded, lost on restart, dropped for
+    an upload whose chunks arrive out of order or are re-staged (the commit then reads the
+    chunks). Every path gives the same digest, so replicas agree whichever one they take."""
+
+    def __init__(self, max_uploads: int = 16) -> None:
+        self._max = max_uploads
+        self._h: dict[bytes, tuple[int, bytes, int, Any]] = {}
+        """upload id -> (next seq, key, size so far, sha256 object)"""
+
+    def on_stage(self, upload_id: bytes, seq: int, key: bytes, data: bytes) -> None:
+        cur = self._h.pop(upload_id, None)
+        if seq == 0:
+            cur = (0, key, 0, hashlib.sha256())
+        if cur is None or cur[0] != seq or cur[1] != key:
+            return  # out of order (or another key): forget it, the commit reads the chunks
+        h = cur[3]
+        h.update(data)
+        self._h[upload_id] = (seq + 1, key, cur[2] + len(data), h)
+        while len(self._h) > self._max:
+            del self._h[next(iter(self._h))]
+
+    def digest(self, upload_id: bytes, chunks: int, key: bytes) -> tuple[bytes, int] | None:
+        cur = self._h.get(upload_id)
+        if cur is None or cur[0] != chunks or cur[1] != key:
+            return None
+        return cur[3].digest(), cur[2]
+
+    def forget(self, upload_id: bytes) -> None:
+        self._h.pop(upload_id, None)

@@ -51,6 +51,7 @@ from rkv.store.commands import (
     Manifest,
     Record,
     Session,
+    UploadHashes,
     apply_entries,
 )
 from rkv.store.errors import (
@@ -221,6 +222,7 @@ class LmdbStore:
         self._rw = _RWLock()
         self._log_lock = threading.RLock()
         self._closed = False
+        self._upload_hashes = UploadHashes()
         self._env = _open_env(path, map_size)
         try:
             self._gens = self._open_dbs()
@@ -559,6 +561,7 @@ class LmdbStore:
             # the transaction is durable: bring the caches in line with it
             if install and snapshot is not None:
                 self._applied = snapshot.meta.index
+                self._upload_hashes = UploadHashes()
                 self._follow_live_gen()
             if snapshot is not None:
                 self._snap = snap
@@ -748,7 +751,9 @@ class LmdbStore:
             return []
         results = self._write(
             lambda txn: apply_entries(
-                kvdb.LmdbStateTxn(txn, self._live(txn)), entries, self._max_sessions
+                kvdb.LmdbStateTxn(txn, self._live(txn), self._upload_hashes),
+                entries,
+                self._max_sessions,
             )
         )
         self._applied = entries[-1].index
@@ -784,7 +789,7 @@ class LmdbStore:
         """Chunk n (0-based) of committed file `key`; NotFoundError if there is none."""
         raw = None
         if 0 < len(key) <= MAX_KEY_LEN and 0 <= n < 1 << 32:
-            raw = self._read(lambda txn: txn.get(kvdb.chunk_key(key, n), db=self._live(txn).files))
+            raw = self._read(lambda txn: kvdb.file_chunk(txn, self._live(txn).files, key, n))
         if raw is None:
             raise NotFoundError(f"file {key!r} has no chunk {n}")
         return raw

@@ -10,6 +10,8 @@ Layouts:
 - files:    b"m" + key -> manifest [size, chunks, sha256, mod_index, create_index, version]
             b"c" + u16 len(key) + key + u32 n -> chunk n (a prefix scan reads them in order)
             b"s" + u8 len(upload_id) + upload_id + u32 seq -> staged chunk [key, data]
+            b"u" + u8 len(upload_id) + upload_id -> key: the upload is committed file key's
+            chunks (its manifest names the upload; a commit moves no data)
 - sessions: b"c" + client_id -> [seq, index, ok, value, error]
             b"i" + u64 index + client_id -> b"" (LRU order by applied index, for eviction)
 - meta:     b"applied" -> u64; b"sm_gen" -> 0 or 1 (the live generation: kv/files/sessions or
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rkv.codec import CodecError, pack, unpack
-from rkv.store.commands import ApplyResult, Manifest, Record, Session
+from rkv.store.commands import ApplyResult, Manifest, Record, Session, UploadHashes
 from rkv.store.errors import CorruptionError
 
 if TYPE_CHECKING:
@@ -75,15 +77,25 @@ def decode_record(raw: bytes) -> Record:
 
 
 def encode_manifest(m: Manifest) -> bytes:
-    return pack([m.size, m.chunks, m.sha256, m.mod_index, m.create_index, m.version])
+    return pack([m.size, m.chunks, m.sha256, m.mod_index, m.create_index, m.version, m.upload_id])
 
 
 def decode_manifest(raw: bytes) -> Manifest:
-    f = _fields("file manifest", raw, 6)
+    try:
+        f = unpack(raw)
+    except CodecError as e:
+        raise CorruptionError(f"file manifest: {e}") from e
+    # 6 fields: written before manifests named their upload (chunks under the file's key)
+    if type(f) is not list or len(f) not in (6, 7):
+        raise CorruptionError("file manifest: unexpected shape")
+    upload_id = f[6] if len(f) == 7 else b""
     _checked(
-        "file manifest", type(f[2]) is bytes and all(type(f[i]) is int for i in (0, 1, 3, 4, 5))
+        "file manifest",
+        type(f[2]) is bytes
+        and all(type(f[i]) is int for i in (0, 1, 3, 4, 5))
+        and type(upload_id) is bytes,
     )
-    return Manifest(f[0], f[1], f[2], f[3], f[4], f[5])
+    return Manifest(f[0], f[1], f[2], f[3], f[4], f[5], upload_id)
 
 
 def encode_session(s: Session) -> bytes:
@@ -130,6 +142,10 @@ def staged_key(upload_id: bytes, seq: int) -> bytes:
     return staged_prefix(upload_id) + _U32.pack(seq)
 
 
+def upload_key(upload_id: bytes) -> bytes:
+    return b"u" + bytes([len(upload_id)]) + upload_id
+
+
 def session_key(client_id: bytes) -> bytes:
     return b"c" + client_id
 
@@ -168,9 +184,12 @@ def delete_prefix(txn: lmdb.Transaction[bytes], db: lmdb._Database, prefix: byte
 class LmdbStateTxn:
     """commands.StateTxn over one LMDB write transaction."""
 
-    def __init__(self, txn: lmdb.Transaction[bytes], dbs: Dbs) -> None:
+    def __init__(
+        self, txn: lmdb.Transaction[bytes], dbs: Dbs, hashes: UploadHashes | None = None
+    ) -> None:
         self.txn = txn
         self.dbs = dbs
+        self.hashes = hashes if hashes is not None else UploadHashes(0)
 
     def get(self, key: bytes) -> Record | None:
         raw = self.txn.get(key, db=self.dbs.kv)
@@ -200,6 +219,20 @@ class LmdbStateTxn:
 
     def stage_chunk(self, upload_id: bytes, seq: int, key: bytes, data: bytes) -> None:
         self.txn.put(staged_key(upload_id, seq), pack([key, data]), db=self.dbs.files)
+        self.hashes.on_stage(upload_id, seq, key, data)
+
+    def upload_committed(self, upload_id: bytes) -> bool:
+        return self.txn.get(upload_key(upload_id), db=self.dbs.files) is not None
+
+    def set_upload_committed(self, upload_id: bytes, key: bytes | None) -> None:
+        self.hashes.forget(upload_id)
+        if key is None:
+            self.txn.delete(upload_key(upload_id), db=self.dbs.files)
+        else:
+            self.txn.put(upload_key(upload_id), key, db=self.dbs.files)
+
+    def upload_digest(self, upload_id: bytes, chunks: int, key: bytes) -> tuple[bytes, int] | None:
+        return self.hashes.digest(upload_id, chunks, key)
 
     def staged_chunk(self, upload_id: bytes, seq: int) -> tuple[bytes, bytes] | None:
         raw = self.txn.get(staged_key(upload_id, seq), db=self.dbs.files)
@@ -262,3 +295,19 @@ def scan(
         if len(out) >= limit:
             break
     return out
+
+
+def file_chunk(
+    txn: lmdb.Transaction[bytes], files: lmdb._Database, key: bytes, n: int
+) -> bytes | None:
+    """Chunk n of committed file `key` (None if there is none), wherever it is stored."""
+    raw = txn.get(manifest_key(key), db=files)
+    if raw is None:
+        return None
+    m = decode_manifest(raw)
+    if not 0 <= n < m.chunks:
+        return None
+    if not m.upload_id:
+        return txn.get(chunk_key(key, n), db=files)
+    staged = txn.get(staged_key(m.upload_id, n), db=files)
+    return None if staged is None else decode_staged(staged)[1]

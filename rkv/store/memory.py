@@ -33,6 +33,7 @@ from rkv.store.commands import (
     Manifest,
     Record,
     Session,
+    UploadHashes,
     apply_entries,
 )
 from rkv.store.errors import CorruptionError, NotFoundError, SnapshotError, StoreError
@@ -59,6 +60,7 @@ class _State:
         self.chunks: dict[tuple[bytes, int], bytes] = {}
         self.staged: dict[bytes, dict[int, tuple[bytes, bytes]]] = {}
         self.sessions: dict[bytes, Session] = {}
+        self.uploads: dict[bytes, bytes] = {}  # committed upload id -> file key
         self.staging: Staging | None = None
         self.staged_state: _State | None = None
 
@@ -66,8 +68,9 @@ class _State:
 class _MemTxn:
     """StateTxn over _State. apply_entries validates before writing, so no rollback is needed."""
 
-    def __init__(self, st: _State) -> None:
+    def __init__(self, st: _State, hashes: UploadHashes) -> None:
         self.st = st
+        self.hashes = hashes
 
     def get(self, key: bytes) -> Record | None:
         return self.st.kv.get(key)
@@ -95,6 +98,20 @@ class _MemTxn:
 
     def stage_chunk(self, upload_id: bytes, seq: int, key: bytes, data: bytes) -> None:
         self.st.staged.setdefault(upload_id, {})[seq] = (key, data)
+        self.hashes.on_stage(upload_id, seq, key, data)
+
+    def upload_committed(self, upload_id: bytes) -> bool:
+        return upload_id in self.st.uploads
+
+    def set_upload_committed(self, upload_id: bytes, key: bytes | None) -> None:
+        self.hashes.forget(upload_id)
+        if key is None:
+            self.st.uploads.pop(upload_id, None)
+        else:
+            self.st.uploads[upload_id] = key
+
+    def upload_digest(self, upload_id: bytes, chunks: int, key: bytes) -> tuple[bytes, int] | None:
+        return self.hashes.digest(upload_id, chunks, key)
 
     def staged_chunk(self, upload_id: bytes, seq: int) -> tuple[bytes, bytes] | None:
         return self.st.staged.get(upload_id, {}).get(seq)
@@ -143,6 +160,7 @@ class MemoryStore:
         self._st = _state if _state is not None else _State(cluster_id, node_id, tuple(voters))
         self._max_sessions = max_sessions
         self._closed = False
+        self._hashes = UploadHashes()
 
     @property
     def cluster_id(self) -> str:
@@ -272,6 +290,8 @@ class MemoryStore:
             assert staged is not None and snapshot is not None
             st.kv, st.manifests, st.chunks = staged.kv, staged.manifests, staged.chunks
             st.staged, st.sessions = staged.staged, staged.sessions
+            st.uploads = staged.uploads
+            self._hashes = UploadHashes()
             st.applied = snapshot.meta.index
             st.staging = st.staged_state = None
         st.snapshot = snap
@@ -354,7 +374,7 @@ class MemoryStore:
 
     def apply(self, entries: Sequence[Entry]) -> list[ApplyResult]:
         self._check_open()
-        return apply_entries(_MemTxn(self._st), entries, self._max_sessions)
+        return apply_entries(_MemTxn(self._st, self._hashes), entries, self._max_sessions)
 
     def applied_index(self) -> int:
         return self._st.applied
@@ -375,10 +395,17 @@ class MemoryStore:
         return self._st.manifests.get(key)
 
     def read_chunk(self, key: bytes, n: int) -> bytes:
-        try:
-            return self._st.chunks[(key, n)]
-        except KeyError:
-            raise NotFoundError(f"file {key!r} has no chunk {n}") from None
+        m = self._st.manifests.get(key)
+        data = None
+        if m is not None and 0 <= n < m.chunks:
+            if m.upload_id:
+                staged = self._st.staged.get(m.upload_id, {}).get(n)
+                data = None if staged is None else staged[1]
+            else:
+                data = self._st.chunks.get((key, n))
+        if data is None:
+            raise NotFoundError(f"file {key!r} has no chunk {n}")
+        return data
 
     def session(self, client_id: bytes) -> Session | None:
         return self._st.sessions.get(client_id)
@@ -443,6 +470,7 @@ def _records(st: _State) -> list[SnapshotRecord]:
         for k, m in st.manifests.items()
     ]
     files += [(SNAP_FILES, layout.chunk_key(k, n), d) for (k, n), d in st.chunks.items()]
+    files += [(SNAP_FILES, layout.upload_key(u), k) for u, k in st.uploads.items()]
     files += [
         (SNAP_FILES, layout.staged_key(u, seq), pack([key, data]))
         for u, chunks in st.staged.items()
@@ -484,4 +512,6 @@ def _decode_record(rec: SnapshotRecord) -> Any:
         uid, (seq,) = k[2 : 2 + k[1]], _U32.unpack_from(k, 2 + k[1])
         pair = layout.decode_staged(v)
         return lambda st: st.staged.setdefault(uid, {}).__setitem__(seq, pair)
+    if tag == b"u" and len(k) >= 2 and len(k) == 2 + k[1]:
+        return lambda st: st.uploads.__setitem__(k[2:], v)
     raise CorruptionError(f"snapshot files key {k!r}")

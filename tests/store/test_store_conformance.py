@@ -433,12 +433,15 @@ def test_file_upload_commit_read(store: Store) -> None:
         mod_index=4,
         create_index=4,
         version=1,
+        upload_id=b"u1",  # the staged chunks became the file's: no copy
     )
     assert read_file(store, b"f") == data
     assert store.stats()["files"] == 1
-    # the upload's staging was dropped: committing it again fails
+    # the upload is used up: committing it again, or staging more into it, fails
     r = one(store, FileCommit(b"f", b"u1", len(data), 3, hashlib.sha256(data).digest()))
     assert not r.ok
+    r = one(store, FileChunk(b"f", b"u1", 0, b"overwrite the committed chunk?"))
+    assert not r.ok and r.error is not None and "already committed" in r.error
     assert read_file(store, b"f") == data
 
 

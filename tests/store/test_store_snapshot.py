@@ -30,12 +30,14 @@ from rkv.store import (
     CorruptionError,
     LmdbStore,
     MemoryStore,
+    NotFoundError,
     Record,
     SnapshotError,
     StoreError,
     open_store,
 )
 from rkv.store import raft_store as logdb
+from rkv.store.commands import UploadHashes
 from rkv.store.kv import encode_record
 
 from .harness import VOTERS, Harness, Store
@@ -371,3 +373,67 @@ def test_sigkill_during_staging_or_install_leaves_old_or_new_state(tmp_path: Pat
     for _ in range(2):
         # somewhere inside (or just around) the install transaction
         assert run("install", rng.uniform(0, 2 * window))[0] in ("old", "new")
+
+
+# --- file commits move no data (so a 1 GiB commit does not stall the raft loop) -----------
+
+
+def test_upload_hashes_track_in_order_chunks_only() -> None:
+    h = UploadHashes(max_uploads=2)
+    h.on_stage(b"u", 0, b"k", b"ab")
+    h.on_stage(b"u", 1, b"k", b"c")
+    assert h.digest(b"u", 2, b"k") == (hashlib.sha256(b"abc").digest(), 3)
+    assert h.digest(b"u", 3, b"k") is None  # a chunk is missing
+    assert h.digest(b"u", 2, b"other") is None
+    h.on_stage(b"u", 1, b"k", b"C")  # re-staged: unknown now, the commit reads the chunks
+    assert h.digest(b"u", 2, b"k") is None
+    h.on_stage(b"v", 1, b"k", b"x")  # did not start at 0
+    assert h.digest(b"v", 1, b"k") is None
+    for u in (b"a", b"b", b"c"):
+        h.on_stage(u, 0, b"k", b"x")
+    assert h.digest(b"a", 1, b"k") is None and h.digest(b"c", 1, b"k") is not None  # bounded
+
+
+def test_legacy_manifest_with_chunks_under_the_file_key() -> None:
+    from rkv.codec import pack
+    from rkv.store.kv import decode_manifest, encode_manifest
+
+    legacy = pack([3, 1, b"s" * 32, 7, 7, 1])
+    assert decode_manifest(legacy).upload_id == b""
+    m = decode_manifest(legacy)
+    assert decode_manifest(encode_manifest(m)) == m
+
+
+@pytest.mark.parametrize("restart_before_commit", [False, True])
+def test_big_commit_is_bookkeeping_and_overwrite_frees_chunks(
+    harness: Harness, restart_before_commit: bool
+) -> None:
+    s = harness.open()
+    parts = [bytes([n]) * 50_000 for n in range(20)]
+    data = b"".join(parts)
+    datas = [
+        encode_request(Request(b"", 0, FileChunk(b"f", b"up", n, p))) for n, p in enumerate(parts)
+    ]
+    es = [Entry(1, i + 1, d) for i, d in enumerate(datas)]
+    s.save(HardState(1, "", len(es)), es)
+    s.apply(es)
+    if restart_before_commit:
+        s = harness.reopen(s)  # the running hash is gone: the commit reads the chunks
+    commit = FileCommit(b"f", b"up", len(data), len(parts), hashlib.sha256(data).digest())
+    e = Entry(1, len(es) + 1, encode_request(Request(b"", 0, commit)))
+    s.save(None, [e])
+    assert s.apply([e])[0].ok
+    assert b"".join(s.read_chunk(b"f", n) for n in range(len(parts))) == data
+    # overwrite with a small file: the big one's chunks go
+    commit2 = FileCommit(b"f", b"up2", 1, 1, hashlib.sha256(b"x").digest())
+    es2 = [
+        Entry(1, len(es) + 2, encode_request(Request(b"", 0, FileChunk(b"f", b"up2", 0, b"x")))),
+        Entry(1, len(es) + 3, encode_request(Request(b"", 0, commit2))),
+    ]
+    s.save(None, es2)
+    assert all(r.ok for r in s.apply(es2))
+    assert s.read_chunk(b"f", 0) == b"x"
+    with pytest.raises(NotFoundError):
+        s.read_chunk(b"f", 1)
+    with s.open_snapshot() as source:  # nothing of the old upload is left to stream
+        assert sum(len(c) for c in source.chunks()) < 1000
