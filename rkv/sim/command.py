@@ -39,6 +39,7 @@ def run_sim_command(
     totals = {
         "leader_changes": 0,
         "crashes": 0,
+        "restarts": 0,
         "partitions": 0,
         "committed_entries": 0,
         "max_ticks_to_elect": 0,
@@ -54,6 +55,7 @@ def run_sim_command(
         s = res.stats
         totals["leader_changes"] += s.leader_changes
         totals["crashes"] += s.crashes
+        totals["restarts"] += s.restarts
         totals["partitions"] += s.partitions
         totals["committed_entries"] += s.committed_entries
         totals["ops_completed"] += s.ops_completed
