@@ -417,3 +417,17 @@ async def test_oneway_frames_are_handled_in_arrival_order(nursery: trio.Nursery)
             await client.send_oneway({"t": "raft", "n": n})
         await wait_for(lambda: len(seen) == 60)
     assert seen == list(range(60))
+
+
+async def test_client_that_never_reads_is_cut_off(nursery: trio.Nursery) -> None:
+    async def big(frame: Frame, info: ConnInfo) -> Frame | None:
+        return {"t": "ok", "pad": b"x" * (1 << 20)}
+
+    stats = ServerStats()
+    port: int = await nursery.start(partial(serve, big, HOST, 0, write_timeout=0.3, stats=stats))
+    raw = await trio.open_tcp_stream(HOST, port)
+    # 24 MiB of answers: more than loopback socket buffers hold, and we read none of it.
+    await raw.send_all(b"".join(encode_frame({"t": "get", "id": i}) for i in range(24)))
+    await wait_for(lambda: stats.accepted == 1 and stats.active == 0, timeout=10)
+    assert stats.requests == 24
+    await raw.aclose()
