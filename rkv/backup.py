@@ -21,8 +21,10 @@ files, data_size, data_sha256 (hex), created (Unix time), schema (the store sche
 
 Coupling note: the copy needs one read transaction that covers both the LMDB copy and the
 meta records, which rkv.store does not offer publicly, so `_copy_consistent` uses the
-store's `_read` / `_env` / `_dbs`, and `restore` rewrites the meta records named below. The
-restore tests open the result with `open_store`, which fails if these drift apart.
+store's `_read` / `_env` / `_snapshot_meta` / `_live`, and `restore` rewrites the meta
+records named below (and empties the non-live state-machine generation, where a snapshot
+from a leader may have been staged). The restore tests open the result with `open_store`
+and serve it, which fails if these drift apart.
 """
 
 from __future__ import annotations
@@ -47,9 +49,7 @@ from rkv.codec import (
     decode_hard_state,
     encode_hard_state,
     pack,
-    snapshot_meta_from_list,
     snapshot_meta_to_list,
-    unpack,
 )
 from rkv.errors import BadRequest, IntegrityError, NotFound, Unavailable
 from rkv.raft.types import NONE, HardState, SnapshotMeta
@@ -80,6 +80,8 @@ _K_VOTERS = b"voters"
 _K_HARD_STATE = b"hard_state"
 _K_SNAPSHOT = b"snapshot"
 _K_SNAPSHOT_DATA = b"snapshot_data"
+_GEN_SUFFIXES = (b"", b".1")
+_SM_DBS = (b"kv", b"files", b"sessions")
 _U32 = struct.Struct(">I")
 
 
@@ -97,23 +99,16 @@ class RestoreError(ValueError):
 def _copy_consistent(store: Any, f: IO[bytes], source: dict[str, str]) -> dict[str, Any]:
     """Blocking: copy the store into `f` from one read transaction; return the manifest."""
     env: lmdb.Environment = store._env
-    dbs: kvdb.Dbs = store._dbs
 
     def in_txn(txn: lmdb.Transaction[bytes]) -> dict[str, Any]:
         env.copyfd(f.fileno(), compact=True, txn=txn)
-        applied = kvdb.decode_u64("applied index", txn.get(kvdb.APPLIED_KEY, db=dbs.meta))
-        snap = snapshot_meta_from_list(unpack(_need(txn.get(_K_SNAPSHOT, db=dbs.meta))))
-        if applied == 0:
-            term = 0
-        elif applied == snap.index:
-            term = snap.term
-        else:
-            term = logdb.read_entry(txn, dbs.log, applied).term
+        sm = store._snapshot_meta(txn)  # applied index and its term, as of this txn
+        live: kvdb.Dbs = store._live(txn)  # the live state-machine generation
         return {
-            "index": applied,
-            "term": term,
-            "keys": txn.stat(dbs.kv)["entries"],
-            "files": kvdb.count_prefix(txn, dbs.files, b"m"),
+            "index": sm.index,
+            "term": sm.term,
+            "keys": txn.stat(live.kv)["entries"],
+            "files": kvdb.count_prefix(txn, live.files, b"m"),
         }
 
     facts = store._read(in_txn)
@@ -403,7 +398,7 @@ def restore(
 def _rewrite_identity(d: Path, manifest: dict[str, Any], *, node_id: str, cluster_id: str) -> None:
     size = (d / "data.mdb").stat().st_size
     try:
-        env = lmdb.open(str(d), subdir=True, max_dbs=8, map_size=max(64 << 20, 2 * size))
+        env = lmdb.open(str(d), subdir=True, max_dbs=12, map_size=max(64 << 20, 2 * size))
     except lmdb.Error as e:
         raise BackupCorrupt(f"the backup's data is not a usable LMDB environment: {e}") from None
     try:
@@ -435,6 +430,13 @@ def _rewrite_identity(d: Path, manifest: dict[str, Any], *, node_id: str, cluste
             # The applied state stands in for the log up to `index`; later entries in the
             # copy were never applied there (maybe never committed) and are dropped.
             logdb.delete_from(txn, log_db, 0)
+            # A snapshot staged from a leader (half received) means nothing here.
+            txn.delete(kvdb.STAGING_KEY, db=meta)
+            gen = txn.get(kvdb.GEN_KEY, db=meta) or b"\x00"
+            other = _GEN_SUFFIXES[1 - gen[0]] if gen in (b"\x00", b"\x01") else None
+            if other is not None:
+                for name in _SM_DBS:
+                    txn.drop(env.open_db(name + other, txn=txn), delete=False)
         env.sync(True)
     except (lmdb.Error, CodecError) as e:
         raise BackupCorrupt(f"the backup's data is not a usable rkv store: {e}") from None

@@ -237,3 +237,65 @@ def test_header_round_trip() -> None:
     h = encode_header(m)
     got, offset = read_header(io.BytesIO(h), "x")
     assert got == m and offset == len(h)
+
+
+async def test_restore_drops_a_staged_snapshot_and_the_log(tmp_path: Path) -> None:
+    """A node caught mid-way through receiving a snapshot: the backup holds the live state,
+    the restore discards the staged one and the whole log."""
+    from rkv.codec import Put, Request, encode_request, encode_snapshot_chunk
+    from rkv.raft.types import Entry, HardState, SnapshotMeta
+    from rkv.store import open_store
+
+    src_dir = tmp_path / "src"
+    store = open_store(str(src_dir), cluster_id="c", node_id="a:1", voters=["a:1", "b:2"])
+    try:
+        cid = b"0123456789abcdef"
+        entries = [
+            Entry(term=2, index=i, data=encode_request(Request(cid, i, Put(b"k%d" % i, b"v"))))
+            for i in range(1, 6)
+        ]
+        store.save(HardState(term=2, vote="a:1", commit=5), entries)
+        store.apply(entries[:4])  # entry 5 is committed but not applied yet
+        store.begin_snapshot_install(SnapshotMeta(index=50, term=3, voters=("a:1", "b:2")))
+        # a staged key in the non-live generation (db 0 = kv)
+        store.stage_snapshot_chunk(0, encode_snapshot_chunk([(0, b"staged", b"x")]))
+        store.finish_snapshot_staging(1, 1)
+        assert store.staged_snapshot() is not None
+        src = BackupSource(store, tmp_path, {"cluster_id": "c", "node_id": "a:1"})
+        token, manifest = await src.begin()
+        dest = tmp_path / "b.rkvbak"
+        from rkv.backup import BackupWriter
+
+        w = BackupWriter(dest, manifest)
+        off = 0
+        while chunk := await src.read(token, off, 1 << 20):
+            w.write(chunk)
+            off += len(chunk)
+        w.finish()
+        src.end(token)
+    finally:
+        store.close()
+    assert (manifest["index"], manifest["term"], manifest["keys"]) == (4, 2, 4)
+    restored = restore(dest, tmp_path / "d", node_id="n:9", cluster_id="rkv-new")
+    assert restored["index"] == 4
+    s = open_store(str(tmp_path / "d"), cluster_id="rkv-new", node_id="n:9", voters=["n:9"])
+    try:
+        assert s.staged_snapshot() is None
+        assert s.applied_index() == 4
+        assert s.initial_state() == (HardState(term=2, vote="", commit=4), ("n:9",))
+        assert (s.first_index(), s.last_index()) == (5, 4)  # no log: a snapshot at 4
+        assert s.get(b"k4") == b"v" and s.get(b"k5") is None
+        assert s.get(b"staged") is None
+    finally:
+        s.close()
+    # the staged generation was emptied, not just forgotten (its bytes would bloat the copy)
+    import lmdb
+
+    env = lmdb.open(str(tmp_path / "d"), max_dbs=12, readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            for name in (b"kv.1", b"files.1", b"sessions.1"):
+                assert txn.stat(env.open_db(name, txn=txn, create=False))["entries"] == 0
+            assert txn.stat(env.open_db(b"kv", txn=txn, create=False))["entries"] == 4
+    finally:
+        env.close()
