@@ -117,10 +117,6 @@ class _RWLock:
                 if not self._readers:
                     self._cond.notify_all()
 
-    def contended(self) -> bool:
-        """An exclusive holder is waiting (long shared holders should let go)."""
-        return self._waiting > 0
-
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[None]:
         with self._cond:
@@ -223,6 +219,7 @@ class LmdbStore:
         self._log_lock = threading.RLock()
         self._closed = False
         self._upload_hashes = UploadHashes()
+        self._sources: set[_LmdbSnapshotSource] = set()
         self._env = _open_env(path, map_size)
         try:
             self._gens = self._open_dbs()
@@ -400,8 +397,15 @@ class LmdbStore:
             self._grow()
         raise StoreFullError(f"{self._path}: map still full after {_MAX_GROWS} resizes")
 
+    def _revoke_sources(self) -> None:
+        """Under the exclusive lock: end open snapshot streams (their read transactions
+        would forbid a resize or close)."""
+        for source in list(self._sources):
+            source.revoke()
+
     def _grow(self) -> None:
         with self._rw.exclusive():
+            self._revoke_sources()
             current = self._env.info()["map_size"]
             if current >= self._max_map_size:
                 raise StoreFullError(
@@ -436,6 +440,7 @@ class LmdbStore:
                 txn.abort()
         except lmdb.PanicError:
             with self._rw.exclusive():
+                self._revoke_sources()
                 size = self._env.info()["map_size"]
                 self._env.close()
                 self._env = _open_env(self._path, size)
@@ -619,7 +624,7 @@ class LmdbStore:
         meanwhile). Use it from one thread at a time and close it promptly: while it is
         open, LMDB cannot reuse pages freed after it began, and the map cannot be resized.
         The map is grown first so that a resize during the stream is unlikely; if one is
-        needed anyway, the stream stops at the next chunk with SnapshotError."""
+        needed anyway, it ends the stream, whose next chunk raises SnapshotError."""
         self._ensure_headroom()
         return _LmdbSnapshotSource(self, max_chunk)
 
@@ -630,6 +635,7 @@ class LmdbStore:
             used = (info["last_pgno"] + 1) * self._env.stat()["psize"]
             want = min(self._max_map_size, 2 * used + _SNAPSHOT_HEADROOM)
             if info["map_size"] < want:
+                self._revoke_sources()
                 self._env.set_mapsize(want)
 
     def _snapshot_meta(self, txn: lmdb.Transaction[bytes]) -> SnapshotMeta:
@@ -838,6 +844,7 @@ class LmdbStore:
         with self._rw.exclusive():
             if self._closed:
                 return
+            self._revoke_sources()
             self._closed = True
             self._env.close()
             os.close(self._lock_fd)
@@ -851,24 +858,29 @@ class LmdbStore:
 
 class _LmdbSnapshotSource:
     """SnapshotSource over one LMDB read transaction (MVCC: a fixed view while writes go on).
-    Holds the store's shared lock until closed; yields to a waiting map resize by aborting."""
+
+    It does not hold the store's readers/writer lock between chunks: a map resize or close
+    (which need every transaction gone) revokes it instead, under `_use` so never in the
+    middle of a chunk, and the next chunk raises SnapshotError. Nothing ever waits for a
+    stream's consumer, which may sit on the same event loop as a writer."""
 
     def __init__(self, store: LmdbStore, max_chunk: int) -> None:
         self._store = store
         self._max_chunk = max_chunk
         self._counter = ChunkCounter()
-        self._stack = contextlib.ExitStack()
-        try:
-            self._stack.enter_context(store._rw.shared())
+        self._use = threading.Lock()
+        self._txn: lmdb.Transaction[bytes] | None = None
+        with store._rw.shared():
             store._check_open()
             txn = store._env.begin()
-            self._stack.callback(txn.abort)
+            try:
+                self.meta = store._snapshot_meta(txn)
+                self._dbs = store._live(txn)
+            except BaseException:
+                txn.abort()
+                raise
             self._txn = txn
-            self.meta = store._snapshot_meta(txn)
-            self._dbs = store._live(txn)
-        except BaseException:
-            self._stack.close()
-            raise
+            store._sources.add(self)
 
     @property
     def records(self) -> int:
@@ -878,27 +890,53 @@ class _LmdbSnapshotSource:
     def chunk_count(self) -> int:
         return self._counter.chunk_count
 
+    def revoke(self) -> None:
+        """End the transaction now (the caller excludes every other use of the store)."""
+        with self._use:
+            if self._txn is not None:
+                self._txn.abort()
+                self._txn = None
+            self._store._sources.discard(self)
+
     def _records(self) -> Iterator[SnapshotRecord]:
         d = self._dbs
         for code, db in ((SNAP_KV, d.kv), (SNAP_FILES, d.files), (SNAP_SESSIONS, d.sessions)):
-            cur = self._txn.cursor(db=db)
-            for k, v in cur.iternext():
-                yield code, k, v
-
-    def _check(self) -> None:
-        if self._store._rw.contended():
-            raise SnapshotError("snapshot stream stopped: the store needs to resize its map")
+            key: bytes | None = None
+            while True:
+                # a batch of records per hold of `_use`, resuming after the last key
+                with self._use:
+                    txn = self._txn
+                    if txn is None:
+                        raise SnapshotError("snapshot stream stopped: the store resized or closed")
+                    cur = txn.cursor(db=db)
+                    found = cur.first() if key is None else cur.set_range(key)
+                    if found and key is not None and cur.key() == key:
+                        found = cur.next()
+                    batch: list[SnapshotRecord] = []
+                    size = 0
+                    while found and size < self._max_chunk:
+                        k, v = cur.item()
+                        batch.append((code, k, v))
+                        size += len(k) + len(v)
+                        found = cur.next()
+                    cur.close()
+                if not batch:
+                    break
+                yield from batch
+                key = batch[-1][1]
+                if not found:
+                    break
 
     def chunks(self) -> Iterator[bytes]:
         try:
-            yield from batch(self._records(), self._max_chunk, self._counter, self._check)
+            yield from batch(self._records(), self._max_chunk, self._counter)
         except (lmdb.CorruptedError, lmdb.PageNotFoundError) as e:
             raise CorruptionError(f"{self._store.path}: {e}") from e
         except lmdb.Error as e:
             raise StoreError(f"snapshot read from {self._store.path} failed: {e}") from e
 
     def close(self) -> None:
-        self._stack.close()
+        self.revoke()
 
     def __enter__(self) -> _LmdbSnapshotSource:
         return self

@@ -437,3 +437,26 @@ def test_big_commit_is_bookkeeping_and_overwrite_frees_chunks(
         s.read_chunk(b"f", 1)
     with s.open_snapshot() as source:  # nothing of the old upload is left to stream
         assert sum(len(c) for c in source.chunks()) < 1000
+
+
+def test_map_resize_during_a_stream_revokes_it_instead_of_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rkv.store.env as env
+
+    monkeypatch.setattr(env, "_SNAPSHOT_HEADROOM", 0)  # so that writes soon need a bigger map
+    h = Harness("lmdb", tmp_path / "resize")
+    s = h.open(map_size=1 << 20)
+    fill(s, 50)
+    source = s.open_snapshot(256)
+    it = source.chunks()
+    next(it)
+    size = s.stats()["map_size"]
+    fill(s, 400, term=2, tag=b"x" * 50)  # needs a resize: it does not wait for the stream
+    assert s.stats()["map_size"] > size
+    with pytest.raises(SnapshotError):
+        list(it)
+    source.close()
+    with s.open_snapshot() as again:  # a new stream sees the new state
+        assert again.meta.index == s.applied_index()
+    h.close_all()
