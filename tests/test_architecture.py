@@ -21,7 +21,7 @@ RANK = {
     "codec": 1,
     "store": 2,
     "net": 2,
-    "sim": 2,  # the simulator drives the pure core with in-memory twins; no runtime below it
+    "sim": 4,  # drives the real core, replica glue and command semantics (store twins) in virtual time
     "replica": 3,
     "config": 3,
     "http": 3,  # the node's health/metrics HTTP server: trio only
