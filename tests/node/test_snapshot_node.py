@@ -149,3 +149,36 @@ async def test_lagging_follower_catches_up_by_snapshot_and_restarts(tmp_path: Pa
         await caught_up(list(cl.nodes.values()))
         assert everything(follower) == everything(cl.nodes[next(i for i in cl.nodes if i != lag)])
         nursery.cancel_scope.cancel()
+
+
+async def test_big_file_upload_compacts_and_streams(tmp_path: Path) -> None:
+    """30 MiB of file chunks: compaction by bytes keeps the log small during the upload, and a
+    follower that missed it gets the file through a snapshot streamed in 256 KiB pieces."""
+    cfgs = configs(
+        tmp_path,
+        free_ports(3),
+        snapshot_bytes=4 << 20,
+        snapshot_keep_bytes=1 << 20,
+        snapshot_chunk_bytes=256 << 10,
+        request_timeout=20.0,
+    )
+    async with trio.open_nursery() as nursery:
+        cl = Cluster(nursery, cfgs)
+        for i in range(3):
+            await cl.start(i)
+        leader = await cl.leader()
+        lag = next(i for i, n in cl.nodes.items() if n is not leader)
+        await cl.stop(lag)
+        data = await upload(leader, 30 << 20, 1 << 20)
+        assert leader.snapshot_statistics()["compactions"] >= 3
+        assert leader.store.log_bytes() < 12 << 20
+        follower = await cl.start(lag)
+        await caught_up(list(cl.nodes.values()), timeout=60)
+        assert follower.snapshot_statistics()["installed"] >= 1
+        m = follower.store.file_manifest(b"file")
+        assert m is not None and m.size == len(data)
+        got = hashlib.sha256()
+        for n in range(m.chunks):
+            got.update(follower.store.read_chunk(b"file", n))
+        assert got.digest() == hashlib.sha256(data).digest() == m.sha256
+        nursery.cancel_scope.cancel()
