@@ -17,6 +17,12 @@ Frame conventions (see framing.py for the byte format):
   an error frame and the connection is closed); it is never passed to the handler but is
   kept in `ConnInfo.hello`. A hello with an ``"id"`` is answered with ``{"t": "ok"}``.
 
+Security (both optional, see docs/security.md): `serve(ssl_context=...)` speaks TLS and
+`serve(token=...)` runs auth.py's challenge-response before anything else on a connection
+(a failed or missing proof gets ``{"t": "error", "code": "auth_failed"}`` and the close;
+nothing is handed to the handler). `connect_framed` is the matching client side, used by
+`RpcClient` and transport.py.
+
 It does not know what frame types mean (the node's handler does) and never reconnects
 (transport.py and the client layer do).
 """
@@ -27,6 +33,7 @@ import errno
 import itertools
 import logging
 import math
+import ssl
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -35,6 +42,7 @@ from typing import Any
 import trio
 
 from rkv.errors import RkvError
+from rkv.net import auth, tls
 from rkv.net.framing import (
     DEFAULT_MAX_FRAME,
     Frame,
@@ -121,6 +129,9 @@ class ConnInfo:
     conn_id: int
     peer: str
     hello: Frame | None = None
+    auth: str | None = None
+    """The role (node id or "client") the connection proved with the cluster token; None
+    when the server has no token."""
 
 
 @dataclass(slots=True)
@@ -203,6 +214,9 @@ class _Server:
     on_hello: HelloHook | None
     require_hello: bool
     stats: ServerStats
+    token: str | bytes | None = None
+    ssl_context: ssl.SSLContext | None = None
+    handshake_timeout: float = 10.0
     refusing: int = 0
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -238,15 +252,41 @@ class _Server:
             self.refusing -= 1
 
     async def connection(self, stream: trio.SocketStream) -> None:
-        fs = FramedStream(stream, self.max_frame)
         info = ConnInfo(conn_id=next(self.ids), peer=_peer_name(stream))
         try:
+            fs = await self._secure(stream, info)
+            if fs is None:
+                return
             goodbye = await self._run(fs, info)
             await _close_with(fs, goodbye)
         finally:
             self.stats.active -= 1
             # Also on cancellation (server shutdown): peers must see the close at once.
             await trio.aclose_forcefully(stream)
+
+    async def _secure(self, stream: trio.SocketStream, info: ConnInfo) -> FramedStream | None:
+        """TLS and token handshakes, each under the handshake deadline: the stream to serve,
+        or None after a failure (the connection is closed then)."""
+        s: trio.abc.Stream = stream
+        if self.ssl_context is not None:
+            try:
+                s = await tls.wrap(
+                    stream, self.ssl_context, server_side=True, timeout=self.handshake_timeout
+                )
+            except (trio.BrokenResourceError, trio.TooSlowError, OSError) as exc:
+                log.info("TLS handshake with %s failed: %r", info.peer, exc)
+                return None
+        fs = FramedStream(s, self.max_frame)
+        if self.token is None:
+            return fs
+        role, refusal = await auth.server_handshake(fs, self.token, self.handshake_timeout)
+        if role is None:
+            if refusal is not None:
+                log.info("refusing %s: %s", info.peer, refusal.get("msg"))
+            await _close_with(fs, refusal)
+            return None
+        info.auth = role
+        return fs
 
     async def _run(self, fs: FramedStream, info: ConnInfo) -> Frame | None:
         # One slot per request from the moment it is read until its answer is written
@@ -310,11 +350,21 @@ class _Server:
             if frame is None:
                 conn.slots.release()
                 return None
+            if frame["t"] == "auth_start":
+                # A token-holding client talking to a node without one: say so at once.
+                conn.slots.release()
+                return error_frame(auth.E_AUTH_FAILED, "this node has no cluster token set")
             if frame["t"] == "hello":
                 if not first:
                     conn.slots.release()
                     return error_frame(E_BAD_HELLO, "hello must be the first frame")
                 first = False
+                claimed = frame.get("node")
+                if conn.info.auth is not None and claimed is not None and claimed != conn.info.auth:
+                    conn.slots.release()
+                    return error_frame(
+                        E_BAD_HELLO, f"hello names {claimed!r} but authenticated as another"
+                    )
                 if self.on_hello is not None:
                     try:
                         self.on_hello(frame)
@@ -422,6 +472,9 @@ async def serve(
     on_hello: HelloHook | None = None,
     require_hello: bool = False,
     stats: ServerStats | None = None,
+    token: str | bytes | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    handshake_timeout: float = 10.0,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `handler` on host:port until cancelled; `task_status.started(bound_port)`.
@@ -437,6 +490,10 @@ async def serve(
     seconds is closed; a frame must complete within `frame_timeout` seconds of its first
     byte; a write must complete within `write_timeout` seconds.
 
+    With `ssl_context` (see tls.server_context) connections speak TLS; with `token` each
+    must pass auth.py's challenge-response first (`ConnInfo.auth` is the proven role, and a
+    hello naming another node is refused). Both handshakes share `handshake_timeout`.
+
     Raises OSError (naming host and port) when the address cannot be bound.
     """
     if max_connections < 1 or max_inflight_per_conn < 1:
@@ -445,6 +502,7 @@ async def serve(
         ("idle_timeout", idle_timeout),
         ("frame_timeout", frame_timeout),
         ("write_timeout", write_timeout),
+        ("handshake_timeout", handshake_timeout),
     ):
         if not value > 0:
             raise ValueError(f"{name} must be > 0, got {value}")
@@ -464,6 +522,9 @@ async def serve(
         on_hello=on_hello,
         require_hello=require_hello,
         stats=stats if stats is not None else ServerStats(),
+        token=token or None,
+        ssl_context=ssl_context,
+        handshake_timeout=handshake_timeout,
     )
     try:
         bound: int = listeners[0].socket.getsockname()[1]
@@ -475,6 +536,44 @@ async def serve(
         with trio.CancelScope(shield=True):
             for listener in listeners:
                 await listener.aclose()
+
+
+async def connect_framed(
+    host: str,
+    port: int,
+    timeout: float = 5.0,
+    *,
+    max_frame: int = DEFAULT_MAX_FRAME,
+    ssl_context: ssl.SSLContext | None = None,
+    token: str | bytes | None = None,
+    role: str = auth.CLIENT_ROLE,
+) -> FramedStream:
+    """Connect, then (if given) do the TLS handshake and prove `token` as `role`, all within
+    `timeout`. Raises ConnectionLost (cannot connect, TLS failure, deadline) or
+    RemoteError("auth_failed", ...) when the token handshake fails either way."""
+    deadline = trio.current_time() + timeout
+    try:
+        fs = await open_framed(host, port, timeout, max_frame=max_frame)
+    except (OSError, trio.TooSlowError) as exc:
+        raise ConnectionLost(f"cannot connect to {host}:{port}: {exc}") from exc
+    try:
+        if ssl_context is not None:
+            left = max(deadline - trio.current_time(), 1e-3)
+            stream = await tls.wrap(
+                fs.stream, ssl_context, server_side=False, server_hostname=host, timeout=left
+            )
+            fs = FramedStream(stream, max_frame)
+        if token:
+            left = max(deadline - trio.current_time(), 1e-3)
+            await auth.client_handshake(fs, token, role, left)
+    except auth.AuthFailed as exc:
+        await trio.aclose_forcefully(fs.stream)
+        raise RemoteError(auth.E_AUTH_FAILED, exc.msg) from None
+    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError) as exc:
+        await trio.aclose_forcefully(fs.stream)
+        what = "TLS/authentication" if ssl_context is not None else "authentication"
+        raise ConnectionLost(f"{what} with {host}:{port} failed: {exc!r}") from exc
+    return fs
 
 
 @dataclass(slots=True)
@@ -491,7 +590,8 @@ class RpcClient:
     Calls are multiplexed by ``"id"``; at most `max_inflight` are outstanding (more
     callers wait for a slot, inside their timeout). When the connection breaks, every
     pending and later call raises ConnectionLost; the client never reconnects (open a new
-    one). If `hello` is given it is sent first (without an id).
+    one). If `hello` is given it is sent first (without an id). `ssl_context` and `token`:
+    see `connect_framed` (the role proven is the hello's "node", else "client").
     """
 
     def __init__(
@@ -504,6 +604,8 @@ class RpcClient:
         max_frame: int = DEFAULT_MAX_FRAME,
         max_inflight: int = 256,
         hello: Frame | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        token: str | bytes | None = None,
     ) -> None:
         if max_inflight < 1:
             raise ValueError("max_inflight must be >= 1")
@@ -514,6 +616,8 @@ class RpcClient:
         self.max_frame = max_frame
         self.max_inflight = max_inflight
         self._hello = hello
+        self._ssl_context = ssl_context
+        self._token = token or None
         self._fs: FramedStream | None = None
         self._stack: AsyncExitStack | None = None
         self._scope = trio.CancelScope()
@@ -541,12 +645,16 @@ class RpcClient:
     async def __aenter__(self) -> RpcClient:
         if self._stack is not None:
             raise RuntimeError("RpcClient can be entered only once")
-        try:
-            self._fs = await open_framed(
-                self.host, self.port, self.connect_timeout, max_frame=self.max_frame
-            )
-        except (OSError, trio.TooSlowError) as exc:
-            raise ConnectionLost(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+        node = None if self._hello is None else self._hello.get("node")
+        self._fs = await connect_framed(
+            self.host,
+            self.port,
+            self.connect_timeout,
+            max_frame=self.max_frame,
+            ssl_context=self._ssl_context,
+            token=self._token,
+            role=node if isinstance(node, str) and node else auth.CLIENT_ROLE,
+        )
         stack = AsyncExitStack()
         try:
             stack.push_async_callback(trio.aclose_forcefully, self._fs.stream)
@@ -609,6 +717,10 @@ class RpcClient:
                 if rid is None:
                     if frame["t"] == "error":
                         self._fail(RemoteError.from_frame(frame))
+                        return
+                    if frame["t"] == "challenge":
+                        msg = "the node requires a cluster token (--token / RKV_CLUSTER_TOKEN)"
+                        self._fail(RemoteError(auth.E_AUTH_FAILED, msg))
                         return
                     log.debug("ignoring unsolicited %r frame", frame["t"])
                     continue
