@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,8 @@ from typing import Any
 import trio
 
 from rkv.net.framing import DEFAULT_MAX_FRAME, Frame, FrameError, encode_frame
-from rkv.net.stream import FramedStream, open_framed
+from rkv.net.rpc import RemoteError, RpcError, connect_framed
+from rkv.net.stream import FramedStream
 
 log = logging.getLogger("rkv.net.transport")
 
@@ -88,6 +90,8 @@ class PeerTransport:
         connect_timeout: float = 2.0,
         write_timeout: float = 5.0,
         rng: random.Random | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        token: str | bytes | None = None,
     ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be >= 1")
@@ -105,6 +109,9 @@ class PeerTransport:
             self._hello.pop("id", None)
             encode_frame(self._hello, max_frame)  # local misuse raises here, not later
         self._rng = rng if rng is not None else random.Random()
+        # Links prove `token` as self_id (rpc.connect_framed) before the hello is sent.
+        self._ssl_context = ssl_context
+        self._token = token or None
         self._peers: dict[PeerId, _Peer] = {}
         self._nursery: trio.Nursery | None = None
         self.unknown_dropped = 0
@@ -205,14 +212,20 @@ class PeerTransport:
             peer.scope = scope
             while self._peers.get(peer.peer_id) is peer:
                 try:
-                    fs = await open_framed(
+                    fs = await connect_framed(
                         peer.address[0],
                         peer.address[1],
                         self.connect_timeout,
                         max_frame=self.max_frame,
+                        ssl_context=self._ssl_context,
+                        token=self._token,
+                        role=self.self_id,
                     )
-                except (OSError, trio.TooSlowError) as exc:
-                    peer.last_error = f"connect: {exc!r}"
+                except RpcError as exc:
+                    peer.last_error = f"connect: {exc}"
+                    if isinstance(exc, RemoteError) and peer.last_error != peer.last_refusal:
+                        peer.last_refusal = peer.last_error
+                        log.warning("peer %s refused us: %s", peer.peer_id, exc)
                     # Whatever waited for this peer is stale by the next attempt.
                     peer.drop_queued()
                     peer.failures += 1
