@@ -102,6 +102,13 @@ class StoreFull(RkvError):
     code = "store_full"
 
 
+class AuthError(RkvError):
+    """Authentication failed: a wrong or missing cluster token (or a token the node does not
+    expect); the connection was refused before any request was served."""
+
+    code = "auth_failed"
+
+
 class InternalError(RkvError):
     """The server hit an unexpected error."""
 
@@ -119,6 +126,7 @@ _BY_CODE: dict[str, type[RkvError]] = {
         Changed,
         IntegrityError,
         StoreFull,
+        AuthError,
         InternalError,
     )
 }
