@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
@@ -156,6 +156,17 @@ class NodeConfig:
     """Accept `{"t": "fault"}` requests that make this node drop Raft traffic to/from chosen
     peers (for the nemesis harness only). Off unless explicitly enabled: `serve_main` turns
     it on when the environment variable RKV_FAULT_INJECTION=1 is set."""
+    cluster_token: str | None = field(default=None, repr=False)
+    """Shared secret every connection, peer or client, must prove it knows before anything
+    is served (HMAC challenge-response, never sent; see docs/security.md). None: no
+    authentication. Kept out of repr so it never reaches a log."""
+    tls_cert: Path | None = None
+    """PEM certificate (chain) this node presents, to clients and to peers; with `tls_key`
+    it turns TLS on for every connection of the node."""
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    """CA the node trusts: peers' certificates are checked against it, and every connecting
+    side (peer or client) must present a certificate it signed (mutual TLS)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -200,6 +211,18 @@ class NodeConfig:
         _positive("snapshot_chunk_bytes", self.snapshot_chunk_bytes, 1, self.max_frame // 2)
         if not isinstance(self.fault_injection, bool):
             raise ValueError(f"fault_injection must be a bool, got {self.fault_injection!r}")
+        # Offline guessing of a captured handshake is the attack left: demand some length.
+        token = self.cluster_token
+        if token is not None and (not isinstance(token, str) or not 16 <= len(token) <= 1024):
+            raise ValueError("cluster token must be a string of 16..1024 characters")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both a certificate (--tls-cert) and a key (--tls-key)")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-ca needs --tls-cert and --tls-key (the node's own identity)")
+        for name in ("tls_cert", "tls_key", "tls_ca"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
         object.__setattr__(self, "data_dir", Path(self.data_dir))
         object.__setattr__(self, "peers", MappingProxyType(dict(sorted(self.peers.items()))))
 
@@ -207,6 +230,10 @@ class NodeConfig:
     def voters(self) -> tuple[str, ...]:
         """All voter ids (this node and its peers), sorted."""
         return tuple(sorted([self.id, *self.peers]))
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @property
     def tick_seconds(self) -> float:
