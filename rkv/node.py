@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import signal
+import ssl
 import sys
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -28,6 +29,7 @@ from functools import partial
 from typing import Any
 
 import trio
+import trio.testing
 
 from rkv.backup import BackupSource
 from rkv.codec import (
@@ -62,6 +64,8 @@ from rkv.errors import (
 )
 from rkv.http import Response, serve_http, text
 from rkv.metrics import CONTENT_TYPE, NodeMetrics
+from rkv.net import tls
+from rkv.net.auth import token_fingerprint
 from rkv.net.rpc import ConnInfo, RemoteError, RpcClient, RpcError, ServerStats, serve
 from rkv.net.transport import PeerTransport
 from rkv.raft.config import Config
@@ -154,12 +158,15 @@ class Node:
             raft_cfg, store, rng=rng, address_of=cfg.peer_address
         )
         hello = {"cluster": cfg.cluster_id, "node": cfg.id}
+        self._server_ssl, self._client_ssl = _ssl_contexts(cfg)
         self.transport = PeerTransport(
             cfg.id,
             dict(cfg.peers),
             queue_size=cfg.peer_queue,
             max_frame=cfg.max_frame,
             hello=hello,
+            ssl_context=self._client_ssl,
+            token=cfg.cluster_token,
         )
         self._in_send, self._in_recv = trio.open_memory_channel[_Input](cfg.inbox_size)
         self.server_stats = ServerStats()
@@ -198,6 +205,8 @@ class Node:
                     max_inflight_per_conn=self.cfg.max_inflight_per_conn,
                     on_hello=self._on_hello,
                     stats=self.server_stats,
+                    token=self.cfg.cluster_token,
+                    ssl_context=self._server_ssl,
                 )
             )
             if self.cfg.http_port is not None:
@@ -218,6 +227,14 @@ class Node:
                 ",".join(self.cfg.peers) or "-",
                 self.cfg.data_dir,
             )
+            log.info(
+                "node %s: TLS %s, cluster token %s",
+                self.cfg.id,
+                ("on, mutual" if self.cfg.tls_ca else "on") if self._server_ssl else "off",
+                "off"
+                if not self.cfg.cluster_token
+                else f"on (fingerprint {token_fingerprint(self.cfg.cluster_token)})",
+            )
             task_status.started(self)
 
     # -- the raft loop -----------------------------------------------------------------------
@@ -232,6 +249,13 @@ class Node:
             if not batch and not self.replica.has_ready():
                 with trio.move_on_at(next_tick):
                     batch.append(await self._in_recv.receive())
+            if self.cfg.gather_seconds > 0:
+                # Group commit: the store runs on this task, so nothing else runs meanwhile.
+                # Let every other task run until it blocks (connection readers and handlers
+                # turn what has arrived into inputs, writers flush answers) so that this turn
+                # takes them all into one Ready and one fsync. Bounded: a busy node still turns.
+                with trio.move_on_after(self.cfg.gather_seconds):
+                    await trio.testing.wait_all_tasks_blocked()
             # Bounded batches: at most max_batch inputs and about max_batch_bytes of proposed
             # data per turn (one Ready, one fsync); the rest waits for the next turn.
             size = sum(len(i.data) for i in batch if isinstance(i, _Propose))
@@ -305,7 +329,15 @@ class Node:
         if ready.must_sync:
             t0 = trio.current_time()
             try:
-                await trio.to_thread.run_sync(replica.persist, ready)
+                if (
+                    ready.snapshot is None
+                    and _data_bytes(ready.entries) <= self.cfg.inline_io_bytes
+                ):
+                    # A small transaction costs less than a thread hand-off (two context
+                    # switches and a GIL transfer): run it on the loop.
+                    replica.persist(ready)
+                else:
+                    await trio.to_thread.run_sync(replica.persist, ready)
             except StoreFullError as e:
                 # Raft state that cannot be made durable cannot be acknowledged: stop the node
                 # (exit code STORE_FULL) rather than lie to peers.
@@ -316,7 +348,10 @@ class Node:
         if ready.committed_entries:
             self.metrics.on_apply(len(ready.committed_entries))
             try:
-                results = await trio.to_thread.run_sync(replica.apply, ready)
+                if _data_bytes(ready.committed_entries) <= self.cfg.inline_io_bytes:
+                    results = replica.apply(ready)
+                else:
+                    results = await trio.to_thread.run_sync(replica.apply, ready)
             except StoreFullError as e:
                 raise _Fatal(ExitCode.STORE_FULL, f"store full while applying: {e}") from e
         out = replica.finish(ready, results)
@@ -366,13 +401,13 @@ class Node:
                 if m.snapshot is not None:
                     est += len(m.snapshot.data)
                 if wire and size + est > budget:
-                    self.transport.send(to, {"t": "raft", "m": wire})
+                    self.transport.send(to, {"t": "raft", "m": wire}, now=True)
                     wire, size = [], 0
                 wire.append(message_to_wire(m))
                 size += est
                 self.metrics.peer_bytes_out[to] += est
             if wire:
-                self.transport.send(to, {"t": "raft", "m": wire})
+                self.transport.send(to, {"t": "raft", "m": wire}, now=True)
 
     # -- inbound -----------------------------------------------------------------------------
 
@@ -831,7 +866,13 @@ class Node:
         try:
             hello = {"cluster": cfg.cluster_id, "node": cfg.id}
             async with RpcClient(
-                host, port, max_frame=cfg.max_frame, hello=hello, max_inflight=1
+                host,
+                port,
+                max_frame=cfg.max_frame,
+                hello=hello,
+                max_inflight=1,
+                ssl_context=self._client_ssl,
+                token=cfg.cluster_token,
             ) as client:
                 source = await trio.to_thread.run_sync(
                     self.store.open_snapshot, cfg.snapshot_chunk_bytes
@@ -952,6 +993,10 @@ class Node:
         self.snap_stats["compactions"] += 1
 
 
+def _data_bytes(entries: Sequence[Entry]) -> int:
+    return sum(len(e.data) for e in entries)
+
+
 def _one_line(s: str) -> str:
     return " ".join(s.split())[:500]
 
@@ -988,6 +1033,18 @@ class NodeStartError(Exception):
         super().__init__(msg)
         self.code = code
         self.msg = msg
+
+
+def _ssl_contexts(cfg: NodeConfig) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """(server, peer-client) contexts from the config's TLS files; (None, None) without TLS."""
+    if cfg.tls_cert is None or cfg.tls_key is None:
+        return None, None
+    try:
+        server = tls.server_context(cfg.tls_cert, cfg.tls_key, cfg.tls_ca)
+        client = tls.client_context(cfg.tls_ca, cfg.tls_cert, cfg.tls_key)
+    except (OSError, ssl.SSLError) as e:
+        raise NodeStartError(ExitCode.USAGE, f"TLS files: {_one_line(str(e))}") from None
+    return server, client
 
 
 def _open(cfg: NodeConfig) -> Any:

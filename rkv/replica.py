@@ -110,6 +110,15 @@ class Replica(Generic[T]):
         address_of: Callable[[NodeId], str | None] = lambda _id: None,
     ) -> None:
         self.store = store
+        hs, _voters = store.initial_state()
+        if hs.commit < store.applied_index():
+            # Commit-only hard states are not saved (see `persist`): the applied index, durable
+            # with the state machine, proves how far the log was committed. Bring the stored
+            # commit up to it before the core reads it.
+            hs = HardState(hs.term, hs.vote, store.applied_index())
+            store.save(hs, [])
+        self._durable = (hs.term, hs.vote)
+        """Term and vote of the last saved hard state."""
         self.raw = RawNode(config, store, rng if rng is not None else random.Random())
         self.id = config.id
         self._address_of = address_of
@@ -207,9 +216,17 @@ class Replica(Generic[T]):
             self.store.install_snapshot(ready.hard_state, list(ready.entries), ready.snapshot)
             self.saves += 1
             self.snapshots_installed += 1
-        elif ready.must_sync:
+        elif ready.entries or (
+            ready.hard_state is not None
+            and (ready.hard_state.term, ready.hard_state.vote) != self._durable
+        ):
             self.store.save(ready.hard_state, list(ready.entries), ready.snapshot)
             self.saves += 1
+        # else: only the commit index moved. Raft needs no durable commit index (a restarted
+        # node learns it again from the leader), so that costs no transaction and no fsync;
+        # it is saved with the next entries or vote, and `__init__` repairs commit < applied.
+        if ready.hard_state is not None:
+            self._durable = (ready.hard_state.term, ready.hard_state.vote)
 
     def apply(self, ready: Ready) -> Sequence[Any]:
         """Blocking: apply the committed entries in one store transaction."""
