@@ -8,7 +8,7 @@ command needs them (client commands stay light).
 
 Exit codes of the client commands: 0 ok, 1 not found / compare failed, 2 usage error (bad
 arguments, bad address, missing local file), 3 cluster unavailable, 4 integrity error,
-5 other server error. `rkv serve` uses the node runtime's codes (rkv.errors.ExitCode).
+5 other server error, 6 authentication failed (wrong or missing cluster token). `rkv serve` uses the node runtime's codes (rkv.errors.ExitCode).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 from types import FrameType
@@ -33,6 +33,7 @@ import typer
 from rkv.client import DEFAULT_ADDRS, Client, Progress, parse_addresses
 from rkv.config import DEFAULT_HOST, DEFAULT_PORT, format_address
 from rkv.errors import (
+    AuthError,
     BadRequest,
     Changed,
     IntegrityError,
@@ -60,11 +61,13 @@ class Exit(IntEnum):
     """A download failed its size/SHA-256 check or the file changed meanwhile."""
     SERVER = 5
     """Any other error reported by the cluster."""
+    AUTH = 6
+    """Authentication failed: wrong or missing cluster token (--token / RKV_CLUSTER_TOKEN)."""
 
 
 EPILOG = (
     "Exit codes: 0 ok, 1 not found / compare failed, 2 usage error, 3 cluster unavailable, "
-    "4 integrity error, 5 other server error. Node addresses: --addr or RKV_ADDR "
+    "4 integrity error, 5 other server error, 6 authentication failed. Node addresses: --addr or RKV_ADDR "
     "(default: " + ",".join(DEFAULT_ADDRS) + ")."
 )
 
@@ -83,6 +86,10 @@ app = typer.Typer(
 class Settings:
     addr: str | None
     timeout: float
+    token: str | None = field(default=None, repr=False)
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 def _err(msg: str) -> None:
@@ -96,6 +103,8 @@ def _fail(code: Exit | int, msg: str) -> NoReturn:
 
 def exit_code_for(exc: BaseException) -> Exit:
     """The exit code for an error raised by a client command."""
+    if isinstance(exc, AuthError):
+        return Exit.AUTH
     if isinstance(exc, NotFound):
         return Exit.NOT_FOUND
     if isinstance(exc, BadRequest | ValueError | TypeError | OSError):
@@ -134,6 +143,7 @@ def _user_errors() -> Iterator[None]:
             Exit.UNAVAILABLE: "unavailable",
             Exit.INTEGRITY: "integrity error",
             Exit.SERVER: "server error",
+            Exit.AUTH: "authentication failed",
         }[code]
         _fail(code, f"{kind}: {_one_line(msg)}")
 
@@ -149,7 +159,15 @@ def _run(ctx: typer.Context, addr: str | None, fn: Callable[[Client], Awaitable[
     text = addr or s.addr or os.environ.get("RKV_ADDR") or ",".join(DEFAULT_ADDRS)
     with _user_errors():
         addrs = parse_addresses(text)
-        client = Client(addrs, timeout=s.timeout, attempt_timeout=min(5.0, s.timeout))
+        client = Client(
+            addrs,
+            timeout=s.timeout,
+            attempt_timeout=min(5.0, s.timeout),
+            token=s.token,
+            tls_ca=s.tls_ca,
+            tls_cert=s.tls_cert,
+            tls_key=s.tls_key,
+        )
 
         async def main() -> T:
             async with client:
@@ -186,9 +204,26 @@ def _global(
     timeout: float = typer.Option(
         10.0, "--timeout", "-t", min=0.001, help="Seconds an operation may retry before giving up."
     ),
+    token: str | None = typer.Option(
+        None,
+        "--token",
+        envvar="RKV_CLUSTER_TOKEN",
+        help="The cluster token, if the nodes have one (prefer the RKV_CLUSTER_TOKEN "
+        "environment variable: a command line is visible to other local users).",
+        show_default=False,
+    ),
+    tls_ca: Path | None = typer.Option(  # noqa: B008
+        None, "--tls-ca", help="Talk TLS, verifying the nodes against this CA (PEM)."
+    ),
+    tls_cert: Path | None = typer.Option(  # noqa: B008
+        None, "--tls-cert", help="Client certificate (PEM), for nodes that require one."
+    ),
+    tls_key: Path | None = typer.Option(  # noqa: B008
+        None, "--tls-key", help="Private key of --tls-cert (PEM)."
+    ),
 ) -> None:
     """rkv: a fault-tolerant distributed key-value store (Raft over trio, msgpack, LMDB)."""
-    ctx.obj = Settings(addr, timeout)
+    ctx.obj = Settings(addr, timeout, token or None, tls_ca, tls_cert, tls_key)
 
 
 # --- client commands ------------------------------------------------------------------------
@@ -609,6 +644,23 @@ def serve_cmd(
         help="Serve /livez, /readyz and /metrics (Prometheus) over HTTP on HOST:PORT. Off "
         "by default.",
     ),
+    cluster_token: str | None = typer.Option(
+        None,
+        "--cluster-token",
+        envvar="RKV_CLUSTER_TOKEN",
+        help="Shared secret (16+ characters) every peer and client must prove it knows "
+        "(HMAC challenge-response; never sent). Prefer the environment variable.",
+        show_default=False,
+    ),
+    tls_cert: Path | None = typer.Option(  # noqa: B008
+        None, "--tls-cert", help="PEM certificate: TLS for every connection (with --tls-key)."
+    ),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key."),  # noqa: B008
+    tls_ca: Path | None = typer.Option(  # noqa: B008
+        None,
+        "--tls-ca",
+        help="PEM CA: verify peers with it and require client certificates (mutual TLS).",
+    ),
 ) -> None:
     """Run one node in the foreground until Ctrl+C / SIGTERM.
 
@@ -627,6 +679,10 @@ def serve_cmd(
             data_dir=data_dir,
             cluster_id=cluster_id,
             http_port=http_port,
+            cluster_token=cluster_token or None,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_ca=tls_ca,
         )
     except ValueError as exc:
         _fail(Exit.USAGE, f"serve: error: {_one_line(str(exc))}")
@@ -715,7 +771,8 @@ def _stop_children(children: list[_Child], grace: float = 10.0) -> None:
 
 def _cluster_status(addrs: list[str]) -> list[dict[str, Any]]:
     async def go() -> list[dict[str, Any]]:
-        async with Client(addrs, timeout=1.0) as c:
+        token = os.environ.get("RKV_CLUSTER_TOKEN") or None  # the children's, inherited
+        async with Client(addrs, timeout=1.0, token=token) as c:
             return await c.status(timeout=1.0)
 
     return trio.run(go)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
@@ -37,6 +38,7 @@ from rkv.errors import (
     Unavailable,
     from_error_frame,
 )
+from rkv.net import tls
 from rkv.net.rpc import ConnectionLost, RemoteError, RpcClient, RpcTimeout
 
 T = TypeVar("T")
@@ -173,6 +175,11 @@ class Client:
         backoff_max: float = 1.0,
         max_frame: int = 32 << 20,
         rng: random.Random | None = None,
+        token: str | None = None,
+        tls_ca: str | Path | None = None,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.addrs = parse_addresses(addrs)
         for name, value in (
@@ -188,6 +195,11 @@ class Client:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.max_frame = max_frame
+        # The token never leaves this object: connections prove it (rkv.net.auth).
+        self._token = token or None
+        if ssl_context is None and (tls_ca is not None or tls_cert is not None):
+            ssl_context = tls.client_context(tls_ca, tls_cert, tls_key)
+        self._ssl_context = ssl_context
         self._rng = rng if rng is not None else random.Random()
         self.client_id = os.urandom(16)
         self._sessions: list[_Session] = [_Session(self.client_id)]
@@ -236,6 +248,8 @@ class Client:
             connect_timeout=self.connect_timeout,
             timeout=self.attempt_timeout,
             max_frame=self.max_frame,
+            ssl_context=self._ssl_context,
+            token=self._token,
         )
         async with rpc:
             link.rpc = rpc
@@ -827,7 +841,9 @@ def connect(addrs: str | Iterable[str] = DEFAULT_ADDRS, **kwargs: Any) -> Client
     node or several). Use: ``async with rkv.connect("127.0.0.1:50051") as c: ...``.
 
     Keywords: timeout (overall seconds per operation, default 10), attempt_timeout,
-    connect_timeout, backoff_base, backoff_max, max_frame, rng.
+    connect_timeout, backoff_base, backoff_max, max_frame, rng; security (docs/security.md):
+    token (the cluster token; a wrong or missing one raises rkv.errors.AuthError), tls_ca
+    (CA file: TLS on, the node verified), tls_cert/tls_key (for mutual TLS), ssl_context.
     """
     return Client(addrs, **kwargs)
 

@@ -693,8 +693,10 @@ class RpcClient:
         self._recv_ch.close()
         self._scope.cancel()
 
-    def _lost(self) -> ConnectionLost:
+    def _lost(self) -> RpcError:
         err = self._error
+        if isinstance(err, RemoteError) and err.code == auth.E_AUTH_FAILED:
+            return RemoteError(err.code, err.msg, err.fields)  # not retryable elsewhere
         if isinstance(err, ConnectionLost):
             return ConnectionLost(str(err))
         return ConnectionLost(f"connection closed after: {err}")
