@@ -82,6 +82,8 @@ Frame = dict[str, Any]
 MAX_SCAN_LIMIT = 10_000
 DEFAULT_SCAN_LIMIT = 1000
 FAULT_INJECTION_ENV = "RKV_FAULT_INJECTION"
+LIVENESS_STALL = 10.0
+"""/livez fails once the raft loop has not turned for this many seconds."""
 _TICK_CATCH_UP = 50
 """Most ticks run in one turn after a stall: enough to let time pass, bounded so a long pause
 (a suspended process) does not spin."""
@@ -610,15 +612,19 @@ class Node:
     # -- operations: leadership transfer, backup, health (docs/operations.md) ---------------
 
     def transfer_target(self) -> str | None:
-        """The most caught-up follower (highest match index; ties: lowest id), or None."""
+        """The most caught-up follower (highest match index; ties: lowest id), or None.
+        Followers whose link is down count only when no connected one exists (a node that
+        is already stopped would make a shutdown wait out the whole hand-over bound)."""
         st = self.replica.raw.status()
-        best: tuple[int, str] | None = None
+        links = self.transport.statistics()
+        best: tuple[bool, int, str] | None = None
         for p in st.progress:
             if p.id == self.cfg.id:
                 continue
-            if best is None or p.match > best[0]:
-                best = (p.match, p.id)
-        return None if best is None else best[1]
+            up = bool(links.get(p.id, {}).get("connected"))
+            if best is None or (up, p.match) > best[:2]:
+                best = (up, p.match, p.id)
+        return None if best is None else best[2]
 
     async def transfer_leadership(self, to: str | None, timeout: float | None = None) -> str:
         """Hand leadership to `to` (None: the most caught-up follower); returns the new
@@ -701,8 +707,19 @@ class Node:
         return True, f"ok: leader {r.leader}, applied {r.applied}"
 
     def http_routes(self) -> dict[str, Callable[[], Response]]:
+        # The raft loop turns at least once per tick; a loop that has not turned for
+        # LIVENESS_STALL seconds is stuck (e.g. a hung disk) and the process should go.
+        seen = [self.turns, trio.current_time()]
+
         def livez() -> Response:
-            return text(200, "ok") if self.loop_running else text(503, "raft loop not running")
+            if not self.loop_running:
+                return text(503, "raft loop not running")
+            now = trio.current_time()
+            if self.turns != seen[0]:
+                seen[0], seen[1] = self.turns, now
+            elif now - seen[1] > LIVENESS_STALL:
+                return text(503, f"raft loop stalled for {now - seen[1]:.1f} s")
+            return text(200, "ok")
 
         def readyz() -> Response:
             ok, reason = self.readiness()

@@ -215,3 +215,31 @@ async def test_http_port_in_use_fails_the_node(tmp_path: Path) -> None:
             await run_node(cfg)
         assert info.value.code == ExitCode.PORT_IN_USE
         outer.cancel_scope.cancel()
+
+
+async def test_livez_fails_when_the_raft_loop_is_stuck(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rkv.node
+
+    monkeypatch.setattr(rkv.node, "LIVENESS_STALL", 0.3)
+    cfg = configs(tmp_path, 1)[0]
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(run_node, cfg)
+        port = node.http_port or 0
+        assert (await get("127.0.0.1", port, "/livez"))[0] == 200
+        stuck = trio.Event()
+
+        async def hang() -> None:  # a Ready whose fsync never returns
+            stuck.set()
+            await trio.sleep_forever()
+
+        monkeypatch.setattr(node, "_handle_ready", hang)
+        monkeypatch.setattr(node.replica, "has_ready", lambda: True)
+        with trio.fail_after(5):
+            await stuck.wait()
+        assert (await get("127.0.0.1", port, "/livez"))[0] == 200  # not yet
+        await trio.sleep(0.5)
+        status, body = await get("127.0.0.1", port, "/livez")
+        assert status == 503 and body.startswith(b"raft loop stalled for "), body
+        nursery.cancel_scope.cancel()

@@ -84,3 +84,26 @@ async def test_transfer_times_out_when_the_target_is_cut_off(tmp_path: Path) -> 
         assert leader.replica.role == Role.LEADER
         async with rkv.connect([leader.cfg.id], timeout=5) as c:
             await c.put("y", "2")
+
+
+async def test_nil_transfer_prefers_a_connected_follower(tmp_path: Path) -> None:
+    async with cluster(configs(tmp_path, http_port=None)) as nodes:
+        leader = await wait_leader(nodes)
+        a, b = sorted((n for n in nodes if n is not leader), key=lambda n: n.cfg.id)
+        async with rkv.connect([leader.cfg.id], timeout=5) as c:
+            await c.put("x", "1")
+        with trio.fail_after(5):
+            while {p.match for p in leader.replica.raw.status().progress} != {
+                leader.replica.raw.status().last_index
+            }:
+                await trio.sleep(0.02)
+        assert leader.transfer_target() == a.cfg.id  # equal match: lowest id
+        # a's link looks down: b is chosen although equally caught up
+        real = leader.transport.statistics
+
+        def stats() -> dict[str, dict[str, object]]:
+            s = real()
+            return {k: ({**v, "connected": False} if k == a.cfg.id else v) for k, v in s.items()}
+
+        leader.transport.statistics = stats  # type: ignore[method-assign]
+        assert leader.transfer_target() == b.cfg.id
