@@ -60,6 +60,8 @@ class NodeProc:
     peers: list[str]
     data_dir: Path
     log_path: Path
+    command: tuple[str, ...] = ()
+    """The argv before "serve" (default: this Python's `-m rkv`)."""
     proc: subprocess.Popen[bytes] | None = None
     paused: bool = False
     expected_down: bool = True
@@ -70,9 +72,7 @@ class NodeProc:
     def args(self) -> list[str]:
         host, port = parse_address(self.addr)
         return [
-            sys.executable,
-            "-m",
-            "rkv",
+            *(self.command or (sys.executable, "-m", "rkv")),
             "serve",
             "--host",
             host,
@@ -122,6 +122,9 @@ class ProcessCluster:
 
     root: Path
     n: int
+    command: tuple[str, ...] = ()
+    """The argv before "serve" for every node (default: this Python's `-m rkv`); tests use
+    it to run a deliberately broken node and prove the nemesis notices."""
     nodes: list[NodeProc] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -135,6 +138,7 @@ class ProcessCluster:
                 addrs,
                 self.root / a.replace(":", "_"),
                 self.root / f"{a.replace(':', '_')}.log",
+                command=self.command,
             )
             for a in addrs
         ]

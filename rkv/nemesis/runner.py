@@ -28,12 +28,13 @@ from typing import Any
 import trio
 
 import rkv
+from rkv.config import parse_address
 from rkv.nemesis.check import (
     check_histories,
     compare_replicas,
     lost_acknowledged_writes,
 )
-from rkv.nemesis.cluster import RPC_ERRORS, ProcessCluster, rpc_call
+from rkv.nemesis.cluster import RPC_ERRORS, ProcessCluster
 from rkv.nemesis.workload import (
     KINDS,
     KeySchedule,
@@ -42,9 +43,17 @@ from rkv.nemesis.workload import (
     client_worker,
     raw_worker,
 )
+from rkv.net.rpc import RpcClient
 from rkv.sim.linearizability import Operation, OpKind
 
-FAULT_KINDS = ("kill", "pause", "partition", "partition_oneway", "isolate_leader")
+FAULT_KINDS = (
+    "kill",
+    "pause",
+    "partition",
+    "partition_oneway",
+    "isolate_leader",
+    "partition_crash",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +68,9 @@ class NemesisConfig:
     """Seconds before the workers move to a fresh key set (bounds each key's history)."""
     seed: int | None = None
     faults: tuple[str, ...] = FAULT_KINDS
+    min_rounds: int = 0
+    """Keep injecting past `duration` until this many full rounds (every kind once) are
+    done: tests use 1 so that every kind is injected however slow the machine is."""
     fault_hold: tuple[float, float] = (1.0, 3.0)
     """How long a fault lasts (uniform in this range, seconds)."""
     quiet: tuple[float, float] = (0.5, 1.5)
@@ -67,6 +79,8 @@ class NemesisConfig:
     check_timeout: float = 60.0
     """Search budget per key for the linearizability checker (seconds)."""
     converge_timeout: float = 30.0
+    node_command: tuple[str, ...] = ()
+    """argv that runs the rkv CLI, before "serve" (default: this Python's `-m rkv`)."""
     workdir: Path | None = None
     keep: bool = False
     """Keep the work dir (data dirs and node logs) even after a clean run."""
@@ -97,6 +111,7 @@ class Report:
     """Faults aimed at the node that was leader at the time."""
     histories_checked: int = 0
     checked_operations: int = 0
+    check_seconds: float = 0.0
     violations: list[str] = field(default_factory=list)
     inconclusive: list[str] = field(default_factory=list)
     lost_acknowledged_writes: list[str] = field(default_factory=list)
@@ -142,6 +157,7 @@ class Report:
             "leader_faults": self.leader_faults,
             "histories_checked": self.histories_checked,
             "checked_operations": self.checked_operations,
+            "check_seconds": round(self.check_seconds, 2),
             "violations": len(self.violations),
             "inconclusive": len(self.inconclusive),
             "lost_acknowledged_writes": len(self.lost_acknowledged_writes),
@@ -175,7 +191,7 @@ class Report:
             )
         lines.append(
             f"histories checked: {self.histories_checked} keys, "
-            f"{self.checked_operations} operations"
+            f"{self.checked_operations} operations ({self.check_seconds:.1f} s)"
         )
         lines.append(f"linearizability violations: {len(self.violations)}")
         lines.append(f"lost acknowledged writes: {len(self.lost_acknowledged_writes)}")
@@ -214,12 +230,15 @@ class _Nemesis:
 
     async def run(self, until: float) -> None:
         bag: list[str] = []
+        rounds = 0
         while True:
-            await trio.sleep_until(
-                min(until, trio.current_time() + self.rng.uniform(*self.cfg.quiet))
-            )
-            if trio.current_time() >= until:
-                return
+            quiet = self.rng.uniform(*self.cfg.quiet)
+            if rounds < self.cfg.min_rounds:
+                await trio.sleep(quiet)
+            else:
+                await trio.sleep_until(min(until, trio.current_time() + quiet))
+                if trio.current_time() >= until:
+                    return
             if not bag:
                 # Every kind once per round, in a random order: short runs see them all.
                 bag = list(self.cfg.faults)
@@ -228,6 +247,8 @@ class _Nemesis:
             hold = self.rng.uniform(*self.cfg.fault_hold)
             await getattr(self, f"_{kind}")(hold)
             self.counts[kind] += 1
+            if not bag:
+                rounds += 1
 
     async def _target(self) -> tuple[str, bool]:
         leader = await self.cluster.leader()
@@ -263,23 +284,60 @@ class _Nemesis:
         await self.cluster.heal()
         self.event("healed")
 
-    async def _partition(self, hold: float) -> None:
+    async def _split(self) -> tuple[list[str], list[str]]:
+        """A random (minority, majority) split; the leader is in the minority half the time."""
         addrs = list(self.cluster.addrs)
-        if len(addrs) < 2:
-            return
         self.rng.shuffle(addrs)
         k = self.rng.randint(1, max(1, (len(addrs) - 1) // 2))
         leader = await self.cluster.leader()
         if leader is not None and self.rng.random() < 0.5:
-            # Put the leader on the minority side.
             addrs.remove(leader)
             addrs.insert(0, leader)
             self.report.leader_faults += 1
-        minority, majority = addrs[:k], addrs[k:]
-        self.event(f"partition {sorted(minority)} | {sorted(majority)} for {hold:.1f}s")
+        return addrs[:k], addrs[k:]
+
+    @staticmethod
+    def _symmetric(
+        minority: list[str], majority: list[str]
+    ) -> dict[str, tuple[list[str], list[str]]]:
         drops = {a: (majority, majority) for a in minority}
         drops.update({a: (minority, minority) for a in majority})
-        await self._apply(drops, hold)
+        return drops
+
+    async def _partition(self, hold: float) -> None:
+        if len(self.cluster.addrs) < 2:
+            return
+        minority, majority = await self._split()
+        self.event(f"partition {sorted(minority)} | {sorted(majority)} for {hold:.1f}s")
+        await self._apply(self._symmetric(minority, majority), hold)
+
+    async def _partition_crash(self, hold: float) -> None:
+        """Faults compose: a partition, and inside it a node killed or frozen."""
+        if len(self.cluster.addrs) < 2:
+            return
+        minority, majority = await self._split()
+        drops = self._symmetric(minority, majority)
+        async with trio.open_nursery() as nursery:
+            for addr, (to, frm) in drops.items():
+                nursery.start_soon(self.cluster.set_fault, addr, to, frm)
+        await trio.sleep(self.rng.uniform(0.0, hold / 2))
+        addr, lead = await self._target()
+        how = self.rng.choice(("SIGKILL", "SIGSTOP"))
+        self.event(
+            f"partition {sorted(minority)} | {sorted(majority)} with {how} "
+            f"{addr}{' (leader)' if lead else ''} for {hold:.1f}s"
+        )
+        if how == "SIGKILL":
+            await self.cluster.kill(addr)
+        else:
+            self.cluster.pause(addr)
+        await trio.sleep(hold)
+        if how == "SIGKILL":
+            await self.cluster.restart(addr)
+        else:
+            self.cluster.resume(addr)
+        await self.cluster.heal()
+        self.event(f"{'restarted' if how == 'SIGKILL' else 'SIGCONT'} {addr}, healed")
 
     async def _partition_oneway(self, hold: float) -> None:
         addrs = self.cluster.addrs
@@ -379,17 +437,26 @@ async def _quiesce(cluster: ProcessCluster, timeout: float) -> dict[str, dict[st
 async def _stale_values(
     cluster: ProcessCluster, keys: Sequence[bytes]
 ) -> dict[str, dict[bytes, bytes | None]]:
+    """Every key read with stale=true on every node (a node that fails is left out)."""
     out: dict[str, dict[bytes, bytes | None]] = {}
-    for addr in cluster.addrs:
+
+    async def one(addr: str) -> None:
+        host, port = parse_address(addr)
         vals: dict[bytes, bytes | None] = {}
         try:
-            for k in keys:
-                reply = await rpc_call(addr, {"t": "get", "k": k, "stale": True}, timeout=2.0)
-                v = reply.get("val")
-                vals[k] = None if v is None else bytes(v)
+            with trio.fail_after(30.0):
+                async with RpcClient(host, port, connect_timeout=2.0, timeout=2.0) as c:
+                    for k in keys:
+                        reply = await c.call({"t": "get", "k": k, "stale": True})
+                        v = reply.get("val")
+                        vals[k] = None if v is None else bytes(v)
         except RPC_ERRORS:
-            continue
+            return
         out[addr] = vals
+
+    async with trio.open_nursery() as nursery:
+        for addr in cluster.addrs:
+            nursery.start_soon(one, addr)
     return out
 
 
@@ -402,7 +469,7 @@ async def run_nemesis(cfg: NemesisConfig) -> Report:
     report.workdir = str(workdir)
     rec = Recorder()
     started = time.monotonic()
-    async with ProcessCluster(workdir, cfg.nodes) as cluster:
+    async with ProcessCluster(workdir, cfg.nodes, command=cfg.node_command) as cluster:
         if await _wait_leader(cluster, 30.0) is None:
             report.setup_error = "no leader elected within 30 s of starting the cluster"
             return report
@@ -443,14 +510,18 @@ async def run_nemesis(cfg: NemesisConfig) -> Report:
             report.duration = time.monotonic() - started
             if await _wait_leader(cluster, cfg.converge_timeout) is None:
                 report.replica_problems.append("no leader after the final heal")
+            nemesis.event("leader after the final heal")
             final = await _final_reads(cluster, rec, cfg.converge_timeout)
+            nemesis.event(f"final reads of {len(final)} keys done")
             missing = sorted(rec.keys - final.keys())
             if missing:
                 report.replica_problems.append(
                     f"final linearizable reads failed for {len(missing)} keys"
                 )
             statuses = await _quiesce(cluster, cfg.converge_timeout)
+            nemesis.event("quiesced")
             values = await _stale_values(cluster, sorted(rec.keys))
+            nemesis.event("stale reads on every node done")
             values_with_final = {**values, "linearizable final read": dict(final)}
             report.replica_problems += compare_replicas(statuses, values_with_final, cluster.addrs)
             nursery.cancel_scope.cancel()
@@ -459,9 +530,11 @@ async def run_nemesis(cfg: NemesisConfig) -> Report:
     report.errors = dict(rec.errors)
     ops = rec.operations()
     report.history = ops
+    t_check = time.monotonic()
     hc = await trio.to_thread.run_sync(
         lambda: check_histories(ops, timeout_per_key=cfg.check_timeout)
     )
+    report.check_seconds = time.monotonic() - t_check
     report.histories_checked = hc.histories
     report.checked_operations = hc.operations
     report.violations = hc.violations
