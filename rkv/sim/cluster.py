@@ -26,7 +26,7 @@ from typing import Any
 from rkv.raft.config import Config
 from rkv.raft.errors import ProposalDropped
 from rkv.raft.rawnode import RawNode
-from rkv.raft.types import Entry, Message, NodeId, ReadState, Ready, Role
+from rkv.raft.types import Entry, Message, NodeId, ReadState, Ready, Role, Snapshot
 from rkv.sim import linearizability as lin
 from rkv.sim.disk import Disk, DiskParams
 from rkv.sim.history import History, Operation, check_history
@@ -62,6 +62,12 @@ class SimParams:
     max_size_per_msg: int | None = None
     """Config.max_size_per_msg of the nodes; None draws it per seed from (1, 100, 1 MiB), so
     some runs replicate one entry per APPEND and probe/pipelining paths get exercised."""
+    compact_every: int = 0
+    """Compact a node's log once its state machine is this many entries past the last
+    snapshot (0: never): a snapshot of the state machine at the applied index, and the log
+    cut `compact_keep` entries behind it. Followers behind the cut get the snapshot (SNAPSHOT
+    message, install on persist), under the same safety checks."""
+    compact_keep: int = 2
     linearizability_steps: int = 200_000
     """Step budget per key of the linearizability check of the client history (0: skip)."""
     check_durable_sends: bool = True
@@ -137,6 +143,8 @@ class Stats:
     messages: int = 0
     events: int = 0
     virtual_time: int = 0
+    compactions: int = 0
+    snapshots_installed: int = 0
 
 
 class Cluster:
@@ -164,6 +172,7 @@ class Cluster:
         self.clients = [Client(c) for c in range(params.clients)]
         self.history = History()
         self.applied_log: list[Entry] = []  # the applied sequence (the same on every node)
+        self.effective_at: dict[tuple[int, int], int] = {}  # (client, seq) -> index it took effect
         self.stats = Stats()
         self.quiet = False
         self.quiet_start = 0
@@ -401,6 +410,10 @@ class Cluster:
     def _finish(self, node: SimNode, rd: Ready) -> None:
         if rd.must_sync:
             node.disk.write(rd.hard_state, rd.entries, rd.snapshot)
+            if rd.snapshot is not None and not rd.snapshot.is_empty():
+                # the state machine is replaced in the same atomic step as the log (like the
+                # real store's install transaction)
+                self._install_snapshot(node, rd.snapshot)
             self.checker.on_persisted(node.id, rd.hard_state, rd.entries)
         self._send(node, rd.persisted_messages)
         for e in rd.committed_entries:
@@ -408,6 +421,40 @@ class Cluster:
         if node.read_states:
             self._serve_reads(node)
         node.raw.advance(rd)
+        if self.p.compact_every:
+            self._maybe_compact(node)
+
+    def _install_snapshot(self, node: SimNode, snap: Snapshot) -> None:
+        sm: Any = node.sm
+        sm.restore(snap.data)
+        if sm.applied_index != snap.meta.index:
+            raise InvariantViolation(
+                "snapshot-mismatch",
+                f"{node.id}: snapshot at {snap.meta.index} holds state at {sm.applied_index}",
+            )
+        # the writes that took effect up to the snapshot's index, from the applied history
+        # (not from the snapshot itself, which may be the thing that is wrong)
+        idx = snap.meta.index
+        node.effective = {k for k, i in self.effective_at.items() if i <= idx}
+        self.checker.on_snapshot_installed(node.id, snap.meta.index)
+        self.stats.snapshots_installed += 1
+        self.note(f"{node.id} INSTALL", f"snapshot at {snap.meta.index}")
+
+    def _maybe_compact(self, node: SimNode) -> None:
+        sm: Any = node.sm
+        if not hasattr(sm, "snapshot"):
+            return  # a state machine without snapshots: never compact
+        st = node.disk.storage
+        applied = sm.applied_index
+        if applied - st.snapshot().meta.index <= self.p.compact_every:
+            return
+        # durable at once, like the real store's compaction transaction
+        st.create_snapshot(applied, sm.snapshot())
+        cut = applied - self.p.compact_keep
+        if cut >= st.first_index():
+            st.compact(cut)
+        self.stats.compactions += 1
+        self.note(f"{node.id} COMPACT", f"snapshot at {applied}, log from {st.first_index()}")
 
     def _apply(self, node: SimNode, e: Entry) -> None:
         self.checker.on_applied(node.id, e)
@@ -421,6 +468,7 @@ class Cluster:
                     f"{node.id} applied write c{res.client}#{res.seq} again at {e.index}",
                 )
             node.effective.add(key)
+            self.effective_at.setdefault(key, e.index)
         if e.index > len(self.applied_log):
             self.applied_log.append(e)
         p = node.proposals.pop(e.index, None)

@@ -58,6 +58,12 @@ class LogMirror:
     def last_index(self) -> int:
         return len(self.terms) - 1
 
+    @staticmethod
+    def prefix_of(terms: list[int], ehash: list[int], prefix: list[int], n: int) -> LogMirror:
+        m = LogMirror()
+        m.terms, m.ehash, m.prefix = terms[: n + 1], ehash[: n + 1], prefix[: n + 1]
+        return m
+
     def copy(self) -> LogMirror:
         m = LogMirror()
         m.terms = self.terms.copy()
@@ -143,9 +149,30 @@ class SafetyChecker:
 
     # -- hooks -------------------------------------------------------------------------------
 
+    def _committed_log(self, index: int, what: str) -> LogMirror:
+        """The log a snapshot at `index` stands for: the committed prefix up to it."""
+        if index > self.committed_index:
+            raise InvariantViolation(
+                "snapshot-not-committed",
+                f"{what}: a snapshot at {index} but only {self.committed_index} is committed",
+            )
+        return LogMirror.prefix_of(self.c_terms, self.c_ehash, self.c_prefix, index)
+
+    def on_snapshot_installed(self, node: NodeId, index: int) -> None:
+        """The node durably replaced its log and state machine by a snapshot at `index`."""
+        t = self.nodes[node]
+        t.durable = self._committed_log(index, node)
+        if index < t.applied:
+            raise InvariantViolation(
+                "state-machine-safety", f"{node} restores a snapshot at {index} after {t.applied}"
+            )
+        t.applied = index
+
     def on_ready(self, node: NodeId, rd: Ready) -> None:
         """A Ready was taken from `node` (before anything in it is persisted or sent)."""
         t = self.nodes[node]
+        if rd.snapshot is not None and not rd.snapshot.is_empty():
+            t.view = self._committed_log(rd.snapshot.meta.index, node)
         if rd.entries:
             removed, old_prefix = t.view.write(rd.entries)
             if removed:

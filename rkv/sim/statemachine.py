@@ -14,6 +14,7 @@ interface later.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -92,3 +93,17 @@ class KVStateMachine:
 
     def get(self, key: str) -> str | None:
         return self.data.get(key)
+
+    # -- snapshots (log compaction; see Cluster._maybe_compact) -------------------------------
+
+    def snapshot(self) -> bytes:
+        """The whole state at applied_index, deterministically encoded."""
+        sessions = {str(c): s for c, s in self.sessions.items()}
+        return json.dumps([self._applied, self.data, sessions], sort_keys=True).encode()
+
+    def restore(self, blob: bytes) -> None:
+        """Replace the state by a snapshot (a follower installing the leader's)."""
+        applied, data, sessions = json.loads(blob)
+        self._applied = applied
+        self.data = dict(data)
+        self.sessions = {int(c): s for c, s in sessions.items()}
