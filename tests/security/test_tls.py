@@ -37,7 +37,8 @@ async def tls_server(ctx: ssl.SSLContext | None, **kw: Any) -> AsyncIterator[int
 async def call(port: int, ctx: ssl.SSLContext | None, **kw: Any) -> Frame:
     with trio.fail_after(5):
         async with RpcClient("127.0.0.1", port, ssl_context=ctx, **kw) as c:
-            return await c.call({"t": "ping", "x": 5})
+            reply = await c.call({"t": "ping", "x": 5})
+    return reply
 
 
 def client_ctx(certs: Certs, *, ca: Path | None = None, with_cert: bool = False) -> ssl.SSLContext:
