@@ -17,6 +17,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first-seed", type=int, default=1, help="first seed of the range")
     ap.add_argument("--nodes", type=int, default=3, help="cluster size (3, 5, 7, ...)")
     ap.add_argument("--ticks", type=int, default=None, help="length of the faulty phase")
+    ap.add_argument(
+        "--compact-every",
+        type=int,
+        default=0,
+        help="compact each node's log every N applied entries (snapshots; 0: never)",
+    )
     ap.add_argument("--json", action="store_true", help="end with one JSON summary line")
     ap.add_argument(
         "-v",
@@ -25,7 +31,15 @@ def main(argv: list[str] | None = None) -> int:
         help="a line per seed; with --seeds 1 the full event trace",
     )
     a = ap.parse_args(argv)
-    return run_sim_command(a.seeds, a.first_seed, a.nodes, a.json, a.verbose, ticks=a.ticks)
+    return run_sim_command(
+        a.seeds,
+        a.first_seed,
+        a.nodes,
+        a.json,
+        a.verbose,
+        ticks=a.ticks,
+        compact_every=a.compact_every,
+    )
 
 
 if __name__ == "__main__":

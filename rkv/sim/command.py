@@ -25,6 +25,7 @@ def run_sim_command(
     verbose: bool = False,
     *,
     ticks: int | None = None,
+    compact_every: int = 0,
     out: TextIO | None = None,
 ) -> int:
     """Run seeds first_seed .. first_seed+seeds-1 on a `nodes`-node cluster. Returns 0 only if
@@ -34,6 +35,8 @@ def run_sim_command(
         print("error: --seeds and --nodes must be >= 1", file=out)
         return 2
     params = DEFAULT if ticks is None else replace(DEFAULT, ticks=ticks)
+    if compact_every:
+        params = replace(params, compact_every=compact_every)
     if verbose and seeds == 1:
         params = replace(params, full_trace=True)
     totals = {

@@ -25,10 +25,14 @@ DEFAULT = SimParams()
 def replay_command(seed: int, params: SimParams) -> str:
     """The one command that replays `seed` with `params` exactly."""
     base = f"--seeds 1 --first-seed {seed} --nodes {params.nodes}"
-    if params.ticks == DEFAULT.ticks:
+    if params.ticks == DEFAULT.ticks and params.compact_every == DEFAULT.compact_every:
         return f"rkv sim {base}"
-    # the rkv CLI does not take --ticks; the module entry point does
-    return f"python -m rkv.sim {base} --ticks {params.ticks}"
+    # the rkv CLI does not take --ticks or --compact-every; the module entry point does
+    if params.ticks != DEFAULT.ticks:
+        base += f" --ticks {params.ticks}"
+    if params.compact_every != DEFAULT.compact_every:
+        base += f" --compact-every {params.compact_every}"
+    return f"python -m rkv.sim {base}"
 
 
 @dataclass(frozen=True, slots=True)

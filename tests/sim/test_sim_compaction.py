@@ -66,3 +66,15 @@ def test_broken_snapshots_are_caught(broken: type[KVStateMachine]) -> None:
         if r.failure is not None:
             return
     pytest.fail(f"no seed caught {broken.__name__}")
+
+
+def test_replay_command_carries_compaction() -> None:
+    from rkv.sim.runner import replay_command
+
+    cmd = replay_command(7, replace(PARAMS, nodes=5))
+    assert (
+        cmd == "python -m rkv.sim --seeds 1 --first-seed 7 --nodes 5 --ticks 300 --compact-every 5"
+    )
+    from rkv.sim.__main__ import main
+
+    assert main(["--seeds", "2", "--nodes", "3", "--ticks", "200", "--compact-every", "4"]) == 0
