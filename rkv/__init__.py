@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from rkv.client import Client, SyncClient, connect, connect_sync
 from rkv.errors import (
+    AuthError,
     BadRequest,
     Changed,
     IntegrityError,
@@ -23,6 +24,7 @@ from rkv.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthError",
     "BadRequest",
     "Changed",
     "Client",
