@@ -251,7 +251,7 @@ class Node:
             if not batch and not self.replica.has_ready():
                 with trio.move_on_at(next_tick):
                     batch.append(await self._in_recv.receive())
-            if self.cfg.gather_seconds > 0:
+            if batch and self.cfg.gather_seconds > 0:
                 # Group commit: the store runs on this task, so nothing else runs meanwhile.
                 # Let every other task run until it blocks (connection readers and handlers
                 # turn what has arrived into inputs, writers flush answers) so that this turn
@@ -829,6 +829,8 @@ class Node:
         """(sender, transfer id) of the snapshot being staged here."""
         self._installs_stepped: list[trio.Event] = []
         self._next_compaction_check = 0.0
+        self._compaction_floor = 0
+        """Snapshot index at the last compaction check."""
         self.snap_stats = {
             "sent": 0,
             "send_failures": 0,
@@ -996,9 +998,14 @@ class Node:
                 ev.set()
             self._installs_stepped.clear()
         now = trio.current_time()
-        if now < self._next_compaction_check:
+        # Checked every 0.1 s, and at once when the entry bound is crossed (a fast writer
+        # can add many entries in 0.1 s).
+        if now < self._next_compaction_check and (
+            self.replica.applied - self._compaction_floor <= self.compaction.max_entries
+        ):
             return
         self._next_compaction_check = now + 0.1
+        self._compaction_floor = self.store.first_index() - 1
         index = self.replica.compaction_index(self.compaction)
         if index is None:
             return
@@ -1007,6 +1014,7 @@ class Node:
         except StoreError as e:
             log.warning("%s: log compaction to %d failed: %s", self.cfg.id, index, e)
             return
+        self._compaction_floor = index
         self.snap_stats["compactions"] += 1
 
 

@@ -159,7 +159,7 @@ class Replica(Generic[T]):
             if leader and leader != self.id:
                 raise NotLeader(leader_addr=self._address_of(leader)) from None
             raise Unavailable(f"cannot propose: {e.reason}") from None
-        term = self.raw.status().term
+        term = self.raw.term
         old = self._proposals.get(index)
         if old is not None:
             # A new proposal at an index we still track: the old one was overwritten by a

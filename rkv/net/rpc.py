@@ -627,6 +627,7 @@ class RpcClient:
         self._ids = itertools.count(1)
         self._error: RpcError | None = None
         self._calls = 0
+        self._queued = 0  # frames handed to the writer task and not yet written
         self._timeouts = 0
 
     @property
@@ -663,6 +664,7 @@ class RpcClient:
                 hello = {**self._hello, "t": "hello"}
                 hello.pop("id", None)
                 self._send_ch.send_nowait(encode_frame(hello, self.max_frame))
+                self._queued += 1
             nursery.start_soon(self._tasks)
         except BaseException:
             await stack.aclose()
@@ -747,8 +749,39 @@ class RpcClient:
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 await self._fs.send_encoded(batch)
+                self._queued -= len(batch)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._fail(ConnectionLost(f"connection to {self.host}:{self.port} lost: {exc!r}"))
+
+    async def _write(self, data: bytes) -> None:
+        """Send whole frames: written at once from the calling task when nothing is queued
+        and the socket takes them (no wake-up of the writer task: cheaper per call), else
+        queued for the writer. Raises BrokenResourceError/ClosedResourceError when the
+        writer is gone."""
+        assert self._fs is not None
+        if self._queued == 0:
+            n = self._fs.try_send_now(data)
+            if n == len(data):
+                return
+            if n:
+                # The tail of a frame must be the next bytes on the wire: queue it without
+                # waiting and where no cancellation can drop it.
+                self._queued += 1
+                try:
+                    self._send_ch.send_nowait(data[n:])
+                except trio.WouldBlock:
+                    with trio.CancelScope(shield=True):
+                        await self._send_ch.send(data[n:])
+                except BaseException:
+                    self._queued -= 1
+                    raise
+                return
+        self._queued += 1
+        try:
+            await self._send_ch.send(data)
+        except BaseException:
+            self._queued -= 1
+            raise
 
     async def call(self, frame: Frame, timeout: float | None = None) -> Frame:
         """Send a request and return the response frame.
@@ -772,7 +805,7 @@ class RpcClient:
                 self._pending[rid] = waiter
                 try:
                     try:
-                        await self._send_ch.send(data)
+                        await self._write(data)
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         raise self._lost() from None
                     await waiter.event.wait()
@@ -798,6 +831,6 @@ class RpcClient:
         if self._error is not None or self._fs is None:
             raise self._lost() if self._fs is not None else ConnectionLost("not connected")
         try:
-            await self._send_ch.send(data)
+            await self._write(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             raise self._lost() from None

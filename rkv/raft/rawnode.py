@@ -83,6 +83,11 @@ class RawNode:
     def id(self) -> NodeId:
         return self.raft.id
 
+    @property
+    def term(self) -> int:
+        """The current term (cheap, unlike `status()`: callers may ask per proposal)."""
+        return self.raft.term
+
     def _hard_state(self) -> HardState:
         r = self.raft
         return HardState(term=r.term, vote=r.vote, commit=r.log.committed)

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from rkv.codec import Put, Request, encode_request
-from rkv.net.rpc import ConnInfo, ServerStats, serve
+from rkv.net.rpc import ConnInfo, RpcClient, ServerStats, serve
 from rkv.net.transport import PeerTransport
 from rkv.raft.config import Config
 from rkv.raft.types import Entry, HardState, Message, MessageType, Role, Snapshot
@@ -208,3 +208,26 @@ async def test_server_stats_count_frames(nursery: trio.Nursery) -> None:
         while stats.oneway < 10:
             await trio.sleep(0.01)
     assert [f["n"] for f in sink.frames] == list(range(10))
+
+
+async def test_client_eager_writes_keep_frames_whole(nursery: trio.Nursery) -> None:
+    async def echo(frame: dict[str, Any], info: ConnInfo) -> dict[str, Any]:
+        await trio.sleep(0)
+        return {"t": "ok", "x": frame["x"]}
+
+    port = await nursery.start(serve, echo, "127.0.0.1", 0)
+    big = b"y" * (6 << 20)  # larger than the socket buffer: the first write is partial
+    async with RpcClient("127.0.0.1", port, hello={"cluster": "c"}) as client:
+        results: dict[int, bytes] = {}
+
+        async def one(i: int, x: bytes) -> None:
+            results[i] = (await client.call({"t": "echo", "x": x}, timeout=20))["x"]
+
+        for _ in range(2):
+            async with trio.open_nursery() as calls:
+                for i in range(20):
+                    calls.start_soon(one, i, big if i % 7 == 3 else b"%d" % i)
+            assert all(results[i] == (big if i % 7 == 3 else b"%d" % i) for i in range(20))
+        # Sequential small calls on an idle connection are written from the caller's task.
+        for i in range(5):
+            assert (await client.call({"t": "echo", "x": i}))["x"] == i
