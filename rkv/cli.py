@@ -661,6 +661,18 @@ def serve_cmd(
         "--tls-ca",
         help="PEM CA: verify peers with it and require client certificates (mutual TLS).",
     ),
+    snapshot_entries: int = typer.Option(
+        10_000,
+        "--snapshot-entries",
+        min=1,
+        help="Compact the log once this many applied entries lie beyond the last snapshot.",
+    ),
+    snapshot_bytes: int = typer.Option(
+        256 << 20,
+        "--snapshot-bytes",
+        min=1,
+        help="... or once the log beyond the last snapshot holds this many bytes.",
+    ),
 ) -> None:
     """Run one node in the foreground until Ctrl+C / SIGTERM.
 
@@ -683,6 +695,8 @@ def serve_cmd(
             tls_cert=tls_cert,
             tls_key=tls_key,
             tls_ca=tls_ca,
+            snapshot_entries=snapshot_entries,
+            snapshot_bytes=snapshot_bytes,
         )
     except ValueError as exc:
         _fail(Exit.USAGE, f"serve: error: {_one_line(str(exc))}")
