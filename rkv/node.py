@@ -219,7 +219,7 @@ class Node:
             self.listening = True
             await nursery.start(self.transport.run)
             await nursery.start(self._snapshot_senders)
-            nursery.start_soon(self._raft_loop)
+            nursery.start_soon(self._fail_stop_loop)
             log.info(
                 "node %s serving on %s:%s (cluster %s, peers %s, data %s)",
                 self.cfg.id,
@@ -240,6 +240,17 @@ class Node:
             task_status.started(self)
 
     # -- the raft loop -----------------------------------------------------------------------
+
+    async def _fail_stop_loop(self) -> None:
+        """The raft loop, fail-stop: once the store failed (a failed commit or fsync, a
+        corrupt record) nothing it holds can be trusted to be durable, so the node stops with
+        an exit code instead of going on (docs/faults.md)."""
+        try:
+            await self._raft_loop()
+        except StoreFullError as e:
+            raise _Fatal(ExitCode.STORE_FULL, _one_line(f"store full: {e}")) from e
+        except StoreError as e:
+            raise _Fatal(ExitCode.STORE_ERROR, _one_line(f"store failed, stopping: {e}")) from e
 
     async def _raft_loop(self) -> None:
         tick = self.cfg.tick_seconds
