@@ -4,13 +4,14 @@ loses nothing acknowledged. See docs/faults.md."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-
 from fuzz.harness import SyncConn, configs, running, wait_leader
+
 from rkv.config import NodeConfig
 from rkv.errors import ExitCode
 from rkv.node import Node, NodeStartError, run_node
@@ -49,7 +50,12 @@ async def run_until_stopped(cfg: NodeConfig, body: Any) -> NodeStartError | None
             nursery.cancel_scope.cancel()  # ends `body`
 
     async with trio.open_nursery() as nursery:
-        node = await nursery.start(node_task)
+        try:
+            node = await nursery.start(node_task)
+        except RuntimeError:  # stopped before it was serving
+            if stopped:
+                return stopped[0]
+            raise
         await body(node)
         if not stopped:
             nursery.cancel_scope.cancel()
@@ -90,3 +96,65 @@ async def test_failed_commit_stops_the_node_and_acknowledges_nothing(
     async with running([cfg]) as (node,):
         await wait_leader([node])
         assert await call(node.port, get(b"before")) == {"t": "ok", "id": 1, "val": b"1"}
+
+
+# -- (b) a corrupted log entry -------------------------------------------------------------------
+
+
+def flip_entry_on_disk(data_dir: Path, cfg: NodeConfig, index: int) -> None:
+    """Flip one payload byte of log entry `index` inside data.mdb (LMDB has no page checksums:
+    only the entry's own crc can notice)."""
+    from rkv.codec import encode_entry
+
+    with open_store(
+        data_dir, cluster_id=cfg.cluster_id, node_id=cfg.id, voters=cfg.voters
+    ) as store:
+        (entry,) = store.entries(index, index + 1)
+    record = encode_entry(entry)
+    mdb = data_dir / "data.mdb"
+    raw = bytearray(mdb.read_bytes())
+    # LMDB copies pages on write, so stale copies may sit in free pages: flip them all
+    at = raw.find(record)
+    assert at >= 0, "entry record not found"
+    while at >= 0:
+        raw[at + len(record) - 1] ^= 0xFF  # last byte of the entry's data
+        at = raw.find(record, at + 1)
+    mdb.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("which", ["last", "middle"])
+async def test_corrupted_log_entry_is_detected_and_never_served(tmp_path: Path, which: str) -> None:
+    cfgs = configs(tmp_path, 3)
+    async with running(cfgs) as nodes:
+        leader = await wait_leader(nodes)
+        for i in range(1, 21):
+            assert (await call(leader.port, put(b"k%d" % i, b"v%d" % i, i)))["t"] == "ok"
+        last = leader.replica.raw.status().last_index
+        cfg = leader.cfg
+    index = last if which == "last" else last - 10
+    flip_entry_on_disk(cfg.data_dir, cfg, index)
+    # Restart the damaged node with an empty replacement of one follower (the third stays
+    # down): only the damaged node can lead, and it must send the replacement its whole log.
+    damaged = cfg
+    wiped = next(c for c in cfgs if c is not cfg)
+    shutil.rmtree(wiped.data_dir)
+    outcome: list[NodeStartError | None] = []
+
+    async def body(node: Node) -> None:
+        async with running([wiped]) as (w,):
+            with trio.fail_after(15):
+                while not outcome:
+                    await trio.sleep(0.05)
+            # what the replacement got never includes the damaged entry
+            assert w.store.last_index() < index
+
+    async def damaged_node() -> None:
+        outcome.append(await run_until_stopped(damaged, lambda _: trio.sleep_forever()))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(damaged_node)
+        await body(None)  # type: ignore[arg-type]
+    (err,) = outcome
+    assert err is not None, "the node served on with a corrupt log entry"
+    assert err.code == ExitCode.STORE_ERROR
+    assert "checksum" in err.msg and "\n" not in err.msg, err.msg
