@@ -5,12 +5,14 @@ loses nothing acknowledged. See docs/faults.md."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from fuzz.harness import SyncConn, configs, running, wait_leader
+from fuzz.harness import SyncConn, configs, free_ports, running, wait_leader
 
 from rkv.config import NodeConfig
 from rkv.errors import ExitCode
@@ -158,3 +160,71 @@ async def test_corrupted_log_entry_is_detected_and_never_served(tmp_path: Path, 
     assert err is not None, "the node served on with a corrupt log entry"
     assert err.code == ExitCode.STORE_ERROR
     assert "checksum" in err.msg and "\n" not in err.msg, err.msg
+
+
+# -- (c) a full disk -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs (root only). A failing mount fails the test: it must not pass unseen."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs (root needed): {r.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+async def test_full_disk_stops_cleanly_loses_nothing_and_recovers(small_disk: Path) -> None:
+    addr = f"127.0.0.1:{free_ports(1)[0]}"
+    cfg = NodeConfig.create(addr, [addr], data_dir=small_disk / "node")
+    acked: dict[bytes, bytes] = {}
+    refusals: list[dict[str, Any] | None] = []
+
+    async def body(node: Node) -> None:
+        await wait_leader([node])
+
+        def writer() -> None:
+            with SyncConn(node.port) as c:
+                for seq in range(1, 1000):
+                    k, v = b"fill/%04d" % seq, bytes([seq % 251]) * (64 << 10)
+                    answer = c.call(put(k, v, seq, rid=seq))
+                    if answer != {"t": "ok", "id": seq}:
+                        refusals.append(answer)
+                        return
+                    acked[k] = v
+
+        await trio.to_thread.run_sync(writer)
+        with trio.fail_after(10):
+            await trio.sleep_forever()  # the node stops by itself (fail-stop)
+
+    err = await run_until_stopped(cfg, body)
+    assert len(acked) > 10, "the disk filled up before anything was written"
+    assert refusals, "8 MiB never filled up"
+    assert err is not None and err.code == ExitCode.STORE_FULL, err
+    assert "\n" not in err.msg and "full" in err.msg
+    # the refused write got no acknowledgement: no answer or an error frame
+    assert refusals[0] is None or refusals[0]["t"] == "error"
+
+    # nothing on disk is corrupted: the store opens and holds every acknowledged write
+    with open_store(
+        cfg.data_dir, cluster_id=cfg.cluster_id, node_id=cfg.id, voters=cfg.voters
+    ) as s:
+        assert all(s.get(k) == v for k, v in acked.items())
+        assert s.last_index() >= len(acked)
+
+    # space returns: the restarted node serves again and still has everything
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    async with running([cfg]) as (node,):
+        await wait_leader([node])
+        assert await call(node.port, put(b"after", b"space", 5000, rid=7)) == {"t": "ok", "id": 7}
+        for k, v in list(acked.items())[:: max(1, len(acked) // 5)] + [(b"after", b"space")]:
+            assert await call(node.port, get(k)) == {"t": "ok", "id": 1, "val": v}
