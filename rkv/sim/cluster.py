@@ -32,7 +32,7 @@ from rkv.sim.disk import Disk, DiskParams
 from rkv.sim.history import History, Operation, check_history
 from rkv.sim.invariants import InvariantViolation, SafetyChecker
 from rkv.sim.network import QUIET, Network, NetworkParams
-from rkv.sim.statemachine import KVStateMachine, Put, StateMachine
+from rkv.sim.statemachine import ClientCommand, StateMachine, StoreStateMachine, command_kinds
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,9 @@ class SimParams:
     clients: int = 3
     keys: int = 3
     read_fraction: float = 0.35
+    cas_fraction: float = 0.25
+    delete_fraction: float = 0.1
+    """Of the writes (when the state machine encodes them; the rest are puts)."""
     client_timeout: int = 30
     client_max_attempts: int = 25
     fault_gap: tuple[int, int] = (3, 25)
@@ -118,7 +121,7 @@ class SimNode:
 
 
 class Client:
-    __slots__ = ("attempts", "id", "leader", "op", "seq", "token")
+    __slots__ = ("attempts", "id", "known", "leader", "op", "seq", "token")
 
     def __init__(self, cid: int) -> None:
         self.id = cid
@@ -127,6 +130,7 @@ class Client:
         self.leader: NodeId = ""
         self.token = 0  # identifies the current attempt; stale callbacks carry an older one
         self.attempts = 0
+        self.known: dict[str, str | None] = {}  # key -> the value this client last saw
 
 
 @dataclass(slots=True)
@@ -153,12 +157,13 @@ class Cluster:
         seed: int,
         params: SimParams,
         raw_node_factory: Callable[[Config, Any, random.Random], Any] = RawNode,
-        state_machine_factory: Callable[[], StateMachine] = KVStateMachine,
+        state_machine_factory: Callable[[], StateMachine] = StoreStateMachine,
     ) -> None:
         self.seed = seed
         self.p = params
         self.rng = random.Random(seed)
         self.make_raw = raw_node_factory
+        self.make_sm = state_machine_factory
         self.now = 0
         self._seq = 0
         self._heap: list[tuple[int, int, int, Any, Any]] = []
@@ -170,6 +175,7 @@ class Cluster:
             for i in self.ids
         }
         self.clients = [Client(c) for c in range(params.clients)]
+        self.write_kinds = command_kinds(self.nodes[self.ids[0]].sm)
         self.history = History()
         self.applied_log: list[Entry] = []  # the applied sequence (the same on every node)
         self.effective_at: dict[tuple[int, int], int] = {}  # (client, seq) -> index it took effect
@@ -288,7 +294,7 @@ class Cluster:
         self.stats.ops_completed = len(self.history.completed())
         if not self.done:
             raise InvariantViolation("liveness", "the event queue ran dry")
-        check_history(self.history, self.applied_log)
+        check_history(self.history, self.applied_log, self.make_sm)
         if self.p.linearizability_steps:
             self._check_linearizable()
         return self.stats
@@ -301,13 +307,21 @@ class Cluster:
         for op in self.history.ops:
             if op.kind == "get" and not op.completed:
                 continue  # a read with no answer constrains nothing
+            inp: Any = None
+            out: Any = op.result
+            if op.kind == "put":
+                inp, out = op.value, None
+            elif op.kind == "cas":
+                inp = (op.expected, op.value)
+            elif op.kind == "get":
+                out = op.value
             ops.append(
                 lin.Operation(
                     client=op.client,
-                    kind=lin.OpKind.PUT if op.kind == "put" else lin.OpKind.GET,
+                    kind=lin.OpKind(op.kind),
                     key=op.key,
-                    input=op.value if op.kind == "put" else None,
-                    output=None if op.kind == "put" else op.value,
+                    input=inp,
+                    output=out,
                     call_time=op.invoke_t,
                     # a put without an answer may or may not have taken effect
                     return_time=op.complete_t,
@@ -322,6 +336,9 @@ class Cluster:
 
     def _start(self, node: SimNode) -> None:
         p = self.p
+        reopen = getattr(node.sm, "reopen", None)
+        if node.epoch and reopen is not None:
+            node.sm = reopen()  # a restart keeps what the store made durable, no caches
         cfg = Config(
             id=node.id,
             voters=self.ids,
@@ -479,7 +496,11 @@ class Cluster:
             op = client.op
             if client.token == token and op is not None:
                 self.checker.on_ack(e.index, e.term)
-                self.history.complete_put(op, self.now, e.index, node.id)
+                self.history.complete_put(op, self.now, e.index, node.id, res.result)
+                if op.kind == "put" or (op.kind == "cas" and res.result):
+                    client.known[op.key] = op.value
+                elif op.kind == "delete":
+                    client.known[op.key] = None
                 self.note(f"c{client.id} ACK", op.describe())
                 self.acked_max = max(self.acked_max, e.index)
                 self._next_op(client)
@@ -500,7 +521,9 @@ class Cluster:
             op = client.op
             if client.token != token or op is None:
                 continue
-            self.history.complete_get(op, self.now, rs.index, applied, node.sm.get(op.key), node.id)
+            value = node.sm.get(op.key)
+            self.history.complete_get(op, self.now, rs.index, applied, value, node.id)
+            client.known[op.key] = value
             self.note(f"c{client.id} READ", op.describe())
             self._next_op(client)
         node.read_states = keep
@@ -512,11 +535,23 @@ class Cluster:
             return
         rng = self.rng
         key = f"k{rng.randrange(self.p.keys)}"
-        if rng.random() < self.p.read_fraction:
+        p = self.p
+        if rng.random() < p.read_fraction:
             c.op = self.history.invoke(c.id, "get", key, None, self.now)
         else:
             c.seq += 1
-            c.op = self.history.invoke(c.id, "put", key, f"v{c.id}.{c.seq}", self.now, c.seq)
+            kind = "put"
+            if len(self.write_kinds) > 1:
+                r = rng.random()
+                if r < p.cas_fraction and "cas" in self.write_kinds:
+                    kind = "cas"
+                elif r < p.cas_fraction + p.delete_fraction and "delete" in self.write_kinds:
+                    kind = "delete"
+            value = None if kind == "delete" else f"v{c.id}.{c.seq}"
+            # a cas from what this client last saw of the key (often stale, so some fail), or
+            # "only if absent"
+            expected = c.known.get(key) if kind == "cas" and rng.random() < 0.7 else None
+            c.op = self.history.invoke(c.id, kind, key, value, self.now, c.seq, expected)
         c.attempts = 0
         self._attempt(c)
 
@@ -545,9 +580,9 @@ class Cluster:
             return
         ctx = f"c{c.id}.{op.op_id}.{token}".encode()
         try:
-            if op.kind == "put":
-                cmd = Put(c.id, op.seq, op.key, op.value or "")
-                index = node.raw.propose(cmd.encode())
+            if op.kind != "get":
+                cmd = ClientCommand(op.kind, c.id, op.seq, op.key, op.value, op.expected)
+                index = node.raw.propose(node.sm.encode(cmd))
                 term = node.raw.status().term
                 node.proposals[index] = (term, c, token)
                 self.note(f"c{c.id} PROPOSE {target} {index}@{term}", op.describe())

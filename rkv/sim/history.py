@@ -1,41 +1,48 @@
 """Client history: invocations and completions, and the check against a sequential model.
 
-Owns: the record of every client operation (put or linearizable get) with its virtual invoke
-and complete times, the Raft index it completed at, and its result; and `check_history`, which
-replays the cluster's committed sequence through the same deterministic KV semantics and checks
-each completed operation against it. Must not: drive the cluster or read node internals; it is
+Owns: the record of every client operation (put, cas, delete or linearizable get) with its
+virtual invoke and complete times, the Raft index it completed at, and its result; and
+`check_history`, which replays the cluster's committed sequence through a fresh state machine
+of the kind the nodes ran (by default the real command semantics, rkv.store) and checks each
+completed operation against it. Must not: drive the cluster or read node internals; it is
 fed by the clients in rkv.sim.cluster and by the final committed sequence.
 
 What a completed operation must satisfy:
-- put: it took effect in the committed sequence (the model's sessions de-duplicate retries,
-  so at most once; that each node's own state machine applied it once is checked as the
-  cluster applies), and the index it was acknowledged at holds that very command (the
-  original or a retry).
+- put, cas, delete: it took effect in the committed sequence (the model's sessions
+  de-duplicate retries, so at most once; that each node's own state machine applied it once
+  is checked as the cluster applies), the index it was acknowledged at holds that very
+  command (the original or a retry), and the result the client got (cas: swapped, delete:
+  existed) is the model's result where the command took effect.
 - get: the read index is at least the index of every put, and of every get's serving point,
   that completed before the get was invoked (real-time order), it was served at applied >=
   read index, and the value equals the model's value of the key at the serving index.
-A put that never completed may or may not have taken effect, but at most once.
+A write that never completed may or may not have taken effect, but at most once.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rkv.raft.types import Entry
 from rkv.sim.invariants import InvariantViolation
-from rkv.sim.statemachine import KVStateMachine, Put
+from rkv.sim.statemachine import ApplyResult, StateMachine, StoreStateMachine
+
+WRITES = ("put", "cas", "delete")
 
 
 @dataclass(slots=True)
 class Operation:
     op_id: int
     client: int
-    kind: str  # "put" | "get"
+    kind: str  # "put" | "cas" | "delete" | "get"
     key: str
-    value: str | None  # put: the value written; get: the value read (after completion)
+    value: str | None  # put/cas: the value written; get: the value read (after completion)
     invoke_t: int
-    seq: int = 0  # put: the client's session sequence number
+    seq: int = 0  # writes: the client's session sequence number
+    expected: str | None = None  # cas: the value it swaps from (None: the key must be absent)
+    result: bool | None = None  # cas: swapped; delete: existed (after completion)
     complete_t: int | None = None
     index: int = 0  # put: index acknowledged at; get: the read index
     served_at: int = 0  # get: the applied index of the node when the read was served
@@ -49,7 +56,16 @@ class Operation:
 
     def describe(self) -> str:
         state = f"ok@{self.index}" if self.completed else ("gave-up" if self.failed else "pending")
-        what = f"{self.key}={self.value}" if self.kind == "put" else f"{self.key}->{self.value}"
+        if self.kind == "put":
+            what = f"{self.key}={self.value}"
+        elif self.kind == "cas":
+            what = f"{self.key}:{self.expected}->{self.value}"
+        elif self.kind == "delete":
+            what = self.key
+        else:
+            what = f"{self.key}->{self.value}"
+        if self.result is not None:
+            what += f" ={self.result}"
         return f"op{self.op_id} c{self.client} {self.kind} {what} {state} on {self.node or '-'}"
 
 
@@ -58,14 +74,24 @@ class History:
     ops: list[Operation] = field(default_factory=list)
 
     def invoke(
-        self, client: int, kind: str, key: str, value: str | None, t: int, seq: int = 0
+        self,
+        client: int,
+        kind: str,
+        key: str,
+        value: str | None,
+        t: int,
+        seq: int = 0,
+        expected: str | None = None,
     ) -> Operation:
-        op = Operation(len(self.ops), client, kind, key, value, t, seq=seq)
+        op = Operation(len(self.ops), client, kind, key, value, t, seq=seq, expected=expected)
         self.ops.append(op)
         return op
 
-    def complete_put(self, op: Operation, t: int, index: int, node: str) -> None:
-        op.complete_t, op.index, op.node = t, index, node
+    def complete_put(
+        self, op: Operation, t: int, index: int, node: str, result: bool | None = None
+    ) -> None:
+        """Complete a write (put, cas or delete) acknowledged at `index` with `result`."""
+        op.complete_t, op.index, op.node, op.result = t, index, node, result
 
     def complete_get(
         self, op: Operation, t: int, read_index: int, served_at: int, value: str | None, node: str
@@ -82,25 +108,33 @@ class History:
         return [op for op in self.ops if op.completed]
 
 
-def check_history(history: History, committed: list[Entry]) -> None:
+def check_history(
+    history: History,
+    committed: list[Entry],
+    model_factory: Callable[[], StateMachine] = StoreStateMachine,
+) -> None:
     """Check completed client operations against the sequential model built from `committed`
-    (the cluster's committed entries, index 1..n in order). Raises InvariantViolation."""
-    model = KVStateMachine()
-    # per key: list of (index, value) changes, in index order
-    changes: dict[str, list[tuple[int, str]]] = {}
-    effective: dict[tuple[int, int], int] = {}  # (client, seq) -> index where it took effect
-    at_index: dict[int, Put] = {}
+    (the cluster's committed entries, index 1..n in order) by a fresh `model_factory()` state
+    machine. Raises InvariantViolation."""
+    model = model_factory()
+    # per key: list of (index, value) changes, in index order (None: deleted)
+    changes: dict[str, list[tuple[int, str | None]]] = {}
+    effective: dict[tuple[int, int], ApplyResult] = {}  # (client, seq) -> where it took effect
+    at_index: dict[int, ApplyResult] = {}
     for e in committed:
         res = model.apply(e)
-        if e.data:
-            cmd = Put.decode(e.data)
-            at_index[e.index] = cmd
-            if res.effective:
-                effective[(cmd.client, cmd.seq)] = e.index
-                changes.setdefault(cmd.key, []).append((e.index, cmd.value))
+        if res.kind:
+            at_index[e.index] = res
+        if not res.effective:
+            continue
+        effective[(res.client, res.seq)] = res
+        if res.kind == "put" or (res.kind == "cas" and res.result):
+            changes.setdefault(res.key, []).append((e.index, res.value))
+        elif res.kind == "delete" and res.result:
+            changes.setdefault(res.key, []).append((e.index, None))
 
     def value_at(key: str, index: int) -> str | None:
-        v = None
+        v: str | None = None
         for i, val in changes.get(key, ()):
             if i > index:
                 break
@@ -115,13 +149,14 @@ def check_history(history: History, committed: list[Entry]) -> None:
     seen_max: list[int] = []
     running = 0
     for prev in done:
-        if prev.kind == "put":
-            running = max(running, effective.get((prev.client, prev.seq), prev.index))
+        if prev.kind in WRITES:
+            took = effective.get((prev.client, prev.seq))
+            running = max(running, prev.index if took is None else took.index)
         else:
             running = max(running, prev.served_at)
         seen_max.append(running)
     for op in history.ops:
-        if op.kind == "put":
+        if op.kind in WRITES:
             where = effective.get((op.client, op.seq))
             if not op.completed:
                 continue
@@ -132,13 +167,18 @@ def check_history(history: History, committed: list[Entry]) -> None:
                 )
             held = at_index.get(op.index)
             if held is None or (held.client, held.seq) != (op.client, op.seq):
+                what = f"c{held.client}#{held.seq} {held.kind}" if held else "a no-op"
                 raise InvariantViolation(
-                    "client-put-wrong-entry",
-                    f"{op.describe()}: index {op.index} holds "
-                    f"{held.describe() if held else 'a no-op'}",
+                    "client-put-wrong-entry", f"{op.describe()}: index {op.index} holds {what}"
                 )
             if where is None:
                 raise InvariantViolation("client-put-lost", f"{op.describe()} never took effect")
+            if op.result != where.result:
+                raise InvariantViolation(
+                    "client-write-result",
+                    f"{op.describe()}: told {op.result}, but it took effect at {where.index} "
+                    f"with result {where.result}",
+                )
             continue
         if not op.completed:
             continue

@@ -1,15 +1,17 @@
-"""The pluggable state machine the simulated nodes apply committed entries to, and a small KV.
+"""The pluggable state machine the simulated nodes apply committed entries to.
 
-Owns: the `StateMachine` interface the cluster drives (apply one committed entry, report the
-applied index, answer a read) and `KVStateMachine`, a deterministic put/get store with client
-sessions so a retried write is applied once. Must not: know about the network, the core's
-internals or the event loop. Its state, including `applied_index`, counts as durable and is
-updated atomically with each apply, like the real store's apply transaction, so a crash keeps it
-and a restart passes `Config(applied=sm.applied_index)`.
+Owns: the `StateMachine` interface the cluster drives (encode a client command, apply one
+committed entry, report the applied index, answer a read); `StoreStateMachine`, the default,
+an adapter over the real command semantics (rkv.store.MemoryStore: rkv.codec requests with
+client sessions, put/cas/delete, exactly-once, snapshots streamed as the store's records); and
+`KVStateMachine`, a small put-only toy with its own sessions, kept for tests that need a state
+machine they can break. Must not: know about the network, the core's internals or the event
+loop. Its state, including `applied_index`, counts as durable and is updated atomically with
+each apply, like the real store's apply transaction, so a crash keeps it (`reopen()` models
+the restart) and a restart passes `Config(applied=sm.applied_index)`.
 
-Command format (bytes in an entry): b"put\\0<client>\\0<seq>\\0<key>\\0<value>". An empty entry
-is a leader's no-op. The real command semantics (rkv.store) can be plugged in behind the same
-interface later.
+Toy command format (bytes in an entry): b"put\\0<client>\\0<seq>\\0<key>\\0<value>". An empty
+entry is a leader's no-op.
 """
 
 from __future__ import annotations
@@ -18,7 +20,22 @@ import json
 from dataclasses import dataclass
 from typing import Protocol
 
-from rkv.raft.types import Entry, EntryType
+from rkv import codec
+from rkv.raft.types import Entry, EntryType, Snapshot, SnapshotMeta
+from rkv.store import MemoryStore
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCommand:
+    """What a simulated client asks for, before a state machine encodes it into entry bytes.
+    kind: "put" (value), "cas" (expected -> value; expected None: only if absent), "delete"."""
+
+    kind: str
+    client: int
+    seq: int
+    key: str
+    value: str | None = None
+    expected: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +63,26 @@ class Put:
 class ApplyResult:
     index: int
     effective: bool
-    """False for no-ops and for duplicates of an already applied (client, seq)."""
+    """False for no-ops, malformed commands and duplicates of an already applied (client, seq)."""
     client: int = -1
     seq: int = -1
+    kind: str = ""
+    """The command at this index ("put", "cas", "delete"; "" for a no-op or malformed)."""
+    key: str = ""
+    value: str | None = None
+    """put: the value; cas: the new value."""
+    result: bool | None = None
+    """What the client is told: cas -> swapped, delete -> existed, put -> None. For a
+    duplicate, the session's remembered result of the original."""
 
 
 class StateMachine(Protocol):
     @property
     def applied_index(self) -> int: ...
+
+    def encode(self, cmd: ClientCommand) -> bytes:
+        """The entry bytes of a client command."""
+        ...
 
     def apply(self, entry: Entry) -> ApplyResult:
         """Apply one committed entry (index == applied_index + 1), durably and atomically."""
@@ -62,10 +91,17 @@ class StateMachine(Protocol):
     def get(self, key: str) -> str | None: ...
 
 
+def command_kinds(sm: object) -> tuple[str, ...]:
+    """The write kinds a state machine can encode (a plain StateMachine: puts only)."""
+    kinds: tuple[str, ...] = getattr(sm, "kinds", ("put",))
+    return kinds
+
+
 class KVStateMachine:
-    """A dict of str -> str with per-client sessions (last applied seq per client)."""
+    """A dict of str -> str with per-client sessions (last applied seq per client); puts only."""
 
     __slots__ = ("_applied", "data", "sessions")
+    kinds = ("put",)
 
     def __init__(self) -> None:
         self._applied = 0
@@ -75,6 +111,11 @@ class KVStateMachine:
     @property
     def applied_index(self) -> int:
         return self._applied
+
+    def encode(self, cmd: ClientCommand) -> bytes:
+        if cmd.kind != "put":
+            raise ValueError(f"KVStateMachine only encodes puts, not {cmd.kind}")
+        return Put(cmd.client, cmd.seq, cmd.key, cmd.value or "").encode()
 
     def apply(self, entry: Entry) -> ApplyResult:
         if entry.index != self._applied + 1:
@@ -86,10 +127,10 @@ class KVStateMachine:
         # Clients number writes 1, 2, ... and have one write outstanding at a time, so any seq
         # at or below the last applied one is a retry of a write that already took effect.
         if self.sessions.get(cmd.client, 0) >= cmd.seq:
-            return ApplyResult(entry.index, False, cmd.client, cmd.seq)
+            return ApplyResult(entry.index, False, cmd.client, cmd.seq, "put", cmd.key, cmd.value)
         self.sessions[cmd.client] = cmd.seq
         self.data[cmd.key] = cmd.value
-        return ApplyResult(entry.index, True, cmd.client, cmd.seq)
+        return ApplyResult(entry.index, True, cmd.client, cmd.seq, "put", cmd.key, cmd.value)
 
     def get(self, key: str) -> str | None:
         return self.data.get(key)
@@ -107,3 +148,102 @@ class KVStateMachine:
         self._applied = applied
         self.data = dict(data)
         self.sessions = {int(c): s for c, s in sessions.items()}
+
+
+def client_id(client: int) -> bytes:
+    """The session id simulated client `client` uses in rkv.codec requests."""
+    return b"c%d" % client
+
+
+class StoreStateMachine:
+    """The real command semantics: entries are rkv.codec requests applied by a MemoryStore
+    (rkv.store.commands.apply_entries, the code the LMDB store runs), sessions included.
+
+    Only the store's state-machine side matters here; the core's log lives in the sim's Disk.
+    The store's own raft-log side holds just the last applied entry (appended before, and
+    compacted after, each apply) so that `open_snapshot` knows the term of the applied index.
+    Whether a write took effect is read back from the store, not recomputed: the store
+    records a client's session (with the applying index) exactly when it executed the command.
+    """
+
+    __slots__ = ("store",)
+    kinds = ("put", "cas", "delete")
+
+    def __init__(self, store: MemoryStore | None = None) -> None:
+        self.store = store if store is not None else MemoryStore("sim", "sim", ())
+
+    @property
+    def applied_index(self) -> int:
+        return self.store.applied_index()
+
+    def reopen(self) -> StoreStateMachine:
+        """A restart: what the store kept (applied state, sessions), no caches."""
+        return type(self)(self.store.reopen())
+
+    def encode(self, cmd: ClientCommand) -> bytes:
+        key = cmd.key.encode()
+        command: codec.Command
+        if cmd.kind == "put":
+            command = codec.Put(key, (cmd.value or "").encode())
+        elif cmd.kind == "cas":
+            exp = None if cmd.expected is None else cmd.expected.encode()
+            command = codec.Cas(key, exp, (cmd.value or "").encode())
+        elif cmd.kind == "delete":
+            command = codec.Delete(key)
+        else:
+            raise ValueError(f"unknown command kind {cmd.kind!r}")
+        return codec.encode_request(codec.Request(client_id(cmd.client), cmd.seq, command))
+
+    def apply(self, entry: Entry) -> ApplyResult:
+        st = self.store
+        if entry.index != st.applied_index() + 1:
+            raise ValueError(f"apply out of order: {entry.index} after {st.applied_index()}")
+        st.save(None, (entry,))
+        (res,) = st.apply((entry,))
+        st.compact(entry.index)
+        if entry.type != EntryType.NORMAL or not entry.data:
+            return ApplyResult(entry.index, False)
+        try:
+            req = codec.decode_request(entry.data)
+        except codec.CodecError:
+            return ApplyResult(entry.index, False)  # the store's result is an error, too
+        cid = req.client_id
+        client = int(cid[1:]) if cid[:1] == b"c" and cid[1:].isdigit() else -1
+        session = st.session(cid)
+        effective = res.ok and (
+            req.seq == 0 or (session is not None and session.index == entry.index)
+        )
+        cmd = req.command
+        key = cmd.key.decode() if isinstance(cmd.key, bytes) else str(cmd.key)
+        if isinstance(cmd, codec.Put):
+            kind, value = "put", cmd.value.decode()
+        elif isinstance(cmd, codec.Cas):
+            kind, value = "cas", cmd.new.decode()
+        elif isinstance(cmd, codec.Delete):
+            kind, value = "delete", None
+        else:
+            kind, value = type(cmd).__name__, None
+        result = res.value if isinstance(res.value, bool) else None
+        return ApplyResult(entry.index, effective, client, req.seq, kind, key, value, result)
+
+    def get(self, key: str) -> str | None:
+        v = self.store.get(key.encode())
+        return None if v is None else v.decode()
+
+    # -- snapshots: the store's own record stream and staged install --------------------------
+
+    def snapshot(self) -> bytes:
+        with self.store.open_snapshot() as src:
+            chunks = list(src.chunks())
+            m = src.meta
+            return codec.pack([m.index, m.term, list(m.voters), src.records, chunks])
+
+    def restore(self, blob: bytes) -> None:
+        index, term, voters, records, chunks = codec.unpack(blob)
+        meta = SnapshotMeta(index=index, term=term, voters=tuple(voters))
+        st = self.store
+        st.begin_snapshot_install(meta)
+        for seq, chunk in enumerate(chunks):
+            st.stage_snapshot_chunk(seq, chunk)
+        st.finish_snapshot_staging(len(chunks), records)
+        st.install_snapshot(None, (), Snapshot(meta=meta))

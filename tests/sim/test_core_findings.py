@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from rkv.sim.cluster import Cluster, SimParams
-from rkv.sim.statemachine import Put
+from rkv.sim.statemachine import ClientCommand, StoreStateMachine
 
 QUIET = replace(SimParams(), clients=0)
 
@@ -36,7 +36,7 @@ def test_idle_leader_repairs_a_follower_whose_appends_were_lost() -> None:
     follower = next(i for i in c.ids if i != leader)
     c.net.cut(leader, follower)
     for seq in (1, 2):
-        c.propose(leader, Put(0, seq, "k", f"v{seq}").encode())
+        c.propose(leader, StoreStateMachine().encode(ClientCommand("put", 0, seq, "k", f"v{seq}")))
     c.run_until(c.now + 30 * iv)
     committed = c.checker.committed_index
     assert committed >= 2, "the two other nodes should have committed the proposals"
@@ -58,7 +58,7 @@ def test_restarted_follower_catches_up_without_new_proposals() -> None:
     follower = next(i for i in c.ids if i != leader)
     c.crash(follower, restart=False)
     for seq in (1, 2, 3):
-        c.propose(leader, Put(0, seq, "k", f"v{seq}").encode())
+        c.propose(leader, StoreStateMachine().encode(ClientCommand("put", 0, seq, "k", f"v{seq}")))
     c.run_until(c.now + 30 * iv)
     committed = c.checker.committed_index
     c.restart(follower)

@@ -32,7 +32,7 @@ from rkv.raft.core import Raft
 from rkv.raft.types import Role
 from rkv.sim.cluster import Cluster, SimParams
 from rkv.sim.invariants import InvariantViolation
-from rkv.sim.statemachine import Put
+from rkv.sim.statemachine import ClientCommand, StoreStateMachine
 
 PARAMS = replace(SimParams(), nodes=5, clients=0, max_size_per_msg=1)
 
@@ -69,7 +69,7 @@ def figure8(seed: int) -> Cluster:
     for n in others:
         net.cut(a, n)
     k = c.checker.nodes[a].view.last_index
-    c.propose(a, Put(0, 1, "x", "X").encode())
+    c.propose(a, StoreStateMachine().encode(ClientCommand("put", 0, 1, "x", "X")))
     t1 = c.checker.nodes[a].hs.term
     step_until(
         c,

@@ -1,5 +1,6 @@
-"""Client results against the sequential model: legal histories pass, each kind of wrong
-answer fails with its own name."""
+"""Client results against the sequential model (the real command semantics, rkv.store, as
+the simulator's default state machine): legal histories pass, each kind of wrong answer
+fails with its own name."""
 
 from __future__ import annotations
 
@@ -8,12 +9,26 @@ import pytest
 from rkv.raft.types import Entry
 from rkv.sim.history import History, check_history
 from rkv.sim.invariants import InvariantViolation
-from rkv.sim.statemachine import Put
+from rkv.sim.statemachine import ClientCommand, KVStateMachine, StoreStateMachine
+
+ENC = StoreStateMachine()
 
 
-def log(*cmds: Put | None) -> list[Entry]:
+def Put(client: int, seq: int, key: str, value: str) -> ClientCommand:
+    return ClientCommand("put", client, seq, key, value)
+
+
+def Cas(client: int, seq: int, key: str, expected: str | None, new: str) -> ClientCommand:
+    return ClientCommand("cas", client, seq, key, new, expected)
+
+
+def Delete(client: int, seq: int, key: str) -> ClientCommand:
+    return ClientCommand("delete", client, seq, key)
+
+
+def log(*cmds: ClientCommand | None) -> list[Entry]:
     return [
-        Entry(term=1, index=i + 1, data=b"" if c is None else c.encode())
+        Entry(term=1, index=i + 1, data=b"" if c is None else ENC.encode(c))
         for i, c in enumerate(cmds)
     ]
 
@@ -108,8 +123,54 @@ def test_sessions_make_a_retried_write_a_no_op_in_the_model() -> None:
     check_history(h, log(P1, Put(9, 1, "k", "x"), P1))
 
 
-def test_put_encoding_round_trips() -> None:
-    p = Put(3, 7, "key", "val")
-    assert Put.decode(p.encode()) == p
-    with pytest.raises(ValueError):
-        Put.decode(b"del\x001\x001\x00k\x00v")
+def cas_delete_history() -> tuple[History, list[Entry]]:
+    """put a; cas a->b (swaps); cas a->c (fails); delete (existed); get -> None."""
+    h = History()
+    ops = [
+        (h.invoke(0, "put", "k", "a", 0, 1), 1, None),
+        (h.invoke(0, "cas", "k", "b", 10, 2, expected="a"), 2, True),
+        (h.invoke(1, "cas", "k", "c", 20, 1, expected="a"), 3, False),
+        (h.invoke(1, "delete", "k", None, 30, 2), 4, True),
+    ]
+    for op, index, result in ops:
+        h.complete_put(op, op.invoke_t + 5, index, "n1", result)
+    return h, log(Put(0, 1, "k", "a"), Cas(0, 2, "k", "a", "b"), Cas(1, 1, "k", "a", "c"),
+                  Delete(1, 2, "k"))  # fmt: skip
+
+
+def test_cas_and_delete_results_and_values_pass() -> None:
+    h, committed = cas_delete_history()
+    r = h.invoke(2, "get", "k", None, 12)
+    h.complete_get(r, 14, read_index=2, served_at=2, value="b", node="n2")
+    r = h.invoke(2, "get", "k", None, 40)
+    h.complete_get(r, 41, read_index=4, served_at=4, value=None, node="n2")
+    check_history(h, committed)
+
+
+@pytest.mark.parametrize(
+    ("which", "told"),
+    [(1, False), (2, True), (3, False)],  # the cas that swapped, failed; delete
+)
+def test_a_wrong_cas_or_delete_result_fails(which: int, told: bool) -> None:
+    h, committed = cas_delete_history()
+    h.ops[which].result = told
+    with pytest.raises(InvariantViolation, match=r"^client-write-result:"):
+        check_history(h, committed)
+
+
+def test_a_read_of_a_deleted_key_must_be_absent() -> None:
+    h, committed = cas_delete_history()
+    r = h.invoke(2, "get", "k", None, 40)
+    h.complete_get(r, 41, read_index=4, served_at=4, value="b", node="n2")
+    with pytest.raises(InvariantViolation, match=r"^client-read-value:"):
+        check_history(h, committed)
+
+
+def test_the_toy_state_machine_is_a_model_too() -> None:
+    toy = KVStateMachine()
+    committed = [Entry(1, 1, toy.encode(Put(0, 1, "k", "a")))]
+    h = History()
+    h.complete_put(h.invoke(0, "put", "k", "a", 0, 1), 5, 1, "n1")
+    check_history(h, committed, KVStateMachine)
+    with pytest.raises(InvariantViolation, match=r"^client-put-wrong-entry:"):
+        check_history(h, committed)  # the real store cannot read toy commands
