@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from rkv import codec
 from rkv.raft.types import Entry, EntryType, Snapshot, SnapshotMeta
@@ -239,7 +239,8 @@ class StoreStateMachine:
             return codec.pack([m.index, m.term, list(m.voters), src.records, chunks])
 
     def restore(self, blob: bytes) -> None:
-        index, term, voters, records, chunks = codec.unpack(blob)
+        fields: Any = codec.unpack(blob)
+        index, term, voters, records, chunks = fields
         meta = SnapshotMeta(index=index, term=term, voters=tuple(voters))
         st = self.store
         st.begin_snapshot_install(meta)

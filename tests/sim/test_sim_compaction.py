@@ -10,7 +10,7 @@ import pytest
 
 from rkv.raft.types import Entry
 from rkv.sim.runner import DEFAULT, run_seed
-from rkv.sim.statemachine import ApplyResult, KVStateMachine
+from rkv.sim.statemachine import ApplyResult, KVStateMachine, StoreStateMachine
 
 PARAMS = replace(DEFAULT, ticks=300, compact_every=5)
 
@@ -59,7 +59,25 @@ class StaleSnapshot(KVStateMachine):
             self.data = saved
 
 
-@pytest.mark.parametrize("broken", [ForgetsSessions, StaleSnapshot])
+class StoreInstallDropsSessions(StoreStateMachine):
+    """The real store, but a follower's snapshot install loses the client sessions."""
+
+    __slots__ = ()
+
+    def restore(self, blob: bytes) -> None:
+        super().restore(blob)
+        self.store._st.sessions.clear()
+
+
+def test_the_default_state_machine_is_the_real_store() -> None:
+    from rkv.sim.cluster import Cluster
+
+    c = Cluster(1, PARAMS)
+    assert all(isinstance(n.sm, StoreStateMachine) for n in c.nodes.values())
+    assert c.write_kinds == ("put", "cas", "delete")
+
+
+@pytest.mark.parametrize("broken", [ForgetsSessions, StaleSnapshot, StoreInstallDropsSessions])
 def test_broken_snapshots_are_caught(broken: type[KVStateMachine]) -> None:
     for seed in range(1, 61):
         r = run_seed(seed, 3, params=PARAMS, state_machine_factory=broken)
