@@ -62,6 +62,8 @@ class NodeProc:
     log_path: Path
     command: tuple[str, ...] = ()
     """The argv before "serve" (default: this Python's `-m rkv`)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment variables for the process."""
     proc: subprocess.Popen[bytes] | None = None
     paused: bool = False
     expected_down: bool = True
@@ -90,7 +92,7 @@ class NodeProc:
     def start(self) -> None:
         if self.alive():
             raise RuntimeError(f"{self.addr} is already running")
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         env[FAULT_ENV] = "1"
         pp = env.get("PYTHONPATH")
         env["PYTHONPATH"] = str(_PKG_ROOT) + (os.pathsep + pp if pp else "")
@@ -125,6 +127,7 @@ class ProcessCluster:
     command: tuple[str, ...] = ()
     """The argv before "serve" for every node (default: this Python's `-m rkv`); tests use
     it to run a deliberately broken node and prove the nemesis notices."""
+    env: dict[str, str] = field(default_factory=dict)
     nodes: list[NodeProc] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -139,6 +142,7 @@ class ProcessCluster:
                 self.root / a.replace(":", "_"),
                 self.root / f"{a.replace(':', '_')}.log",
                 command=self.command,
+                env=dict(self.env),
             )
             for a in addrs
         ]

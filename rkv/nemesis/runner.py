@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from rkv.nemesis.check import (
     lost_acknowledged_writes,
 )
 from rkv.nemesis.cluster import RPC_ERRORS, ProcessCluster
+from rkv.nemesis.serve import SNAPSHOT_ENTRIES_ENV, SNAPSHOT_KEEP_ENV
 from rkv.nemesis.workload import (
     KINDS,
     KeySchedule,
@@ -45,6 +47,9 @@ from rkv.nemesis.workload import (
 )
 from rkv.net.rpc import RpcClient
 from rkv.sim.linearizability import Operation, OpKind
+
+_SNAPSHOT_SENT = re.compile(r"snapshot at \d+ sent to")
+"""The node's log line for a snapshot streamed to a follower (counted for the report)."""
 
 FAULT_KINDS = (
     "kill",
@@ -79,6 +84,9 @@ class NemesisConfig:
     check_timeout: float = 60.0
     """Search budget per key for the linearizability checker (seconds)."""
     converge_timeout: float = 30.0
+    snapshot_entries: int | None = None
+    """Make nodes compact after this many entries (keeping a quarter of them), so snapshots
+    are shipped to lagging nodes during the run; None keeps the node defaults."""
     node_command: tuple[str, ...] = ()
     """argv that runs the rkv CLI, before "serve" (default: this Python's `-m rkv`)."""
     workdir: Path | None = None
@@ -90,6 +98,8 @@ class NemesisConfig:
             raise ValueError("duration must be > 0")
         if not 1 <= self.nodes <= 9:
             raise ValueError("nodes must be in 1..9")
+        if self.snapshot_entries is not None and self.snapshot_entries < 4:
+            raise ValueError("snapshot_entries must be >= 4")
         if self.clients < 1 or self.keys < 1:
             raise ValueError("clients and keys must be >= 1")
         for name, (lo, hi) in (("fault_hold", self.fault_hold), ("quiet", self.quiet)):
@@ -112,6 +122,8 @@ class Report:
     histories_checked: int = 0
     checked_operations: int = 0
     check_seconds: float = 0.0
+    snapshots_sent: int = 0
+    """Snapshots streamed to lagging followers (from the node logs)."""
     violations: list[str] = field(default_factory=list)
     inconclusive: list[str] = field(default_factory=list)
     lost_acknowledged_writes: list[str] = field(default_factory=list)
@@ -158,6 +170,7 @@ class Report:
             "histories_checked": self.histories_checked,
             "checked_operations": self.checked_operations,
             "check_seconds": round(self.check_seconds, 2),
+            "snapshots_sent": self.snapshots_sent,
             "violations": len(self.violations),
             "inconclusive": len(self.inconclusive),
             "lost_acknowledged_writes": len(self.lost_acknowledged_writes),
@@ -185,6 +198,7 @@ class Report:
             + (", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())) or "none")
             + f" ({self.leader_faults} aimed at the leader)"
         )
+        lines.append(f"snapshots sent to lagging nodes: {self.snapshots_sent}")
         if self.errors:
             lines.append(
                 "unexpected errors: " + ", ".join(f"{k} {v}" for k, v in self.errors.items())
@@ -469,7 +483,14 @@ async def run_nemesis(cfg: NemesisConfig) -> Report:
     report.workdir = str(workdir)
     rec = Recorder()
     started = time.monotonic()
-    async with ProcessCluster(workdir, cfg.nodes, command=cfg.node_command) as cluster:
+    command, env = cfg.node_command, {}
+    if cfg.snapshot_entries is not None:
+        command = command or (sys.executable, "-m", "rkv.nemesis.serve")
+        env = {
+            SNAPSHOT_ENTRIES_ENV: str(cfg.snapshot_entries),
+            SNAPSHOT_KEEP_ENV: str(max(1, cfg.snapshot_entries // 4)),
+        }
+    async with ProcessCluster(workdir, cfg.nodes, command=command, env=env) as cluster:
         if await _wait_leader(cluster, 30.0) is None:
             report.setup_error = "no leader elected within 30 s of starting the cluster"
             return report
@@ -525,11 +546,16 @@ async def run_nemesis(cfg: NemesisConfig) -> Report:
             values_with_final = {**values, "linearizable final read": dict(final)}
             report.replica_problems += compare_replicas(statuses, values_with_final, cluster.addrs)
             nursery.cancel_scope.cancel()
+        report.snapshots_sent = sum(
+            len(_SNAPSHOT_SENT.findall(n.log_tail(1 << 30))) for n in cluster.nodes
+        )
     report.faults = dict(nemesis.counts)
     report.operations = {k: dict(rec.counts[k]) for k in KINDS}
     report.errors = dict(rec.errors)
     ops = rec.operations()
     report.history = ops
+    # Written before the check too: a search that takes long can be examined meanwhile.
+    _write_artifacts(workdir, report)
     t_check = time.monotonic()
     hc = await trio.to_thread.run_sync(
         lambda: check_histories(ops, timeout_per_key=cfg.check_timeout)
@@ -642,6 +668,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quiet", type=_range, default=(0.5, 1.5), help="pause between faults MIN,MAX seconds"
     )
+    p.add_argument(
+        "--snapshot-entries",
+        type=int,
+        default=None,
+        help="make nodes compact their log every N entries (exercises snapshot shipping)",
+    )
     p.add_argument("--workdir", type=Path, default=None, help="keep data and logs here")
     p.add_argument("--keep", action="store_true", help="keep the work dir after a clean run")
     p.add_argument("--json", action="store_true", help="print one JSON line instead")
@@ -675,6 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             faults=tuple(f.strip() for f in args.faults.split(",") if f.strip()),
             fault_hold=args.hold,
             quiet=args.quiet,
+            snapshot_entries=args.snapshot_entries,
             workdir=args.workdir,
             keep=args.keep,
         )

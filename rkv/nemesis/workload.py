@@ -6,9 +6,11 @@ history stays small enough to check however long the run), and two kinds of work
 - `client_worker` uses the real `rkv` client (leader discovery, retries with the same session
   seq); an operation that gives up is an unknown outcome for a write;
 - `raw_worker` sends single client-protocol frames to chosen nodes (linearizable reads on any
-  node, including followers and frozen-then-woken leaders); `not_leader` means the write was
-  definitely not applied (failed); a timeout, a lost connection, `unavailable` or any other
-  error after sending means the outcome is unknown.
+  node, including followers and frozen-then-woken leaders); `not_leader`, or `unavailable`
+  with a message saying it was refused before proposing (NOT_PROPOSED), means the write was
+  definitely not applied (failed); a timeout, a lost connection, any other `unavailable` or
+  error after sending means the outcome is unknown. Raw workers back off briefly after an
+  error, so an election does not turn into a burst of unknown outcomes.
 Must not: inject faults or judge the history.
 """
 
@@ -29,6 +31,11 @@ from rkv.net.rpc import ConnectionLost, RemoteError, RpcClient, RpcTimeout
 from rkv.sim.linearizability import History, Operation, OpKind
 
 WRITE_KINDS = ("put", "cas", "delete")
+NOT_PROPOSED = ("no leader known", "cannot propose")
+"""Starts of `unavailable` messages the node sends only before a write reaches the Raft
+log (rkv.node._leader_check, rkv.replica.Replica.propose). Any other `unavailable` may
+follow a proposal that still commits, so it is an unknown outcome; if these messages ever
+change, writes merely fall back to unknown (sound, just costlier to check)."""
 KINDS = ("get", *WRITE_KINDS)
 
 
@@ -270,6 +277,12 @@ async def raw_worker(
                         leader_guess = hint
                     else:
                         leader_guess = rng.choice(addrs)
+                elif e.code == "unavailable" and e.msg.startswith(NOT_PROPOSED):
+                    # Refused before it reached the log (no leader known / the core
+                    # dropped the proposal): definitely not applied.
+                    rec.fail(op, kind)
+                    leader_guess = rng.choice(addrs)
+                    await trio.sleep(rng.uniform(0.02, 0.1))
                 else:
                     if e.code not in ("unavailable", "timeout"):
                         rec.errors[f"{kind}:{e.code}"] += 1
@@ -278,7 +291,9 @@ async def raw_worker(
                     else:
                         rec.unknown(op, kind)
                     leader_guess = rng.choice(addrs)
+                    await trio.sleep(rng.uniform(0.02, 0.1))
             except (ConnectionLost, RpcTimeout, OSError):
+                await trio.sleep(rng.uniform(0.02, 0.1))
                 links.drop(target)
                 if kind == "get":
                     rec.fail(op, kind)
