@@ -70,7 +70,7 @@ from rkv.net.rpc import ConnInfo, RemoteError, RpcClient, RpcError, ServerStats,
 from rkv.net.transport import PeerTransport
 from rkv.raft.config import Config
 from rkv.raft.errors import ProposalDropped
-from rkv.raft.types import Entry, Message, MessageType, Role, Snapshot
+from rkv.raft.types import Entry, Message, MessageType, Ready, Role, Snapshot
 from rkv.replica import CompactionPolicy, Outcome, Replica
 from rkv.store import open_store
 from rkv.store.errors import NotFoundError, StoreError, StoreFullError, StoreIdentityError
@@ -339,36 +339,14 @@ class Node:
         replica = self.replica
         ready = replica.take_ready()
         self._send(ready.messages)
-        if ready.must_sync:
-            t0 = trio.current_time()
-            try:
-                if (
-                    ready.snapshot is None
-                    and _data_bytes(ready.entries) <= self.cfg.inline_io_bytes
-                ):
-                    # A small transaction costs less than a thread hand-off (two context
-                    # switches and a GIL transfer): run it on the loop.
-                    replica.persist(ready)
-                else:
-                    await trio.to_thread.run_sync(replica.persist, ready)
-            except StoreFullError as e:
-                # Raft state that cannot be made durable cannot be acknowledged: stop the node
-                # (exit code STORE_FULL) rather than lie to peers.
-                raise _Fatal(ExitCode.STORE_FULL, f"store full while persisting: {e}") from e
-            self.metrics.on_save(trio.current_time() - t0)
+        await self._persist(ready)
         self._send(ready.persisted_messages)
-        results: Sequence[Any] = ()
-        if ready.committed_entries:
-            self.metrics.on_apply(len(ready.committed_entries))
-            try:
-                if _data_bytes(ready.committed_entries) <= self.cfg.inline_io_bytes:
-                    results = replica.apply(ready)
-                else:
-                    results = await trio.to_thread.run_sync(replica.apply, ready)
-            except StoreFullError as e:
-                raise _Fatal(ExitCode.STORE_FULL, f"store full while applying: {e}") from e
-        out = replica.finish(ready, results)
+        out = replica.finish(ready, await self._apply(ready))
         self._deliver(out)
+        if out.completed or out.reads:
+            with trio.move_on_after(self.cfg.gather_seconds):
+                # Let the answers leave before the next turn can block on the store.
+                await trio.testing.wait_all_tasks_blocked()
         if out.role_changed or out.leader_changed:
             log.info(
                 "%s: now %s, term %d, leader %s",
@@ -377,6 +355,34 @@ class Node:
                 replica.raw.status().term,
                 replica.leader or "-",
             )
+
+    async def _persist(self, ready: Ready) -> None:
+        if not ready.must_sync:
+            return
+        t0 = trio.current_time()
+        try:
+            if ready.snapshot is None and _data_bytes(ready.entries) <= self.cfg.inline_io_bytes:
+                # A small transaction costs less than a thread hand-off (two context
+                # switches and a GIL transfer): run it on the loop.
+                self.replica.persist(ready)
+            else:
+                await trio.to_thread.run_sync(self.replica.persist, ready)
+        except StoreFullError as e:
+            # Raft state that cannot be made durable cannot be acknowledged: stop the node
+            # (exit code STORE_FULL) rather than lie to peers.
+            raise _Fatal(ExitCode.STORE_FULL, f"store full while persisting: {e}") from e
+        self.metrics.on_save(trio.current_time() - t0)
+
+    async def _apply(self, ready: Ready) -> Sequence[Any]:
+        if not ready.committed_entries:
+            return ()
+        self.metrics.on_apply(len(ready.committed_entries))
+        try:
+            if _data_bytes(ready.committed_entries) <= self.cfg.inline_io_bytes:
+                return self.replica.apply(ready)
+            return await trio.to_thread.run_sync(self.replica.apply, ready)
+        except StoreFullError as e:
+            raise _Fatal(ExitCode.STORE_FULL, f"store full while applying: {e}") from e
 
     def _deliver(self, out: Outcome[Waiter]) -> None:
         for w, entry, result in out.completed:
@@ -427,12 +433,19 @@ class Node:
     def _on_hello(self, frame: Frame) -> None:
         cluster = frame.get("cluster")
         node = frame.get("node")
+        if not isinstance(cluster, str | None) or not isinstance(node, str | None):
+            # anything else (a list: unhashable) must not reach the checks below, whose
+            # exception would end the whole server, not just this connection
+            raise RemoteError("bad_hello", "hello: cluster and node must be strings or nil")
         if cluster is not None and cluster != self.cfg.cluster_id:
             raise RemoteError(
-                "wrong_cluster", f"this node is in cluster {self.cfg.cluster_id}, not {cluster}"
+                "wrong_cluster",
+                f"this node is in cluster {self.cfg.cluster_id}, not {_one_line(cluster)[:100]!r}",
             )
         if node is not None and node not in self.cfg.peers:
-            raise RemoteError("unknown_node", f"{node} is not a member of this cluster")
+            raise RemoteError(
+                "unknown_node", f"{_one_line(node)[:100]!r} is not a member of this cluster"
+            )
         if isinstance(node, str) and node not in self._known_peers:
             self._known_peers.add(node)
             log.info("%s: peer %s connected", self.cfg.id, node)
