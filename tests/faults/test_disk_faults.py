@@ -226,5 +226,5 @@ async def test_full_disk_stops_cleanly_loses_nothing_and_recovers(small_disk: Pa
     async with running([cfg]) as (node,):
         await wait_leader([node])
         assert await call(node.port, put(b"after", b"space", 5000, rid=7)) == {"t": "ok", "id": 7}
-        for k, v in list(acked.items())[:: max(1, len(acked) // 5)] + [(b"after", b"space")]:
+        for k, v in [*list(acked.items())[:: max(1, len(acked) // 5)], (b"after", b"space")]:
             assert await call(node.port, get(k)) == {"t": "ok", "id": 1, "val": v}
