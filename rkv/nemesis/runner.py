@@ -85,7 +85,7 @@ class NemesisConfig:
     """Search budget per key for the linearizability checker (seconds)."""
     converge_timeout: float = 30.0
     snapshot_entries: int | None = None
-    """Make nodes compact after this many entries (keeping a quarter of them), so snapshots
+    """Make nodes compact after this many entries (keeping a tenth of them), so snapshots
     are shipped to lagging nodes during the run; None keeps the node defaults."""
     node_command: tuple[str, ...] = ()
     """argv that runs the rkv CLI, before "serve" (default: this Python's `-m rkv`)."""
@@ -488,7 +488,7 @@ async def run_nemesis(cfg: NemesisConfig) -> Report:
         command = command or (sys.executable, "-m", "rkv.nemesis.serve")
         env = {
             SNAPSHOT_ENTRIES_ENV: str(cfg.snapshot_entries),
-            SNAPSHOT_KEEP_ENV: str(max(1, cfg.snapshot_entries // 4)),
+            SNAPSHOT_KEEP_ENV: str(max(1, cfg.snapshot_entries // 10)),
         }
     async with ProcessCluster(workdir, cfg.nodes, command=command, env=env) as cluster:
         if await _wait_leader(cluster, 30.0) is None:
