@@ -27,6 +27,9 @@ from rkv.config import parse_address
 from rkv.net.rpc import ConnectionLost, RemoteError, RpcClient, RpcTimeout
 
 FAULT_ENV = "RKV_FAULT_INJECTION"
+SNAPSHOT_ENTRIES_ENV = "RKV_NEMESIS_SNAPSHOT_ENTRIES"
+SNAPSHOT_KEEP_ENV = "RKV_NEMESIS_SNAPSHOT_KEEP"
+"""Read by `python -m rkv.nemesis.serve` (small snapshot tunables for nemesis runs)."""
 _PKG_ROOT = Path(rkv.__file__).resolve().parent.parent
 RPC_ERRORS = (ConnectionLost, RpcTimeout, RemoteError, OSError, trio.TooSlowError)
 

@@ -35,8 +35,12 @@ from rkv.nemesis.check import (
     compare_replicas,
     lost_acknowledged_writes,
 )
-from rkv.nemesis.cluster import RPC_ERRORS, ProcessCluster
-from rkv.nemesis.serve import SNAPSHOT_ENTRIES_ENV, SNAPSHOT_KEEP_ENV
+from rkv.nemesis.cluster import (
+    RPC_ERRORS,
+    SNAPSHOT_ENTRIES_ENV,
+    SNAPSHOT_KEEP_ENV,
+    ProcessCluster,
+)
 from rkv.nemesis.workload import (
     KINDS,
     KeySchedule,

@@ -11,12 +11,11 @@ else about the node, or be used outside tests.
 from __future__ import annotations
 
 import os
+import runpy
 from typing import Any
 
 from rkv.config import NodeConfig
-
-SNAPSHOT_ENTRIES_ENV = "RKV_NEMESIS_SNAPSHOT_ENTRIES"
-SNAPSHOT_KEEP_ENV = "RKV_NEMESIS_SNAPSHOT_KEEP"
+from rkv.nemesis.cluster import SNAPSHOT_ENTRIES_ENV, SNAPSHOT_KEEP_ENV
 
 
 def _install() -> None:
@@ -40,6 +39,5 @@ def _install() -> None:
 
 if __name__ == "__main__":
     _install()
-    from rkv.cli import main
-
-    main()
+    # Exactly `python -m rkv` from here on (the CLI is a sibling layer, so not imported).
+    runpy.run_module("rkv", run_name="__main__", alter_sys=True)
