@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import ssl
 import sys
 from collections import defaultdict
@@ -1157,6 +1158,9 @@ async def run_node(
                 code = (
                     ExitCode.PORT_IN_USE
                     if os_err.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL)
+                    # a host that does not resolve cannot be bound either (not a bug)
+                    or isinstance(os_err, socket.gaierror)
+                    or os_err.errno == socket.EAI_NONAME
                     else ExitCode.ERROR
                 )
                 raise NodeStartError(code, _one_line(str(os_err))) from None
