@@ -6,11 +6,13 @@ signal handling and the process exit codes (`serve_main`). Must not: implement R
 (rkv.raft), state-machine semantics (rkv.store) or framing (rkv.net).
 
 The raft loop does group commit: inputs (peer messages, proposals, reads) arrive through one
-bounded channel; each turn drains everything available, steps it, runs due ticks, then
-handles one Ready: send `messages`, persist in one store transaction (a worker thread; one
-fsync for the whole batch), send `persisted_messages`, apply committed entries (one
-transaction), wake the waiting clients, advance. Whatever arrives meanwhile joins the next
-batch.
+bounded channel; each turn first lets the other tasks run until they block (bounded by
+`gather_seconds`), drains everything available, steps it, runs due ticks, then handles one
+Ready: send `messages` (written at once on idle peer links), persist in one store
+transaction (one fsync for the whole batch), send `persisted_messages`, apply committed
+entries (one transaction), wake the waiting clients, advance. Small transactions run on the
+loop itself, large ones (over `inline_io_bytes`) in a worker thread. Whatever arrives
+meanwhile joins the next batch.
 """
 
 from __future__ import annotations
