@@ -724,6 +724,22 @@ def sim_cmd(
     raise typer.Exit(run_sim_command(seeds, first_seed, nodes, as_json, verbose))
 
 
+@app.command(
+    "nemesis",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def nemesis_cmd(ctx: typer.Context) -> None:
+    """Jepsen-style run on real processes: faults, concurrent clients, linearizability check.
+
+    Options are those of `python -m rkv.nemesis` (e.g. --duration 600 --nodes 5 --json;
+    `rkv nemesis --help` lists them). Exit 0 only on a clean verdict.
+    """
+    from rkv.nemesis import main as nemesis_main
+
+    raise typer.Exit(nemesis_main(list(ctx.args)))
+
+
 class _Stop(Exception):
     """SIGTERM/SIGINT reached the cluster supervisor."""
 

@@ -30,10 +30,10 @@ RANK = {
     "errors": 0,
     "client": 4,
     "node": 4,
-    "cli": 5,
+    "cli": 6,
     "nemesis": 5,
     "__init__": 5,
-    "__main__": 6,
+    "__main__": 7,
 }
 
 FORBIDDEN_IN_RAFT = {
