@@ -130,7 +130,8 @@ async def test_corrupted_log_entry_is_detected_and_never_served(tmp_path: Path, 
     async with running(cfgs) as nodes:
         leader = await wait_leader(nodes)
         for i in range(1, 21):
-            assert (await call(leader.port, put(b"k%d" % i, b"v%d" % i, i)))["t"] == "ok"
+            answer = await call(leader.port, put(b"k%d" % i, b"v%d" % i, i))
+            assert answer is not None and answer["t"] == "ok", answer
         last = leader.replica.raw.status().last_index
         cfg = leader.cfg
     index = last if which == "last" else last - 10

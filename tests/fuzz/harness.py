@@ -88,7 +88,7 @@ async def wait_leader(nodes: list[Node], timeout: float = 10.0) -> Node:
 
 
 def encode(body: Any) -> bytes:
-    payload = msgpack.packb(body, use_bin_type=True)
+    payload: bytes = msgpack.packb(body, use_bin_type=True)
     return HDR.pack(len(payload)) + payload
 
 
