@@ -50,6 +50,7 @@ class _Peer:
     writing: int = 0  # frames in the write under way (lost if it is interrupted)
     eager: FramedStream | None = None  # set while the sender is idle: send() may write at once
     eager_writes: int = 0
+    tail_at_head: bool = False  # queue[0] is the rest of a frame partly written eagerly
     last_error: str | None = None
     last_refusal: str | None = None  # logged once, not on every reconnect
 
@@ -67,9 +68,22 @@ class _Peer:
             "last_error": self.last_error,
         }
 
+    def on_disconnect(self) -> None:
+        self.connected = False
+        self.eager = None
+        self.dropped += self.writing
+        self.writing = 0
+        if self.tail_at_head:
+            # The tail of a frame begun on the dead connection would be garbage at the start
+            # of the next one: drop it (Raft tolerates loss); whole frames behind it stay.
+            self.queue.popleft()
+            self.dropped += 1
+            self.tail_at_head = False
+
     def drop_queued(self) -> None:
         self.dropped += len(self.queue)
         self.queue.clear()
+        self.tail_at_head = False
 
 
 class PeerTransport:
@@ -193,7 +207,9 @@ class PeerTransport:
                 peer.eager_writes += 1
                 return True
             # The rest must go first: it is the tail of a frame already partly written.
-            data = data[n:]
+            if n:
+                data = data[n:]
+                peer.tail_at_head = True
         peer.queue.append(data)
         peer.queued_total += 1
         peer.wakeup.set()
@@ -259,9 +275,7 @@ class PeerTransport:
                 try:
                     await self._connected(peer, fs)
                 finally:
-                    peer.connected = False
-                    peer.dropped += peer.writing
-                    peer.writing = 0
+                    peer.on_disconnect()
                     await trio.aclose_forcefully(fs.stream)
                 # A link that stayed up longer than the longest backoff was healthy: start
                 # the backoff again from the bottom; one that died at once keeps growing it.
@@ -285,10 +299,14 @@ class PeerTransport:
                 if not peer.queue and not pending_hello:
                     peer.wakeup = trio.Event()
                     peer.eager = fs
-                    await peer.wakeup.wait()
-                    peer.eager = None
+                    try:
+                        await peer.wakeup.wait()
+                    finally:
+                        # also on cancellation: a closed link must never be written eagerly
+                        peer.eager = None
                 batch = list(peer.queue)
                 peer.queue.clear()
+                peer.tail_at_head = False
                 chunks = batch
                 if pending_hello:
                     assert self._hello is not None

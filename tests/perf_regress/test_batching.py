@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import pytest
@@ -231,3 +232,79 @@ async def test_client_eager_writes_keep_frames_whole(nursery: trio.Nursery) -> N
         # Sequential small calls on an idle connection are written from the caller's task.
         for i in range(5):
             assert (await client.call({"t": "echo", "x": i}))["x"] == i
+
+
+async def test_partial_eager_write_is_not_resent_on_the_next_connection(
+    nursery: trio.Nursery,
+) -> None:
+    """A frame cut short by a dying connection must not poison the next one with its tail."""
+    from rkv.net.framing import FrameDecoder, FrameError
+
+    first_conn_may_close = trio.Event()
+    received: list[dict[str, Any]] = []
+    errors: list[FrameError] = []
+    conns = 0
+
+    async def handler(stream: trio.SocketStream) -> None:
+        nonlocal conns
+        conns += 1
+        if conns == 1:
+            # read nothing, so the big eager write stops part way; then die
+            await first_conn_may_close.wait()
+            await trio.aclose_forcefully(stream)
+            return
+        dec = FrameDecoder(64 << 20)
+        try:
+            async for data in stream:
+                received.extend(dec.feed(data))
+        except FrameError as e:
+            errors.append(e)
+
+    listeners = await nursery.start(partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    tr = PeerTransport("a", {"b": ("127.0.0.1", port)}, backoff_min=0.01, backoff_max=0.05)
+    await nursery.start(tr.run)
+    with trio.fail_after(5):
+        while not tr.statistics()["b"]["connected"]:
+            await trio.sleep(0.01)
+    big = b"x" * (8 << 20)
+    tr.send("b", {"t": "raft", "n": 1, "big": big}, now=True)
+    st = tr.statistics()["b"]
+    assert st["queued"] == 1 and st["eager_writes"] == 0  # partly written, the tail queued
+    first_conn_may_close.set()
+    with trio.fail_after(10):
+        while conns < 2 or not tr.statistics()["b"]["connected"]:
+            await trio.sleep(0.01)
+    tr.send("b", {"t": "raft", "n": 2})
+    with trio.fail_after(10):
+        while not received and not errors:
+            await trio.sleep(0.01)
+    assert not errors, f"the new connection got garbage: {errors}"
+    assert [f["n"] for f in received] == [2]
+
+
+class _PartialWriter:
+    """Stands in for an idle link whose socket takes only part of a frame."""
+
+    def __init__(self, take: int) -> None:
+        self.take = take
+
+    def try_send_now(self, data: bytes) -> int:
+        return min(self.take, len(data))
+
+
+def test_a_queued_frame_tail_is_dropped_when_its_connection_ends() -> None:
+    from rkv.net.framing import FrameDecoder
+
+    tr = PeerTransport("a", {"b": ("127.0.0.1", 9)})
+    peer = tr._peers["b"]
+    peer.eager = _PartialWriter(7)  # type: ignore[assignment]
+    tr.send("b", {"t": "raft", "n": 1, "big": b"x" * 1000}, now=True)
+    peer.eager = None
+    tr.send("b", {"t": "raft", "n": 2})
+    assert len(peer.queue) == 2  # the tail of frame 1, then frame 2
+    peer.on_disconnect()
+    # what the next connection would carry decodes cleanly: frame 2 only
+    frames = FrameDecoder(1 << 20).feed(b"".join(peer.queue))
+    assert [f["n"] for f in frames] == [2]
+    assert tr.statistics()["b"]["dropped"] == 1
