@@ -32,6 +32,7 @@ RANK = {
     "node": 4,
     "cli": 6,
     "nemesis": 5,
+    "testing": 5,  # in-process clusters for tests (imports node)
     "__init__": 5,
     "__main__": 7,
 }

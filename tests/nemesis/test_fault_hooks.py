@@ -5,11 +5,8 @@ peers, in either direction, loses leadership; healing brings it back as a follow
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,43 +16,17 @@ import trio
 from rkv.config import NodeConfig
 from rkv.nemesis.cluster import RPC_ERRORS, rpc_call
 from rkv.net.rpc import RemoteError
-from rkv.node import FAULT_INJECTION_ENV, Node, run_node
+from rkv.node import FAULT_INJECTION_ENV, Node
 from rkv.raft.types import Role
+from rkv.testing import free_ports, local_configs, wait_leader
+from rkv.testing import running_cluster as cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 CID = b"nemesis-hooks-01"
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def configs(tmp: Path, n: int, **kw: Any) -> list[NodeConfig]:
-    addrs = [f"127.0.0.1:{p}" for p in free_ports(n)]
-    return [NodeConfig.create(a, addrs, data_dir=tmp / a.replace(":", "_"), **kw) for a in addrs]
-
-
-@asynccontextmanager
-async def cluster(cfgs: list[NodeConfig]) -> AsyncIterator[list[Node]]:
-    async with trio.open_nursery() as nursery:
-        nodes = [await nursery.start(run_node, c) for c in cfgs]
-        yield nodes
-        nursery.cancel_scope.cancel()
-
-
-async def wait_leader(nodes: list[Node], timeout: float = 15.0) -> Node:
-    with trio.fail_after(timeout):
-        while True:
-            leaders = [n for n in nodes if n.replica.role == Role.LEADER]
-            if len(leaders) == 1 and all(n.replica.leader == leaders[0].cfg.id for n in nodes):
-                return leaders[0]
-            await trio.sleep(0.02)
+    return local_configs(tmp, n, **kw)
 
 
 async def fault(node: Node, drop_to: Any = (), drop_from: Any = ()) -> dict[str, Any]:

@@ -7,8 +7,6 @@ client is tested elsewhere), so these tests pin the server side of docs/contract
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,42 +17,16 @@ from rkv.config import NodeConfig
 from rkv.net.rpc import RemoteError, RpcClient
 from rkv.net.stream import open_framed
 from rkv.node import Node, NodeStartError, run_node
-from rkv.raft.types import Role
+from rkv.testing import free_ports as free_ports
+from rkv.testing import local_configs
+from rkv.testing import running_cluster as cluster
+from rkv.testing import wait_leader as wait_leader
 
 CID = b"client-0000000001"[:16]
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def configs(tmp: Path, ports: list[int], **kw: Any) -> list[NodeConfig]:
-    addrs = [f"127.0.0.1:{p}" for p in ports]
-    return [NodeConfig.create(a, addrs, data_dir=tmp / a.replace(":", "_"), **kw) for a in addrs]
-
-
-@asynccontextmanager
-async def cluster(cfgs: list[NodeConfig]) -> AsyncIterator[list[Node]]:
-    async with trio.open_nursery() as nursery:
-        nodes = [await nursery.start(run_node, c) for c in cfgs]
-        yield nodes
-        nursery.cancel_scope.cancel()
-
-
-async def wait_leader(nodes: list[Node], timeout: float = 10.0) -> Node:
-    with trio.fail_after(timeout):
-        while True:
-            leaders = [n for n in nodes if n.replica.role == Role.LEADER]
-            # every live node must agree, so redirects work right away
-            if len(leaders) == 1 and all(n.replica.leader == leaders[0].cfg.id for n in nodes):
-                return leaders[0]
-            await trio.sleep(0.02)
+    return local_configs(tmp, ports, **kw)
 
 
 def put(k: bytes, v: bytes, seq: int, client: bytes = CID) -> dict[str, Any]:

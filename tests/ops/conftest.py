@@ -5,58 +5,30 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
 import rkv
 from rkv.config import NodeConfig
-from rkv.node import Node, run_node
-from rkv.raft.types import Role
+from rkv.node import Node
+from rkv.testing import free_ports as free_ports
+from rkv.testing import local_configs, running_cluster
+from rkv.testing import wait_leader as wait_leader
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+cluster = running_cluster  # the name the tests here use
 
 
 def configs(tmp: Path, n: int = 3, **kw: Any) -> list[NodeConfig]:
-    addrs = [f"127.0.0.1:{p}" for p in free_ports(n)]
     kw.setdefault("http_port", 0)
-    return [NodeConfig.create(a, addrs, data_dir=tmp / a.replace(":", "_"), **kw) for a in addrs]
-
-
-@asynccontextmanager
-async def cluster(cfgs: list[NodeConfig]) -> AsyncIterator[list[Node]]:
-    async with trio.open_nursery() as nursery:
-        nodes = [await nursery.start(run_node, c) for c in cfgs]
-        yield nodes
-        nursery.cancel_scope.cancel()
-
-
-async def wait_leader(nodes: list[Node], timeout: float = 10.0) -> Node:
-    with trio.fail_after(timeout):
-        while True:
-            leaders = [n for n in nodes if n.replica.role == Role.LEADER]
-            if len(leaders) == 1 and all(n.replica.leader == leaders[0].cfg.id for n in nodes):
-                return leaders[0]
-            await trio.sleep(0.02)
+    return local_configs(tmp, n, **kw)
 
 
 def addrs_of(nodes: list[Node]) -> list[str]:

@@ -9,55 +9,26 @@ second, unrelated CA.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
 from rkv.config import NodeConfig
-from rkv.node import Node, run_node
-from rkv.raft.types import Role
+from rkv.testing import free_ports as free_ports
+from rkv.testing import local_configs, running_cluster
+from rkv.testing import wait_leader as wait_leader
 
 TOKEN = "correct-horse-battery-staple-0123456789"
 WRONG = "incorrect-horse-battery-staple-987654"
 
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+cluster = running_cluster  # the name the tests here use
 
 
 def configs(tmp: Path, n: int = 3, **kw: Any) -> list[NodeConfig]:
-    addrs = [f"127.0.0.1:{p}" for p in free_ports(n)]
-    return [NodeConfig.create(a, addrs, data_dir=tmp / a.replace(":", "_"), **kw) for a in addrs]
-
-
-@asynccontextmanager
-async def cluster(cfgs: list[NodeConfig]) -> AsyncIterator[list[Node]]:
-    async with trio.open_nursery() as nursery:
-        nodes = [await nursery.start(run_node, c) for c in cfgs]
-        yield nodes
-        nursery.cancel_scope.cancel()
-
-
-async def wait_leader(nodes: list[Node], timeout: float = 15.0) -> Node:
-    with trio.fail_after(timeout):
-        while True:
-            leaders = [n for n in nodes if n.replica.role == Role.LEADER]
-            if len(leaders) == 1 and all(n.replica.leader == leaders[0].cfg.id for n in nodes):
-                return leaders[0]
-            await trio.sleep(0.02)
+    return local_configs(tmp, n, **kw)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,60 @@
+"""In-process clusters for tests and experiments (in the spirit of trio.testing).
+
+Owns: picking free loopback ports, building the configs of an N-node local cluster, running
+its nodes inside one trio nursery, and waiting until they agree on a leader. Must not: be
+imported by the product itself (only by tests, benchmarks and the nemesis).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from rkv.config import NodeConfig
+from rkv.node import Node, run_node
+from rkv.raft.types import Role
+
+
+def free_ports(n: int) -> list[int]:
+    """N distinct loopback ports that were free a moment ago (all bound at once)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def local_configs(tmp: Path, nodes: int | Sequence[int] = 3, **kw: Any) -> list[NodeConfig]:
+    """Configs of a loopback cluster: `nodes` is a count (free ports are picked) or the ports.
+    Each node keeps its data under `tmp`; `kw` goes to every NodeConfig.create()."""
+    ports = free_ports(nodes) if isinstance(nodes, int) else list(nodes)
+    addrs = [f"127.0.0.1:{p}" for p in ports]
+    return [NodeConfig.create(a, addrs, data_dir=tmp / a.replace(":", "_"), **kw) for a in addrs]
+
+
+@asynccontextmanager
+async def running_cluster(cfgs: Sequence[NodeConfig]) -> AsyncIterator[list[Node]]:
+    """Run one node per config in a nursery; stops them all when the block exits."""
+    async with trio.open_nursery() as nursery:
+        nodes = [await nursery.start(run_node, c) for c in cfgs]
+        yield nodes
+        nursery.cancel_scope.cancel()
+
+
+async def wait_leader(nodes: Sequence[Node], timeout: float = 15.0) -> Node:
+    """The leader, once exactly one node leads and every given node knows it (so redirects
+    work right away). Raises trio.TooSlowError after `timeout` seconds."""
+    with trio.fail_after(timeout):
+        while True:
+            leaders = [n for n in nodes if n.replica.role == Role.LEADER]
+            if len(leaders) == 1 and all(n.replica.leader == leaders[0].cfg.id for n in nodes):
+                return leaders[0]
+            await trio.sleep(0.02)
