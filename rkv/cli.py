@@ -21,8 +21,9 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any, NoReturn, TypeVar
@@ -532,6 +533,96 @@ def leader_transfer_cmd(
     print(f"leader: {new}")
 
 
+member_app = typer.Typer(
+    help="Membership: list, add (as a learner, then promote), promote, remove.",
+    no_args_is_help=True,
+)
+app.add_typer(member_app, name="member")
+
+
+def _print_members(conf: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(conf, sort_keys=True))
+        return
+    progress = {p.get("node"): p for p in conf["progress"]}
+    for role, ids in (("voter", conf["voters"]), ("learner", conf["learners"])):
+        for node in ids:
+            p = progress.get(node, {})
+            lead = " (leader)" if node == conf["leader"] else ""
+            match = p.get("match")
+            state = f"  match {match}/{conf['commit']} {p.get('state', '')}" if match else ""
+            print(f"{node}  {role}{lead}{state}".rstrip())
+
+
+MemberTimeoutOpt = typer.Option(
+    None,
+    "--timeout",
+    min=0.1,
+    help="Seconds to keep trying (a new member must catch up before it is promoted). "
+    "Default: the global --timeout, at least 60 s for add and promote.",
+)
+
+
+@member_app.command("list")
+def member_list_cmd(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    addr: str | None = AddrOpt,
+) -> None:
+    """The voters and learners, with each one's replication progress (from the leader)."""
+    _print_members(_run(ctx, addr, lambda c: c.members()), as_json)
+
+
+def _long(ctx: typer.Context, timeout: float | None) -> float:
+    return timeout if timeout is not None else max(_settings(ctx).timeout, 60.0)
+
+
+@member_app.command("add")
+def member_add_cmd(
+    ctx: typer.Context,
+    node: str = typer.Argument(..., help="The new node's address host:port (its id)."),
+    learner: bool = typer.Option(
+        False, "--learner", help="Leave it a learner (non-voting); do not promote it."
+    ),
+    timeout: float | None = MemberTimeoutOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Add a node: it joins as a learner, and is promoted to voter once caught up.
+
+    Start the node with `rkv serve --join` (it does this itself when not yet a member).
+    """
+    t = _long(ctx, timeout)
+    _print_members(
+        _run(ctx, addr, lambda c: c.add_member(node, learner=learner, timeout=t)), as_json
+    )
+
+
+@member_app.command("promote")
+def member_promote_cmd(
+    ctx: typer.Context,
+    node: str = typer.Argument(..., help="The learner's id (host:port)."),
+    timeout: float | None = MemberTimeoutOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Make a learner a voter (waits until it has caught up with the log)."""
+    t = _long(ctx, timeout)
+    _print_members(_run(ctx, addr, lambda c: c.promote_member(node, timeout=t)), as_json)
+
+
+@member_app.command("remove")
+def member_remove_cmd(
+    ctx: typer.Context,
+    node: str = typer.Argument(..., help="The member's id (host:port); the leader is fine."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Remove a voter or learner. The removed node stops itself (exit code 14); a removed
+    leader first hands leadership to the most caught-up voter."""
+    _print_members(_run(ctx, addr, lambda c: c.remove_member(node)), as_json)
+
+
 @app.command("backup")
 def backup_cmd(
     ctx: typer.Context,
@@ -616,6 +707,11 @@ def _split_peers(peers: str | None) -> list[str]:
     return [p.strip() for p in (peers or "").split(",") if p.strip()]
 
 
+JOIN_PROMOTE_SECONDS = 3600.0
+"""How long `rkv serve --join` keeps trying to promote the new node (it must catch up
+first; a large data set takes a while to stream)."""
+
+
 @app.command("serve")
 def serve_cmd(
     port: int = typer.Option(DEFAULT_PORT, "--port", "-p", help="Port to listen on."),
@@ -673,6 +769,15 @@ def serve_cmd(
         min=1,
         help="... or once the log beyond the last snapshot holds this many bytes.",
     ),
+    join: str | None = typer.Option(
+        None,
+        "--join",
+        help="Join the existing cluster at these address(es): this node is added as a "
+        "learner (unless it is a member already), catches up, and is promoted to voter.",
+    ),
+    learner: bool = typer.Option(
+        False, "--learner", help="With --join: stay a learner (non-voting); do not promote."
+    ),
 ) -> None:
     """Run one node in the foreground until Ctrl+C / SIGTERM.
 
@@ -683,6 +788,14 @@ def serve_cmd(
     """
     from rkv.config import NodeConfig
 
+    if join is not None and _split_peers(peers):
+        _fail(Exit.USAGE, "serve: error: give either --peers (a new cluster) or --join, not both")
+    if learner and join is None:
+        _fail(Exit.USAGE, "serve: error: --learner needs --join")
+    seeds: list[str] = []
+    if join is not None:
+        with _user_errors():
+            seeds = parse_addresses(join)
     try:
         cfg = NodeConfig.create(
             (host, port),
@@ -690,6 +803,7 @@ def serve_cmd(
             advertise=node_id,
             data_dir=data_dir,
             cluster_id=cluster_id,
+            join=join is not None,
             http_port=http_port,
             cluster_token=cluster_token or None,
             tls_cert=tls_cert,
@@ -702,7 +816,46 @@ def serve_cmd(
         _fail(Exit.USAGE, f"serve: error: {_one_line(str(exc))}")
     from rkv.node import serve_main
 
-    raise typer.Exit(serve_main(cfg))
+    if not seeds:
+        raise typer.Exit(serve_main(cfg))
+    join_client = partial(
+        Client,
+        seeds,
+        token=cluster_token or None,
+        tls_ca=tls_ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    )
+    # Before the node starts: the cluster's id (the data dir is stamped with it) and, if this
+    # node is not a member yet, its addition as a learner.
+    with _user_errors():
+        conf = trio.run(_join_cluster, join_client, cfg.id)
+    cfg = replace(cfg, cluster_id=str(conf["cluster"]))
+    if learner or cfg.id in conf["voters"]:
+        raise typer.Exit(serve_main(cfg))
+    raise typer.Exit(serve_main(cfg, partial(_promote_when_caught_up, join_client, cfg.id)))
+
+
+async def _join_cluster(make_client: Callable[..., Client], me: str) -> dict[str, Any]:
+    async with make_client(timeout=30.0) as c:
+        conf = await c.members()
+        if not isinstance(conf.get("cluster"), str):
+            raise Unavailable("the cluster did not say its id")
+        if me not in conf["voters"] and me not in conf["learners"]:
+            conf = {**conf, **await c.add_member(me, learner=True)}
+        return conf
+
+
+async def _promote_when_caught_up(make_client: Callable[..., Client], me: str) -> None:
+    import logging
+
+    log = logging.getLogger("rkv.cli")
+    try:
+        async with make_client(timeout=JOIN_PROMOTE_SECONDS) as c:
+            await c.promote_member(me)
+        log.info("%s: promoted to voter", me)
+    except RkvError as e:
+        log.warning("%s: not promoted (%s); run `rkv member promote %s`", me, e, me)
 
 
 @app.command("sim")
@@ -714,6 +867,9 @@ def sim_cmd(
     verbose: bool = typer.Option(
         False, "--verbose", "-v", help="A line per seed; with --seeds 1 the full event trace."
     ),
+    membership: bool = typer.Option(
+        False, "--membership", help="Random membership changes among the faults."
+    ),
 ) -> None:
     """Run the deterministic simulator (real Raft core, simulated faults) over many seeds.
 
@@ -721,7 +877,9 @@ def sim_cmd(
     """
     from rkv.sim.command import run_sim_command
 
-    raise typer.Exit(run_sim_command(seeds, first_seed, nodes, as_json, verbose))
+    raise typer.Exit(
+        run_sim_command(seeds, first_seed, nodes, as_json, verbose, membership=membership)
+    )
 
 
 @app.command(

@@ -30,6 +30,7 @@ from rkv.backup import CHUNK as BACKUP_CHUNK
 from rkv.backup import BackupWriter
 from rkv.config import format_address, parse_address
 from rkv.errors import (
+    BadRequest,
     IntegrityError,
     NotFound,
     NotLeader,
@@ -496,6 +497,73 @@ class Client:
             self.leader = self._preferred = addr
         return str(reply.get("leader"))
 
+    # --- membership (docs/operations.md) ---------------------------------------------------
+
+    async def members(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """The configuration as the leader sees it: voters, learners, leader, and (per member)
+        the leader's replication progress ({node, match, state})."""
+        reply = await self._call({"t": "members"}, timeout=timeout, what="member list")
+        return _members(reply)
+
+    async def add_member(
+        self, node: str, *, learner: bool = False, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Add node `node` (its "host:port", which is its id) as a learner, then, unless
+        `learner`, promote it to voter as soon as it has caught up with the log (the leader
+        refuses earlier, and the request is retried until `timeout`). Start the new node with
+        `rkv serve --join` (before or after: the leader keeps trying to reach it)."""
+        node = normalize_address(node)
+        limit = self.timeout if timeout is None else timeout
+        deadline = trio.current_time() + limit
+        conf = await self.members(timeout=limit)
+        if node not in conf["voters"] and node not in conf["learners"]:
+            try:
+                conf = await self._member("add", node, deadline)
+            except BadRequest as e:
+                if "already a member" not in e.msg:  # else: a retry of ours that took effect
+                    raise
+        if learner or node in conf["voters"]:
+            return await self.members(timeout=max(deadline - trio.current_time(), 1.0))
+        return await self.promote_member(node, timeout=max(deadline - trio.current_time(), 1.0))
+
+    async def promote_member(self, node: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """Make learner `node` a voter once it has caught up (retried until `timeout`)."""
+        node = normalize_address(node)
+        limit = self.timeout if timeout is None else timeout
+        try:
+            return await self._member("promote", node, trio.current_time() + limit)
+        except BadRequest as e:
+            if "already a voter" in e.msg:
+                return await self.members(timeout=limit)
+            raise
+
+    async def remove_member(self, node: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """Remove voter or learner `node`. Removing the leader works: it commits its removal,
+        hands leadership to the most caught-up voter and stops. A removed node stops itself
+        once it learns of its removal (exit code 14)."""
+        node = normalize_address(node)
+        limit = self.timeout if timeout is None else timeout
+        deadline = trio.current_time() + limit
+        conf = await self.members(timeout=limit)
+        if node not in conf["voters"] and node not in conf["learners"]:
+            raise NotFound(f"{node} is not a member of this cluster")
+        try:
+            return await self._member("remove", node, deadline)
+        except BadRequest as e:
+            if "is not a member" not in e.msg:  # else: a retry of ours that took effect
+                raise
+            return await self.members(timeout=max(deadline - trio.current_time(), 1.0))
+
+    async def _member(self, op: str, node: str, deadline: float) -> dict[str, Any]:
+        left = max(deadline - trio.current_time(), 0.001)
+        reply = await self._call(
+            {"t": "member", "op": op, "node": node}, timeout=left, what=f"member {op}"
+        )
+        addr = self._learn(reply.get("leader_addr"))
+        if addr is not None:
+            self.leader = self._preferred = addr
+        return _members(reply)
+
     async def _call_on(self, addr: str, frame: dict[str, Any], timeout: float) -> dict[str, Any]:
         """One request to one node (no retries, no redirects); errors as rkv errors."""
         try:
@@ -789,6 +857,23 @@ class Client:
             )
 
 
+def _members(reply: dict[str, Any]) -> dict[str, Any]:
+    def ids(v: object) -> list[str]:
+        return [x for x in v if isinstance(x, str)] if isinstance(v, list) else []
+
+    progress = reply.get("progress")
+    return {
+        "cluster": reply.get("cluster"),
+        "voters": ids(reply.get("voters")),
+        "learners": ids(reply.get("learners")),
+        "leader": reply.get("leader"),
+        "commit": reply.get("commit"),
+        "progress": [p for p in progress if isinstance(p, dict)]
+        if isinstance(progress, list)
+        else [],
+    }
+
+
 def _peer_addresses(peers: object) -> list[str]:
     """The addresses in a status reply's `peers` (a list of addresses or of [id, addr], or
     a map id -> addr)."""
@@ -943,6 +1028,20 @@ class SyncClient:
 
     def delete_file(self, key: bytes | str) -> bool:
         return self._run(self._client.delete_file, key)
+
+    def members(self, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._run(self._client.members, timeout=timeout)
+
+    def add_member(
+        self, node: str, *, learner: bool = False, timeout: float | None = None
+    ) -> dict[str, Any]:
+        return self._run(self._client.add_member, node, learner=learner, timeout=timeout)
+
+    def promote_member(self, node: str, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._run(self._client.promote_member, node, timeout=timeout)
+
+    def remove_member(self, node: str, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._run(self._client.remove_member, node, timeout=timeout)
 
     def transfer_leader(self, to: str | None = None, *, timeout: float | None = None) -> str:
         return self._run(self._client.transfer_leader, to, timeout=timeout)

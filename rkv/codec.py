@@ -225,19 +225,33 @@ def decode_hard_state(data: bytes | bytearray | memoryview) -> HardState:
 
 
 def snapshot_meta_to_list(meta: SnapshotMeta) -> list[Any]:
-    return [meta.index, meta.term, list(meta.voters)]
+    out: list[Any] = [meta.index, meta.term, list(meta.voters)]
+    if meta.learners:
+        out.append(list(meta.learners))
+    return out
 
 
 def snapshot_meta_from_list(v: object) -> SnapshotMeta:
-    f = _list(v, "snapshot meta", 3)
-    voters = _list(f[2], "snapshot voters")
-    if len(voters) > 1024:
-        _fail("snapshot voters: too many")
+    """[index, term, voters] or [index, term, voters, learners] (learners came later)."""
+    if type(v) is list and len(v) == 4:
+        f = v
+        learners = _node_ids(f[3], "snapshot learners")
+    else:
+        f = _list(v, "snapshot meta", 3)
+        learners = ()
     return SnapshotMeta(
         index=_int(f[0], "snapshot index"),
         term=_int(f[1], "snapshot term"),
-        voters=tuple(_str(x, "voter", MAX_NODE_ID_LEN) for x in voters),
+        voters=_node_ids(f[2], "snapshot voters"),
+        learners=learners,
     )
+
+
+def _node_ids(v: object, what: str) -> tuple[str, ...]:
+    ids = _list(v, what)
+    if len(ids) > 1024:
+        _fail(f"{what}: too many")
+    return tuple(_str(x, "node id", MAX_NODE_ID_LEN) for x in ids)
 
 
 # --- snapshot chunks (streamed from a leader's store to a follower's staging area) ----------

@@ -110,7 +110,9 @@ class NodeConfig:
     advertise: str
     """"host:port" other nodes and clients use to reach this node."""
     peers: Mapping[str, tuple[str, int]]
-    """The other voters: id -> (host, port). Never contains this node."""
+    """The other voters of the bootstrap configuration: id -> (host, port). Never contains
+    this node. Once the cluster's membership changes, the configuration in the Raft log
+    decides (node ids are addresses, so new members are reached at their id)."""
     data_dir: Path
     cluster_id: str
     tick_ms: int = 20
@@ -174,6 +176,9 @@ class NodeConfig:
     tls_ca: Path | None = None
     """CA the node trusts: peers' certificates are checked against it, and every connecting
     side (peer or client) must present a certificate it signed (mutual TLS)."""
+    join: bool = False
+    """This node joins an existing cluster (`rkv serve --join`): it starts with no
+    configuration and learns it from the leader, which added it as a learner."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -237,7 +242,9 @@ class NodeConfig:
 
     @property
     def voters(self) -> tuple[str, ...]:
-        """All voter ids (this node and its peers), sorted."""
+        """The bootstrap voters (this node and its peers), sorted; none for a joining node."""
+        if self.join:
+            return ()
         return tuple(sorted([self.id, *self.peers]))
 
     @property
@@ -253,7 +260,12 @@ class NodeConfig:
         if node_id == self.id:
             return self.advertise
         hp = self.peers.get(node_id)
-        return None if hp is None else format_address(*hp)
+        if hp is None:
+            try:
+                hp = parse_address(node_id)  # members that joined later: the id is the address
+            except ValueError:
+                return None
+        return format_address(*hp)
 
     @classmethod
     def create(

@@ -31,6 +31,8 @@ class ExitCode(IntEnum):
     """The disk / LMDB map is full: the node refuses to continue rather than corrupt data."""
     STORE_ERROR = 13
     """The data dir cannot be opened or is corrupt (other than an identity mismatch)."""
+    REMOVED = 14
+    """The node was removed from the cluster (`rkv member remove`) and stopped."""
 
 
 class RkvError(Exception):

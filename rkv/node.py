@@ -52,7 +52,7 @@ from rkv.codec import (
     snapshot_meta_from_list,
     snapshot_meta_to_list,
 )
-from rkv.config import NodeConfig
+from rkv.config import NodeConfig, format_address, parse_address
 from rkv.errors import (
     BadRequest,
     Changed,
@@ -71,6 +71,7 @@ from rkv.net import tls
 from rkv.net.auth import token_fingerprint
 from rkv.net.rpc import ConnInfo, RemoteError, RpcClient, RpcError, ServerStats, serve
 from rkv.net.transport import PeerTransport
+from rkv.raft.confchange import ConfChange, ConfChangeType
 from rkv.raft.config import Config
 from rkv.raft.errors import ProposalDropped
 from rkv.raft.types import Entry, Message, MessageType, Ready, Role, Snapshot
@@ -87,6 +88,12 @@ DEFAULT_SCAN_LIMIT = 1000
 FAULT_INJECTION_ENV = "RKV_FAULT_INJECTION"
 LIVENESS_STALL = 10.0
 """/livez fails once the raft loop has not turned for this many seconds."""
+PROMOTE_MAX_LAG = 1000
+"""A learner is promoted only once it is at most this many entries behind the commit index
+(promoting a far-behind node is safe, but the cluster would lose availability meanwhile)."""
+REMOVED_EXIT_DELAY = 2.0
+"""A node that applied its own removal stops after this long: time for the answer to the
+`member remove` request, and for a removed leader's hand-over, to leave."""
 _TICK_CATCH_UP = 50
 """Most ticks run in one turn after a stall: enough to let time pass, bounded so a long pause
 (a suspended process) does not spin."""
@@ -130,6 +137,12 @@ class _Transfer:
 
 
 @dataclass(slots=True)
+class _Member:
+    change: ConfChange
+    waiter: Waiter
+
+
+@dataclass(slots=True)
 class _InstallSnapshot:
     """A SNAPSHOT message for a state staged in the store; `done` is set after the turn that
     stepped it (and so persisted the install, if the core accepted it) ended."""
@@ -138,7 +151,7 @@ class _InstallSnapshot:
     done: trio.Event
 
 
-_Input = _Propose | _Read | _Peer | _Transfer | _InstallSnapshot
+_Input = _Propose | _Read | _Peer | _Transfer | _InstallSnapshot | _Member
 
 
 class Node:
@@ -164,9 +177,16 @@ class Node:
         )
         hello = {"cluster": cfg.cluster_id, "node": cfg.id}
         self._server_ssl, self._client_ssl = _ssl_contexts(cfg)
+        self._conf = self.replica.raw.conf_state()
+        """The configuration in force (as of the applied index), refreshed after each Ready."""
+        links = dict(cfg.peers) if self._conf.is_empty() else {}
+        links.update(self._addresses(self._conf.members()))
+        self._links: set[str] = set(links)
+        self.removed = False
+        self._nursery: trio.Nursery | None = None
         self.transport = PeerTransport(
             cfg.id,
-            dict(cfg.peers),
+            links,
             queue_size=cfg.peer_queue,
             max_frame=cfg.max_frame,
             hello=hello,
@@ -199,6 +219,7 @@ class Node:
 
     async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             # Bind first: a port in use must fail before anything else starts.
             self.port = await nursery.start(
                 partial(
@@ -321,6 +342,15 @@ class Node:
             elif isinstance(item, _InstallSnapshot):
                 self.replica.step(item.message)
                 self._installs_stepped.append(item.done)
+            elif isinstance(item, _Member):
+                if item.waiter.abandoned:
+                    continue
+                try:
+                    if item.change.type == ConfChangeType.PROMOTE:
+                        self._check_caught_up(item.change.node)
+                    self.replica.propose_conf_change(item.change, item.waiter)
+                except RkvError as e:
+                    self._fail(item.waiter, e)
             elif isinstance(item, _Transfer):
                 try:
                     self.replica.raw.transfer_leader(item.to)
@@ -346,6 +376,8 @@ class Node:
         self._send(ready.persisted_messages)
         out = replica.finish(ready, await self._apply(ready))
         self._deliver(out)
+        if ready.committed_entries or ready.snapshot is not None:
+            self._check_conf()
         if out.completed or out.reads:
             with trio.move_on_after(self.cfg.gather_seconds):
                 # Let the answers leave before the next turn can block on the store.
@@ -412,6 +444,8 @@ class Node:
             by_peer[m.to].append(m)
         budget = self.cfg.max_frame // 2
         for to, msgs in by_peer.items():
+            if to not in self._links:
+                self._link(to)
             if to in self._drop_to:
                 self.fault_dropped_out += len(msgs)
                 continue
@@ -445,7 +479,7 @@ class Node:
                 "wrong_cluster",
                 f"this node is in cluster {self.cfg.cluster_id}, not {_one_line(cluster)[:100]!r}",
             )
-        if node is not None and node not in self.cfg.peers:
+        if node is not None and not self._may_connect(node):
             raise RemoteError(
                 "unknown_node", f"{_one_line(node)[:100]!r} is not a member of this cluster"
             )
@@ -646,7 +680,7 @@ class Node:
         links = self.transport.statistics()
         best: tuple[bool, int, str] | None = None
         for p in st.progress:
-            if p.id == self.cfg.id:
+            if p.id == self.cfg.id or p.id not in st.voters:
                 continue
             up = bool(links.get(p.id, {}).get("connected"))
             if best is None or (up, p.match) > best[:2]:
@@ -665,7 +699,7 @@ class Node:
                 raise BadRequest("no other voter to transfer leadership to")
         if to == self.cfg.id:
             return to
-        if to not in self.cfg.peers:
+        if to not in self._conf.voters:
             raise BadRequest(f"{to} is not a voter of this cluster")
         limit = (
             timeout if timeout is not None else 2 * self.cfg.election_ticks * self.cfg.tick_seconds
@@ -696,7 +730,7 @@ class Node:
     async def hand_over(self, timeout: float = 1.5) -> str | None:
         """On shutdown: if leader, pass leadership to the most caught-up follower so the
         cluster does not wait an election timeout. Bounded; returns the new leader or None."""
-        if self.replica.role != Role.LEADER or not self.cfg.peers:
+        if self.replica.role != Role.LEADER or len(self._conf.voters) < 2:
             return None
         try:
             new = await self.transfer_leadership(None, timeout=timeout)
@@ -779,7 +813,7 @@ class Node:
         v = f.get(name, [])
         if not isinstance(v, list) or not all(isinstance(p, str) for p in v):
             raise BadRequest(f"{name} must be a list of peer ids")
-        unknown = [p for p in v if p not in self.cfg.peers]
+        unknown = [p for p in v if p not in self._conf.members() or p == self.cfg.id]
         if unknown:
             raise BadRequest(f"{name}: not peers of this node: {','.join(unknown)}")
         return frozenset(v)
@@ -799,8 +833,124 @@ class Node:
             "commit": st.commit,
             "applied": r.applied,
             "last_index": st.last_index,
-            "peers": list(self.cfg.peers),
+            "peers": [m for m in self._conf.members() if m != self.cfg.id],
+            "voters": list(self._conf.voters),
+            "learners": list(self._conf.learners),
         }
+
+    # -- membership (docs/operations.md) ------------------------------------------------------
+
+    def _address(self, node_id: str) -> tuple[str, int]:
+        hp = self.cfg.peers.get(node_id)
+        return hp if hp is not None else parse_address(node_id)
+
+    def _addresses(self, ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+        out = {}
+        for m in ids:
+            if m == self.cfg.id:
+                continue
+            try:
+                out[m] = self._address(m)
+            except ValueError:
+                log.warning(
+                    "%s: member %r is not a host:port address; not reachable", self.cfg.id, m
+                )
+        return out
+
+    def _may_connect(self, node: str) -> bool:
+        """Peers of this cluster we talk Raft with: the members of the configuration in force,
+        or anyone of this cluster (its id and token were checked) while we know none yet (a
+        joining node hears first from a leader it has never heard of)."""
+        return self._conf.is_empty() or node in self._conf.members()
+
+    def _link(self, to: str) -> None:
+        """A message to a node we hold no link to (a leader a joining node answers, a member of
+        a newer configuration than ours): reach it at its id."""
+        self._links.add(to)
+        try:
+            self.transport.add_peer(to, self._address(to))
+        except ValueError:
+            log.warning("%s: cannot reach %r: not a host:port address", self.cfg.id, to)
+
+    def _check_conf(self) -> None:
+        conf = self.replica.raw.conf_state()
+        if conf == self._conf:
+            return
+        old, self._conf = self._conf, conf
+        log.info("%s: configuration %s (was %s)", self.cfg.id, conf.describe(), old.describe())
+        members = set(conf.members())
+        for gone in sorted(self._links - members):
+            self._links.discard(gone)
+            self.transport.remove_peer(gone)
+        for m, addr in self._addresses(sorted(members - self._links)).items():
+            self._links.add(m)
+            self.transport.add_peer(m, addr)
+        if not conf.is_empty() and self.cfg.id not in members and not self.removed:
+            self.removed = True
+            log.warning("%s: removed from the cluster; stopping", self.cfg.id)
+            if self._nursery is not None:
+                self._nursery.start_soon(self._stop_removed)
+
+    async def _stop_removed(self) -> None:
+        await trio.sleep(REMOVED_EXIT_DELAY)
+        raise _Fatal(ExitCode.REMOVED, f"{self.cfg.id} was removed from the cluster")
+
+    def _check_caught_up(self, node: str) -> None:
+        st = self.replica.raw.status()
+        pr = next((p for p in st.progress if p.id == node), None)
+        if pr is None:
+            return  # not a member, or not the leader: proposing says which
+        if pr.state != "REPLICATE" or st.commit - pr.match > PROMOTE_MAX_LAG:
+            raise Unavailable(
+                f"learner {node} is catching up (has {pr.match} of {st.commit}); retry"
+            )
+
+    def members(self) -> dict[str, Any]:
+        st = self.replica.raw.status()
+        return {
+            "cluster": self.cfg.cluster_id,
+            "voters": list(self._conf.voters),
+            "learners": list(self._conf.learners),
+            "leader": self.replica.leader or None,
+            "leader_addr": self.replica.leader_address(),
+            "commit": st.commit,
+            "progress": [
+                {"node": p.id, "match": p.match, "state": p.state.lower()} for p in st.progress
+            ],
+        }
+
+    async def _h_members(self, f: Frame) -> Frame:
+        self._leader_check()  # the leader's view is the newest
+        return {"t": "ok", **self.members()}
+
+    async def _h_member(self, f: Frame) -> Frame:
+        op = f.get("op")
+        node = f.get("node")
+        types = {
+            "add": ConfChangeType.ADD_LEARNER,
+            "promote": ConfChangeType.PROMOTE,
+            "remove": ConfChangeType.REMOVE,
+        }
+        if op not in types:
+            raise BadRequest("op must be one of add, promote, remove")
+        if not isinstance(node, str) or not node:
+            raise BadRequest("node must be a member id (host:port)")
+        if op == "add":
+            try:
+                node = format_address(*parse_address(node))
+            except ValueError as e:
+                raise BadRequest(f"node: {_one_line(str(e))}") from None
+        self._leader_check()
+        w = Waiter()
+        with trio.move_on_after(self.cfg.request_timeout):
+            await self._in_send.send(_Member(ConfChange(types[op], node), w))
+            await w.event.wait()
+        if not w.done():
+            w.abandoned = True
+            raise Timeout(f"membership change not applied within {self.cfg.request_timeout} s")
+        if w.error is not None:
+            raise w.error
+        return {"t": "ok", "node": node, **self.members()}
 
     _handlers: dict[str, Callable[[Node, Frame], Awaitable[Frame]]] = {
         "put": _h_put,
@@ -816,6 +966,8 @@ class Node:
         "status": _h_status,
         "fault": _h_fault,
         "transfer": _h_transfer,
+        "members": _h_members,
+        "member": _h_member,
         "backup_begin": _h_backup_begin,
         "backup_read": _h_backup_read,
         "backup_end": _h_backup_end,
@@ -906,7 +1058,7 @@ class Node:
         at most one chunk is in flight), then let it install. Any failure ends the attempt;
         the core asks again (its snapshot progress times out) and a new stream starts over."""
         cfg = self.cfg
-        host, port = cfg.peers[to]
+        host, port = self._address(to)
         xfer = os.urandom(8)
         timeout = max(10.0, cfg.request_timeout)
         try:
@@ -961,7 +1113,7 @@ class Node:
         """One chunk of a snapshot stream from the leader (see _stream_snapshot)."""
         hello = info.hello
         sender = hello.get("node") if hello is not None else None
-        if sender is None or sender not in self.cfg.peers:
+        if sender is None or not self._may_connect(sender):
             return error_frame(None, BadRequest("snapshot chunks need a hello from a peer"))
         if sender in self._drop_from:
             self.fault_dropped_in += 1
@@ -1183,7 +1335,7 @@ async def _cancel_on_signal(signals: Any, scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
-async def _main(cfg: NodeConfig) -> int:
+async def _main(cfg: NodeConfig, after_start: Callable[[], Awaitable[None]] | None = None) -> int:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             stopped: list[int] = []
@@ -1206,11 +1358,16 @@ async def _main(cfg: NodeConfig) -> int:
 
             nursery.start_soon(watch)
             running.append(await nursery.start(run_node, cfg))
+            if after_start is not None:
+                nursery.start_soon(after_start)
     return ExitCode.OK
 
 
-def serve_main(cfg: NodeConfig) -> int:
+def serve_main(cfg: NodeConfig, after_start: Callable[[], Awaitable[None]] | None = None) -> int:
     """Run a node in this process until SIGINT/SIGTERM; returns the process exit code.
+
+    `after_start` runs beside the node once it serves (`rkv serve --join` promotes the new
+    node with it); it must handle its own errors.
 
     Errors that stop the node are printed as one line on stderr (see ExitCode).
     RKV_FAULT_INJECTION=1 in the environment enables the partition hooks (`{"t": "fault"}`
@@ -1226,7 +1383,7 @@ def serve_main(cfg: NodeConfig) -> int:
         cfg = replace(cfg, fault_injection=True)
         log.warning("%s: fault injection enabled (%s=1): testing only", cfg.id, FAULT_INJECTION_ENV)
     try:
-        return int(trio.run(_main, cfg))
+        return int(trio.run(_main, cfg, after_start))
     except BaseException as exc:
         err = _leaf(exc, (NodeStartError,))
         if isinstance(err, NodeStartError):

@@ -20,9 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from rkv.errors import NotLeader, RkvError, Unavailable
+from rkv.errors import BadRequest, NotLeader, RkvError, Unavailable
+from rkv.raft.confchange import ConfChange, ConfChangeError
 from rkv.raft.config import Config
-from rkv.raft.errors import ProposalDropped
+from rkv.raft.errors import ConfChangeRefused, ProposalDropped
 from rkv.raft.rawnode import RawNode
 from rkv.raft.storage import Storage
 from rkv.raft.types import NONE, Entry, HardState, Message, NodeId, Ready, Role, Snapshot
@@ -159,6 +160,25 @@ class Replica(Generic[T]):
             if leader and leader != self.id:
                 raise NotLeader(leader_addr=self._address_of(leader)) from None
             raise Unavailable(f"cannot propose: {e.reason}") from None
+        return self._track(index, token)
+
+    def propose_conf_change(self, cc: ConfChange, token: T) -> int:
+        """Propose a membership change; like `propose`. Also raises Unavailable while another
+        change is pending (retry) and BadRequest when `cc` does not fit the configuration."""
+        try:
+            index = self.raw.propose_conf_change(cc)
+        except ProposalDropped as e:
+            leader = e.leader or self.leader
+            if leader and leader != self.id:
+                raise NotLeader(leader_addr=self._address_of(leader)) from None
+            raise Unavailable(f"cannot change membership: {e.reason}") from None
+        except ConfChangeRefused as e:
+            raise Unavailable(e.reason) from None
+        except ConfChangeError as e:
+            raise BadRequest(str(e)) from None
+        return self._track(index, token)
+
+    def _track(self, index: int, token: T) -> int:
         term = self.raw.term
         old = self._proposals.get(index)
         if old is not None:

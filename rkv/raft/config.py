@@ -15,6 +15,8 @@ from rkv.raft.types import NodeId
 class Config:
     id: NodeId
     voters: tuple[NodeId, ...]
+    """The bootstrap configuration, used only when storage holds none. Empty for a node that
+    joins an existing cluster: it learns the configuration from the leader."""
     election_tick: int = 10
     """Minimum election timeout in ticks; the randomized timeout is drawn from [T, 2T)."""
     heartbeat_tick: int = 1
@@ -33,8 +35,6 @@ class Config:
         """Raise ValueError on a configuration that cannot work."""
         if not isinstance(self.id, str) or not self.id:
             raise ValueError("Config.id must be a non-empty node id")
-        if not self.voters:
-            raise ValueError("Config.voters must not be empty")
         if any(not isinstance(v, str) or not v for v in self.voters):
             raise ValueError("Config.voters must be non-empty node ids")
         if len(set(self.voters)) != len(self.voters):

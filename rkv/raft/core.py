@@ -2,7 +2,8 @@
 
 Owns: terms and votes, elections (randomized timeouts, PreVote, CheckQuorum, leadership
 transfer), replication decisions (what APPEND/SNAPSHOT/HEARTBEAT to send to whom, coalesced
-into one flush per Ready), the commit rule, and ReadIndex bookkeeping. Its outputs accumulate
+into one flush per Ready), the commit rule, ReadIndex bookkeeping, and membership (which
+configuration is in force, and when a change may be proposed). Its outputs accumulate
 in `msgs` and `read_states`; RawNode turns them into a Ready. Must not: do I/O, read clocks,
 use global randomness, or iterate unordered collections (peers are visited in sorted order).
 
@@ -16,15 +17,18 @@ from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
 
-from rkv.raft import quorum
+from rkv.raft import confchange, quorum
+from rkv.raft.confchange import ConfChange, ConfChangeEntry, ConfChangeError
 from rkv.raft.config import Config
-from rkv.raft.errors import LogSafetyError, ProposalDropped
+from rkv.raft.errors import ConfChangeRefused, LogSafetyError, ProposalDropped
 from rkv.raft.log import RaftLog
 from rkv.raft.progress import Progress, ProgressState
 from rkv.raft.storage import Storage
 from rkv.raft.types import (
     NONE,
+    ConfState,
     Entry,
+    EntryType,
     Message,
     MessageType,
     NodeId,
@@ -78,8 +82,19 @@ class Raft:
         self.cfg = config
         self.id = config.id
         self.rng = rng
-        hs, stored_voters = storage.initial_state()
-        self.voters: tuple[NodeId, ...] = tuple(sorted(stored_voters or config.voters))
+        hs, base = storage.initial_state()
+        if base.is_empty() and config.voters:
+            base = ConfState(tuple(sorted(config.voters)))
+        self.voters: tuple[NodeId, ...] = base.voters
+        self.learners: tuple[NodeId, ...] = base.learners
+        self._conf_base = base
+        """The configuration at the start of the log (a snapshot's, or the bootstrap one)."""
+        self._conf_base_index = 0
+        self._conf_history: list[tuple[int, ConfState]] = []
+        """(index, configuration) of every CONF_CHANGE applied since the log's start."""
+        self.pending_conf_index = 0
+        """A leader proposes no membership change until it applied this index (etcd's rule)."""
+        self._transfer_after_apply = False
         self.log = RaftLog(storage)
         if hs.commit:
             if hs.commit > self.log.last_index():
@@ -117,6 +132,7 @@ class Raft:
         self._reads_unsent: list[_PendingRead] = []
         self._reads_in_round: deque[_PendingRead] = deque()
         self._round_acks: dict[int, set[NodeId]] = {}
+        self._replay_conf_changes()
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -132,7 +148,17 @@ class Raft:
         return self.id in self.voters
 
     def peers(self) -> tuple[NodeId, ...]:
+        """Everyone a leader replicates to: the other voters and the learners."""
+        return tuple(m for m in sorted(self.voters + self.learners) if m != self.id)
+
+    def voter_peers(self) -> tuple[NodeId, ...]:
         return tuple(v for v in self.voters if v != self.id)
+
+    def members(self) -> tuple[NodeId, ...]:
+        return tuple(sorted(self.voters + self.learners))
+
+    def conf_state(self) -> ConfState:
+        return ConfState(self.voters, self.learners)
 
     def _send(self, m: Message) -> None:
         self.msgs.append(m)
@@ -152,6 +178,7 @@ class Raft:
         if term != self.term:
             self.term = term
             self.vote = NONE
+            self._transfer_after_apply = False
         self.role = Role.FOLLOWER
         self.leader = leader
         self.lead_transferee = NONE
@@ -187,7 +214,10 @@ class Raft:
         self.votes = {}
         last = self.log.last_index()
         cap = self.cfg.max_inflight_msgs
-        self.prs = {v: Progress(last + 1, cap) for v in self.voters}
+        self.prs = {m: Progress(last + 1, cap) for m in self.members()}
+        # a change inherited in the log may still be uncommitted: none until all is applied
+        self.pending_conf_index = last
+        self._transfer_after_apply = False
         me = self.prs.get(self.id)
         if me is not None:
             me.match = self.log.persisted_last()
@@ -209,6 +239,12 @@ class Raft:
     def hup(self, kind: CampaignKind | None = None) -> None:
         """Start an election (a PreVote round first when configured)."""
         if self.role == Role.LEADER or not self.promotable():
+            return
+        if self._unapplied_conf_change():
+            # The configuration may be about to change under us: a candidate counting votes
+            # with the old one could win without a majority of the new one. Wait for apply.
+            if kind == CampaignKind.TRANSFER:
+                self._transfer_after_apply = True
             return
         if kind is None:
             kind = CampaignKind.PRE_ELECTION if self.cfg.pre_vote else CampaignKind.ELECTION
@@ -232,7 +268,7 @@ class Raft:
             return
         ctx = TRANSFER_CONTEXT if kind == CampaignKind.TRANSFER else b""
         last, last_term = self.log.last_index(), self.log.last_term()
-        for peer in self.peers():
+        for peer in self.voter_peers():
             self._send(
                 Message(
                     vote_type,
@@ -278,7 +314,9 @@ class Raft:
             self._bcast_heartbeat()
 
     def _quorum_active(self) -> bool:
-        active = {v: (v == self.id or self.prs[v].recent_active) for v in self.voters}
+        active = {
+            v: (v == self.id or self.prs[v].recent_active) for v in self.voters if v in self.prs
+        }
         for peer in self.peers():
             self.prs[peer].recent_active = False
         return quorum.vote_result(self.voters, active) == quorum.VoteResult.WON
@@ -341,6 +379,8 @@ class Raft:
 
     def _step_follower(self, m: Message) -> None:
         t = m.type
+        if t in (MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT):
+            self._transfer_after_apply = False
         if t == MT.APPEND:
             self._reset_election_timer()
             self.leader = m.frm
@@ -443,7 +483,10 @@ class Raft:
             else:
                 log.restore(snap)
                 if snap.meta.voters:
-                    self.voters = tuple(sorted(snap.meta.voters))
+                    self._conf_base = snap.meta.conf
+                    self._conf_base_index = idx
+                    self._conf_history = []
+                    self._switch_conf(snap.meta.conf)
                 self._send(
                     Message(
                         MT.APPEND_RESP,
@@ -467,10 +510,12 @@ class Raft:
             raise ProposalDropped("leadership transfer in progress", self.id)
         return self._append_entries([data])
 
-    def _append_entries(self, datas: list[bytes]) -> int:
+    def _append_entries(self, datas: list[bytes], type: EntryType = EntryType.NORMAL) -> int:
         last = self.log.last_index()
         term = self.term
-        ents = [Entry(term=term, index=last + 1 + k, data=d) for k, d in enumerate(datas)]
+        ents = [
+            Entry(term=term, index=last + 1 + k, data=d, type=type) for k, d in enumerate(datas)
+        ]
         last = self.log.append(ents)
         # followers get these at the next flush (one APPEND per follower per Ready); our own
         # copy counts toward commit only once advance() reports it durable
@@ -665,6 +710,112 @@ class Raft:
             self._send_timeout_now(to)
         else:
             self.need_flush = True
+
+    # -- membership (single-server changes, thesis §4.1; in force once applied, as in etcd) ---
+    #
+    # Safety rests on three rules: (1) a leader proposes a change only after it applied every
+    # earlier one (pending_conf_index), so configurations in force differ by at most one voter;
+    # (2) it proposes one only after it committed an entry of its own term (otherwise a change
+    # left uncommitted by an earlier leader could conflict with it: Ongaro, raft-dev 2015);
+    # (3) nobody campaigns while a committed change is not applied yet. The simulator checks
+    # the consequences (rkv/sim, docs/sim.md).
+
+    def propose_conf_change(self, cc: ConfChange) -> int:
+        if self.role != Role.LEADER:
+            raise ProposalDropped("not the leader", self.leader)
+        if self.lead_transferee != NONE:
+            raise ProposalDropped("leadership transfer in progress", self.id)
+        if self.pending_conf_index > self.log.applied:
+            raise ConfChangeRefused("another membership change is not applied yet; retry")
+        if not self.committed_in_current_term():
+            raise ConfChangeRefused("the new leader has not committed an entry yet; retry")
+        conf = confchange.apply_change(self.conf_state(), cc)
+        data = confchange.encode(ConfChangeEntry(cc, conf))
+        index = self._append_entries([data], EntryType.CONF_CHANGE)
+        self.pending_conf_index = index
+        return index
+
+    def conf_at(self, index: int) -> ConfState:
+        """The configuration in force once `index` is applied (index must not be below the
+        log's start, nor past the applied index)."""
+        conf = self._conf_base
+        for i, c in self._conf_history:
+            if i > index:
+                break
+            conf = c
+        return conf
+
+    def apply_conf_entry(self, e: Entry) -> None:
+        """The runtime applied CONF_CHANGE entry `e` (called by RawNode.advance, in order)."""
+        if e.index <= self._conf_base_index:
+            # A Ready taken before a snapshot was stepped is being advanced: the snapshot's
+            # configuration is newer than this entry's already.
+            return
+        try:
+            ce = confchange.decode(e.data)
+        except ConfChangeError as err:
+            raise LogSafetyError(
+                f"committed conf change at {e.index} is malformed: {err}"
+            ) from None
+        self._conf_history.append((e.index, ce.conf))
+        self._switch_conf(ce.conf)
+
+    def after_applied(self) -> None:
+        """Called by RawNode.advance once entries were applied: resume a deferred transfer."""
+        if self._transfer_after_apply and not self._unapplied_conf_change():
+            self._transfer_after_apply = False
+            self.hup(CampaignKind.TRANSFER)
+
+    def _replay_conf_changes(self) -> None:
+        """After a restart: the configuration as of the applied index, from the log."""
+        log = self.log
+        self._conf_base_index = log.first_index() - 1
+        lo, hi = log.first_index(), log.applied + 1
+        while lo < hi:
+            chunk = log.slice(lo, hi, 16 << 20)
+            for e in chunk:
+                if e.type == EntryType.CONF_CHANGE:
+                    self.apply_conf_entry(e)
+            lo = chunk[-1].index + 1
+
+    def _unapplied_conf_change(self) -> bool:
+        log = self.log
+        if log.applied < log.first_index() - 1:
+            return True  # a snapshot (and its configuration) is not applied yet
+        lo, hi = log.applied + 1, log.committed + 1
+        while lo < hi:
+            chunk = log.slice(lo, hi, 16 << 20)
+            if any(e.type == EntryType.CONF_CHANGE for e in chunk):
+                return True
+            lo = chunk[-1].index + 1
+        return False
+
+    def _switch_conf(self, conf: ConfState) -> None:
+        self.voters, self.learners = conf.voters, conf.learners
+        if self.role != Role.LEADER:
+            if self.role != Role.FOLLOWER and not self.promotable():
+                self.become_follower(self.term, NONE)
+            return
+        members = set(self.members())
+        for m in list(self.prs):
+            if m not in members:
+                del self.prs[m]
+        cap = self.cfg.max_inflight_msgs
+        for m in self.members():
+            if m not in self.prs:
+                self.prs[m] = Progress(self.log.last_index() + 1, cap)
+        if self.lead_transferee != NONE and self.lead_transferee not in self.voters:
+            self.lead_transferee = NONE
+        if self.id not in self.voters:
+            # Removed (the change is committed and applied): hand over to the most caught-up
+            # voter at once rather than leave the cluster to an election timeout.
+            best = max(self.voter_peers(), key=lambda v: (self.prs[v].match, v), default=NONE)
+            if best != NONE and self.prs[best].match == self.log.last_index():
+                self._send_timeout_now(best)
+            self.become_follower(self.term, NONE)
+            return
+        self._maybe_commit()
+        self.need_flush = True
 
     # -- ReadIndex (leader side) ------------------------------------------------------------
 

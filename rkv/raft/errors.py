@@ -1,6 +1,7 @@
 """Errors the Raft core raises to its caller.
 
-Owns: ProposalDropped (a request the core could not take; retry elsewhere or later) and
+Owns: ProposalDropped (a request the core could not take; retry elsewhere or later),
+ConfChangeRefused (a membership change that must wait) and
 LogSafetyError (an invariant of Raft was about to be broken: a bug, never a normal outcome).
 Must not: carry I/O details; the runtime maps these to client errors.
 """
@@ -32,3 +33,13 @@ class LogSafetyError(AssertionError, RaftError):
     An AssertionError on purpose: it signals a bug (or corrupted storage), and must stop the
     node loudly rather than be handled. Raised explicitly, so `python -O` does not remove it.
     """
+
+
+class ConfChangeRefused(RaftError):
+    """The leader will not take a membership change now: another change is not applied yet,
+    or it has not committed an entry of its own term (the fix to single-server changes from
+    Ongaro's 2015 raft-dev note). Retrying later is safe."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -20,7 +20,8 @@ The Ready contract (the caller's loop, in this order)::
            they may go at once.
         4. restore the state machine from rd.snapshot (if any), then apply
            rd.committed_entries in order (they are committed: safe to apply even if they
-           arrived in this same Ready).
+           arrived in this same Ready). A CONF_CHANGE entry changes the membership: the
+           core switches to it at advance(); the runtime connects to new members then.
         5. serve rd.read_states once the applied index >= ReadState.index.
         6. node.advance(rd).
 
@@ -43,10 +44,13 @@ from __future__ import annotations
 
 import random
 
+from rkv.raft.confchange import ConfChange
 from rkv.raft.config import Config
 from rkv.raft.core import Raft
 from rkv.raft.storage import Storage
 from rkv.raft.types import (
+    ConfState,
+    EntryType,
     HardState,
     Message,
     MessageType,
@@ -70,6 +74,8 @@ IMMEDIATE_TYPES = frozenset(
     }
 )
 """Messages that depend on no unpersisted state; everything else waits for the write."""
+
+_VOTE_REQUESTS = frozenset({MessageType.VOTE, MessageType.PRE_VOTE})
 
 
 class RawNode:
@@ -105,9 +111,15 @@ class RawNode:
         self.raft.hup()
 
     def step(self, msg: Message) -> None:
-        """Feed a message from a peer. Messages to another id or from a non-voter are ignored."""
+        """Feed a message from a peer. Messages to another id are ignored, and so are vote
+        requests from a node that is not a voter of our configuration: a removed node that
+        never heard of its removal must not disrupt the cluster. Other messages are taken
+        from anyone (by term, as Raft says): our configuration may be stale, and a leader we
+        do not know of yet is how we learn the newer one."""
         r = self.raft
-        if msg.to != r.id or msg.frm == r.id or msg.frm not in r.voters:
+        if msg.to != r.id or msg.frm == r.id:
+            return
+        if msg.type in _VOTE_REQUESTS and r.voters and msg.frm not in r.voters:
             return
         r.step(msg)
 
@@ -121,6 +133,21 @@ class RawNode:
 
         Raises ProposalDropped when no leader is known."""
         self.raft.read_index(ctx)
+
+    def propose_conf_change(self, cc: ConfChange) -> int:
+        """Append a membership change (leader only); returns its log index. It is in force on
+        each node once applied. Raises ProposalDropped (not leader, transfer under way),
+        ConfChangeRefused (another change pending, or no entry of this term committed yet:
+        retry later) or ConfChangeError (the change does not fit the configuration)."""
+        return self.raft.propose_conf_change(cc)
+
+    def conf_state(self) -> ConfState:
+        """The configuration in force (as of the applied index)."""
+        return self.raft.conf_state()
+
+    def conf_at(self, index: int) -> ConfState:
+        """The configuration in force at an applied index (for snapshots taken there)."""
+        return self.raft.conf_at(index)
 
     def transfer_leader(self, to: NodeId) -> None:
         """Hand leadership to voter `to` (leader only; raises ProposalDropped otherwise)."""
@@ -191,7 +218,11 @@ class RawNode:
             last = rd.entries[-1]
             log.stable_to(last.index, last.term)
         if rd.committed_entries:
+            for e in rd.committed_entries:
+                if e.type == EntryType.CONF_CHANGE:
+                    self.raft.apply_conf_entry(e)
             log.applied_to(rd.committed_entries[-1].index)
+            self.raft.after_applied()
         if rd.entries or rd.snapshot is not None:
             self.raft.on_persisted()
 
@@ -225,5 +256,6 @@ class RawNode:
             first_index=log.first_index(),
             lead_transferee=r.lead_transferee,
             voters=r.voters,
+            learners=r.learners,
             progress=progress,
         )

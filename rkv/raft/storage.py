@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from rkv.raft.types import Entry, HardState, NodeId, Snapshot, SnapshotMeta
+from rkv.raft.types import ConfState, Entry, HardState, NodeId, Snapshot, SnapshotMeta
 
 
 class StorageError(Exception):
@@ -34,8 +34,10 @@ class SnapshotOutOfDate(StorageError):
 
 
 class Storage(Protocol):
-    def initial_state(self) -> tuple[HardState, tuple[NodeId, ...]]:
-        """The persisted hard state and the voter set (from the last snapshot or bootstrap)."""
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        """The persisted hard state and the configuration as of the log's start: the last
+        snapshot's, or the bootstrap one (empty for a node joining an existing cluster). The
+        core replays the CONF_CHANGE entries after it up to the applied index."""
         ...
 
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
@@ -83,14 +85,14 @@ class MemoryStorage:
 
     def __init__(self, voters: Sequence[NodeId] = (), hard_state: HardState | None = None) -> None:
         self._hard_state = hard_state if hard_state is not None else HardState()
-        self._voters = tuple(voters)
+        self._conf = ConfState(tuple(sorted(voters)))
         self._snapshot = Snapshot()
         self._ents: list[Entry] = [Entry(term=0, index=0)]
 
     # -- Storage protocol -------------------------------------------------------------------
 
-    def initial_state(self) -> tuple[HardState, tuple[NodeId, ...]]:
-        return self._hard_state, self._voters
+    def initial_state(self) -> tuple[HardState, ConfState]:
+        return self._hard_state, self._conf
 
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
         off = self._ents[0].index
@@ -153,22 +155,23 @@ class MemoryStorage:
         self._snapshot = snap
         self._ents = [Entry(term=snap.meta.term, index=snap.meta.index)]
         if snap.meta.voters:
-            self._voters = snap.meta.voters
+            self._conf = snap.meta.conf
 
-    def create_snapshot(
-        self, index: int, data: bytes, voters: tuple[NodeId, ...] | None = None
-    ) -> Snapshot:
-        """Record a state-machine snapshot taken at `index` (which must be stored)."""
+    def create_snapshot(self, index: int, data: bytes, conf: ConfState | None = None) -> Snapshot:
+        """Record a state-machine snapshot taken at `index` (which must be stored), with the
+        configuration in force at `index` (by default the current base configuration)."""
         if index <= self._snapshot.meta.index:
             raise SnapshotOutOfDate(
                 f"snapshot at {index}: already have {self._snapshot.meta.index}"
             )
         if index > self.last_index():
             raise Unavailable(f"snapshot at {index}: last index is {self.last_index()}")
+        c = self._conf if conf is None else conf
         meta = SnapshotMeta(
-            index=index, term=self.term(index), voters=self._voters if voters is None else voters
+            index=index, term=self.term(index), voters=c.voters, learners=c.learners
         )
         self._snapshot = Snapshot(meta=meta, data=data)
+        self._conf = c
         return self._snapshot
 
     def compact(self, index: int) -> None:

@@ -22,7 +22,7 @@ class EntryType(IntEnum):
     NORMAL = 0
     """A state-machine command (opaque bytes); an empty NORMAL entry is a leader's no-op."""
     CONF_CHANGE = 1
-    """A membership change (reserved for the membership issue)."""
+    """A membership change: `data` is an encoded rkv.raft.confchange.ConfChangeEntry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +62,39 @@ class MessageType(IntEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ConfState:
+    """A cluster configuration: who votes, and who only receives the log (learners).
+
+    Both tuples are sorted and disjoint. An empty ConfState means "not known yet": a node
+    that joins an existing cluster starts with it and learns its configuration from the log
+    or a snapshot."""
+
+    voters: tuple[NodeId, ...] = ()
+    learners: tuple[NodeId, ...] = ()
+
+    def members(self) -> tuple[NodeId, ...]:
+        return tuple(sorted(self.voters + self.learners))
+
+    def is_empty(self) -> bool:
+        return not self.voters and not self.learners
+
+    def describe(self) -> str:
+        s = "voters=" + ",".join(self.voters)
+        if self.learners:
+            s += " learners=" + ",".join(self.learners)
+        return s
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotMeta:
     index: int = 0
     term: int = 0
     voters: tuple[NodeId, ...] = ()
+    learners: tuple[NodeId, ...] = ()
+
+    @property
+    def conf(self) -> ConfState:
+        return ConfState(self.voters, self.learners)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +242,7 @@ class Ready:
 
 @dataclass(frozen=True, slots=True)
 class ProgressStatus:
-    """A leader's view of one voter's replication (see rkv.raft.progress)."""
+    """A leader's view of one member's replication (see rkv.raft.progress)."""
 
     id: NodeId
     match: int
@@ -245,7 +274,8 @@ class Status:
     lead_transferee: NodeId = NONE
     voters: tuple[NodeId, ...] = ()
     progress: tuple[ProgressStatus, ...] = ()
-    """Per-voter replication state; only on a leader."""
+    """Per-member (voters and learners) replication state; only on a leader."""
+    learners: tuple[NodeId, ...] = ()
 
     def describe(self) -> str:
         s = (

@@ -23,6 +23,11 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="compact each node's log every N applied entries (snapshots; 0: never)",
     )
+    ap.add_argument(
+        "--membership",
+        action="store_true",
+        help="random membership changes (join as learner, promote, remove) among the faults",
+    )
     ap.add_argument("--json", action="store_true", help="end with one JSON summary line")
     ap.add_argument(
         "-v",
@@ -39,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         a.verbose,
         ticks=a.ticks,
         compact_every=a.compact_every,
+        membership=a.membership,
     )
 
 

@@ -23,10 +23,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from rkv.raft import confchange
+from rkv.raft.confchange import ConfChange, ConfChangeError, ConfChangeType
 from rkv.raft.config import Config
-from rkv.raft.errors import ProposalDropped
+from rkv.raft.errors import ConfChangeRefused, ProposalDropped
 from rkv.raft.rawnode import RawNode
-from rkv.raft.types import Entry, Message, NodeId, ReadState, Ready, Role, Snapshot
+from rkv.raft.types import (
+    ConfState,
+    Entry,
+    EntryType,
+    Message,
+    NodeId,
+    ReadState,
+    Ready,
+    Role,
+    Snapshot,
+)
 from rkv.sim import linearizability as lin
 from rkv.sim.disk import Disk, DiskParams
 from rkv.sim.history import History, Operation, check_history
@@ -71,6 +83,14 @@ class SimParams:
     cut `compact_keep` entries behind it. Followers behind the cut get the snapshot (SNAPSHOT
     message, install on persist), under the same safety checks."""
     compact_keep: int = 2
+    membership: bool = False
+    """Random membership changes among the faults: new nodes (fresh ids) join as learners,
+    learners are promoted, voters (the leader too) and learners are removed. Removed nodes
+    keep running until the quiet phase, so a removed node that never heard of its removal
+    tries to disrupt the cluster. Checked: configurations agree at every applied index,
+    successive ones differ by at most one voter, no log holds two changes past its commit
+    index, and every leader is a voter of its configuration."""
+    max_members: int = 7
     linearizability_steps: int = 200_000
     """Step budget per key of the linearizability check of the client history (0: skip)."""
     check_durable_sends: bool = True
@@ -93,6 +113,7 @@ TICK, DELIVER, PERSISTED, CLIENT, RETRY, TIMEOUT, FAULT, RESTART, QUIET_START, Q
 
 class SimNode:
     __slots__ = (
+        "bootstrap",
         "disk",
         "effective",
         "epoch",
@@ -106,8 +127,11 @@ class SimNode:
         "up",
     )
 
-    def __init__(self, node_id: NodeId, disk: Disk, sm: StateMachine) -> None:
+    def __init__(
+        self, node_id: NodeId, disk: Disk, sm: StateMachine, bootstrap: tuple[NodeId, ...]
+    ) -> None:
         self.id = node_id
+        self.bootstrap = bootstrap  # the initial voters; empty for a node that joins later
         self.disk = disk
         self.sm = sm
         self.raw: Any = None  # RawNode while up
@@ -171,9 +195,13 @@ class Cluster:
         self.net = Network(self.rng, QUIET)
         self.checker = SafetyChecker(self.ids)
         self.nodes: dict[NodeId, SimNode] = {
-            i: SimNode(i, Disk(self.rng, self.ids, params.disk), state_machine_factory())
+            i: SimNode(i, Disk(self.rng, self.ids, params.disk), state_machine_factory(), self.ids)
             for i in self.ids
         }
+        self.all_ids: list[NodeId] = list(self.ids)
+        """Every node ever created: the initial ones, then those that joined."""
+        self.conf_history: list[tuple[int, ConfState]] = [(0, ConfState(tuple(sorted(self.ids))))]
+        """(index, configuration) of the applied CONF_CHANGE entries, from index 0."""
         self.clients = [Client(c) for c in range(params.clients)]
         self.write_kinds = command_kinds(self.nodes[self.ids[0]].sm)
         self.history = History()
@@ -341,7 +369,7 @@ class Cluster:
             node.sm = reopen()  # a restart keeps what the store made durable, no caches
         cfg = Config(
             id=node.id,
-            voters=self.ids,
+            voters=node.bootstrap,
             election_tick=p.election_tick,
             heartbeat_tick=p.heartbeat_tick,
             max_size_per_msg=self.max_size_per_msg,
@@ -438,6 +466,8 @@ class Cluster:
         if node.read_states:
             self._serve_reads(node)
         node.raw.advance(rd)
+        if self.p.membership:
+            self._check_conf(node)
         if self.p.compact_every:
             self._maybe_compact(node)
 
@@ -466,7 +496,8 @@ class Cluster:
         if applied - st.snapshot().meta.index <= self.p.compact_every:
             return
         # durable at once, like the real store's compaction transaction
-        st.create_snapshot(applied, sm.snapshot())
+        conf = node.raw.conf_state() if self.p.membership else None
+        st.create_snapshot(applied, sm.snapshot(), conf)
         cut = applied - self.p.compact_keep
         if cut >= st.first_index():
             st.compact(cut)
@@ -488,6 +519,8 @@ class Cluster:
             self.effective_at.setdefault(key, e.index)
         if e.index > len(self.applied_log):
             self.applied_log.append(e)
+            if e.type == EntryType.CONF_CHANGE:
+                self._on_conf_applied(e)
         p = node.proposals.pop(e.index, None)
         if p is None:
             return
@@ -570,9 +603,9 @@ class Cluster:
             self._next_op(c)
             return
         if op.kind == "get" and rng.random() < 0.5:
-            target = rng.choice(self.ids)  # reads are served by followers too
+            target = rng.choice(self.all_ids)  # reads are served by followers too
         else:
-            target = c.leader or rng.choice(self.ids)
+            target = c.leader or rng.choice(self.all_ids)
         node = self.nodes[target]
         if not node.up:
             c.leader = ""
@@ -646,7 +679,7 @@ class Cluster:
 
     def _leader(self) -> SimNode | None:
         best = None
-        for nid in self.ids:
+        for nid in self.all_ids:
             n = self.nodes[nid]
             t = self.checker.nodes[nid]
             if (
@@ -659,7 +692,7 @@ class Cluster:
 
     def _fault(self) -> None:
         rng = self.rng
-        ids = self.ids
+        ids = tuple(self.all_ids)
         kind = rng.choices(
             (
                 "crash",
@@ -671,8 +704,9 @@ class Cluster:
                 "net",
                 "disk",
                 "transfer",
+                "member",
             ),
-            weights=(2, 1, 2, 1, 2, 3, 1, 1, 1),
+            weights=(2, 1, 2, 1, 2, 3, 1, 1, 1, 3 if self.p.membership else 0),
         )[0]
         if kind == "crash-leader":
             leader = self._leader()
@@ -717,16 +751,128 @@ class Cluster:
             node = self.nodes[rng.choice(ids)]
             node.disk.slow = not node.disk.slow
             self.note(f"{node.id} DISK", "slow" if node.disk.slow else "fast")
+        elif kind == "member":
+            self._member_change()
         elif kind == "transfer":
             leader = self._leader()
             if leader is not None:
-                to = rng.choice([i for i in ids if i != leader.id])
+                to = rng.choice([i for i in ids if i != leader.id] or [leader.id])
+                if self.p.membership:
+                    voters = [v for v in leader.raw.conf_state().voters if v != leader.id]
+                    if not voters:
+                        return
+                    to = rng.choice(voters)
                 self.note(f"{leader.id} TRANSFER-LEADER", to)
                 try:
                     leader.raw.transfer_leader(to)
                 except ProposalDropped:
                     return  # it stepped down in a Ready we have not taken yet
                 self._process(leader)
+
+    # -- membership --------------------------------------------------------------------------
+
+    def members(self) -> tuple[NodeId, ...]:
+        """The members of the newest applied configuration."""
+        return self.conf_history[-1][1].members()
+
+    def _member_change(self) -> None:
+        """One random change through the current leader: add a learner (a new node with a fresh
+        id: reusing a removed id with a wiped disk could vote twice in a term), promote one,
+        or remove a voter (possibly the leader) or a learner."""
+        leader = self._leader()
+        if leader is None:
+            return
+        rng = self.rng
+        conf = leader.raw.conf_state()
+        choices = []
+        if len(conf.members()) < self.p.max_members:
+            choices.append(ConfChangeType.ADD_LEARNER)
+        if conf.learners:
+            choices += [ConfChangeType.PROMOTE] * 2
+        if len(conf.voters) > 2 or conf.learners:
+            choices.append(ConfChangeType.REMOVE)
+        if not choices:
+            return
+        op = rng.choice(choices)
+        if op == ConfChangeType.ADD_LEARNER:
+            nid = f"n{len(self.all_ids) + 1}"
+        elif op == ConfChangeType.PROMOTE:
+            nid = rng.choice(conf.learners)
+        else:
+            pool = conf.learners + (conf.voters if len(conf.voters) > 2 else ())
+            nid = rng.choice(pool)
+        cc = ConfChange(op, nid)
+        try:
+            index = leader.raw.propose_conf_change(cc)
+        except (ProposalDropped, ConfChangeRefused, ConfChangeError) as e:
+            self.note(f"{leader.id} MEMBER-REFUSED", f"{cc.describe()}: {e}")
+            return
+        self.note(f"{leader.id} MEMBER", f"{cc.describe()} at {index}")
+        if op == ConfChangeType.ADD_LEARNER:
+            self._add_node(nid)
+        self._process(leader)
+
+    def _add_node(self, nid: NodeId) -> None:
+        node = SimNode(nid, Disk(self.rng, (), self.p.disk), self.make_sm(), ())
+        self.nodes[nid] = node
+        self.all_ids.append(nid)
+        self.checker.add_node(nid)
+        self._start(node)
+
+    def _on_conf_applied(self, e: Entry) -> None:
+        """The first application anywhere of the CONF_CHANGE at e.index (the applied sequence
+        is the same everywhere, state-machine safety checks that)."""
+        new = confchange.decode(e.data).conf
+        old = self.conf_history[-1][1]
+        changed = set(old.voters) ^ set(new.voters)
+        if len(changed) > 1:
+            raise InvariantViolation(
+                "conf-one-at-a-time",
+                f"the change at {e.index} alters voters {sorted(changed)}: "
+                f"{old.describe()} -> {new.describe()}",
+            )
+        self.conf_history.append((e.index, new))
+        self.note("CONF", f"{new.describe()} at {e.index}")
+
+    def _conf_at(self, index: int) -> ConfState:
+        conf = self.conf_history[0][1]
+        for i, c in self.conf_history:
+            if i > index:
+                break
+            conf = c
+        return conf
+
+    def _check_conf(self, node: SimNode) -> None:
+        raw = node.raw
+        # A snapshot stepped but not yet applied already gave the core its configuration
+        applied = max(node.sm.applied_index, raw.raft.log.first_index() - 1)
+        want = self._conf_at(applied)
+        have = raw.conf_state()
+        # A node that joined later does not know the bootstrap configuration: until it applies
+        # a change (or a snapshot carrying one) it may know none.
+        unknown_ok = not node.bootstrap and all(i > applied for i, _ in self.conf_history[1:])
+        if have != want and not (unknown_ok and have.is_empty()):
+            raise InvariantViolation(
+                "conf-agreement",
+                f"{node.id} applied {applied} and uses {have.describe()}, "
+                f"but the configuration there is {want.describe()}",
+            )
+        log = raw.raft.log
+        pending = [
+            e.index
+            for e in log.slice(log.committed + 1, log.last_index() + 1)
+            if e.type == EntryType.CONF_CHANGE
+        ]
+        if len(pending) > 1:
+            raise InvariantViolation(
+                "conf-pending",
+                f"{node.id} holds conf changes at {pending} past its commit index {log.committed}",
+            )
+        if raw.raft.role == Role.LEADER and node.id not in raw.raft.voters:
+            raise InvariantViolation(
+                "conf-leader",
+                f"{node.id} leads but is not a voter of {raw.conf_state().describe()}",
+            )
 
     # -- quiet phase and liveness ------------------------------------------------------------
 
@@ -736,9 +882,15 @@ class Cluster:
         self.net.heal()
         self.net.params = QUIET
         self.note("QUIET", "heal all, restart all, no more faults or new client ops")
-        for nid in self.ids:
+        members = set(self.members())
+        for nid in self.all_ids:
             node = self.nodes[nid]
             node.disk.slow = False
+            if nid not in members:
+                # decommissioned: a removed node (or one whose joining never committed) stops
+                if node.up:
+                    self.crash(nid, restart=False)
+                continue
             if not node.up:
                 node.epoch += 1
                 self._start(node)
@@ -748,27 +900,32 @@ class Cluster:
     def _quiet_check(self) -> None:
         iv = self.p.tick_interval
         ticks = (self.now - self.quiet_start) // iv
+        conf = self.conf_history[-1][1]
+        for nid in conf.members():
+            if not self.nodes[nid].up:
+                # its joining committed after the quiet phase began: start it again
+                self.restart(nid)
         leader = self._leader()
         if self.elected_at < 0 and leader is not None:
             term = self.checker.nodes[leader.id].hs.term
             agree = sum(
                 1
-                for nid in self.ids
+                for nid in conf.voters
                 if self.checker.nodes[nid].leader == leader.id
                 and self.checker.nodes[nid].hs.term == term
             )
-            if agree * 2 > len(self.ids):
+            if agree * 2 > len(conf.voters):
                 self.elected_at = ticks
                 self.stats.ticks_to_elect = ticks
         if self.elected_at >= 0:
             target = max(self.quiet_target, self.acked_max)
-            if all(self.nodes[i].sm.applied_index >= target for i in self.ids):
+            if all(self.nodes[i].sm.applied_index >= target for i in conf.members()):
                 self.stats.ticks_to_converge = ticks
                 self.note("CONVERGED", f"all nodes applied >= {target} after {ticks} quiet ticks")
                 self.done = True
                 return
         if ticks >= self.p.quiet_ticks:
-            applied = {i: self.nodes[i].sm.applied_index for i in self.ids}
+            applied = {i: self.nodes[i].sm.applied_index for i in conf.members()}
             if self.elected_at < 0:
                 raise InvariantViolation(
                     "liveness",

@@ -26,6 +26,7 @@ def run_sim_command(
     *,
     ticks: int | None = None,
     compact_every: int = 0,
+    membership: bool = False,
     out: TextIO | None = None,
 ) -> int:
     """Run seeds first_seed .. first_seed+seeds-1 on a `nodes`-node cluster. Returns 0 only if
@@ -37,6 +38,8 @@ def run_sim_command(
     params = DEFAULT if ticks is None else replace(DEFAULT, ticks=ticks)
     if compact_every:
         params = replace(params, compact_every=compact_every)
+    if membership:
+        params = replace(params, membership=True)
     if verbose and seeds == 1:
         params = replace(params, full_trace=True)
     totals = {

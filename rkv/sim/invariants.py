@@ -138,6 +138,10 @@ class SafetyChecker:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def add_node(self, node: NodeId) -> None:
+        """A node joined the cluster (membership changes): it starts with nothing."""
+        self.nodes[node] = NodeTrack()
+
     def restart(self, node: NodeId, applied: int) -> None:
         """The node crashed and came back: its volatile view is what was durable."""
         t = self.nodes[node]

@@ -25,6 +25,8 @@ DEFAULT = SimParams()
 def replay_command(seed: int, params: SimParams) -> str:
     """The one command that replays `seed` with `params` exactly."""
     base = f"--seeds 1 --first-seed {seed} --nodes {params.nodes}"
+    if params.membership:
+        base += " --membership"
     if params.ticks == DEFAULT.ticks and params.compact_every == DEFAULT.compact_every:
         return f"rkv sim {base}"
     # the rkv CLI does not take --ticks or --compact-every; the module entry point does

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rkv import codec
-from rkv.raft.types import Entry, EntryType, Snapshot, SnapshotMeta
+from rkv.raft.types import Entry, EntryType, Snapshot
 from rkv.store import MemoryStore
 
 
@@ -236,12 +236,12 @@ class StoreStateMachine:
         with self.store.open_snapshot() as src:
             chunks = list(src.chunks())
             m = src.meta
-            return codec.pack([m.index, m.term, list(m.voters), src.records, chunks])
+            return codec.pack([codec.snapshot_meta_to_list(m), src.records, chunks])
 
     def restore(self, blob: bytes) -> None:
         fields: Any = codec.unpack(blob)
-        index, term, voters, records, chunks = fields
-        meta = SnapshotMeta(index=index, term=term, voters=tuple(voters))
+        meta_list, records, chunks = fields
+        meta = codec.snapshot_meta_from_list(meta_list)
         st = self.store
         st.begin_snapshot_install(meta)
         for seq, chunk in enumerate(chunks):

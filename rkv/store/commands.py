@@ -27,7 +27,8 @@ from rkv.codec import (
     Request,
     decode_request,
 )
-from rkv.raft.types import Entry, EntryType
+from rkv.raft import confchange
+from rkv.raft.types import ConfState, Entry, EntryType
 from rkv.store.errors import StoreError
 
 DEFAULT_MAX_SESSIONS = 10_000
@@ -88,6 +89,10 @@ class Session:
 class StateTxn(Protocol):
     """One write transaction over the state machine's data, as apply_entries needs it."""
 
+    def set_conf(self, conf: ConfState) -> None:
+        """Record the configuration in force from this transaction's applied index on."""
+        ...
+
     def get(self, key: bytes) -> Record | None: ...
     def put(self, key: bytes, rec: Record) -> None: ...
     def delete(self, key: bytes) -> None: ...
@@ -143,11 +148,20 @@ def apply_entries(
     txn: StateTxn, entries: Sequence[Entry], max_sessions: int = DEFAULT_MAX_SESSIONS
 ) -> list[ApplyResult]:
     """Apply committed entries in order; returns one result per entry. Leader no-ops (empty
-    NORMAL entries) and CONF_CHANGE entries only advance the applied index. An undecodable
-    command is deterministically an error result (every replica sees the same bytes)."""
+    NORMAL entries) only advance the applied index; CONF_CHANGE entries record the
+    configuration they result in (snapshots taken here carry it). An undecodable command is
+    deterministically an error result (every replica sees the same bytes)."""
     check_order(txn.applied_index(), entries)
     results: list[ApplyResult] = []
     for e in entries:
+        if e.type == EntryType.CONF_CHANGE:
+            try:
+                txn.set_conf(confchange.decode(e.data).conf)
+            except confchange.ConfChangeError as err:
+                results.append(ApplyResult(ok=False, error=f"malformed conf change: {err}"))
+                continue
+            results.append(NOOP)
+            continue
         if e.type != EntryType.NORMAL or not e.data:
             results.append(NOOP)
             continue

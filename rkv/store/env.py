@@ -42,7 +42,7 @@ from rkv.codec import (
     unpack,
 )
 from rkv.raft.storage import Compacted, Unavailable
-from rkv.raft.types import Entry, HardState, NodeId, Snapshot, SnapshotMeta
+from rkv.raft.types import ConfState, Entry, HardState, NodeId, Snapshot, SnapshotMeta
 from rkv.store import kv as kvdb
 from rkv.store import raft_store as logdb
 from rkv.store.commands import (
@@ -452,10 +452,11 @@ class LmdbStore:
 
     # --- raft side: the Storage protocol -------------------------------------------------
 
-    def initial_state(self) -> tuple[HardState, tuple[NodeId, ...]]:
+    def initial_state(self) -> tuple[HardState, ConfState]:
         self._check_open()
-        voters = self._snap.voters if self._snap.index else self._voters
-        return self._hs, voters
+        if self._snap.index and self._snap.voters:
+            return self._hs, self._snap.conf
+        return self._hs, ConfState(tuple(sorted(self._voters)))
 
     def first_index(self) -> int:
         return self._snap.index + 1
@@ -586,10 +587,12 @@ class LmdbStore:
 
     # --- log compaction and snapshots ---------------------------------------------------
 
-    def compact(self, index: int) -> None:
+    def compact(self, index: int, conf: ConfState | None = None) -> None:
         """Record a snapshot marker at applied `index` and delete the log up to it, in one
         fsynced transaction. The state machine itself is the snapshot's data: it is streamed
-        from a read transaction (open_snapshot) when a follower needs it."""
+        from a read transaction (open_snapshot) when a follower needs it. `conf` is the
+        configuration in force at `index` (the Raft core knows it: RawNode.conf_at); by
+        default the one at the applied index, right when no change lies in between."""
         with self._log_lock:
             if index <= self._snap.index:
                 raise Compacted(f"compact to {index}: already compacted to {self._snap.index}")
@@ -597,7 +600,10 @@ class LmdbStore:
                 raise StoreError(f"compact to {index}: only {self._applied} is applied")
             if index > self._last:  # pragma: no cover - applied <= last
                 raise Unavailable(f"compact to {index}: last index is {self._last}")
-            meta = SnapshotMeta(index=index, term=self.term(index), voters=self.initial_state()[1])
+            c = conf if conf is not None else self._read(self._applied_conf)
+            meta = SnapshotMeta(
+                index=index, term=self.term(index), voters=c.voters, learners=c.learners
+            )
             dbs = self._dbs
 
             def write(txn: lmdb.Transaction[bytes]) -> None:
@@ -638,10 +644,15 @@ class LmdbStore:
                 self._revoke_sources()
                 self._env.set_mapsize(want)
 
-    def _snapshot_meta(self, txn: lmdb.Transaction[bytes]) -> SnapshotMeta:
-        """(applied index, its term, voters) as of `txn`."""
+    def applied_conf(self) -> ConfState:
+        """The configuration in force at the applied index."""
+        return self._read(self._applied_conf)
+
+    def _applied_conf(self, txn: lmdb.Transaction[bytes]) -> ConfState:
         meta = self._dbs.meta
-        applied = kvdb.decode_u64("applied index", txn.get(kvdb.APPLIED_KEY, db=meta))
+        raw = txn.get(kvdb.CONF_KEY, db=meta)
+        if raw is not None:
+            return kvdb.decode_conf(raw)
         try:
             snap = snapshot_meta_from_list(unpack(_need(txn.get(_K_SNAPSHOT, db=meta), "snap")))
             voters = unpack(_need(txn.get(_K_VOTERS, db=meta), "voters"))
@@ -649,15 +660,26 @@ class LmdbStore:
             raise CorruptionError(f"meta of {self._path}: {e}") from e
         if type(voters) is not list or not all(type(v) is str for v in voters):
             raise CorruptionError(f"meta of {self._path}: bad voters")
+        if snap.index and snap.voters:
+            return snap.conf
+        return ConfState(tuple(sorted(voters)))
+
+    def _snapshot_meta(self, txn: lmdb.Transaction[bytes]) -> SnapshotMeta:
+        """(applied index, its term, configuration) as of `txn`."""
+        meta = self._dbs.meta
+        applied = kvdb.decode_u64("applied index", txn.get(kvdb.APPLIED_KEY, db=meta))
+        conf = self._applied_conf(txn)
+        try:
+            snap = snapshot_meta_from_list(unpack(_need(txn.get(_K_SNAPSHOT, db=meta), "snap")))
+        except CodecError as e:
+            raise CorruptionError(f"meta of {self._path}: {e}") from e
         if applied == snap.index:
             term = snap.term
         elif applied == 0:
             term = 0
         else:
             term = logdb.read_entry(txn, self._dbs.log, applied).term
-        return SnapshotMeta(
-            index=applied, term=term, voters=snap.voters if snap.index else tuple(voters)
-        )
+        return SnapshotMeta(index=applied, term=term, voters=conf.voters, learners=conf.learners)
 
     def begin_snapshot_install(self, meta: SnapshotMeta) -> None:
         """Start receiving the state for snapshot `meta` into the non-live generation,
@@ -747,6 +769,8 @@ class LmdbStore:
             txn.drop(db, delete=False)
         txn.delete(kvdb.STAGING_KEY, db=self._dbs.meta)
         txn.put(kvdb.APPLIED_KEY, _U64.pack(meta.index), db=self._dbs.meta)
+        if meta.voters:
+            txn.put(kvdb.CONF_KEY, kvdb.encode_conf(meta.conf), db=self._dbs.meta)
 
     # --- state machine side --------------------------------------------------------------
 

@@ -14,7 +14,8 @@ Layouts:
             chunks (its manifest names the upload; a commit moves no data)
 - sessions: b"c" + client_id -> [seq, index, ok, value, error]
             b"i" + u64 index + client_id -> b"" (LRU order by applied index, for eviction)
-- meta:     b"applied" -> u64; b"sm_gen" -> 0 or 1 (the live generation: kv/files/sessions or
+- meta:     b"applied" -> u64; b"conf" -> [voters, learners] in force at the applied index
+            (absent until the first membership change); b"sm_gen" -> 0 or 1 (the live generation: kv/files/sessions or
             kv.1/files.1/sessions.1); b"staging" -> [gen, snapshot meta, next seq, records, done]
 """
 
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rkv.codec import CodecError, pack, unpack
+from rkv.raft.types import ConfState
 from rkv.store.commands import ApplyResult, Manifest, Record, Session, UploadHashes
 from rkv.store.errors import CorruptionError
 
@@ -38,6 +40,8 @@ _U64 = struct.Struct(">Q")
 APPLIED_KEY = b"applied"
 GEN_KEY = b"sm_gen"
 """meta: which of the two state-machine generations is live (absent = 0, the unsuffixed dbs)."""
+CONF_KEY = b"conf"
+"""meta: the configuration in force at the applied index (written by apply and install)."""
 STAGING_KEY = b"staging"
 """meta: the snapshot being staged in the other generation, see env.LmdbStore."""
 
@@ -59,6 +63,17 @@ def _fields(what: str, raw: bytes, n: int) -> list[Any]:
     if type(v) is not list or len(v) != n:
         raise CorruptionError(f"{what}: unexpected shape")
     return v
+
+
+def encode_conf(c: ConfState) -> bytes:
+    return pack([list(c.voters), list(c.learners)])
+
+
+def decode_conf(raw: bytes) -> ConfState:
+    voters, learners = _fields("configuration", raw, 2)
+    for ids in (voters, learners):
+        _checked("configuration", type(ids) is list and all(type(x) is str for x in ids))
+    return ConfState(tuple(voters), tuple(learners))
 
 
 def _checked(what: str, ok: bool) -> None:
@@ -275,6 +290,9 @@ class LmdbStateTxn:
 
     def set_applied_index(self, index: int) -> None:
         self.txn.put(APPLIED_KEY, _U64.pack(index), db=self.dbs.meta)
+
+    def set_conf(self, conf: ConfState) -> None:
+        self.txn.put(CONF_KEY, encode_conf(conf), db=self.dbs.meta)
 
 
 def scan(

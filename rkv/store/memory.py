@@ -25,7 +25,7 @@ from rkv.codec import (
     pack,
 )
 from rkv.raft.storage import Compacted, Unavailable
-from rkv.raft.types import Entry, HardState, NodeId, Snapshot, SnapshotMeta
+from rkv.raft.types import ConfState, Entry, HardState, NodeId, Snapshot, SnapshotMeta
 from rkv.store import kv as layout
 from rkv.store.commands import (
     DEFAULT_MAX_SESSIONS,
@@ -51,6 +51,7 @@ class _State:
         self.cluster_id = cluster_id
         self.node_id = node_id
         self.voters = voters
+        self.conf: ConfState | None = None  # in force at `applied` (None: the base one)
         self.hard_state = HardState()
         self.snapshot = Snapshot()
         self.log: list[Entry] = []  # log[i] has index snapshot.meta.index + 1 + i
@@ -142,6 +143,9 @@ class _MemTxn:
     def set_applied_index(self, index: int) -> None:
         self.st.applied = index
 
+    def set_conf(self, conf: ConfState) -> None:
+        self.st.conf = conf
+
 
 class MemoryStore:
     """Same API as rkv.store.env.LmdbStore (see there for the method contracts)."""
@@ -187,10 +191,17 @@ class MemoryStore:
 
     # --- raft side ------------------------------------------------------------------------
 
-    def initial_state(self) -> tuple[HardState, tuple[NodeId, ...]]:
+    def initial_state(self) -> tuple[HardState, ConfState]:
         self._check_open()
         snap = self._st.snapshot
-        return self._st.hard_state, (snap.meta.voters if not snap.is_empty() else self._st.voters)
+        if not snap.is_empty() and snap.meta.voters:
+            return self._st.hard_state, snap.meta.conf
+        return self._st.hard_state, ConfState(tuple(sorted(self._st.voters)))
+
+    def applied_conf(self) -> ConfState:
+        """The configuration in force at the applied index."""
+        st = self._st
+        return st.conf if st.conf is not None else self.initial_state()[1]
 
     def first_index(self) -> int:
         return self._st.snapshot.meta.index + 1
@@ -293,6 +304,7 @@ class MemoryStore:
             st.uploads = staged.uploads
             self._hashes = UploadHashes()
             st.applied = snapshot.meta.index
+            st.conf = snapshot.meta.conf if snapshot.meta.voters else st.conf
             st.staging = st.staged_state = None
         st.snapshot = snap
         st.log = log
@@ -301,7 +313,8 @@ class MemoryStore:
 
     # --- log compaction and snapshots ---------------------------------------------------
 
-    def compact(self, index: int) -> None:
+    def compact(self, index: int, conf: ConfState | None = None) -> None:
+        """See LmdbStore.compact."""
         self._check_open()
         st = self._st
         meta = st.snapshot.meta
@@ -309,7 +322,8 @@ class MemoryStore:
             raise Compacted(f"compact to {index}: already compacted to {meta.index}")
         if index > st.applied:
             raise StoreError(f"compact to {index}: only {st.applied} is applied")
-        new = SnapshotMeta(index=index, term=self.term(index), voters=self.initial_state()[1])
+        c = conf if conf is not None else self.applied_conf()
+        new = SnapshotMeta(index=index, term=self.term(index), voters=c.voters, learners=c.learners)
         st.log = st.log[index - meta.index :]
         st.snapshot = Snapshot(meta=new)
 
@@ -321,7 +335,8 @@ class MemoryStore:
         st = self._st
         applied = st.applied
         term = 0 if applied == 0 else self.term(applied)
-        meta = SnapshotMeta(index=applied, term=term, voters=self.initial_state()[1])
+        c = self.applied_conf()
+        meta = SnapshotMeta(index=applied, term=term, voters=c.voters, learners=c.learners)
         return _MemorySnapshotSource(meta, _records(st), max_chunk)
 
     def begin_snapshot_install(self, meta: SnapshotMeta) -> None:

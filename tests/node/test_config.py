@@ -77,7 +77,10 @@ def test_create_defaults_and_shared_cluster_id() -> None:
     assert c.voters == tuple(sorted(addrs))
     assert c.data_dir == Path("rkv-data/127.0.0.1_7002")
     assert c.peer_address("127.0.0.1:7003") == "127.0.0.1:7003"
-    assert c.peer_address("nope:1") is None
+    # members that joined later are reached at their id, which is their address
+    assert c.peer_address("10.0.0.9:7009") == "10.0.0.9:7009"
+    assert c.peer_address("not-an-address") is None
+    assert NodeConfig.create(addrs[0], join=True).voters == ()
     # another voter set is another cluster
     assert NodeConfig.create(addrs[0], addrs[:2]).cluster_id != c.cluster_id
     with pytest.raises(TypeError):

@@ -23,6 +23,7 @@ from rkv.backup import (
 from rkv.config import NodeConfig
 from rkv.errors import NotFound, Unavailable
 from rkv.node import run_node
+from rkv.raft.types import ConfState
 
 from .conftest import addrs_of, cli, cluster, configs, free_ports, run_cli, wait_leader
 
@@ -282,7 +283,7 @@ async def test_restore_drops_a_staged_snapshot_and_the_log(tmp_path: Path) -> No
     try:
         assert s.staged_snapshot() is None
         assert s.applied_index() == 4
-        assert s.initial_state() == (HardState(term=2, vote="", commit=4), ("n:9",))
+        assert s.initial_state() == (HardState(term=2, vote="", commit=4), ConfState(("n:9",)))
         assert (s.first_index(), s.last_index()) == (5, 4)  # no log: a snapshot at 4
         assert s.get(b"k4") == b"v" and s.get(b"k5") is None
         assert s.get(b"staged") is None

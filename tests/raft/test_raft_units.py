@@ -36,7 +36,6 @@ V = ("a", "b", "c")
     "kw",
     [
         {"id": ""},
-        {"voters": ()},
         {"voters": ("a", "")},
         {"voters": ("a", "a")},
         {"heartbeat_tick": 0},
@@ -51,6 +50,11 @@ def test_config_validate_rejects_nonsense(kw: dict[str, Any]) -> None:
     args: dict[str, Any] = {"id": "a", "voters": V, **kw}
     with pytest.raises(ValueError):
         Config(**args).validate()
+
+
+def test_config_without_voters_is_a_joining_node() -> None:
+    # no bootstrap configuration: the node waits to learn one from a leader
+    Config(id="a", voters=()).validate()
 
 
 def test_config_defaults_validate() -> None:
@@ -112,7 +116,7 @@ def test_memory_storage_snapshot_and_compact() -> None:
         s.apply_snapshot(snap)
     s.apply_snapshot(Snapshot(SnapshotMeta(10, 5, ("x",)), b"new"))
     assert (s.first_index(), s.last_index(), s.term(10)) == (11, 10, 5)
-    assert s.initial_state()[1] == ("x",)
+    assert s.initial_state()[1].voters == ("x",)
     s.set_hard_state(HardState(5, "x", 10))
     assert s.initial_state()[0] == HardState(5, "x", 10)
 

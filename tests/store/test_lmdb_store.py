@@ -15,7 +15,7 @@ import lmdb
 import pytest
 
 from rkv.codec import Put, Request, encode_request
-from rkv.raft.types import Entry, HardState
+from rkv.raft.types import ConfState, Entry, HardState
 from rkv.store import (
     CorruptionError,
     LmdbStore,
@@ -83,7 +83,7 @@ def test_identity_refusal(path: Path, cluster: str, node: str) -> None:
 def test_stored_voters_win_over_arguments(path: Path) -> None:
     opened(path).close()
     s = opened(path, voters=("z",))
-    assert s.initial_state()[1] == VOTERS
+    assert s.initial_state()[1] == ConfState(VOTERS)
     s.close()
 
 

@@ -22,8 +22,10 @@ from rkv.codec import (
     Request,
     encode_request,
 )
+from rkv.raft import confchange
+from rkv.raft.confchange import ConfChangeType
 from rkv.raft.storage import Compacted, Unavailable
-from rkv.raft.types import Entry, EntryType, HardState, Snapshot, SnapshotMeta
+from rkv.raft.types import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMeta
 from rkv.store import ApplyResult, Manifest, NotFoundError, Record, StoreError
 
 from .harness import VOTERS, Harness, Store
@@ -61,7 +63,7 @@ def test_fresh_store(store: Store) -> None:
     assert store.last_index() == 0
     assert store.term(0) == 0
     assert store.entries(1, 1) == []
-    assert store.initial_state() == (HardState(), VOTERS)
+    assert store.initial_state() == (HardState(), ConfState(VOTERS))
     assert store.snapshot() == Snapshot()
     assert store.applied_index() == 0
     with pytest.raises(Unavailable):
@@ -149,7 +151,7 @@ def test_bad_saves_are_refused_and_change_nothing(store: Store, bad: list[Entry]
 
 def test_hard_state(store: Store) -> None:
     store.save(HardState(3, "n2", 0), [])
-    assert store.initial_state() == (HardState(3, "n2", 0), VOTERS)
+    assert store.initial_state() == (HardState(3, "n2", 0), ConfState(VOTERS))
     store.save(None, ents(1, [3]))
     assert store.initial_state()[0] == HardState(3, "n2", 0)
     store.save(HardState(4, "", 1), ents(2, [4]))
@@ -169,7 +171,7 @@ def test_snapshot_compacts_matching_log(store: Store) -> None:
         store.term(2)
     with pytest.raises(Compacted):
         store.entries(3, 5)
-    assert store.initial_state()[1] == ("a", "b")
+    assert store.initial_state()[1] == ConfState(("a", "b"))
     # appending after it still works, and a later snapshot may replace it
     store.save(None, ents(6, [3]))
     store.save(None, [], Snapshot(SnapshotMeta(index=6, term=3, voters=("a",))))
@@ -213,7 +215,7 @@ def test_log_survives_restart(harness: Harness) -> None:
     s.save(None, ents(1, [1, 1, 1, 2, 2]))
     s.save(HardState(2, "n3", 3), [], snap)
     s = harness.reopen(s)
-    assert s.initial_state() == (HardState(2, "n3", 3), ("x", "y"))
+    assert s.initial_state() == (HardState(2, "n3", 3), ConfState(("x", "y")))
     assert s.snapshot() == snap
     assert (s.first_index(), s.last_index()) == (3, 5)
     assert s.entries(3, 6) == ents(3, [1, 2, 2])
@@ -277,20 +279,33 @@ def test_cas(
 
 
 def test_noops_conf_changes_and_garbage_advance_applied(store: Store) -> None:
-    results = apply(
-        store,
-        b"",
-        Entry(1, 2, b"whatever", EntryType.CONF_CHANGE),
-        b"\xc1garbage",
-        encode_request(Request(b"c", 1, Put(b"k", b"v")))[:-1],
-        req(Put(b"k", b"v")),
+    conf = ConfState(VOTERS, ("n4",))
+    change = confchange.encode(
+        confchange.ConfChangeEntry(confchange.ConfChange(ConfChangeType.ADD_LEARNER, "n4"), conf)
     )
-    assert results[:2] == [OK, OK]
+    entries = [
+        Entry(1, 1, b""),
+        Entry(1, 2, b"whatever", EntryType.CONF_CHANGE),
+        Entry(1, 3, b"\xc1garbage"),
+        Entry(1, 4, encode_request(Request(b"c", 1, Put(b"k", b"v")))[:-1]),
+        Entry(1, 5, req(Put(b"k", b"v"))),
+        Entry(1, 6, change, EntryType.CONF_CHANGE),
+    ]
+    store.save(None, entries)
+    results = store.apply(entries)
+    assert results[0] == OK
+    assert not results[1].ok and (results[1].error or "").startswith("malformed conf change")
     for r in results[2:4]:
         assert not r.ok and r.error is not None and r.error.startswith("malformed command")
-    assert results[4] == OK
-    assert store.applied_index() == 5
+    assert results[4] == OK and results[5] == OK
+    assert store.applied_index() == 6
     assert store.get(b"k") == b"v"
+    # the configuration in force at the applied index goes with snapshots taken there
+    assert store.applied_conf() == conf
+    with store.open_snapshot() as src:
+        assert (src.meta.index, src.meta.voters, src.meta.learners) == (6, VOTERS, ("n4",))
+    store.compact(5, ConfState(VOTERS))
+    assert store.initial_state()[1] == ConfState(VOTERS)  # the marker's: as of index 5
 
 
 def test_apply_out_of_order_is_refused_atomically(store: Store) -> None:
