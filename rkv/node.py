@@ -1300,7 +1300,15 @@ async def run_node(
     """
     store = _open(cfg)
     try:
-        node = Node(cfg, store)
+        try:
+            # reads the log back (the configuration changes up to the applied index)
+            node = Node(cfg, store)
+        except StoreFullError as e:
+            raise NodeStartError(ExitCode.STORE_FULL, _one_line(f"store full: {e}")) from None
+        except StoreError as e:
+            raise NodeStartError(
+                ExitCode.STORE_ERROR, _one_line(f"store failed, stopping: {e}")
+            ) from None
         try:
             await node.run(task_status=task_status)
         except BaseException as exc:

@@ -173,6 +173,9 @@ class Stats:
     virtual_time: int = 0
     compactions: int = 0
     snapshots_installed: int = 0
+    members_joined: int = 0
+    """Nodes whose addition committed (membership runs)."""
+    members_removed: int = 0
 
 
 class Cluster:
@@ -832,6 +835,8 @@ class Cluster:
                 f"{old.describe()} -> {new.describe()}",
             )
         self.conf_history.append((e.index, new))
+        self.stats.members_joined += len(set(new.members()) - set(old.members()))
+        self.stats.members_removed += len(set(old.members()) - set(new.members()))
         self.note("CONF", f"{new.describe()} at {e.index}")
 
     def _conf_at(self, index: int) -> ConfState:

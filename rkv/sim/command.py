@@ -53,6 +53,8 @@ def run_sim_command(
         "ops_completed": 0,
         "events": 0,
         "messages": 0,
+        "members_joined": 0,
+        "members_removed": 0,
     }
     failed: list[int] = []
     started = time.perf_counter()
@@ -67,6 +69,8 @@ def run_sim_command(
         totals["ops_completed"] += s.ops_completed
         totals["events"] += s.events
         totals["messages"] += s.messages
+        totals["members_joined"] += s.members_joined
+        totals["members_removed"] += s.members_removed
         totals["max_ticks_to_elect"] = max(totals["max_ticks_to_elect"], s.ticks_to_elect)
         totals["max_ticks_to_converge"] = max(totals["max_ticks_to_converge"], s.ticks_to_converge)
         if res.trace:
@@ -99,7 +103,13 @@ def run_sim_command(
             f"sim: {seeds} seeds x {nodes} nodes from {first_seed}: {verdict} | "
             f"leader changes {totals['leader_changes']}, crashes {totals['crashes']}, "
             f"partitions {totals['partitions']}, committed {totals['committed_entries']}, "
-            f"ops {totals['ops_completed']}, max ticks to elect {totals['max_ticks_to_elect']} | "
+            f"ops {totals['ops_completed']}, max ticks to elect {totals['max_ticks_to_elect']}"
+            + (
+                f", members joined {totals['members_joined']} removed {totals['members_removed']}"
+                if membership
+                else ""
+            )
+            + " | "
             f"{elapsed:.1f}s ({summary['seeds_per_s']} seeds/s)",
             file=out,
         )
