@@ -111,6 +111,12 @@ class AuthError(RkvError):
     code = "auth_failed"
 
 
+class Removed(RkvError):
+    """The peer was removed from this cluster's configuration; its Raft traffic is refused."""
+
+    code = "removed_node"
+
+
 class InternalError(RkvError):
     """The server hit an unexpected error."""
 

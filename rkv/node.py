@@ -59,6 +59,7 @@ from rkv.errors import (
     ExitCode,
     NotFound,
     NotLeader,
+    Removed,
     RkvError,
     StoreFull,
     Timeout,
@@ -183,6 +184,8 @@ class Node:
         links.update(self._addresses(self._conf.members()))
         self._links: set[str] = set(links)
         self.removed = False
+        self._removed: set[str] = set()
+        """Nodes this process saw leave the configuration: their connections are refused."""
         self._nursery: trio.Nursery | None = None
         self.transport = PeerTransport(
             cfg.id,
@@ -192,6 +195,7 @@ class Node:
             hello=hello,
             ssl_context=self._client_ssl,
             token=cfg.cluster_token,
+            on_refused=self._on_peer_refused,
         )
         self._in_send, self._in_recv = trio.open_memory_channel[_Input](cfg.inbox_size)
         self.server_stats = ServerStats()
@@ -481,7 +485,7 @@ class Node:
             )
         if node is not None and not self._may_connect(node):
             raise RemoteError(
-                "unknown_node", f"{_one_line(node)[:100]!r} is not a member of this cluster"
+                "removed_node", f"{_one_line(node)[:100]!r} was removed from this cluster"
             )
         if isinstance(node, str) and node not in self._known_peers:
             self._known_peers.add(node)
@@ -490,6 +494,10 @@ class Node:
     async def _handle(self, frame: Frame, info: ConnInfo) -> Frame | None:
         t = frame.get("t")
         if t == "raft":
+            sender = info.hello.get("node") if info.hello is not None else None
+            if sender in self._removed:
+                # tell it, so it stops (a removed node may never hear of its removal otherwise)
+                raise RemoteError(Removed.code, f"{sender} was removed from this cluster")
             self._on_raft(frame, info)
             return None
         if t == "snap":
@@ -858,10 +866,12 @@ class Node:
         return out
 
     def _may_connect(self, node: str) -> bool:
-        """Peers of this cluster we talk Raft with: the members of the configuration in force,
-        or anyone of this cluster (its id and token were checked) while we know none yet (a
-        joining node hears first from a leader it has never heard of)."""
-        return self._conf.is_empty() or node in self._conf.members()
+        """Peers of this cluster (its id, and the token if one is set, were checked) we talk
+        Raft with: anyone but a node we saw removed. Not only our configuration's members:
+        ours may be older than the cluster's (a lagging or joining node must hear from a leader
+        it has never heard of to catch up). A non-voter's vote requests are ignored by the
+        core, so a node outside the configuration cannot start elections."""
+        return node not in self._removed
 
     def _link(self, to: str) -> None:
         """A message to a node we hold no link to (a leader a joining node answers, a member of
@@ -879,17 +889,28 @@ class Node:
         old, self._conf = self._conf, conf
         log.info("%s: configuration %s (was %s)", self.cfg.id, conf.describe(), old.describe())
         members = set(conf.members())
+        self._removed = (self._removed | set(old.members())) - members
         for gone in sorted(self._links - members):
             self._links.discard(gone)
             self.transport.remove_peer(gone)
         for m, addr in self._addresses(sorted(members - self._links)).items():
             self._links.add(m)
             self.transport.add_peer(m, addr)
-        if not conf.is_empty() and self.cfg.id not in members and not self.removed:
-            self.removed = True
-            log.warning("%s: removed from the cluster; stopping", self.cfg.id)
-            if self._nursery is not None:
-                self._nursery.start_soon(self._stop_removed)
+        if not conf.is_empty() and self.cfg.id not in members:
+            self._leave("applied its own removal")
+
+    def _on_peer_refused(self, peer: str, code: str) -> None:
+        if code == Removed.code:
+            self._leave(f"{peer} says so")
+
+    def _leave(self, why: str) -> None:
+        """Removed from the cluster: stop (exit code REMOVED) after a short grace period."""
+        if self.removed:
+            return
+        self.removed = True
+        log.warning("%s: removed from the cluster (%s); stopping", self.cfg.id, why)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._stop_removed)
 
     async def _stop_removed(self) -> None:
         await trio.sleep(REMOVED_EXIT_DELAY)

@@ -8,7 +8,8 @@ Frame conventions (see framing.py for the byte format):
 - a frame with an ``"id"`` is a request; the handler's dict is sent back with that id;
 - a frame without ``"id"`` is one-way: the handler's return value is ignored, and the
   one-way frames of a connection are handled one at a time in arrival order (requests run
-  concurrently);
+  concurrently); a handler that raises RemoteError on one sends that error frame (without
+  id) back: the sender's signal to close the link (e.g. a peer that was removed);
 - ``{"t": "error", "code": str, "msg": str}`` is an error; with an ``"id"`` it answers that
   request (the connection stays open), without one it is the server's last word before
   closing the connection (framing garbage, refused hello, too many connections, idle).
@@ -419,6 +420,8 @@ class _Server:
                 if rid is not None:
                     err = _as_remote(exc)
                     data = encode_frame({**err.frame, "id": rid}, self.max_frame)
+                elif isinstance(exc, RemoteError):
+                    data = encode_frame(exc.frame, self.max_frame)
                 else:
                     log.debug("one-way %r from %s failed: %s", frame["t"], conn.info.peer, exc)
             except Exception as exc:

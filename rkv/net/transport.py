@@ -16,6 +16,7 @@ import logging
 import random
 import ssl
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,7 +110,10 @@ class PeerTransport:
         rng: random.Random | None = None,
         ssl_context: ssl.SSLContext | None = None,
         token: str | bytes | None = None,
+        on_refused: Callable[[PeerId, str], None] | None = None,
     ) -> None:
+        """`on_refused(peer, code)` hears every refusal a peer answers a link with (a refused
+        hello, or the error frame a peer closes the link with)."""
         if queue_size < 1:
             raise ValueError("queue_size must be >= 1")
         if not 0 < backoff_min <= backoff_max:
@@ -129,6 +133,7 @@ class PeerTransport:
         # Links prove `token` as self_id (rpc.connect_framed) before the hello is sent.
         self._ssl_context = ssl_context
         self._token = token or None
+        self._on_refused = on_refused
         self._peers: dict[PeerId, _Peer] = {}
         self._nursery: trio.Nursery | None = None
         self.unknown_dropped = 0
@@ -260,6 +265,8 @@ class PeerTransport:
                     )
                 except RpcError as exc:
                     peer.last_error = f"connect: {exc}"
+                    if isinstance(exc, RemoteError) and self._on_refused is not None:
+                        self._on_refused(peer.peer_id, exc.code)
                     if isinstance(exc, RemoteError) and peer.last_error != peer.last_refusal:
                         peer.last_refusal = peer.last_error
                         log.warning("peer %s refused us: %s", peer.peer_id, exc)
@@ -341,6 +348,9 @@ class PeerTransport:
                 if frame["t"] == "error":
                     # The peer's last word before it closes (e.g. a refused hello).
                     peer.last_error = f"{frame.get('code')}: {frame.get('msg')}"
+                    code = frame.get("code")
+                    if isinstance(code, str) and self._on_refused is not None:
+                        self._on_refused(peer.peer_id, code)
                     if peer.last_error != peer.last_refusal:
                         peer.last_refusal = peer.last_error
                         log.warning(

@@ -47,7 +47,7 @@ KNOWN_CODES = frozenset(
         "too_many_connections",
         "hello_required",
         "bad_hello",
-        "unknown_node",
+        "removed_node",
         "wrong_cluster",
     }
 )

@@ -192,3 +192,34 @@ async def test_refused_hello_is_reported(nursery: trio.Nursery) -> None:
             tr.send("b", {"t": "raft"})
             await trio.sleep(0.02)
     assert sink.frames == [] and sink.hellos == []
+
+
+class Refuser(Sink):
+    """Refuses the hello of node "gone"; answers node "later"'s frames with an error."""
+
+    async def __call__(self, frame: Frame, info: ConnInfo) -> Frame | None:
+        if info.hello is not None and info.hello.get("node") == "later":
+            raise RemoteError("removed_node", "later was removed")
+        return await super().__call__(frame, info)
+
+    def on_hello(self, frame: Frame) -> None:
+        if frame.get("node") == "gone":
+            raise RemoteError("removed_node", "gone was removed")
+        super().on_hello(frame)
+
+
+@pytest.mark.parametrize("me", ["gone", "later"])
+async def test_refusals_reach_on_refused(nursery: trio.Nursery, me: str) -> None:
+    # at the hello, or as the error frame a peer answers a one-way frame with
+    port = await start_sink(nursery, Refuser())
+    heard: list[tuple[str, str]] = []
+    tr = PeerTransport(
+        me,
+        {"b": (HOST, port)},
+        hello={"cluster": "c1", "node": me},
+        on_refused=lambda peer, code: heard.append((peer, code)),
+    )
+    await nursery.start(tr.run)
+    tr.send("b", {"t": "raft", "n": 1})
+    await wait_for(lambda: bool(heard))
+    assert heard[0] == ("b", "removed_node")

@@ -13,10 +13,12 @@ from typing import Any
 import pytest
 import trio
 
+from rkv.codec import message_to_wire
 from rkv.config import NodeConfig
 from rkv.net.rpc import RemoteError, RpcClient
 from rkv.net.stream import open_framed
 from rkv.node import Node, NodeStartError, run_node
+from rkv.raft.types import Message, MessageType
 from rkv.testing import free_ports as free_ports
 from rkv.testing import local_configs
 from rkv.testing import running_cluster as cluster
@@ -160,12 +162,18 @@ async def test_foreign_cluster_hello_is_refused(tmp_path: Path) -> None:
                 answer = await fs.receive()
             assert answer is not None and answer["t"] == "error"
             assert answer["code"] == "wrong_cluster"
+        # A node outside our configuration is heard (the cluster's may be newer than ours),
+        # but its vote requests are ignored: it cannot start an election here.
+        term = nodes[0].replica.raw.status().term
         fs = await open_framed("127.0.0.1", port)
         async with fs:
             await fs.send({"t": "hello", "cluster": nodes[0].cfg.cluster_id, "node": "x:1"})
-            with trio.fail_after(5):
+            vote = Message(MessageType.VOTE, to=nodes[0].cfg.id, frm="x:1", term=term + 50)
+            await fs.send({"t": "raft", "m": [message_to_wire(vote)]})
+            with trio.move_on_after(0.5):
                 answer = await fs.receive()
-            assert answer is not None and answer["code"] == "unknown_node"
+                assert answer is None or answer["t"] != "error", answer
+        assert nodes[0].replica.raw.status().term < term + 50
         # Raft frames without a hello are dropped, not stepped.
         dropped = nodes[0].dropped_peer_frames
         fs = await open_framed("127.0.0.1", port)

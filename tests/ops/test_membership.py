@@ -10,8 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import trio
+
 import rkv
 from rkv.errors import ExitCode, RkvError
+from rkv.net.stream import open_framed
 
 from .conftest import Proc, ProcCluster, cli, free_ports
 
@@ -58,6 +61,16 @@ def _wait(pred: Any, what: str, timeout: float = 90.0) -> Any:
     raise AssertionError(f"{what}: not within {timeout}s (last: {last})")
 
 
+async def _hello_refusal(addr: str, cluster: str, node: str) -> str | None:
+    host, port = addr.rsplit(":", 1)
+    fs = await open_framed(host, int(port))
+    async with fs:
+        await fs.send({"t": "hello", "cluster": cluster, "node": node})
+        with trio.fail_after(10):
+            answer = await fs.receive()
+    return None if answer is None else answer.get("code")
+
+
 def test_grow_to_five_and_shrink_to_three_while_writing(tmp_path: Path) -> None:
     c = ProcCluster(tmp_path, 3)
     c.start()
@@ -97,6 +110,10 @@ def test_grow_to_five_and_shrink_to_three_while_writing(tmp_path: Path) -> None:
             assert p is not None
             assert p.wait(timeout=30) == ExitCode.REMOVED, procs[a].log()
         _wait(lambda: _members(remaining)["leader"] in remaining, "a leader among the three")
+        # the members saw the leader leave: a connection claiming to be it is refused
+        assert (
+            trio.run(_hello_refusal, remaining[0], str(conf["cluster"]), leader) == "removed_node"
+        )
         time.sleep(0.5)
         writer.stop.set()
         writer.join(timeout=60)
