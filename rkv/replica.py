@@ -156,11 +156,15 @@ class Replica(Generic[T]):
         try:
             index = self.raw.propose(data)
         except ProposalDropped as e:
-            leader = e.leader or self.leader
-            if leader and leader != self.id:
-                raise NotLeader(leader_addr=self._address_of(leader)) from None
-            raise Unavailable(f"cannot propose: {e.reason}") from None
+            raise self._dropped(e, "cannot propose") from None
         return self._track(index, token)
+
+    def _dropped(self, e: ProposalDropped, what: str) -> RkvError:
+        """NotLeader (redirect) when another leader is known, else Unavailable."""
+        leader = e.leader or self.leader
+        if leader and leader != self.id:
+            return NotLeader(leader_addr=self._address_of(leader))
+        return Unavailable(f"{what}: {e.reason}")
 
     def propose_conf_change(self, cc: ConfChange, token: T) -> int:
         """Propose a membership change; like `propose`. Also raises Unavailable while another
@@ -168,10 +172,7 @@ class Replica(Generic[T]):
         try:
             index = self.raw.propose_conf_change(cc)
         except ProposalDropped as e:
-            leader = e.leader or self.leader
-            if leader and leader != self.id:
-                raise NotLeader(leader_addr=self._address_of(leader)) from None
-            raise Unavailable(f"cannot change membership: {e.reason}") from None
+            raise self._dropped(e, "cannot change membership") from None
         except ConfChangeRefused as e:
             raise Unavailable(e.reason) from None
         except ConfChangeError as e:
