@@ -122,6 +122,12 @@ class _ScrapeCollector(Collector):
             "rkv_leader_known", "1 if this node knows a leader.", st.get("leader") is not None
         )
         yield _gauge("rkv_term", "Current Raft term.", st.get("term"))
+        yield _gauge(
+            "rkv_voters", "Voters in the configuration in force.", len(st.get("voters") or [])
+        )
+        yield _gauge(
+            "rkv_learners", "Learners in the configuration in force.", len(st.get("learners") or [])
+        )
         yield _gauge("rkv_commit_index", "Highest log index known committed.", st.get("commit"))
         yield _gauge("rkv_applied_index", "Highest log index applied.", st.get("applied"))
         yield _gauge("rkv_last_index", "Last index in the Raft log.", st.get("last_index"))

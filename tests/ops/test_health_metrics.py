@@ -55,6 +55,7 @@ async def test_health_and_metrics_move_after_writes(tmp_path: Path) -> None:
         assert value(before, "rkv_role", role="follower") == 0.0
         assert value(before, "rkv_is_leader") == 1.0
         assert value(before, "rkv_term") >= 1
+        assert value(before, "rkv_voters") == 3.0 and value(before, "rkv_learners") == 0.0
 
         async with rkv.connect(addrs_of(nodes)) as c:
             for i in range(20):
