@@ -1,9 +1,9 @@
 """LmdbStore: one LMDB environment per node holding the Raft log, hard state and state machine.
 
 Owns: opening the environment (identity and schema checks, an exclusive lock on the data dir),
-the two write paths, each exactly one durable transaction (`save` for the Raft side, `apply`
-for committed commands + applied index + sessions), reads, map growth, and turning LMDB
-failures into rkv.store.errors.
+the two write paths, each exactly one transaction (`save` for the Raft side, durable;
+`apply` for committed commands + applied index + sessions, atomic; `save_and_apply` for both
+at once, durable), reads, map growth, and turning LMDB failures into rkv.store.errors.
 Must not: use trio or hold a transaction across calls. Every method is blocking and
 self-contained, so the runtime may call it from any worker thread.
 
@@ -181,7 +181,13 @@ def _open_env(path: str, map_size: int) -> lmdb.Environment:
             subdir=True,
             max_dbs=12,
             sync=True,
-            metasync=True,
+            # MDB_NOMETASYNC: a commit fsyncs its data pages, then writes the meta page without
+            # a flush of its own. Integrity is kept (the meta page can only reach the disk
+            # after the pages it points to), only the last commit may be undone by a power
+            # loss, until the next sync. `_write` adds that sync to every durable transaction
+            # (data flush + meta flush: what metasync=True costs too); apply, which needs no
+            # durability of its own, skips it (one flush instead of two).
+            metasync=False,
             writemap=False,
             map_async=False,
             readahead=False,
@@ -377,17 +383,22 @@ class LmdbStore:
             except lmdb.Error as e:
                 raise StoreError(f"read from {self._path} failed: {e}") from e
 
-    def _write(self, fn: Callable[[lmdb.Transaction[bytes]], T]) -> T:
-        """Run fn in one write transaction and commit it durably. On MapFullError the
-        transaction is aborted, the map doubled and fn run again from scratch (fn must be a
-        pure function of the transaction's contents). Any other failure aborts it."""
+    def _write(self, fn: Callable[[lmdb.Transaction[bytes]], T], *, durable: bool = True) -> T:
+        """Run fn in one write transaction and commit it, durably unless told otherwise
+        (then a power loss may undo it, and nothing else: see metasync in _open_env). On
+        MapFullError the transaction is aborted, the map doubled and fn run again from
+        scratch (fn must be a pure function of the transaction's contents). Any other
+        failure aborts it."""
         for _ in range(_MAX_GROWS):
             failure: lmdb.Error | None = None
             with self._rw.shared():
                 self._check_open()
                 try:
                     with self._env.begin(write=True) as txn:
-                        return fn(txn)
+                        result = fn(txn)
+                    if durable:
+                        self._env.sync(True)  # the meta page of the commit above
+                    return result
                 except lmdb.MapFullError:
                     pass
                 except lmdb.Error as e:
@@ -527,7 +538,9 @@ class LmdbStore:
         snapshot: Snapshot | None,
         *,
         install: bool,
-    ) -> None:
+        then: Callable[[lmdb.Transaction[bytes]], Any] | None = None,
+    ) -> Any:
+        """The save transaction; `then` runs last inside it (its result is returned)."""
         with self._log_lock:
             snap = self._snap
             last = self._last
@@ -544,7 +557,7 @@ class LmdbStore:
                 logdb.check_entries(entries, snap.index + 1, last)
             dbs = self._dbs
 
-            def write(txn: lmdb.Transaction[bytes]) -> None:
+            def write(txn: lmdb.Transaction[bytes]) -> Any:
                 if install:
                     assert snapshot is not None
                     self._swap_in_staged(txn, snapshot.meta)
@@ -560,8 +573,9 @@ class LmdbStore:
                     logdb.append(txn, dbs.log, entries)
                 if hard_state is not None:
                     txn.put(_K_HARD_STATE, encode_hard_state(hard_state), db=dbs.meta)
+                return then(txn) if then is not None else None
 
-            self._write(write)
+            result = self._write(write)
 
             # the transaction is durable: bring the caches in line with it
             if install and snapshot is not None:
@@ -583,6 +597,7 @@ class LmdbStore:
             self._last = last
             if hard_state is not None:
                 self._hs = hard_state
+            return result
 
     # --- log compaction and snapshots ---------------------------------------------------
 
@@ -752,17 +767,40 @@ class LmdbStore:
 
     def apply(self, entries: Sequence[Entry]) -> list[ApplyResult]:
         """Apply committed entries (which must continue applied_index() exactly) in one
-        durable transaction together with the new applied index and session updates."""
+        transaction together with the new applied index and session updates.
+
+        Atomic but not durable by itself (one flush, not two): the entries are durable in
+        the log already, so a power loss that undoes this transaction only makes a restart
+        apply them again, exactly once, from the durable applied index. The next durable
+        transaction (any save) makes it durable too."""
         if not entries:
             return []
-        results = self._write(
-            lambda txn: apply_entries(
-                kvdb.LmdbStateTxn(txn, self._live(txn), self._upload_hashes),
-                entries,
-                self._max_sessions,
-            )
-        )
+        results: list[ApplyResult] = self._write(self._apply_fn(entries), durable=False)
         self._applied = entries[-1].index
+        return results
+
+    def _apply_fn(
+        self, entries: Sequence[Entry]
+    ) -> Callable[[lmdb.Transaction[bytes]], list[ApplyResult]]:
+        return lambda txn: apply_entries(
+            kvdb.LmdbStateTxn(txn, self._live(txn), self._upload_hashes),
+            entries,
+            self._max_sessions,
+        )
+
+    def save_and_apply(
+        self, hard_state: HardState | None, entries: Sequence[Entry], committed: Sequence[Entry]
+    ) -> list[ApplyResult]:
+        """Group commit: what `save(hard_state, entries)` then `apply(committed)` do, in ONE
+        durable transaction (one fsync for the Raft log and the state machine). The log
+        entries are written first, so `committed` may include some of `entries`."""
+        if not committed:
+            self.save(hard_state, entries)
+            return []
+        results: list[ApplyResult] = self._save(
+            hard_state, entries, None, install=False, then=self._apply_fn(committed)
+        )
+        self._applied = committed[-1].index
         return results
 
     def applied_index(self) -> int:
@@ -846,6 +884,8 @@ class LmdbStore:
                 return
             self._revoke_sources()
             self._closed = True
+            with contextlib.suppress(lmdb.Error):
+                self._env.sync(True)  # a clean stop leaves even the last apply durable
             self._env.close()
             os.close(self._lock_fd)
 
