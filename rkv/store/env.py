@@ -41,7 +41,7 @@ from rkv.codec import (
     snapshot_meta_to_list,
     unpack,
 )
-from rkv.raft.storage import Compacted, Unavailable
+from rkv.raft.storage import Compacted, Unavailable, limit_size
 from rkv.raft.types import Entry, HardState, NodeId, Snapshot, SnapshotMeta
 from rkv.store import kv as kvdb
 from rkv.store import raft_store as logdb
@@ -226,6 +226,7 @@ class LmdbStore:
         self._closed = False
         self._upload_hashes = UploadHashes()
         self._sources: set[_LmdbSnapshotSource] = set()
+        self._tail = _LogTail()
         self._env = _open_env(path, map_size)
         try:
             self._gens = self._open_dbs()
@@ -494,6 +495,9 @@ class LmdbStore:
                 raise Compacted(f"entries from {lo}: first index is {self._snap.index + 1}")
             if hi > self._last + 1:
                 raise Unavailable(f"entries up to {hi}: last index is {self._last}")
+            cached = self._tail.get(lo, hi, max_bytes)
+            if cached is not None:
+                return cached
             return self._read(lambda txn: logdb.read_entries(txn, self._dbs.log, lo, hi, max_bytes))
 
     def snapshot(self) -> Snapshot:
@@ -585,6 +589,9 @@ class LmdbStore:
             if snapshot is not None:
                 self._snap = snap
                 self._terms = {i: t for i, t in self._terms.items() if i > snap.index}
+                if not keep_log:
+                    self._tail.clear()
+            self._tail.saved(entries)
             if entries:
                 start = entries[0].index
                 if self._terms and start <= max(self._terms):
@@ -894,6 +901,56 @@ class LmdbStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _LogTail:
+    """The entries saved last, in memory: the leader applies (and replicates) what it has
+    just saved, and reading it back would cost a read transaction and a decode per entry.
+
+    Holds a contiguous run ending at the store's last index (or nothing), bounded in count
+    and bytes; the store updates it after each committed save, under its log lock."""
+
+    def __init__(self, max_entries: int = 4096, max_bytes: int = 8 << 20) -> None:
+        self._entries: list[Entry] = []
+        self._bytes = 0
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+
+    def clear(self) -> None:
+        self._entries = []
+        self._bytes = 0
+
+    def saved(self, entries: Sequence[Entry]) -> None:
+        """`entries` replaced the log from entries[0].index on."""
+        if not entries:
+            return
+        cache = self._entries
+        start = entries[0].index
+        if cache and cache[0].index <= start <= cache[-1].index + 1:
+            if start <= cache[-1].index:
+                del cache[start - cache[0].index :]
+                self._bytes = sum(e.size() for e in cache)
+        else:
+            self.clear()
+            cache = self._entries
+        cache.extend(entries)
+        self._bytes += sum(e.size() for e in entries)
+        drop = 0
+        while len(cache) - drop > self._max_entries or (
+            self._bytes > self._max_bytes and len(cache) - drop > 1
+        ):
+            self._bytes -= cache[drop].size()
+            drop += 1
+        if drop:
+            del cache[:drop]
+
+    def get(self, lo: int, hi: int, max_bytes: int | None) -> list[Entry] | None:
+        """Entries [lo, hi) as `entries()` returns them, or None when not all are held."""
+        cache = self._entries
+        if lo >= hi or not cache or lo < cache[0].index or hi - 1 > cache[-1].index:
+            return None
+        first = cache[0].index
+        return limit_size(cache[lo - first : hi - first], max_bytes)
 
 
 class _LmdbSnapshotSource:
