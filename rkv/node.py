@@ -10,7 +10,8 @@ bounded channel; each turn first lets the other tasks run until they block (boun
 `gather_seconds`), drains everything available, steps it, runs due ticks, then handles one
 Ready: send `messages` (written at once on idle peer links), persist in one store
 transaction (one fsync for the whole batch), send `persisted_messages`, apply committed
-entries (one transaction), wake the waiting clients, advance. Small transactions run on the
+entries (one transaction, not itself fsynced), wake the waiting clients, advance. When a Ready
+has both entries to persist and committed entries, both go into one transaction (one fsync). Small transactions run on the
 loop itself, large ones (over `inline_io_bytes`) in a worker thread. Whatever arrives
 meanwhile joins the next batch.
 """
@@ -376,9 +377,14 @@ class Node:
         replica = self.replica
         ready = replica.take_ready()
         self._send(ready.messages)
-        await self._persist(ready)
-        self._send(ready.persisted_messages)
-        out = replica.finish(ready, await self._apply(ready))
+        if replica.can_group_commit(ready):
+            results = await self._persist_and_apply(ready)
+            self._send(ready.persisted_messages)
+        else:
+            await self._persist(ready)
+            self._send(ready.persisted_messages)
+            results = await self._apply(ready)
+        out = replica.finish(ready, results)
         self._deliver(out)
         if ready.committed_entries or ready.snapshot is not None:
             self._check_conf()
@@ -411,6 +417,21 @@ class Node:
             # (exit code STORE_FULL) rather than lie to peers.
             raise _Fatal(ExitCode.STORE_FULL, f"store full while persisting: {e}") from e
         self.metrics.on_save(trio.current_time() - t0)
+
+    async def _persist_and_apply(self, ready: Ready) -> Sequence[Any]:
+        """Group commit: the Ready's entries and its committed entries in one transaction."""
+        t0 = trio.current_time()
+        self.metrics.on_apply(len(ready.committed_entries))
+        try:
+            size = _data_bytes(ready.entries) + _data_bytes(ready.committed_entries)
+            if size <= self.cfg.inline_io_bytes:
+                results = self.replica.persist_and_apply(ready)
+            else:
+                results = await trio.to_thread.run_sync(self.replica.persist_and_apply, ready)
+        except StoreFullError as e:
+            raise _Fatal(ExitCode.STORE_FULL, f"store full while persisting: {e}") from e
+        self.metrics.on_save(trio.current_time() - t0)
+        return results
 
     async def _apply(self, ready: Ready) -> Sequence[Any]:
         if not ready.committed_entries:

@@ -46,6 +46,10 @@ class ReplicaStore(Storage, Protocol):
 
     def apply(self, entries: list[Entry]) -> Sequence[Any]: ...
 
+    def save_and_apply(
+        self, hard_state: HardState | None, entries: list[Entry], committed: list[Entry]
+    ) -> Sequence[Any]: ...
+
     def applied_index(self) -> int: ...
 
     def log_bytes(self) -> int: ...
@@ -237,10 +241,7 @@ class Replica(Generic[T]):
             self.store.install_snapshot(ready.hard_state, list(ready.entries), ready.snapshot)
             self.saves += 1
             self.snapshots_installed += 1
-        elif ready.entries or (
-            ready.hard_state is not None
-            and (ready.hard_state.term, ready.hard_state.vote) != self._durable
-        ):
+        elif self._must_save(ready):
             self.store.save(ready.hard_state, list(ready.entries), ready.snapshot)
             self.saves += 1
         # else: only the commit index moved. Raft needs no durable commit index (a restarted
@@ -248,6 +249,34 @@ class Replica(Generic[T]):
         # it is saved with the next entries or vote, and `__init__` repairs commit < applied.
         if ready.hard_state is not None:
             self._durable = (ready.hard_state.term, ready.hard_state.vote)
+
+    def _must_save(self, ready: Ready) -> bool:
+        return bool(ready.entries) or (
+            ready.hard_state is not None
+            and (ready.hard_state.term, ready.hard_state.vote) != self._durable
+        )
+
+    def can_group_commit(self, ready: Ready) -> bool:
+        """Whether `persist_and_apply` would write `ready` in one transaction (no snapshot,
+        something to save and something to apply)."""
+        return ready.snapshot is None and bool(ready.committed_entries) and self._must_save(ready)
+
+    def persist_and_apply(self, ready: Ready) -> Sequence[Any]:
+        """Blocking: `persist` then `apply`, as ONE durable store transaction when
+        `can_group_commit` (group commit: one fsync for log and state machine; the Ready
+        contract allows it: the entries are durable when the results become visible).
+        Returns the apply results. `persisted_messages` go out after it returns."""
+        if not self.can_group_commit(ready):
+            self.persist(ready)
+            return self.apply(ready)
+        results = self.store.save_and_apply(
+            ready.hard_state, list(ready.entries), list(ready.committed_entries)
+        )
+        self.saves += 1
+        self.applies += 1
+        if ready.hard_state is not None:
+            self._durable = (ready.hard_state.term, ready.hard_state.vote)
+        return results
 
     def apply(self, ready: Ready) -> Sequence[Any]:
         """Blocking: apply the committed entries in one store transaction."""

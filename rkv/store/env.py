@@ -1,9 +1,9 @@
 """LmdbStore: one LMDB environment per node holding the Raft log, hard state and state machine.
 
 Owns: opening the environment (identity and schema checks, an exclusive lock on the data dir),
-the two write paths, each exactly one durable transaction (`save` for the Raft side, `apply`
-for committed commands + applied index + sessions), reads, map growth, and turning LMDB
-failures into rkv.store.errors.
+the two write paths, each exactly one transaction (`save` for the Raft side, durable;
+`apply` for committed commands + applied index + sessions, atomic; `save_and_apply` for both
+at once, durable), reads, map growth, and turning LMDB failures into rkv.store.errors.
 Must not: use trio or hold a transaction across calls. Every method is blocking and
 self-contained, so the runtime may call it from any worker thread.
 
@@ -41,7 +41,7 @@ from rkv.codec import (
     snapshot_meta_to_list,
     unpack,
 )
-from rkv.raft.storage import Compacted, Unavailable
+from rkv.raft.storage import Compacted, Unavailable, limit_size
 from rkv.raft.types import ConfState, Entry, HardState, NodeId, Snapshot, SnapshotMeta
 from rkv.store import kv as kvdb
 from rkv.store import raft_store as logdb
@@ -181,7 +181,13 @@ def _open_env(path: str, map_size: int) -> lmdb.Environment:
             subdir=True,
             max_dbs=12,
             sync=True,
-            metasync=True,
+            # MDB_NOMETASYNC: a commit fsyncs its data pages, then writes the meta page without
+            # a flush of its own. Integrity is kept (the meta page can only reach the disk
+            # after the pages it points to), only the last commit may be undone by a power
+            # loss, until the next sync. `_write` adds that sync to every durable transaction
+            # (data flush + meta flush: what metasync=True costs too); apply, which needs no
+            # durability of its own, skips it (one flush instead of two).
+            metasync=False,
             writemap=False,
             map_async=False,
             readahead=False,
@@ -220,6 +226,7 @@ class LmdbStore:
         self._closed = False
         self._upload_hashes = UploadHashes()
         self._sources: set[_LmdbSnapshotSource] = set()
+        self._tail = _LogTail()
         self._env = _open_env(path, map_size)
         try:
             self._gens = self._open_dbs()
@@ -377,17 +384,22 @@ class LmdbStore:
             except lmdb.Error as e:
                 raise StoreError(f"read from {self._path} failed: {e}") from e
 
-    def _write(self, fn: Callable[[lmdb.Transaction[bytes]], T]) -> T:
-        """Run fn in one write transaction and commit it durably. On MapFullError the
-        transaction is aborted, the map doubled and fn run again from scratch (fn must be a
-        pure function of the transaction's contents). Any other failure aborts it."""
+    def _write(self, fn: Callable[[lmdb.Transaction[bytes]], T], *, durable: bool = True) -> T:
+        """Run fn in one write transaction and commit it, durably unless told otherwise
+        (then a power loss may undo it, and nothing else: see metasync in _open_env). On
+        MapFullError the transaction is aborted, the map doubled and fn run again from
+        scratch (fn must be a pure function of the transaction's contents). Any other
+        failure aborts it."""
         for _ in range(_MAX_GROWS):
             failure: lmdb.Error | None = None
             with self._rw.shared():
                 self._check_open()
                 try:
                     with self._env.begin(write=True) as txn:
-                        return fn(txn)
+                        result = fn(txn)
+                    if durable:
+                        self._env.sync(True)  # the meta page of the commit above
+                    return result
                 except lmdb.MapFullError:
                     pass
                 except lmdb.Error as e:
@@ -484,6 +496,9 @@ class LmdbStore:
                 raise Compacted(f"entries from {lo}: first index is {self._snap.index + 1}")
             if hi > self._last + 1:
                 raise Unavailable(f"entries up to {hi}: last index is {self._last}")
+            cached = self._tail.get(lo, hi, max_bytes)
+            if cached is not None:
+                return cached
             return self._read(lambda txn: logdb.read_entries(txn, self._dbs.log, lo, hi, max_bytes))
 
     def snapshot(self) -> Snapshot:
@@ -528,7 +543,9 @@ class LmdbStore:
         snapshot: Snapshot | None,
         *,
         install: bool,
-    ) -> None:
+        then: Callable[[lmdb.Transaction[bytes]], Any] | None = None,
+    ) -> Any:
+        """The save transaction; `then` runs last inside it (its result is returned)."""
         with self._log_lock:
             snap = self._snap
             last = self._last
@@ -545,7 +562,7 @@ class LmdbStore:
                 logdb.check_entries(entries, snap.index + 1, last)
             dbs = self._dbs
 
-            def write(txn: lmdb.Transaction[bytes]) -> None:
+            def write(txn: lmdb.Transaction[bytes]) -> Any:
                 if install:
                     assert snapshot is not None
                     self._swap_in_staged(txn, snapshot.meta)
@@ -561,8 +578,9 @@ class LmdbStore:
                     logdb.append(txn, dbs.log, entries)
                 if hard_state is not None:
                     txn.put(_K_HARD_STATE, encode_hard_state(hard_state), db=dbs.meta)
+                return then(txn) if then is not None else None
 
-            self._write(write)
+            result = self._write(write)
 
             # the transaction is durable: bring the caches in line with it
             if install and snapshot is not None:
@@ -572,6 +590,9 @@ class LmdbStore:
             if snapshot is not None:
                 self._snap = snap
                 self._terms = {i: t for i, t in self._terms.items() if i > snap.index}
+                if not keep_log:
+                    self._tail.clear()
+            self._tail.saved(entries)
             if entries:
                 start = entries[0].index
                 if self._terms and start <= max(self._terms):
@@ -584,6 +605,7 @@ class LmdbStore:
             self._last = last
             if hard_state is not None:
                 self._hs = hard_state
+            return result
 
     # --- log compaction and snapshots ---------------------------------------------------
 
@@ -776,17 +798,40 @@ class LmdbStore:
 
     def apply(self, entries: Sequence[Entry]) -> list[ApplyResult]:
         """Apply committed entries (which must continue applied_index() exactly) in one
-        durable transaction together with the new applied index and session updates."""
+        transaction together with the new applied index and session updates.
+
+        Atomic but not durable by itself (one flush, not two): the entries are durable in
+        the log already, so a power loss that undoes this transaction only makes a restart
+        apply them again, exactly once, from the durable applied index. The next durable
+        transaction (any save) makes it durable too."""
         if not entries:
             return []
-        results = self._write(
-            lambda txn: apply_entries(
-                kvdb.LmdbStateTxn(txn, self._live(txn), self._upload_hashes),
-                entries,
-                self._max_sessions,
-            )
-        )
+        results: list[ApplyResult] = self._write(self._apply_fn(entries), durable=False)
         self._applied = entries[-1].index
+        return results
+
+    def _apply_fn(
+        self, entries: Sequence[Entry]
+    ) -> Callable[[lmdb.Transaction[bytes]], list[ApplyResult]]:
+        return lambda txn: apply_entries(
+            kvdb.LmdbStateTxn(txn, self._live(txn), self._upload_hashes),
+            entries,
+            self._max_sessions,
+        )
+
+    def save_and_apply(
+        self, hard_state: HardState | None, entries: Sequence[Entry], committed: Sequence[Entry]
+    ) -> list[ApplyResult]:
+        """Group commit: what `save(hard_state, entries)` then `apply(committed)` do, in ONE
+        durable transaction (one fsync for the Raft log and the state machine). The log
+        entries are written first, so `committed` may include some of `entries`."""
+        if not committed:
+            self.save(hard_state, entries)
+            return []
+        results: list[ApplyResult] = self._save(
+            hard_state, entries, None, install=False, then=self._apply_fn(committed)
+        )
+        self._applied = committed[-1].index
         return results
 
     def applied_index(self) -> int:
@@ -870,6 +915,8 @@ class LmdbStore:
                 return
             self._revoke_sources()
             self._closed = True
+            with contextlib.suppress(lmdb.Error):
+                self._env.sync(True)  # a clean stop leaves even the last apply durable
             self._env.close()
             os.close(self._lock_fd)
 
@@ -878,6 +925,56 @@ class LmdbStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _LogTail:
+    """The entries saved last, in memory: the leader applies (and replicates) what it has
+    just saved, and reading it back would cost a read transaction and a decode per entry.
+
+    Holds a contiguous run ending at the store's last index (or nothing), bounded in count
+    and bytes; the store updates it after each committed save, under its log lock."""
+
+    def __init__(self, max_entries: int = 4096, max_bytes: int = 8 << 20) -> None:
+        self._entries: list[Entry] = []
+        self._bytes = 0
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+
+    def clear(self) -> None:
+        self._entries = []
+        self._bytes = 0
+
+    def saved(self, entries: Sequence[Entry]) -> None:
+        """`entries` replaced the log from entries[0].index on."""
+        if not entries:
+            return
+        cache = self._entries
+        start = entries[0].index
+        if cache and cache[0].index <= start <= cache[-1].index + 1:
+            if start <= cache[-1].index:
+                del cache[start - cache[0].index :]
+                self._bytes = sum(e.size() for e in cache)
+        else:
+            self.clear()
+            cache = self._entries
+        cache.extend(entries)
+        self._bytes += sum(e.size() for e in entries)
+        drop = 0
+        while len(cache) - drop > self._max_entries or (
+            self._bytes > self._max_bytes and len(cache) - drop > 1
+        ):
+            self._bytes -= cache[drop].size()
+            drop += 1
+        if drop:
+            del cache[:drop]
+
+    def get(self, lo: int, hi: int, max_bytes: int | None) -> list[Entry] | None:
+        """Entries [lo, hi) as `entries()` returns them, or None when not all are held."""
+        cache = self._entries
+        if lo >= hi or not cache or lo < cache[0].index or hi - 1 > cache[-1].index:
+            return None
+        first = cache[0].index
+        return limit_size(cache[lo - first : hi - first], max_bytes)
 
 
 class _LmdbSnapshotSource:

@@ -35,6 +35,7 @@ from rkv.store.commands import (
     Session,
     UploadHashes,
     apply_entries,
+    check_order,
 )
 from rkv.store.errors import CorruptionError, NotFoundError, SnapshotError, StoreError
 from rkv.store.raft_store import check_entries, check_limit, check_snapshot
@@ -390,6 +391,13 @@ class MemoryStore:
     def apply(self, entries: Sequence[Entry]) -> list[ApplyResult]:
         self._check_open()
         return apply_entries(_MemTxn(self._st, self._hashes), entries, self._max_sessions)
+
+    def save_and_apply(
+        self, hard_state: HardState | None, entries: Sequence[Entry], committed: Sequence[Entry]
+    ) -> list[ApplyResult]:
+        check_order(self._st.applied, committed)  # refused before anything is saved
+        self.save(hard_state, entries)
+        return self.apply(committed)
 
     def applied_index(self) -> int:
         return self._st.applied

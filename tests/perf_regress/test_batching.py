@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -34,6 +35,7 @@ class CountingStore(MemoryStore):
         super().__init__("c", node, IDS)
         self.save_calls: list[tuple[HardState | None, int]] = []
         self.apply_calls = 0
+        self.group_calls = 0
 
     def save(
         self,
@@ -47,6 +49,12 @@ class CountingStore(MemoryStore):
     def apply(self, entries: Sequence[Entry]) -> Any:
         self.apply_calls += 1
         return super().apply(entries)
+
+    def save_and_apply(
+        self, hard_state: HardState | None, entries: Sequence[Entry], committed: Sequence[Entry]
+    ) -> Any:
+        self.group_calls += 1
+        return super().save_and_apply(hard_state, entries, committed)
 
 
 def put(i: int) -> bytes:
@@ -146,6 +154,48 @@ def test_commit_only_change_costs_no_save_but_is_applied() -> None:
     assert rd.hard_state is not None and rd.hard_state.term == hs.term + 1
     c.reps["n2"].persist(rd)
     assert c.stores["n2"].initial_state()[0].term == hs.term + 1
+
+
+def test_entries_and_commit_of_one_ready_are_one_group_commit() -> None:
+    """A Ready carrying new entries and committed entries (the leader under load, a follower
+    getting the next APPEND with the commit index) is written by one save_and_apply."""
+    c = Cluster()
+    leader = c.reps["n1"]
+    leader.raw.campaign()
+    c.settle()
+    leader.propose(put(0), 0)
+    c.turn("n1")
+    msgs, c.wire = c.wire, []
+    for m in msgs:
+        c.reps[m.to].step(m)
+    for f in ("n2", "n3"):
+        c.turn(f)
+    acks, c.wire = c.wire, []
+    for m in acks:
+        leader.step(m)  # entry 1 of this term commits ...
+    leader.propose(put(1), 1)  # ... in the same turn as a new proposal
+    store = c.stores["n1"]
+    saves, applies, groups = len(store.save_calls), store.apply_calls, store.group_calls
+    ready = leader.take_ready()
+    assert ready.entries and ready.committed_entries and leader.can_group_commit(ready)
+    out = leader.finish(ready, leader.persist_and_apply(ready))
+    assert [token for token, _e, _r in out.completed] == [0]
+    assert store.group_calls == groups + 1
+    # MemoryStore.save_and_apply is save + apply: one call of each underneath
+    assert (len(store.save_calls), store.apply_calls) == (saves + 1, applies + 1)
+    assert store.get(b"k0") == b"v" and store.get(b"k1") is None
+    # A follower gets the new entry with the commit index of put 0 in one APPEND: one write.
+    f = c.reps["n2"]
+    for m in [m for m in ready.messages if m.to == "n2"]:
+        f.step(m)
+    rd = f.take_ready()
+    assert rd.entries and rd.committed_entries and f.can_group_commit(rd)
+    before = c.stores["n2"].group_calls
+    f.finish(rd, f.persist_and_apply(rd))
+    assert c.stores["n2"].group_calls == before + 1
+    assert c.stores["n2"].get(b"k0") == b"v"
+    # Nothing to save: the commit alone is applied without a save.
+    assert not leader.can_group_commit(replace(ready, entries=(), hard_state=None))
 
 
 def test_restart_repairs_a_stored_commit_below_the_applied_index() -> None:

@@ -1,5 +1,6 @@
-"""Child process for test_store_crash: writes numbered batches through save() + apply() and
-prints each batch number once both transactions returned (are durable). Runs until killed.
+"""Child process for test_store_crash: writes numbered batches through save() + apply() (or,
+with the argument "group", one save_and_apply()) and prints each batch number once the calls
+returned. Runs until killed.
 
 Batch b (0-based) holds entries b*BATCH+1 .. (b+1)*BATCH; entry i puts key k<i> = value(i).
 A restart resumes after the applied index (re-saving the log suffix it may have left).
@@ -33,7 +34,7 @@ def batch_entries(b: int) -> list[Entry]:
     ]
 
 
-def main(path: str) -> None:
+def main(path: str, mode: str = "separate") -> None:
     s = open_store(path, cluster_id="crash", node_id="n1", voters=("n1",), map_size=1 << 20)
     applied = s.applied_index()
     assert applied % BATCH == 0, applied
@@ -41,11 +42,15 @@ def main(path: str) -> None:
     print(f"start {b}", flush=True)
     while True:
         es = batch_entries(b)
-        s.save(HardState(es[-1].term, "n1", es[-1].index), es)
-        s.apply(es)
+        hs = HardState(es[-1].term, "n1", es[-1].index)
+        if mode == "group":
+            s.save_and_apply(hs, es, es)
+        else:
+            s.save(hs, es)
+            s.apply(es)
         print(b, flush=True)
         b += 1
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

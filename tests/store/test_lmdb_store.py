@@ -333,3 +333,21 @@ def test_concurrent_readers_and_writers_across_map_growth(path: Path) -> None:
     assert s.applied_index() == 300
     assert s.stats()["map_size"] > 1 << 16
     s.close()
+
+
+def test_recent_entries_served_from_memory_match_the_disk(path: Path) -> None:
+    """The last saved entries are kept in memory (the leader applies what it just saved):
+    whatever mix of memory and disk serves a read, it returns what a restart reads."""
+    s = opened(path)
+    for start in range(1, 5001, 500):  # more than the in-memory tail holds
+        s.save(None, put_entries(start, 500, 40))
+    s.save(None, put_entries(4990, 20, 40, term=2))  # replaces a suffix the tail holds
+    s.save(None, put_entries(5010, 3, 4000, term=2))
+    ranges = [(1, 5013), (900, 1100), (4000, 5013), (4995, 5000), (5010, 5013), (5012, 5013)]
+    limits = [None, 0, 100, 10_000]
+    before = [s.entries(lo, hi, m) for lo, hi in ranges for m in limits]
+    assert s.entries(4989, 4991) == put_entries(4989, 1, 40) + put_entries(4990, 1, 40, term=2)
+    s.close()
+    s = opened(path)
+    assert [s.entries(lo, hi, m) for lo, hi in ranges for m in limits] == before
+    s.close()

@@ -335,6 +335,33 @@ def test_apply_batch_results_in_order(store: Store) -> None:
     assert store.applied_index() == 5
 
 
+def test_save_and_apply_is_save_then_apply(harness: Harness) -> None:
+    """Group commit: the log entries and the committed entries in one call; `committed` may
+    include entries saved by the same call. Everything survives a restart."""
+    s = harness.open()
+    s.save(HardState(1, "n1", 0), [Entry(1, 1, req(Put(b"a", b"1")))])
+    new = [Entry(1, 2, req(Put(b"a", b"2"))), Entry(1, 3, req(Cas(b"a", b"2", b"3")))]
+    results = s.save_and_apply(HardState(1, "n1", 2), new, s.entries(1, 2) + new[:1])
+    assert results == [OK, OK]
+    assert (s.last_index(), s.applied_index()) == (3, 2)
+    assert s.get(b"a") == b"2"
+    assert s.save_and_apply(None, [], new[1:]) == [ApplyResult(value=True)]
+    assert s.save_and_apply(HardState(2, "n2", 3), ents(4, [2]), []) == []
+    s = harness.reopen(s)
+    assert s.initial_state()[0] == HardState(2, "n2", 3)
+    assert (s.last_index(), s.applied_index()) == (4, 3)
+    assert s.get(b"a") == b"3"
+
+
+def test_failed_save_and_apply_changes_nothing(store: Store) -> None:
+    store.save(None, ents(1, [1]))
+    apply(store, req(Put(b"a", b"1")))
+    with pytest.raises(StoreError):  # apply out of order: the save is undone too
+        store.save_and_apply(HardState(1, "", 1), ents(2, [1]), [Entry(1, 3, b"")])
+    assert (store.last_index(), store.applied_index()) == (1, 1)
+    assert store.initial_state()[0] == HardState()
+
+
 # --- sessions -------------------------------------------------------------------------------
 
 

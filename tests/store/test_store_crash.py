@@ -1,5 +1,5 @@
-"""Crash safety: a child process writing batches (save + apply, each one fsynced
-transaction) is killed with SIGKILL at random moments, several times over. After every kill
+"""Crash safety: a child process writing batches (save + apply, each one transaction, or both
+in one save_and_apply transaction) is killed with SIGKILL at random moments, several times over. After every kill
 the reopened store holds exactly a prefix of the batches: at least every batch the child
 reported durable, at most one more, and the kv contents match the applied index exactly.
 """
@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from rkv.store import open_store
 
 from .crash_writer import BATCH, batch_entries, value
@@ -22,12 +24,12 @@ ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 6
 
 
-def run_and_kill(path: Path, rng: random.Random) -> tuple[int, int]:
+def run_and_kill(path: Path, rng: random.Random, mode: str) -> tuple[int, int]:
     """Start the writer, kill it after a random number of batches plus a random delay.
     Returns (batch it resumed at, last batch it reported durable; start - 1 if none)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     p = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("crash_writer.py")), str(path)],
+        [sys.executable, str(Path(__file__).with_name("crash_writer.py")), str(path), mode],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -83,13 +85,14 @@ def check(path: Path, reported: int) -> int:
         s.close()
 
 
-def test_sigkill_leaves_a_committed_prefix(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["separate", "group"])
+def test_sigkill_leaves_a_committed_prefix(tmp_path: Path, mode: str) -> None:
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     path = tmp_path / "node"
     batches = 0
     for round_ in range(ROUNDS):
-        start, reported = run_and_kill(path, rng)
+        start, reported = run_and_kill(path, rng, mode)
         assert start == batches, f"seed {seed} round {round_}: resumed at {start}, not {batches}"
         batches = check(path, reported)
     assert batches >= ROUNDS
