@@ -3,8 +3,9 @@
 Owns: the fill (every key written once by the closed-loop generator, write throughput over
 the whole fill), resident memory (total, anonymous and file-backed) and data-dir size of each
 node afterwards, a full-cluster restart (SIGTERM all, start all on the same data dirs) timed
-until a linearizable get of a written key answers with its value, and a sample of keys read back to show what survived
-(PySyncObj's in-memory configs lose everything; "pysyncobj:journal" keeps it, without fsync).
+until a linearizable get of a written key answers with its value, and a sample of keys read
+back to show what survived (PySyncObj's in-memory configs lose everything;
+"pysyncobj:journal" keeps it, without fsync).
 """
 
 from __future__ import annotations
