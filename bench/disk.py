@@ -18,7 +18,14 @@ from typing import Any
 from bench.common import envelope, fresh_cluster, host_info, series_meta, stamp, write_json
 from bench.drivers import Driver
 from bench.loadgen import run_load
-from bench.nodewatch import RkvNodes, Watcher, growth, mib, since_first_compaction
+from bench.nodewatch import (
+    RkvNodes,
+    Watcher,
+    fill_rates,
+    growth,
+    mib,
+    since_first_compaction,
+)
 
 SERIES = ("data_mdb_bytes", "du_bytes", "lmdb_used_bytes", "log_entries", "rss_bytes")
 
@@ -127,6 +134,7 @@ def disk(
             "write_latency_ms": m.hist.summary_ms(),
             "server_cpu_s": {k: round(v, 2) for k, v in res.server_cpu_s.items()},
             "watch_errors": watcher.errors,
+            "rates": fill_rates(watcher.samples),
             "samples": watcher.samples,
             "summary": summarize(watcher.samples, names),
         }

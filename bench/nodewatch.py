@@ -2,8 +2,8 @@
 use, Raft indexes, resident memory.
 
 Owns: parsing a node's Prometheus text (only unlabelled samples), one sample of one node
-(data.mdb size, allocated blocks of its data dir, RSS and I/O counters from /proc, its
-/metrics scraped over HTTP), `Watcher`, a thread that samples every node each time the
+(data.mdb size, allocated blocks of its data dir, RSS, CPU seconds and I/O counters from
+/proc, its /metrics scraped over HTTP), `Watcher`, a thread that samples every node each time the
 cluster's commit index passed the next multiple of `every` entries (or each `interval`
 seconds), and `growth`, the summary that says whether a series stays bounded. Must not open
 a node's LMDB environment (a second open of a running env is not allowed): everything comes
@@ -13,6 +13,7 @@ from the file system, /proc and the node's own /metrics (`rkv serve --http-port`
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import threading
 import time
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.procs import rss_bytes
+from bench.procs import cpu_seconds, rss_bytes
 
 METRICS = {
     "rkv_commit_index": "commit",
@@ -102,6 +103,9 @@ def node_sample(data_dir: Path, pid: int | None, metrics_url: str | None) -> dic
     """Everything we know about one node right now; metrics are None when it does not answer."""
     s: dict[str, Any] = dict(disk_usage(data_dir))
     s["rss_bytes"] = rss_bytes(pid) if pid is not None else None
+    # CPU seconds so far: per-write cost between samples holds up on a shared machine,
+    # where ops/s swing with whatever else runs.
+    s["cpu_s"] = cpu_seconds(pid) if pid is not None else None
     s.update(rss_parts(pid) if pid is not None else {})
     m: dict[str, float] = {}
     if metrics_url is not None:
@@ -198,6 +202,25 @@ class Watcher:
     def _sample_commits(self) -> dict[str, dict[str, Any]]:
         commits = getattr(self._sample, "commits", None)
         return commits() if callable(commits) else self._sample()
+
+
+def fill_rates(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Between consecutive samples: [{"entries": at the end, "ops_per_s", "cpu_ms_per_op":
+    the nodes' CPU (all together) per committed entry, when every node's CPU is known}]."""
+    out = []
+    for a, b in itertools.pairwise(samples):
+        de, dt = (b["entries"] or 0) - (a["entries"] or 0), b["t_s"] - a["t_s"]
+        if dt > 0 and de > 0:
+            row: dict[str, Any] = {"entries": b["entries"], "ops_per_s": round(de / dt, 1)}
+            names = set(a.get("nodes", {})) | set(b.get("nodes", {}))
+            cpu = [
+                (b["nodes"].get(n, {}).get("cpu_s"), a["nodes"].get(n, {}).get("cpu_s"))
+                for n in names
+            ]
+            if names and all(x is not None and y is not None for x, y in cpu):
+                row["cpu_ms_per_op"] = round(1000 * sum(x - y for x, y in cpu) / de, 3)
+            out.append(row)
+    return out
 
 
 def max_commit(nodes: dict[str, dict[str, Any]]) -> int | None:

@@ -16,7 +16,6 @@ Finally a sample of keys is read back from the follower alone (stale reads: its 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import random
 import re
 import time
@@ -29,7 +28,7 @@ from bench.common import envelope, fresh_cluster, host_info, series_meta, stamp,
 from bench.disk import _configure, _line
 from bench.drivers import Driver
 from bench.loadgen import key_of, run_load
-from bench.nodewatch import RkvNodes, Watcher, proc_io, scrape
+from bench.nodewatch import RkvNodes, Watcher, fill_rates, proc_io, scrape
 from bench.procs import rss_bytes
 
 SAMPLE = 200
@@ -44,16 +43,6 @@ def parse_sent(log_text: str, follower_id: str) -> list[dict[str, int]]:
             out.append(
                 {"index": int(m.group(1)), "chunks": int(m.group(3)), "records": int(m.group(4))}
             )
-    return out
-
-
-def fill_rates(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Write rate between consecutive samples: [{"entries": at the end, "ops_per_s"}]."""
-    out = []
-    for a, b in itertools.pairwise(samples):
-        de, dt = (b["entries"] or 0) - (a["entries"] or 0), b["t_s"] - a["t_s"]
-        if dt > 0 and de > 0:
-            out.append({"entries": b["entries"], "ops_per_s": round(de / dt, 1)})
     return out
 
 

@@ -7,8 +7,14 @@ from __future__ import annotations
 import pytest
 
 from bench.__main__ import build_parser
-from bench.nodewatch import growth, max_commit, parse_metrics, since_first_compaction
-from bench.snapinstall import fill_rates, parse_sent
+from bench.nodewatch import (
+    fill_rates,
+    growth,
+    max_commit,
+    parse_metrics,
+    since_first_compaction,
+)
+from bench.snapinstall import parse_sent
 
 EXPOSITION = """\
 # HELP rkv_commit_index Highest log index known committed.
@@ -94,6 +100,17 @@ def test_fill_rates_between_samples() -> None:
         {"entries": 5000, "ops_per_s": 500.0},
         {"entries": 15000, "ops_per_s": 500.0},
     ]
+
+
+def test_fill_rates_give_node_cpu_per_entry_when_every_node_is_known() -> None:
+    samples = [
+        {"t_s": 0.0, "entries": 0, "nodes": {"a": {"cpu_s": 1.0}, "b": {"cpu_s": 2.0}}},
+        {"t_s": 10.0, "entries": 4000, "nodes": {"a": {"cpu_s": 3.0}, "b": {"cpu_s": 4.0}}},
+        {"t_s": 20.0, "entries": 8000, "nodes": {"a": {"cpu_s": 4.0}, "b": {"cpu_s": None}}},
+    ]
+    rates = fill_rates(samples)
+    assert rates[0] == {"entries": 4000, "ops_per_s": 400.0, "cpu_ms_per_op": 1.0}
+    assert rates[1] == {"entries": 8000, "ops_per_s": 400.0}
 
 
 def test_parser_knows_disk_and_snapinstall() -> None:
