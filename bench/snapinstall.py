@@ -228,6 +228,8 @@ def snapinstall(
             "leader_wchar_bytes": (io1.get("wchar", 0) - io0.get("wchar", 0)) if io0 else None,
             "after": nodes(),
             "read_back_from_follower": trio.run(_read_back, driver, f, keys, seed),
+            # its startup and install, with timestamps (the data dir goes away afterwards)
+            "follower_log_tail": driver.servers[f].log_tail(40).splitlines(),
         }
         save()
         print(
