@@ -217,6 +217,7 @@ def snapinstall(
         }
         leader_pid = driver.servers[leader].pid
         io0 = proc_io(leader_pid)
+        restart_wall = time.time()
         driver.restart_node(f)
         timing = _catch_up(driver, f, target, snap_idx, catchup_timeout)
         io1 = proc_io(leader_pid)
@@ -224,6 +225,8 @@ def snapinstall(
         sent = parse_sent(driver.servers[leader].log_path.read_text(errors="replace"), fid)
         body["install"] = {
             **timing,
+            "restarted_at": time.strftime("%H:%M:%S", time.localtime(restart_wall))
+            + f".{int(restart_wall % 1 * 1000):03d}",
             "snapshots_sent": sent,
             "leader_wchar_bytes": (io1.get("wchar", 0) - io0.get("wchar", 0)) if io0 else None,
             "after": nodes(),
