@@ -129,12 +129,18 @@ def _one(
         for i in range(driver.nodes):
             driver.stop_node(i)
         t0 = time.monotonic()
+        restart_wall = time.time()
         for i in range(driver.nodes):
             driver.restart_node(i)
         _, had_value = trio.run(_first_read, driver, key_of(keys - 1), 600.0)
         # From starting the processes to the first answered linearizable get.
         out["restart_to_serving_s"] = round(time.monotonic() - t0, 3)
         out["last_key_survived"] = had_value
+        # Where the restart's time goes: the nodes' own timestamps ("serving on", elections).
+        out["restarted_at"] = time.strftime("%H:%M:%S", time.localtime(restart_wall)) + (
+            f".{int(restart_wall % 1 * 1000):03d}"
+        )
+        out["restart_log_tails"] = {s.name: s.log_tail(8).splitlines() for s in driver.servers}
         out["after_restart"] = trio.run(_sample, driver, keys, seed)
         out["rss_bytes_after_restart"] = {s.name: rss_bytes(s.pid) for s in driver.servers}
         out["rss_detail_after_restart"] = {s.name: rss_parts(s.pid) for s in driver.servers}
