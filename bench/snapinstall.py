@@ -7,9 +7,10 @@ store grows), then SIGTERM one follower, write `--extra-writes` more (overwrites
 keys) so that the leader compacts its log past the follower's last index, restart the
 follower and time it: until its /metrics answer, until its applied index jumps (the
 snapshot is installed) and until it has applied the leader's commit index of the moment it
-was restarted (caught up). The leader's log line "snapshot at N sent to F (C chunks, R
-records)" gives the snapshot's size; the bytes the leader wrote to sockets meanwhile
-(/proc/PID/io wchar, nothing else is written then) approximate its bytes on the wire.
+was restarted (caught up). The log line "snapshot at N sent to F (C chunks, R records)" of
+whichever node sent it (leadership may move meanwhile) gives the snapshot's size; the bytes
+each other node wrote through write calls meanwhile (/proc/PID/io wchar: sockets, no client
+writes run then) approximate its bytes on the wire.
 Finally a sample of keys is read back from the follower alone (stale reads: its own state).
 """
 
@@ -215,20 +216,32 @@ def snapinstall(
             "leader_commit": target,
             "nodes": nodes(),
         }
-        leader_pid = driver.servers[leader].pid
-        io0 = proc_io(leader_pid)
+        # Leadership may move meanwhile (e.g. an election while the follower comes back):
+        # any live node may be the one that streams, so all of them are watched.
+        others = [i for i in range(driver.nodes) if i != f]
+        io0 = {i: proc_io(driver.servers[i].pid) for i in others}
         restart_wall = time.time()
         driver.restart_node(f)
         timing = _catch_up(driver, f, target, snap_idx, catchup_timeout)
-        io1 = proc_io(leader_pid)
+        io1 = {i: proc_io(driver.servers[i].pid) for i in others}
         time.sleep(0.5)  # the log line follows the follower's answer to the last chunk
-        sent = parse_sent(driver.servers[leader].log_path.read_text(errors="replace"), fid)
+        sent = []
+        for i in others:
+            text = driver.servers[i].log_path.read_text(errors="replace")
+            sent += [{"by": driver.addrs()[i], **x} for x in parse_sent(text, fid)]
+        wchar = {
+            driver.addrs()[i]: io1[i].get("wchar", 0) - io0[i].get("wchar", 0)
+            for i in others
+            if io0[i] and io1[i]
+        }
         body["install"] = {
             **timing,
             "restarted_at": time.strftime("%H:%M:%S", time.localtime(restart_wall))
             + f".{int(restart_wall % 1 * 1000):03d}",
             "snapshots_sent": sent,
-            "leader_wchar_bytes": (io1.get("wchar", 0) - io0.get("wchar", 0)) if io0 else None,
+            "leader_at_stop": driver.addrs()[leader],
+            "wchar_bytes_meanwhile": wchar,
+            "leader_after": trio.run(driver.leader),
             "after": nodes(),
             "read_back_from_follower": trio.run(_read_back, driver, f, keys, seed),
             # its startup and install, with timestamps (the data dir goes away afterwards)
@@ -238,7 +251,7 @@ def snapinstall(
         print(
             f"snapshot install: restart -> metrics {timing['serving_metrics_s']} s, installed "
             f"{timing['installed_s']} s, caught up {timing['caught_up_s']} s; sent {sent}; "
-            f"leader wrote {body['install']['leader_wchar_bytes']} B meanwhile",
+            f"bytes written by the others meanwhile {wchar}",
             flush=True,
         )
     print(f"results: {out}")
