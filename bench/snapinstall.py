@@ -224,11 +224,15 @@ def snapinstall(
         driver.restart_node(f)
         timing = _catch_up(driver, f, target, snap_idx, catchup_timeout)
         io1 = {i: proc_io(driver.servers[i].pid) for i in others}
-        time.sleep(0.5)  # the log line follows the follower's answer to the last chunk
-        sent = []
-        for i in others:
-            text = driver.servers[i].log_path.read_text(errors="replace")
-            sent += [{"by": driver.addrs()[i], **x} for x in parse_sent(text, fid)]
+        # The sender logs once the follower answered the last frame, which it does after
+        # the install's raft-loop turn: that may come a little after applied moved.
+        sent: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while not sent and time.monotonic() < deadline:
+            time.sleep(0.2)
+            for i in others:
+                text = driver.servers[i].log_path.read_text(errors="replace")
+                sent += [{"by": driver.addrs()[i], **x} for x in parse_sent(text, fid)]
         wchar = {
             driver.addrs()[i]: io1[i].get("wchar", 0) - io0[i].get("wchar", 0)
             for i in others
