@@ -1,7 +1,7 @@
 """`python -m bench COMMAND ...` (or `./dev bench COMMAND ...`): the benchmark commands.
 
-Commands: setup, compare, load (one point), failover, largefile, scale, chart, and worker
-(internal: one load-generator process). Owns argument parsing only; each command's work lives
+Commands: setup, compare, load (one point), failover, largefile, scale, disk, snapinstall,
+chart, and worker (internal: one load-generator process). Owns argument parsing only; each command's work lives
 in its own module.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,38 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--procs", type=int, default=1)
     sc.add_argument("--fill-timeout", type=float, default=7200.0, help="give up a fill after")
     _common(sc)
+
+    dk = sub.add_parser("disk", help="rkv: data dir size while the same keys are overwritten")
+    dk.add_argument("--writes", type=int, default=1_000_000)
+    dk.add_argument("--keys", type=int, default=1000)
+    dk.add_argument("--size", type=_sizes, default=[100])
+    dk.add_argument("--clients", type=int, default=64)
+    dk.add_argument("--procs", type=int, default=1)
+    dk.add_argument("--every", type=int, default=50_000, help="sample every N committed entries")
+    dk.add_argument(
+        "--rkv-args", default="", help='more `rkv serve` options, e.g. "--snapshot-entries 5000"'
+    )
+    dk.add_argument("--fill-timeout", type=float, default=7200.0, help="give up after")
+    _common(dk)
+
+    si = sub.add_parser(
+        "snapinstall", help="rkv: fill N keys, then time a lagging follower's snapshot install"
+    )
+    si.add_argument("--keys", type=int, default=1_000_000)
+    si.add_argument("--size", type=_sizes, default=[100])
+    si.add_argument("--clients", type=int, default=64)
+    si.add_argument("--procs", type=int, default=1)
+    si.add_argument(
+        "--extra-writes",
+        type=int,
+        default=25_000,
+        help="writes while the follower is down (must exceed the leader's compaction bound)",
+    )
+    si.add_argument("--rkv-args", default="", help="more `rkv serve` options")
+    si.add_argument("--sample-every", type=int, default=50_000, help="fill progress samples")
+    si.add_argument("--fill-timeout", type=float, default=7200.0, help="give up a fill after")
+    si.add_argument("--catchup-timeout", type=float, default=1800.0)
+    _common(si)
 
     ch = sub.add_parser("chart", help="redraw the chart of a compare results file")
     ch.add_argument("results", type=Path)
@@ -202,6 +235,41 @@ def main(argv: list[str] | None = None) -> int:
             out_dir=args.out_dir,
             tmp_dir=args.tmp_dir,
             fill_timeout=args.fill_timeout,
+        )
+        return 0
+    if args.cmd == "disk":
+        from bench.disk import disk
+
+        disk(
+            writes=args.writes,
+            keys=args.keys,
+            value_size=args.size[0],
+            clients=args.clients,
+            procs=args.procs,
+            every=args.every,
+            seed=args.seed,
+            out_dir=args.out_dir,
+            tmp_dir=args.tmp_dir,
+            extra_args=shlex.split(args.rkv_args),
+            fill_timeout=args.fill_timeout,
+        )
+        return 0
+    if args.cmd == "snapinstall":
+        from bench.snapinstall import snapinstall
+
+        snapinstall(
+            keys=args.keys,
+            value_size=args.size[0],
+            clients=args.clients,
+            procs=args.procs,
+            extra_writes=args.extra_writes,
+            sample_every=args.sample_every,
+            seed=args.seed,
+            out_dir=args.out_dir,
+            tmp_dir=args.tmp_dir,
+            extra_args=shlex.split(args.rkv_args),
+            fill_timeout=args.fill_timeout,
+            catchup_timeout=args.catchup_timeout,
         )
         return 0
     if args.cmd == "chart":

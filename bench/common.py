@@ -14,7 +14,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +74,17 @@ def warn_if_tmpfs(tmp_dir: Path) -> None:
 
 @contextlib.contextmanager
 def fresh_cluster(
-    series: str, tmp_dir: Path | None, *, ready_timeout: float = 60.0, keep: bool = False
+    series: str,
+    tmp_dir: Path | None,
+    *,
+    ready_timeout: float = 60.0,
+    keep: bool = False,
+    configure: Callable[[Driver], None] | None = None,
 ) -> Iterator[Driver]:
+    """`configure(driver)` runs before the cluster starts (e.g. extra server options)."""
     driver = make_driver(series)
+    if configure is not None:
+        configure(driver)
     workdir = Path(tempfile.mkdtemp(prefix=f"rkv-bench-{series.replace(':', '-')}-", dir=tmp_dir))
     try:
         driver.start(workdir)

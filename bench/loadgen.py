@@ -54,7 +54,8 @@ class WorkerArgs:
     seed: int
     read_ratio: float = 0.5
     fill_total: int = 0
-    """When > 0: write keys [fill_offset, fill_offset + fill_total) once each, then stop."""
+    """When > 0: write keys [fill_offset, fill_offset + fill_total) once each, then stop.
+    Key numbers wrap at `keys`, so fill_total > keys overwrites the same keys in turn."""
     fill_offset: int = 0
     fill_timeout: float = 3600.0
     """A fill that takes longer fails (a stalled system must not hang the whole plan)."""
@@ -193,7 +194,7 @@ async def _fill(a: WorkerArgs, clients: list[Any]) -> WorkerResult:
                 t0 = trio.current_time()
                 try:
                     with trio.fail_after(REQUEST_TIMEOUT):
-                        await c.put(key_of(i), value)
+                        await c.put(key_of(i % a.keys if a.keys > 0 else i), value)
                 except Exception as e:  # retried: a fill must write every key
                     state["errors"] += 1
                     kinds[type(e).__name__] = kinds.get(type(e).__name__, 0) + 1

@@ -1,10 +1,11 @@
 """Scale: write N keys (1M x 100 B by default), then RSS per node, then restart-to-serving.
 
 Owns: the fill (every key written once by the closed-loop generator, write throughput over
-the whole fill), resident memory and data-dir size of each node afterwards, a full-cluster
-restart (SIGTERM all, start all on the same data dirs) timed until a linearizable get of a
-written key answers with its value, and a sample of keys read back to show what survived
-(PySyncObj's in-memory configs lose everything; "pysyncobj:journal" keeps it, without fsync).
+the whole fill), resident memory (total, anonymous and file-backed) and data-dir size of each
+node afterwards, a full-cluster restart (SIGTERM all, start all on the same data dirs) timed
+until a linearizable get of a written key answers with its value, and a sample of keys read
+back to show what survived (PySyncObj's in-memory configs lose everything;
+"pysyncobj:journal" keeps it, without fsync).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from bench.common import (
 )
 from bench.drivers import Driver
 from bench.loadgen import key_of, run_load
+from bench.nodewatch import rss_parts
 from bench.procs import rss_bytes
 
 SAMPLE = 200
@@ -114,6 +116,8 @@ def _one(
             "server_cpu_s": {k: round(v, 2) for k, v in res.server_cpu_s.items()},
             "generator_cpu_s": round(m.cpu_s, 2),
             "rss_bytes": {s.name: rss_bytes(s.pid) for s in driver.servers},
+            # RssFile is mostly mapped store pages (LMDB): page cache the kernel can take back.
+            "rss_detail": {s.name: rss_parts(s.pid) for s in driver.servers},
         }
         assert driver.workdir is not None
         # Each node's files live under workdir/<node name> (the drivers name them so).
@@ -125,14 +129,21 @@ def _one(
         for i in range(driver.nodes):
             driver.stop_node(i)
         t0 = time.monotonic()
+        restart_wall = time.time()
         for i in range(driver.nodes):
             driver.restart_node(i)
         _, had_value = trio.run(_first_read, driver, key_of(keys - 1), 600.0)
         # From starting the processes to the first answered linearizable get.
         out["restart_to_serving_s"] = round(time.monotonic() - t0, 3)
         out["last_key_survived"] = had_value
+        # Where the restart's time goes: the nodes' own timestamps ("serving on", elections).
+        out["restarted_at"] = time.strftime("%H:%M:%S", time.localtime(restart_wall)) + (
+            f".{int(restart_wall % 1 * 1000):03d}"
+        )
+        out["restart_log_tails"] = {s.name: s.log_tail(8).splitlines() for s in driver.servers}
         out["after_restart"] = trio.run(_sample, driver, keys, seed)
         out["rss_bytes_after_restart"] = {s.name: rss_bytes(s.pid) for s in driver.servers}
+        out["rss_detail_after_restart"] = {s.name: rss_parts(s.pid) for s in driver.servers}
         return out
 
 

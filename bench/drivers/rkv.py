@@ -40,6 +40,12 @@ class RkvDriver(Driver):
     def __init__(self, config: str = "default") -> None:
         super().__init__(config)
         self._ports: list[int] = []
+        self.http_ports: list[int] = []
+        """Set by start() when `metrics` is on: node i serves /metrics on http_ports[i]."""
+        self.metrics = False
+        """Start every node with --http-port (for commands that watch the nodes' metrics)."""
+        self.extra_args: list[str] = []
+        """More `rkv serve` options for every node (e.g. --snapshot-entries)."""
 
     def version(self) -> str:
         import rkv
@@ -51,7 +57,9 @@ class RkvDriver(Driver):
 
     def start(self, workdir: Path) -> None:
         self.workdir = workdir
-        self._ports = free_ports(self.nodes)
+        ports = free_ports(self.nodes * (2 if self.metrics else 1))
+        self._ports = ports[: self.nodes]
+        self.http_ports = ports[self.nodes :]
         addrs = self.addrs()
         for i, port in enumerate(self._ports):
             peers = ",".join(a for j, a in enumerate(addrs) if j != i)
@@ -61,13 +69,25 @@ class RkvDriver(Driver):
                 "--port", str(port),
                 "--peers", peers,
                 "--data-dir", str(workdir / f"rkv{i}"),
+                *self.extra_args,
             ]  # fmt: skip
+            if self.metrics:
+                argv += ["--http-port", str(self.http_ports[i])]
             name = f"rkv{i}"
             s = self.group.add(Server(name, argv, workdir / f"{name}.log"))
             s.start()
 
     def addrs(self) -> list[str]:
         return [f"{HOST}:{p}" for p in self._ports]
+
+    def data_dir(self, i: int) -> Path:
+        assert self.workdir is not None
+        return self.workdir / f"rkv{i}"
+
+    def metrics_url(self, i: int) -> str:
+        if not self.http_ports:
+            raise RuntimeError("start the driver with metrics = True to scrape /metrics")
+        return f"http://{HOST}:{self.http_ports[i]}/metrics"
 
     @staticmethod
     async def connect(spec: dict[str, Any], i: int) -> KV:
