@@ -103,7 +103,7 @@ class PeerTransport:
         queue_size: int = 1024,
         max_frame: int = DEFAULT_MAX_FRAME,
         backoff_min: float = 0.05,
-        backoff_max: float = 2.0,
+        backoff_max: float = 0.5,
         hello: Frame | None = None,
         connect_timeout: float = 2.0,
         write_timeout: float = 5.0,
