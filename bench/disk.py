@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.common import envelope, fresh_cluster, host_info, series_meta, stamp, write_json
 from bench.drivers import Driver
-from bench.loadgen import run_load
+from bench.loadgen import run_fill
 from bench.nodewatch import (
     RkvNodes,
     Watcher,
@@ -103,19 +103,16 @@ def disk(
         )
         watcher.start()
         t0 = time.monotonic()
-        res = run_load(
+        res = run_fill(
             driver.spec(),
             server_pids=[(s.name, s.pid) for s in driver.servers],
             clients=clients,
             procs=procs,
-            workload="put",
             value_size=value_size,
             keys=keys,
-            duration=0,
-            warmup=0,
+            total=writes,
             seed=seed,
-            fill_total=writes,
-            fill_timeout=fill_timeout,
+            timeout=fill_timeout,
         )
         load_s = time.monotonic() - t0
         watcher.stop()

@@ -241,6 +241,36 @@ class LoadResult:
     server_cpu_s: dict[str, float]
 
 
+def run_fill(
+    spec: dict[str, Any],
+    *,
+    server_pids: list[tuple[str, int]],
+    clients: int,
+    procs: int,
+    value_size: int,
+    keys: int,
+    total: int,
+    seed: int,
+    timeout: float,
+) -> LoadResult:
+    """Exactly `total` puts over keys 0..keys-1 (wrapping, so total > keys overwrites), as
+    fast as `clients` closed-loop clients go: the fill of scale, disk and snapinstall."""
+    return run_load(
+        spec,
+        server_pids=server_pids,
+        clients=clients,
+        procs=procs,
+        workload="put",
+        value_size=value_size,
+        keys=keys,
+        duration=0,
+        warmup=0,
+        seed=seed,
+        fill_total=total,
+        fill_timeout=timeout,
+    )
+
+
 def run_load(
     spec: dict[str, Any],
     *,

@@ -28,7 +28,7 @@ from bench.common import (
     write_json,
 )
 from bench.drivers import Driver
-from bench.loadgen import key_of, run_load
+from bench.loadgen import key_of, run_fill
 from bench.nodewatch import rss_parts
 from bench.procs import rss_bytes
 
@@ -90,19 +90,16 @@ def _one(
 ) -> dict[str, Any]:
     with fresh_cluster(series, tmp_dir) as driver:
         pids = [(s.name, s.pid) for s in driver.servers]
-        res = run_load(
+        res = run_fill(
             driver.spec(),
             server_pids=pids,
             clients=clients,
             procs=procs,
-            workload="put",
             value_size=value_size,
             keys=keys,
-            duration=0,
-            warmup=0,
+            total=keys,
             seed=seed,
-            fill_total=keys,
-            fill_timeout=fill_timeout,
+            timeout=fill_timeout,
         )
         m = res.merged
         out: dict[str, Any] = {

@@ -28,7 +28,7 @@ import trio
 from bench.common import envelope, fresh_cluster, host_info, series_meta, stamp, write_json
 from bench.disk import _configure, _line
 from bench.drivers import Driver
-from bench.loadgen import key_of, run_load
+from bench.loadgen import key_of, run_fill
 from bench.nodewatch import RkvNodes, Watcher, fill_rates, proc_io, scrape
 from bench.procs import rss_bytes
 
@@ -137,19 +137,16 @@ def snapinstall(
             nodes, every=sample_every, on_sample=lambda r: print(_line(r), flush=True)
         )
         watcher.start()
-        res = run_load(
+        res = run_fill(
             driver.spec(),
             server_pids=pids,
             clients=clients,
             procs=procs,
-            workload="put",
             value_size=value_size,
             keys=keys,
-            duration=0,
-            warmup=0,
+            total=keys,
             seed=seed,
-            fill_total=keys,
-            fill_timeout=fill_timeout,
+            timeout=fill_timeout,
         )
         watcher.stop()
         m = res.merged
@@ -176,19 +173,16 @@ def snapinstall(
         print(f"stopped follower {fid} at last index {f_last}, applied {f_applied}", flush=True)
 
         t0 = time.monotonic()
-        extra = run_load(
+        extra = run_fill(
             driver.spec(),
             server_pids=[p for p in pids if p[0] != driver.servers[f].name],
             clients=clients,
             procs=procs,
-            workload="put",
             value_size=value_size,
             keys=keys,
-            duration=0,
-            warmup=0,
+            total=extra_writes,
             seed=seed + 1,
-            fill_total=extra_writes,
-            fill_timeout=fill_timeout,
+            timeout=fill_timeout,
         )
         body["extra_writes"] = {
             "writes": extra.merged.ops,
