@@ -1230,8 +1230,9 @@ class Node:
         index = self.replica.compaction_index(self.compaction)
         if index is None:
             return
+        conf = self.replica.raw.conf_at(index)  # the marker's configuration is the one at index
         try:
-            await trio.to_thread.run_sync(self.store.compact, index)
+            await trio.to_thread.run_sync(self.store.compact, index, conf)
         except StoreError as e:
             log.warning("%s: log compaction to %d failed: %s", self.cfg.id, index, e)
             return
