@@ -593,14 +593,7 @@ class Node:
         self._leader_check()
         w = Waiter()
         t0 = trio.current_time()
-        with trio.move_on_after(self.cfg.request_timeout):
-            await self._in_send.send(_Propose(data, w))
-            await w.event.wait()
-        if not w.done():
-            w.abandoned = True
-            raise Timeout(f"write not committed within {self.cfg.request_timeout} s")
-        if w.error is not None:
-            raise w.error
+        await self._submit(_Propose(data, w), w, "write not committed")
         self.metrics.on_commit(trio.current_time() - t0)
         result = w.result
         if result is not None and not getattr(result, "ok", True):
@@ -608,16 +601,21 @@ class Node:
             raise BadRequest(_one_line(err))
         return getattr(result, "value", None)
 
-    async def _linearizable(self) -> None:
-        w = Waiter()
+    async def _submit(self, item: _Input, w: Waiter, what: str) -> None:
+        """Hand `item` to the raft loop and wait for its waiter `w` within request_timeout;
+        raises Timeout ("`what` within N s"; the loop then forgets `w`) or `w`'s error."""
         with trio.move_on_after(self.cfg.request_timeout):
-            await self._in_send.send(_Read(w))
+            await self._in_send.send(item)
             await w.event.wait()
         if not w.done():
             w.abandoned = True
-            raise Timeout(f"read index not reached within {self.cfg.request_timeout} s")
+            raise Timeout(f"{what} within {self.cfg.request_timeout} s")
         if w.error is not None:
             raise w.error
+
+    async def _linearizable(self) -> None:
+        w = Waiter()
+        await self._submit(_Read(w), w, "read index not reached")
 
     async def _maybe_linearizable(self, frame: Frame) -> None:
         stale = frame.get("stale", False)
@@ -984,14 +982,9 @@ class Node:
                 raise BadRequest(f"node: {_one_line(str(e))}") from None
         self._leader_check()
         w = Waiter()
-        with trio.move_on_after(self.cfg.request_timeout):
-            await self._in_send.send(_Member(ConfChange(types[op], node), w))
-            await w.event.wait()
-        if not w.done():
-            w.abandoned = True
-            raise Timeout(f"membership change not applied within {self.cfg.request_timeout} s")
-        if w.error is not None:
-            raise w.error
+        await self._submit(
+            _Member(ConfChange(types[op], node), w), w, "membership change not applied"
+        )
         return {"t": "ok", "node": node, **self.members()}
 
     _handlers: dict[str, Callable[[Node, Frame], Awaitable[Frame]]] = {
