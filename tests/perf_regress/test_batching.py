@@ -81,15 +81,28 @@ class Cluster:
         self.wire += sent
         return sent
 
+    def deliver(self) -> None:
+        """Step everything on the wire into its receiver."""
+        msgs, self.wire = self.wire, []
+        for m in msgs:
+            self.reps[m.to].step(m)
+
+    def replicate_and_collect_acks(self) -> list[Message]:
+        """Deliver the leader's appends, let both followers handle them, and return their
+        acks (undelivered)."""
+        self.deliver()
+        for f in ("n2", "n3"):
+            self.turn(f)
+        acks, self.wire = self.wire, []
+        return acks
+
     def settle(self) -> None:
         for _ in range(100):
             for i in IDS:
                 self.turn(i)
             if not self.wire:
                 return
-            msgs, self.wire = self.wire, []
-            for m in msgs:
-                self.reps[m.to].step(m)
+            self.deliver()
         raise AssertionError("did not settle")
 
 
@@ -111,9 +124,7 @@ def test_proposals_of_one_turn_make_one_append_per_follower_and_one_save(n: int)
     assert len(store.save_calls) == saves + 1
     assert store.save_calls[-1][1] == n
     # Each follower persists the whole batch in one save and acks it with one message.
-    msgs, c.wire = c.wire, []
-    for m in msgs:
-        c.reps[m.to].step(m)
+    c.deliver()
     for f in ("n2", "n3"):
         before = len(c.stores[f].save_calls)
         acks = [m for m in c.turn(f) if m.type == MessageType.APPEND_RESP]
@@ -129,12 +140,7 @@ def test_commit_only_change_costs_no_save_but_is_applied() -> None:
     for i in range(3):
         leader.propose(put(i), i)
     c.turn("n1")
-    msgs, c.wire = c.wire, []
-    for m in msgs:
-        c.reps[m.to].step(m)
-    for f in ("n2", "n3"):
-        c.turn(f)
-    acks, c.wire = c.wire, []
+    acks = c.replicate_and_collect_acks()
     saves = len(c.stores["n1"].save_calls)
     applies = c.stores["n1"].apply_calls
     for m in acks:
@@ -165,12 +171,7 @@ def test_entries_and_commit_of_one_ready_are_one_group_commit() -> None:
     c.settle()
     leader.propose(put(0), 0)
     c.turn("n1")
-    msgs, c.wire = c.wire, []
-    for m in msgs:
-        c.reps[m.to].step(m)
-    for f in ("n2", "n3"):
-        c.turn(f)
-    acks, c.wire = c.wire, []
+    acks = c.replicate_and_collect_acks()
     for m in acks:
         leader.step(m)  # entry 1 of this term commits ...
     leader.propose(put(1), 1)  # ... in the same turn as a new proposal
