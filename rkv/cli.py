@@ -923,10 +923,15 @@ def _fast_options(command: Callable[..., Any]) -> dict[str, _FastOption] | None:
             info.callback is None
             and info.parser is None
             and info.default_factory is None
+            and info.default is not ...  # a required option
             and not info.is_eager
             and not info.clamp
             and not info.exists
             and not info.resolve_path
+            and info.path_type is None
+            and not info.count
+            and not info.prompt
+            and getattr(info, "flag_value", None) is None  # older typers only
         )
         if len(kinds) != 1 or kinds[0] not in (int, str, Path, bool) or not plain:
             return None

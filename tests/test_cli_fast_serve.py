@@ -110,6 +110,26 @@ def test_fast_parse_leaves_anything_else_to_typer(args: list[str]) -> None:
     assert _fast_kwargs(serve_cmd, args) is None
 
 
+def _plain(port: int = typer.Option(1, "--port")) -> None: ...
+def _required(port: int = typer.Option(..., "--port")) -> None: ...
+def _toggle(on: bool = typer.Option(False, "--on/--off")) -> None: ...
+def _checked(p: Path = typer.Option(Path("x"), "--p", exists=True)) -> None: ...  # noqa: B008
+def _called(port: int = typer.Option(1, "--port", callback=lambda v: v)) -> None: ...
+def _positional(key: str = typer.Argument(...)) -> None: ...
+def _float(t: float = typer.Option(1.0, "--t")) -> None: ...
+
+
+@pytest.mark.parametrize(
+    "command",
+    [_required, _toggle, _checked, _called, _positional, _float],
+    ids=lambda f: f.__name__,
+)
+def test_fast_parse_steps_aside_for_options_it_does_not_handle(command: Any) -> None:
+    assert _fast_kwargs(_plain, ["--port", "2"]) == {"port": 2}
+    assert _fast_kwargs(command, ["--port", "2"]) is None
+    assert _fast_kwargs(command, []) is None
+
+
 def test_fast_parse_steps_aside_for_shell_completion(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("_RKV_COMPLETE", "complete_bash")
     assert _fast_kwargs(serve_cmd, ["--port", "1"]) is None
