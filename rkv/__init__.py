@@ -1,12 +1,15 @@
 """rkv: a fault-tolerant distributed key-value store (Raft over Trio, msgpack and LMDB).
 
 The public client API, re-exported: `connect` (async, trio) and `connect_sync` (blocking),
-the client classes and the error hierarchy. Importing rkv loads only the client side.
+the client classes and the error hierarchy. The client names are loaded on first use
+(module `__getattr__`): every `rkv.*` submodule imports this package first, so loading the
+client here would put it on the start-up path of `rkv serve`, which never uses it.
 """
 
 from __future__ import annotations
 
-from rkv.client import Client, SyncClient, connect, connect_sync
+from typing import TYPE_CHECKING, Any
+
 from rkv.errors import (
     AuthError,
     BadRequest,
@@ -21,7 +24,27 @@ from rkv.errors import (
     Unavailable,
 )
 
+if TYPE_CHECKING:
+    from rkv.client import Client, SyncClient, connect, connect_sync
+
 __version__ = "0.1.0"
+
+_CLIENT_NAMES = frozenset({"Client", "SyncClient", "connect", "connect_sync"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENT_NAMES:
+        from rkv import client
+
+        value = getattr(client, name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'rkv' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _CLIENT_NAMES)
+
 
 __all__ = [
     "AuthError",

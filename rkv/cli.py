@@ -13,6 +13,7 @@ arguments, bad address, missing local file), 3 cluster unavailable, 4 integrity 
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -26,10 +27,11 @@ from enum import IntEnum
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, NoReturn, TypeVar
+from typing import IO, Any, NoReturn, TypeVar, get_args, get_type_hints
 
 import trio
 import typer
+import typer.models
 
 from rkv.client import DEFAULT_ADDRS, Client, Progress, parse_addresses
 from rkv.config import DEFAULT_HOST, DEFAULT_PORT, format_address
@@ -814,6 +816,7 @@ def serve_cmd(
         )
     except ValueError as exc:
         _fail(Exit.USAGE, f"serve: error: {_one_line(str(exc))}")
+    _import_trio_testing_without_pytest()
     from rkv.node import serve_main
 
     if not seeds:
@@ -856,6 +859,143 @@ async def _promote_when_caught_up(make_client: Callable[..., Client], me: str) -
         log.info("%s: promoted to voter", me)
     except RkvError as e:
         log.warning("%s: not promoted (%s); run `rkv member promote %s`", me, e, me)
+
+
+def _import_trio_testing_without_pytest() -> None:
+    """Import trio.testing (rkv.node's raft loop uses its wait_all_tasks_blocked) with pytest
+    hidden, before rkv.node is imported.
+
+    trio.testing imports pytest whenever it is installed (dev and CI venvs, where the
+    benchmarks run), only for the error reports of its RaisesGroup helper, which a node never
+    uses: about 0.12 s of a node's start-up (docs/bench.md, restart to serving). With pytest
+    hidden, trio.testing uses its own small fallback, as where pytest is not installed. A
+    process that has pytest or trio.testing loaded already (tests) is left as it is.
+    """
+    if "trio.testing" in sys.modules or "pytest" in sys.modules:
+        return
+    sys.modules["pytest"] = None  # type: ignore[assignment]  # `import pytest` -> ImportError
+    try:
+        import trio.testing  # noqa: F401
+    finally:
+        del sys.modules["pytest"]
+
+
+_NO_VALUE = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _FastOption:
+    dest: str
+    kind: type
+    """int, str, Path or bool (a flag)."""
+    default: Any
+    envvar: str | None
+    lo: float | None
+    hi: float | None
+
+    def convert(self, text: str) -> Any:
+        """The value typer would produce from `text`, or _NO_VALUE where it might differ."""
+        if text.startswith("-"):
+            return _NO_VALUE  # typer's business: a missing value, a negative number
+        if self.kind is str:
+            return text
+        if self.kind is Path:
+            return Path(text) if text else _NO_VALUE
+        if not (text.isascii() and text.isdigit()):
+            return _NO_VALUE
+        value = int(text)
+        if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
+            return _NO_VALUE
+        return value
+
+
+def _fast_options(command: Callable[..., Any]) -> dict[str, _FastOption] | None:
+    """Option name -> spec for each option of a typer command, read from its signature (the
+    one definition of the options); None if it uses what `_fast_kwargs` does not handle."""
+    hints = get_type_hints(command)
+    by_name: dict[str, _FastOption] = {}
+    for name, param in inspect.signature(command).parameters.items():
+        info = param.default
+        if not isinstance(info, typer.models.OptionInfo):
+            return None
+        kinds = [t for t in get_args(hints[name]) or (hints[name],) if t is not type(None)]
+        plain = (
+            info.callback is None
+            and info.parser is None
+            and info.default_factory is None
+            and info.default is not ...  # a required option
+            and not info.is_eager
+            and not info.clamp
+            and not info.exists
+            and not info.resolve_path
+            and info.path_type is None
+            and not info.count
+            and not info.prompt
+            and getattr(info, "flag_value", None) is None  # older typers only
+        )
+        if len(kinds) != 1 or kinds[0] not in (int, str, Path, bool) or not plain:
+            return None
+        envvar = info.envvar if isinstance(info.envvar, str) or info.envvar is None else None
+        if info.envvar is not None and envvar is None:
+            return None
+        spec = _FastOption(name, kinds[0], info.default, envvar, info.min, info.max)
+        decls = list(info.param_decls or ()) or ["--" + name.replace("_", "-")]
+        for decl in decls:
+            if "/" in decl or not decl.startswith("-"):
+                return None
+            by_name[decl] = spec
+    return by_name
+
+
+def _fast_kwargs(command: Callable[..., Any], args: list[str]) -> dict[str, Any] | None:
+    """The keyword arguments typer would call `command` with for `args`, found without typer,
+    or None when `args` hold anything but plain options of `command` (help, an unknown
+    option, an out-of-range or odd value, ...): typer then parses them and reports the errors.
+
+    Why: this typer builds a pydantic validator for every parameter of the command it runs
+    (importing pydantic), about 0.14 s of CPU that `rkv serve` pays at every start; three
+    nodes restarting at once on two cores wait for it (docs/bench.md, restart to serving).
+    """
+    if any(k.endswith("_COMPLETE") and k.startswith("_") for k in os.environ):
+        return None  # shell completion is typer's
+    options = _fast_options(command)
+    if options is None:
+        return None
+    given: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        token = args[i]
+        name, eq, text = token.partition("=") if token.startswith("--") else (token, "", "")
+        spec = options.get(name)
+        if spec is None:
+            return None
+        i += 1
+        if spec.kind is bool:
+            if eq:
+                return None
+            given[spec.dest] = True
+            continue
+        if not eq:
+            if i == len(args):
+                return None
+            text = args[i]
+            i += 1
+        value = spec.convert(text)
+        if value is _NO_VALUE:
+            return None
+        given[spec.dest] = value
+    out: dict[str, Any] = {}
+    for spec in options.values():
+        if spec.dest in given:
+            out[spec.dest] = given[spec.dest]
+        elif spec.envvar is not None and os.environ.get(spec.envvar):
+            value = spec.convert(os.environ[spec.envvar])
+            if value is _NO_VALUE:
+                return None
+            out[spec.dest] = value
+        else:
+            out[spec.dest] = spec.default
+    return out
 
 
 @app.command("sim")
@@ -1107,8 +1247,24 @@ def _wait_for_leader(
 
 
 def main() -> None:
-    """The `rkv` console script (pyproject: rkv = "rkv.cli:main")."""
-    app(prog_name="rkv")
+    """The `rkv` console script (pyproject: rkv = "rkv.cli:main").
+
+    `rkv serve` with plain options skips typer's parsing (see `_fast_kwargs`); everything
+    else, and any serve command line it is not sure about, goes through typer.
+    """
+    args = sys.argv[1:]
+    kwargs = _fast_kwargs(serve_cmd, args[1:]) if args[:1] == ["serve"] else None
+    if kwargs is None:
+        app(prog_name="rkv")
+        return
+    # What typer's standalone mode does with the command's outcome.
+    try:
+        serve_cmd(**kwargs)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)
 
 
 __all__ = ["Exit", "app", "exit_code_for", "main"]
