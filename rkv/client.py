@@ -257,6 +257,14 @@ class Client:
             task_status.started()
             await link.close.wait()
 
+    def _connected(self, addr: str) -> RpcClient | None:
+        """The open connection to `addr`, if there is one nobody is replacing: the common
+        case, taken without the lock and deadline `_rpc` needs to connect."""
+        link = self._links.get(addr)
+        if link is None or link.rpc is None or not link.rpc.connected or link.lock.locked():
+            return None
+        return link.rpc
+
     async def _rpc(self, addr: str) -> RpcClient:
         link = self._links.get(addr)
         if link is None:
@@ -354,8 +362,10 @@ class Client:
             attempt += 1
             try_deadline = now + min(deadline - now, self.attempt_timeout)
             try:
-                with trio.fail_at(try_deadline):
-                    rpc = await self._rpc(addr)
+                rpc = self._connected(addr)
+                if rpc is None:
+                    with trio.fail_at(try_deadline):
+                        rpc = await self._rpc(addr)
                 reply = await rpc.call(frame, timeout=max(try_deadline - trio.current_time(), 1e-3))
             except RemoteError as exc:
                 if exc.code not in _RETRY_CODES and exc.code not in _CONN_CODES:

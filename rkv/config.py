@@ -133,6 +133,11 @@ class NodeConfig:
     gather_seconds: float = 0.002
     """Before each raft-loop turn, wait at most this long for the node's other tasks to turn
     what has arrived into inputs (group commit; 0: take only what is queued already)."""
+    apply_delay_seconds: float = 0.01
+    """Committed entries nobody waits on are applied to the store with the next log write
+    (group commit) or after at most this long (0: apply every commit at once). A put is
+    answered once committed; a linearizable read always waits for the store; a stale read may
+    lag by this much."""
     max_inflight_per_conn: int = 128
     max_msg_bytes: int = 1 << 20
     """Raft max_size_per_msg: bytes of entries in one append message."""
@@ -209,6 +214,7 @@ class NodeConfig:
         _positive("inbox_size", self.inbox_size, 1)
         _positive("inline_io_bytes", self.inline_io_bytes, 0)
         _positive("gather_seconds", self.gather_seconds, 0, 1)
+        _positive("apply_delay_seconds", self.apply_delay_seconds, 0, 1)
         _positive("max_inflight_per_conn", self.max_inflight_per_conn, 1)
         _positive("max_msg_bytes", self.max_msg_bytes, 1)
         _positive("max_inflight_msgs", self.max_inflight_msgs, 1)

@@ -120,6 +120,8 @@ class Waiter:
 class _Propose:
     data: bytes
     waiter: Waiter
+    early: bool = False
+    """Answer at commit, before apply (the result cannot fail: a put)."""
 
 
 @dataclass(slots=True)
@@ -175,8 +177,14 @@ class Node:
         )
         rng = random.Random(cfg.seed) if cfg.seed is not None else random.Random()
         self.replica: Replica[Waiter] = Replica(
-            raft_cfg, store, rng=rng, address_of=cfg.peer_address
+            raft_cfg,
+            store,
+            rng=rng,
+            address_of=cfg.peer_address,
+            defer_apply=cfg.apply_delay_seconds > 0,
         )
+        self._backlog_since: float | None = None
+        """When the replica's apply backlog became non-empty (see _flush_backlog)."""
         hello = {"cluster": cfg.cluster_id, "node": cfg.id}
         self._server_ssl, self._client_ssl = _ssl_contexts(cfg)
         self._conf = self.replica.raw.conf_state()
@@ -289,7 +297,10 @@ class Node:
         self.loop_running = True
         while True:
             if not batch and not self.replica.has_ready():
-                with trio.move_on_at(next_tick):
+                wake = next_tick
+                if self._backlog_since is not None:
+                    wake = min(wake, self._backlog_since + self.cfg.apply_delay_seconds)
+                with trio.move_on_at(wake):
                     batch.append(await self._in_recv.receive())
             if batch and self.cfg.gather_seconds > 0:
                 # Group commit: the store runs on this task, so nothing else runs meanwhile.
@@ -323,6 +334,7 @@ class Node:
                     next_tick = now + tick
             if self.replica.has_ready():
                 await self._handle_ready()
+            self._flush_backlog(now)
             await self._after_turn()
             self.turns += 1
             if now >= next_sweep:
@@ -340,7 +352,7 @@ class Node:
                 if item.waiter.abandoned:
                     continue
                 try:
-                    self.replica.propose(item.data, item.waiter)
+                    self.replica.propose(item.data, item.waiter, early=item.early)
                 except RkvError as e:
                     self._fail(item.waiter, e)
                     continue
@@ -377,6 +389,14 @@ class Node:
         replica = self.replica
         ready = replica.take_ready()
         self._send(ready.messages)
+        early = replica.answer_committed(ready)
+        if early.completed:
+            # Committed puts are answered before this turn writes anything: their answers
+            # need neither the apply nor this Ready's own log write.
+            self._deliver(early)
+            if ready.must_sync:
+                with trio.move_on_after(self.cfg.gather_seconds):
+                    await trio.testing.wait_all_tasks_blocked()
         if replica.can_group_commit(ready):
             results = await self._persist_and_apply(ready)
             self._send(ready.persisted_messages)
@@ -388,6 +408,10 @@ class Node:
         self._deliver(out)
         if ready.committed_entries or ready.snapshot is not None:
             self._check_conf()
+        if replica.backlog == 0:
+            self._backlog_since = None
+        elif self._backlog_since is None:
+            self._backlog_since = trio.current_time()
         if out.completed or out.reads:
             with trio.move_on_after(self.cfg.gather_seconds):
                 # Let the answers leave before the next turn can block on the store.
@@ -434,15 +458,29 @@ class Node:
         return results
 
     async def _apply(self, ready: Ready) -> Sequence[Any]:
-        if not ready.committed_entries:
-            return ()
-        self.metrics.on_apply(len(ready.committed_entries))
+        """Apply (or, see Replica's defer_apply, queue) the committed entries."""
+        if ready.committed_entries:
+            self.metrics.on_apply(len(ready.committed_entries))
         try:
-            if _data_bytes(ready.committed_entries) <= self.cfg.inline_io_bytes:
+            size = _data_bytes(ready.committed_entries) + self.replica.backlog_bytes
+            if size <= self.cfg.inline_io_bytes:
                 return self.replica.apply(ready)
             return await trio.to_thread.run_sync(self.replica.apply, ready)
         except StoreFullError as e:
             raise _Fatal(ExitCode.STORE_FULL, f"store full while applying: {e}") from e
+
+    def _flush_backlog(self, now: float) -> None:
+        """Write the apply backlog once it is apply_delay_seconds old: a follower, or an idle
+        leader, must not keep its store (stale reads, snapshots, a restart's replay) behind
+        for long. It is at most Replica.max_backlog_bytes: small enough for the loop."""
+        since = self._backlog_since
+        if since is None or now < since + self.cfg.apply_delay_seconds:
+            return
+        try:
+            self._deliver(self.replica.apply_backlog())
+        except StoreFullError as e:
+            raise _Fatal(ExitCode.STORE_FULL, f"store full while applying: {e}") from e
+        self._backlog_since = None
 
     def _deliver(self, out: Outcome[Waiter]) -> None:
         for w, entry, result in out.completed:
@@ -593,7 +631,11 @@ class Node:
         self._leader_check()
         w = Waiter()
         t0 = trio.current_time()
-        await self._submit(_Propose(data, w), w, "write not committed")
+        # A put's result is always ok (a duplicate or stale retry of the session's seq took
+        # effect already), so it is answered once committed (Replica.answer_committed).
+        await self._submit(
+            _Propose(data, w, early=isinstance(command, Put)), w, "write not committed"
+        )
         self.metrics.on_commit(trio.current_time() - t0)
         result = w.result
         if result is not None and not getattr(result, "ok", True):

@@ -3,7 +3,8 @@
 Owns: the RawNode and the store of one node, and the steps of handling a Ready in the order
 the contract demands (persist, then the messages that depend on it, then apply, then
 advance); the bookkeeping of pending proposals (matched to applied entries by index and term)
-and pending linearizable reads (released once the applied index reaches their read index).
+and pending linearizable reads (released once the applied index reaches their read index);
+with `defer_apply`, the backlog of committed entries not yet written to the store.
 Must not: use trio, sockets or clocks. The node runtime calls the blocking steps (`persist`,
 `apply`) from a worker thread and everything else from its raft loop task, and owns deadlines.
 
@@ -26,7 +27,17 @@ from rkv.raft.config import Config
 from rkv.raft.errors import ConfChangeRefused, ProposalDropped
 from rkv.raft.rawnode import RawNode
 from rkv.raft.storage import Storage
-from rkv.raft.types import NONE, Entry, HardState, Message, NodeId, Ready, Role, Snapshot
+from rkv.raft.types import (
+    NONE,
+    Entry,
+    EntryType,
+    HardState,
+    Message,
+    NodeId,
+    Ready,
+    Role,
+    Snapshot,
+)
 
 log = logging.getLogger("rkv.replica")
 
@@ -89,6 +100,9 @@ class Outcome(Generic[T]):
 class _Pending(Generic[T]):
     term: int
     token: T
+    early: bool = False
+    """The caller needs no apply result (a put): it may be answered once its entry commits
+    (see `answer_committed`)."""
 
 
 @dataclass(slots=True)
@@ -104,6 +118,16 @@ class Replica(Generic[T]):
     then while `has_ready()`: `ready = take_ready()`, send `ready.messages`, `persist(ready)`,
     send `ready.persisted_messages`, `results = apply(ready)`, `outcome = finish(ready,
     results)`. `handle_ready()` does the same synchronously, for tests and simple callers.
+
+    Deferred apply (`defer_apply=True`, the node runtime's choice): committed entries that
+    nobody waits on are kept in a bounded backlog instead of costing a store transaction (and
+    its flush) of their own. The backlog is written in the next transaction that saves log
+    entries (group commit: free), or by `apply_backlog` (the runtime calls it within a few
+    milliseconds), and at once when a linearizable read, a caller that needs its result, a
+    membership change or a bound asks for it. `applied` is always the store's applied index:
+    reads, compaction and snapshots only ever see what the store holds. A crash loses nothing:
+    the backlog is committed log, applied again after a restart from the store's applied
+    index, exactly once.
     """
 
     def __init__(
@@ -113,6 +137,9 @@ class Replica(Generic[T]):
         *,
         rng: random.Random | None = None,
         address_of: Callable[[NodeId], str | None] = lambda _id: None,
+        defer_apply: bool = False,
+        max_backlog: int = 4096,
+        max_backlog_bytes: int = 8 << 20,
     ) -> None:
         self.store = store
         hs, _voters = store.initial_state()
@@ -133,6 +160,12 @@ class Replica(Generic[T]):
         self._read_ids = itertools.count(1)
         self._read_prefix = random.Random().getrandbits(32).to_bytes(4, "big")
         self.applied = store.applied_index()
+        """The store's applied index (the backlog lies beyond it)."""
+        self._defer = defer_apply
+        self._max_backlog = max_backlog
+        self._max_backlog_bytes = max_backlog_bytes
+        self._backlog: list[Entry] = []
+        self._backlog_bytes = 0
         self.role = Role.FOLLOWER
         self.leader: NodeId = NONE
         self.term = 0
@@ -152,8 +185,10 @@ class Replica(Generic[T]):
     def leader_address(self) -> str | None:
         return self._address_of(self.leader) if self.leader else None
 
-    def propose(self, data: bytes, token: T) -> int:
+    def propose(self, data: bytes, token: T, *, early: bool = False) -> int:
         """Propose `data`; `token` is reported in a later Outcome. Returns the entry's index.
+        `early`: the caller needs no apply result, so `answer_committed` may report it as
+        soon as the entry commits (the runtime passes it for puts, whose result is always ok).
 
         Raises NotLeader (with the leader's address when known) or Unavailable (no leader).
         """
@@ -161,7 +196,7 @@ class Replica(Generic[T]):
             index = self.raw.propose(data)
         except ProposalDropped as e:
             raise self._dropped(e, "cannot propose") from None
-        return self._track(index, token)
+        return self._track(index, token, early)
 
     def _dropped(self, e: ProposalDropped, what: str) -> RkvError:
         """NotLeader (redirect) when another leader is known, else Unavailable."""
@@ -183,14 +218,14 @@ class Replica(Generic[T]):
             raise BadRequest(str(e)) from None
         return self._track(index, token)
 
-    def _track(self, index: int, token: T) -> int:
+    def _track(self, index: int, token: T, early: bool = False) -> int:
         term = self.raw.term
         old = self._proposals.get(index)
         if old is not None:
             # A new proposal at an index we still track: the old one was overwritten by a
             # leader change we have not noticed yet. It can never be applied as proposed.
             self._fail_later.append((old.token, Unavailable("proposal lost to a leader change")))
-        self._proposals[index] = _Pending(term, token)
+        self._proposals[index] = _Pending(term, token, early)
         return index
 
     def read(self, token: T) -> bytes:
@@ -222,6 +257,15 @@ class Replica(Generic[T]):
     def pending_reads(self) -> int:
         return len(self._reads)
 
+    @property
+    def backlog(self) -> int:
+        """Committed entries not yet applied to the store (see defer_apply)."""
+        return len(self._backlog)
+
+    @property
+    def backlog_bytes(self) -> int:
+        return self._backlog_bytes
+
     # -- one Ready -------------------------------------------------------------------------
 
     def has_ready(self) -> bool:
@@ -241,6 +285,11 @@ class Replica(Generic[T]):
             self.store.install_snapshot(ready.hard_state, list(ready.entries), ready.snapshot)
             self.saves += 1
             self.snapshots_installed += 1
+            # The core takes a snapshot only past its commit index: the backlog (all at or
+            # below it) is part of the state the snapshot replaces.
+            self._backlog.clear()
+            self._backlog_bytes = 0
+            self.applied = self.store.applied_index()
         elif self._must_save(ready):
             self.store.save(ready.hard_state, list(ready.entries), ready.snapshot)
             self.saves += 1
@@ -258,33 +307,103 @@ class Replica(Generic[T]):
 
     def can_group_commit(self, ready: Ready) -> bool:
         """Whether `persist_and_apply` would write `ready` in one transaction (no snapshot,
-        something to save and something to apply)."""
-        return ready.snapshot is None and bool(ready.committed_entries) and self._must_save(ready)
+        something to save and something to apply: committed entries or the backlog)."""
+        return (
+            ready.snapshot is None
+            and bool(ready.committed_entries or self._backlog)
+            and self._must_save(ready)
+        )
 
     def persist_and_apply(self, ready: Ready) -> Sequence[Any]:
         """Blocking: `persist` then `apply`, as ONE durable store transaction when
         `can_group_commit` (group commit: one fsync for log and state machine; the Ready
-        contract allows it: the entries are durable when the results become visible).
-        Returns the apply results. `persisted_messages` go out after it returns."""
+        contract allows it: the entries are durable when the results become visible). The
+        backlog goes into that transaction too. Returns the apply results of
+        `ready.committed_entries`. `persisted_messages` go out after it returns."""
         if not self.can_group_commit(ready):
             self.persist(ready)
             return self.apply(ready)
-        results = self.store.save_and_apply(
-            ready.hard_state, list(ready.entries), list(ready.committed_entries)
-        )
+        backlog, entries = self._with_backlog(ready.committed_entries)
+        results = self.store.save_and_apply(ready.hard_state, list(ready.entries), entries)
         self.saves += 1
         self.applies += 1
+        self.applied = entries[-1].index
         if ready.hard_state is not None:
             self._durable = (ready.hard_state.term, ready.hard_state.vote)
-        return results
+        return results[backlog:]
 
     def apply(self, ready: Ready) -> Sequence[Any]:
-        """Blocking: apply the committed entries in one store transaction."""
-        if not ready.committed_entries:
+        """Blocking: apply the committed entries (after the backlog) in one store transaction;
+        with defer_apply, add them to the backlog instead when nothing asks for them now.
+        Returns the results of `ready.committed_entries` (none when deferred)."""
+        committed = ready.committed_entries
+        if not committed:
+            if self._backlog and (self._reads or ready.read_states):
+                self._flush_backlog()  # a read waits for the store's applied index
             return ()
-        results = self.store.apply(list(ready.committed_entries))
+        if self._may_defer(committed):
+            self._backlog.extend(committed)
+            self._backlog_bytes += sum(len(e.data) for e in committed)
+            return ()
+        backlog, entries = self._with_backlog(committed)
+        results = self.store.apply(entries)
         self.applies += 1
-        return results
+        self.applied = entries[-1].index
+        return results[backlog:]
+
+    def apply_backlog(self) -> Outcome[T]:
+        """Blocking: write the backlog to the store now (one transaction); returns the reads
+        this releases. Call between Readies."""
+        out: Outcome[T] = Outcome()
+        if self._backlog:
+            self._flush_backlog()
+            self._release_reads(out)
+        return out
+
+    def _flush_backlog(self) -> None:
+        _, entries = self._with_backlog(())
+        self.store.apply(entries)
+        self.applies += 1
+        self.applied = entries[-1].index
+
+    def _with_backlog(self, committed: Sequence[Entry]) -> tuple[int, list[Entry]]:
+        """(number of backlog entries, backlog + committed), emptying the backlog."""
+        entries = self._backlog
+        n = len(entries)
+        entries.extend(committed)
+        self._backlog = []
+        self._backlog_bytes = 0
+        return n, entries
+
+    def _may_defer(self, committed: Sequence[Entry]) -> bool:
+        """Whether `committed` can wait in the backlog: nobody needs the store to hold them
+        now. Linearizable reads wait for the store's applied index, callers for their results
+        (early ones were answered already), membership changes must be in force once the core
+        counts them applied, and the backlog is bounded."""
+        if not self._defer or self._reads:
+            return False
+        if len(self._backlog) + len(committed) > self._max_backlog:
+            return False
+        if self._backlog_bytes + sum(len(e.data) for e in committed) > self._max_backlog_bytes:
+            return False
+        proposals = self._proposals
+        return all(e.type == EntryType.NORMAL and e.index not in proposals for e in committed)
+
+    def answer_committed(self, ready: Ready) -> Outcome[T]:
+        """The `early` proposals among `ready.committed_entries`: their callers may be answered
+        now, before the entries are applied (call right after `take_ready`). Committed means
+        durable on a majority, which is all an acknowledged write promises; a linearizable
+        read started after the answer still waits until the store applied its read index."""
+        out: Outcome[T] = Outcome()
+        proposals = self._proposals
+        if not proposals:
+            return out
+        for e in ready.committed_entries:
+            p = proposals.get(e.index)
+            if p is not None and p.early and p.term == e.term:
+                del proposals[e.index]
+                out.completed.append((p.token, e, None))
+        return out
 
     def finish(self, ready: Ready, results: Sequence[Any]) -> Outcome[T]:
         """Match results to proposals, release reads, note role changes, then advance."""
@@ -298,7 +417,6 @@ class Replica(Generic[T]):
             self._on_soft_state(ready.soft_state.role, ready.soft_state.leader, out)
         if ready.snapshot is not None:
             snap_index = ready.snapshot.meta.index
-            self.applied = max(self.applied, snap_index)
             for i in [i for i in self._proposals if i <= snap_index]:
                 # replaced by the leader's state: whether it was applied is unknown here
                 lost = self._proposals.pop(i)
@@ -316,18 +434,20 @@ class Replica(Generic[T]):
                     )
                 else:
                     out.completed.append((p.token, e, by_index.get(e.index)))
-            self.applied = committed[-1].index
         for rs in ready.read_states:
             r = self._reads.get(rs.context)
             if r is not None:
                 r.index = rs.index
+        self._release_reads(out)
+        self.raw.advance(ready)
+        return out
+
+    def _release_reads(self, out: Outcome[T]) -> None:
         if self._reads:
             for ctx, r in list(self._reads.items()):
                 if r.index is not None and r.index <= self.applied:
                     del self._reads[ctx]
                     out.reads.append(r.token)
-        self.raw.advance(ready)
-        return out
 
     def handle_ready(
         self, send: Callable[[Sequence[Message]], None] = lambda _m: None

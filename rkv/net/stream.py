@@ -117,8 +117,13 @@ class FramedStream:
             else:
                 deadline = frame_started + frame_timeout
             data: bytes | bytearray | None = None
-            with trio.move_on_at(deadline):
+            if deadline == math.inf:
+                # No deadline, no cancel scope: a scope costs more than the receive itself
+                # (a client's reader waits like this for every answer).
                 data = await self.stream.receive_some(RECEIVE_CHUNK)
+            else:
+                with trio.move_on_at(deadline):
+                    data = await self.stream.receive_some(RECEIVE_CHUNK)
             if data is None:
                 if frame_started is not None:
                     raise FrameError(

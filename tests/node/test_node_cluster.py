@@ -125,6 +125,10 @@ async def test_group_commit_batches_concurrent_writes(tmp_path: Path) -> None:
             async with trio.open_nursery() as n:
                 for i in range(puts):
                     n.start_soon(one, i)
+            # Puts are answered once committed; a linearizable read waits until the store
+            # applied them all.
+            got = await c.call({"t": "get", "k": b"g%03d" % (puts - 1)})
+            assert got["val"] == b"v"
         after = leader.statistics()
         saves = after["saves"] - before["saves"]
         applies = after["applies"] - before["applies"]

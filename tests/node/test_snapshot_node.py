@@ -131,6 +131,9 @@ async def test_lagging_follower_catches_up_by_snapshot_and_restarts(tmp_path: Pa
         follower = await cl.start(lag)
         live = list(cl.nodes.values())
         await caught_up(live)
+        with trio.fail_after(10):  # counted once the install's turn ended (it may lag)
+            while follower.snapshot_statistics()["received"] < 1:
+                await trio.sleep(0.02)
         st = follower.snapshot_statistics()
         assert st["installed"] >= 1 and st["received"] >= 1 and st["chunks_received"] >= 2
         with trio.fail_after(10):  # the leader counts it once the follower's answer arrives

@@ -60,6 +60,8 @@ async def test_health_and_metrics_move_after_writes(tmp_path: Path) -> None:
         async with rkv.connect(addrs_of(nodes)) as c:
             for i in range(20):
                 await c.put(f"k{i}", f"v{i}")
+            # a put is answered once committed: a linearizable read waits for the apply
+            assert await c.get("k19") == b"v19"
         status, body = await get("127.0.0.1", port, "/metrics")
         after = samples(body)
         assert value(after, "rkv_proposals_total") - value(before, "rkv_proposals_total") >= 20
