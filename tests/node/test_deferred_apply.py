@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from rkv.codec import Cas, Put, Request, encode_request
-from rkv.raft.config import Config
 from rkv.raft.confchange import ConfChange, ConfChangeType
+from rkv.raft.config import Config
 from rkv.raft.types import Message, MessageType, Role
 from rkv.replica import Replica
 from rkv.store.memory import MemoryStore
