@@ -328,7 +328,10 @@ class _Server:
     ) -> Frame | None:
         first = True
         while True:
-            await conn.slots.acquire()
+            try:
+                conn.slots.acquire_nowait()  # the common case, without a task switch
+            except trio.WouldBlock:
+                await conn.slots.acquire()
             try:
                 frame = await conn.fs.receive(
                     idle_timeout=self.idle_timeout, frame_timeout=self.frame_timeout
