@@ -336,7 +336,7 @@ class Node:
                     next_tick = now + tick
             if self.replica.has_ready():
                 await self._handle_ready()
-            self._flush_backlog(now)
+            await self._flush_backlog(now)
             await self._after_turn()
             self.turns += 1
             if now >= next_sweep:
@@ -474,15 +474,19 @@ class Node:
         except StoreFullError as e:
             raise _Fatal(ExitCode.STORE_FULL, f"store full while applying: {e}") from e
 
-    def _flush_backlog(self, now: float) -> None:
+    async def _flush_backlog(self, now: float) -> None:
         """Write the apply backlog once it is apply_delay_seconds old: a follower, or an idle
         leader, must not keep its store (stale reads, snapshots, a restart's replay) behind
-        for long. It is at most Replica.max_backlog_bytes: small enough for the loop."""
+        for long. A large backlog (up to Replica.max_backlog_bytes) is written in a worker
+        thread, like any large transaction."""
         since = self._backlog_since
         if since is None or now < since + self.cfg.apply_delay_seconds:
             return
         try:
-            self._deliver(self.replica.apply_backlog())
+            if self.replica.backlog_bytes <= self.cfg.inline_io_bytes:
+                self._deliver(self.replica.apply_backlog())
+            else:
+                self._deliver(await trio.to_thread.run_sync(self.replica.apply_backlog))
         except StoreFullError as e:
             raise _Fatal(ExitCode.STORE_FULL, f"store full while applying: {e}") from e
         self._backlog_since = None
