@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import os
 import random
 import signal
@@ -109,8 +110,9 @@ class Waiter:
     entry: Entry | None = None
     result: Any = None
     error: RkvError | None = None
-    abandoned: bool = False
-    """The caller gave up (deadline): the raft loop stops tracking it."""
+    deadline: float = math.inf
+    """When the raft loop answers Timeout (request_timeout after the request arrived)."""
+    what: str = "request not done"
 
     def done(self) -> bool:
         return self.event.is_set()
@@ -334,22 +336,25 @@ class Node:
                     next_tick = now + tick
             if self.replica.has_ready():
                 await self._handle_ready()
-            self._flush_backlog(now)
+            await self._flush_backlog(now)
             await self._after_turn()
             self.turns += 1
             if now >= next_sweep:
-                # Callers that gave up (deadline) must not be tracked forever, e.g. a read
-                # whose forwarded request or answer was lost while the leader stayed the same.
-                self.replica.forget(lambda w: w.abandoned)
-                next_sweep = now + 1.0
+                # Requests past their deadline get Timeout here, not from a cancel scope per
+                # request in its handler (that costs more than the rest of a put's wait), and
+                # are no longer tracked: e.g. a read whose forwarded request or answer was
+                # lost while the leader stayed the same.
+                self._sweep(now)
+                next_sweep = now + tick
 
     def _step_inputs(self, batch: Sequence[_Input]) -> None:
+        now = trio.current_time()
         for item in batch:
             if isinstance(item, _Peer):
                 for m in item.messages:
                     self.replica.step(m)
             elif isinstance(item, _Propose):
-                if item.waiter.abandoned:
+                if self._expired(item.waiter, now):
                     continue
                 try:
                     self.replica.propose(item.data, item.waiter, early=item.early)
@@ -360,7 +365,7 @@ class Node:
                 self.replica.step(item.message)
                 self._installs_stepped.append(item.done)
             elif isinstance(item, _Member):
-                if item.waiter.abandoned:
+                if self._expired(item.waiter, now):
                     continue
                 try:
                     if item.change.type == ConfChangeType.PROMOTE:
@@ -378,7 +383,7 @@ class Node:
                 else:
                     item.waiter.event.set()
             else:
-                if item.waiter.abandoned:
+                if self._expired(item.waiter, now):
                     continue
                 try:
                     self.replica.read(item.waiter)
@@ -469,15 +474,19 @@ class Node:
         except StoreFullError as e:
             raise _Fatal(ExitCode.STORE_FULL, f"store full while applying: {e}") from e
 
-    def _flush_backlog(self, now: float) -> None:
+    async def _flush_backlog(self, now: float) -> None:
         """Write the apply backlog once it is apply_delay_seconds old: a follower, or an idle
         leader, must not keep its store (stale reads, snapshots, a restart's replay) behind
-        for long. It is at most Replica.max_backlog_bytes: small enough for the loop."""
+        for long. A large backlog (up to Replica.max_backlog_bytes) is written in a worker
+        thread, like any large transaction."""
         since = self._backlog_since
         if since is None or now < since + self.cfg.apply_delay_seconds:
             return
         try:
-            self._deliver(self.replica.apply_backlog())
+            if self.replica.backlog_bytes <= self.cfg.inline_io_bytes:
+                self._deliver(self.replica.apply_backlog())
+            else:
+                self._deliver(await trio.to_thread.run_sync(self.replica.apply_backlog))
         except StoreFullError as e:
             raise _Fatal(ExitCode.STORE_FULL, f"store full while applying: {e}") from e
         self._backlog_since = None
@@ -644,16 +653,38 @@ class Node:
         return getattr(result, "value", None)
 
     async def _submit(self, item: _Input, w: Waiter, what: str) -> None:
-        """Hand `item` to the raft loop and wait for its waiter `w` within request_timeout;
-        raises Timeout ("`what` within N s"; the loop then forgets `w`) or `w`'s error."""
-        with trio.move_on_after(self.cfg.request_timeout):
-            await self._in_send.send(item)
-            await w.event.wait()
-        if not w.done():
-            w.abandoned = True
-            raise Timeout(f"{what} within {self.cfg.request_timeout} s")
+        """Hand `item` to the raft loop and wait for its waiter `w`; raises `w`'s error, which
+        is Timeout ("`what` within N s") once request_timeout passed: the raft loop answers
+        that (`_expired`, and its sweep every tick), so a request costs no cancel scope."""
+        w.deadline = trio.current_time() + self.cfg.request_timeout
+        w.what = what
+        try:
+            # The inbox nearly always has room: no checkpoint (a task switch) to queue it.
+            self._in_send.send_nowait(item)
+        except trio.WouldBlock:
+            with trio.move_on_at(w.deadline):
+                await self._in_send.send(item)
+                w.what = ""
+            if w.what:  # still not queued at the deadline
+                raise self._timeout(w) from None
+            w.what = what
+        await w.event.wait()
         if w.error is not None:
             raise w.error
+
+    def _sweep(self, now: float) -> None:
+        for w in self.replica.forget(lambda w: w.deadline <= now):
+            self._fail(w, self._timeout(w))
+
+    def _timeout(self, w: Waiter) -> Timeout:
+        return Timeout(f"{w.what} within {self.cfg.request_timeout} s")
+
+    def _expired(self, w: Waiter, now: float) -> bool:
+        """Fail `w` with Timeout if its deadline passed (it waited that long in the inbox)."""
+        if now < w.deadline:
+            return False
+        self._fail(w, self._timeout(w))
+        return True
 
     async def _linearizable(self) -> None:
         w = Waiter()

@@ -487,16 +487,16 @@ class Replica(Generic[T]):
         index = applied - keep
         return index if index > snap else None
 
-    def forget(self, pred: Callable[[T], bool]) -> int:
-        """Stop tracking proposals and reads whose token satisfies `pred` (callers that gave
-        up). A forgotten proposal may still be applied; nobody is told. Returns the count."""
-        gone = [i for i, p in self._proposals.items() if pred(p.token)]
-        for i in gone:
-            del self._proposals[i]
-        reads = [c for c, r in self._reads.items() if pred(r.token)]
-        for c in reads:
-            del self._reads[c]
-        return len(gone) + len(reads)
+    def forget(self, pred: Callable[[T], bool]) -> list[T]:
+        """Stop tracking proposals and reads whose token satisfies `pred` (callers past their
+        deadline). A forgotten proposal may still be applied; nobody is told. Returns the
+        forgotten tokens."""
+        tokens: list[T] = []
+        for i in [i for i, p in self._proposals.items() if pred(p.token)]:
+            tokens.append(self._proposals.pop(i).token)
+        for c in [c for c, r in self._reads.items() if pred(r.token)]:
+            tokens.append(self._reads.pop(c).token)
+        return tokens
 
     def fail_all(self, err: RkvError) -> list[tuple[T, RkvError]]:
         """Drop every pending proposal and read (shutdown)."""

@@ -46,12 +46,13 @@ from rkv.errors import RkvError
 from rkv.net import auth, tls
 from rkv.net.framing import (
     DEFAULT_MAX_FRAME,
+    E_FRAME_TIMEOUT,
     Frame,
     FrameError,
     encode_frame,
     error_frame,
 )
-from rkv.net.stream import FramedStream, IdleTimeout, open_framed
+from rkv.net.stream import FramedStream, open_framed
 
 log = logging.getLogger("rkv.net.rpc")
 
@@ -201,6 +202,8 @@ class _Conn:
     send_ch: trio.MemorySendChannel[bytes]
     inflight: int = 0
     broken: bool = False
+    first: bool = True
+    """No frame read yet (a hello must come first, if any)."""
 
 
 @dataclass(slots=True)
@@ -326,19 +329,43 @@ class _Server:
     async def _reader(
         self, conn: _Conn, handlers: trio.Nursery, oneway: trio.MemorySendChannel[Frame]
     ) -> Frame | None:
-        first = True
+        """Read frames until the connection ends; returns the goodbye frame (an error to send
+        before closing) or None. The idle and frame deadlines live on one cancel scope, re-armed
+        per read (FramedStream.receive's `guard`), not on a new scope per frame."""
         while True:
-            await conn.slots.acquire()
+            with trio.CancelScope() as guard:
+                return await self._read_frames(conn, handlers, oneway, guard)
+            # A deadline passed while waiting for bytes (nothing read is lost).
+            if conn.fs.in_frame:
+                self.stats.frame_errors += 1
+                msg = f"frame not completed within {self.frame_timeout} seconds"
+                log.info("closing %s: %s", conn.info.peer, msg)
+                return error_frame(E_FRAME_TIMEOUT, msg)
+            if conn.inflight > 0:
+                continue  # a client waiting on a slow answer is not idle
+            self.stats.idle_closed += 1
+            return error_frame(E_IDLE, f"no request for {self.idle_timeout} seconds")
+
+    async def _read_frames(
+        self,
+        conn: _Conn,
+        handlers: trio.Nursery,
+        oneway: trio.MemorySendChannel[Frame],
+        guard: trio.CancelScope,
+    ) -> Frame | None:
+        while True:
+            try:
+                conn.slots.acquire_nowait()  # the common case, without a task switch
+            except trio.WouldBlock:
+                guard.deadline = math.inf  # waiting on our own answers is not idleness
+                await conn.slots.acquire()
             try:
                 frame = await conn.fs.receive(
-                    idle_timeout=self.idle_timeout, frame_timeout=self.frame_timeout
+                    idle_timeout=self.idle_timeout, frame_timeout=self.frame_timeout, guard=guard
                 )
-            except IdleTimeout:
+            except trio.Cancelled:
                 conn.slots.release()
-                if conn.inflight > 0:
-                    continue  # a client waiting on a slow answer is not idle
-                self.stats.idle_closed += 1
-                return error_frame(E_IDLE, f"no request for {self.idle_timeout} seconds")
+                raise
             except FrameError as exc:
                 conn.slots.release()
                 self.stats.frame_errors += 1
@@ -356,10 +383,10 @@ class _Server:
                 conn.slots.release()
                 return error_frame(auth.E_AUTH_FAILED, "this node has no cluster token set")
             if frame["t"] == "hello":
-                if not first:
+                if not conn.first:
                     conn.slots.release()
                     return error_frame(E_BAD_HELLO, "hello must be the first frame")
-                first = False
+                conn.first = False
                 claimed = frame.get("node")
                 if conn.info.auth is not None and claimed is not None and claimed != conn.info.auth:
                     conn.slots.release()
@@ -380,10 +407,10 @@ class _Server:
                 else:
                     conn.slots.release()
                 continue
-            if first and self.require_hello:
+            if conn.first and self.require_hello:
                 conn.slots.release()
                 return error_frame(E_HELLO_REQUIRED, "the first frame must be a hello")
-            first = False
+            conn.first = False
             self._enter(conn)
             if "id" in frame:
                 handlers.start_soon(self._handle, conn, frame)

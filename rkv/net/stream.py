@@ -83,8 +83,17 @@ class FramedStream:
             # waits, or raises the error where it is handled.
             return 0
 
+    @property
+    def in_frame(self) -> bool:
+        """Some bytes of a frame have arrived, not all of it."""
+        return self._decoder.in_frame
+
     async def receive(
-        self, *, idle_timeout: float | None = None, frame_timeout: float | None = None
+        self,
+        *,
+        idle_timeout: float | None = None,
+        frame_timeout: float | None = None,
+        guard: trio.CancelScope | None = None,
     ) -> Frame | None:
         """The next frame, or None on a clean EOF (EOF between frames).
 
@@ -93,6 +102,11 @@ class FramedStream:
         (``frame_timeout``: the slowloris guard). Raises IdleTimeout when no frame starts
         within `idle_timeout` seconds of this call. A timeout loses no data: the call can
         be repeated.
+
+        With `guard` (a cancel scope the caller holds around its read loop) the deadlines
+        are set on it instead of on a new scope per wait (a scope costs more than a small
+        frame's receive): a timeout then cancels the caller's scope instead of raising, and
+        `in_frame` tells the frame timeout from the idle one.
         """
         if self._frames:
             return self._frames.popleft()
@@ -117,7 +131,10 @@ class FramedStream:
             else:
                 deadline = frame_started + frame_timeout
             data: bytes | bytearray | None = None
-            if deadline == math.inf:
+            if guard is not None:
+                guard.deadline = deadline
+                data = await self.stream.receive_some(RECEIVE_CHUNK)
+            elif deadline == math.inf:
                 # No deadline, no cancel scope: a scope costs more than the receive itself
                 # (a client's reader waits like this for every answer).
                 data = await self.stream.receive_some(RECEIVE_CHUNK)

@@ -212,3 +212,43 @@ async def test_open_framed_refused() -> None:
         port = s.getsockname()[1]  # bound but not listening: connections are refused
         with pytest.raises(OSError):
             await open_framed("127.0.0.1", port, timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("case", "sends", "cancelled", "in_frame", "after"),
+    [
+        # a frame in time: returned, the guard untouched
+        ("frame in time", [(1, encode_frame({"t": "ok"}))], False, False, 5),
+        # nothing within the idle deadline: the guard's scope is cancelled, between frames
+        ("idle", [], True, False, 5),
+        # half a frame, then silence: the frame deadline (2 s) fires first, inside a frame
+        ("stalled frame", [(1, encode_frame({"t": "x", "pad": b"p" * 50})[:10])], True, True, 3),
+    ],
+)
+async def test_guarded_receive_cancels_the_callers_scope(
+    autojump_clock: trio.testing.MockClock,
+    case: str,
+    sends: list[tuple[float, bytes]],
+    cancelled: bool,
+    in_frame: bool,
+    after: float,
+) -> None:
+    a, b = trio.testing.memory_stream_pair()
+    right = FramedStream(b)
+    got: list[dict[str, object] | None] = []
+
+    async def sender() -> None:
+        for delay, data in sends:
+            await trio.sleep(delay)
+            await a.send_all(data)
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sender)
+        with trio.CancelScope() as guard:
+            got.append(await right.receive(idle_timeout=5, frame_timeout=2, guard=guard))
+    assert guard.cancelled_caught is cancelled, case
+    assert right.in_frame is in_frame, case
+    assert trio.current_time() - start == pytest.approx(after if cancelled else 1), case
+    if not cancelled:
+        assert len(got) == 1 and got[0] is not None and got[0]["t"] == "ok"
