@@ -98,12 +98,19 @@ class Cluster:
         return self.reps[i]
 
 
-def test_put_is_answered_at_commit_and_applied_later() -> None:
+def one_put_committed() -> tuple[Cluster, Replica[str], int]:
+    """A cluster whose leader answered put k=v (token "w", index idx) at commit, nothing
+    else pending: (cluster, leader, idx)."""
     c = Cluster()
     leader = c.elect()
     idx = leader.propose(put(b"k", b"v", 1), "w", early=True)
     c.settle()
     assert c.answered["n1"] == [("w", idx, None)]
+    return c, leader, idx
+
+
+def test_put_is_answered_at_commit_and_applied_later() -> None:
+    c, _, idx = one_put_committed()
     # answered, committed everywhere, applied nowhere yet: nobody needed the store
     for i in IDS:
         assert c.reps[i].raw.status().commit >= idx
@@ -133,10 +140,7 @@ def test_backlog_is_written_with_the_next_log_write() -> None:
 
 
 def test_linearizable_read_waits_for_the_store_and_forces_the_apply() -> None:
-    c = Cluster()
-    leader = c.elect()
-    idx = leader.propose(put(b"k", b"v", 1), "w", early=True)
-    c.settle()
+    c, leader, idx = one_put_committed()
     assert c.stores["n1"].get(b"k") is None
     leader.read("r")
     c.settle()
@@ -145,10 +149,7 @@ def test_linearizable_read_waits_for_the_store_and_forces_the_apply() -> None:
 
 
 def test_follower_read_forces_its_own_apply() -> None:
-    c = Cluster()
-    leader = c.elect()
-    idx = leader.propose(put(b"k", b"v", 1), "w", early=True)
-    c.settle()
+    c, _, idx = one_put_committed()
     follower = c.reps["n2"]
     assert c.stores["n2"].get(b"k") is None
     follower.read("fr")
@@ -193,11 +194,7 @@ def test_what_forces_an_immediate_apply_on_the_leader(case: str, deferred: bool)
 
 
 def test_restart_with_a_backlog_applies_it_exactly_once() -> None:
-    c = Cluster()
-    leader = c.elect()
-    idx = leader.propose(put(b"k", b"v", 1), "w", early=True)
-    c.settle()
-    assert c.answered["n1"] == [("w", idx, None)]
+    c, leader, idx = one_put_committed()
     for restart in range(2):
         store = c.stores["n2"]
         if restart == 0:
