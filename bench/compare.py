@@ -24,7 +24,7 @@ from bench.common import (
     warn_if_tmpfs,
     write_json,
 )
-from bench.loadgen import run_load
+from bench.loadgen import run_fill, run_load
 from bench.stats import load_point, summarize
 
 PREFILL_TIMEOUT = 120.0
@@ -55,19 +55,16 @@ def measure_point(
         pids = [(s.name, s.pid) for s in driver.servers]
         if workload in ("get", "mixed"):
             try:
-                run_load(
+                run_fill(
                     driver.spec(),
                     server_pids=pids,
                     clients=min(16, keys),
                     procs=1,
-                    workload="put",
                     value_size=value_size,
                     keys=keys,
-                    duration=0,
-                    warmup=0,
+                    total=keys,
                     seed=seed,
-                    fill_total=keys,
-                    fill_timeout=PREFILL_TIMEOUT,
+                    timeout=PREFILL_TIMEOUT,
                 )
             except Exception as e:
                 raise PrefillFailed(f"prefill of {keys} keys: {describe_error(e)}") from e

@@ -254,7 +254,8 @@ def run_fill(
     timeout: float,
 ) -> LoadResult:
     """Exactly `total` puts over keys 0..keys-1 (wrapping, so total > keys overwrites), as
-    fast as `clients` closed-loop clients go: the fill of scale, disk and snapinstall."""
+    fast as `clients` closed-loop clients go: the fill of scale, disk and snapinstall, and the
+    prefill of compare's read workloads."""
     return run_load(
         spec,
         server_pids=server_pids,
