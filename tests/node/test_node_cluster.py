@@ -278,3 +278,32 @@ async def test_leader_without_quorum_answers_instead_of_hanging(tmp_path: Path) 
             stale = await c.call({"t": "get", "k": b"k", "stale": True})
             assert stale["t"] == "ok"
         nursery.cancel_scope.cancel()
+
+
+async def test_raft_loop_answers_timeout_and_stops_tracking(tmp_path: Path) -> None:
+    """Request deadlines are kept by the raft loop (no cancel scope per request): a write that
+    cannot commit gets `timeout` naming request_timeout, and the leader forgets it."""
+    cfgs = configs(tmp_path, free_ports(3), request_timeout=1.0, check_quorum=False)
+    async with trio.open_nursery() as nursery:
+        scopes: list[trio.CancelScope] = []
+        nodes: list[Node] = []
+
+        async def run_one(cfg: NodeConfig, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            with trio.CancelScope() as scope:
+                scopes.append(scope)
+                await run_node(cfg, task_status=task_status)
+
+        for cfg in cfgs:
+            nodes.append(await nursery.start(run_one, cfg))
+        leader = await wait_leader(nodes)
+        for node, scope in zip(nodes, scopes, strict=True):
+            if node is not leader:
+                scope.cancel()  # no quorum; without CheckQuorum the leader stays leader
+        async with RpcClient("127.0.0.1", leader.port) as c:
+            with trio.fail_after(10), pytest.raises(RemoteError) as ei:
+                await c.call(put(b"k", b"v", 1))
+        assert ei.value.code == "timeout", ei.value
+        assert "write not committed within 1.0 s" in ei.value.msg
+        assert leader.replica.role.name == "LEADER"
+        assert leader.replica.pending_proposals == 0
+        nursery.cancel_scope.cancel()
