@@ -233,6 +233,51 @@ def test_unpack_limits_are_enforced() -> None:
         codec.unpack(codec.pack("abc"), max_str_len=2)
 
 
+def _spelled_out(data: bytes) -> Any:
+    """msgpack with every option unpack() relies on named (what its fast path leaves to the
+    defaults): the reference the fast path must agree with."""
+    n = len(data)
+    return msgpack.unpackb(
+        data,
+        raw=False,
+        use_list=True,
+        strict_map_key=True,
+        max_bin_len=n,
+        max_str_len=n,
+        max_array_len=n,
+        max_map_len=n,
+        max_ext_len=0,
+    )
+
+
+@settings(max_examples=300)
+@given(st.one_of(msgpack_values.map(lambda v: msgpack.packb(v, use_bin_type=True)), st.binary()))
+def test_unpack_fast_path_agrees_with_every_option_spelled_out(data: bytes) -> None:
+    try:
+        expected = _spelled_out(data)
+    except (ValueError, TypeError, OverflowError, msgpack.UnpackException):
+        with pytest.raises(CodecError):
+            codec.unpack(data)
+    else:
+        assert codec.unpack(data) == expected
+
+
+@given(msgpack_values)
+def test_packb_matches_msgpack(v: Any) -> None:
+    assert codec.packb(v) == msgpack.packb(v, use_bin_type=True)
+
+
+def test_packb_recovers_from_an_error_and_drops_a_large_buffer() -> None:
+    with pytest.raises(TypeError):
+        codec.packb([1, object()])
+    # the failed call left nothing behind in the thread's packer
+    assert codec.packb([1, 2]) == msgpack.packb([1, 2], use_bin_type=True)
+    big = b"x" * (codec._PACKER_KEEP + 1)
+    assert codec.packb(big) == msgpack.packb(big, use_bin_type=True)
+    assert codec._packers.p is None  # not kept: its buffer is as large as the value
+    assert codec.packb(b"y") == msgpack.packb(b"y", use_bin_type=True)
+
+
 def test_pack_refuses_unpackable() -> None:
     with pytest.raises(CodecError):
         codec.pack(object())

@@ -17,6 +17,8 @@ from typing import Any, Final
 
 import msgpack
 
+from rkv.codec import packb
+
 PROTOCOL_VERSION: Final = 1
 DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024
 HEADER_SIZE: Final = 4
@@ -79,7 +81,7 @@ def encode_frame(body: Frame, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
         raise TypeError(f'a frame "id" must be an int, got {rid!r}')
     full = body if body.get("v") == PROTOCOL_VERSION else {**body, "v": PROTOCOL_VERSION}
     try:
-        payload: bytes = msgpack.packb(full, use_bin_type=True)
+        payload = packb(full)
     except (TypeError, ValueError, OverflowError) as exc:
         raise TypeError(f"cannot encode frame {t!r}: {exc}") from exc
     if len(payload) > max_frame:
@@ -103,17 +105,23 @@ def error_frame(code: str, msg: str, rid: int | None = None) -> Frame:
 def decode_body(payload: bytes | bytearray | memoryview, max_frame: int) -> Frame:
     """Decode and validate one frame body (without its header); raises FrameError."""
     try:
-        obj = msgpack.unpackb(
-            payload,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            max_str_len=max_frame,
-            max_bin_len=max_frame,
-            max_array_len=max_frame,
-            max_map_len=max_frame,
-            max_ext_len=0,
-        )
+        if len(payload) <= max_frame:
+            # raw=False, use_list and strict_map_key are msgpack's defaults, and it caps
+            # every length at len(payload) by default; naming them all costs more than
+            # decoding a small frame.
+            obj = msgpack.unpackb(payload, max_ext_len=0)
+        else:
+            obj = msgpack.unpackb(
+                payload,
+                raw=False,
+                use_list=True,
+                strict_map_key=True,
+                max_str_len=max_frame,
+                max_bin_len=max_frame,
+                max_array_len=max_frame,
+                max_map_len=max_frame,
+                max_ext_len=0,
+            )
     except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
         raise FrameError(E_BAD_MSGPACK, f"undecodable body: {exc}") from None
     if not isinstance(obj, dict):
