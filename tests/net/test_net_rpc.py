@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import struct
 from functools import partial
@@ -132,6 +133,50 @@ async def test_timeout_leaves_connection_usable(nursery: trio.Nursery) -> None:
         assert (await client.call({"t": "echo", "x": 1}))["x"] == 1
         stats = client.statistics()
         assert stats["timeouts"] == 1 and stats["pending"] == 0 and stats["connected"]
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        pytest.param(10.0, 0.2, id="shorter-than-any-before"),
+        pytest.param(0.3, 0.3, id="same-timeout"),
+        pytest.param(math.inf, 0.2, id="after-a-call-without-timeout"),
+    ],
+)
+async def test_watchdog_times_out_each_call_at_its_own_deadline(
+    nursery: trio.Nursery, first: float, second: float
+) -> None:
+    """Calls are timed out by the connection's watchdog (no cancel scope per call): a call due
+    before the watchdog's next wake-up must wake it, and one call's timeout must not touch
+    another's."""
+    app = App()
+    port, _ = await start(nursery, app)
+    async with RpcClient(HOST, port) as client, trio.open_nursery() as calls:
+        outcome: dict[str, Any] = {}
+
+        async def long_call() -> None:
+            try:
+                outcome["first"] = await client.call({"t": "gate", "x": 1}, timeout=first)
+            except RpcTimeout:
+                outcome["first"] = "timeout"
+
+        calls.start_soon(long_call)
+        await wait_for(lambda: app.running == 1)
+        t0 = trio.current_time()
+        with pytest.raises(RpcTimeout):
+            await client.call({"t": "forever"}, timeout=second)
+        waited = trio.current_time() - t0
+        assert second * 0.9 <= waited < second + 3  # on time, within a generous margin
+        if first > second + 3:
+            assert "first" not in outcome  # still waiting: its deadline is far off
+            app.gate.set()
+            await wait_for(lambda: "first" in outcome)
+            assert outcome["first"]["x"] == 1
+        else:
+            await wait_for(lambda: "first" in outcome)
+            assert outcome["first"] == "timeout"
+            app.gate.set()
+    assert client.statistics()["pending"] == 0
 
 
 @pytest.mark.parametrize(
