@@ -72,7 +72,7 @@ from rkv.http import Response, serve_http, text
 from rkv.metrics import CONTENT_TYPE, NodeMetrics
 from rkv.net import tls
 from rkv.net.auth import token_fingerprint
-from rkv.net.rpc import ConnInfo, RemoteError, RpcClient, RpcError, ServerStats, serve
+from rkv.net.rpc import Answer, ConnInfo, RemoteError, RpcClient, RpcError, ServerStats, serve
 from rkv.net.transport import PeerTransport
 from rkv.raft.confchange import ConfChange, ConfChangeType
 from rkv.raft.config import Config
@@ -113,9 +113,16 @@ class Waiter:
     deadline: float = math.inf
     """When the raft loop answers Timeout (request_timeout after the request arrived)."""
     what: str = "request not done"
+    on_done: Callable[[Waiter], None] | None = None
+    """Called (by the raft loop) when done, for a request that has no task waiting on `event`."""
 
     def done(self) -> bool:
         return self.event.is_set()
+
+    def finish(self) -> None:
+        self.event.set()
+        if self.on_done is not None:
+            self.on_done(self)
 
 
 @dataclass(slots=True)
@@ -248,6 +255,7 @@ class Node:
                     stats=self.server_stats,
                     token=self.cfg.cluster_token,
                     ssl_context=self._server_ssl,
+                    front_door=self._front_door,
                 )
             )
             if self.cfg.http_port is not None:
@@ -381,7 +389,7 @@ class Node:
                 except ValueError as e:
                     self._fail(item.waiter, BadRequest(_one_line(str(e))))
                 else:
-                    item.waiter.event.set()
+                    item.waiter.finish()
             else:
                 if self._expired(item.waiter, now):
                     continue
@@ -495,17 +503,17 @@ class Node:
         for w, entry, result in out.completed:
             w.entry = entry
             w.result = result
-            w.event.set()
+            w.finish()
         for w, err in out.failed:
             self._fail(w, err)
         for w in out.reads:
-            w.event.set()
+            w.finish()
 
     @staticmethod
     def _fail(w: Waiter, err: RkvError) -> None:
         if not w.event.is_set():
             w.error = err
-            w.event.set()
+            w.finish()
 
     def _send(self, messages: Sequence[Message]) -> None:
         messages = self._divert_snapshots(messages)
@@ -575,12 +583,38 @@ class Node:
             return error_frame(None, BadRequest(f"unknown request type {t!r}"))
         try:
             return await handler(self, frame)
-        except RkvError as e:
-            return error_frame(None, e)
-        except (CodecError, KeyError, TypeError, ValueError) as e:
-            return error_frame(None, BadRequest(_one_line(f"{type(e).__name__}: {e}")))
-        except StoreFullError as e:
-            return error_frame(None, StoreFull(_one_line(str(e))))
+        except (RkvError, CodecError, KeyError, TypeError, ValueError, StoreFullError) as e:
+            return error_frame(None, _as_error(e))
+
+    def _front_door(self, frame: Frame, info: ConnInfo, answer: Answer) -> bool:
+        """Puts, the hot path, without a task each (see rpc.serve's front_door): checked and
+        queued to the raft loop here, answered by the raft loop (Waiter.on_done) once
+        committed, or failed (timeout, lost leadership). Anything else, or a full inbox,
+        takes the usual way."""
+        if frame.get("t") != "put":
+            return False
+        try:
+            data = self._request_data(frame, Put(_bytes(frame, "k"), _bytes(frame, "val")))
+            self._leader_check()
+        except (RkvError, CodecError, KeyError, TypeError, ValueError) as e:
+            answer(_as_error(e))
+            return True
+        t0 = trio.current_time()
+        w = Waiter(deadline=t0 + self.cfg.request_timeout, what="write not committed")
+        w.on_done = partial(self._put_done, answer, t0)
+        try:
+            self._in_send.send_nowait(_Propose(data, w, early=True))
+        except trio.WouldBlock:
+            return False
+        return True
+
+    def _put_done(self, answer: Answer, t0: float, w: Waiter) -> None:
+        if w.error is not None:
+            answer(w.error)
+            return
+        self.metrics.on_commit(trio.current_time() - t0)
+        refused = _refusal(w.result)
+        answer({"t": "ok"} if refused is None else refused)
 
     def _on_raft(self, frame: Frame, info: ConnInfo) -> None:
         hello = info.hello
@@ -631,12 +665,17 @@ class Node:
             raise NotLeader(leader_addr=r.leader_address())
         raise Unavailable("no leader known; retry")
 
-    async def _propose(self, frame: Frame, command: Command) -> Any:
+    @staticmethod
+    def _request_data(frame: Frame, command: Command) -> bytes:
+        """The log entry data of a write: the command with the frame's session and seq."""
         client_id = _bytes(frame, "c", MAX_ID_LEN)
         seq = frame.get("s")
         if type(seq) is not int or seq < 1:
             raise BadRequest("s (seq) must be an integer >= 1")
-        data = encode_request(Request(client_id, seq, command))
+        return encode_request(Request(client_id, seq, command))
+
+    async def _propose(self, frame: Frame, command: Command) -> Any:
+        data = self._request_data(frame, command)
         self._leader_check()
         w = Waiter()
         t0 = trio.current_time()
@@ -646,11 +685,10 @@ class Node:
             _Propose(data, w, early=isinstance(command, Put)), w, "write not committed"
         )
         self.metrics.on_commit(trio.current_time() - t0)
-        result = w.result
-        if result is not None and not getattr(result, "ok", True):
-            err = str(getattr(result, "error", "") or "refused")
-            raise BadRequest(_one_line(err))
-        return getattr(result, "value", None)
+        refused = _refusal(w.result)
+        if refused is not None:
+            raise refused
+        return getattr(w.result, "value", None)
 
     async def _submit(self, item: _Input, w: Waiter, what: str) -> None:
         """Hand `item` to the raft loop and wait for its waiter `w`; raises `w`'s error, which
@@ -1308,6 +1346,22 @@ class Node:
 
 def _data_bytes(entries: Sequence[Entry]) -> int:
     return sum(len(e.data) for e in entries)
+
+
+def _refusal(result: Any) -> BadRequest | None:
+    """The error for a write the state machine refused (its apply result is not ok)."""
+    if result is None or getattr(result, "ok", True):
+        return None
+    return BadRequest(_one_line(str(getattr(result, "error", "") or "refused")))
+
+
+def _as_error(e: Exception) -> RkvError:
+    """What a request handler's exception means for the caller."""
+    if isinstance(e, RkvError):
+        return e
+    if isinstance(e, StoreFullError):
+        return StoreFull(_one_line(str(e)))
+    return BadRequest(_one_line(f"{type(e).__name__}: {e}"))
 
 
 def _one_line(s: str) -> str:

@@ -155,6 +155,9 @@ class ServerStats:
 
 Handler = Callable[[Frame, ConnInfo], Awaitable[Frame | None]]
 HelloHook = Callable[[Frame], None]
+Answer = Callable[[Frame | Exception], None]
+FrontDoor = Callable[[Frame, ConnInfo, Answer], bool]
+"""A synchronous way in for requests that need no task of their own (see `serve`)."""
 
 
 def _peer_name(stream: trio.abc.Stream) -> str:
@@ -204,6 +207,9 @@ class _Conn:
     broken: bool = False
     first: bool = True
     """No frame read yet (a hello must come first, if any)."""
+    taken: int = 0
+    """Requests taken by the front door and not answered yet."""
+    all_answered: trio.Event | None = None
 
 
 @dataclass(slots=True)
@@ -221,6 +227,7 @@ class _Server:
     token: str | bytes | None = None
     ssl_context: ssl.SSLContext | None = None
     handshake_timeout: float = 10.0
+    front_door: FrontDoor | None = None
     refusing: int = 0
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -308,6 +315,10 @@ class _Server:
                     goodbye = await self._reader(conn, handlers, oneway_send)
                 if goodbye is not None:
                     handlers.cancel_scope.cancel()
+                elif conn.taken:
+                    # Like the handler tasks: answers still due are written before the close.
+                    conn.all_answered = trio.Event()
+                    await conn.all_answered.wait()
             # send_ch is closed: the writer flushes what is queued, then returns.
         if conn.broken:
             return None
@@ -413,7 +424,8 @@ class _Server:
             conn.first = False
             self._enter(conn)
             if "id" in frame:
-                handlers.start_soon(self._handle, conn, frame)
+                if self.front_door is None or not self._take(conn, frame):
+                    handlers.start_soon(self._handle, conn, frame)
             else:
                 # Cannot block: every queued frame holds one of max_inflight slots.
                 oneway.send_nowait(frame)
@@ -431,38 +443,80 @@ class _Server:
             # impossible, but dropping is the right answer either way.
             self._done(conn, 1)
 
+    def _take(self, conn: _Conn, frame: Frame) -> bool:
+        """Offer request `frame` to the front door; True if it took it (and will answer)."""
+        assert self.front_door is not None
+        answered = False
+
+        def answer(result: Frame | Exception) -> None:
+            nonlocal answered
+            if answered:
+                return
+            answered = True
+            conn.taken -= 1
+            if conn.taken == 0 and conn.all_answered is not None:
+                conn.all_answered.set()
+            self._reply(conn, frame, result)
+
+        conn.taken += 1
+        try:
+            took = self.front_door(frame, conn.info, answer)
+        except Exception as exc:
+            answer(exc)
+            took = True
+        if not took:
+            conn.taken -= 1
+            return False
+        self.stats.requests += 1
+        return True
+
     async def _handle(self, conn: _Conn, frame: Frame) -> None:
-        rid: int | None = frame.get("id")
-        if rid is None:
+        if frame.get("id") is None:
             self.stats.oneway += 1
         else:
             self.stats.requests += 1
-        data: bytes | None = None
+        result: Frame | Exception | None
         try:
+            result = await self.handler(frame, conn.info)
+        except Exception as exc:
+            result = exc
+        except BaseException:
+            self._done(conn, 1)  # cancelled (the connection closes): nothing to answer
+            raise
+        self._reply(conn, frame, result)
+
+    def _reply(self, conn: _Conn, frame: Frame, result: Frame | Exception | None) -> None:
+        """Answer `frame` with the handler's result (a frame, None for none, or the exception
+        it raised), and give its slot back once that is written (at once if there is none)."""
+        rid: int | None = frame.get("id")
+        data: bytes | None = None
+        bug: Exception | None = None
+        if isinstance(result, (RemoteError, RkvError)):
+            if rid is not None:
+                err = _as_remote(result)
+                data = encode_frame({**err.frame, "id": rid}, self.max_frame)
+            elif isinstance(result, RemoteError):
+                data = encode_frame(result.frame, self.max_frame)
+            else:
+                log.debug("one-way %r from %s failed: %s", frame["t"], conn.info.peer, result)
+        elif isinstance(result, Exception):
+            bug = result
+        elif rid is not None and result is not None:
             try:
-                resp = await self.handler(frame, conn.info)
-                if rid is not None and resp is not None:
-                    data = encode_frame({**resp, "id": rid}, self.max_frame)
-            except (RemoteError, RkvError) as exc:
-                if rid is not None:
-                    err = _as_remote(exc)
-                    data = encode_frame({**err.frame, "id": rid}, self.max_frame)
-                elif isinstance(exc, RemoteError):
-                    data = encode_frame(exc.frame, self.max_frame)
-                else:
-                    log.debug("one-way %r from %s failed: %s", frame["t"], conn.info.peer, exc)
-            except Exception as exc:
-                # A bug in one request must not take the node down; it is logged loudly
-                # and the caller gets an "internal" error instead of a hang.
-                self.stats.handler_errors += 1
-                log.exception("handler failed on %r from %s", frame["t"], conn.info.peer)
-                if rid is not None:
-                    msg = f"{type(exc).__name__}: {exc}"[:1000]
-                    data = encode_frame(error_frame(E_INTERNAL, msg, rid), self.max_frame)
-        finally:
-            if data is None:
-                self._done(conn, 1)
-        if data is not None:
+                data = encode_frame({**result, "id": rid}, self.max_frame)
+            except (TypeError, ValueError) as exc:
+                bug = exc
+        if bug is not None:
+            # A bug in one request must not take the node down; it is logged loudly
+            # and the caller gets an "internal" error instead of a hang.
+            self.stats.handler_errors += 1
+            log.error("handler failed on %r from %s", frame["t"], conn.info.peer, exc_info=bug)
+            if rid is not None:
+                msg = f"{type(bug).__name__}: {bug}"[:1000]
+                data = encode_frame(error_frame(E_INTERNAL, msg, rid), self.max_frame)
+        if data is None:
+            self._done(conn, 1)
+        else:
             self._queue(conn, data)
 
     async def _writer(
@@ -510,9 +564,17 @@ async def serve(
     token: str | bytes | None = None,
     ssl_context: ssl.SSLContext | None = None,
     handshake_timeout: float = 10.0,
+    front_door: FrontDoor | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `handler` on host:port until cancelled; `task_status.started(bound_port)`.
+
+    With `front_door`, each request (a frame with an id) is first offered to
+    `front_door(frame, info, answer)`, called synchronously by the connection's reader. If it
+    returns True it took the request and must call `answer` once, from any task, with the
+    response frame or the exception `handler` would have raised (raising from the front door
+    itself counts as that); the request then costs no task of its own. If it returns False
+    the request goes to `handler` as usual. Its slot is held until the answer is written.
 
     Per connection: frames are read while fewer than `max_inflight_per_conn` requests are
     in flight (then reading stops: back-pressure), each runs `await handler(frame, info)`
@@ -560,6 +622,7 @@ async def serve(
         token=token or None,
         ssl_context=ssl_context,
         handshake_timeout=handshake_timeout,
+        front_door=front_door,
     )
     try:
         bound: int = listeners[0].socket.getsockname()[1]

@@ -476,3 +476,115 @@ async def test_client_that_never_reads_is_cut_off(nursery: trio.Nursery) -> None
     await wait_for(lambda: stats.accepted == 1 and stats.active == 0, timeout=10)
     assert stats.requests == 24
     await raw.aclose()
+
+
+# -- the front door: requests answered without a task each -------------------------------------
+
+
+class FrontDoor:
+    """Takes "fast*" frames: answers them later, from another task, as the frame says."""
+
+    def __init__(self) -> None:
+        self.taken: list[tuple[Frame, Any]] = []
+        self.offered = 0
+
+    def __call__(self, frame: Frame, info: ConnInfo, answer: Any) -> bool:
+        self.offered += 1
+        t = frame["t"]
+        if t == "fast_raise":
+            raise NotLeader(leader_addr="10.0.0.9:7000")
+        if t == "fast_bug":
+            raise ZeroDivisionError("front door bug")
+        if not t.startswith("fast"):
+            return False
+        self.taken.append((frame, answer))
+        return True
+
+    def answer_all(self) -> None:
+        taken, self.taken = self.taken, []
+        for frame, answer in taken:
+            t = frame["t"]
+            if t == "fast_error":
+                answer(RemoteError("bad_request", "refused", {"hint": 1}))
+            elif t == "fast_twice":
+                answer({"t": "ok", "n": 1})
+                answer({"t": "ok", "n": 2})  # ignored: one answer per request
+            else:
+                answer({"t": "ok", "x": frame.get("x")})
+
+
+@pytest.mark.parametrize(
+    ("frame", "expect"),
+    [
+        pytest.param({"t": "fast", "x": 7}, {"t": "ok", "x": 7}, id="answered-later"),
+        pytest.param({"t": "fast_twice"}, {"t": "ok", "n": 1}, id="first-answer-wins"),
+        pytest.param(
+            {"t": "fast_error"},
+            {"t": "error", "code": "bad_request", "msg": "refused", "hint": 1},
+            id="error-answer",
+        ),
+        pytest.param(
+            {"t": "fast_raise"},
+            {"t": "error", "code": "not_leader", "leader_addr": "10.0.0.9:7000"},
+            id="front-door-raises",
+        ),
+        pytest.param({"t": "fast_bug"}, {"t": "error", "code": "internal"}, id="front-door-bug"),
+        pytest.param({"t": "echo", "x": 3}, {"t": "ok", "x": 3}, id="declined-goes-to-handler"),
+    ],
+)
+async def test_front_door_answers_like_the_handler(
+    nursery: trio.Nursery, frame: Frame, expect: Frame
+) -> None:
+    door = FrontDoor()
+    port, stats = await start(nursery, App(), front_door=door)
+    async with RpcClient(HOST, port) as client:
+        async with trio.open_nursery() as calls:
+            got: dict[str, Frame] = {}
+
+            async def call() -> None:
+                try:
+                    got["reply"] = await client.call(frame, timeout=10)
+                except RemoteError as e:
+                    got["reply"] = e.frame
+
+            calls.start_soon(call)
+            await wait_for(lambda: door.offered == 1)
+            door.answer_all()
+        reply = got["reply"]
+        assert {k: reply.get(k) for k in expect} == expect
+        assert door.offered == 1
+        # the slot came back: the connection still serves
+        assert (await client.call({"t": "echo", "x": 9}))["x"] == 9
+    await wait_for(lambda: stats.inflight == 0)
+    assert stats.requests == 2
+
+
+async def test_front_door_slots_bound_what_is_taken(nursery: trio.Nursery) -> None:
+    door = FrontDoor()
+    port, stats = await start(nursery, App(), front_door=door, max_inflight_per_conn=3)
+    async with RpcClient(HOST, port) as client, trio.open_nursery() as calls:
+        for i in range(5):
+            calls.start_soon(partial(client.call, {"t": "fast", "x": i}, timeout=10))
+        await wait_for(lambda: len(door.taken) == 3)
+        await trio.sleep(0.1)
+        assert len(door.taken) == 3  # the reader waits for a slot: back-pressure
+        while door.offered < 5 or door.taken:
+            door.answer_all()
+            await trio.sleep(0.01)
+    assert stats.max_inflight_seen <= 3
+    await wait_for(lambda: stats.inflight == 0)
+
+
+async def test_eof_after_front_door_requests_still_answers_them(nursery: trio.Nursery) -> None:
+    door = FrontDoor()
+    port, _ = await start(nursery, App(), front_door=door)
+    stream = await trio.open_tcp_stream(HOST, port)
+    fs = FramedStream(stream)
+    await fs.send_many([{"t": "fast", "id": 1, "x": "a"}, {"t": "fast", "id": 2, "x": "b"}])
+    await stream.send_eof()
+    await wait_for(lambda: len(door.taken) == 2)
+    await trio.sleep(0.1)  # the server saw the EOF and still waits for the answers
+    door.answer_all()
+    frames = await read_until_eof(stream)
+    await stream.aclose()
+    assert sorted((f["id"], f["x"]) for f in frames) == [(1, "a"), (2, "b")]

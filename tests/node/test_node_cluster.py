@@ -79,8 +79,18 @@ async def test_writes_reads_redirect_and_status(tmp_path: Path) -> None:
         assert answer["t"] == "error" and answer["code"] == "not_leader"
         assert answer["leader_addr"] == leader.cfg.advertise
         # malformed requests are refused with a one-line reason
-        answer = await raw_call(leader.port, {"t": "put", "c": CID, "s": 0, "k": b"k"})
-        assert answer["code"] == "bad_request" and "\n" not in answer["msg"]
+        # (puts take the rpc front door, without a task each: the same answers)
+        for bad in (
+            {"t": "put", "c": CID, "s": 0, "k": b"k", "val": b"v"},  # seq must be >= 1
+            {"t": "put", "c": CID, "s": 1, "k": b"k"},  # no value
+            {"t": "put", "c": CID, "s": 1, "k": "k", "val": b"v"},  # key not bytes
+            {"t": "put", "c": CID, "s": 1, "k": b"", "val": b"v"},  # empty key
+            {"t": "put", "s": 1, "k": b"k", "val": b"v"},  # no session id
+            {"t": "put", "c": CID, "s": True, "k": b"k", "val": b"v"},  # seq not an int
+        ):
+            answer = await raw_call(leader.port, bad)
+            assert answer["t"] == "error" and answer["code"] == "bad_request", bad
+            assert answer["msg"] and "\n" not in answer["msg"]
         answer = await raw_call(leader.port, {"t": "frobnicate"})
         assert answer["code"] == "bad_request"
         # file_meta of a missing file
