@@ -209,6 +209,8 @@ class _Conn:
     """No frame read yet (a hello must come first, if any)."""
     taken: int = 0
     """Requests taken by the front door and not answered yet."""
+    queued: int = 0
+    """Answers handed to the writer task and not written yet."""
     all_answered: trio.Event | None = None
 
 
@@ -436,12 +438,24 @@ class _Server:
         self.stats.max_inflight_seen = max(self.stats.max_inflight_seen, self.stats.inflight)
 
     def _queue(self, conn: _Conn, data: bytes) -> None:
+        if conn.inflight == 1 and conn.queued == 0 and not conn.broken:
+            # The only answer due on this connection, nothing queued before it: write it
+            # from this task when the socket takes it (no wake-up of the writer task).
+            # With more in flight the writer batches them into one write instead.
+            n = conn.fs.try_send_now(data)
+            if n == len(data):
+                self.stats.writes += 1
+                self._done(conn, 1)
+                return
+            data = data[n:]  # the tail must be the next bytes on the wire: queued now
         try:
             conn.send_ch.send_nowait(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.WouldBlock):
             # The writer is gone (connection broken); the slot bound makes WouldBlock
             # impossible, but dropping is the right answer either way.
             self._done(conn, 1)
+            return
+        conn.queued += 1
 
     def _take(self, conn: _Conn, frame: Frame) -> bool:
         """Offer request `frame` to the front door; True if it took it (and will answer)."""
@@ -544,6 +558,7 @@ class _Server:
                     scope.cancel()
                     return
                 finally:
+                    conn.queued -= len(batch)
                     self._done(conn, len(batch))
 
 
