@@ -6,8 +6,9 @@ A frame is a 4-byte big-endian body length followed by ONE msgpack map
 This module owns the byte format, the size cap and the split between *remote* errors
 (`FrameError`: the peer sent garbage; answer with an error frame and close) and *local*
 misuse (`ValueError` / `TypeError` raised to the caller). It does no I/O, knows nothing
-about trio, and must not import rkv's domain objects: msgpack is used directly, with every
-length limit set so that a hostile peer cannot make us allocate more than one frame.
+about trio, and must not import rkv's domain objects: it uses only codec's msgpack helpers
+(`packb`, `unpack`), with every length limit set so that a hostile peer cannot make us
+allocate more than one frame.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from __future__ import annotations
 import struct
 from typing import Any, Final
 
-import msgpack
-
-from rkv.codec import packb
+from rkv.codec import CodecError, packb, unpack
 
 PROTOCOL_VERSION: Final = 1
 DEFAULT_MAX_FRAME: Final = 16 * 1024 * 1024
@@ -105,24 +104,14 @@ def error_frame(code: str, msg: str, rid: int | None = None) -> Frame:
 def decode_body(payload: bytes | bytearray | memoryview, max_frame: int) -> Frame:
     """Decode and validate one frame body (without its header); raises FrameError."""
     try:
-        if len(payload) <= max_frame:
-            # raw=False, use_list and strict_map_key are msgpack's defaults, and it caps
-            # every length at len(payload) by default; naming them all costs more than
-            # decoding a small frame.
-            obj = msgpack.unpackb(payload, max_ext_len=0)
-        else:
-            obj = msgpack.unpackb(
-                payload,
-                raw=False,
-                use_list=True,
-                strict_map_key=True,
-                max_str_len=max_frame,
-                max_bin_len=max_frame,
-                max_array_len=max_frame,
-                max_map_len=max_frame,
-                max_ext_len=0,
-            )
-    except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as exc:
+        obj = unpack(
+            payload,
+            max_bin_len=max_frame,
+            max_str_len=max_frame,
+            max_array_len=max_frame,
+            max_map_len=max_frame,
+        )
+    except CodecError as exc:
         raise FrameError(E_BAD_MSGPACK, f"undecodable body: {exc}") from None
     if not isinstance(obj, dict):
         raise FrameError(E_NOT_A_MAP, f"a frame body must be a map, got {type(obj).__name__}")
