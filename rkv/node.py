@@ -122,7 +122,11 @@ class Waiter:
     def finish(self) -> None:
         self.event.set()
         if self.on_done is not None:
-            self.on_done(self)
+            try:
+                self.on_done(self)
+            except Exception:
+                # A bug in answering one request must not stop the raft loop that calls this.
+                log.exception("answering a request failed")
 
 
 @dataclass(slots=True)

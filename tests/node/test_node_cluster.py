@@ -17,7 +17,7 @@ from rkv.codec import message_to_wire
 from rkv.config import NodeConfig
 from rkv.net.rpc import RemoteError, RpcClient
 from rkv.net.stream import open_framed
-from rkv.node import Node, NodeStartError, run_node
+from rkv.node import Node, NodeStartError, Waiter, run_node
 from rkv.raft.types import Message, MessageType
 from rkv.testing import free_ports as free_ports
 from rkv.testing import local_configs
@@ -317,3 +317,20 @@ async def test_raft_loop_answers_timeout_and_stops_tracking(tmp_path: Path) -> N
         assert leader.replica.role.name == "LEADER"
         assert leader.replica.pending_proposals == 0
         nursery.cancel_scope.cancel()
+
+
+def test_a_failing_answer_callback_does_not_escape_the_raft_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Waiter.finish runs in the raft loop (puts are answered from there): a bug in one
+    answer is logged, the waiter is still done, and the loop goes on."""
+    calls: list[Waiter] = []
+
+    def broken(w: Waiter) -> None:
+        calls.append(w)
+        raise RuntimeError("boom")
+
+    w = Waiter(on_done=broken)
+    w.finish()
+    assert w.done() and calls == [w]
+    assert "answering a request failed" in caplog.text
