@@ -260,23 +260,29 @@ async def test_file_upload_meta_read_and_overwrite_detection(tmp_path: Path) -> 
             assert d["existed"] is True
 
 
+async def leader_alone(nursery: trio.Nursery, cfgs: list[NodeConfig]) -> Node:
+    """Start the cluster, then stop every node but the leader: it is left without quorum."""
+    scopes: list[trio.CancelScope] = []
+    nodes: list[Node] = []
+
+    async def run_one(cfg: NodeConfig, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.CancelScope() as scope:
+            scopes.append(scope)
+            await run_node(cfg, task_status=task_status)
+
+    for cfg in cfgs:
+        nodes.append(await nursery.start(run_one, cfg))
+    leader = await wait_leader(nodes)
+    for node, scope in zip(nodes, scopes, strict=True):
+        if node is not leader:
+            scope.cancel()
+    return leader
+
+
 async def test_leader_without_quorum_answers_instead_of_hanging(tmp_path: Path) -> None:
     cfgs = configs(tmp_path, free_ports(3), request_timeout=1.0)
     async with trio.open_nursery() as nursery:
-        scopes: list[trio.CancelScope] = []
-        nodes: list[Node] = []
-
-        async def run_one(cfg: NodeConfig, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-            with trio.CancelScope() as scope:
-                scopes.append(scope)
-                await run_node(cfg, task_status=task_status)
-
-        for cfg in cfgs:
-            nodes.append(await nursery.start(run_one, cfg))
-        leader = await wait_leader(nodes)
-        for node, scope in zip(nodes, scopes, strict=True):
-            if node is not leader:
-                scope.cancel()  # the followers die: the leader has no quorum
+        leader = await leader_alone(nursery, cfgs)
         async with RpcClient("127.0.0.1", leader.port) as c:
             with trio.fail_after(5), pytest.raises(RemoteError) as ei:
                 await c.call(put(b"k", b"v", 1))
@@ -295,20 +301,7 @@ async def test_raft_loop_answers_timeout_and_stops_tracking(tmp_path: Path) -> N
     cannot commit gets `timeout` naming request_timeout, and the leader forgets it."""
     cfgs = configs(tmp_path, free_ports(3), request_timeout=1.0, check_quorum=False)
     async with trio.open_nursery() as nursery:
-        scopes: list[trio.CancelScope] = []
-        nodes: list[Node] = []
-
-        async def run_one(cfg: NodeConfig, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-            with trio.CancelScope() as scope:
-                scopes.append(scope)
-                await run_node(cfg, task_status=task_status)
-
-        for cfg in cfgs:
-            nodes.append(await nursery.start(run_one, cfg))
-        leader = await wait_leader(nodes)
-        for node, scope in zip(nodes, scopes, strict=True):
-            if node is not leader:
-                scope.cancel()  # no quorum; without CheckQuorum the leader stays leader
+        leader = await leader_alone(nursery, cfgs)  # without CheckQuorum it stays leader
         async with RpcClient("127.0.0.1", leader.port) as c:
             with trio.fail_after(10), pytest.raises(RemoteError) as ei:
                 await c.call(put(b"k", b"v", 1))
