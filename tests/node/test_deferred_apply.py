@@ -8,23 +8,18 @@ sender's durable log when it is sent, and no answer may precede the entry's comm
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 import pytest
 
-from rkv.codec import Cas, Put, Request, encode_request
+from rkv.codec import Cas, Request, encode_request
 from rkv.raft.confchange import ConfChange, ConfChangeType
 from rkv.raft.config import Config
 from rkv.raft.types import Message, MessageType, Role
 from rkv.replica import Replica
 from rkv.store.memory import MemoryStore
 
-IDS = ("n1", "n2", "n3")
-
-
-def put(key: bytes, value: bytes, seq: int, client: bytes = b"c" * 16) -> bytes:
-    return encode_request(Request(client, seq, Put(key, value)))
+from .test_replica import IDS, put, replicas
 
 
 def cas(key: bytes, expected: bytes | None, new: bytes, seq: int) -> bytes:
@@ -33,17 +28,7 @@ def cas(key: bytes, expected: bytes | None, new: bytes, seq: int) -> bytes:
 
 class Cluster:
     def __init__(self, *, max_backlog: int = 4096, seed: int = 1) -> None:
-        self.stores = {i: MemoryStore("c", i, IDS) for i in IDS}
-        self.reps: dict[str, Replica[str]] = {
-            i: Replica(
-                Config(id=i, voters=IDS, election_tick=10, heartbeat_tick=1),
-                self.stores[i],
-                rng=random.Random(seed + k),
-                defer_apply=True,
-                max_backlog=max_backlog,
-            )
-            for k, i in enumerate(IDS)
-        }
+        self.stores, self.reps = replicas(seed, defer_apply=True, max_backlog=max_backlog)
         self.inflight: list[Message] = []
         self.answered: dict[str, list[tuple[str, int, Any]]] = {i: [] for i in IDS}
         """node -> (token, entry index, result) in the order callers were answered."""

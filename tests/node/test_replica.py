@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,21 @@ def put(key: bytes, value: bytes, seq: int = 1, client: bytes = b"c" * 16) -> by
     return encode_request(Request(client, seq, Put(key, value)))
 
 
+def replicas(seed: int = 1, **kw: Any) -> tuple[dict[str, MemoryStore], dict[str, Replica[str]]]:
+    """Three replicas over fresh MemoryStores; `kw` goes to every Replica."""
+    stores = {i: MemoryStore("c", i, IDS) for i in IDS}
+    reps: dict[str, Replica[str]] = {
+        i: Replica(
+            Config(id=i, voters=IDS, election_tick=10, heartbeat_tick=1),
+            stores[i],
+            rng=random.Random(seed + k),
+            **kw,
+        )
+        for k, i in enumerate(IDS)
+    }
+    return stores, reps
+
+
 class Harness:
     """Drives three replicas synchronously, delivering messages unless a filter drops them.
 
@@ -29,16 +45,7 @@ class Harness:
     """
 
     def __init__(self, seed: int = 1) -> None:
-        self.stores = {i: MemoryStore("c", i, IDS) for i in IDS}
-        self.reps: dict[str, Replica[str]] = {
-            i: Replica(
-                Config(id=i, voters=IDS, election_tick=10, heartbeat_tick=1),
-                self.stores[i],
-                rng=random.Random(seed + k),
-                address_of=lambda nid: f"addr-of-{nid}",
-            )
-            for k, i in enumerate(IDS)
-        }
+        self.stores, self.reps = replicas(seed, address_of=lambda nid: f"addr-of-{nid}")
         self.inflight: list[Message] = []
         self.outcomes: dict[str, Outcome[str]] = {i: Outcome() for i in IDS}
         self.drop: Callable[[Message], bool] = lambda m: False
