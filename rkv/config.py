@@ -134,10 +134,12 @@ class NodeConfig:
     """Before each raft-loop turn, wait at most this long for the node's other tasks to turn
     what has arrived into inputs (group commit; 0: take only what is queued already)."""
     apply_delay_seconds: float = 0.01
-    """Committed entries nobody waits on are applied to the store with the next log write
-    (group commit) or after at most this long (0: apply every commit at once). A put is
-    answered once committed; a linearizable read always waits for the store; a stale read may
-    lag by this much."""
+    """Committed entries nobody waits on are applied to the store in batches: a full batch
+    with the next log write (group commit), the rest once no entry has joined it for this
+    long, or once the oldest has waited `apply_max_delay_seconds` (0: apply every commit at
+    once). A put is answered once committed; a linearizable read always waits for the store;
+    a stale read may lag by up to `apply_max_delay_seconds` under load."""
+    apply_max_delay_seconds: float = 0.25
     max_inflight_per_conn: int = 128
     max_msg_bytes: int = 1 << 20
     """Raft max_size_per_msg: bytes of entries in one append message."""
@@ -215,6 +217,12 @@ class NodeConfig:
         _positive("inline_io_bytes", self.inline_io_bytes, 0)
         _positive("gather_seconds", self.gather_seconds, 0, 1)
         _positive("apply_delay_seconds", self.apply_delay_seconds, 0, 1)
+        _positive("apply_max_delay_seconds", self.apply_max_delay_seconds, 0, 10)
+        if self.apply_max_delay_seconds < self.apply_delay_seconds:
+            raise ValueError(
+                f"apply_max_delay_seconds ({self.apply_max_delay_seconds}) must be at least "
+                f"apply_delay_seconds ({self.apply_delay_seconds})"
+            )
         _positive("max_inflight_per_conn", self.max_inflight_per_conn, 1)
         _positive("max_msg_bytes", self.max_msg_bytes, 1)
         _positive("max_inflight_msgs", self.max_inflight_msgs, 1)

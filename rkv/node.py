@@ -198,6 +198,9 @@ class Node:
         )
         self._backlog_since: float | None = None
         """When the replica's apply backlog became non-empty (see _flush_backlog)."""
+        self._backlog_grew = 0.0
+        """When the backlog last grew."""
+        self._backlog_len = 0
         hello = {"cluster": cfg.cluster_id, "node": cfg.id}
         self._server_ssl, self._client_ssl = _ssl_contexts(cfg)
         self._conf = self.replica.raw.conf_state()
@@ -313,7 +316,7 @@ class Node:
             if not batch and not self.replica.has_ready():
                 wake = next_tick
                 if self._backlog_since is not None:
-                    wake = min(wake, self._backlog_since + self.cfg.apply_delay_seconds)
+                    wake = min(wake, self._backlog_due())
                 with trio.move_on_at(wake):
                     batch.append(await self._in_recv.receive())
             if batch and self.cfg.gather_seconds > 0:
@@ -425,10 +428,7 @@ class Node:
         self._deliver(out)
         if ready.committed_entries or ready.snapshot is not None:
             self._check_conf()
-        if replica.backlog == 0:
-            self._backlog_since = None
-        elif self._backlog_since is None:
-            self._backlog_since = trio.current_time()
+        self._note_backlog()
         if out.completed or out.reads:
             with trio.move_on_after(self.cfg.gather_seconds):
                 # Let the answers leave before the next turn can block on the store.
@@ -486,13 +486,35 @@ class Node:
         except StoreFullError as e:
             raise _Fatal(ExitCode.STORE_FULL, f"store full while applying: {e}") from e
 
+    def _note_backlog(self) -> None:
+        n = self.replica.backlog
+        if n == 0:
+            self._backlog_since = None
+        elif n > self._backlog_len:
+            now = trio.current_time()
+            self._backlog_grew = now
+            if self._backlog_since is None:
+                self._backlog_since = now
+        self._backlog_len = n
+
+    def _backlog_due(self) -> float:
+        """When the backlog is to be written: once writes stopped (no entry joined it for
+        apply_delay_seconds and none is under way: a follower, or an idle leader, must not keep
+        its store, which stale reads, snapshots and a restart's replay see, behind for long),
+        or once its oldest entry waited apply_max_delay_seconds. Under load a batch fills up
+        (and goes with a log write) or grows old: a pause between two rounds of requests
+        does not cut it short."""
+        assert self._backlog_since is not None
+        due = self._backlog_since + self.cfg.apply_max_delay_seconds
+        if self.replica.uncommitted:
+            return due
+        return min(due, self._backlog_grew + self.cfg.apply_delay_seconds)
+
     async def _flush_backlog(self, now: float) -> None:
-        """Write the apply backlog once it is apply_delay_seconds old: a follower, or an idle
-        leader, must not keep its store (stale reads, snapshots, a restart's replay) behind
-        for long. A large backlog (up to Replica.max_backlog_bytes) is written in a worker
-        thread, like any large transaction."""
-        since = self._backlog_since
-        if since is None or now < since + self.cfg.apply_delay_seconds:
+        """Write the apply backlog when `_backlog_due`. A large backlog (up to
+        Replica.max_backlog_bytes) is written in a worker thread, like any large
+        transaction."""
+        if self._backlog_since is None or now < self._backlog_due():
             return
         try:
             if self.replica.backlog_bytes <= self.cfg.inline_io_bytes:
@@ -501,7 +523,7 @@ class Node:
                 self._deliver(await trio.to_thread.run_sync(self.replica.apply_backlog))
         except StoreFullError as e:
             raise _Fatal(ExitCode.STORE_FULL, f"store full while applying: {e}") from e
-        self._backlog_since = None
+        self._note_backlog()
 
     def _deliver(self, out: Outcome[Waiter]) -> None:
         for w, entry, result in out.completed:

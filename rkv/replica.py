@@ -120,11 +120,15 @@ class Replica(Generic[T]):
     results)`. `handle_ready()` does the same synchronously, for tests and simple callers.
 
     Deferred apply (`defer_apply=True`, the node runtime's choice): committed entries that
-    nobody waits on are kept in a bounded backlog instead of costing a store transaction (and
-    its flush) of their own. The backlog is written in the next transaction that saves log
-    entries (group commit: free), or by `apply_backlog` (the runtime calls it within a few
-    milliseconds), and at once when a linearizable read, a caller that needs its result, a
-    membership change or a bound asks for it. `applied` is always the store's applied index:
+    nobody waits on are kept in a backlog instead of costing a store transaction (and its
+    flush) of their own, and are applied in batches of up to `max_backlog` entries or
+    `max_backlog_bytes`: once the batch is full, in the next transaction that saves log
+    entries (group commit: no flush of its own), or by `apply_backlog` (the runtime calls it
+    when the backlog stops growing or grows old), and at once when a linearizable read, a
+    caller that needs its result or a membership change asks for it. Until a batch is full,
+    log writes carry only the log: the state machine's share of the work stays out of the
+    path every commit waits on, and one large batch costs less than many small ones (one
+    transaction; and the store writes a batch's keys in key order, which fills LMDB's pages). `applied` is always the store's applied index:
     reads, compaction and snapshots only ever see what the store holds. A crash loses nothing:
     the backlog is committed log, applied again after a restart from the store's applied
     index, exactly once.
@@ -138,8 +142,8 @@ class Replica(Generic[T]):
         rng: random.Random | None = None,
         address_of: Callable[[NodeId], str | None] = lambda _id: None,
         defer_apply: bool = False,
-        max_backlog: int = 4096,
-        max_backlog_bytes: int = 8 << 20,
+        max_backlog: int = 512,
+        max_backlog_bytes: int = 1 << 20,
     ) -> None:
         self.store = store
         hs, _voters = store.initial_state()
@@ -266,6 +270,12 @@ class Replica(Generic[T]):
     def backlog_bytes(self) -> int:
         return self._backlog_bytes
 
+    @property
+    def uncommitted(self) -> bool:
+        """Whether the log holds entries not known to be committed: writes under way."""
+        log = self.raw.raft.log
+        return log.last_index() > log.committed
+
     # -- one Ready -------------------------------------------------------------------------
 
     def has_ready(self) -> bool:
@@ -307,11 +317,19 @@ class Replica(Generic[T]):
 
     def can_group_commit(self, ready: Ready) -> bool:
         """Whether `persist_and_apply` would write `ready` in one transaction (no snapshot,
-        something to save and something to apply: committed entries or the backlog)."""
+        something to save and something to apply now: committed entries that may not wait,
+        see `_may_defer`, or a full backlog)."""
         return (
             ready.snapshot is None
             and bool(ready.committed_entries or self._backlog)
             and self._must_save(ready)
+            and (self._backlog_full() or not self._may_defer(ready.committed_entries))
+        )
+
+    def _backlog_full(self) -> bool:
+        return (
+            len(self._backlog) >= self._max_backlog
+            or self._backlog_bytes >= self._max_backlog_bytes
         )
 
     def persist_and_apply(self, ready: Ready) -> Sequence[Any]:
@@ -379,7 +397,7 @@ class Replica(Generic[T]):
         """Whether `committed` can wait in the backlog: nobody needs the store to hold them
         now. Linearizable reads wait for the store's applied index, callers for their results
         (early ones were answered already), membership changes must be in force once the core
-        counts them applied, and the backlog is bounded."""
+        counts them applied, and the backlog is one batch at most."""
         if not self._defer or self._reads:
             return False
         if len(self._backlog) + len(committed) > self._max_backlog:

@@ -813,11 +813,13 @@ class LmdbStore:
     def _apply_fn(
         self, entries: Sequence[Entry]
     ) -> Callable[[lmdb.Transaction[bytes]], list[ApplyResult]]:
-        return lambda txn: apply_entries(
-            kvdb.LmdbStateTxn(txn, self._live(txn), self._upload_hashes),
-            entries,
-            self._max_sessions,
-        )
+        def apply(txn: lmdb.Transaction[bytes]) -> list[ApplyResult]:
+            state = kvdb.LmdbStateTxn(txn, self._live(txn), self._upload_hashes)
+            results = apply_entries(state, entries, self._max_sessions)
+            state.flush()
+            return results
+
+        return apply
 
     def save_and_apply(
         self, hard_state: HardState | None, entries: Sequence[Entry], committed: Sequence[Entry]

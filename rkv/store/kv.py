@@ -197,7 +197,15 @@ def delete_prefix(txn: lmdb.Transaction[bytes], db: lmdb._Database, prefix: byte
 
 
 class LmdbStateTxn:
-    """commands.StateTxn over one LMDB write transaction."""
+    """commands.StateTxn over one LMDB write transaction.
+
+    Writes to `kv` are held back and written in key order by `flush()`, which the store calls
+    once every entry of the batch is applied (before the commit). Why: LMDB splits a full leaf
+    page in half unless the new key goes at its very end, so keys written in the order puts
+    arrive (nearly sorted, but interleaved by concurrent clients) leave pages about 2/3
+    full, while one sorted batch fills them (docs/bench.md, "RSS at 1M keys"). The buffer
+    holds one apply batch at most (the replica bounds it); reads in the batch see it.
+    """
 
     def __init__(
         self, txn: lmdb.Transaction[bytes], dbs: Dbs, hashes: UploadHashes | None = None
@@ -205,16 +213,31 @@ class LmdbStateTxn:
         self.txn = txn
         self.dbs = dbs
         self.hashes = hashes if hashes is not None else UploadHashes(0)
+        self._kv: dict[bytes, Record | None] = {}
+        """kv writes not yet flushed: key -> record, or None for a delete."""
 
     def get(self, key: bytes) -> Record | None:
+        if key in self._kv:
+            return self._kv[key]
         raw = self.txn.get(key, db=self.dbs.kv)
         return None if raw is None else decode_record(raw)
 
     def put(self, key: bytes, rec: Record) -> None:
-        self.txn.put(key, encode_record(rec), db=self.dbs.kv)
+        self._kv[key] = rec
 
     def delete(self, key: bytes) -> None:
-        self.txn.delete(key, db=self.dbs.kv)
+        self._kv[key] = None
+
+    def flush(self) -> None:
+        """Write the held-back kv writes, in key order."""
+        txn, db, pending = self.txn, self.dbs.kv, self._kv
+        for key in sorted(pending):
+            rec = pending[key]
+            if rec is None:
+                txn.delete(key, db=db)
+            else:
+                txn.put(key, encode_record(rec), db=db)
+        pending.clear()
 
     def manifest(self, key: bytes) -> Manifest | None:
         raw = self.txn.get(manifest_key(key), db=self.dbs.files)

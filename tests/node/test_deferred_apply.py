@@ -108,20 +108,33 @@ def test_put_is_answered_at_commit_and_applied_later() -> None:
         assert c.reps[i].backlog == 0
 
 
-def test_backlog_is_written_with_the_next_log_write() -> None:
-    c = Cluster()
+@pytest.mark.parametrize(
+    ("max_backlog", "with_the_write"),
+    [(2, True), (3, False), (4096, False)],
+)
+def test_a_full_backlog_is_written_with_the_next_log_write(
+    max_backlog: int, with_the_write: bool
+) -> None:
+    """Two committed puts wait in the backlog; the leader's next log write applies them in
+    the same transaction only when they fill a batch (max_backlog)."""
+    c = Cluster(max_backlog=max_backlog)
     leader = c.elect()
-    first = leader.propose(put(b"a", b"1", 1), "w1", early=True)
+    a = leader.propose(put(b"a", b"1", 1), "w1", early=True)
+    b = leader.propose(put(b"b", b"2", 2), "w2", early=True)
     c.settle()
-    assert c.stores["n1"].get(b"a") is None
+    assert c.stores["n1"].get(b"a") is None and leader.backlog == 2
     applies, saves = leader.applies, leader.saves
-    second = leader.propose(put(b"b", b"2", 2), "w2", early=True)
-    c.process()  # the leader's Ready saving `second` also applies the backlog (`first`)
-    assert leader.saves == saves + 1 and leader.applies == applies + 1
-    assert c.stores["n1"].get(b"a") == b"1" and c.stores["n1"].applied_index() >= first
+    third = leader.propose(put(b"c", b"3", 3), "w3", early=True)
+    c.process()  # the leader's Ready that saves `third`
+    assert leader.saves == saves + 1
+    assert leader.applies == applies + with_the_write
+    assert (c.stores["n1"].get(b"a") == b"1") == with_the_write
+    assert (c.stores["n1"].applied_index() >= b) == with_the_write
     c.settle()
-    assert [t for t, _, _ in c.answered["n1"]] == ["w1", "w2"]
-    assert second > first
+    assert [t for t, _, _ in c.answered["n1"]] == ["w1", "w2", "w3"]
+    assert third > b > a
+    leader.apply_backlog()
+    assert [c.stores["n1"].get(k) for k in (b"a", b"b", b"c")] == [b"1", b"2", b"3"]
 
 
 def test_linearizable_read_waits_for_the_store_and_forces_the_apply() -> None:

@@ -20,6 +20,9 @@ SMALL = {
     "snapshot_entries": 60,
     "snapshot_keep_entries": 10,
     "snapshot_chunk_bytes": 8 << 10,
+    # compaction follows the applied index: small apply batches, so that a few hundred
+    # writes compact several times
+    "apply_max_delay_seconds": 0.02,
     "seed": None,
 }
 
