@@ -128,8 +128,9 @@ class Replica(Generic[T]):
     caller that needs its result or a membership change asks for it. Until a batch is full,
     log writes carry only the log: the state machine's share of the work stays out of the
     path every commit waits on, and one large batch costs less than many small ones (one
-    transaction; and the store writes a batch's keys in key order, which fills LMDB's pages). `applied` is always the store's applied index:
-    reads, compaction and snapshots only ever see what the store holds. A crash loses nothing:
+    transaction; and the store writes a batch's keys in key order, which fills LMDB's pages
+    better). `applied` is always the store's applied index: reads, compaction and snapshots
+    only ever see what the store holds. A crash loses nothing:
     the backlog is committed log, applied again after a restart from the store's applied
     index, exactly once.
     """
