@@ -218,11 +218,6 @@ class NodeConfig:
         _positive("gather_seconds", self.gather_seconds, 0, 1)
         _positive("apply_delay_seconds", self.apply_delay_seconds, 0, 1)
         _positive("apply_max_delay_seconds", self.apply_max_delay_seconds, 0, 10)
-        if self.apply_max_delay_seconds < self.apply_delay_seconds:
-            raise ValueError(
-                f"apply_max_delay_seconds ({self.apply_max_delay_seconds}) must be at least "
-                f"apply_delay_seconds ({self.apply_delay_seconds})"
-            )
         _positive("max_inflight_per_conn", self.max_inflight_per_conn, 1)
         _positive("max_msg_bytes", self.max_msg_bytes, 1)
         _positive("max_inflight_msgs", self.max_inflight_msgs, 1)
