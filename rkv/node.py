@@ -609,7 +609,7 @@ class Node:
             return error_frame(None, BadRequest(f"unknown request type {t!r}"))
         try:
             return await handler(self, frame)
-        except (RkvError, CodecError, KeyError, TypeError, ValueError, StoreFullError) as e:
+        except _REQUEST_ERRORS as e:
             return error_frame(None, _as_error(e))
 
     def _front_door(self, frame: Frame, info: ConnInfo, answer: Answer) -> bool:
@@ -622,7 +622,7 @@ class Node:
         try:
             data = self._request_data(frame, Put(_bytes(frame, "k"), _bytes(frame, "val")))
             self._leader_check()
-        except (RkvError, CodecError, KeyError, TypeError, ValueError) as e:
+        except _REQUEST_ERRORS as e:
             answer(_as_error(e))
             return True
         t0 = trio.current_time()
@@ -1379,6 +1379,11 @@ def _refusal(result: Any) -> BadRequest | None:
     if result is None or getattr(result, "ok", True):
         return None
     return BadRequest(_one_line(str(getattr(result, "error", "") or "refused")))
+
+
+_REQUEST_ERRORS = (RkvError, CodecError, KeyError, TypeError, ValueError, StoreFullError)
+"""What a request's own handling may raise for a bad or refused request (`_as_error` says
+what it means for the caller); anything else is a bug, answered as an internal error."""
 
 
 def _as_error(e: Exception) -> RkvError:
