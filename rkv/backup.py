@@ -427,16 +427,20 @@ def _rewrite_identity(d: Path, manifest: dict[str, Any], *, node_id: str, cluste
             snap = SnapshotMeta(index=index, term=term, voters=tuple(voters))
             txn.put(_K_SNAPSHOT, pack(snapshot_meta_to_list(snap)), db=meta)
             txn.put(_K_SNAPSHOT_DATA, b"", db=meta)
+            gen = txn.get(kvdb.GEN_KEY, db=meta) or b"\x00"
+            if gen not in (b"\x00", b"\x01"):
+                raise BackupCorrupt("backup data has a bad state machine generation")
+            live_files = env.open_db(_FILES_DB + _GEN_SUFFIXES[gen[0]], txn=txn)
             # The applied state stands in for the log up to `index`; later entries in the
-            # copy were never applied there (maybe never committed) and are dropped.
-            logdb.delete_from(txn, log_db, 0)
+            # copy were never applied there (maybe never committed) and are dropped. Records
+            # that staged chunks pin are file data, not log: they stay (see rkv.store.kv).
+            pins = kvdb.pinned_keys(txn, live_files, 0, index)
+            logdb.delete_from(txn, log_db, 0, pins)
             # A snapshot staged from a leader (half received) means nothing here.
             txn.delete(kvdb.STAGING_KEY, db=meta)
-            gen = txn.get(kvdb.GEN_KEY, db=meta) or b"\x00"
-            other = _GEN_SUFFIXES[1 - gen[0]] if gen in (b"\x00", b"\x01") else None
-            if other is not None:
-                for name in _SM_DBS:
-                    txn.drop(env.open_db(name + other, txn=txn), delete=False)
+            other = _GEN_SUFFIXES[1 - gen[0]]
+            for name in _SM_DBS:
+                txn.drop(env.open_db(name + other, txn=txn), delete=False)
         env.sync(True)
     except (lmdb.Error, CodecError) as e:
         raise BackupCorrupt(f"the backup's data is not a usable rkv store: {e}") from None

@@ -140,6 +140,11 @@ class _ScrapeCollector(Collector):
         yield _gauge("rkv_store_used_bytes", "Bytes used in the LMDB map.", store.get("used_bytes"))
         yield _gauge("rkv_store_map_bytes", "LMDB map size.", store.get("map_size"))
         yield _gauge(
+            "rkv_store_pinned_bytes",
+            "Staged file chunk bytes kept in log records (file data, not compactable log).",
+            store.get("pinned_bytes"),
+        )
+        yield _gauge(
             "rkv_pending_proposals", "Writes waiting to commit.", stats.get("pending_proposals")
         )
         yield _gauge("rkv_pending_reads", "Linearizable reads waiting.", stats.get("pending_reads"))

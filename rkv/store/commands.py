@@ -103,7 +103,10 @@ class StateTxn(Protocol):
     def put_chunk(self, key: bytes, n: int, data: bytes) -> None: ...
     def delete_chunk(self, key: bytes, n: int) -> None: ...
 
-    def stage_chunk(self, upload_id: bytes, seq: int, key: bytes, data: bytes) -> None: ...
+    def stage_chunk(self, upload_id: bytes, seq: int, key: bytes, data: bytes, index: int) -> None:
+        """Stage (or re-stage) chunk `seq`, carried by the log entry at `index`."""
+        ...
+
     def staged_chunk(self, upload_id: bytes, seq: int) -> tuple[bytes, bytes] | None:
         """(key, data) of a staged chunk."""
         ...
@@ -221,7 +224,7 @@ def execute(txn: StateTxn, cmd: Command, index: int) -> ApplyResult:
     if isinstance(cmd, FileChunk):
         if txn.upload_committed(cmd.upload_id):
             return ApplyResult(ok=False, error=f"upload {cmd.upload_id!r} is already committed")
-        txn.stage_chunk(cmd.upload_id, cmd.seq, cmd.key, cmd.data)
+        txn.stage_chunk(cmd.upload_id, cmd.seq, cmd.key, cmd.data, index)
         return NOOP
     if isinstance(cmd, FileCommit):
         return _file_commit(txn, cmd, index)

@@ -351,18 +351,29 @@ class LmdbStore:
         self._follow_live_gen()
 
     def _check_log_bounds(self, txn: lmdb.Transaction[bytes]) -> int:
-        """The last index; the log must be exactly [snapshot + 1, last] with no hole."""
+        """The last index; the log must be exactly [snapshot + 1, last] with no hole, plus
+        records below it that staged chunks pin (kv.py)."""
+        snap = self._snap.index
+        pinned = kvdb.pinned_keys(txn, self._live(txn).files, 0, snap)
         cur = txn.cursor(db=self._dbs.log)
-        if not cur.last():
-            return self._snap.index
-        last = logdb.key_index(cur.key())
-        cur.first()
+        below = 0
+        found = cur.first()
+        while found and logdb.key_index(cur.key()) <= snap:
+            if cur.key() not in pinned:
+                raise CorruptionError(
+                    f"log record {logdb.key_index(cur.key())} at or below the snapshot "
+                    f"({snap}) is not pinned by a staged chunk"
+                )
+            below += 1
+            found = cur.next()
+        if not found:
+            return snap
         first = logdb.key_index(cur.key())
-        if first != self._snap.index + 1:
-            raise CorruptionError(
-                f"log starts at {first} but the snapshot is at {self._snap.index}"
-            )
-        n = txn.stat(self._dbs.log)["entries"]
+        cur.last()
+        last = logdb.key_index(cur.key())
+        if first != snap + 1:
+            raise CorruptionError(f"log starts at {first} but the snapshot is at {snap}")
+        n = txn.stat(self._dbs.log)["entries"] - below
         if n != last - first + 1:
             raise CorruptionError(f"log [{first}, {last}] has {n} entries")
         return last
@@ -569,11 +580,20 @@ class LmdbStore:
                 if snapshot is not None:
                     txn.put(_K_SNAPSHOT, pack(snapshot_meta_to_list(snapshot.meta)), db=dbs.meta)
                     txn.put(_K_SNAPSHOT_DATA, snapshot.data, db=dbs.meta)
+                    # after an install's swap the live state pins nothing: the old one's
+                    # pinned chunks go with the rest of the log
+                    pins = self._pins(txn, snapshot.meta.index)
                     if keep_log:
-                        logdb.delete_through(txn, dbs.log, snapshot.meta.index)
+                        logdb.delete_through(txn, dbs.log, snapshot.meta.index, pins)
                     else:
-                        logdb.delete_from(txn, dbs.log, 0)
+                        logdb.delete_from(txn, dbs.log, 0, pins)
                 if entries:
+                    if kvdb.pinned_keys(txn, self._live(txn).files, entries[0].index, last):
+                        # committed entries are never replaced (Raft); a pinned one is applied
+                        raise StoreError(
+                            f"save would replace pinned (applied) log entries from "
+                            f"{entries[0].index}"
+                        )
                     logdb.delete_from(txn, dbs.log, entries[0].index)
                     logdb.append(txn, dbs.log, entries)
                 if hard_state is not None:
@@ -607,6 +627,19 @@ class LmdbStore:
                 self._hs = hard_state
             return result
 
+    def _pins(self, txn: lmdb.Transaction[bytes], through: int) -> set[bytes]:
+        """Log keys up to `through` that the live state's staged chunks pin."""
+        return kvdb.pinned_keys(txn, self._live(txn).files, 0, through)
+
+    def _log_start(self, txn: lmdb.Transaction[bytes]) -> int:
+        """The log's first index as of `txn` (the store's cache may be ahead of or behind a
+        transaction run in a worker thread)."""
+        try:
+            raw = _need(txn.get(_K_SNAPSHOT, db=self._dbs.meta), "snapshot meta")
+            return snapshot_meta_from_list(unpack(raw)).index + 1
+        except CodecError as e:
+            raise CorruptionError(f"meta of {self._path}: {e}") from e
+
     # --- log compaction and snapshots ---------------------------------------------------
 
     def compact(self, index: int, conf: ConfState | None = None) -> None:
@@ -631,7 +664,7 @@ class LmdbStore:
             def write(txn: lmdb.Transaction[bytes]) -> None:
                 txn.put(_K_SNAPSHOT, pack(snapshot_meta_to_list(meta)), db=dbs.meta)
                 txn.put(_K_SNAPSHOT_DATA, b"", db=dbs.meta)
-                logdb.delete_through(txn, dbs.log, index)
+                logdb.delete_through(txn, dbs.log, index, self._pins(txn, index))
 
             self._write(write)
             self._snap = meta
@@ -643,7 +676,8 @@ class LmdbStore:
         def size(txn: lmdb.Transaction[bytes]) -> int:
             st = txn.stat(self._dbs.log)
             pages = st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
-            return int(pages * st["psize"])
+            pinned = kvdb.decode_u64("pinned", txn.get(kvdb.PINNED_KEY, db=self._dbs.meta))
+            return max(int(pages * st["psize"]) - pinned, 0)
 
         return self._read(size)
 
@@ -745,6 +779,8 @@ class LmdbStore:
             d = self._gens[st.gen]
             dbs = (d.kv, d.files, d.sessions)
             for code, k, v in records:
+                if code == SNAP_FILES:
+                    kvdb.check_received_files_record(k, v)
                 txn.put(k, v, db=dbs[code])
             st = replace(st, next_seq=seq + 1, records=st.records + len(records))
             txn.put(kvdb.STAGING_KEY, st.encode(), db=self._dbs.meta)
@@ -790,6 +826,7 @@ class LmdbStore:
         for db in (old.kv, old.files, old.sessions):
             txn.drop(db, delete=False)
         txn.delete(kvdb.STAGING_KEY, db=self._dbs.meta)
+        txn.delete(kvdb.PINNED_KEY, db=self._dbs.meta)
         txn.put(kvdb.APPLIED_KEY, _U64.pack(meta.index), db=self._dbs.meta)
         if meta.voters:
             txn.put(kvdb.CONF_KEY, kvdb.encode_conf(meta.conf), db=self._dbs.meta)
@@ -814,7 +851,13 @@ class LmdbStore:
         self, entries: Sequence[Entry]
     ) -> Callable[[lmdb.Transaction[bytes]], list[ApplyResult]]:
         def apply(txn: lmdb.Transaction[bytes]) -> list[ApplyResult]:
-            state = kvdb.LmdbStateTxn(txn, self._live(txn), self._upload_hashes)
+            state = kvdb.LmdbStateTxn(
+                txn,
+                self._live(txn),
+                self._upload_hashes,
+                entries={e.index: e.data for e in entries if len(e.data) >= kvdb.PIN_MIN},
+                log_start=lambda: self._log_start(txn),
+            )
             results = apply_entries(state, entries, self._max_sessions)
             state.flush()
             return results
@@ -866,7 +909,7 @@ class LmdbStore:
         """Chunk n (0-based) of committed file `key`; NotFoundError if there is none."""
         raw = None
         if 0 < len(key) <= MAX_KEY_LEN and 0 <= n < 1 << 32:
-            raw = self._read(lambda txn: kvdb.file_chunk(txn, self._live(txn).files, key, n))
+            raw = self._read(lambda txn: kvdb.file_chunk(txn, self._live(txn), key, n))
         if raw is None:
             raise NotFoundError(f"file {key!r} has no chunk {n}")
         return raw
@@ -882,10 +925,10 @@ class LmdbStore:
         def counts(txn: lmdb.Transaction[bytes]) -> dict[str, int]:
             d = self._live(txn)
             return {
-                "log_entries": txn.stat(d.log)["entries"],
                 "kv_keys": txn.stat(d.kv)["entries"],
                 "files": kvdb.count_prefix(txn, d.files, b"m"),
                 "sessions": txn.stat(d.sessions)["entries"] // 2,
+                "pinned_bytes": kvdb.decode_u64("pinned", txn.get(kvdb.PINNED_KEY, db=d.meta)),
             }
 
         c = self._read(counts)
@@ -895,7 +938,7 @@ class LmdbStore:
         return {
             "first_index": self.first_index(),
             "last_index": self._last,
-            "log_entries": c["log_entries"],
+            "log_entries": self._last - self._snap.index,
             "snapshot_index": self._snap.index,
             "term": self._hs.term,
             "commit": self._hs.commit,
@@ -903,6 +946,7 @@ class LmdbStore:
             "kv_keys": c["kv_keys"],
             "files": c["files"],
             "sessions": c["sessions"],
+            "pinned_bytes": c["pinned_bytes"],
             "map_size": info["map_size"],
             "used_bytes": (info["last_pgno"] + 1) * psize,
         }
@@ -1039,8 +1083,10 @@ class _LmdbSnapshotSource:
                     size = 0
                     while found and size < self._max_chunk:
                         k, v = cur.item()
-                        batch.append((code, k, v))
-                        size += len(k) + len(v)
+                        out = v if code != SNAP_FILES else kvdb.export_files_record(txn, d, k, v)
+                        if out is not None:
+                            batch.append((code, k, out))
+                            size += len(k) + len(out)
                         found = cur.next()
                     cur.close()
                 if not batch:

@@ -9,12 +9,19 @@ Layouts:
 - kv:       user key -> [value, create_index, mod_index, version]
 - files:    b"m" + key -> manifest [size, chunks, sha256, mod_index, create_index, version]
             b"c" + u16 len(key) + key + u32 n -> chunk n (a prefix scan reads them in order)
-            b"s" + u8 len(upload_id) + upload_id + u32 seq -> staged chunk [key, data]
+            b"s" + u8 len(upload_id) + upload_id + u32 seq -> staged chunk: [key, data], or
+            [key, index, length]: the last `length` bytes of the log record at `index` (the
+            chunk's own FileChunk entry, which the staged record pins)
+            b"p" + u64 index -> u64 length: log record `index` is pinned by a staged chunk.
+            Compaction keeps pinned records (below the log's first index they are file data,
+            not log); dropping the staged chunk unpins its record (and deletes it if it was
+            compacted). Each chunk byte is thus written once per node, not twice.
             b"u" + u8 len(upload_id) + upload_id -> key: the upload is committed file key's
             chunks (its manifest names the upload; a commit moves no data)
 - sessions: b"c" + client_id -> [seq, index, ok, value, error]
             b"i" + u64 index + client_id -> b"" (LRU order by applied index, for eviction)
-- meta:     b"applied" -> u64; b"conf" -> [voters, learners] in force at the applied index
+- meta:     b"applied" -> u64; b"pinned" -> u64: the total length of pinned chunks;
+            b"conf" -> [voters, learners] in force at the applied index
             (absent until the first membership change); b"sm_gen" -> 0 or 1 (the live generation: kv/files/sessions or
             kv.1/files.1/sessions.1); b"staging" -> [gen, snapshot meta, next seq, records, done]
 """
@@ -22,13 +29,14 @@ Layouts:
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rkv.codec import CodecError, pack, unpack
 from rkv.raft.types import ConfState
 from rkv.store.commands import ApplyResult, Manifest, Record, Session, UploadHashes
-from rkv.store.errors import CorruptionError
+from rkv.store.errors import CorruptionError, StoreError
 
 if TYPE_CHECKING:
     import lmdb
@@ -44,6 +52,12 @@ CONF_KEY = b"conf"
 """meta: the configuration in force at the applied index (written by apply and install)."""
 STAGING_KEY = b"staging"
 """meta: the snapshot being staged in the other generation, see env.LmdbStore."""
+PINNED_KEY = b"pinned"
+"""meta: the total length of the chunks pinned in the log (log size minus this is what
+compaction can give back)."""
+PIN_MIN = 4096
+"""Chunks shorter than this are staged by copy (a pin per tiny chunk would cost more than
+the copy)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +146,47 @@ def decode_session(raw: bytes) -> Session:
 
 
 def decode_staged(raw: bytes) -> tuple[bytes, bytes]:
+    """A staged chunk stored by copy: (key, data). The only form a snapshot stream carries."""
     f = _fields("staged chunk", raw, 2)
     _checked("staged chunk", type(f[0]) is bytes and type(f[1]) is bytes)
     return f[0], f[1]
+
+
+def decode_staged_any(raw: bytes) -> tuple[bytes, bytes | tuple[int, int]]:
+    """A staged chunk in either form: (key, data) or (key, (log index, length))."""
+    try:
+        f = unpack(raw)
+    except CodecError as e:
+        raise CorruptionError(f"staged chunk: {e}") from e
+    if type(f) is list and len(f) == 3:
+        _checked(
+            "staged chunk",
+            type(f[0]) is bytes and type(f[1]) is int and type(f[2]) is int and f[1] > 0,
+        )
+        return f[0], (f[1], f[2])
+    return decode_staged(raw)
+
+
+def pinned_tail(txn: lmdb.Transaction[bytes], log: lmdb._Database, index: int, n: int) -> bytes:
+    """The last n bytes of log record `index` (a pinned chunk's data)."""
+    raw = txn.get(_U64.pack(index), db=log)
+    if raw is None or len(raw) < n:
+        raise CorruptionError(f"staged chunk: pinned log record {index} is missing or short")
+    return raw[len(raw) - n :]
+
+
+def staged_data(
+    txn: lmdb.Transaction[bytes], log: lmdb._Database, raw: bytes
+) -> tuple[bytes, bytes]:
+    """(key, data) of a staged chunk in either form."""
+    key, data = decode_staged_any(raw)
+    if isinstance(data, tuple):
+        return key, pinned_tail(txn, log, *data)
+    return key, data
+
+
+def pin_key(index: int) -> bytes:
+    return b"p" + _U64.pack(index)
 
 
 def manifest_key(key: bytes) -> bytes:
@@ -209,13 +261,24 @@ class LmdbStateTxn:
     """
 
     def __init__(
-        self, txn: lmdb.Transaction[bytes], dbs: Dbs, hashes: UploadHashes | None = None
+        self,
+        txn: lmdb.Transaction[bytes],
+        dbs: Dbs,
+        hashes: UploadHashes | None = None,
+        *,
+        entries: Mapping[int, bytes] | None = None,
+        log_start: Callable[[], int] | None = None,
     ) -> None:
         self.txn = txn
         self.dbs = dbs
         self.hashes = hashes if hashes is not None else UploadHashes(0)
         self._kv: dict[bytes, Record | None] = {}
         """kv writes not yet flushed: key -> record, or None for a delete."""
+        self._entries = entries if entries is not None else {}
+        """index -> data of the log entries being applied (whose records end with it): a
+        chunk found at the end of its entry's data is staged by pinning the record."""
+        self._log_start = log_start
+        """The log's first index as of this transaction (records below it are pins only)."""
 
     def get(self, key: bytes) -> Record | None:
         if key in self._kv:
@@ -256,9 +319,47 @@ class LmdbStateTxn:
     def delete_chunk(self, key: bytes, n: int) -> None:
         self.txn.delete(chunk_key(key, n), db=self.dbs.files)
 
-    def stage_chunk(self, upload_id: bytes, seq: int, key: bytes, data: bytes) -> None:
-        self.txn.put(staged_key(upload_id, seq), pack([key, data]), db=self.dbs.files)
+    def stage_chunk(self, upload_id: bytes, seq: int, key: bytes, data: bytes, index: int) -> None:
+        skey = staged_key(upload_id, seq)
+        old = self.txn.get(skey, db=self.dbs.files)
+        old_ref = None if old is None else decode_staged_any(old)[1]
+        src = self._entries.get(index)
+        # codec: a FileChunk's data is the last field of its request, which is the last field
+        # of its log record, so the record ends with the chunk; checked, not assumed
+        if (
+            len(data) >= PIN_MIN
+            and src is not None
+            and src.endswith(data)
+            and self.txn.cursor(db=self.dbs.log).set_key(_U64.pack(index))
+        ):
+            if isinstance(old_ref, tuple) and old_ref[0] != index:
+                self._unpin(*old_ref)
+            self.txn.put(skey, pack([key, index, len(data)]), db=self.dbs.files)
+            if not (isinstance(old_ref, tuple) and old_ref[0] == index):
+                self._pin(index, len(data))
+        else:
+            if isinstance(old_ref, tuple):
+                self._unpin(*old_ref)
+            self.txn.put(skey, pack([key, data]), db=self.dbs.files)
         self.hashes.on_stage(upload_id, seq, key, data)
+
+    def _pin(self, index: int, n: int) -> None:
+        self.txn.put(pin_key(index), _U64.pack(n), db=self.dbs.files)
+        self._add_pinned(n)
+
+    def _unpin(self, index: int, n: int) -> None:
+        if not self.txn.delete(pin_key(index), db=self.dbs.files):
+            raise CorruptionError(f"staged chunk refers to log record {index}, which is not pinned")
+        self._add_pinned(-n)
+        if self._log_start is None:
+            raise StoreError("unpinning a chunk needs the log's first index")
+        if index < self._log_start():
+            # compacted: the record was kept for this chunk alone
+            self.txn.delete(_U64.pack(index), db=self.dbs.log)
+
+    def _add_pinned(self, n: int) -> None:
+        total = decode_u64("pinned", self.txn.get(PINNED_KEY, db=self.dbs.meta)) + n
+        self.txn.put(PINNED_KEY, _U64.pack(max(total, 0)), db=self.dbs.meta)
 
     def upload_committed(self, upload_id: bytes) -> bool:
         return self.txn.get(upload_key(upload_id), db=self.dbs.files) is not None
@@ -275,13 +376,25 @@ class LmdbStateTxn:
 
     def staged_chunk(self, upload_id: bytes, seq: int) -> tuple[bytes, bytes] | None:
         raw = self.txn.get(staged_key(upload_id, seq), db=self.dbs.files)
-        return None if raw is None else decode_staged(raw)
+        return None if raw is None else staged_data(self.txn, self.dbs.log, raw)
 
     def staged_count(self, upload_id: bytes) -> int:
         return count_prefix(self.txn, self.dbs.files, staged_prefix(upload_id))
 
     def drop_staged(self, upload_id: bytes) -> None:
-        delete_prefix(self.txn, self.dbs.files, staged_prefix(upload_id))
+        prefix = staged_prefix(upload_id)
+        cur = self.txn.cursor(db=self.dbs.files)
+        refs = []
+        if cur.set_range(prefix):
+            for k, v in cur.iternext():
+                if not k.startswith(prefix):
+                    break
+                ref = decode_staged_any(v)[1]
+                if isinstance(ref, tuple):
+                    refs.append(ref)
+        for ref in refs:
+            self._unpin(*ref)
+        delete_prefix(self.txn, self.dbs.files, prefix)
 
     def session(self, client_id: bytes) -> Session | None:
         raw = self.txn.get(session_key(client_id), db=self.dbs.sessions)
@@ -339,10 +452,9 @@ def scan(
     return out
 
 
-def file_chunk(
-    txn: lmdb.Transaction[bytes], files: lmdb._Database, key: bytes, n: int
-) -> bytes | None:
+def file_chunk(txn: lmdb.Transaction[bytes], dbs: Dbs, key: bytes, n: int) -> bytes | None:
     """Chunk n of committed file `key` (None if there is none), wherever it is stored."""
+    files = dbs.files
     raw = txn.get(manifest_key(key), db=files)
     if raw is None:
         return None
@@ -352,4 +464,42 @@ def file_chunk(
     if not m.upload_id:
         return txn.get(chunk_key(key, n), db=files)
     staged = txn.get(staged_key(m.upload_id, n), db=files)
-    return None if staged is None else decode_staged(staged)[1]
+    return None if staged is None else staged_data(txn, dbs.log, staged)[1]
+
+
+def pinned_keys(
+    txn: lmdb.Transaction[bytes], files: lmdb._Database, lo: int, hi: int
+) -> set[bytes]:
+    """The log keys in [lo, hi] pinned by staged chunks of this generation's `files`."""
+    out: set[bytes] = set()
+    cur = txn.cursor(db=files)
+    if cur.set_range(pin_key(lo)):
+        for k in cur.iternext(keys=True, values=False):
+            if not k.startswith(b"p") or len(k) != 9:
+                break
+            index = int(_U64.unpack_from(k, 1)[0])
+            if index > hi:
+                break
+            out.add(k[1:])
+    return out
+
+
+def export_files_record(txn: lmdb.Transaction[bytes], dbs: Dbs, k: bytes, v: bytes) -> bytes | None:
+    """A `files` record as a snapshot stream carries it: staged chunks by copy (the receiver's
+    log is not ours), pins not at all (None)."""
+    tag = k[:1]
+    if tag == b"p":
+        return None
+    if tag == b"s":
+        key, data = decode_staged_any(v)
+        if isinstance(data, tuple):
+            return pack([key, pinned_tail(txn, dbs.log, *data)])
+    return v
+
+
+def check_received_files_record(k: bytes, v: bytes) -> None:
+    """What export_files_record never sends: a pin, or a staged chunk by reference."""
+    if k[:1] == b"p":
+        raise CorruptionError(f"snapshot files record {k!r}: a pin")
+    if k[:1] == b"s":
+        decode_staged(v)

@@ -98,7 +98,7 @@ class _MemTxn:
     def delete_chunk(self, key: bytes, n: int) -> None:
         self.st.chunks.pop((key, n), None)
 
-    def stage_chunk(self, upload_id: bytes, seq: int, key: bytes, data: bytes) -> None:
+    def stage_chunk(self, upload_id: bytes, seq: int, key: bytes, data: bytes, index: int) -> None:
         self.st.staged.setdefault(upload_id, {})[seq] = (key, data)
         self.hashes.on_stage(upload_id, seq, key, data)
 
@@ -447,6 +447,7 @@ class MemoryStore:
             "kv_keys": len(st.kv),
             "files": len(st.manifests),
             "sessions": len(st.sessions),
+            "pinned_bytes": 0,  # staged chunks are copies here
             "map_size": 0,
             "used_bytes": 0,
         }

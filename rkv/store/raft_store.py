@@ -9,7 +9,7 @@ Must not: open environments or transactions (env.py owns them) or know the state
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import TYPE_CHECKING
 
 from rkv.codec import CodecError, decode_entry, encode_entry
@@ -81,16 +81,32 @@ def read_entries(
     return out
 
 
-def delete_from(txn: lmdb.Transaction[bytes], db: lmdb._Database, index: int) -> None:
-    """Delete every entry with index >= `index`."""
+def delete_from(
+    txn: lmdb.Transaction[bytes],
+    db: lmdb._Database,
+    index: int,
+    keep: Container[bytes] = frozenset(),
+) -> None:
+    """Delete every entry with index >= `index`, except the records whose keys are in `keep`
+    (pinned: see kv.py, staged chunks kept in the log)."""
     cur = txn.cursor(db=db)
-    if cur.set_range(index_key(index)):
-        while cur.delete():
-            pass
+    if not cur.set_range(index_key(index)):
+        return
+    while True:
+        if cur.key() in keep:
+            if not cur.next():
+                return
+        elif not cur.delete():
+            return
 
 
-def delete_through(txn: lmdb.Transaction[bytes], db: lmdb._Database, index: int) -> None:
-    """Delete every entry with index <= `index`."""
+def delete_through(
+    txn: lmdb.Transaction[bytes],
+    db: lmdb._Database,
+    index: int,
+    keep: Container[bytes] = frozenset(),
+) -> None:
+    """Delete every entry with index <= `index`, except the records whose keys are in `keep`."""
     cur = txn.cursor(db=db)
     end = index_key(index)
     if cur.first():
@@ -98,7 +114,10 @@ def delete_through(txn: lmdb.Transaction[bytes], db: lmdb._Database, index: int)
             k = cur.key()
             if not k or k > end:
                 break
-            if not cur.delete():
+            if k in keep:
+                if not cur.next():
+                    break
+            elif not cur.delete():
                 break
 
 

@@ -160,11 +160,15 @@ async def test_lagging_follower_catches_up_by_snapshot_and_restarts(tmp_path: Pa
 
 
 async def test_big_file_upload_compacts_and_streams(tmp_path: Path) -> None:
-    """30 MiB of file chunks: compaction by bytes keeps the log small during the upload, and a
-    follower that missed it gets the file through a snapshot streamed in 256 KiB pieces."""
+    """30 MiB of file chunks: the chunks stay in the log's records as file data (pinned, not
+    copied: docs/snapshots.md), so they never count as log bytes to compact, while compaction
+    by entries goes on; a follower that missed the upload gets the file through a snapshot
+    streamed in 256 KiB pieces."""
     cfgs = configs(
         tmp_path,
         free_ports(3),
+        snapshot_entries=8,
+        snapshot_keep_entries=2,
         snapshot_bytes=4 << 20,
         snapshot_keep_bytes=1 << 20,
         snapshot_chunk_bytes=256 << 10,
@@ -180,6 +184,7 @@ async def test_big_file_upload_compacts_and_streams(tmp_path: Path) -> None:
         data = await upload(leader, 30 << 20, 1 << 20)
         assert leader.snapshot_statistics()["compactions"] >= 3
         assert leader.store.log_bytes() < 12 << 20
+        assert leader.store.stats()["pinned_bytes"] == 30 << 20
         follower = await cl.start(lag)
         await caught_up(list(cl.nodes.values()), timeout=60)
         assert follower.snapshot_statistics()["installed"] >= 1
@@ -189,4 +194,5 @@ async def test_big_file_upload_compacts_and_streams(tmp_path: Path) -> None:
         for n in range(m.chunks):
             got.update(follower.store.read_chunk(b"file", n))
         assert got.digest() == hashlib.sha256(data).digest() == m.sha256
+        assert follower.store.stats()["pinned_bytes"] == 0  # a snapshot carries copies
         nursery.cancel_scope.cancel()
