@@ -49,7 +49,7 @@ DEFAULT_CHUNK_SIZE = 1 << 20
 MAX_CHUNK_SIZE = 8 << 20
 """Chunks travel in one frame; the default frame limit is 16 MiB, so stay well below it."""
 MAX_KEY_LEN = 400
-PIPELINE = 4
+PIPELINE = 8
 """File chunks in flight at once (upload and download): bounds memory to ~PIPELINE chunks."""
 
 Progress = Callable[[int, int | None], None]

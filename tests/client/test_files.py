@@ -207,9 +207,9 @@ class _Sink(io.RawIOBase):
 
 
 async def test_memory_stays_bounded_for_large_files(nursery: trio.Nursery) -> None:
-    """64 MiB up and down with 1 MiB chunks: the peak of Python allocations must stay near
+    """128 MiB up and down with 1 MiB chunks: the peak of Python allocations must stay near
     the pipeline window (a few chunks, their frames and copies), far below the file size."""
-    size, chunk = 64 << 20, 1 << 20
+    size, chunk = 128 << 20, 1 << 20
     vf = _VirtualFiles(size, chunk)
     cluster = FakeCluster(1)
     cluster.handle = vf.handle  # type: ignore[method-assign]
@@ -225,5 +225,8 @@ async def test_memory_stays_bounded_for_large_files(nursery: trio.Nursery) -> No
         tracemalloc.stop()
     assert sink.size == size and sink.h.digest() == vf.sha
     assert vf._next == vf.chunks
-    # Generous: ~PIPELINE chunks on each side of the loopback plus encode/decode copies.
-    assert peak < 32 << 20, f"peak {peak >> 20} MiB for a {size >> 20} MiB file"
+    # Generous: ~PIPELINE chunks on each side of the loopback plus encode/decode copies
+    # (~4 * PIPELINE chunks measured); the file is several times that.
+    bound = (4 * PIPELINE + 8) * chunk
+    assert bound <= size // 3
+    assert peak < bound, f"peak {peak >> 20} MiB for a {size >> 20} MiB file"
