@@ -55,6 +55,8 @@ STAGING_KEY = b"staging"
 PINNED_KEY = b"pinned"
 """meta: the total length of the chunks pinned in the log (log size minus this is what
 compaction can give back)."""
+TAIL_MAX = 64
+"""Most stored keys after an apply batch that LmdbStateTxn lifts to append the batch."""
 PIN_MIN = 4096
 """Chunks shorter than this are staged by copy (a pin per tiny chunk would cost more than
 the copy)."""
@@ -295,13 +297,48 @@ class LmdbStateTxn:
     def flush(self) -> None:
         """Write the held-back kv writes, in key order."""
         txn, db, pending = self.txn, self.dbs.kv, self._kv
-        for key in sorted(pending):
+        keys = sorted(pending)
+        if keys and self._append(keys):
+            pending.clear()
+            return
+        for key in keys:
             rec = pending[key]
             if rec is None:
                 txn.delete(key, db=db)
             else:
                 txn.put(key, encode_record(rec), db=db)
         pending.clear()
+
+    def _append(self, keys: list[bytes]) -> bool:
+        """Write a batch that sorts after all but a few stored keys (at most TAIL_MAX, and
+        at most half the batch) as an append: lift those few, then append batch and tail
+        merged, in order (MDB_APPEND). Why: the batch would otherwise go in just before the
+        tail, on the page that holds it, which LMDB splits in half each time it fills, so
+        keys written in order ahead of even one larger key (a time-ordered fill before a
+        "z" key) leave every page half full; appended, they fill pages. False (nothing
+        written) when the batch does not qualify."""
+        txn, db, pending = self.txn, self.dbs.kv, self._kv
+        limit = min(TAIL_MAX, len(keys) // 2)
+        cur = txn.cursor(db=db)
+        tail: list[tuple[bytes, bytes]] = []
+        if cur.set_range(keys[0]):
+            for item in cur.iternext():
+                if len(tail) == limit:
+                    return False
+                tail.append(item)
+        for k, _ in tail:
+            txn.delete(k, db=db)
+        merged = dict(tail)
+        for k in keys:
+            rec = pending[k]
+            if rec is None:
+                merged.pop(k, None)
+            else:
+                merged[k] = encode_record(rec)
+        for k in sorted(merged):
+            if not cur.put(k, merged[k], append=True):
+                raise StoreError(f"kv append of {k!r} refused")  # pragma: no cover
+        return True
 
     def manifest(self, key: bytes) -> Manifest | None:
         raw = self.txn.get(manifest_key(key), db=self.dbs.files)

@@ -391,3 +391,28 @@ def test_a_batch_of_keys_in_any_order_fills_pages_like_keys_in_order(tmp_path: P
     unsorted = _kv_pages(tmp_path / "unsorted", one_by_one)
     assert batched <= sequential * 1.1, (batched, sequential)
     assert unsorted >= sequential * 1.3, (unsorted, sequential)  # what the sort avoids
+
+
+@pytest.mark.parametrize(
+    ("tail", "fills"),
+    [
+        (1, True),  # a readiness probe, a "z" key: lifted, the batches appended
+        (64, True),  # kv.TAIL_MAX
+        (65, False),  # more: written in place (each page they pass is split in half)
+    ],
+)
+def test_batches_in_order_before_a_few_larger_keys_fill_pages(
+    tmp_path: Path, tail: int, fills: bool
+) -> None:
+    """Batches of keys in order that all sort before a few stored keys (written first) fill
+    pages as if those keys were not there, as long as there are at most TAIL_MAX of them."""
+    n, batch = 4000, 500
+    first = [[10_000_000 + i for i in range(tail)]]  # "key/1000000x" sorts after "key/00xxxx"
+    in_order = [list(range(i, i + batch)) for i in range(0, n, batch)]
+    alone = _kv_pages(tmp_path / "alone", in_order)
+    after_tail = _kv_pages(tmp_path / "tail", first + in_order)
+    tail_pages = _kv_pages(tmp_path / "only", first)
+    if fills:
+        assert after_tail <= (alone + tail_pages) * 1.1, (after_tail, alone, tail_pages)
+    else:
+        assert after_tail >= alone * 1.6, (after_tail, alone)
