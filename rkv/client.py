@@ -49,6 +49,8 @@ DEFAULT_CHUNK_SIZE = 1 << 20
 MAX_CHUNK_SIZE = 8 << 20
 """Chunks travel in one frame; the default frame limit is 16 MiB, so stay well below it."""
 MAX_KEY_LEN = 400
+ABORT_TIMEOUT = 5.0
+"""Seconds a failed upload spends asking the cluster to drop its staged chunks."""
 PIPELINE = 8
 """File chunks in flight at once (upload and download): bounds memory to ~PIPELINE chunks."""
 
@@ -726,31 +728,55 @@ class Client:
             if progress is not None:
                 progress(done, total)
 
-        with _plain_errors():
-            async with trio.open_nursery() as nursery:
-                while True:
-                    await window.acquire()
-                    data = await trio.to_thread.run_sync(f.read, chunk_size)
-                    if not data:
-                        window.release()
-                        break
-                    data = bytes(data)
-                    sha.update(data)
-                    size += len(data)
-                    nursery.start_soon(send, chunks, data)
-                    chunks += 1
-        digest = sha.digest()
-        await self._write(
-            {
-                "t": "file_commit",
-                "k": key,
-                "u": upload_id,
-                "size": size,
-                "chunks": chunks,
-                "sha": digest,
-            },
-            what="upload commit",
-        )
+        try:
+            source_error: Exception | None = None
+            with _plain_errors():
+                async with trio.open_nursery() as nursery:
+                    while True:
+                        await window.acquire()
+                        try:
+                            data = await trio.to_thread.run_sync(f.read, chunk_size)
+                        except Exception as e:
+                            # the source failed: let the chunks in flight land first, so
+                            # that the abort below comes after them in the log
+                            source_error = e
+                            data = b""
+                        if not data:
+                            window.release()
+                            break
+                        data = bytes(data)
+                        sha.update(data)
+                        size += len(data)
+                        nursery.start_soon(send, chunks, data)
+                        chunks += 1
+            if source_error is not None:
+                raise source_error
+            digest = sha.digest()
+            await self._write(
+                {
+                    "t": "file_commit",
+                    "k": key,
+                    "u": upload_id,
+                    "size": size,
+                    "chunks": chunks,
+                    "sha": digest,
+                },
+                what="upload commit",
+            )
+        except BaseException:
+            # Best effort (Ctrl+C and cancellation included): drop what was staged now
+            # rather than when the leader finds the upload idle (upload_ttl_seconds). A commit
+            # that took effect after all is not undone: the abort of a committed upload is
+            # refused. A chunk cancelled in flight may still land after the abort; the
+            # leader's idle check drops it then.
+            # Whatever goes wrong in the abort, the upload's own error is the one to report.
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(ABORT_TIMEOUT),
+                suppress(Exception),
+            ):
+                await self._write({"t": "file_abort", "u": upload_id}, what="upload abort")
+            raise
         if progress is not None:
             progress(size, size)
         return {"size": size, "chunks": chunks, "sha256": digest.hex()}

@@ -525,7 +525,21 @@ class FileDelete:
         _check_key(self.key)
 
 
-Command: TypeAlias = Put | Delete | Cas | FileChunk | FileCommit | FileDelete
+@dataclass(frozen=True, slots=True)
+class FileAbort:
+    """Drop the staged chunks of upload `upload_id` if the last chunk staged for it is still
+    the one at log index `last_index` (0: whichever it is). The leader proposes it for uploads
+    left idle (NodeConfig.upload_ttl_seconds); a client for an upload it gave up."""
+
+    upload_id: bytes
+    last_index: int
+
+    def __post_init__(self) -> None:
+        _bytes(self.upload_id, "upload_id", MAX_ID_LEN)
+        _int(self.last_index, "last index")
+
+
+Command: TypeAlias = Put | Delete | Cas | FileChunk | FileCommit | FileDelete | FileAbort
 
 
 @dataclass(frozen=True, slots=True)
@@ -545,7 +559,8 @@ class Request:
 
 REQUEST_FORMAT = 1
 _TAG_PUT, _TAG_DELETE, _TAG_CAS, _TAG_CHUNK, _TAG_COMMIT, _TAG_FDELETE = 1, 2, 3, 4, 5, 6
-_COMMAND_TAGS = (Put, Delete, Cas, FileChunk, FileCommit, FileDelete)
+_TAG_FABORT = 7
+_COMMAND_TAGS = (Put, Delete, Cas, FileChunk, FileCommit, FileDelete, FileAbort)
 
 
 def _command_fields(c: Command) -> list[Any]:
@@ -561,10 +576,20 @@ def _command_fields(c: Command) -> list[Any]:
         return [_TAG_COMMIT, c.key, c.upload_id, c.size, c.chunks, c.sha256]
     if isinstance(c, FileDelete):
         return [_TAG_FDELETE, c.key]
+    if isinstance(c, FileAbort):
+        return [_TAG_FABORT, c.upload_id, c.last_index]
     _fail(f"unknown command {type(c).__name__}")
 
 
-_ARITY = {_TAG_PUT: 2, _TAG_DELETE: 1, _TAG_CAS: 3, _TAG_CHUNK: 4, _TAG_COMMIT: 5, _TAG_FDELETE: 1}
+_ARITY = {
+    _TAG_PUT: 2,
+    _TAG_DELETE: 1,
+    _TAG_CAS: 3,
+    _TAG_CHUNK: 4,
+    _TAG_COMMIT: 5,
+    _TAG_FDELETE: 1,
+    _TAG_FABORT: 2,
+}
 
 
 def _command_from_fields(tag: object, f: list[Any]) -> Command:
@@ -584,6 +609,8 @@ def _command_from_fields(tag: object, f: list[Any]) -> Command:
             return FileChunk(f[0], f[1], f[2], f[3])
         if tag == _TAG_COMMIT:
             return FileCommit(f[0], f[1], f[2], f[3], f[4])
+        if tag == _TAG_FABORT:
+            return FileAbort(f[0], f[1])
         return FileDelete(f[0])
     except CodecError:
         raise

@@ -168,6 +168,10 @@ class NodeConfig:
     snapshot_keep_bytes: int = 16 << 20
     snapshot_chunk_bytes: int = 1 << 20
     """Size of the pieces a snapshot is streamed to a follower in."""
+    upload_ttl_seconds: float = 3600.0
+    """An upload that staged no chunk for this long (seen by the leader) is aborted: its
+    staged chunks are dropped on every node (0: never). A client that is still uploading
+    after that gets a clear error at commit and uploads again."""
     fault_injection: bool = False
     """Accept `{"t": "fault"}` requests that make this node drop Raft traffic to/from chosen
     peers (for the nemesis harness only). Off unless explicitly enabled: `serve_main` turns
@@ -228,6 +232,7 @@ class NodeConfig:
         if self.http_port is not None:
             _positive("http_port", self.http_port, 0, 65535)
         _positive("snapshot_entries", self.snapshot_entries, 1)
+        _positive("upload_ttl_seconds", self.upload_ttl_seconds, 0)
         _positive("snapshot_bytes", self.snapshot_bytes, 1)
         _positive("snapshot_keep_entries", self.snapshot_keep_entries, 0)
         _positive("snapshot_keep_bytes", self.snapshot_keep_bytes, 0)

@@ -43,6 +43,7 @@ from rkv.codec import (
     CodecError,
     Command,
     Delete,
+    FileAbort,
     FileChunk,
     FileCommit,
     FileDelete,
@@ -788,6 +789,10 @@ class Node:
         await self._propose(f, cmd)
         return {"t": "ok"}
 
+    async def _h_file_abort(self, f: Frame) -> Frame:
+        aborted = await self._propose(f, FileAbort(_bytes(f, "u"), 0))
+        return {"t": "ok", "aborted": bool(aborted)}
+
     async def _h_file_delete(self, f: Frame) -> Frame:
         existed = await self._propose(f, FileDelete(_bytes(f, "k")))
         return {"t": "ok", "existed": bool(existed)}
@@ -1131,6 +1136,7 @@ class Node:
         "file_chunk": _h_file_chunk,
         "file_commit": _h_file_commit,
         "file_delete": _h_file_delete,
+        "file_abort": _h_file_abort,
         "get": _h_get,
         "scan": _h_scan,
         "file_meta": _h_file_meta,
@@ -1180,6 +1186,10 @@ class Node:
         """(sender, transfer id) of the snapshot being staged here."""
         self._installs_stepped: list[trio.Event] = []
         self._next_compaction_check = 0.0
+        self._next_upload_sweep = 0.0
+        self._uploads_seen: dict[bytes, tuple[int, float]] = {}
+        """Uploads in progress, as this node last saw them leading: id -> (index of the last
+        chunk staged, when that was first seen)."""
         self._compaction_floor = 0
         """Snapshot index at the last compaction check."""
         self.snap_stats = {
@@ -1349,6 +1359,7 @@ class Node:
                 ev.set()
             self._installs_stepped.clear()
         now = trio.current_time()
+        self._sweep_uploads(now)
         # Checked every 0.1 s, and at once when the entry bound is crossed (a fast writer
         # can add many entries in 0.1 s).
         if now < self._next_compaction_check and (
@@ -1368,6 +1379,32 @@ class Node:
             return
         self._compaction_floor = index
         self.snap_stats["compactions"] += 1
+
+    def _sweep_uploads(self, now: float) -> None:
+        """Leader, every min(upload_ttl_seconds / 4, 60 s): propose a FileAbort for each
+        upload whose last staged chunk has not changed for upload_ttl_seconds. The abort
+        names that chunk's index, so an upload that moves on meanwhile is kept (replicas
+        decide from the log alone; only the leader looks at a clock)."""
+        ttl = self.cfg.upload_ttl_seconds
+        if not ttl or now < self._next_upload_sweep or self.replica.role != Role.LEADER:
+            return
+        self._next_upload_sweep = now + min(ttl / 4, 60.0)
+        seen: dict[bytes, tuple[int, float]] = {}
+        for upload_id, last in self.store.uploads_in_progress():
+            prev = self._uploads_seen.get(upload_id)
+            since = prev[1] if prev is not None and prev[0] == last else now
+            seen[upload_id] = (last, since)
+            if now - since < ttl:
+                continue
+            w = Waiter(deadline=now + self.cfg.request_timeout)
+            data = encode_request(Request(b"", 0, FileAbort(upload_id, last)))
+            try:
+                # to our own inbox, taken next turn; if it is full, the next sweep retries
+                self._in_send.send_nowait(_Propose(data, w))
+            except trio.WouldBlock:
+                break
+            log.info("%s: aborting upload %r, idle for %.0f s", self.cfg.id, upload_id, now - since)
+        self._uploads_seen = seen
 
 
 def _data_bytes(entries: Sequence[Entry]) -> int:

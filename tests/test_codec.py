@@ -17,6 +17,7 @@ from rkv.codec import (
     ChecksumError,
     CodecError,
     Delete,
+    FileAbort,
     FileChunk,
     FileCommit,
     FileDelete,
@@ -70,6 +71,7 @@ commands = st.one_of(
         FileCommit, keys, ids, u64, st.integers(0, 1 << 32), st.binary(min_size=32, max_size=32)
     ),
     st.builds(FileDelete, keys),
+    st.builds(FileAbort, ids, u64),
 )
 requests = st.builds(Request, client_id=ids, seq=u64, command=commands)
 

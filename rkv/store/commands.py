@@ -20,6 +20,7 @@ from rkv.codec import (
     CodecError,
     Command,
     Delete,
+    FileAbort,
     FileChunk,
     FileCommit,
     FileDelete,
@@ -126,6 +127,12 @@ class StateTxn(Protocol):
         staged for `key` (see UploadHashes); None means: read them."""
         ...
 
+    def upload_activity(self, upload_id: bytes) -> int | None:
+        """The log index of the last chunk staged for an upload in progress (None: none)."""
+        ...
+
+    def set_upload_activity(self, upload_id: bytes, index: int | None) -> None: ...
+
     def session(self, client_id: bytes) -> Session | None: ...
     def put_session(self, client_id: bytes, s: Session, old: Session | None) -> None: ...
     def session_count(self) -> int: ...
@@ -225,7 +232,10 @@ def execute(txn: StateTxn, cmd: Command, index: int) -> ApplyResult:
         if txn.upload_committed(cmd.upload_id):
             return ApplyResult(ok=False, error=f"upload {cmd.upload_id!r} is already committed")
         txn.stage_chunk(cmd.upload_id, cmd.seq, cmd.key, cmd.data, index)
+        txn.set_upload_activity(cmd.upload_id, index)
         return NOOP
+    if isinstance(cmd, FileAbort):
+        return _file_abort(txn, cmd)
     if isinstance(cmd, FileCommit):
         return _file_commit(txn, cmd, index)
     if isinstance(cmd, FileDelete):
@@ -275,6 +285,7 @@ def _file_commit(txn: StateTxn, cmd: FileCommit, index: int) -> ApplyResult:
     # The staged chunks become the file's chunks where they are: a commit costs O(chunks)
     # bookkeeping, not a copy of the file (which would stall the raft loop for seconds).
     txn.set_upload_committed(cmd.upload_id, cmd.key)
+    txn.set_upload_activity(cmd.upload_id, None)
     txn.put_manifest(
         cmd.key,
         Manifest(
@@ -288,6 +299,19 @@ def _file_commit(txn: StateTxn, cmd: FileCommit, index: int) -> ApplyResult:
         ),
     )
     return NOOP
+
+
+def _file_abort(txn: StateTxn, cmd: FileAbort) -> ApplyResult:
+    """value: whether staged chunks were dropped. An upload that staged a chunk since the
+    abort was proposed (its last index moved on) is kept: it is not idle."""
+    if txn.upload_committed(cmd.upload_id):
+        return ApplyResult(value=False)  # its chunks are a file's now
+    if cmd.last_index and txn.upload_activity(cmd.upload_id) != cmd.last_index:
+        return ApplyResult(value=False)
+    staged = txn.staged_count(cmd.upload_id) > 0
+    txn.drop_staged(cmd.upload_id)
+    txn.set_upload_activity(cmd.upload_id, None)
+    return ApplyResult(value=staged)
 
 
 def _drop_chunks(txn: StateTxn, key: bytes, m: Manifest) -> None:

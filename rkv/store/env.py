@@ -899,6 +899,10 @@ class LmdbStore:
             return []
         return self._read(lambda txn: kvdb.scan(txn, self._live(txn).kv, prefix, limit))
 
+    def uploads_in_progress(self) -> list[tuple[bytes, int]]:
+        """(upload id, log index of its last staged chunk) of each upload in progress."""
+        return self._read(lambda txn: kvdb.uploads_in_progress(txn, self._live(txn).files))
+
     def file_manifest(self, key: bytes) -> Manifest | None:
         if not 0 < len(key) <= MAX_KEY_LEN:
             return None

@@ -18,6 +18,8 @@ Layouts:
             compacted). Each chunk byte is thus written once per node, not twice.
             b"u" + u8 len(upload_id) + upload_id -> key: the upload is committed file key's
             chunks (its manifest names the upload; a commit moves no data)
+            b"a" + u8 len(upload_id) + upload_id -> u64: the log index of the last chunk
+            staged for an upload in progress (gone once it is committed or aborted)
 - sessions: b"c" + client_id -> [seq, index, ok, value, error]
             b"i" + u64 index + client_id -> b"" (LRU order by applied index, for eviction)
 - meta:     b"applied" -> u64; b"pinned" -> u64: the total length of pinned chunks;
@@ -213,6 +215,24 @@ def staged_key(upload_id: bytes, seq: int) -> bytes:
 
 def upload_key(upload_id: bytes) -> bytes:
     return b"u" + bytes([len(upload_id)]) + upload_id
+
+
+def activity_key(upload_id: bytes) -> bytes:
+    return b"a" + bytes([len(upload_id)]) + upload_id
+
+
+def uploads_in_progress(
+    txn: lmdb.Transaction[bytes], files: lmdb._Database
+) -> list[tuple[bytes, int]]:
+    """(upload id, index of its last staged chunk) of every upload in progress."""
+    out: list[tuple[bytes, int]] = []
+    cur = txn.cursor(db=files)
+    if cur.set_range(b"a"):
+        for k, v in cur.iternext():
+            if k[:1] != b"a":
+                break
+            out.append((k[2:], decode_u64("upload activity", v)))
+    return out
 
 
 def session_key(client_id: bytes) -> bytes:
@@ -418,7 +438,18 @@ class LmdbStateTxn:
     def staged_count(self, upload_id: bytes) -> int:
         return count_prefix(self.txn, self.dbs.files, staged_prefix(upload_id))
 
+    def upload_activity(self, upload_id: bytes) -> int | None:
+        raw = self.txn.get(activity_key(upload_id), db=self.dbs.files)
+        return None if raw is None else decode_u64("upload activity", raw)
+
+    def set_upload_activity(self, upload_id: bytes, index: int | None) -> None:
+        if index is None:
+            self.txn.delete(activity_key(upload_id), db=self.dbs.files)
+        else:
+            self.txn.put(activity_key(upload_id), _U64.pack(index), db=self.dbs.files)
+
     def drop_staged(self, upload_id: bytes) -> None:
+        self.hashes.forget(upload_id)
         prefix = staged_prefix(upload_id)
         cur = self.txn.cursor(db=self.dbs.files)
         refs = []

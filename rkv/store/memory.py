@@ -43,6 +43,7 @@ from rkv.store.snapshot import DEFAULT_CHUNK_BYTES, ChunkCounter, Staging, batch
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
 
 
 class _State:
@@ -63,6 +64,7 @@ class _State:
         self.staged: dict[bytes, dict[int, tuple[bytes, bytes]]] = {}
         self.sessions: dict[bytes, Session] = {}
         self.uploads: dict[bytes, bytes] = {}  # committed upload id -> file key
+        self.activity: dict[bytes, int] = {}  # upload in progress -> index of its last chunk
         self.staging: Staging | None = None
         self.staged_state: _State | None = None
 
@@ -122,7 +124,17 @@ class _MemTxn:
         return len(self.st.staged.get(upload_id, {}))
 
     def drop_staged(self, upload_id: bytes) -> None:
+        self.hashes.forget(upload_id)
         self.st.staged.pop(upload_id, None)
+
+    def upload_activity(self, upload_id: bytes) -> int | None:
+        return self.st.activity.get(upload_id)
+
+    def set_upload_activity(self, upload_id: bytes, index: int | None) -> None:
+        if index is None:
+            self.st.activity.pop(upload_id, None)
+        else:
+            self.st.activity[upload_id] = index
 
     def session(self, client_id: bytes) -> Session | None:
         return self.st.sessions.get(client_id)
@@ -303,6 +315,7 @@ class MemoryStore:
             st.kv, st.manifests, st.chunks = staged.kv, staged.manifests, staged.chunks
             st.staged, st.sessions = staged.staged, staged.sessions
             st.uploads = staged.uploads
+            st.activity = staged.activity
             self._hashes = UploadHashes()
             st.applied = snapshot.meta.index
             st.conf = snapshot.meta.conf if snapshot.meta.voters else st.conf
@@ -414,6 +427,9 @@ class MemoryStore:
         keys = sorted(k for k in self._st.kv if k.startswith(prefix))[:limit]
         return [(k, self._st.kv[k].value) for k in keys]
 
+    def uploads_in_progress(self) -> list[tuple[bytes, int]]:
+        return sorted(self._st.activity.items())
+
     def file_manifest(self, key: bytes) -> Manifest | None:
         return self._st.manifests.get(key)
 
@@ -495,6 +511,7 @@ def _records(st: _State) -> list[SnapshotRecord]:
     ]
     files += [(SNAP_FILES, layout.chunk_key(k, n), d) for (k, n), d in st.chunks.items()]
     files += [(SNAP_FILES, layout.upload_key(u), k) for u, k in st.uploads.items()]
+    files += [(SNAP_FILES, layout.activity_key(u), _U64.pack(i)) for u, i in st.activity.items()]
     files += [
         (SNAP_FILES, layout.staged_key(u, seq), pack([key, data]))
         for u, chunks in st.staged.items()
@@ -538,4 +555,7 @@ def _decode_record(rec: SnapshotRecord) -> Any:
         return lambda st: st.staged.setdefault(uid, {}).__setitem__(seq, pair)
     if tag == b"u" and len(k) >= 2 and len(k) == 2 + k[1]:
         return lambda st: st.uploads.__setitem__(k[2:], v)
+    if tag == b"a" and len(k) >= 2 and len(k) == 2 + k[1]:
+        i = layout.decode_u64("upload activity", v)
+        return lambda st: st.activity.__setitem__(k[2:], i)
     raise CorruptionError(f"snapshot files key {k!r}")

@@ -89,6 +89,7 @@ FIELDS: dict[str, list[str]] = {
     "file_chunk": ["c", "s", "k", "u", "n", "data"],
     "file_commit": ["c", "s", "k", "u", "size", "chunks", "sha"],
     "file_delete": ["c", "s", "k"],
+    "file_abort": ["c", "s", "u"],
     "get": ["k", "stale"],
     "scan": ["p", "limit", "stale"],
     "file_meta": ["k", "stale"],
