@@ -771,8 +771,8 @@ def serve_cmd(
         min=1,
         help="... or once the log beyond the last snapshot holds this many bytes.",
     ),
-    upload_ttl: float = typer.Option(
-        3600.0,
+    upload_ttl: int = typer.Option(
+        3600,
         "--upload-ttl",
         min=0,
         help="Abort an upload (drop its staged chunks on every node) once it has staged no "
@@ -820,7 +820,7 @@ def serve_cmd(
             tls_ca=tls_ca,
             snapshot_entries=snapshot_entries,
             snapshot_bytes=snapshot_bytes,
-            upload_ttl_seconds=upload_ttl,
+            upload_ttl_seconds=float(upload_ttl),
         )
     except ValueError as exc:
         _fail(Exit.USAGE, f"serve: error: {_one_line(str(exc))}")

@@ -52,6 +52,7 @@ AGREE: list[list[str]] = [
     ["--join", "a:1,b:2", "--learner", "--learner"],
     ["--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem"],
     ["--snapshot-entries", "1", "--snapshot-bytes", "123456789012"],
+    ["--upload-ttl", "0"],
     ["--cluster-token", "0123456789abcdef0", "--peers", ""],
 ]
 
@@ -97,6 +98,8 @@ STEP_ASIDE: list[list[str]] = [
     ["--port="],
     ["--http-port", "65536"],  # out of range
     ["--snapshot-entries", "0"],
+    ["--upload-ttl", "-1"],
+    ["--upload-ttl", "1.5"],
     ["--data-dir", ""],
     ["--peers", "--host"],
     ["extra"],
