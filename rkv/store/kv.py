@@ -277,9 +277,9 @@ class LmdbStateTxn:
     once every entry of the batch is applied (before the commit). Why: LMDB splits a full leaf
     page in half unless the new key goes at its very end, so keys written in the order puts
     arrive (nearly sorted, but interleaved by concurrent clients) leave pages about 2/3
-    full, while one sorted batch fills them, unless a stored key that sorts after the batch
-    is on the same page (docs/bench.md, evening round). The buffer holds one apply batch at
-    most (the replica bounds it); reads in the batch see it.
+    full, while one sorted batch fills them; a sorted batch with a few stored keys after it
+    is appended (`_append`), or it would leave them half full (docs/bench.md). The buffer
+    holds one apply batch at most (the replica bounds it); reads in the batch see it.
     """
 
     def __init__(
