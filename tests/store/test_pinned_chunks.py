@@ -2,8 +2,9 @@
 not copied into the staging table at apply; its staged record names its own log record, which
 compaction then keeps until the chunk is dropped. Checked here: a random program of uploads,
 commits, deletes, compactions and restarts on the LMDB store against the memory twin (which
-copies), the log's bookkeeping after it, snapshot streams and backups out of such a store,
-and the one thing the log must never do to a pinned record (replace it)."""
+copies), the log's bookkeeping after it, snapshot streams out of such a store (backups:
+tests/ops/test_backup.py), and the one thing the log must never do to a pinned record
+(replace it)."""
 
 from __future__ import annotations
 
@@ -245,29 +246,5 @@ def test_a_pinned_entry_is_never_replaced(tmp_path: Path) -> None:
             s.save(HardState(2, "", last), [conflicting])
         assert s.last_index() == last
         assert s.read_chunk(b"file", 2) == PARTS[2]
-    finally:
-        s.close()
-
-
-async def test_a_backup_keeps_pinned_chunks(compacted: LmdbStore, tmp_path: Path) -> None:
-    from rkv.backup import BackupSource, BackupWriter, restore
-
-    src = BackupSource(compacted, tmp_path, {"cluster_id": "c1", "node_id": "n1"})
-    token, manifest = await src.begin()
-    dest = tmp_path / "b.rkvbak"
-    w = BackupWriter(dest, manifest)
-    off = 0
-    while chunk := await src.read(token, off, 1 << 20):
-        w.write(chunk)
-        off += len(chunk)
-    w.finish()
-    src.end(token)
-    restore(dest, tmp_path / "restored", node_id="n:9", cluster_id="rkv-new")
-    from rkv.store import open_store
-
-    s = open_store(tmp_path / "restored", cluster_id="rkv-new", node_id="n:9", voters=["n:9"])
-    try:
-        assert b"".join(s.read_chunk(b"file", n) for n in range(5)) == b"".join(PARTS)
-        assert log_facts(s) == (5, 5, 100_000)
     finally:
         s.close()
