@@ -90,14 +90,8 @@ def delete_from(
     """Delete every entry with index >= `index`, except the records whose keys are in `keep`
     (pinned: see kv.py, staged chunks kept in the log)."""
     cur = txn.cursor(db=db)
-    if not cur.set_range(index_key(index)):
-        return
-    while True:
-        if cur.key() in keep:
-            if not cur.next():
-                return
-        elif not cur.delete():
-            return
+    if cur.set_range(index_key(index)):
+        _delete_run(cur, None, keep)
 
 
 def delete_through(
@@ -108,17 +102,22 @@ def delete_through(
 ) -> None:
     """Delete every entry with index <= `index`, except the records whose keys are in `keep`."""
     cur = txn.cursor(db=db)
-    end = index_key(index)
     if cur.first():
-        while True:
-            k = cur.key()
-            if not k or k > end:
-                break
-            if k in keep:
-                if not cur.next():
-                    break
-            elif not cur.delete():
-                break
+        _delete_run(cur, index_key(index), keep)
+
+
+def _delete_run(cur: lmdb.Cursor[bytes], end: bytes | None, keep: Container[bytes]) -> None:
+    """From the cursor's record on, delete each record up to key `end` (None: the last one)
+    whose key is not in `keep`. A delete moves the cursor to the next record."""
+    while True:
+        k = cur.key()
+        if not k or (end is not None and k > end):
+            return
+        if k in keep:
+            if not cur.next():
+                return
+        elif not cur.delete():
+            return
 
 
 def append(txn: lmdb.Transaction[bytes], db: lmdb._Database, entries: Sequence[Entry]) -> None:
