@@ -49,6 +49,20 @@ class CampaignKind(IntEnum):
     TRANSFER = 2
 
 
+IMMEDIATE_TYPES = frozenset(
+    {
+        MT.APPEND,
+        MT.HEARTBEAT,
+        MT.SNAPSHOT,
+        MT.TIMEOUT_NOW,
+        MT.PRE_VOTE,
+        MT.READ_INDEX,
+        MT.READ_INDEX_RESP,
+    }
+)
+"""Messages that depend on no unpersisted state; every other type leaves a Ready as a
+persisted message, only once that Ready's write is durable (rkv.raft.rawnode)."""
+
 _RESPONSE_TO = {
     MT.APPEND: MT.APPEND_RESP,
     MT.HEARTBEAT: MT.APPEND_RESP,
@@ -96,6 +110,7 @@ class Raft:
         """A leader proposes no membership change until it applied this index (etcd's rule)."""
         self._transfer_after_apply = False
         self.log = RaftLog(storage)
+        self.log.on_rewind = self._on_log_rewound
         if hs.commit:
             if hs.commit > self.log.last_index():
                 raise ValueError(
@@ -163,6 +178,35 @@ class Raft:
     def _send(self, m: Message) -> None:
         self.msgs.append(m)
 
+    # -- messages queued for after the write -------------------------------------------------
+    #
+    # Between two Readies the core queues responses that may leave only once the next write
+    # is durable (votes, append and heartbeat acks). Each promises something about the state
+    # that write makes durable: "I voted for you in term T", "I hold your entries up to i".
+    # If the term changes or the log is rewound before the Ready is taken, the write no
+    # longer holds what the queued message promises: the follower would ack, after persisting
+    # 28@5, an entry 29@4 that a term-5 leader had truncated (issue 14, sim seed 9120063; the
+    # old leader may then count an entry the follower never stored). Such messages are
+    # dropped where the state changes, as canonical/raft drops an AppendEntries result whose
+    # term changed while the entries were being written (canonical/raft#367). Dropping is
+    # always safe (the network may drop any message); the sender retries or has been deposed.
+
+    def _drop_stale_responses(self) -> None:
+        """The term just rose: queued responses of an earlier term promise nothing now."""
+        term = self.term
+        if self.msgs:
+            self.msgs = [m for m in self.msgs if m.type in IMMEDIATE_TYPES or m.term >= term]
+
+    def _on_log_rewound(self, after: int) -> None:
+        """The log from `after` on was replaced (a conflicting append, or a snapshot restore
+        when `after` is the snapshot's index + 1): queued acks of entries there are void."""
+        if self.msgs:
+            self.msgs = [
+                m
+                for m in self.msgs
+                if not (m.type == MT.APPEND_RESP and not m.reject and m.index >= after)
+            ]
+
     def in_lease(self) -> bool:
         """We heard from a leader within the minimum election timeout."""
         return self.leader != NONE and self.election_elapsed < self.cfg.election_tick
@@ -179,6 +223,7 @@ class Raft:
             self.term = term
             self.vote = NONE
             self._transfer_after_apply = False
+            self._drop_stale_responses()
         self.role = Role.FOLLOWER
         self.leader = leader
         self.lead_transferee = NONE
@@ -199,6 +244,7 @@ class Raft:
             raise LogSafetyError("a leader cannot become candidate")
         self.term += 1
         self.vote = self.id
+        self._drop_stale_responses()
         self.role = Role.CANDIDATE
         self.leader = NONE
         self.votes = {}

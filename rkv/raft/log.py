@@ -13,7 +13,7 @@ are never read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rkv.raft.errors import LogSafetyError
 from rkv.raft.storage import Compacted, Storage, StorageError, Unavailable, limit_size
@@ -108,10 +108,13 @@ class Unstable:
 
 
 class RaftLog:
-    __slots__ = ("applied", "committed", "storage", "unstable")
+    __slots__ = ("applied", "committed", "on_rewind", "storage", "unstable")
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
+        self.on_rewind: Callable[[int], None] | None = None
+        """Called with `after` when entries from index `after` on are replaced (a truncating
+        append, or a snapshot restore: its index + 1), before the new state is in place."""
         first = storage.first_index()
         self.unstable = Unstable(storage.last_index() + 1)
         self.committed = first - 1
@@ -275,8 +278,11 @@ class RaftLog:
             raise LogSafetyError(
                 f"append at {after} would truncate committed entries (commit={self.committed})"
             )
-        if after > self.last_index() + 1:
-            raise LogSafetyError(f"append at {after} leaves a gap after {self.last_index()}")
+        last = self.last_index()
+        if after > last + 1:
+            raise LogSafetyError(f"append at {after} leaves a gap after {last}")
+        if after <= last and self.on_rewind is not None:
+            self.on_rewind(after)
         self.unstable.truncate_and_append(entries)
         return self.last_index()
 
@@ -328,4 +334,6 @@ class RaftLog:
                 f"restore to {snap.meta.index} is at or below commit {self.committed}"
             )
         self.committed = snap.meta.index
+        if self.on_rewind is not None:
+            self.on_rewind(snap.meta.index + 1)
         self.unstable.restore(snap)

@@ -1,0 +1,29 @@
+"""Seeds that once failed, replayed with the real core: each was a bug until its root cause
+was found and fixed, and stays here so it cannot come back unnoticed.
+
+A seed's meaning can shift when the simulator's use of randomness changes; the scripted
+tests named beside each seed pin the interleaving itself.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from rkv.sim.cluster import SimParams
+from rkv.sim.runner import run_seed
+
+REGRESSIONS = [
+    # (seed, nodes, membership, what it found; the scripted test that pins it)
+    pytest.param(
+        9120063,
+        5,
+        False,
+        id="ack-of-an-entry-a-newer-leader-truncated (tests/raft/test_stale_responses.py)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("seed", "nodes", "membership"), REGRESSIONS)
+def test_seed_passes(seed: int, nodes: int, membership: bool) -> None:
+    res = run_seed(seed, nodes, params=SimParams(nodes=nodes, membership=membership))
+    assert res.ok, res.failure.report() if res.failure else ""
