@@ -1008,25 +1008,64 @@ def _fast_kwargs(command: Callable[..., Any], args: list[str]) -> dict[str, Any]
 
 @app.command("sim")
 def sim_cmd(
-    seeds: int = typer.Option(100, "--seeds", min=1, help="How many seeds to run."),
-    first_seed: int = typer.Option(1, "--first-seed", help="First seed of the range."),
+    seeds: int | None = typer.Option(
+        None, "--seeds", min=1, help="How many seeds to run (default 100 without --duration)."
+    ),
+    first_seed: int | None = typer.Option(
+        None,
+        "--first-seed",
+        help="First seed of the range (default 1; with --duration a random one, printed).",
+    ),
     nodes: int = typer.Option(3, "--nodes", min=1, help="Cluster size."),
-    as_json: bool = typer.Option(False, "--json", help="End with one JSON summary line."),
-    verbose: bool = typer.Option(
-        False, "--verbose", "-v", help="A line per seed; with --seeds 1 the full event trace."
+    ticks: int | None = typer.Option(
+        None, "--ticks", min=1, help="Length of the faulty phase in ticks (default 1500)."
+    ),
+    compact_every: int = typer.Option(
+        0,
+        "--compact-every",
+        min=0,
+        help="Compact each node's log every N applied entries (snapshots; 0: never).",
     ),
     membership: bool = typer.Option(
         False, "--membership", help="Random membership changes among the faults."
     ),
+    jobs: int = typer.Option(
+        1, "--jobs", "-j", min=1, help="Worker processes to shard the seeds over."
+    ),
+    duration: float | None = typer.Option(
+        None,
+        "--duration",
+        min=0.001,
+        help="Soak: run fresh seeds for this many seconds (with --seeds: whichever ends first).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="End with one JSON summary line."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="A line per seed; with --seeds 1 the full event trace."
+    ),
+    raw_node_factory: str | None = typer.Option(None, "--raw-node-factory", hidden=True),
 ) -> None:
     """Run the deterministic simulator (real Raft core, simulated faults) over many seeds.
 
-    A failing seed prints its trace and how to replay it.
+    A failing seed prints its trace and the `rkv sim` command that replays it.
+
+    Exit code: 0 if every seed passed, 1 if a seed failed or a worker died, 130 if interrupted.
     """
     from rkv.sim.command import run_sim_command
 
     raise typer.Exit(
-        run_sim_command(seeds, first_seed, nodes, as_json, verbose, membership=membership)
+        run_sim_command(
+            seeds,
+            first_seed,
+            nodes,
+            as_json,
+            verbose,
+            ticks=ticks,
+            compact_every=compact_every,
+            membership=membership,
+            jobs=jobs,
+            duration=duration,
+            raw_node_factory=raw_node_factory,
+        )
     )
 
 

@@ -2,6 +2,7 @@
 
 Owns: `run_seed` (build a Cluster for one seed, run it, catch the first InvariantViolation or
 unexpected exception from the core, and package stats, trace and the replay command),
+`replay_command` (the `rkv sim` command line that stands for a seed and its SimParams),
 `SeedResult` and `Failure`. Must not: print (rkv.sim.command does), or read a clock inside a run
 (the caller times runs from outside).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import random
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from rkv.raft.config import Config
@@ -22,19 +23,31 @@ from rkv.sim.statemachine import StateMachine
 DEFAULT = SimParams()
 
 
+# SimParams fields the replay command carries as options, and those that only change how much
+# of the trace is kept (not what the run does)
+_COVERED = frozenset({"nodes", "ticks", "compact_every", "membership", "trace_len", "full_trace"})
+
+
 def replay_command(seed: int, params: SimParams) -> str:
-    """The one command that replays `seed` with `params` exactly."""
-    base = f"--seeds 1 --first-seed {seed} --nodes {params.nodes}"
-    if params.membership:
-        base += " --membership"
-    if params.ticks == DEFAULT.ticks and params.compact_every == DEFAULT.compact_every:
-        return f"rkv sim {base}"
-    # the rkv CLI does not take --ticks or --compact-every; the module entry point does
+    """The one command that replays `seed` with `params` exactly: `rkv sim` with the options
+    (--ticks, --compact-every, --membership) that differ from the defaults. Run-affecting
+    SimParams fields the command line cannot set (tests build such params) are named after a
+    shell comment, so the command still runs but says it is not the whole story."""
+    cmd = f"rkv sim --seeds 1 --first-seed {seed} --nodes {params.nodes}"
     if params.ticks != DEFAULT.ticks:
-        base += f" --ticks {params.ticks}"
+        cmd += f" --ticks {params.ticks}"
     if params.compact_every != DEFAULT.compact_every:
-        base += f" --compact-every {params.compact_every}"
-    return f"python -m rkv.sim {base}"
+        cmd += f" --compact-every {params.compact_every}"
+    if params.membership:
+        cmd += " --membership"
+    other = [
+        f"{f.name}={getattr(params, f.name)!r}"
+        for f in fields(params)
+        if f.name not in _COVERED and getattr(params, f.name) != getattr(DEFAULT, f.name)
+    ]
+    if other:
+        cmd += f"  # not exact: also SimParams({', '.join(other)}), which no option sets"
+    return cmd
 
 
 @dataclass(frozen=True, slots=True)

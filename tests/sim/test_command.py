@@ -56,7 +56,7 @@ def test_failures_exit_1_with_report_and_replay(monkeypatch: pytest.MonkeyPatch)
     assert summary["failures"] == len(summary["failed_seeds"]) > 0
     first = summary["failed_seeds"][0]
     assert f"FAILED seed {first} (3 nodes)" in text
-    assert f"replay: python -m rkv.sim --seeds 1 --first-seed {first} --nodes 3 --ticks 150" in text
+    assert f"replay: rkv sim --seeds 1 --first-seed {first} --nodes 3 --ticks 150" in text
     assert "last 60 events:" in text
 
 
