@@ -91,7 +91,7 @@ def test_replay_command_carries_compaction() -> None:
 
     cmd = replay_command(7, replace(PARAMS, nodes=5))
     assert (
-        cmd == "python -m rkv.sim --seeds 1 --first-seed 7 --nodes 5 --ticks 300 --compact-every 5"
+        cmd == "rkv sim --seeds 1 --first-seed 7 --nodes 5 --ticks 300 --compact-every 5"
     )
     from rkv.sim.__main__ import main
 
