@@ -177,7 +177,7 @@ class _Tally:
     def __post_init__(self) -> None:
         self.totals = dict.fromkeys((*_SUM_KEYS, *(k for k, _ in _MAX_KEYS)), 0)
         if self.duration is not None:
-            self.next_progress = self.started + self.duration / 10
+            self.next_progress = self.started + self._progress_every()
 
     def add(self, res: SeedResult) -> None:
         s = res.stats
@@ -197,12 +197,16 @@ class _Tally:
         elif not self.json_output:
             self._progress()
 
+    def _progress_every(self) -> float:
+        """Soak progress lines: a tenth of the run, between 10 s and a minute apart."""
+        return min(60.0, max(10.0, (self.duration or 0) / 10))
+
     def _progress(self) -> None:
         if self.duration is not None:
             now = time.monotonic()
             if now < self.next_progress:
                 return
-            self.next_progress = now + self.duration / 10
+            self.next_progress = now + self._progress_every()
             elapsed = f", {now - self.started:.0f}s"
         elif self.seeds is not None and self.seeds >= 100 and self.done % (self.seeds // 10) == 0:
             elapsed = ""
