@@ -533,7 +533,7 @@ class Node:
             w.finish()
         for w, err in out.failed:
             self._fail(w, err)
-        for w in out.reads:
+        for w, _index in out.reads:
             w.finish()
 
     @staticmethod

@@ -90,8 +90,9 @@ class Outcome(Generic[T]):
     """(token, entry, apply result) for proposals whose entry was applied."""
     failed: list[tuple[T, RkvError]] = field(default_factory=list)
     """Proposals and reads that can no longer succeed (retry is safe)."""
-    reads: list[T] = field(default_factory=list)
-    """Linearizable reads that may now be served from the local store."""
+    reads: list[tuple[T, int]] = field(default_factory=list)
+    """(token, read index) of linearizable reads that may now be served from the local store
+    (its applied index is at or past the read index)."""
     role_changed: bool = False
     leader_changed: bool = False
 
@@ -141,6 +142,7 @@ class Replica(Generic[T]):
         store: ReplicaStore,
         *,
         rng: random.Random | None = None,
+        raw_node_factory: Callable[[Config, Storage, random.Random], RawNode] = RawNode,
         address_of: Callable[[NodeId], str | None] = lambda _id: None,
         defer_apply: bool = False,
         max_backlog: int = 512,
@@ -156,14 +158,15 @@ class Replica(Generic[T]):
             store.save(hs, [])
         self._durable = (hs.term, hs.vote)
         """Term and vote of the last saved hard state."""
-        self.raw = RawNode(config, store, rng if rng is not None else random.Random())
+        rng = rng if rng is not None else random.Random()
+        self.raw = raw_node_factory(config, store, rng)
         self.id = config.id
         self._address_of = address_of
         self._proposals: dict[int, _Pending[T]] = {}
         self._reads: dict[bytes, _Read[T]] = {}
         self._fail_later: list[tuple[T, RkvError]] = []
         self._read_ids = itertools.count(1)
-        self._read_prefix = random.Random().getrandbits(32).to_bytes(4, "big")
+        self._read_prefix = rng.getrandbits(32).to_bytes(4, "big")
         self.applied = store.applied_index()
         """The store's applied index (the backlog lies beyond it)."""
         self._defer = defer_apply
@@ -466,7 +469,7 @@ class Replica(Generic[T]):
             for ctx, r in list(self._reads.items()):
                 if r.index is not None and r.index <= self.applied:
                     del self._reads[ctx]
-                    out.reads.append(r.token)
+                    out.reads.append((r.token, r.index))
 
     def handle_ready(
         self, send: Callable[[Sequence[Message]], None] = lambda _m: None

@@ -150,18 +150,26 @@ class RawNode:
         if self._outstanding is not None:
             return False
         r = self.raft
+        if r.msgs or r.need_flush or r.read_states:
+            return True
         log = r.log
         u = log.unstable
-        return bool(
-            r.msgs
-            or r.need_flush
-            or r.read_states
-            or (r.role == Role.LEADER and r._reads_unsent)
-            or u.in_progress < u.offset + len(u.entries)
-            or u.next_snapshot() is not None
-            or log.has_next_committed_entries()
-            or self._soft_state() != self._prev_soft
-            or self._hard_state() != self._prev_hard
+        if u.in_progress < u.offset + len(u.entries) or (
+            u.snapshot is not None and not u.snapshot_in_progress
+        ):
+            return True
+        if u.snapshot is None and log.committed > log.applied:
+            return True  # committed entries to apply (log.has_next_committed_entries)
+        if r.role == Role.LEADER and r._reads_unsent:
+            return True
+        # soft and hard state, compared field by field (this runs after every input)
+        soft, hard = self._prev_soft, self._prev_hard
+        return (
+            r.leader != soft.leader
+            or r.role != soft.role
+            or r.term != hard.term
+            or r.vote != hard.vote
+            or log.committed != hard.commit
         )
 
     def ready(self) -> Ready:

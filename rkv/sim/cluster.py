@@ -19,32 +19,34 @@ from __future__ import annotations
 import heapq
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from rkv.errors import NotLeader, RkvError
 from rkv.raft import confchange
-from rkv.raft.confchange import ConfChange, ConfChangeError, ConfChangeType
+from rkv.raft.confchange import ConfChange, ConfChangeType
 from rkv.raft.config import Config
-from rkv.raft.errors import ConfChangeRefused, ProposalDropped
-from rkv.raft.rawnode import RawNode
+from rkv.raft.errors import ProposalDropped
 from rkv.raft.types import (
     ConfState,
     Entry,
     EntryType,
     Message,
+    MessageType,
     NodeId,
-    ReadState,
     Ready,
     Role,
     Snapshot,
 )
+from rkv.replica import CompactionPolicy, Outcome
 from rkv.sim import linearizability as lin
 from rkv.sim.disk import Disk, DiskParams
 from rkv.sim.history import History, Operation, check_history
 from rkv.sim.invariants import InvariantViolation, SafetyChecker
 from rkv.sim.network import QUIET, Network, NetworkParams
-from rkv.sim.statemachine import ClientCommand, StateMachine, StoreStateMachine, command_kinds
+from rkv.sim.node import RawNodeFactory, SimNode, SnapshotStream, Wait, decode_client, request_of
+from rkv.sim.statemachine import ClientCommand, StoreStateMachine
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,46 +108,23 @@ class SimParams:
 
 
 # Event kinds (ints keep heap entries small and comparisons cheap).
-TICK, DELIVER, PERSISTED, CLIENT, RETRY, TIMEOUT, FAULT, RESTART, QUIET_START, QUIET_CHECK = range(
-    10
-)
-
-
-class SimNode:
-    __slots__ = (
-        "bootstrap",
-        "disk",
-        "effective",
-        "epoch",
-        "id",
-        "in_flight",
-        "proposals",
-        "raw",
-        "read_states",
-        "reads",
-        "sm",
-        "up",
-    )
-
-    def __init__(
-        self, node_id: NodeId, disk: Disk, sm: StateMachine, bootstrap: tuple[NodeId, ...]
-    ) -> None:
-        self.id = node_id
-        self.bootstrap = bootstrap  # the initial voters; empty for a node that joins later
-        self.disk = disk
-        self.sm = sm
-        self.raw: Any = None  # RawNode while up
-        self.up = False
-        self.epoch = 0  # bumped by each crash: events of an older life are ignored
-        self.in_flight: Ready | None = None  # a Ready whose durable write has not completed
-        self.proposals: dict[int, tuple[int, Client, int]] = {}  # index -> (term, client, token)
-        self.reads: dict[bytes, tuple[Client, int]] = {}  # read ctx -> (client, token)
-        self.read_states: list[ReadState] = []
-        self.effective: set[tuple[int, int]] = set()  # (client, seq) this state machine applied
+(
+    TICK,
+    DELIVER,
+    PERSISTED,
+    CLIENT,
+    RETRY,
+    TIMEOUT,
+    FAULT,
+    RESTART,
+    QUIET_START,
+    QUIET_CHECK,
+    BACKLOG,
+) = range(11)
 
 
 class Client:
-    __slots__ = ("attempts", "id", "known", "leader", "op", "seq", "token")
+    __slots__ = ("attempts", "id", "known", "leader", "op", "seq", "token", "waiting")
 
     def __init__(self, cid: int) -> None:
         self.id = cid
@@ -155,6 +134,8 @@ class Client:
         self.token = 0  # identifies the current attempt; stale callbacks carry an older one
         self.attempts = 0
         self.known: dict[str, str | None] = {}  # key -> the value this client last saw
+        self.waiting: tuple[SimNode, int, Wait] | None = None
+        """(node, its life, token) of the attempt under way there."""
 
 
 @dataclass(slots=True)
@@ -183,14 +164,18 @@ class Cluster:
         self,
         seed: int,
         params: SimParams,
-        raw_node_factory: Callable[[Config, Any, random.Random], Any] = RawNode,
-        state_machine_factory: Callable[[], StateMachine] = StoreStateMachine,
+        raw_node_factory: RawNodeFactory | None = None,
+        state_machine_factory: Callable[[], Any] | None = None,
     ) -> None:
+        if state_machine_factory is not None:
+            raise ValueError(
+                "simulated nodes apply through the real store (rkv.store.MemoryStore); "
+                "break it by patching the store instead of passing a state machine"
+            )
         self.seed = seed
         self.p = params
         self.rng = random.Random(seed)
         self.make_raw = raw_node_factory
-        self.make_sm = state_machine_factory
         self.now = 0
         self._seq = 0
         self._heap: list[tuple[int, int, int, Any, Any]] = []
@@ -198,18 +183,20 @@ class Cluster:
         self.net = Network(self.rng, QUIET)
         self.checker = SafetyChecker(self.ids)
         self.nodes: dict[NodeId, SimNode] = {
-            i: SimNode(i, Disk(self.rng, self.ids, params.disk), state_machine_factory(), self.ids)
-            for i in self.ids
+            i: SimNode(i, Disk(self.rng, params.disk), self.ids) for i in self.ids
         }
         self.all_ids: list[NodeId] = list(self.ids)
         """Every node ever created: the initial ones, then those that joined."""
         self.conf_history: list[tuple[int, ConfState]] = [(0, ConfState(tuple(sorted(self.ids))))]
         """(index, configuration) of the applied CONF_CHANGE entries, from index 0."""
         self.clients = [Client(c) for c in range(params.clients)]
-        self.write_kinds = command_kinds(self.nodes[self.ids[0]].sm)
+        self.encoder = StoreStateMachine()  # entry bytes of client commands (rkv.codec)
+        self.write_kinds = StoreStateMachine.kinds
         self.history = History()
         self.applied_log: list[Entry] = []  # the applied sequence (the same on every node)
-        self.effective_at: dict[tuple[int, int], int] = {}  # (client, seq) -> index it took effect
+        self.effective_at: dict[
+            tuple[bytes, int], int
+        ] = {}  # (client, seq) -> index it took effect
         self.stats = Stats()
         self.quiet = False
         self.quiet_start = 0
@@ -224,6 +211,14 @@ class Cluster:
             params.max_size_per_msg
             if params.max_size_per_msg is not None
             else self.rng.choice((1, 100, 1 << 20))
+        )
+        self.defer_apply = self.rng.random() < 0.75
+        """Whether nodes batch applies like the node runtime (Replica's defer_apply)."""
+        self.compaction = CompactionPolicy(
+            max_entries=params.compact_every,
+            max_bytes=1 << 62,
+            keep_entries=params.compact_keep,
+            keep_bytes=1 << 62,
         )
 
     # -- trace -------------------------------------------------------------------------------
@@ -276,11 +271,11 @@ class Cluster:
             self.now = t
             events += 1
             if kind == DELIVER:
-                self._deliver(a)
+                self._deliver(a, b)
             elif kind == TICK:
                 node = a
                 if node.epoch == b and node.up:
-                    node.raw.tick()
+                    node.rep.tick()
                     self._process(node)
                     self.at(t + iv, TICK, node, b)
             elif kind == PERSISTED:
@@ -311,6 +306,11 @@ class Cluster:
                 self._quiet_start()
             elif kind == QUIET_CHECK:
                 self._quiet_check()
+            elif kind == BACKLOG:
+                node = a
+                if node.epoch == b and node.up:
+                    node.backlog_event = False
+                    self._apply_backlog(node)
         self.stats.events += events
 
     def run(self) -> Stats:
@@ -325,7 +325,7 @@ class Cluster:
         self.stats.ops_completed = len(self.history.completed())
         if not self.done:
             raise InvariantViolation("liveness", "the event queue ran dry")
-        check_history(self.history, self.applied_log, self.make_sm)
+        check_history(self.history, self.applied_log, StoreStateMachine)
         if self.p.linearizability_steps:
             self._check_linearizable()
         return self.stats
@@ -367,39 +367,34 @@ class Cluster:
 
     def _start(self, node: SimNode) -> None:
         p = self.p
-        reopen = getattr(node.sm, "reopen", None)
-        if node.epoch and reopen is not None:
-            node.sm = reopen()  # a restart keeps what the store made durable, no caches
+        applied = node.store.applied_index() if node.epoch else 0
         cfg = Config(
             id=node.id,
             voters=node.bootstrap,
             election_tick=p.election_tick,
             heartbeat_tick=p.heartbeat_tick,
             max_size_per_msg=self.max_size_per_msg,
-            applied=node.sm.applied_index,
+            applied=applied,
         )
-        node.raw = self.make_raw(cfg, node.disk.storage, random.Random(self.rng.getrandbits(64)))
+        rng = random.Random(self.rng.getrandbits(64))
+        node.start(cfg, rng, defer_apply=self.defer_apply, factory=self.make_raw)
         if node.epoch:
             self.stats.restarts += 1
-        node.up = True
-        node.in_flight = None
-        self.checker.restart(node.id, node.sm.applied_index)
-        self.note(f"{node.id} START", f"applied={node.sm.applied_index}")
+        self.checker.restart(node.id, node.applied_index)
+        self.note(f"{node.id} START", f"applied={node.applied_index}")
         # nodes tick at the same rate but out of phase
         self.at(self.now + self.rng.randint(1, p.tick_interval), TICK, node, node.epoch)
         self._process(node)
 
     def _crash(self, node: SimNode) -> None:
-        node.up = False
-        node.epoch += 1
-        node.raw = None
         lost = node.in_flight
-        node.in_flight = None
-        node.read_states.clear()
+        waiting = node.crash()
         self.stats.crashes += 1
         self.note(f"{node.id} CRASH", "lost an in-flight write" if lost is not None else None)
         # Clients waiting on this node see the connection drop and retry elsewhere.
-        self._fail_waiting(node)
+        for w in waiting:
+            if isinstance(w.client, Client):
+                self._attempt_failed(w.client, w.token)
         self.at(
             self.now + self.rng.randint(*self.p.restart_after) * self.p.tick_interval,
             RESTART,
@@ -407,46 +402,49 @@ class Cluster:
             node.epoch,
         )
 
-    def _fail_waiting(self, node: SimNode) -> None:
-        """Fail the client attempts waiting on `node`: it crashed, or it lost leadership (the
-        Ready contract says a deposed leader fails its pending proposals and reads). They may
-        still commit; clients retry with the same session seq, so that is safe."""
-        waiting = [(c, tok) for _, c, tok in node.proposals.values()] + list(node.reads.values())
-        node.proposals.clear()
-        node.reads.clear()
-        for c, tok in waiting:
-            self._attempt_failed(c, tok)
-
-    def _deliver(self, msg: Message) -> None:
+    def _deliver(self, msg: Message, stream: SnapshotStream | None) -> None:
         node = self.nodes.get(msg.to)
         if node is None or not node.up or not self.net.connected(msg.frm, msg.to):
             return
-        node.raw.step(msg)
+        if stream is not None:
+            # the leader's state arrived in full: stage it, then step the SNAPSHOT for it
+            staged = node.stage(stream, msg)
+            if staged is None:
+                self.note(f"{node.id} SNAPSHOT-BUSY", stream.describe())
+                return
+            self.note(f"{node.id} STAGED", stream.describe())
+            msg = staged
+        node.rep.step(msg)
         self._process(node)
 
-    def _send(self, node: SimNode, msgs: tuple[Message, ...]) -> None:
+    def _send(self, node: SimNode, msgs: Sequence[Message]) -> None:
         check = self.checker.on_send if self.p.check_durable_sends else None
         net = self.net
         for m in msgs:
             if check is not None:
                 check(node.id, m)
+            stream = None
+            if m.type == MessageType.SNAPSHOT:
+                # Like the node runtime: with the message goes the store's applied state
+                # (taken now); the follower stages it, then steps a SNAPSHOT for that state.
+                stream = node.open_stream()
             self.note("send", m)
             for d in net.delays(m.frm, m.to):
-                self.at(self.now + d, DELIVER, m)
+                self.at(self.now + d, DELIVER, m, stream)
 
     def _process(self, node: SimNode) -> None:
-        raw = node.raw
-        while node.up and node.in_flight is None and raw.has_ready():
-            rd = raw.ready()
+        """The Ready loop of rkv.node, in virtual time: take a Ready, send its messages,
+        answer committed puts, write (taking the disk's latency; nothing new is taken
+        meanwhile), then send what depended on the write and deliver the outcome."""
+        while node.up and node.in_flight is None:
+            rep = node.rep
+            if not rep.has_ready():
+                return
+            rd = rep.take_ready()
             self.note(f"{node.id}", rd)
-            track = self.checker.nodes[node.id]
-            was_leader = track.role == Role.LEADER
             self.checker.on_ready(node.id, rd)
-            if was_leader and track.role != Role.LEADER:
-                self._fail_waiting(node)
             self._send(node, rd.messages)
-            if rd.read_states:
-                node.read_states.extend(rd.read_states)
+            self._outcome(node, rep.answer_committed(rd))
             if rd.must_sync:
                 lat = node.disk.latency()
                 if lat > 0:
@@ -456,113 +454,115 @@ class Cluster:
             self._finish(node, rd)
 
     def _finish(self, node: SimNode, rd: Ready) -> None:
+        rep = node.rep
+        results = rep.persist_and_apply(rd)
         if rd.must_sync:
-            node.disk.write(rd.hard_state, rd.entries, rd.snapshot)
-            if rd.snapshot is not None and not rd.snapshot.is_empty():
-                # the state machine is replaced in the same atomic step as the log (like the
-                # real store's install transaction)
-                self._install_snapshot(node, rd.snapshot)
-            self.checker.on_persisted(node.id, rd.hard_state, rd.entries)
+            if rd.snapshot is not None:
+                self._installed(node, rd.snapshot)
+            hs, _conf = node.store.initial_state()  # what the store holds durably now
+            self.checker.on_persisted(node.id, hs, rd.entries)
+        self._check_applied(node)
         self._send(node, rd.persisted_messages)
-        for e in rd.committed_entries:
-            self._apply(node, e)
-        if node.read_states:
-            self._serve_reads(node)
-        node.raw.advance(rd)
+        self._outcome(node, rep.finish(rd, results))
         if self.p.membership:
             self._check_conf(node)
         if self.p.compact_every:
             self._maybe_compact(node)
+        if rep.backlog and not node.backlog_event:
+            # The runtime writes the backlog once writes pause or it grew old; here a few
+            # ticks later (any later Ready may take it first).
+            node.backlog_event = True
+            delay = self.rng.randint(1, 8) * self.p.tick_interval
+            self.at(self.now + delay, BACKLOG, node, node.epoch)
 
-    def _install_snapshot(self, node: SimNode, snap: Snapshot) -> None:
-        sm: Any = node.sm
-        sm.restore(snap.data)
-        if sm.applied_index != snap.meta.index:
+    def _apply_backlog(self, node: SimNode) -> None:
+        out = node.rep.apply_backlog()
+        self._check_applied(node)
+        self._outcome(node, out)
+        self._process(node)
+
+    def _installed(self, node: SimNode, snap: Snapshot) -> None:
+        idx = snap.meta.index
+        if node.applied_index != idx:
             raise InvariantViolation(
                 "snapshot-mismatch",
-                f"{node.id}: snapshot at {snap.meta.index} holds state at {sm.applied_index}",
+                f"{node.id}: snapshot at {idx} holds state at {node.applied_index}",
             )
         # the writes that took effect up to the snapshot's index, from the applied history
         # (not from the snapshot itself, which may be the thing that is wrong)
-        idx = snap.meta.index
         node.effective = {k for k, i in self.effective_at.items() if i <= idx}
-        self.checker.on_snapshot_installed(node.id, snap.meta.index)
+        self.checker.on_snapshot_installed(node.id, idx)
         self.stats.snapshots_installed += 1
-        self.note(f"{node.id} INSTALL", f"snapshot at {snap.meta.index}")
+        self.note(f"{node.id} INSTALL", f"snapshot at {idx}")
 
     def _maybe_compact(self, node: SimNode) -> None:
-        sm: Any = node.sm
-        if not hasattr(sm, "snapshot"):
-            return  # a state machine without snapshots: never compact
-        st = node.disk.storage
-        applied = sm.applied_index
-        if applied - st.snapshot().meta.index <= self.p.compact_every:
+        rep = node.rep
+        index = rep.compaction_index(self.compaction)
+        if index is None:
             return
         # durable at once, like the real store's compaction transaction
-        conf = node.raw.conf_state() if self.p.membership else None
-        st.create_snapshot(applied, sm.snapshot(), conf)
-        cut = applied - self.p.compact_keep
-        if cut >= st.first_index():
-            st.compact(cut)
+        node.store.compact(index, rep.raw.conf_at(index))
         self.stats.compactions += 1
-        self.note(f"{node.id} COMPACT", f"snapshot at {applied}, log from {st.first_index()}")
+        self.note(f"{node.id} COMPACT", f"log from {node.store.first_index()}")
 
-    def _apply(self, node: SimNode, e: Entry) -> None:
-        self.checker.on_applied(node.id, e)
-        res = node.sm.apply(e)
-        if res.effective:
-            # exactly-once: a retried write must be a no-op where the original took effect
-            key = (res.client, res.seq)
-            if key in node.effective:
-                raise InvariantViolation(
-                    "applied-twice",
-                    f"{node.id} applied write c{res.client}#{res.seq} again at {e.index}",
-                )
-            node.effective.add(key)
-            self.effective_at.setdefault(key, e.index)
-        if e.index > len(self.applied_log):
-            self.applied_log.append(e)
-            if e.type == EntryType.CONF_CHANGE:
-                self._on_conf_applied(e)
-        p = node.proposals.pop(e.index, None)
-        if p is None:
+    def _check_applied(self, node: SimNode) -> None:
+        """Feed what the store applied since the last look to the checker, in order, and check
+        exactly-once: a client's write executes at most once on each node."""
+        if not node.applied:
             return
-        term, client, token = p
-        if term == e.term:
-            op = client.op
-            if client.token == token and op is not None:
-                self.checker.on_ack(e.index, e.term)
-                self.history.complete_put(op, self.now, e.index, node.id, res.result)
-                if op.kind == "put" or (op.kind == "cas" and res.result):
-                    client.known[op.key] = op.value
-                elif op.kind == "delete":
-                    client.known[op.key] = None
-                self.note(f"c{client.id} ACK", op.describe())
-                self.acked_max = max(self.acked_max, e.index)
-                self._next_op(client)
-        else:
-            self._attempt_failed(client, token)
+        done, node.applied = node.applied, []
+        for a in done:
+            e = a.entry
+            self.checker.on_applied(node.id, e)
+            if a.executed:
+                req = request_of(e)
+                assert req is not None
+                key = (req.client_id, req.seq)
+                if key in node.effective:
+                    raise InvariantViolation(
+                        "applied-twice",
+                        f"{node.id} applied write c{decode_client(req.client_id)}#{req.seq} "
+                        f"again at {e.index}",
+                    )
+                node.effective.add(key)
+                self.effective_at.setdefault(key, e.index)
+            if e.index > len(self.applied_log):
+                self.applied_log.append(e)
+                if e.type == EntryType.CONF_CHANGE:
+                    self._on_conf_applied(e)
 
-    def _serve_reads(self, node: SimNode) -> None:
-        applied = node.sm.applied_index
-        keep = []
-        for rs in node.read_states:
-            if rs.index > applied:
-                keep.append(rs)
+    def _outcome(self, node: SimNode, out: Outcome[Wait]) -> None:
+        """Answer the clients as the node runtime would: from the Replica's bookkeeping."""
+        for w, e, res in out.completed:
+            client = w.client
+            if not isinstance(client, Client) or client.token != w.token or client.op is None:
                 continue
-            w = node.reads.pop(rs.context, None)
-            if w is None:
-                continue
-            client, token = w
             op = client.op
-            if client.token != token or op is None:
+            self.checker.on_ack(e.index, e.term)
+            result = res.value if res is not None and isinstance(res.value, bool) else None
+            self.history.complete_put(op, self.now, e.index, node.id, result)
+            if op.kind == "put" or (op.kind == "cas" and result):
+                client.known[op.key] = op.value
+            elif op.kind == "delete":
+                client.known[op.key] = None
+            self.note(f"c{client.id} ACK", op.describe())
+            self.acked_max = max(self.acked_max, e.index)
+            self._next_op(client)
+        for w, _err in out.failed:
+            if isinstance(w.client, Client):
+                self._attempt_failed(w.client, w.token)
+        for w, read_index in out.reads:
+            client = w.client
+            if not isinstance(client, Client) or client.token != w.token or client.op is None:
                 continue
-            value = node.sm.get(op.key)
-            self.history.complete_get(op, self.now, rs.index, applied, value, node.id)
+            op = client.op
+            applied = node.rep.applied
+            raw = node.store.get(op.key.encode())
+            value = None if raw is None else raw.decode()
+            self.history.complete_get(op, self.now, read_index, applied, value, node.id)
             client.known[op.key] = value
             self.note(f"c{client.id} READ", op.describe())
             self._next_op(client)
-        node.read_states = keep
 
     # -- clients -----------------------------------------------------------------------------
 
@@ -612,25 +612,27 @@ class Cluster:
         node = self.nodes[target]
         if not node.up:
             c.leader = ""
-            self.at(self.now + rng.randint(1, 4) * iv, RETRY, c, token)
+            self.at(self.now + self._backoff(c), RETRY, c, token)
             return
-        ctx = f"c{c.id}.{op.op_id}.{token}".encode()
+        w = Wait(c, token)
+        rep = node.rep
         try:
             if op.kind != "get":
                 cmd = ClientCommand(op.kind, c.id, op.seq, op.key, op.value, op.expected)
-                index = node.raw.propose(node.sm.encode(cmd))
-                term = node.raw.status().term
-                node.proposals[index] = (term, c, token)
-                self.note(f"c{c.id} PROPOSE {target} {index}@{term}", op.describe())
+                # a put needs no apply result: answered once committed, as the node does
+                index = rep.propose(self.encoder.encode(cmd), w, early=op.kind == "put")
+                self.note(f"c{c.id} PROPOSE {target} {index}@{rep.raw.term}", op.describe())
             else:
-                node.reads[ctx] = (c, token)
-                node.raw.read_index(ctx)
+                rep.read(w)
                 self.note(f"c{c.id} READ-INDEX {target}", op.describe())
-        except ProposalDropped as e:
-            node.reads.pop(ctx, None)
-            c.leader = e.leader if e.leader in self.nodes and e.leader != target else ""
-            self.at(self.now + rng.randint(1, 3) * iv, RETRY, c, token)
+        except RkvError as e:
+            hint = e.leader_addr if isinstance(e, NotLeader) else None
+            c.leader = hint if hint in self.nodes and hint != target else ""
+            # straight to the hinted leader, like the real client; else back off
+            delay = iv if c.leader else self._backoff(c)
+            self.at(self.now + delay, RETRY, c, token)
             return
+        c.waiting = (node, node.epoch, w)
         self.at(self.now + self.p.client_timeout * iv, TIMEOUT, c, token)
         self._process(node)
 
@@ -639,15 +641,33 @@ class Cluster:
         random backoff with the same session seq, so a write that did commit is not re-applied."""
         if token != c.token or c.op is None:
             return
+        self._forget(c)
         c.leader = ""
         c.token += 1
-        self.at(self.now + self.rng.randint(1, 4) * self.p.tick_interval, RETRY, c, c.token)
+        self.at(self.now + self._backoff(c), RETRY, c, c.token)
+
+    def _backoff(self, c: Client) -> int:
+        """Exponential backoff with jitter, as rkv.client does (there 50 ms doubling up to
+        1 s): here 1-2 ticks doubling up to 10-20 ticks, in time units."""
+        iv = self.p.tick_interval
+        cap = min(20, 1 << min(c.attempts, 5)) * iv
+        return max(iv, cap // 2 + int(self.rng.random() * (cap // 2 + 1)))
 
     def _retry(self, c: Client, token: int) -> None:
         if token == c.token and c.op is not None:
             self._attempt(c)
 
+    def _forget(self, c: Client) -> None:
+        """The node stops tracking the attempt the client gave up on (a runtime forgets
+        requests past their deadline), so a lost read does not hold up batched applies."""
+        if c.waiting is not None:
+            node, epoch, w = c.waiting
+            c.waiting = None
+            if node.up and node.epoch == epoch:
+                node.rep.forget(lambda t: t is w)
+
     def _next_op(self, c: Client) -> None:
+        c.waiting = None
         c.op = None
         c.token += 1
         self.at(self.now + self.rng.randint(1, 5) * self.p.tick_interval, CLIENT, c, c.token)
@@ -661,7 +681,7 @@ class Cluster:
 
     def propose(self, nid: NodeId, data: bytes) -> int:
         node = self.nodes[nid]
-        index: int = node.raw.propose(data)
+        index = node.rep.propose(data, Wait(None, -1))
         self._process(node)
         return index
 
@@ -761,13 +781,13 @@ class Cluster:
             if leader is not None:
                 to = rng.choice([i for i in ids if i != leader.id] or [leader.id])
                 if self.p.membership:
-                    voters = [v for v in leader.raw.conf_state().voters if v != leader.id]
+                    voters = [v for v in leader.rep.raw.conf_state().voters if v != leader.id]
                     if not voters:
                         return
                     to = rng.choice(voters)
                 self.note(f"{leader.id} TRANSFER-LEADER", to)
                 try:
-                    leader.raw.transfer_leader(to)
+                    leader.rep.raw.transfer_leader(to)
                 except ProposalDropped:
                     return  # it stepped down in a Ready we have not taken yet
                 self._process(leader)
@@ -786,7 +806,7 @@ class Cluster:
         if leader is None:
             return
         rng = self.rng
-        conf = leader.raw.conf_state()
+        conf = leader.rep.raw.conf_state()
         choices = []
         if len(conf.members()) < self.p.max_members:
             choices.append(ConfChangeType.ADD_LEARNER)
@@ -806,8 +826,8 @@ class Cluster:
             nid = rng.choice(pool)
         cc = ConfChange(op, nid)
         try:
-            index = leader.raw.propose_conf_change(cc)
-        except (ProposalDropped, ConfChangeRefused, ConfChangeError) as e:
+            index = leader.rep.propose_conf_change(cc, Wait(None, -1))
+        except RkvError as e:
             self.note(f"{leader.id} MEMBER-REFUSED", f"{cc.describe()}: {e}")
             return
         self.note(f"{leader.id} MEMBER", f"{cc.describe()} at {index}")
@@ -816,7 +836,7 @@ class Cluster:
         self._process(leader)
 
     def _add_node(self, nid: NodeId) -> None:
-        node = SimNode(nid, Disk(self.rng, (), self.p.disk), self.make_sm(), ())
+        node = SimNode(nid, Disk(self.rng, self.p.disk), ())
         self.nodes[nid] = node
         self.all_ids.append(nid)
         self.checker.add_node(nid)
@@ -848,9 +868,9 @@ class Cluster:
         return conf
 
     def _check_conf(self, node: SimNode) -> None:
-        raw = node.raw
+        raw = node.rep.raw
         # A snapshot stepped but not yet applied already gave the core its configuration
-        applied = max(node.sm.applied_index, raw.raft.log.first_index() - 1)
+        applied = max(node.rep.applied, raw.raft.log.first_index() - 1)
         want = self._conf_at(applied)
         have = raw.conf_state()
         # A node that joined later does not know the bootstrap configuration: until it applies
@@ -924,13 +944,13 @@ class Cluster:
                 self.stats.ticks_to_elect = ticks
         if self.elected_at >= 0:
             target = max(self.quiet_target, self.acked_max)
-            if all(self.nodes[i].sm.applied_index >= target for i in conf.members()):
+            if all(self.nodes[i].applied_index >= target for i in conf.members()):
                 self.stats.ticks_to_converge = ticks
                 self.note("CONVERGED", f"all nodes applied >= {target} after {ticks} quiet ticks")
                 self.done = True
                 return
         if ticks >= self.p.quiet_ticks:
-            applied = {i: self.nodes[i].sm.applied_index for i in conf.members()}
+            applied = {i: self.nodes[i].applied_index for i in conf.members()}
             if self.elected_at < 0:
                 raise InvariantViolation(
                     "liveness",

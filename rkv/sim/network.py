@@ -115,6 +115,9 @@ class Network:
 
     def _one_delay(self) -> int:
         p = self.params
-        if p.long_delay and self._rng.random() < p.long_delay:
-            return self._rng.randint(p.max_delay, max(p.max_delay, p.long_delay_max))
-        return self._rng.randint(p.min_delay, p.max_delay)
+        r = self._rng.random
+        if p.long_delay and r() < p.long_delay:
+            hi = max(p.max_delay, p.long_delay_max)
+            return p.max_delay + int(r() * (hi - p.max_delay + 1))
+        # uniform on [min_delay, max_delay]: one C call instead of randint's Python layers
+        return p.min_delay + int(r() * (p.max_delay - p.min_delay + 1))

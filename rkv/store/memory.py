@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -40,6 +40,8 @@ from rkv.store.commands import (
 from rkv.store.errors import CorruptionError, NotFoundError, SnapshotError, StoreError
 from rkv.store.raft_store import check_entries, check_limit, check_snapshot
 from rkv.store.snapshot import DEFAULT_CHUNK_BYTES, ChunkCounter, Staging, batch
+
+ApplyHook = Callable[[Sequence[Entry], Sequence["ApplyResult"], Sequence[int]], None]
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
@@ -75,6 +77,8 @@ class _MemTxn:
     def __init__(self, st: _State, hashes: UploadHashes) -> None:
         self.st = st
         self.hashes = hashes
+        self.executed: list[int] = []
+        """Indexes at which a client request executed (its session was written)."""
 
     def get(self, key: bytes) -> Record | None:
         return self.st.kv.get(key)
@@ -141,6 +145,7 @@ class _MemTxn:
 
     def put_session(self, client_id: bytes, s: Session, old: Session | None) -> None:
         self.st.sessions[client_id] = s
+        self.executed.append(s.index)
 
     def session_count(self) -> int:
         return len(self.st.sessions)
@@ -178,6 +183,10 @@ class MemoryStore:
         self._max_sessions = max_sessions
         self._closed = False
         self._hashes = UploadHashes()
+        self.on_apply: ApplyHook | None = None
+        """Called after each apply transaction with its entries, their results and the
+        indexes at which a client request executed rather than being answered from its
+        session (the simulator checks exactly-once with it). Not carried over by reopen()."""
 
     @property
     def cluster_id(self) -> str:
@@ -403,7 +412,11 @@ class MemoryStore:
 
     def apply(self, entries: Sequence[Entry]) -> list[ApplyResult]:
         self._check_open()
-        return apply_entries(_MemTxn(self._st, self._hashes), entries, self._max_sessions)
+        txn = _MemTxn(self._st, self._hashes)
+        results = apply_entries(txn, entries, self._max_sessions)
+        if self.on_apply is not None:
+            self.on_apply(entries, results, txn.executed)
+        return results
 
     def save_and_apply(
         self, hard_state: HardState | None, entries: Sequence[Entry], committed: Sequence[Entry]

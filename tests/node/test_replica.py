@@ -189,7 +189,7 @@ def test_read_released_only_once_applied_reaches_read_index() -> None:
     h.drop = lambda m: False
     h.tick_all(3)
     h.settle()
-    assert h.outcomes["n3"].reads == ["r1"]
+    assert [t for t, _i in h.outcomes["n3"].reads] == ["r1"]
     assert h.reps["n3"].applied >= target
     assert h.stores["n3"].get(b"k") == b"new"
 
@@ -199,7 +199,7 @@ def test_leader_read_released_after_heartbeat_round() -> None:
     leader = h.elect("n1")
     leader.read("r")
     h.settle()
-    assert h.outcomes["n1"].reads == ["r"]
+    assert [t for t, _i in h.outcomes["n1"].reads] == ["r"]
     assert leader.pending_reads == 0
 
 

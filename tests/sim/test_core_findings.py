@@ -42,7 +42,7 @@ def test_idle_leader_repairs_a_follower_whose_appends_were_lost() -> None:
     assert committed >= 2, "the two other nodes should have committed the proposals"
     c.net.heal()
     c.run_until(c.now + 200 * iv)
-    applied = {i: c.nodes[i].sm.applied_index for i in c.ids}
+    applied = {i: c.nodes[i].applied_index for i in c.ids}
     assert all(a >= committed for a in applied.values()), (
         f"after healing, an idle leader left a follower behind: committed {committed}, "
         f"applied {applied}"
@@ -63,7 +63,7 @@ def test_restarted_follower_catches_up_without_new_proposals() -> None:
     committed = c.checker.committed_index
     c.restart(follower)
     c.run_until(c.now + 200 * iv)
-    applied = {i: c.nodes[i].sm.applied_index for i in c.ids}
+    applied = {i: c.nodes[i].applied_index for i in c.ids}
     assert all(a >= committed for a in applied.values()), (
         f"restarted follower not caught up: committed {committed}, applied {applied}"
     )

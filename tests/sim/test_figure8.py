@@ -62,7 +62,7 @@ def figure8(seed: int) -> Cluster:
     a = c.leader_id()
     step_until(
         c,
-        lambda: all(c.nodes[n].sm.applied_index >= c.checker.committed_index >= 1 for n in ids),
+        lambda: all(c.nodes[n].applied_index >= c.checker.committed_index >= 1 for n in ids),
         "first leader's no-op applied everywhere",
     )
     b, *others = [n for n in ids if n != a]
@@ -136,7 +136,7 @@ SEEDS = [1, 2, 3]
 @pytest.mark.parametrize("seed", SEEDS)
 def test_real_core_survives_the_figure8_script(seed: int) -> None:
     c = figure8(seed)
-    applied = {n: c.nodes[n].sm.applied_index for n in c.ids}
+    applied = {n: c.nodes[n].applied_index for n in c.ids}
     assert len(set(applied.values())) == 1, applied
 
 

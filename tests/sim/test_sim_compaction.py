@@ -4,13 +4,18 @@ every run must keep all safety checks, and broken snapshots must be caught."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
-from rkv.raft.types import Entry
+from rkv.codec import SNAP_KV, SNAP_SESSIONS
+from rkv.replica import Replica
+from rkv.sim.cluster import Cluster
 from rkv.sim.runner import DEFAULT, run_seed
-from rkv.sim.statemachine import ApplyResult, KVStateMachine, StoreStateMachine
+from rkv.store import MemoryStore
+from rkv.store import memory as memory_mod
 
 PARAMS = replace(DEFAULT, ticks=300, compact_every=5)
 
@@ -27,61 +32,72 @@ def test_fault_runs_with_compaction_pass(nodes: int, seeds: int) -> None:
     assert installs > 0  # ...and followers came back through snapshots
 
 
-class ForgetsSessions(KVStateMachine):
-    """A snapshot that loses the client sessions: retried writes apply twice."""
+def forgets_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot stream leaves out the client sessions: retried writes apply twice."""
+    real = memory_mod._records
 
-    def snapshot(self) -> bytes:
-        saved, self.sessions = self.sessions, {}
-        try:
-            return super().snapshot()
-        finally:
-            self.sessions = saved
+    def records(st: Any) -> list[Any]:
+        return [r for r in real(st) if r[0] != SNAP_SESSIONS]
 
-
-class StaleSnapshot(KVStateMachine):
-    """A snapshot taken from an older state than the index it claims (loses recent writes)."""
-
-    __slots__ = ("_old",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._old: dict[str, str] = {}
-
-    def apply(self, entry: Entry) -> ApplyResult:
-        self._old = dict(self.data)
-        return super().apply(entry)
-
-    def snapshot(self) -> bytes:
-        saved, self.data = self.data, self._old
-        try:
-            return super().snapshot()
-        finally:
-            self.data = saved
+    monkeypatch.setattr(memory_mod, "_records", records)
 
 
-class StoreInstallDropsSessions(StoreStateMachine):
-    """The real store, but a follower's snapshot install loses the client sessions."""
+def stale_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stream claims the applied index but lacks the most recent write (its key's
+    record is left out): the follower loses an applied write."""
+    real = memory_mod._records
 
-    __slots__ = ()
+    def records(st: Any) -> list[Any]:
+        recs = real(st)
+        newest = max(st.kv.items(), key=lambda kv: kv[1].mod_index, default=None)
+        if newest is None:
+            return recs
+        return [r for r in recs if not (r[0] == SNAP_KV and r[1] == newest[0])]
 
-    def restore(self, blob: bytes) -> None:
-        super().restore(blob)
-        self.store._st.sessions.clear()
+    monkeypatch.setattr(memory_mod, "_records", records)
 
 
-def test_the_default_state_machine_is_the_real_store() -> None:
-    from rkv.sim.cluster import Cluster
+def install_drops_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A follower's install of a (correct) stream loses the client sessions."""
+    real = MemoryStore.finish_snapshot_staging
 
+    def finish(self: MemoryStore, chunks: int, records: int) -> Any:
+        meta = real(self, chunks, records)
+        staged = self._st.staged_state
+        assert staged is not None
+        staged.sessions.clear()
+        return meta
+
+    monkeypatch.setattr(MemoryStore, "finish_snapshot_staging", finish)
+
+
+def test_nodes_run_the_real_replica_over_the_real_store() -> None:
     c = Cluster(1, PARAMS)
-    assert all(isinstance(n.sm, StoreStateMachine) for n in c.nodes.values())
+    c.start()
+    c.run_until(50 * c.p.tick_interval)
+    assert all(isinstance(n.store, MemoryStore) for n in c.nodes.values())
+    assert all(isinstance(n.replica, Replica) for n in c.nodes.values() if n.up)
     assert c.write_kinds == ("put", "cas", "delete")
+    with pytest.raises(ValueError, match="real store"):
+        Cluster(1, PARAMS, state_machine_factory=object)
 
 
-@pytest.mark.parametrize("broken", [ForgetsSessions, StaleSnapshot, StoreInstallDropsSessions])
-def test_broken_snapshots_are_caught(broken: type[KVStateMachine]) -> None:
-    for seed in range(1, 61):
-        r = run_seed(seed, 3, params=PARAMS, state_machine_factory=broken)
+@pytest.mark.parametrize(
+    ("broken", "caught"),
+    [
+        (forgets_sessions, {"applied-twice", "client-write-result", "linearizability"}),
+        (stale_snapshot, {"client-read-value", "linearizability", "client-write-result"}),
+        (install_drops_sessions, {"applied-twice", "client-write-result", "linearizability"}),
+    ],
+)
+def test_broken_snapshots_are_caught(
+    monkeypatch: pytest.MonkeyPatch, broken: Callable[[pytest.MonkeyPatch], None], caught: set[str]
+) -> None:
+    broken(monkeypatch)
+    for seed in range(1, 81):
+        r = run_seed(seed, 3, params=PARAMS)
         if r.failure is not None:
+            assert r.failure.invariant in caught, r.failure.report()
             return
     pytest.fail(f"no seed caught {broken.__name__}")
 
@@ -90,9 +106,7 @@ def test_replay_command_carries_compaction() -> None:
     from rkv.sim.runner import replay_command
 
     cmd = replay_command(7, replace(PARAMS, nodes=5))
-    assert (
-        cmd == "rkv sim --seeds 1 --first-seed 7 --nodes 5 --ticks 300 --compact-every 5"
-    )
+    assert cmd == "rkv sim --seeds 1 --first-seed 7 --nodes 5 --ticks 300 --compact-every 5"
     from rkv.sim.__main__ import main
 
     assert main(["--seeds", "2", "--nodes", "3", "--ticks", "200", "--compact-every", "4"]) == 0

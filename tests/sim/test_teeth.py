@@ -24,7 +24,6 @@ from rkv.sim.cluster import SimParams
 from rkv.sim.disk import DiskParams
 from rkv.sim.network import NetworkParams
 from rkv.sim.runner import Failure, run_seed
-from rkv.sim.statemachine import StoreStateMachine
 from rkv.store import memory as memory_mod
 
 FAST = replace(SimParams(), ticks=150)
@@ -155,7 +154,7 @@ def test_vote_response_before_persisting_then_crash_elects_two_leaders(
     vote is durable, comes back and votes again in the same term."""
     send_early(monkeypatch, MessageType.VOTE_RESP)
     params = replace(HOSTILE, check_durable_sends=False)
-    f = first_failure(3, range(1, 200), params)
+    f = first_failure(3, range(1, 600), params)
     assert_caught(f, {"election-safety"}, 3, params)
 
 
@@ -168,7 +167,10 @@ def test_append_ack_before_persisting_is_caught(monkeypatch: pytest.MonkeyPatch)
 def test_truncating_on_a_stale_append_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     truncate_on_stale_append(monkeypatch)
     f = first_failure(3, range(1, 200), FAST)
-    assert_caught(f, {"truncate-committed", "ack-not-durable"}, 3, FAST)
+    # or, when the truncated entries were not committed yet when they went: the leader
+    # counted the follower's ack, can never send below its match again, and the follower
+    # never catches up (liveness)
+    assert_caught(f, {"truncate-committed", "ack-not-durable", "liveness"}, 3, FAST)
 
 
 def test_acks_of_overwritten_entries_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,8 +201,8 @@ def test_stale_local_reads_are_not_linearizable(monkeypatch: pytest.MonkeyPatch)
 
 def test_a_store_without_sessions_applies_retries_twice(monkeypatch: pytest.MonkeyPatch) -> None:
     no_sessions(monkeypatch)
-    f = first_failure(3, range(1, 200), FAST, state_machine_factory=StoreStateMachine)
-    assert_caught(f, {"applied-twice"}, 3, FAST, state_machine_factory=StoreStateMachine)
+    f = first_failure(3, range(1, 200), FAST)
+    assert_caught(f, {"applied-twice"}, 3, FAST)
 
 
 def test_a_core_that_never_campaigns_fails_liveness(monkeypatch: pytest.MonkeyPatch) -> None:
