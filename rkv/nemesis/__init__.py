@@ -2,7 +2,9 @@
 
 Owns: nothing itself; re-exports the entry points the CLI can wire up as `rkv nemesis`:
 `main(argv) -> exit code`, `run(NemesisConfig) -> Report` (blocking), `run_nemesis` (async),
-and the checking step `check_histories` (see docs/nemesis.md). Must not: be imported by the
+and the checking step `check_histories` (see docs/nemesis.md). Modules: runner (the run's
+phases), faults (the schedule), cluster (node processes), netns (namespaces for --netns),
+delayline (slow links), workload, check, report, command (the command line). Must not: be imported by the
 node, client or store (it sits at the CLI's layer).
 """
 
@@ -14,18 +16,14 @@ from rkv.nemesis.check import (
     compare_replicas,
     lost_acknowledged_writes,
 )
-from rkv.nemesis.runner import (
-    FAULT_KINDS,
-    NemesisConfig,
-    Report,
-    load_history,
-    main,
-    run,
-    run_nemesis,
-)
+from rkv.nemesis.command import main
+from rkv.nemesis.faults import FAULT_KINDS, NETNS_FAULT_KINDS
+from rkv.nemesis.report import Report, load_history
+from rkv.nemesis.runner import NemesisConfig, run, run_nemesis
 
 __all__ = [
     "FAULT_KINDS",
+    "NETNS_FAULT_KINDS",
     "HistoryCheck",
     "NemesisConfig",
     "Report",

@@ -1,10 +1,14 @@
 """Real `python -m rkv serve` processes for the nemesis, and the faults it can inflict on them.
 
-Owns: free loopback ports, one data dir and one log file per node, starting nodes with
-RKV_FAULT_INJECTION=1, SIGKILL / SIGSTOP / SIGCONT, restart from the same data dir, the
-partition hooks (`{"t": "fault"}` requests) and status / stale-read probes over raw RPC.
-Must not: decide what to inject or when (rkv.nemesis.runner), or judge results
-(rkv.nemesis.check). Every process it started is killed by `close()`.
+Owns: one data dir and one log file per node, starting nodes, SIGKILL / SIGSTOP / SIGCONT,
+restart from the same data dir, partitions and status / stale-read probes over raw RPC.
+Two kinds of network: by default free loopback ports, nodes started with
+RKV_FAULT_INJECTION=1 and partitions through their hooks (`{"t": "fault"}` requests); or a
+`NodeNetwork` (rkv.nemesis.netns.Network for `--netns`), which gives the addresses, the argv
+prefix that starts a node in its namespace, and makes partitions and slow links in the
+kernel, and then nodes run without fault injection. Must not: decide what to inject or when
+(rkv.nemesis.faults), or judge results (rkv.nemesis.check). Every process it started is
+killed by `close()`.
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -55,6 +59,27 @@ async def rpc_call(addr: str, frame: dict[str, Any], timeout: float = 2.0) -> di
     return reply
 
 
+class NodeNetwork(Protocol):
+    """Where nodes live and how links between them fail (rkv.nemesis.netns.Network)."""
+
+    @property
+    def addrs(self) -> list[str]: ...
+
+    def launcher(self, addr: str) -> tuple[str, ...]:
+        """argv prefix that runs the node's command inside its network."""
+        ...
+
+    def set_drops(self, addr: str, drop_to: Sequence[str], drop_from: Sequence[str]) -> None:
+        """addr loses its packets to drop_to and those from drop_from (replaces addr's sets)."""
+        ...
+
+    def set_slow(self, links: Iterable[tuple[str, str]], delay: float) -> None:
+        """Delay packets from src to dst for each (src, dst) (replaces the slow links)."""
+        ...
+
+    def heal(self) -> None: ...
+
+
 @dataclass(slots=True)
 class NodeProc:
     """One node process; `paused` tracks SIGSTOP so nobody waits on a frozen node."""
@@ -67,6 +92,10 @@ class NodeProc:
     """The argv before "serve" (default: this Python's `-m rkv`)."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment variables for the process."""
+    launcher: tuple[str, ...] = ()
+    """argv prefix that starts the process elsewhere (`ip netns exec NS`)."""
+    fault_hooks: bool = True
+    """Start with RKV_FAULT_INJECTION=1; False removes the variable even if inherited."""
     proc: subprocess.Popen[bytes] | None = None
     paused: bool = False
     expected_down: bool = True
@@ -77,12 +106,15 @@ class NodeProc:
     def args(self) -> list[str]:
         host, port = parse_address(self.addr)
         return [
+            *self.launcher,
             *(self.command or (sys.executable, "-m", "rkv")),
             "serve",
             "--host",
             host,
             "--port",
             str(port),
+            "--id",
+            self.addr,
             "--peers",
             ",".join(self.peers),
             "--data-dir",
@@ -96,7 +128,10 @@ class NodeProc:
         if self.alive():
             raise RuntimeError(f"{self.addr} is already running")
         env = {**os.environ, **self.env}
-        env[FAULT_ENV] = "1"
+        if self.fault_hooks:
+            env[FAULT_ENV] = "1"
+        else:
+            env.pop(FAULT_ENV, None)
         pp = env.get("PYTHONPATH")
         env["PYTHONPATH"] = str(_PKG_ROOT) + (os.pathsep + pp if pp else "")
         with self.log_path.open("ab") as log:
@@ -131,12 +166,20 @@ class ProcessCluster:
     """The argv before "serve" for every node (default: this Python's `-m rkv`); tests use
     it to run a deliberately broken node and prove the nemesis notices."""
     env: dict[str, str] = field(default_factory=dict)
+    network: NodeNetwork | None = None
+    """None: loopback ports and the nodes' fault hooks. Otherwise the network gives the
+    addresses and makes the partitions, and nodes run without fault injection."""
     nodes: list[NodeProc] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError("a cluster needs at least one node")
-        addrs = [f"127.0.0.1:{p}" for p in free_ports(self.n)]
+        if self.network is None:
+            addrs = [f"127.0.0.1:{p}" for p in free_ports(self.n)]
+        else:
+            addrs = list(self.network.addrs)
+            if len(addrs) != self.n:
+                raise ValueError(f"the network has {len(addrs)} addresses for {self.n} nodes")
         self.root.mkdir(parents=True, exist_ok=True)
         self.nodes = [
             NodeProc(
@@ -146,6 +189,8 @@ class ProcessCluster:
                 self.root / f"{a.replace(':', '_')}.log",
                 command=self.command,
                 env=dict(self.env),
+                launcher=() if self.network is None else self.network.launcher(a),
+                fault_hooks=self.network is None,
             )
             for a in addrs
         ]
@@ -233,7 +278,12 @@ class ProcessCluster:
     async def set_fault(
         self, addr: str, drop_to: Sequence[str] = (), drop_from: Sequence[str] = ()
     ) -> bool:
-        """Install drop sets on one node; False if it could not be reached."""
+        """Install drop sets on one node; False if it could not be reached. In a network
+        (netns) the kernel drops the packets, whether the node runs, is frozen or is dead."""
+        net = self.network
+        if net is not None:
+            await trio.to_thread.run_sync(net.set_drops, addr, list(drop_to), list(drop_from))
+            return True
         n = self.node(addr)
         if not n.alive() or n.paused:
             return False
@@ -244,8 +294,18 @@ class ProcessCluster:
             return False
         return True
 
+    async def set_slow(self, links: Sequence[tuple[str, str]], delay: float) -> None:
+        """Delay every packet from src to dst, for each (src, dst) (a network only)."""
+        if self.network is None:
+            raise RuntimeError("slow links need a network (--netns)")
+        await trio.to_thread.run_sync(self.network.set_slow, list(links), delay)
+
     async def heal(self) -> None:
-        """Clear every reachable node's drop sets (a restarted node starts healed)."""
+        """Clear every reachable node's drop sets (a restarted node starts healed), or every
+        cut and slow link of the network."""
+        if self.network is not None:
+            await trio.to_thread.run_sync(self.network.heal)
+            return
         async with trio.open_nursery() as nursery:
             for n in self.nodes:
                 nursery.start_soon(self.set_fault, n.addr)
