@@ -135,12 +135,30 @@ def test_leader_of_an_older_term_need_not_hold_later_commits() -> None:
 def test_removing_a_committed_entry_fails_even_if_the_node_did_not_know() -> None:
     c = SafetyChecker(IDS)
     c.on_ready("n1", Ready(hard_state=HardState(term=1, commit=2), entries=ents(1, 1, tag=b"a")))
-    c.on_ready("n2", Ready(entries=ents(1, 1, tag=b"a")))
+    c.on_ready("n2", Ready(hard_state=HardState(term=1), entries=ents(1, 1, tag=b"a")))
     # n2 replacing uncommitted entries past 2 is fine
     c.on_ready("n2", Ready(entries=(E(3, 1, b"x"),)))
     c.on_ready("n2", Ready(entries=(E(3, 2, b"y"),)))
     with expect("truncate-committed"):
         c.on_ready("n2", Ready(entries=(E(2, 2, b"z"),)))
+
+
+def test_a_node_of_an_older_term_may_drop_an_entry_a_later_leader_committed() -> None:
+    """Sim seed 9203218 (5 nodes, at cc577c8): n2 holds 2..3 of term 2 and is in term 3; it
+    steps the term-3 leader's 2@3, which removes them, while a term-4 leader that holds them
+    commits them with a majority without n2; n2's next Ready (after a slow write) shows the
+    removal together with term 4. Legal: no term-3 leader ever held 2@2."""
+    c = SafetyChecker(IDS)
+    c.on_ready("n1", lead(2))
+    c.on_ready("n1", Ready(entries=ents(1, 2, 2)))
+    c.on_ready("n2", Ready(hard_state=HardState(term=3), entries=ents(1, 2, 2)))
+    c.on_ready("n1", lead(4))
+    c.on_ready("n1", Ready(hard_state=HardState(term=4, vote="n1", commit=3)))
+    c.on_ready("n2", Ready(hard_state=HardState(term=4), entries=(E(2, 3, b"t3"),)))
+    # a node that was in term 4 already must not drop it
+    c.on_ready("n3", Ready(hard_state=HardState(term=4), entries=ents(1, 2, 2)))
+    with expect("truncate-committed"):
+        c.on_ready("n3", Ready(entries=(E(2, 3, b"t3"),)))
 
 
 def test_truncating_at_or_below_own_commit_fails() -> None:
