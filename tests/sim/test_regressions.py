@@ -18,7 +18,15 @@ REGRESSIONS = [
         9120063,
         5,
         False,
-        id="ack-of-an-entry-a-newer-leader-truncated (tests/raft/test_stale_responses.py)",
+        id="ack-of-an-entry-a-newer-leader-truncated (tests/raft/test_stale_responses.py, "
+        "tests/sim/test_stale_acks.py)",
+    ),
+    pytest.param(
+        9203218,
+        5,
+        False,
+        id="checker: a node of an older term may drop what a later leader committed "
+        "(tests/sim/test_invariants.py)",
     ),
 ]
 
