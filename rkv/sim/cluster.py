@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -165,13 +165,7 @@ class Cluster:
         seed: int,
         params: SimParams,
         raw_node_factory: RawNodeFactory | None = None,
-        state_machine_factory: Callable[[], Any] | None = None,
     ) -> None:
-        if state_machine_factory is not None:
-            raise ValueError(
-                "simulated nodes apply through the real store (rkv.store.MemoryStore); "
-                "break it by patching the store instead of passing a state machine"
-            )
         self.seed = seed
         self.p = params
         self.rng = random.Random(seed)

@@ -18,7 +18,6 @@ from typing import Any
 from rkv.raft.config import Config
 from rkv.sim.cluster import Cluster, SimParams, Stats
 from rkv.sim.invariants import InvariantViolation
-from rkv.sim.statemachine import StateMachine
 
 DEFAULT = SimParams()
 
@@ -104,18 +103,12 @@ def run_seed(
     *,
     params: SimParams | None = None,
     raw_node_factory: RawNodeFactory | None = None,
-    state_machine_factory: Callable[[], StateMachine] | None = None,
 ) -> SeedResult:
-    """Run one seed. `params` (its `nodes` is overridden by `nodes`), `raw_node_factory` (a
-    RawNode stand-in, e.g. a deliberately broken subclass in tests) and `state_machine_factory`
-    (another state machine behind the StateMachine interface) default to the real ones."""
+    """Run one seed. `params` (its `nodes` is overridden by `nodes`) and `raw_node_factory` (a
+    RawNode stand-in, e.g. a deliberately broken subclass in tests) default to the real ones.
+    The nodes always apply through the real store; tests break it by patching."""
     p = replace(params or DEFAULT, nodes=nodes)
-    kw: dict[str, Any] = {}
-    if raw_node_factory is not None:
-        kw["raw_node_factory"] = raw_node_factory
-    if state_machine_factory is not None:
-        kw["state_machine_factory"] = state_machine_factory
-    cluster = Cluster(seed, p, **kw)
+    cluster = Cluster(seed, p, raw_node_factory=raw_node_factory)
     failure = None
     try:
         cluster.run()

@@ -1,14 +1,13 @@
-"""The pluggable state machine the simulated nodes apply committed entries to.
+"""Client commands and the sequential model the client history is checked against.
 
-Owns: the `StateMachine` interface the cluster drives (encode a client command, apply one
-committed entry, report the applied index, answer a read); `StoreStateMachine`, the default,
-an adapter over the real command semantics (rkv.store.MemoryStore: rkv.codec requests with
-client sessions, put/cas/delete, exactly-once, snapshots streamed as the store's records); and
-`KVStateMachine`, a small put-only toy with its own sessions, kept for tests that need a state
-machine they can break. Must not: know about the network, the core's internals or the event
-loop. Its state, including `applied_index`, counts as durable and is updated atomically with
-each apply, like the real store's apply transaction, so a crash keeps it (`reopen()` models
-the restart) and a restart passes `Config(applied=sm.applied_index)`.
+Owns: `ClientCommand` (what a simulated client asks for) and its encoding as rkv.codec
+requests; the `StateMachine` interface of the history model (rkv.sim.history replays the
+committed log through a fresh one: encode, apply one entry, applied index, read);
+`StoreStateMachine`, the model over the real command semantics (rkv.store.MemoryStore:
+sessions, put/cas/delete, exactly-once); and `KVStateMachine`, a small put-only toy with its
+own sessions for tests of the model and checker. The simulated nodes themselves do not use
+this module's state machines: they run Replica over a MemoryStore (rkv.sim.node). Must not:
+know about the network, the core's internals or the event loop.
 
 Toy command format (bytes in an entry): b"put\\0<client>\\0<seq>\\0<key>\\0<value>". An empty
 entry is a leader's no-op.
@@ -16,12 +15,11 @@ entry is a leader's no-op.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from rkv import codec
-from rkv.raft.types import Entry, EntryType, Snapshot
+from rkv.raft.types import Entry, EntryType
 from rkv.store import MemoryStore
 
 
@@ -135,20 +133,6 @@ class KVStateMachine:
     def get(self, key: str) -> str | None:
         return self.data.get(key)
 
-    # -- snapshots (log compaction; see Cluster._maybe_compact) -------------------------------
-
-    def snapshot(self) -> bytes:
-        """The whole state at applied_index, deterministically encoded."""
-        sessions = {str(c): s for c, s in self.sessions.items()}
-        return json.dumps([self._applied, self.data, sessions], sort_keys=True).encode()
-
-    def restore(self, blob: bytes) -> None:
-        """Replace the state by a snapshot (a follower installing the leader's)."""
-        applied, data, sessions = json.loads(blob)
-        self._applied = applied
-        self.data = dict(data)
-        self.sessions = {int(c): s for c, s in sessions.items()}
-
 
 def client_id(client: int) -> bytes:
     """The session id simulated client `client` uses in rkv.codec requests."""
@@ -175,10 +159,6 @@ class StoreStateMachine:
     @property
     def applied_index(self) -> int:
         return self.store.applied_index()
-
-    def reopen(self) -> StoreStateMachine:
-        """A restart: what the store kept (applied state, sessions), no caches."""
-        return type(self)(self.store.reopen())
 
     def encode(self, cmd: ClientCommand) -> bytes:
         key = cmd.key.encode()
@@ -229,22 +209,3 @@ class StoreStateMachine:
     def get(self, key: str) -> str | None:
         v = self.store.get(key.encode())
         return None if v is None else v.decode()
-
-    # -- snapshots: the store's own record stream and staged install --------------------------
-
-    def snapshot(self) -> bytes:
-        with self.store.open_snapshot() as src:
-            chunks = list(src.chunks())
-            m = src.meta
-            return codec.pack([codec.snapshot_meta_to_list(m), src.records, chunks])
-
-    def restore(self, blob: bytes) -> None:
-        fields: Any = codec.unpack(blob)
-        meta_list, records, chunks = fields
-        meta = codec.snapshot_meta_from_list(meta_list)
-        st = self.store
-        st.begin_snapshot_install(meta)
-        for seq, chunk in enumerate(chunks):
-            st.stage_snapshot_chunk(seq, chunk)
-        st.finish_snapshot_staging(len(chunks), records)
-        st.install_snapshot(None, (), Snapshot(meta=meta))

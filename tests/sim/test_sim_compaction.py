@@ -78,8 +78,6 @@ def test_nodes_run_the_real_replica_over_the_real_store() -> None:
     assert all(isinstance(n.store, MemoryStore) for n in c.nodes.values())
     assert all(isinstance(n.replica, Replica) for n in c.nodes.values() if n.up)
     assert c.write_kinds == ("put", "cas", "delete")
-    with pytest.raises(ValueError, match="real store"):
-        Cluster(1, PARAMS, state_machine_factory=object)
 
 
 @pytest.mark.parametrize(
