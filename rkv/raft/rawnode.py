@@ -154,12 +154,12 @@ class RawNode:
             return True
         log = r.log
         u = log.unstable
-        if u.in_progress < u.offset + len(u.entries) or (
-            u.snapshot is not None and not u.snapshot_in_progress
+        if (
+            u.in_progress < u.offset + len(u.entries)
+            or u.next_snapshot() is not None
+            or log.has_next_committed_entries()
         ):
             return True
-        if u.snapshot is None and log.committed > log.applied:
-            return True  # committed entries to apply (log.has_next_committed_entries)
         if r.role == Role.LEADER and r._reads_unsent:
             return True
         # soft and hard state, compared field by field (this runs after every input)
