@@ -470,6 +470,12 @@ class Cluster:
             self.at(self.now + delay, BACKLOG, node, node.epoch)
 
     def _apply_backlog(self, node: SimNode) -> None:
+        if node.in_flight is not None:
+            # between Readies only, as in the runtime's loop: the Ready's write goes first
+            # (and takes the backlog with it if its entries may not wait)
+            node.backlog_event = True
+            self.at(self.now + self.p.tick_interval, BACKLOG, node, node.epoch)
+            return
         out = node.rep.apply_backlog()
         self._check_applied(node)
         self._outcome(node, out)
