@@ -57,7 +57,7 @@ class Cluster:
                 self._send(i, list(rd.persisted_messages))
                 out = r.finish(rd, results)
                 self.answered[i] += [(t, e.index, res) for t, e, res in out.completed]
-                self.reads[i] += out.reads
+                self.reads[i] += [token for token, _index in out.reads]
 
     def deliver(self) -> None:
         msgs, self.inflight = self.inflight, []
