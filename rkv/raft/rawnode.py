@@ -178,20 +178,38 @@ class RawNode:
         r = self.raft
         r.flush()
         log = r.log
-        soft = self._soft_state()
-        hard = self._hard_state()
+        prev_soft, prev_hard = self._prev_soft, self._prev_hard
+        soft = (
+            prev_soft
+            if r.leader == prev_soft.leader and r.role == prev_soft.role
+            else self._soft_state()
+        )
+        hard = (
+            prev_hard
+            if r.term == prev_hard.term
+            and r.vote == prev_hard.vote
+            and log.committed == prev_hard.commit
+            else self._hard_state()
+        )
         msgs, r.msgs = r.msgs, []
         immediate = IMMEDIATE_TYPES  # a module global, so a teeth test can widen it
-        now = tuple(m for m in msgs if m.type in immediate)
-        later = tuple(m for m in msgs if m.type not in immediate)
+        now: list[Message] = []
+        later: list[Message] = []
+        for m in msgs:
+            (now if m.type in immediate else later).append(m)
+        committed = (
+            tuple(log.next_committed_entries(r.cfg.max_committed_size_per_ready))
+            if log.has_next_committed_entries()
+            else ()
+        )
         rd = Ready(
-            soft_state=soft if soft != self._prev_soft else None,
-            hard_state=hard if hard != self._prev_hard else None,
+            soft_state=None if soft is prev_soft else soft,
+            hard_state=None if hard is prev_hard else hard,
             entries=tuple(log.unstable.next_entries()),
             snapshot=log.unstable.next_snapshot(),
-            messages=now,
-            persisted_messages=later,
-            committed_entries=tuple(log.next_committed_entries(r.cfg.max_committed_size_per_ready)),
+            messages=tuple(now),
+            persisted_messages=tuple(later),
+            committed_entries=committed,
             read_states=tuple(r.read_states),
         )
         r.read_states = []

@@ -270,7 +270,8 @@ class Cluster:
                 node = a
                 if node.epoch == b and node.up:
                     node.rep.tick()
-                    self._process(node)
+                    if node.in_flight is None:
+                        self._process(node)
                     self.at(t + iv, TICK, node, b)
             elif kind == PERSISTED:
                 node = a
@@ -430,15 +431,18 @@ class Cluster:
         """The Ready loop of rkv.node, in virtual time: take a Ready, send its messages,
         answer committed puts, write (taking the disk's latency; nothing new is taken
         meanwhile), then send what depended on the write and deliver the outcome."""
-        while node.up and node.in_flight is None:
-            rep = node.rep
-            if not rep.has_ready():
-                return
+        if not node.up:
+            return
+        rep = node.rep  # the same Replica throughout: nothing here crashes the node
+        while node.in_flight is None and rep.has_ready():
             rd = rep.take_ready()
-            self.note(f"{node.id}", rd)
+            self.note(node.id, rd)
             self.checker.on_ready(node.id, rd)
-            self._send(node, rd.messages)
-            self._outcome(node, rep.answer_committed(rd))
+            if rd.messages:
+                self._send(node, rd.messages)
+            early = rep.answer_committed(rd)
+            if early.completed:
+                self._outcome(node, early)
             if rd.must_sync:
                 lat = node.disk.latency()
                 if lat > 0:
