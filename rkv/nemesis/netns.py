@@ -55,6 +55,7 @@ _NAME = re.compile(rf"^({PREFIX}(\d+)-\d+)(-hub|-n\d+|r)$")
 _PKG_ROOT = Path(rkv.__file__).resolve().parent.parent
 _LOCK_PATH = Path(tempfile.gettempdir()) / "rkv-nemesis-netns.lock"
 _seq = itertools.count()
+_NO_FILTERS = ("rp_filter", "send_redirects")
 
 
 class NetnsUnavailable(RuntimeError):
@@ -171,9 +172,7 @@ def leftovers(prefix: str) -> list[str]:
     """Namespaces and root-namespace links of a run (`rkvn<pid>-<seq>`) or of every run of a
     process (`rkvn<pid>-`) that still exist (for tests)."""
     names = [*list_netns(), *_root_links()]
-    return [
-        n for n in names if (m := _NAME.match(n)) and prefix in (m[1], f"{PREFIX}{m[2]}-")
-    ]
+    return [n for n in names if (m := _NAME.match(n)) and prefix in (m[1], f"{PREFIX}{m[2]}-")]
 
 
 class Network:
@@ -267,14 +266,9 @@ class Network:
                     f"link set {root} up",
                 ]
             )
-        _sysctl(
-            self.hub,
-            "net.ipv4.ip_forward=1",
-            "net.ipv4.conf.all.rp_filter=0",
-            "net.ipv4.conf.default.rp_filter=0",
-            "net.ipv4.conf.all.send_redirects=0",
-            "net.ipv4.conf.default.send_redirects=0",
-        )
+        # The hub forwards slow links' packets, also those coming back out of the TUN device.
+        conf = [f"net.ipv4.conf.{d}.{k}=0" for d in ("all", "default") for k in _NO_FILTERS]
+        _sysctl(self.hub, "net.ipv4.ip_forward=1", *conf)
         hub = [
             "link set lo up",
             "link add br0 type bridge",
@@ -309,14 +303,9 @@ class Network:
         env = {**os.environ, "PYTHONPATH": str(_PKG_ROOT)}
         log = (log_dir / "delayline.log").open("ab") if log_dir else subprocess.DEVNULL
         try:
+            argv = [*in_namespace(self.hub), sys.executable, "-m", "rkv.nemesis.delayline"]
             self._delayline = subprocess.Popen(
-                [
-                    *in_namespace(self.hub),
-                    sys.executable,
-                    "-m",
-                    "rkv.nemesis.delayline",
-                    DELAY_DEV,
-                ],
+                [*argv, DELAY_DEV],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,

@@ -41,7 +41,7 @@ PROBE = str(Path(__file__).with_name("netns_probe.py"))
 CID = b"nemesis-netns-01"
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _needs_netns() -> None:
     try:
         check_available()
@@ -64,7 +64,7 @@ def probe(net: Network, i: int, *args: str) -> str:
 def udp(net: Network, src: int, dst: int) -> float | None:
     """One-way lag of a datagram from node src to node dst, None if none arrived."""
     recv = subprocess.Popen(
-        [*net.launcher(net.addrs[dst]), sys.executable, PROBE, "udp-recv", net.ips[dst], "1.5"],
+        [*net.launcher(net.addrs[dst]), sys.executable, PROBE, "udp-recv", net.ips[dst], "2.5"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -91,7 +91,9 @@ def harness_tcp(net: Network, dst: int) -> str:
 
 
 def reachable(lag: float | None) -> bool:
-    return lag is not None and lag < 0.15
+    """Arrived without the delay of a slow link (the probes' scheduling on a busy machine
+    adds milliseconds, a slow link in these tests 500)."""
+    return lag is not None and lag < 0.3
 
 
 def test_namespaces_talk_and_a_one_way_cut_drops_one_direction(net: Network) -> None:
@@ -131,9 +133,9 @@ def test_namespaces_talk_and_a_one_way_cut_drops_one_direction(net: Network) -> 
 
 
 def test_a_slow_link_delays_one_direction(net: Network) -> None:
-    net.set_slow([(net.addrs[0], net.addrs[1])], 0.3)
+    net.set_slow([(net.addrs[0], net.addrs[1])], 0.5)
     lag = udp(net, 0, 1)
-    assert lag is not None and 0.28 <= lag < 1.5, lag
+    assert lag is not None and 0.48 <= lag < 2.0, lag
     assert reachable(udp(net, 1, 0))
     assert reachable(udp(net, 2, 1))
     net.heal()
