@@ -1,14 +1,14 @@
 """rkv.store: the node's durable state (LMDB) and its in-memory twin.
 
 Blocking code, no trio. See docs/contracts.md (rkv.store) for the API; env.py (LmdbStore,
-open_store), memory.py (MemoryStore), commands.py (the state machine's semantics),
-errors.py (StoreError and subclasses).
+open_store, adopt_backup_copy), memory.py (MemoryStore), commands.py (the state machine's
+semantics), snapshot.py (snapshot streams, BackupCopy), errors.py (StoreError and subclasses).
 """
 
 from __future__ import annotations
 
 from rkv.store.commands import ApplyResult, Manifest, Record, Session
-from rkv.store.env import SCHEMA_VERSION, LmdbStore, open_store
+from rkv.store.env import SCHEMA_VERSION, LmdbStore, adopt_backup_copy, open_store
 from rkv.store.errors import (
     CorruptionError,
     NotFoundError,
@@ -18,12 +18,13 @@ from rkv.store.errors import (
     StoreIdentityError,
 )
 from rkv.store.memory import MemoryStore
-from rkv.store.snapshot import DEFAULT_CHUNK_BYTES, SnapshotSource
+from rkv.store.snapshot import DEFAULT_CHUNK_BYTES, BackupCopy, SnapshotSource
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
     "SCHEMA_VERSION",
     "ApplyResult",
+    "BackupCopy",
     "CorruptionError",
     "LmdbStore",
     "Manifest",
@@ -36,5 +37,6 @@ __all__ = [
     "StoreError",
     "StoreFullError",
     "StoreIdentityError",
+    "adopt_backup_copy",
     "open_store",
 ]

@@ -3,7 +3,10 @@
 Owns: opening the environment (identity and schema checks, an exclusive lock on the data dir),
 the two write paths, each exactly one transaction (`save` for the Raft side, durable;
 `apply` for committed commands + applied index + sessions, atomic; `save_and_apply` for both
-at once, durable), reads, map growth, and turning LMDB failures into rkv.store.errors.
+at once, durable), reads, map growth, turning LMDB failures into rkv.store.errors, and
+the store's side of backups: `write_backup` (a read-only copy of the environment from one
+read transaction) and `adopt_backup_copy` (seed a new single-node store from such a copy;
+the meta records it rewrites are this module's own).
 Must not: use trio or hold a transaction across calls. Every method is blocking and
 self-contained, so the runtime may call it from any worker thread.
 
@@ -22,7 +25,8 @@ import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import IO, Any, TypeVar
 
 import lmdb
 
@@ -42,7 +46,7 @@ from rkv.codec import (
     unpack,
 )
 from rkv.raft.storage import Compacted, Unavailable, limit_size
-from rkv.raft.types import ConfState, Entry, HardState, NodeId, Snapshot, SnapshotMeta
+from rkv.raft.types import NONE, ConfState, Entry, HardState, NodeId, Snapshot, SnapshotMeta
 from rkv.store import kv as kvdb
 from rkv.store import raft_store as logdb
 from rkv.store.commands import (
@@ -64,6 +68,7 @@ from rkv.store.errors import (
 )
 from rkv.store.snapshot import (
     DEFAULT_CHUNK_BYTES,
+    BackupCopy,
     ChunkCounter,
     SnapshotSource,
     Staging,
@@ -87,6 +92,8 @@ _K_VOTERS = b"voters"
 _K_HARD_STATE = b"hard_state"
 _K_SNAPSHOT = b"snapshot"
 _K_SNAPSHOT_DATA = b"snapshot_data"
+_GEN_SUFFIXES = (b"", b".1")
+"""Name suffixes of the two state-machine generations' databases (kv, files, sessions)."""
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
@@ -200,6 +207,71 @@ def _open_env(path: str, map_size: int) -> lmdb.Environment:
         raise StoreError(f"cannot open {path}: {e}") from e
 
 
+def adopt_backup_copy(
+    path: str | os.PathLike[str], *, index: int, term: int, cluster_id: str, node_id: NodeId
+) -> None:
+    """Turn `path`/data.mdb, a copy made by `LmdbStore.write_backup` at applied index
+    `index` (of term `term`), into the store of a new single-node cluster: `node_id` of
+    `cluster_id` its only voter, the applied state standing in for the log as a snapshot at
+    `index`. The log is dropped (entries after `index` were never applied there), except
+    records that staged upload chunks pin (file data, see rkv.store.kv); so is a snapshot
+    staged from a leader and the non-live generation. Client sessions are kept. Must run
+    on a data dir no process holds. Raises CorruptionError when the copy is not a usable
+    store of this schema at `index`."""
+    d = os.fspath(path)
+    size = os.stat(os.path.join(d, "data.mdb")).st_size
+    env = _open_env(d, max(DEFAULT_MAP_SIZE, 2 * size))
+    try:
+        with env.begin(write=True) as txn:
+            _adopt(txn, env, d, index=index, term=term, cluster_id=cluster_id, node_id=node_id)
+        env.sync(True)
+    except (lmdb.Error, CodecError) as e:
+        raise CorruptionError(f"{d} is not a usable rkv store: {e}") from e
+    finally:
+        env.close()
+    with contextlib.suppress(OSError):
+        Path(d, "lock.mdb").unlink()
+
+
+def _adopt(
+    txn: lmdb.Transaction[bytes],
+    env: lmdb.Environment,
+    d: str,
+    *,
+    index: int,
+    term: int,
+    cluster_id: str,
+    node_id: NodeId,
+) -> None:
+    meta = env.open_db(b"meta", txn=txn, create=False)
+    log = env.open_db(b"log", txn=txn, create=False)
+    schema = txn.get(_K_SCHEMA, db=meta)
+    if schema is None or len(schema) != 4 or _U32.unpack(schema)[0] != SCHEMA_VERSION:
+        raise CorruptionError(f"{d} has store schema {schema!r}, not {SCHEMA_VERSION}")
+    applied = kvdb.decode_u64("applied index", txn.get(kvdb.APPLIED_KEY, db=meta))
+    if applied != index:
+        raise CorruptionError(f"{d} has applied index {applied}, expected {index}")
+    old = decode_hard_state(_need(txn.get(_K_HARD_STATE, db=meta), "hard state"))
+    voters = (node_id,)
+    txn.put(_K_CLUSTER, cluster_id.encode(), db=meta)
+    txn.put(_K_NODE, node_id.encode(), db=meta)
+    txn.put(_K_VOTERS, pack(list(voters)), db=meta)
+    hs = HardState(term=max(old.term, term), vote=NONE, commit=index)
+    txn.put(_K_HARD_STATE, encode_hard_state(hs), db=meta)
+    snap = SnapshotMeta(index=index, term=term, voters=voters)
+    txn.put(_K_SNAPSHOT, pack(snapshot_meta_to_list(snap)), db=meta)
+    txn.put(_K_SNAPSHOT_DATA, b"", db=meta)
+    gen = txn.get(kvdb.GEN_KEY, db=meta) or b"\x00"
+    if gen not in (b"\x00", b"\x01"):
+        raise CorruptionError(f"{d} has a bad state machine generation")
+    live_files = env.open_db(b"files" + _GEN_SUFFIXES[gen[0]], txn=txn)
+    logdb.delete_from(txn, log, 0, kvdb.pinned_keys(txn, live_files, 0, index))
+    txn.delete(kvdb.STAGING_KEY, db=meta)
+    other = _GEN_SUFFIXES[1 - gen[0]]
+    for name in (b"kv", b"files", b"sessions"):
+        txn.drop(env.open_db(name + other, txn=txn), delete=False)
+
+
 class LmdbStore:
     """The durable store of one node. Build it with open_store()."""
 
@@ -253,7 +325,7 @@ class LmdbStore:
                     files=env.open_db(b"files" + suffix),
                     sessions=env.open_db(b"sessions" + suffix),
                 )
-                for suffix in (b"", b".1")
+                for suffix in _GEN_SUFFIXES
             )
 
         for _ in range(_MAX_GROWS):
@@ -313,7 +385,7 @@ class LmdbStore:
 
     def _follow_live_gen(self) -> None:
         # Our own code picks the generation inside each transaction (_live); `_dbs` follows
-        # it only for outside readers such as rkv.backup, which use `store._dbs` directly.
+        # it only for outside readers (tests) that use `store._dbs` directly.
         self._dbs = self._gens[self._read(self._gen)]
 
     def _live(self, txn: lmdb.Transaction[bytes]) -> kvdb.Dbs:
@@ -699,6 +771,27 @@ class LmdbStore:
             if info["map_size"] < want:
                 self._revoke_sources()
                 self._env.set_mapsize(want)
+
+    def write_backup(self, f: IO[bytes]) -> BackupCopy:
+        """Read-only: write a compacted copy of the whole environment (an LMDB data.mdb) to
+        `f` from ONE read transaction, and return what that copy holds (applied index, its
+        term, keys, files) as of the same transaction. Writes go on meanwhile (MVCC); a map
+        resize waits for the copy. `adopt_backup_copy` turns such a copy into a store."""
+
+        def copy(txn: lmdb.Transaction[bytes]) -> BackupCopy:
+            self._env.copyfd(f.fileno(), compact=True, txn=txn)
+            sm = self._snapshot_meta(txn)
+            live = self._live(txn)
+            return BackupCopy(
+                index=sm.index,
+                term=sm.term,
+                keys=txn.stat(live.kv)["entries"],
+                files=kvdb.count_prefix(txn, live.files, b"m"),
+            )
+
+        out = self._read(copy)
+        f.flush()
+        return out
 
     def applied_conf(self) -> ConfState:
         """The configuration in force at the applied index."""

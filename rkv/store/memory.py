@@ -13,7 +13,7 @@ import copy
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import IO, Any
 
 from rkv.codec import (
     SNAP_FILES,
@@ -39,7 +39,7 @@ from rkv.store.commands import (
 )
 from rkv.store.errors import CorruptionError, NotFoundError, SnapshotError, StoreError
 from rkv.store.raft_store import check_entries, check_limit, check_snapshot
-from rkv.store.snapshot import DEFAULT_CHUNK_BYTES, ChunkCounter, Staging, batch
+from rkv.store.snapshot import DEFAULT_CHUNK_BYTES, BackupCopy, ChunkCounter, Staging, batch
 
 ApplyHook = Callable[[Sequence[Entry], Sequence["ApplyResult"], Sequence[int]], None]
 
@@ -361,6 +361,17 @@ class MemoryStore:
         c = self.applied_conf()
         meta = SnapshotMeta(index=applied, term=term, voters=c.voters, learners=c.learners)
         return _MemorySnapshotSource(meta, _records(st), max_chunk)
+
+    def write_backup(self, f: IO[bytes]) -> BackupCopy:
+        """Read-only: write the applied state to `f` (msgpack: the snapshot stream's records,
+        in the LMDB layouts; not an LMDB copy, so `adopt_backup_copy` cannot use it) and
+        return what it holds, as LmdbStore.write_backup does."""
+        meta = self.open_snapshot().meta
+        f.write(pack([list(r) for r in _records(self._st)]))
+        f.flush()
+        return BackupCopy(
+            index=meta.index, term=meta.term, keys=len(self._st.kv), files=len(self._st.manifests)
+        )
 
     def begin_snapshot_install(self, meta: SnapshotMeta) -> None:
         self._check_open()

@@ -3,7 +3,8 @@
 Owns: the `SnapshotSource` protocol (a consistent, read-only view of the applied state that
 yields codec-encoded chunks of at most about `max_chunk` bytes, at least one record each),
 the batching of records into chunks, and the `Staging` record that tracks a snapshot being
-received (which chunk comes next, how many records arrived, whether it is complete).
+received (which chunk comes next, how many records arrived, whether it is complete), and
+`BackupCopy`, what a store's `write_backup` copy holds.
 Must not: open transactions or know a store's layout (env.py and memory.py do), or hold more
 than one chunk in memory: a snapshot may be far larger than RAM.
 
@@ -55,6 +56,17 @@ class SnapshotSource(Protocol):
     def __enter__(self) -> Self: ...
 
     def __exit__(self, *exc: object) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class BackupCopy:
+    """What a copy written by a store's `write_backup(f)` holds, read in the same transaction
+    as the copy: the applied index and the term of its entry, user keys and files."""
+
+    index: int
+    term: int
+    keys: int
+    files: int
 
 
 class ChunkCounter:

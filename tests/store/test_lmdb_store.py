@@ -18,11 +18,13 @@ import pytest
 from rkv.codec import Put, Request, encode_request
 from rkv.raft.types import ConfState, Entry, HardState
 from rkv.store import (
+    BackupCopy,
     CorruptionError,
     LmdbStore,
     StoreError,
     StoreFullError,
     StoreIdentityError,
+    adopt_backup_copy,
     open_store,
 )
 
@@ -416,3 +418,32 @@ def test_batches_in_order_before_a_few_larger_keys_fill_pages(
         assert after_tail <= (alone + tail_pages) * 1.1, (after_tail, alone, tail_pages)
     else:
         assert after_tail >= alone * 1.6, (after_tail, alone)
+
+
+def test_a_backup_copy_adopted_as_a_new_single_node_store(path: Path, tmp_path: Path) -> None:
+    s = opened(path)
+    try:
+        es = put_entries(1, 5, 10, term=3)
+        s.save(HardState(3, NODE, 5), es)
+        s.apply(es[:4])  # entry 5 is committed, not applied: the copy is as of index 4
+        new = tmp_path / "new"
+        new.mkdir()
+        with (new / "data.mdb").open("wb") as f:
+            assert s.write_backup(f) == BackupCopy(index=4, term=3, keys=4, files=0)
+    finally:
+        s.close()
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (wrong / "data.mdb").write_bytes((new / "data.mdb").read_bytes())
+    with pytest.raises(CorruptionError, match="applied index 4, expected 5"):
+        adopt_backup_copy(wrong, index=5, term=3, cluster_id="c2", node_id="n:9")
+    adopt_backup_copy(new, index=4, term=3, cluster_id="c2", node_id="n:9")
+    with pytest.raises(StoreIdentityError):
+        opened(new).close()
+    r = open_store(new, cluster_id="c2", node_id="n:9", voters=())
+    try:
+        assert r.initial_state() == (HardState(3, "", 4), ConfState(("n:9",)))
+        assert (r.applied_index(), r.first_index(), r.last_index()) == (4, 5, 4)
+        assert r.get(b"k%08d" % 4) is not None and r.get(b"k%08d" % 5) is None
+    finally:
+        r.close()

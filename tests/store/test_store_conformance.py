@@ -7,6 +7,7 @@ Covers the Raft side (log save/replace/read, hard state, snapshot meta), the sta
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +27,7 @@ from rkv.raft import confchange
 from rkv.raft.confchange import ConfChangeType
 from rkv.raft.storage import Compacted, Unavailable
 from rkv.raft.types import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMeta
-from rkv.store import ApplyResult, Manifest, NotFoundError, Record, StoreError
+from rkv.store import ApplyResult, BackupCopy, Manifest, NotFoundError, Record, StoreError
 
 from .harness import VOTERS, Harness, Store
 
@@ -592,6 +593,31 @@ def test_file_keys_that_prefix_each_other(store: Store) -> None:
     upload(store, b"a", b"u3", [b"new"])  # overwriting "a" must not touch "ab"
     assert read_file(store, b"ab") == b"B0"
     assert read_file(store, b"a") == b"new"
+
+
+# --- backup stream -------------------------------------------------------------------------
+
+
+def test_write_backup_reports_the_applied_state_read_only(store: Store, tmp_path: Path) -> None:
+    def commit(term: int, *commands: Command) -> None:
+        i = store.last_index()
+        es = [Entry(term=term, index=i + 1 + n, data=req(c)) for n, c in enumerate(commands)]
+        store.save(HardState(term=term, vote="n1", commit=es[-1].index), es)
+        store.apply(es)
+
+    sha = hashlib.sha256(b"chunk").digest()
+    commit(2, Put(b"k1", b"v"), Put(b"k2", b"v"))
+    commit(2, FileChunk(b"f", b"u", 0, b"chunk"), FileCommit(b"f", b"u", 5, 1, sha))
+    before = store.stats()
+    with (tmp_path / "copy").open("w+b") as f:
+        got = store.write_backup(f)
+        size = f.seek(0, 2)
+    assert got == BackupCopy(index=4, term=2, keys=2, files=1)
+    assert size > 0
+    assert store.stats() == before  # read-only
+    commit(3, Put(b"later", b"x"))  # and the store still takes writes
+    with (tmp_path / "copy2").open("w+b") as f:
+        assert store.write_backup(f) == BackupCopy(index=5, term=3, keys=3, files=1)
 
 
 # --- scan --------------------------------------------------------------------------------
