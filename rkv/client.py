@@ -7,8 +7,9 @@ overall deadline, write sessions (client id + sequence number, kept across retri
 state machine applies a write once), chunked file upload/download with bounded memory and
 SHA-256 verification, and the cluster status view.
 
-Must not: import the node runtime, the store or the CLI (layering: client sits above net,
-config, codec and errors), print anything, or hold a whole file in memory.
+Must not: import the node runtime, the store, lmdb or the CLI, not even indirectly
+(layering: client sits above net, config, codec and errors; tests/test_architecture.py
+checks a fresh `import rkv.client`), print anything, or hold a whole file in memory.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from typing import IO, Any, TypeVar
 
 import trio
 
-from rkv.backup import CHUNK as BACKUP_CHUNK
-from rkv.backup import BackupWriter
+from rkv.backup_file import CHUNK as BACKUP_CHUNK
+from rkv.backup_file import BackupWriter
 from rkv.config import format_address, parse_address
 from rkv.errors import (
     BadRequest,

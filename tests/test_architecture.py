@@ -3,11 +3,16 @@
 Layers, outermost first: cli > node | client > replica > net | store > codec > raft.
 A module may import only modules of its own layer or below. rkv/raft imports nothing but
 the standard library, and none of the standard library's I/O, clock or thread modules.
+`rkv` and `rkv.client` never load the store, the node or `lmdb`, not even indirectly
+(checked in a fresh interpreter, so lazy imports and re-exports count too).
 """
 
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +31,8 @@ RANK = {
     "config": 3,
     "http": 3,  # the node's health/metrics HTTP server: trio only
     "metrics": 3,  # prometheus collectors fed by the node (duck-typed, no node import)
-    "backup": 3,  # backup file format, node-side copy, restore: store + codec
+    "backup_file": 2,  # backup file format, manifest checks, verify, the writer: errors only
+    "backup": 3,  # node-side copy and restore over the store's public backup API
     "errors": 0,
     "client": 4,
     "node": 4,
@@ -151,3 +157,33 @@ def test_purity_check_has_teeth(tmp_path: Path) -> None:
     assert mods & FORBIDDEN_IN_RAFT == {"time", "os"}
     attrs = [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)]
     assert "choice" in attrs and "choice" in RANDOM_MODULE_FUNCS
+
+
+# What a client-side import must never load, even indirectly.
+CLIENT_FORBIDDEN = ("lmdb", "rkv.store", "rkv.node", "rkv.backup")
+
+
+def loaded_modules(module: str) -> set[str]:
+    """The modules a fresh interpreter holds after `import <module>`."""
+    code = f"import json, sys; import {module}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    return set(json.loads(out))
+
+
+def forbidden_in(mods: set[str]) -> list[str]:
+    return sorted(m for m in mods if any(m == f or m.startswith(f + ".") for f in CLIENT_FORBIDDEN))
+
+
+@pytest.mark.parametrize("module", ["rkv", "rkv.client"])
+def test_client_imports_stay_off_the_store(module: str) -> None:
+    mods = loaded_modules(module)
+    assert module in mods  # the probe really imported it
+    bad = forbidden_in(mods)
+    assert not bad, f"import {module} loads {bad} (see ARCHITECTURE.md: client never loads them)"
+
+
+def test_transitive_import_check_has_teeth() -> None:
+    """The probe sees indirect imports: rkv.backup loads lmdb through rkv.store."""
+    assert set(forbidden_in(loaded_modules("rkv.backup"))) >= {"lmdb", "rkv.backup", "rkv.store"}
