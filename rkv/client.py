@@ -5,7 +5,8 @@ multiplexed `RpcClient` connection per node, leader discovery (following `not_le
 hints and remembering the leader), retries with exponential backoff and jitter until an
 overall deadline, write sessions (client id + sequence number, kept across retries so the
 state machine applies a write once), chunked file upload/download with bounded memory and
-SHA-256 verification, and the cluster status view.
+SHA-256 verification, backups (downloads and backups share one pipelined chunk fetch; the
+file format is rkv.backup_file's), and the cluster status view.
 
 Must not: import the node runtime, the store, lmdb or the CLI, not even indirectly
 (layering: client sits above net, config, codec and errors; tests/test_architecture.py
@@ -153,11 +154,54 @@ class _Link:
 
 @dataclass(slots=True)
 class _Slot:
-    """One chunk of a download in flight."""
+    """One chunk of a pipelined fetch (a download or a backup) in flight."""
 
     n: int
     data: bytes | None = None
     done: trio.Event = field(default_factory=trio.Event)
+
+
+async def _fetch_pipelined(
+    positions: Iterable[int],
+    read: Callable[[int], Awaitable[bytes]],
+    consume: Callable[[bytes], Awaitable[None]],
+) -> None:
+    """The one pipelined chunk fetch (downloads and backups): `read(position)` for each
+    position, up to PIPELINE reads in flight, and `consume(data)` of each chunk in order.
+
+    Memory is bounded by the channel: at most about PIPELINE chunks are fetched and not yet
+    consumed. The first error of a read or a consume cancels the rest and is raised as
+    itself (not as an ExceptionGroup)."""
+    send_ch, recv_ch = trio.open_memory_channel[_Slot](PIPELINE - 1)
+
+    async def fetch(slot: _Slot) -> None:
+        slot.data = await read(slot.n)
+        slot.done.set()
+
+    async def produce(nursery: trio.Nursery) -> None:
+        async with send_ch:
+            for n in positions:
+                slot = _Slot(n)
+                # The channel bound is what limits chunks held in memory.
+                await send_ch.send(slot)
+                nursery.start_soon(fetch, slot)
+
+    with _plain_errors():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce, nursery)
+            async with recv_ch:
+                async for slot in recv_ch:
+                    await slot.done.wait()
+                    data, slot.data = slot.data, None
+                    assert data is not None
+                    await consume(data)
+
+
+def _chunk_data(reply: dict[str, Any], what: str) -> bytes:
+    data = reply.get("data")
+    if not isinstance(data, bytes):
+        raise IntegrityError(f"{what} has no data")
+    return data
 
 
 class Client:
@@ -635,36 +679,19 @@ class Client:
     ) -> dict[str, Any]:
         writer = await trio.to_thread.run_sync(BackupWriter, path, manifest)
         size = int(manifest["data_size"])
-        send_ch, recv_ch = trio.open_memory_channel[_Slot](PIPELINE - 1)
 
-        async def fetch(slot: _Slot) -> None:
-            frame = {"t": "backup_read", "b": token, "off": slot.n, "len": BACKUP_CHUNK}
+        async def read(off: int) -> bytes:
+            frame = {"t": "backup_read", "b": token, "off": off, "len": BACKUP_CHUNK}
             reply = await self._call_on(addr, frame, self.attempt_timeout)
-            data = reply.get("data")
-            if not isinstance(data, bytes):
-                raise IntegrityError(f"{addr}: backup chunk at {slot.n} has no data")
-            slot.data = data
-            slot.done.set()
+            return _chunk_data(reply, f"{addr}: backup chunk at {off}")
 
-        async def produce(nursery: trio.Nursery) -> None:
-            async with send_ch:
-                for off in range(0, size, BACKUP_CHUNK):
-                    slot = _Slot(off)
-                    await send_ch.send(slot)
-                    nursery.start_soon(fetch, slot)
+        async def write(data: bytes) -> None:
+            await trio.to_thread.run_sync(writer.write, data)
+            if progress is not None:
+                progress(writer.written, size)
 
         try:
-            with _plain_errors():
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(produce, nursery)
-                    async with recv_ch:
-                        async for slot in recv_ch:
-                            await slot.done.wait()
-                            data, slot.data = slot.data, None
-                            assert data is not None
-                            await trio.to_thread.run_sync(writer.write, data)
-                            if progress is not None:
-                                progress(writer.written, size)
+            await _fetch_pipelined(range(0, size, BACKUP_CHUNK), read, write)
             return await trio.to_thread.run_sync(writer.finish)
         except BaseException:
             writer.abort()
@@ -847,45 +874,25 @@ class Client:
     ) -> None:
         h = hashlib.sha256()
         written = 0
-        send_ch, recv_ch = trio.open_memory_channel[_Slot](PIPELINE - 1)
 
-        async def fetch(slot: _Slot) -> None:
+        async def read(n: int) -> bytes:
             reply = await self._call(
-                {"t": "file_read", "k": key, "n": slot.n, "sha": sha},
-                what=f"download of chunk {slot.n}",
+                {"t": "file_read", "k": key, "n": n, "sha": sha},
+                what=f"download of chunk {n}",
             )
-            data = reply.get("data")
-            if not isinstance(data, bytes):
-                raise IntegrityError(f"chunk {slot.n} of the file has no data")
-            slot.data = data
-            slot.done.set()
+            return _chunk_data(reply, f"chunk {n} of the file")
 
-        async def produce(nursery: trio.Nursery) -> None:
-            async with send_ch:
-                for n in range(chunks):
-                    slot = _Slot(n)
-                    # The channel bound is what limits chunks held in memory.
-                    await send_ch.send(slot)
-                    nursery.start_soon(fetch, slot)
+        async def write(data: bytes) -> None:
+            nonlocal written
+            h.update(data)
+            written += len(data)
+            if written > size:
+                raise IntegrityError(f"file {key!r} has more bytes than its recorded size {size}")
+            await trio.to_thread.run_sync(f.write, data)
+            if progress is not None:
+                progress(written, size)
 
-        with _plain_errors():
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(produce, nursery)
-                async with recv_ch:
-                    async for slot in recv_ch:
-                        await slot.done.wait()
-                        data = slot.data
-                        slot.data = None
-                        assert data is not None
-                        h.update(data)
-                        written += len(data)
-                        if written > size:
-                            raise IntegrityError(
-                                f"file {key!r} has more bytes than its recorded size {size}"
-                            )
-                        await trio.to_thread.run_sync(f.write, data)
-                        if progress is not None:
-                            progress(written, size)
+        await _fetch_pipelined(range(chunks), read, write)
         if written != size:
             raise IntegrityError(f"file {key!r}: got {written} bytes, expected {size}")
         if h.digest() != sha:
