@@ -183,7 +183,10 @@ async def _fetch_pipelined(
             for n in positions:
                 slot = _Slot(n)
                 # The channel bound is what limits chunks held in memory.
-                await send_ch.send(slot)
+                try:
+                    await send_ch.send(slot)
+                except trio.BrokenResourceError:
+                    return  # the consumer stopped: its error is the one to raise
                 nursery.start_soon(fetch, slot)
 
     with _plain_errors():
