@@ -1,13 +1,12 @@
 """In-process clusters for tests and experiments (in the spirit of trio.testing).
 
-Owns: picking free loopback ports, building the configs of an N-node local cluster, running
+Owns: building the configs of an N-node local cluster, running
 its nodes inside one trio nursery, and waiting until they agree on a leader. Must not: be
 imported by the product itself (only by tests, benchmarks and the nemesis).
 """
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,19 +16,8 @@ import trio
 
 from rkv.config import NodeConfig
 from rkv.node import Node, run_node
+from rkv.procs import free_ports as free_ports
 from rkv.raft.types import Role
-
-
-def free_ports(n: int) -> list[int]:
-    """N distinct loopback ports that were free a moment ago (all bound at once)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def local_configs(tmp: Path, nodes: int | Sequence[int] = 3, **kw: Any) -> list[NodeConfig]:

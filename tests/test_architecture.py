@@ -34,6 +34,7 @@ RANK = {
     "backup_file": 2,  # backup file format, manifest checks, verify, the writer: errors only
     "backup": 3,  # node-side copy and restore over the store's public backup API
     "errors": 0,
+    "procs": 0,  # child processes and free ports (rkv cluster, nemesis, bench): stdlib only
     "client": 4,
     "node": 4,
     "cli": 6,

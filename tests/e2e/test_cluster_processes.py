@@ -21,6 +21,7 @@ import pytest
 import trio
 
 from rkv.net.rpc import RpcClient, RpcError
+from rkv.procs import free_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -32,16 +33,6 @@ LAUNCH = (
 )
 CID = b"e2e-client-00001"
 USE_CLI = (ROOT / "rkv" / "__main__.py").exists() and (ROOT / "rkv" / "cli.py").exists()
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 class Proc:
