@@ -2,9 +2,9 @@
 
 Owns: argument parsing, the translation of errors into one stderr line and a documented exit
 code (no traceback for a user mistake), output formats (tables, JSON, progress bars), and the
-`rkv cluster` supervisor (N child `rkv serve` processes). Must not: implement client or node
-behaviour (rkv.client, rkv.node do), or import the node runtime / simulator unless the
-command needs them (client commands stay light).
+`rkv cluster` supervisor's policy (N child `rkv serve` processes, run through rkv.procs).
+Must not: implement client or node behaviour (rkv.client, rkv.node do), or import the node
+runtime / simulator unless the command needs them (client commands stay light).
 
 Exit codes of the client commands: 0 ok, 1 not found / compare failed, 2 usage error (bad
 arguments, bad address, missing local file), 3 cluster unavailable, 4 integrity error,
@@ -17,7 +17,6 @@ import inspect
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -27,7 +26,7 @@ from enum import IntEnum
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, NoReturn, TypeVar, get_args, get_type_hints
+from typing import Any, NoReturn, TypeVar, get_args, get_type_hints
 
 import trio
 import typer
@@ -46,6 +45,7 @@ from rkv.errors import (
     Timeout,
     Unavailable,
 )
+from rkv.procs import Child, stop_all
 
 T = TypeVar("T")
 
@@ -1108,40 +1108,17 @@ class _StopFlag:
         self.check()
 
 
-@dataclass(slots=True)
-class _Child:
-    addr: str
-    data_dir: Path
-    log_path: Path
-    proc: subprocess.Popen[bytes]
-    log: IO[bytes]
-    reported: bool = False
-
-
-def _tail(path: Path, lines: int = 5) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 4096))
-            text = f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
+def _tail(child: Child, lines: int = 5) -> str:
+    """The last lines of a node's log, indented (for an error message)."""
+    text = child.log_text(4096)
     return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
-def _stop_children(children: list[_Child], grace: float = 10.0) -> None:
-    for ch in children:
-        if ch.proc.poll() is None:
-            ch.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for ch in children:
-        try:
-            ch.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            _err(f"cluster: {ch.addr} did not stop within {grace:g}s; killing it")
-            ch.proc.kill()
-            ch.proc.wait()
-        ch.log.close()
+def _stop_children(children: list[Child], grace: float = 10.0) -> None:
+    def on_kill(ch: Child) -> None:
+        _err(f"cluster: {ch.name} did not stop within {grace:g}s; killing it")
+
+    stop_all(children, grace, on_kill)
 
 
 def _cluster_status(addrs: list[str]) -> list[dict[str, Any]]:
@@ -1178,7 +1155,8 @@ def cluster_cmd(
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         _fail(Exit.USAGE, f"error: cannot create {data_dir}: {exc.strerror or exc}")
-    children: list[_Child] = []
+    children: list[Child] = []
+    reported: set[str] = set()  # nodes whose unexpected exit was reported
 
     stop_flag = _StopFlag()
 
@@ -1193,7 +1171,6 @@ def cluster_cmd(
             safe = h.strip("[]").replace(":", "_")
             ddir = data_dir / f"{safe}_{p}"
             log_path = data_dir / f"{safe}_{p}.log"
-            log = log_path.open("ab")
             cmd = [
                 sys.executable,
                 "-m",
@@ -1210,14 +1187,9 @@ def cluster_cmd(
             ]
             # A session of their own: Ctrl+C reaches only this supervisor, which then stops
             # every child in order (SIGTERM, wait, SIGKILL after a grace period).
-            proc = subprocess.Popen(
-                cmd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            children.append(_Child(a, ddir, log_path, proc, log))
+            child = Child(a, cmd, log_path, new_session=True)
+            child.start()
+            children.append(child)
         print(f"rkv cluster: starting {nodes} nodes ({', '.join(addrs)}), data in {data_dir}/")
         leader = _wait_for_leader(children, addrs, startup_timeout, stop_flag)
         if leader is None:
@@ -1240,14 +1212,14 @@ def cluster_cmd(
             stop_flag.check()
             alive = 0
             for ch in children:
-                rc = ch.proc.poll()
+                rc = ch.exit_code()
                 if rc is None:
                     alive += 1
-                elif not ch.reported:
-                    ch.reported = True
+                elif ch.name not in reported:
+                    reported.add(ch.name)
                     _err(
-                        f"cluster: node {ch.addr} (pid {ch.proc.pid}) exited unexpectedly "
-                        f"with code {rc}; log {ch.log_path}:\n{_tail(ch.log_path)}"
+                        f"cluster: node {ch.name} (pid {ch.pid}) exited unexpectedly "
+                        f"with code {rc}; log {ch.log_path}:\n{_tail(ch)}"
                     )
             if alive == 0:
                 _err("cluster: every node has exited")
@@ -1269,17 +1241,17 @@ def cluster_cmd(
 
 
 def _wait_for_leader(
-    children: list[_Child], addrs: list[str], timeout: float, stop_flag: _StopFlag
+    children: list[Child], addrs: list[str], timeout: float, stop_flag: _StopFlag
 ) -> str | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         stop_flag.check()
         for ch in children:
-            rc = ch.proc.poll()
+            rc = ch.exit_code()
             if rc is not None:
                 _err(
-                    f"cluster: node {ch.addr} exited during startup with code {rc}; "
-                    f"log {ch.log_path}:\n{_tail(ch.log_path)}"
+                    f"cluster: node {ch.name} exited during startup with code {rc}; "
+                    f"log {ch.log_path}:\n{_tail(ch)}"
                 )
                 return None
         rows = _cluster_status(addrs)
