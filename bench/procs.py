@@ -1,38 +1,26 @@
 """Server processes of a benchmark: start, watch (CPU seconds, RSS), kill, free ports.
 
-Owns: spawning one server process with its log in the run's temp folder, reading its CPU
-time and resident memory from /proc (psutil where /proc is missing), and making sure nothing is
-left running (every process started here is in `ProcessGroup`, whose close() kills what is
-still alive). Must not know about any particular system (that is the drivers' job).
+Owns: the benchmark's policy over rkv.procs (every server in a session of its own, so a Ctrl+C
+of the bench reaches the bench and not the servers; every server in a `ProcessGroup`, whose
+close() stops what is still alive: SIGTERM, SIGKILL after 5 s), reading a process's CPU time
+and resident memory from /proc (psutil where /proc is missing), and waiting for a TCP port.
+Starting, signalling and stopping one process is rkv.procs's. Must not know about any
+particular system (that is the drivers' job).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
-import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rkv.procs import Child, stop_all
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """n distinct ports the OS reports free right now (all held open until all are chosen)."""
-    socks: list[socket.socket] = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -83,76 +71,22 @@ def wait_port(host: str, port: int, timeout: float) -> bool:
     return False
 
 
-@dataclass(slots=True)
-class Server:
-    name: str
-    argv: list[str]
-    log_path: Path
-    env: dict[str, str] | None = None
-    cwd: Path | None = None
-    proc: subprocess.Popen[bytes] | None = None
+Server = Child
+"""A benchmark's server process (`server()` makes one)."""
 
-    @property
-    def pid(self) -> int:
-        if self.proc is None:
-            raise RuntimeError(f"{self.name} is not running")
-        return self.proc.pid
+STOP_GRACE = 5.0
+"""Seconds between SIGTERM and SIGKILL when a server is stopped."""
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
-    def start(self) -> None:
-        if self.alive():
-            raise RuntimeError(f"{self.name} already running")
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it; closed below
-        try:
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.env,
-                cwd=self.cwd,
-                start_new_session=True,  # a Ctrl+C of the bench reaches us, not the servers
-            )
-        finally:
-            log.close()
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            assert self.proc is not None
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(sig)
-
-    def kill9(self) -> None:
-        self.signal(signal.SIGKILL)
-        self.wait(5.0)
-
-    def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM, then SIGKILL after `grace` seconds."""
-        if not self.alive():
-            self.wait(0.1)
-            return
-        self.signal(signal.SIGTERM)
-        if not self.wait(grace):
-            self.kill9()
-
-    def wait(self, timeout: float) -> bool:
-        if self.proc is None:
-            return True
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-
-    def log_tail(self, n: int = 20) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            return ""
-        return "\n".join(lines[-n:])
+def server(
+    name: str,
+    argv: Sequence[str],
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Server:
+    """A server process (not started yet) in a session of its own, logging to `log_path`."""
+    return Child(name, argv, log_path, env=env, cwd=cwd, new_session=True)
 
 
 @dataclass(slots=True)
@@ -176,12 +110,7 @@ class ProcessGroup:
         return out
 
     def close(self) -> None:
-        for s in self.servers:
-            s.signal(signal.SIGTERM)
-        deadline = time.monotonic() + 5.0
-        for s in self.servers:
-            if not s.wait(max(0.05, deadline - time.monotonic())):
-                s.kill9()
+        stop_all(self.servers, STOP_GRACE)
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

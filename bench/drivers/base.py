@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Protocol
 
 import trio
 
-from bench.procs import ProcessGroup, Server
+from bench.procs import STOP_GRACE, ProcessGroup, Server
 
 
 class KV(Protocol):
@@ -74,10 +74,10 @@ class Driver:
         return self.group.servers
 
     def kill_node(self, i: int) -> None:
-        self.servers[i].kill9()
+        self.servers[i].kill()
 
     def stop_node(self, i: int) -> None:
-        self.servers[i].stop()
+        self.servers[i].stop(STOP_GRACE)
 
     def restart_node(self, i: int) -> None:
         self.servers[i].start()

@@ -19,7 +19,8 @@ import trio
 
 from bench.drivers.base import KV, Driver
 from bench.http11 import HttpConnection
-from bench.procs import Server, free_ports
+from bench.procs import server
+from rkv.procs import free_ports
 
 HOST = "127.0.0.1"
 
@@ -95,7 +96,7 @@ class EtcdDriver(Driver):
                 "--logger", "zap",
                 "--log-level", "warn",
             ]  # fmt: skip
-            s = self.group.add(Server(name, argv, workdir / f"{name}.log"))
+            s = self.group.add(server(name, argv, workdir / f"{name}.log"))
             s.start()
 
     def addrs(self) -> list[str]:

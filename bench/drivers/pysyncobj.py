@@ -20,7 +20,8 @@ import msgpack
 import trio
 
 from bench.drivers.base import KV, Driver
-from bench.procs import Server, free_ports
+from bench.procs import server
+from rkv.procs import free_ports
 
 HOST = "127.0.0.1"
 MAX_FRAME = 64 << 20
@@ -121,7 +122,7 @@ class PySyncObjDriver(Driver):
                 "--data-dir", str(workdir / f"pso{i}"),
             ]  # fmt: skip
             name = f"pso{i}"
-            s = self.group.add(Server(name, argv, workdir / f"{name}.log", cwd=_repo_root()))
+            s = self.group.add(server(name, argv, workdir / f"{name}.log", cwd=_repo_root()))
             s.start()
 
     def addrs(self) -> list[str]:

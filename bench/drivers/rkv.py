@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.drivers.base import KV, Driver
-from bench.procs import Server, free_ports
+from bench.procs import server
+from rkv.procs import free_ports
 
 HOST = "127.0.0.1"
 
@@ -74,7 +75,7 @@ class RkvDriver(Driver):
             if self.metrics:
                 argv += ["--http-port", str(self.http_ports[i])]
             name = f"rkv{i}"
-            s = self.group.add(Server(name, argv, workdir / f"{name}.log"))
+            s = self.group.add(server(name, argv, workdir / f"{name}.log"))
             s.start()
 
     def addrs(self) -> list[str]:
