@@ -1,7 +1,8 @@
 """Real `python -m rkv serve` processes for the nemesis, and the faults it can inflict on them.
 
-Owns: one data dir and one log file per node, starting nodes, SIGKILL / SIGSTOP / SIGCONT,
-restart from the same data dir, partitions and status / stale-read probes over raw RPC.
+Owns: one data dir and one log file per node, the argv and environment that start a node,
+when to SIGKILL / SIGSTOP / SIGCONT it (the process itself is an rkv.procs.Child), restart from
+the same data dir, partitions and status / stale-read probes over raw RPC.
 Two kinds of network: by default free loopback ports, nodes started with
 RKV_FAULT_INJECTION=1 and partitions through their hooks (`{"t": "fault"}` requests); or a
 `NodeNetwork` (rkv.nemesis.netns.Network for `--netns`), which gives the addresses, the argv
@@ -16,8 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
-import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import trio
 import rkv
 from rkv.config import parse_address
 from rkv.net.rpc import ConnectionLost, RemoteError, RpcClient, RpcTimeout
+from rkv.procs import Child, free_ports
 
 FAULT_ENV = "RKV_FAULT_INJECTION"
 SNAPSHOT_ENTRIES_ENV = "RKV_NEMESIS_SNAPSHOT_ENTRIES"
@@ -36,18 +36,6 @@ SNAPSHOT_KEEP_ENV = "RKV_NEMESIS_SNAPSHOT_KEEP"
 """Read by `python -m rkv.nemesis.serve` (small snapshot tunables for nemesis runs)."""
 _PKG_ROOT = Path(rkv.__file__).resolve().parent.parent
 RPC_ERRORS = (ConnectionLost, RpcTimeout, RemoteError, OSError, trio.TooSlowError)
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct loopback ports that were free a moment ago."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 async def rpc_call(addr: str, frame: dict[str, Any], timeout: float = 2.0) -> dict[str, Any]:
@@ -96,11 +84,14 @@ class NodeProc:
     """argv prefix that starts the process elsewhere (`ip netns exec NS`)."""
     fault_hooks: bool = True
     """Start with RKV_FAULT_INJECTION=1; False removes the variable even if inherited."""
-    proc: subprocess.Popen[bytes] | None = None
     paused: bool = False
     expected_down: bool = True
     """False while the node should be running: an exit then is a crash (a bug)."""
-    starts: int = 0
+    child: Child = field(init=False)
+    """The process itself (rkv.procs): start, signals, exit code, log."""
+
+    def __post_init__(self) -> None:
+        self.child = Child(self.addr, self.args, self.log_path)
 
     @property
     def args(self) -> list[str]:
@@ -121,12 +112,18 @@ class NodeProc:
             str(self.data_dir),
         ]
 
+    @property
+    def starts(self) -> int:
+        return self.child.starts
+
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.child.alive()
+
+    def exit_code(self) -> int | None:
+        """None while running (or never started); -N after signal N."""
+        return self.child.exit_code()
 
     def start(self) -> None:
-        if self.alive():
-            raise RuntimeError(f"{self.addr} is already running")
         env = {**os.environ, **self.env}
         if self.fault_hooks:
             env[FAULT_ENV] = "1"
@@ -134,26 +131,21 @@ class NodeProc:
             env.pop(FAULT_ENV, None)
         pp = env.get("PYTHONPATH")
         env["PYTHONPATH"] = str(_PKG_ROOT) + (os.pathsep + pp if pp else "")
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.args,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.child.argv = self.args
+        self.child.env = env
+        self.child.start()
         self.paused = False
-        self.starts += 1
 
     def signal(self, sig: int) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
+        self.child.signal(sig)
+
+    async def wait(self) -> None:
+        """Until the process exits (at once if it never started)."""
+        await trio.to_thread.run_sync(self.child.wait)
 
     def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        """The last n characters (bytes) of the node's log."""
+        return self.child.log_text(n)
 
 
 @dataclass
@@ -218,8 +210,7 @@ class ProcessCluster:
                 n.signal(signal.SIGCONT)
                 n.signal(signal.SIGKILL)
             for n in self.nodes:
-                if n.proc is not None:
-                    await trio.to_thread.run_sync(n.proc.wait)
+                await n.wait()
 
     # -- process faults ----------------------------------------------------------------------
 
@@ -227,8 +218,7 @@ class ProcessCluster:
         n = self.node(addr)
         n.expected_down = True
         n.signal(signal.SIGKILL)
-        if n.proc is not None:
-            await trio.to_thread.run_sync(n.proc.wait)
+        await n.wait()
         n.paused = False
 
     async def restart(self, addr: str, attempts: int = 20) -> None:
@@ -243,8 +233,7 @@ class ProcessCluster:
                 return
             # Port still held by the old incarnation (or slow start): try again.
             n.signal(signal.SIGKILL)
-            if n.proc is not None:
-                await trio.to_thread.run_sync(n.proc.wait)
+            await n.wait()
             await trio.sleep(0.2)
         raise RuntimeError(f"{addr} did not restart:\n{n.log_tail()}")
 

@@ -136,7 +136,7 @@ async def _watch_crashes(cluster: ProcessCluster, report: Report) -> None:
     while True:
         await trio.sleep(0.5)
         for n in cluster.crashed():
-            code = n.proc.returncode if n.proc is not None else None
+            code = n.exit_code()
             report.crashes.append(
                 f"node {n.addr} exited on its own (code {code}); log tail:\n{n.log_tail(1500)}"
             )
