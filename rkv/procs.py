@@ -108,9 +108,10 @@ class Child:
         self.signal(_signal.SIGKILL)
         self.wait()
 
-    def stop(self, grace: float) -> bool:
-        """SIGTERM, then SIGKILL after `grace` seconds; True if it exited within the grace."""
-        return stop_all([self], grace)
+    def stop(self, grace: float, sig: int = _signal.SIGTERM) -> bool:
+        """`sig` (SIGTERM), then SIGKILL after `grace` seconds; True if it exited within the
+        grace (or was not running)."""
+        return stop_all([self], grace, sig=sig)
 
     def log_text(self, max_bytes: int = 64 * 1024) -> str:
         """The last `max_bytes` bytes of the log, decoded ("" when there is none)."""
@@ -128,13 +129,16 @@ class Child:
 
 
 def stop_all(
-    children: Sequence[Child], grace: float, on_kill: Callable[[Child], None] | None = None
+    children: Sequence[Child],
+    grace: float,
+    on_kill: Callable[[Child], None] | None = None,
+    sig: int = _signal.SIGTERM,
 ) -> bool:
-    """SIGTERM every running child, wait for them all until one shared deadline `grace`
-    seconds away, then SIGKILL (and wait for) each one still running, calling `on_kill(child)`
-    first. True if every child exited within the grace."""
+    """`sig` (SIGTERM) to every running child, wait for them all until one shared deadline
+    `grace` seconds away, then SIGKILL (and wait for) each one still running, calling
+    `on_kill(child)` first. True if every child exited within the grace."""
     for ch in children:
-        ch.signal(_signal.SIGTERM)
+        ch.signal(sig)
     deadline = monotonic() + grace
     clean = True
     for ch in children:

@@ -61,22 +61,23 @@ def test_exit_code_and_log(tmp_path: Path, case: Exits) -> None:
 
 
 @pytest.mark.parametrize(
-    ("code", "grace", "clean", "expected"),
+    ("code", "grace", "sig", "clean", "expected"),
     [
-        (SLEEPER, 5.0, True, -signal.SIGTERM),  # SIGTERM is enough
-        (STUBBORN, 0.3, False, -signal.SIGKILL),  # ignores SIGTERM: killed after the grace
+        (SLEEPER, 5.0, signal.SIGTERM, True, -signal.SIGTERM),  # SIGTERM is enough
+        (STUBBORN, 0.3, signal.SIGTERM, False, -signal.SIGKILL),  # ignored: killed after grace
+        (STUBBORN, 5.0, signal.SIGUSR1, True, -signal.SIGUSR1),  # another first signal
     ],
-    ids=["terminates", "killed-after-grace"],
+    ids=["terminates", "killed-after-grace", "other-signal"],
 )
-def test_stop_terminates_then_kills(
-    tmp_path: Path, code: str, grace: float, clean: bool, expected: int
+def test_stop_signals_then_kills(
+    tmp_path: Path, code: str, grace: float, sig: int, clean: bool, expected: int
 ) -> None:
     c = child(tmp_path, code)
     c.start()
     try:
         wait_ready(c)
         t0 = time.monotonic()
-        assert c.stop(grace) is clean
+        assert c.stop(grace, sig) is clean
         assert time.monotonic() - t0 < grace + 5.0
         assert c.exit_code() == expected
     finally:

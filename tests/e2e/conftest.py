@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 import rkv
-from rkv.procs import free_ports
+from rkv.procs import Child, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,7 +55,7 @@ def rkv_env(**extra: str) -> dict[str, str]:
 
 
 class NodeProc:
-    """One `python -m rkv serve` child process."""
+    """One `python -m rkv serve` child process (an rkv.procs.Child)."""
 
     def __init__(self, addr: str, peers: list[str], data_dir: Path, log_path: Path) -> None:
         self.addr = addr
@@ -76,41 +76,29 @@ class NodeProc:
             "--data-dir",
             str(data_dir),
         ]
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.child = Child(addr, self.args, log_path, cwd=ROOT)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.child.proc
 
     def start(self) -> None:
         assert not self.alive(), f"{self.addr} is already running"
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.args,
-                cwd=ROOT,
-                env=rkv_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.child.argv = self.args  # a test may swap the command line
+        self.child.env = rkv_env()
+        self.child.start()
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.child.alive()
 
     def kill(self, sig: int = signal.SIGKILL, timeout: float = 15.0) -> int | None:
-        """Send `sig` and wait for the exit; returns the exit code (None if never started)."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        """Send `sig` and wait for the exit (SIGKILL after `timeout`); returns the exit code
+        (None if never started)."""
+        self.child.stop(timeout, sig)
+        return self.child.exit_code()
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
+        return self.child.log_text(3000)
 
 
 class ProcCluster:

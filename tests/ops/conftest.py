@@ -17,6 +17,7 @@ import pytest
 import rkv
 from rkv.config import NodeConfig
 from rkv.node import Node
+from rkv.procs import Child
 from rkv.testing import free_ports as free_ports
 from rkv.testing import local_configs, running_cluster
 from rkv.testing import wait_leader as wait_leader
@@ -66,41 +67,28 @@ def cli(*args: str) -> Any:
 
 
 class Proc:
-    """One `python -m rkv serve` child."""
+    """One `python -m rkv serve` child (an rkv.procs.Child)."""
 
     def __init__(self, args: list[str], log_path: Path) -> None:
         self.args = [sys.executable, "-m", "rkv", "serve", *args]
         self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.child = Child(log_path.stem, self.args, log_path, cwd=ROOT)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.child.proc
 
     def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.args,
-                cwd=ROOT,
-                env=rkv_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        self.child.argv = self.args
+        self.child.env = rkv_env()
+        self.child.start()
 
     def stop(self, sig: int = signal.SIGKILL, timeout: float = 15.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        self.child.stop(timeout, sig)
+        return self.child.exit_code()
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
+        return self.child.log_text(4000)
 
 
 class ProcCluster:
