@@ -106,6 +106,10 @@ class Raft:
         self._conf_base_index = 0
         self._conf_history: list[tuple[int, ConfState]] = []
         """(index, configuration) of every CONF_CHANGE applied since the log's start."""
+        self.removed: set[NodeId] = set()
+        """Nodes this node saw removed from its configuration (ids are never reused). Their
+        vote requests are ignored (RawNode.step); nobody else's are, whatever our possibly
+        stale configuration says about them."""
         self.pending_conf_index = 0
         """A leader proposes no membership change until it applied this index (etcd's rule)."""
         self._transfer_after_apply = False
@@ -837,6 +841,9 @@ class Raft:
         return False
 
     def _switch_conf(self, conf: ConfState) -> None:
+        new = set(conf.voters + conf.learners)
+        self.removed |= set(self.voters + self.learners) - new
+        self.removed -= new
         self.voters, self.learners = conf.voters, conf.learners
         if self.role != Role.LEADER:
             if self.role != Role.FOLLOWER and not self.promotable():

@@ -99,14 +99,18 @@ class RawNode:
 
     def step(self, msg: Message) -> None:
         """Feed a message from a peer. Messages to another id are ignored, and so are vote
-        requests from a node that is not a voter of our configuration: a removed node that
-        never heard of its removal must not disrupt the cluster. Other messages are taken
-        from anyone (by term, as Raft says): our configuration may be stale, and a leader we
-        do not know of yet is how we learn the newer one."""
+        requests from a node this node saw removed (`Raft.removed`): a removed node that never
+        heard of its removal must not disrupt the cluster. Everything else is taken from
+        anyone, by term, as Raft says, vote requests of nodes that are learners or unknown in
+        our configuration included: our configuration may be stale, and the sender may be a
+        voter of the newer one whose election needs our vote (ignoring it deadlocked a
+        two-voter cluster whose other voter lagged a promotion behind: sim seed 877307055,
+        3 nodes, --membership). A leader we do not know of yet is how we learn the newer
+        configuration."""
         r = self.raft
         if msg.to != r.id or msg.frm == r.id:
             return
-        if msg.type in _VOTE_REQUESTS and r.voters and msg.frm not in r.voters:
+        if msg.type in _VOTE_REQUESTS and msg.frm in r.removed:
             return
         r.step(msg)
 

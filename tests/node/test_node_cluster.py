@@ -176,8 +176,13 @@ async def test_foreign_cluster_hello_is_refused(tmp_path: Path) -> None:
                 answer = await fs.receive()
             assert answer is not None and answer["t"] == "error"
             assert answer["code"] == "wrong_cluster"
-        # A node outside our configuration is heard (the cluster's may be newer than ours),
-        # but its vote requests are ignored: it cannot start an election here.
+        # A node outside our configuration is heard (the cluster's may be newer than ours,
+        # and the sender may be a voter there), vote requests included; while a leader is
+        # known, the lease makes a node ignore an unforced election, so it cannot disrupt one.
+        await wait_leader(nodes)
+        with trio.fail_after(10):
+            while nodes[0].replica.raw.raft.leader == "":
+                await trio.sleep(0.01)
         term = nodes[0].replica.raw.status().term
         fs = await open_framed("127.0.0.1", port)
         async with fs:

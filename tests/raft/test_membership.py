@@ -251,14 +251,77 @@ def test_removing_the_leader_hands_over_at_once() -> None:
     assert b"after" in c.applied_data("n2") and b"after" in c.applied_data("n3")
 
 
-def test_vote_requests_from_non_voters_are_ignored() -> None:
+@pytest.mark.parametrize(
+    ("sender", "heard"),
+    [
+        # removed (applied here): it can never be a voter again, its elections are ignored
+        ("n3", False),
+        # a learner here may be a voter of a newer configuration this node has not applied:
+        # its election may need this vote (sim seed 877307055 deadlocked without it)
+        ("n4", True),
+        # unknown here: may have joined and been promoted in entries not applied here yet
+        ("n9", True),
+    ],
+)
+def test_vote_requests_are_ignored_only_from_removed_nodes(sender: str, heard: bool) -> None:
     c = _committed_leader()
+    c["n1"].propose_conf_change(ConfChange(REMOVE, "n3"))
+    c.stabilize()
+    c["n1"].propose_conf_change(ConfChange(ADD, "n4"))
+    c.stabilize()
     n2 = c["n2"]
+    assert n2.conf_state() == ConfState(("n1", "n2"), ("n4",))
     before = n2.status()
-    n2.step(
-        Message(MessageType.VOTE, to="n2", frm="n9", term=before.term + 5, index=99, log_term=99)
+    # a leadership-transfer vote (it bypasses the leader lease), with a longer log
+    vote = Message(
+        MessageType.VOTE,
+        to="n2",
+        frm=sender,
+        term=before.term + 5,
+        index=before.last_index + 10,
+        log_term=before.term + 4,
+        context=b"transfer",
     )
-    assert n2.status().term == before.term and n2.status().vote == before.vote
+    n2.step(vote)
+    after = n2.status()
+    if heard:
+        assert (after.term, after.vote) == (before.term + 5, sender)
+    else:
+        assert (after.term, after.vote) == (before.term, before.vote)
+
+
+def test_a_stale_voter_elects_a_promoted_learner_it_does_not_know_is_a_voter() -> None:
+    """The deadlock of sim seed 877307055: voters n3, n4 after n4's promotion and n2's
+    removal; n3 lags, still applying a configuration where n4 is a learner. n4 must be able
+    to win with n3's vote (n3 cannot win: its configuration needs n1 or n2, both gone). With
+    PreVote (the default), n3's hopeless campaigns do not raise its term, so n4's election at
+    term + 1 reaches it as a fresh term."""
+    c = Cluster(3, pre_vote=True)
+    c.elect("n1")
+    _join(c, "n4")
+    c["n1"].propose_conf_change(ConfChange(ADD, "n4"))
+    c.stabilize()
+    c.isolate("n3")  # n3 stays at: voters n1, n2, n3; learner n4
+    for cc in (ConfChange(PROMOTE, "n4"), ConfChange(REMOVE, "n1"), ConfChange(REMOVE, "n2")):
+        leader = c.leader()
+        c[leader].propose_conf_change(cc)
+        c.stabilize()
+        c.tick_all(30)
+        c.stabilize()
+    assert c["n4"].conf_state().voters == ("n3", "n4")
+    assert c["n3"].conf_state() == ConfState(("n1", "n2", "n3"), ("n4",))
+    c.heal()
+    c.isolate("n1")
+    c.isolate("n2")
+    for _ in range(60):
+        c.tick_all(1)
+        c.stabilize()
+        if c["n4"].status().role == Role.LEADER or c["n3"].status().role == Role.LEADER:
+            break
+    leader = c.leader()
+    assert leader in ("n3", "n4"), "no leader: the stale voter ignored the new voter's election"
+    c.propose(leader, b"after")
+    assert b"after" in c.applied_data("n3") and b"after" in c.applied_data("n4")
 
 
 def test_shrinking_lets_commit_advance_with_the_smaller_majority() -> None:

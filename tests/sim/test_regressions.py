@@ -28,6 +28,13 @@ REGRESSIONS = [
         id="checker: a node of an older term may drop what a later leader committed "
         "(tests/sim/test_invariants.py)",
     ),
+    pytest.param(
+        877307055,
+        3,
+        True,
+        id="a stale voter ignored the election of a promoted learner: no leader "
+        "(tests/raft/test_membership.py)",
+    ),
 ]
 
 
