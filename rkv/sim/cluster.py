@@ -1,17 +1,18 @@
-"""The discrete-event simulated cluster: real Raft cores over a simulated network and disk.
+"""The discrete-event simulated cluster: real nodes (rkv.sim.node) over a simulated network.
 
-Owns: the event loop (a heap of (virtual time, sequence, event) with integer time), the node
-loop that follows the Ready contract, crash/restart, the fault schedule, the clients, and the
-end-of-run liveness and client-history checks. Everything random comes from one
+Owns: the event loop (a heap of (virtual time, sequence, event) with integer time), driving
+each node's Replica in the runtime's order, crash/restart, the fault schedule, the clients,
+and the end-of-run liveness and client-history checks. Everything random comes from one
 random.Random(seed), consumed in a fixed order, so a run is a pure function of its seed and
 parameters. Must not: read a clock, use threads or trio, or touch real files; it reports
 failures as InvariantViolation and leaves printing to rkv.sim.runner.
 
-Node loop (per node, whenever something happened to it): while it is up, has no durable write
-in flight and has a Ready: take it; send `messages` now; if it must be persisted, the write takes
-virtual time from the disk model (messages and ticks are still stepped meanwhile, but no new
-Ready is taken); when the write completes: store it, send `persisted_messages`, apply
-`committed_entries`, serve read states that became safe, then `advance(ready)`.
+Node loop (per node, whenever something happened to it; `_process`): while it is up, has no
+durable write in flight and has a Ready: take it; send `messages`; answer committed puts; if
+it must be persisted, the write takes virtual time from the disk model (messages and ticks are
+still stepped meanwhile, but no new Ready is taken); when the write completes:
+`persist_and_apply`, send `persisted_messages`, `finish()`, answer the clients from the
+Outcome. The apply backlog is written between Readies by its own event.
 """
 
 from __future__ import annotations
