@@ -494,7 +494,13 @@ class Replica(Generic[T]):
     def compaction_index(self, policy: CompactionPolicy) -> int | None:
         """The index to compact the log to now (store.compact), or None if not due.
 
-        Call between Readies (the core reads the log through the store)."""
+        Call between Readies (the core reads the log through the store). None while a
+        leader's snapshot is stepped but not installed yet: the core's log and configuration
+        history then describe that snapshot, not the store, so `conf_at` would name the wrong
+        configuration for the compaction marker (sim seed 846944260: a crash before the
+        install left a marker with a later configuration than the applied index's)."""
+        if self.raw.raft.log.unstable.snapshot is not None:
+            return None
         store = self.store
         snap = store.first_index() - 1
         applied = self.applied

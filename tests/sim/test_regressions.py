@@ -13,11 +13,12 @@ from rkv.sim.cluster import SimParams
 from rkv.sim.runner import run_seed
 
 REGRESSIONS = [
-    # (seed, nodes, membership, what it found; the scripted test that pins it)
+    # (seed, nodes, membership, compact_every; what it found, the scripted test that pins it)
     pytest.param(
         9120063,
         5,
         False,
+        0,
         id="ack-of-an-entry-a-newer-leader-truncated (tests/raft/test_stale_responses.py, "
         "tests/sim/test_stale_acks.py)",
     ),
@@ -25,6 +26,7 @@ REGRESSIONS = [
         9203218,
         5,
         False,
+        0,
         id="checker: a node of an older term may drop what a later leader committed "
         "(tests/sim/test_invariants.py)",
     ),
@@ -32,13 +34,23 @@ REGRESSIONS = [
         877307055,
         3,
         True,
+        0,
         id="a stale voter ignored the election of a promoted learner: no leader "
         "(tests/raft/test_membership.py)",
+    ),
+    pytest.param(
+        846944260,
+        5,
+        True,
+        20,
+        id="compaction between stepping a snapshot and installing it named the snapshot's "
+        "configuration (Replica.compaction_index)",
     ),
 ]
 
 
-@pytest.mark.parametrize(("seed", "nodes", "membership"), REGRESSIONS)
-def test_seed_passes(seed: int, nodes: int, membership: bool) -> None:
-    res = run_seed(seed, nodes, params=SimParams(nodes=nodes, membership=membership))
+@pytest.mark.parametrize(("seed", "nodes", "membership", "compact_every"), REGRESSIONS)
+def test_seed_passes(seed: int, nodes: int, membership: bool, compact_every: int) -> None:
+    params = SimParams(nodes=nodes, membership=membership, compact_every=compact_every)
+    res = run_seed(seed, nodes, params=params)
     assert res.ok, res.failure.report() if res.failure else ""
