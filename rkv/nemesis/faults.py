@@ -162,16 +162,23 @@ class Nemesis:
         await self.cluster.heal()
         self.event(f"{'restarted' if how == 'SIGKILL' else 'SIGCONT'} {addr}, healed")
 
-    async def _partition_oneway(self, hold: float) -> None:
+    async def _target_and_peers(self) -> tuple[str, bool, list[str]] | None:
+        """A target node (the leader half of the time), whether it leads, and all of its
+        peers or a random nonempty subset of them; None with fewer than two nodes."""
         addrs = self.cluster.addrs
         if len(addrs) < 2:
-            return
+            return None
         x, lead = await self._target()
         others = [a for a in addrs if a != x]
         if self.rng.random() < 0.5:
-            cut = others
-        else:
-            cut = self.rng.sample(others, self.rng.randint(1, len(others)))
+            return x, lead, others
+        return x, lead, self.rng.sample(others, self.rng.randint(1, len(others)))
+
+    async def _partition_oneway(self, hold: float) -> None:
+        picked = await self._target_and_peers()
+        if picked is None:
+            return
+        x, lead, cut = picked
         direction = self.rng.choice(("to", "from"))
         self.event(
             f"one-way: {x}{' (leader)' if lead else ''} drops messages {direction} "
@@ -197,15 +204,10 @@ class Nemesis:
     async def _slow_link(self, hold: float) -> None:
         """Packets between one node (the leader half of the time) and all or some of its
         peers are delayed, in one direction or both (needs a network: --netns)."""
-        addrs = self.cluster.addrs
-        if len(addrs) < 2:
+        picked = await self._target_and_peers()
+        if picked is None:
             return
-        x, lead = await self._target()
-        others = [a for a in addrs if a != x]
-        if self.rng.random() < 0.5:
-            peers = others
-        else:
-            peers = self.rng.sample(others, self.rng.randint(1, len(others)))
+        x, lead, peers = picked
         direction = self.rng.choice(("to", "from", "both"))
         delay = self.rng.uniform(*self.cfg.slow_delay)
         links = [(x, p) for p in peers if direction != "from"]
