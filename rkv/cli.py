@@ -1029,6 +1029,11 @@ def sim_cmd(
     membership: bool = typer.Option(
         False, "--membership", help="Random membership changes among the faults."
     ),
+    disk_replace: bool = typer.Option(
+        False,
+        "--disk-replace",
+        help="Replaced disks among the faults: a node restarts with empty storage.",
+    ),
     jobs: int = typer.Option(
         1, "--jobs", "-j", min=1, help="Worker processes to shard the seeds over."
     ),
@@ -1062,6 +1067,7 @@ def sim_cmd(
             ticks=ticks,
             compact_every=compact_every,
             membership=membership,
+            disk_replace=disk_replace,
             jobs=jobs,
             duration=duration,
             raw_node_factory=raw_node_factory,

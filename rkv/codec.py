@@ -233,15 +233,24 @@ def _entry_from_list(f: list[Any]) -> Entry:
 
 
 def encode_hard_state(hs: HardState) -> bytes:
+    """[term, vote, commit], with a 4th field `recovering` only while it is set (so a store
+    that never recovered reads the same with an rkv that predates it)."""
+    if hs.recovering:
+        return pack([hs.term, hs.vote, hs.commit, True])
     return pack([hs.term, hs.vote, hs.commit])
 
 
 def decode_hard_state(data: bytes | bytearray | memoryview) -> HardState:
-    f = _list(unpack(data), "hard state", 3)
+    v = unpack(data)
+    f = _list(v, "hard state", 4 if type(v) is list and len(v) == 4 else 3)
+    recovering = len(f) == 4 and f[3]
+    if type(recovering) is not bool:
+        _fail("hard state recovering: expected bool")
     return HardState(
         term=_int(f[0], "hard state term"),
         vote=_str(f[1], "hard state vote", MAX_NODE_ID_LEN),
         commit=_int(f[2], "hard state commit"),
+        recovering=recovering,
     )
 
 

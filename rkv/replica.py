@@ -18,7 +18,7 @@ import itertools
 import logging
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from rkv.errors import BadRequest, NotLeader, RkvError, Unavailable
@@ -154,10 +154,10 @@ class Replica(Generic[T]):
             # Commit-only hard states are not saved (see `persist`): the applied index, durable
             # with the state machine, proves how far the log was committed. Bring the stored
             # commit up to it before the core reads it.
-            hs = HardState(hs.term, hs.vote, store.applied_index())
+            hs = replace(hs, commit=store.applied_index())
             store.save(hs, [])
-        self._durable = (hs.term, hs.vote)
-        """Term and vote of the last saved hard state."""
+        self._durable = (hs.term, hs.vote, hs.recovering)
+        """Term, vote and recovering flag of the last saved hard state."""
         rng = rng if rng is not None else random.Random()
         self.raw = raw_node_factory(config, store, rng)
         self.id = config.id
@@ -311,12 +311,16 @@ class Replica(Generic[T]):
         # node learns it again from the leader), so that costs no transaction and no fsync;
         # it is saved with the next entries or vote, and `__init__` repairs commit < applied.
         if ready.hard_state is not None:
-            self._durable = (ready.hard_state.term, ready.hard_state.vote)
+            hs = ready.hard_state
+            if hs.recovering != self._durable[2]:
+                log.info("%s: caught up with the cluster: votes again", self.id)
+            self._durable = (hs.term, hs.vote, hs.recovering)
 
     def _must_save(self, ready: Ready) -> bool:
         return bool(ready.entries) or (
             ready.hard_state is not None
-            and (ready.hard_state.term, ready.hard_state.vote) != self._durable
+            and (ready.hard_state.term, ready.hard_state.vote, ready.hard_state.recovering)
+            != self._durable
         )
 
     def can_group_commit(self, ready: Ready) -> bool:
@@ -351,7 +355,10 @@ class Replica(Generic[T]):
         self.applies += 1
         self.applied = entries[-1].index
         if ready.hard_state is not None:
-            self._durable = (ready.hard_state.term, ready.hard_state.vote)
+            hs = ready.hard_state
+            if hs.recovering != self._durable[2]:
+                log.info("%s: caught up with the cluster: votes again", self.id)
+            self._durable = (hs.term, hs.vote, hs.recovering)
         return results[backlog:]
 
     def apply(self, ready: Ready) -> Sequence[Any]:

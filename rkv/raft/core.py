@@ -23,6 +23,7 @@ from rkv.raft.config import Config
 from rkv.raft.errors import ConfChangeRefused, LogSafetyError, ProposalDropped
 from rkv.raft.log import RaftLog
 from rkv.raft.progress import Progress, ProgressState
+from rkv.raft.recovery import Recovery
 from rkv.raft.storage import Storage
 from rkv.raft.types import (
     NONE,
@@ -58,6 +59,8 @@ IMMEDIATE_TYPES = frozenset(
         MT.PRE_VOTE,
         MT.READ_INDEX,
         MT.READ_INDEX_RESP,
+        MT.RECOVER,
+        MT.RECOVER_RESP,
     }
 )
 """Messages that depend on no unpersisted state; every other type leaves a Ready as a
@@ -134,6 +137,8 @@ class Raft:
             self.log.applied_to(config.applied)
         self.term = hs.term
         self.vote = hs.vote
+        self.recovery = Recovery(rng) if hs.recovering else None
+        """Set while the storage may have forgotten votes and entries (rkv.raft.recovery)."""
         self.role = Role.FOLLOWER
         self.leader: NodeId = NONE
         self.msgs: list[Message] = []
@@ -152,6 +157,8 @@ class Raft:
         self._reads_in_round: deque[_PendingRead] = deque()
         self._round_acks: dict[int, set[NodeId]] = {}
         self._replay_conf_changes()
+        if self.recovery is not None and self.recovery.decide(self.id, self.voters) == 0:
+            self.recovery = None  # the only voter, or not one: nobody's word is needed
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -288,7 +295,7 @@ class Raft:
 
     def hup(self, kind: CampaignKind | None = None) -> None:
         """Start an election (a PreVote round first when configured)."""
-        if self.role == Role.LEADER or not self.promotable():
+        if self.role == Role.LEADER or not self.promotable() or self.recovery is not None:
             return
         if self._unapplied_conf_change():
             # The configuration may be about to change under us: a candidate counting votes
@@ -334,6 +341,8 @@ class Raft:
     # -- tick -------------------------------------------------------------------------------
 
     def tick(self) -> None:
+        if self.recovery is not None:
+            self._tick_recovery()
         if self.role == Role.LEADER:
             self._tick_leader()
         else:
@@ -374,6 +383,16 @@ class Raft:
     # -- step -------------------------------------------------------------------------------
 
     def step(self, m: Message) -> None:
+        rec = self.recovery
+        if m.type == MT.RECOVER:
+            self._answer_recover(m)
+            return
+        if m.type == MT.RECOVER_RESP:
+            if rec is not None and m.context == rec.nonce:
+                self._on_recover_answer(m, rec)
+            return
+        if rec is not None and not rec.knows_term:
+            return  # it might acknowledge a leader its earlier self had deposed
         if m.type == MT.READ_INDEX:
             # carries no term (like etcd's MsgReadIndex): only the leader answers it
             if self.role == Role.LEADER:
@@ -404,12 +423,16 @@ class Raft:
             self._step_leader(m)
         elif self.role == Role.FOLLOWER:
             self._step_follower(m)
+            if rec is not None:
+                self._maybe_recovered(rec)
         else:
             self._step_candidate(m)
 
     def _handle_vote_request(self, m: Message) -> None:
         pre = m.type == MT.PRE_VOTE
-        if pre and self.in_lease():
+        if self.recovery is not None:
+            can_vote = False  # it may have voted in this term, or held entries the candidate lacks
+        elif pre and self.in_lease():
             # PreVote is granted only if no leader was heard within the election timeout
             can_vote = False
         else:
@@ -550,6 +573,55 @@ class Raft:
         self._send(
             Message(MT.APPEND_RESP, to=m.frm, frm=self.id, term=self.term, index=log.committed)
         )
+
+    # -- recovery (rkv.raft.recovery) -------------------------------------------------------
+
+    def _tick_recovery(self) -> None:
+        rec = self.recovery
+        assert rec is not None
+        if rec.target() is not None:
+            return  # only catching up is left
+        rec.elapsed += 1
+        if rec.elapsed and rec.elapsed < self.cfg.election_tick:
+            return
+        rec.elapsed = 0
+        for peer in self.voter_peers():
+            self._send(Message(MT.RECOVER, to=peer, frm=self.id, term=self.term, context=rec.nonce))
+
+    def _answer_recover(self, m: Message) -> None:
+        if self.role == Role.LEADER and m.frm in self.prs:
+            # Its log is new: what we knew it to match is gone (a stale match would make us
+            # ignore its rejections as stale, and it would never catch up). Probe afresh.
+            self.prs[m.frm] = Progress(self.log.last_index() + 1, self.cfg.max_inflight_msgs)
+        lead = self.role == Role.LEADER and self.committed_in_current_term()
+        self._send(
+            Message(
+                MT.RECOVER_RESP,
+                to=m.frm,
+                frm=self.id,
+                term=self.term,
+                commit=self.log.committed if lead else 0,
+                context=m.context,
+            )
+        )
+
+    def _on_recover_answer(self, m: Message, rec: Recovery) -> None:
+        had_term = rec.knows_term
+        rec.on_answer(m.frm, m.term, m.commit)
+        term = rec.decide(self.id, self.voters)
+        if term is None:
+            return
+        if term == 0:
+            self.recovery = None  # nobody ever left term 0: nothing to forget
+            return
+        if not had_term and term > self.term:
+            self.become_follower(term, NONE)
+        self._maybe_recovered(rec)
+
+    def _maybe_recovered(self, rec: Recovery) -> None:
+        target = rec.target()
+        if target is not None and self.log.committed >= target:
+            self.recovery = None
 
     # -- leader -----------------------------------------------------------------------------
 

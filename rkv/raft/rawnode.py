@@ -83,7 +83,9 @@ class RawNode:
 
     def _hard_state(self) -> HardState:
         r = self.raft
-        return HardState(term=r.term, vote=r.vote, commit=r.log.committed)
+        return HardState(
+            term=r.term, vote=r.vote, commit=r.log.committed, recovering=r.recovery is not None
+        )
 
     def _soft_state(self) -> SoftState:
         return SoftState(leader=self.raft.leader, role=self.raft.role)
@@ -174,6 +176,7 @@ class RawNode:
             or r.term != hard.term
             or r.vote != hard.vote
             or log.committed != hard.commit
+            or (r.recovery is not None) != hard.recovering
         )
 
     def ready(self) -> Ready:
@@ -193,6 +196,7 @@ class RawNode:
             if r.term == prev_hard.term
             and r.vote == prev_hard.vote
             and log.committed == prev_hard.commit
+            and (r.recovery is not None) == prev_hard.recovering
             else self._hard_state()
         )
         msgs, r.msgs = r.msgs, []
@@ -276,4 +280,5 @@ class RawNode:
             voters=r.voters,
             learners=r.learners,
             progress=progress,
+            recovering=r.recovery is not None,
         )

@@ -59,6 +59,9 @@ class MessageType(IntEnum):
     READ_INDEX_RESP = 11
     # leadership transfer: the leader tells a caught-up target to campaign at once
     TIMEOUT_NOW = 12
+    # a voter whose storage is new asks for terms and a leader's commit (rkv.raft.recovery)
+    RECOVER = 13
+    RECOVER_RESP = 14
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,9 @@ class Message:
     - READ_INDEX: `context` is the request's opaque ctx. READ_INDEX_RESP: `index` is the
       read index, `context` the ctx; `reject` when the leader cannot serve it.
     - SNAPSHOT: `snapshot` is set.
+    - RECOVER: `context` is the recovery's nonce (`term` is informative only).
+      RECOVER_RESP: echoes `context`; `term` is the responder's term; `commit` is a leader's
+      commit index once it committed an entry of its term, else 0. Neither changes a term.
     """
 
     type: MessageType
@@ -166,9 +172,14 @@ class HardState:
     term: int = 0
     vote: NodeId = NONE
     commit: int = 0
+    recovering: bool = False
+    """The storage is new and may have forgotten votes and entries (rkv.raft.recovery): the
+    node neither votes nor campaigns until it has caught up. Set when a bootstrap member's
+    store is created; cleared by the core."""
 
     def describe(self) -> str:
-        return f"term={self.term} vote={self.vote or '-'} commit={self.commit}"
+        s = f"term={self.term} vote={self.vote or '-'} commit={self.commit}"
+        return s + " recovering" if self.recovering else s
 
 
 class Role(IntEnum):
@@ -276,6 +287,8 @@ class Status:
     progress: tuple[ProgressStatus, ...] = ()
     """Per-member (voters and learners) replication state; only on a leader."""
     learners: tuple[NodeId, ...] = ()
+    recovering: bool = False
+    """The storage is new and the node does not vote yet (rkv.raft.recovery)."""
 
     def describe(self) -> str:
         s = (
@@ -285,6 +298,8 @@ class Status:
         )
         if self.lead_transferee:
             s += f" transferring-to={self.lead_transferee}"
+        if self.recovering:
+            s += " recovering"
         if self.progress:
             s += " {" + ", ".join(p.describe() for p in self.progress) + "}"
         return s

@@ -94,6 +94,11 @@ class SimParams:
     successive ones differ by at most one voter, no log holds two changes past its commit
     index, and every leader is a voter of its configuration."""
     max_members: int = 7
+    disk_replace: bool = False
+    """Replaced disks among the faults: a node of the bootstrap configuration stops and comes
+    back with new, empty storage under its old id (as `rkv serve --peers` on a new data dir),
+    and must recover (rkv.raft.recovery) before it votes again. One at a time, and only while
+    the configuration is still the bootstrap one (a restarted node knows no other)."""
     linearizability_steps: int = 200_000
     """Step budget per key of the linearizability check of the client history (0: skip)."""
     check_durable_sends: bool = True
@@ -158,6 +163,7 @@ class Stats:
     members_joined: int = 0
     """Nodes whose addition committed (membership runs)."""
     members_removed: int = 0
+    disks_replaced: int = 0
 
 
 class Cluster:
@@ -733,8 +739,21 @@ class Cluster:
                 "disk",
                 "transfer",
                 "member",
+                "replace-disk",
             ),
-            weights=(2, 1, 2, 1, 2, 3, 1, 1, 1, 3 if self.p.membership else 0),
+            weights=(
+                2,
+                1,
+                2,
+                1,
+                2,
+                3,
+                1,
+                1,
+                1,
+                3 if self.p.membership else 0,
+                1 if self.p.disk_replace else 0,
+            ),
         )[0]
         if kind == "crash-leader":
             leader = self._leader()
@@ -781,6 +800,8 @@ class Cluster:
             self.note(f"{node.id} DISK", "slow" if node.disk.slow else "fast")
         elif kind == "member":
             self._member_change()
+        elif kind == "replace-disk":
+            self._replace_disk()
         elif kind == "transfer":
             leader = self._leader()
             if leader is not None:
@@ -796,6 +817,23 @@ class Cluster:
                 except ProposalDropped:
                     return  # it stepped down in a Ready we have not taken yet
                 self._process(leader)
+
+    def _replace_disk(self) -> None:
+        """A node of the bootstrap configuration loses its storage: it stops, and restarts
+        with a new, empty store under its old id (after the usual restart delay)."""
+        conf = self.conf_history[-1][1]
+        first = self.conf_history[0][1]
+        if set(conf.members()) != set(first.members()):
+            return  # a restarted node would know only the bootstrap configuration
+        if any(n.store.initial_state()[0].recovering for n in self.nodes.values()):
+            return  # one at a time: two forgetful voters may be a majority
+        node = self.nodes[self.rng.choice(first.voters)]
+        if node.up:
+            self._crash(node)
+        node.replace_disk()
+        self.checker.wipe(node.id)
+        self.stats.disks_replaced += 1
+        self.note(f"{node.id} DISK-REPLACED", "restarts with empty storage")
 
     # -- membership --------------------------------------------------------------------------
 

@@ -43,6 +43,7 @@ _SUM_KEYS = (
     "messages",
     "members_joined",
     "members_removed",
+    "disks_replaced",
 )
 _MAX_KEYS = (
     ("max_ticks_to_elect", "ticks_to_elect"),
@@ -64,6 +65,7 @@ def run_sim_command(
     ticks: int | None = None,
     compact_every: int = 0,
     membership: bool = False,
+    disk_replace: bool = False,
     jobs: int = 1,
     duration: float | None = None,
     raw_node_factory: str | None = None,
@@ -92,7 +94,13 @@ def run_sim_command(
     if duration is not None:
         how = "random first seed" if random_first else "first seed"
         print(f"sim: soak for {duration:g}s from {how} {first_seed}", file=out, flush=True)
-    params = sim_params(nodes, ticks=ticks, compact_every=compact_every, membership=membership)
+    params = sim_params(
+        nodes,
+        ticks=ticks,
+        compact_every=compact_every,
+        membership=membership,
+        disk_replace=disk_replace,
+    )
     if verbose and seeds == 1:
         params = replace(params, full_trace=True)
     try:
@@ -116,7 +124,12 @@ def run_sim_command(
 
 
 def sim_params(
-    nodes: int, *, ticks: int | None = None, compact_every: int = 0, membership: bool = False
+    nodes: int,
+    *,
+    ticks: int | None = None,
+    compact_every: int = 0,
+    membership: bool = False,
+    disk_replace: bool = False,
 ) -> SimParams:
     """The SimParams the command-line options stand for (what replay_command inverts)."""
     params = replace(DEFAULT, nodes=nodes)
@@ -126,6 +139,8 @@ def sim_params(
         params = replace(params, compact_every=compact_every)
     if membership:
         params = replace(params, membership=True)
+    if disk_replace:
+        params = replace(params, disk_replace=True)
     return params
 
 
@@ -262,6 +277,7 @@ class _Tally:
                     if membership
                     else ""
                 )
+                + (f", disks replaced {t['disks_replaced']}" if t["disks_replaced"] else "")
                 + " | "
                 f"{elapsed:.1f}s ({summary['seeds_per_s']} seeds/s"
                 + (f", {jobs} jobs)" if jobs > 1 else ")"),

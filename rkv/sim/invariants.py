@@ -142,6 +142,11 @@ class SafetyChecker:
         """A node joined the cluster (membership changes): it starts with nothing."""
         self.nodes[node] = NodeTrack()
 
+    def wipe(self, node: NodeId) -> None:
+        """The node's storage was replaced: it has nothing, not even its terms and votes
+        (what it promised before stays in the global records: leaders, the committed log)."""
+        self.nodes[node] = NodeTrack()
+
     def restart(self, node: NodeId, applied: int) -> None:
         """The node crashed and came back: its volatile view is what was durable."""
         t = self.nodes[node]

@@ -137,6 +137,14 @@ class SimNode:
         self.applied = []
         return waiting
 
+    def replace_disk(self) -> None:
+        """The storage is gone (the node is down): a new, empty store, as a new data dir for
+        the same id would be (bootstrap configuration, recovering)."""
+        assert not self.up
+        self.store = MemoryStore("sim", self.id, self.bootstrap)
+        self.effective = set()
+        self.applied = []
+
     def _on_apply(
         self, entries: Sequence[Entry], results: Sequence[ApplyResult], executed: Sequence[int]
     ) -> None:

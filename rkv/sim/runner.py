@@ -24,7 +24,9 @@ DEFAULT = SimParams()
 
 # SimParams fields the replay command carries as options, and those that only change how much
 # of the trace is kept (not what the run does)
-_COVERED = frozenset({"nodes", "ticks", "compact_every", "membership", "trace_len", "full_trace"})
+_COVERED = frozenset(
+    {"nodes", "ticks", "compact_every", "membership", "disk_replace", "trace_len", "full_trace"}
+)
 
 
 def replay_command(seed: int, params: SimParams) -> str:
@@ -39,6 +41,8 @@ def replay_command(seed: int, params: SimParams) -> str:
         cmd += f" --compact-every {params.compact_every}"
     if params.membership:
         cmd += " --membership"
+    if params.disk_replace:
+        cmd += " --disk-replace"
     other = [
         f"{f.name}={getattr(params, f.name)!r}"
         for f in fields(params)

@@ -353,7 +353,9 @@ class LmdbStore:
             txn.put(_K_CLUSTER, cluster_id.encode(), db=meta)
             txn.put(_K_NODE, node_id.encode(), db=meta)
             txn.put(_K_VOTERS, pack(list(voters)), db=meta)
-            txn.put(_K_HARD_STATE, encode_hard_state(HardState()), db=meta)
+            # A bootstrap member's new data dir may be a replaced disk (rkv.raft.recovery).
+            hs = HardState(recovering=bool(voters))
+            txn.put(_K_HARD_STATE, encode_hard_state(hs), db=meta)
             txn.put(_K_SNAPSHOT, pack(snapshot_meta_to_list(SnapshotMeta())), db=meta)
             txn.put(kvdb.APPLIED_KEY, _U64.pack(0), db=meta)
             return

@@ -56,7 +56,8 @@ class _State:
         self.node_id = node_id
         self.voters = voters
         self.conf: ConfState | None = None  # in force at `applied` (None: the base one)
-        self.hard_state = HardState()
+        # A bootstrap member's new storage may be a replaced disk (rkv.raft.recovery).
+        self.hard_state = HardState(recovering=bool(voters))
         self.snapshot = Snapshot()
         self.log: list[Entry] = []  # log[i] has index snapshot.meta.index + 1 + i
         self.applied = 0

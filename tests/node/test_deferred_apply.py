@@ -34,6 +34,9 @@ class Cluster:
         """node -> (token, entry index, result) in the order callers were answered."""
         self.reads: dict[str, list[str]] = {i: [] for i in IDS}
         self.acks_checked = 0
+        for r in self.reps.values():  # new stores recover first (rkv.raft.recovery)
+            r.tick()
+        self.settle()
 
     def _send(self, frm: str, msgs: list[Message]) -> None:
         store = self.stores[frm]

@@ -50,6 +50,11 @@ class Harness:
         self.outcomes: dict[str, Outcome[str]] = {i: Outcome() for i in IDS}
         self.drop: Callable[[Message], bool] = lambda m: False
         self.checked = 0
+        # New stores: the three recover first (a fresh cluster: every answer is term 0).
+        for r in self.reps.values():
+            r.tick()
+        self.settle()
+        assert not any(r.raw.status().recovering for r in self.reps.values())
 
     def _sent(self, frm: str) -> Callable[[object], None]:
         def send(msgs: object) -> None:

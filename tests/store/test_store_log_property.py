@@ -38,7 +38,7 @@ class Model:
         self.snap_index = 0
         self.snap_term = 0
         self.terms: list[int] = []  # terms[i] is the term of index snap_index + 1 + i
-        self.hs = HardState()
+        self.hs = HardState(recovering=True)  # a bootstrap member's new store
 
     @property
     def last(self) -> int:
