@@ -1005,6 +1005,8 @@ class Node:
             "peers": [m for m in self._conf.members() if m != self.cfg.id],
             "voters": list(self._conf.voters),
             "learners": list(self._conf.learners),
+            # new storage, not voting yet (rkv.raft.recovery)
+            "recovering": st.recovering,
         }
 
     # -- membership (docs/operations.md) ------------------------------------------------------
