@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="random membership changes (join as learner, promote, remove) among the faults",
     )
     ap.add_argument(
+        "--disk-replace",
+        action="store_true",
+        help="replaced disks among the faults: a node restarts with empty storage",
+    )
+    ap.add_argument(
         "-j",
         "--jobs",
         type=int,
@@ -75,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         ticks=a.ticks,
         compact_every=a.compact_every,
         membership=a.membership,
+        disk_replace=a.disk_replace,
         jobs=a.jobs,
         duration=a.duration,
         raw_node_factory=a.raw_node_factory,

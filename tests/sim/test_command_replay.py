@@ -117,7 +117,7 @@ def test_both_command_lines_take_the_same_options() -> None:
         if opt not in {"-h", "--help"}
     }
     assert module == cli
-    assert {"--ticks", "--compact-every", "--membership", "--jobs", "--duration"} <= cli
+    assert {"--ticks", "--compact-every", "--membership", "--disk-replace", "--jobs"} <= cli
 
 
 @pytest.mark.parametrize(
@@ -125,6 +125,7 @@ def test_both_command_lines_take_the_same_options() -> None:
     [
         ["--ticks", "150"],
         ["--ticks", "150", "--membership"],
+        ["--ticks", "150", "--disk-replace"],
         ["--ticks", "150", "--compact-every", "4"],
         ["--nodes", "5", "--ticks", "120", "--compact-every", "3", "--membership"],
     ],
@@ -143,6 +144,7 @@ def test_a_printed_replay_command_replays_the_failure(
         ticks=a.ticks,
         compact_every=a.compact_every,
         membership=a.membership,
+        disk_replace=a.disk_replace,
         out=out,
     )
     assert rc == 1
@@ -153,6 +155,8 @@ def test_a_printed_replay_command_replays_the_failure(
         assert " ".join(options[i : i + 2]) in replay
     if "--membership" in options:
         assert replay.endswith(" --membership")
+    if "--disk-replace" in options:
+        assert replay.endswith(" --disk-replace")
     result = CliRunner().invoke(app, ["sim", *_args(replay)])
     assert result.exit_code == 1, result.output
     assert report.group(0) in result.output

@@ -59,12 +59,12 @@ def figure8(seed: int) -> Cluster:
 
     # (a)
     step_until(c, lambda: c.leader_id() != "", "first leader")
-    a = c.leader_id()
     step_until(
         c,
         lambda: all(c.nodes[n].applied_index >= c.checker.committed_index >= 1 for n in ids),
         "first leader's no-op applied everywhere",
     )
+    a = c.leader_id()  # after the wait: an early election may have been overtaken
     b, *others = [n for n in ids if n != a]
     for n in others:
         net.cut(a, n)

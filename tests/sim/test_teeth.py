@@ -9,13 +9,14 @@ of their own (test_figure8.py, test_stale_acks.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import pytest
 
 from rkv.raft import quorum
 from rkv.raft import rawnode as rawnode_mod
+from rkv.raft import recovery as recovery_mod
 from rkv.raft.core import Raft
 from rkv.raft.log import RaftLog
 from rkv.raft.rawnode import RawNode
@@ -122,7 +123,61 @@ def no_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(memory_mod._MemTxn, "session", lambda self, client_id: None)
 
 
+def trust_new_storage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node whose storage is new votes at once, as if it had never run (rkv.raft.recovery)."""
+    init = Raft.__init__
+
+    def patched(self: Raft, *a: object, **kw: object) -> None:
+        init(self, *a, **kw)  # type: ignore[arg-type]
+        self.recovery = None
+
+    monkeypatch.setattr(Raft, "__init__", patched)
+
+
+def skip_the_catch_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recovering node votes again as soon as it knows the cluster's term, before its log
+    holds what a leader of that term committed."""
+    monkeypatch.setattr(
+        recovery_mod.Recovery, "target", lambda self: 0 if self.term is not None else None
+    )
+
+
+DISKS = replace(FAST, disk_replace=True)
+
 # -- the tests --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", [trust_new_storage, skip_the_catch_up])
+def test_forgetting_a_replaced_disk_is_caught(
+    monkeypatch: pytest.MonkeyPatch, variant: Callable[[pytest.MonkeyPatch], None]
+) -> None:
+    variant(monkeypatch)
+    f = first_failure(3, range(1, 100), DISKS)
+    assert_caught(
+        f,
+        {
+            "leader-completeness",
+            "election-safety",
+            "log-matching",
+            "state-machine-safety",
+            "truncate-committed",
+            "linearizability",
+            "vote-changed",
+        },
+        3,
+        DISKS,
+    )
+
+
+def test_the_real_core_recovers_replaced_disks() -> None:
+    """The control: the same fault, the real core."""
+    replaced = 0
+    for nodes in (3, 5):
+        for seed in range(1, 25):
+            res = run_seed(seed, nodes, params=DISKS)
+            assert res.ok, res.failure.report() if res.failure else ""
+            replaced += res.stats.disks_replaced
+    assert replaced >= 10, "the control must exercise the fault"
 
 
 def test_granting_votes_without_the_log_check_loses_committed_entries(
