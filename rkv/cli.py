@@ -38,6 +38,7 @@ from rkv.errors import (
     AuthError,
     BadRequest,
     Changed,
+    ExitCode,
     IntegrityError,
     NotFound,
     NotLeader,
@@ -839,8 +840,17 @@ def serve_cmd(
     )
     # Before the node starts: the cluster's id (the data dir is stamped with it) and, if this
     # node is not a member yet, its addition as a learner.
+    new_dir = not (cfg.data_dir / "data.mdb").exists()
     with _user_errors():
         conf = trio.run(_join_cluster, join_client, cfg.id)
+    if new_dir and cfg.id in conf["voters"]:
+        # A voter that lost its data dir would vote with a log it no longer has (issue 20).
+        _fail(
+            ExitCode.MEMBER_EXISTS,
+            f"serve: error: {cfg.id} is a voter of the cluster but {cfg.data_dir} holds no data "
+            f"(a replaced disk?): run `rkv member remove {cfg.id}`, then start it again with "
+            "--join",
+        )
     cfg = replace(cfg, cluster_id=str(conf["cluster"]))
     if learner or cfg.id in conf["voters"]:
         raise typer.Exit(serve_main(cfg))

@@ -33,6 +33,9 @@ class ExitCode(IntEnum):
     """The data dir cannot be opened or is corrupt (other than an identity mismatch)."""
     REMOVED = 14
     """The node was removed from the cluster (`rkv member remove`) and stopped."""
+    MEMBER_EXISTS = 15
+    """`rkv serve --join` on a new data dir for a node the cluster has as a voter (its disk was
+    replaced): it would vote with a log it lost. Remove it first (`rkv member remove`)."""
 
 
 class RkvError(Exception):

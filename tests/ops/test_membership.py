@@ -170,5 +170,12 @@ def test_member_commands_and_refusals(tmp_path: Path) -> None:
         ):
             r = cli(*args)
             assert r.exit_code == 2 and "serve: error" in r.output, (args, r.output)
+        # a voter whose data dir is gone (a replaced disk) must not rejoin as if it had one
+        voter_port = c.addrs[1].rsplit(":", 1)[1]
+        empty = tmp_path / "replaced-disk"
+        r = cli("serve", "--port", voter_port, "--join", c.addr, "--data-dir", str(empty))
+        assert r.exit_code == ExitCode.MEMBER_EXISTS, r.output
+        assert "member remove" in r.output and "Traceback" not in r.output, r.output
+        assert not (empty / "data.mdb").exists()
     finally:
         c.stop_all()
