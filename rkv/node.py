@@ -869,7 +869,7 @@ class Node:
         if to == self.cfg.id:
             return to
         if to not in self._conf.voters:
-            raise BadRequest(f"{to} is not a voter of this cluster")
+            raise BadRequest(f"{_one_line(to)[:100]!r} is not a voter of this cluster")
         limit = (
             timeout if timeout is not None else 2 * self.cfg.election_ticks * self.cfg.tick_seconds
         )
@@ -984,7 +984,9 @@ class Node:
             raise BadRequest(f"{name} must be a list of peer ids")
         unknown = [p for p in v if p not in self._conf.members() or p == self.cfg.id]
         if unknown:
-            raise BadRequest(f"{name}: not peers of this node: {','.join(unknown)}")
+            raise BadRequest(
+                f"{name}: not peers of this node: {_one_line(','.join(unknown))[:200]}"
+            )
         return frozenset(v)
 
     def status(self) -> dict[str, Any]:

@@ -73,6 +73,9 @@ class Cluster:
             for k, i in enumerate(IDS)
         }
         self.wire: list[Message] = []
+        for r in self.reps.values():  # new stores recover first (rkv.raft.recovery)
+            r.tick()
+        self.settle()
 
     def turn(self, i: str) -> list[Message]:
         """Handle every Ready of node i; returns what it sent."""
