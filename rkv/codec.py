@@ -220,6 +220,15 @@ def decode_entry(data: bytes | bytearray | memoryview) -> Entry:
     return _entry_from_list(_list(unpack(payload), "entry", 4))
 
 
+def entry_checksum_ok(data: bytes | bytearray | memoryview) -> bool:
+    """Whether an encoded entry's crc matches its payload, without decoding it (a stored
+    record's bytes read in place, e.g. a file chunk kept in its log record)."""
+    if len(data) < _ENTRY_HDR.size:
+        return False
+    version, crc = _ENTRY_HDR.unpack_from(data)
+    return bool(version == ENTRY_FORMAT and zlib.crc32(memoryview(data)[_ENTRY_HDR.size :]) == crc)
+
+
 def _entry_from_list(f: list[Any]) -> Entry:
     return Entry(
         term=_int(f[0], "entry term"),
