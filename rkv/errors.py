@@ -33,6 +33,10 @@ class ExitCode(IntEnum):
     """The data dir cannot be opened or is corrupt (other than an identity mismatch)."""
     REMOVED = 14
     """The node was removed from the cluster (`rkv member remove`) and stopped."""
+    INTEGRITY = 16
+    """A stored record failed its checksum: a client command was refused the damaged data
+    by a node (which marks itself degraded), or `rkv serve` stopped because it had to apply
+    a write over it."""
 
 
 class RkvError(Exception):
@@ -98,6 +102,13 @@ class IntegrityError(RkvError):
     code = "integrity"
 
 
+class CorruptData(IntegrityError):
+    """A node's stored copy of the data failed its checksum; it refused to serve it and
+    marked itself degraded (another node may hold a good copy)."""
+
+    code = "integrity"
+
+
 class StoreFull(RkvError):
     """The node's disk or store map is full; the write was refused."""
 
@@ -132,7 +143,7 @@ _BY_CODE: dict[str, type[RkvError]] = {
         BadRequest,
         NotFound,
         Changed,
-        IntegrityError,
+        CorruptData,  # "integrity" from a node: only damaged stored data is sent with it
         StoreFull,
         AuthError,
         InternalError,

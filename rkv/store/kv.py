@@ -185,7 +185,7 @@ def pinned_tail(txn: lmdb.Transaction[bytes], log: lmdb._Database, index: int, n
     if raw is None or len(raw) < n:
         raise CorruptionError(f"staged chunk: pinned log record {index} is missing or short")
     if not entry_checksum_ok(raw):
-        raise IntegrityError(LOG, key, f"log record {index} (a staged file chunk)")
+        raise IntegrityError(LOG, key, f"log record {index} (a file chunk kept in the log)")
     return raw[len(raw) - n :]
 
 
