@@ -299,7 +299,8 @@ MAX_SNAPSHOT_CHUNK = MAX_BIN_LEN
 """Largest chunk a receiver decodes (a chunk holds at least one record, up to a file chunk)."""
 
 SnapshotRecord: TypeAlias = tuple[int, bytes, bytes]
-"""(database, key, stored value): values are copied verbatim between stores."""
+"""(database, key, value): a stored record's payload (rkv.store's layouts, without the seal
+an LMDB store keeps it under), copied as is between stores."""
 
 
 def encode_snapshot_chunk(records: list[SnapshotRecord]) -> bytes:
