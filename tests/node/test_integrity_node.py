@@ -242,39 +242,48 @@ async def test_a_write_over_a_damaged_session_stops_the_follower(tmp_path: Path)
 
 
 async def test_a_snapshot_stream_stops_at_a_damaged_record(tmp_path: Path) -> None:
-    """Two nodes hold the data (both damaged: whichever leads must stream it); the third
-    joins empty after compaction, so it needs a snapshot. Every stream stops at the damaged
-    record: the follower installs nothing, the leader counts it and is degraded."""
+    """A follower is stopped; the two others go on until their logs no longer reach it, and
+    both get a damaged record (whichever leads must stream it). Restarted, the follower needs
+    a snapshot: every stream stops at the damaged record, the follower installs nothing, the
+    leader counts it and is degraded."""
     small = {"snapshot_entries": 20, "snapshot_keep_entries": 2, "snapshot_chunk_bytes": 1024}
     cfgs = configs(tmp_path, free_ports(3), **small)
     async with trio.open_nursery() as nursery:
         cl = Cluster(nursery, cfgs)
-        for i in (0, 1):
+        for i in range(3):
             await cl.start(i)
         leader = await cl.leader()
         async with rkv.connect([leader.cfg.id]) as c:
+            await c.put("early", b"1")
+            lag = next(i for i, n in cl.nodes.items() if n is not leader)
+            with trio.fail_after(10):  # in its store (applies are batched)
+                while cl.nodes[lag].store.get(b"early") != b"1":
+                    await trio.sleep(0.02)
+            behind = cl.nodes[lag].store.applied_index()
+            await cl.stop(lag)
             for i in range(60):
                 await c.put(f"k{i:03d}", b"x" * 50)
             await c.put("victim", VICTIM)
-        await caught_up(list(cl.nodes.values()))
-        for n in cl.nodes.values():  # in the store (applies are batched), log compacted
+        others = list(cl.nodes)
+        for i in others:  # in the store, and the log compacted past the stopped follower
+            n = cl.nodes[i]
             with trio.fail_after(10):
-                while n.store.get(b"victim") != VICTIM or n.store.first_index() <= 2:
+                while n.store.get(b"victim") != VICTIM or n.store.first_index() <= behind + 1:
                     await trio.sleep(0.05)
-        for i in (0, 1):
+        for i in others:
             await cl.stop(i)
             flip(cfgs[i].data_dir, b"kv", b"victim", b"VVVV")
-        for i in (0, 1, 2):
+        for i in range(3):
             await cl.start(i)
         leader = await cl.leader(timeout=15)
-        empty = cl.nodes[2]
+        follower = cl.nodes[lag]
         with trio.fail_after(20):
             while leader.snap_stats["send_failures"] < 1:
                 await trio.sleep(0.05)
         await trio.sleep(0.5)
         assert leader.integrity.errors >= 1 and leader.integrity.degraded is not None
         assert "key b'victim'" in leader.integrity.degraded
-        assert empty.replica.applied == 0 and empty.store.applied_index() == 0
-        assert empty.store.staged_snapshot() is None and empty.store.get(b"victim") is None
-        assert empty.snapshot_statistics()["installed"] == 0
+        assert follower.store.applied_index() == behind and follower.store.get(b"k000") is None
+        assert follower.store.staged_snapshot() is None and follower.store.get(b"victim") is None
+        assert follower.snapshot_statistics()["installed"] == 0
         nursery.cancel_scope.cancel()
