@@ -10,8 +10,9 @@ Must not: open transactions or decode payloads (kv.py does), or be used by the m
 (nothing of it is ever on a disk). Snapshot streams carry payloads, not seals: the sender
 unseals (verifies) each record as it reads it, the receiver seals it under its own key.
 
-Cost: one crc32 over key and payload per record written or read (C speed, about a
-microsecond for a 1 KiB value), and 4 bytes per record.
+Cost: one crc32 over key and payload per record written or read, and 4 bytes per record:
+on this project's machine 0.3 us to seal and 0.4 us to check a record of a 100-byte value
+(LmdbStore.get: 5.3-6.0 us without checksums, 6.0-6.9 us with them, on a busy machine).
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ import zlib
 
 from rkv.store.errors import IntegrityError
 
-_CRC = struct.Struct(">I")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
-SEAL_BYTES = _CRC.size
+SEAL_BYTES = 4
 
 KV = "kv"
 FILES = "files"
@@ -35,16 +35,16 @@ LOG = "log"
 
 def seal(key: bytes, payload: bytes) -> bytes:
     """The stored form of `payload` under LMDB key `key`."""
-    return _CRC.pack(zlib.crc32(payload, zlib.crc32(key))) + payload
+    return zlib.crc32(payload, zlib.crc32(key)).to_bytes(SEAL_BYTES, "big") + payload
 
 
 def unseal(db: str, key: bytes, raw: bytes) -> bytes:
-    """The payload of record `key` of database `db`, checked against its seal."""
-    if len(raw) < SEAL_BYTES or _CRC.unpack_from(raw)[0] != zlib.crc32(
-        memoryview(raw)[SEAL_BYTES:], zlib.crc32(key)
-    ):
+    """The payload of record `key` of database `db`, checked against its seal (a record
+    shorter than a seal fails the check too)."""
+    payload = raw[SEAL_BYTES:]
+    if zlib.crc32(payload, zlib.crc32(key)).to_bytes(SEAL_BYTES, "big") != raw[:SEAL_BYTES]:
         raise IntegrityError(db, key, describe(db, key))
-    return raw[SEAL_BYTES:]
+    return payload
 
 
 def describe(db: str, key: bytes) -> str:
