@@ -38,6 +38,7 @@ from rkv.errors import (
     AuthError,
     BadRequest,
     Changed,
+    CorruptData,
     ExitCode,
     IntegrityError,
     NotFound,
@@ -67,11 +68,15 @@ class Exit(IntEnum):
     """Any other error reported by the cluster."""
     AUTH = 6
     """Authentication failed: wrong or missing cluster token (--token / RKV_CLUSTER_TOKEN)."""
+    CORRUPT = ExitCode.INTEGRITY
+    """16: the node's stored copy failed its checksum (the node is degraded); nothing was
+    served. Another node (`--addr`) may hold a good copy."""
 
 
 EPILOG = (
     "Exit codes: 0 ok, 1 not found / compare failed, 2 usage error, 3 cluster unavailable, "
-    "4 integrity error, 5 other server error, 6 authentication failed. Node addresses: --addr or RKV_ADDR "
+    "4 integrity error, 5 other server error, 6 authentication failed, 16 a node's stored "
+    "data failed its checksum. Node addresses: --addr or RKV_ADDR "
     "(default: " + ",".join(DEFAULT_ADDRS) + ")."
 )
 
@@ -115,6 +120,8 @@ def exit_code_for(exc: BaseException) -> Exit:
         return Exit.USAGE
     if isinstance(exc, Unavailable | Timeout | NotLeader):
         return Exit.UNAVAILABLE
+    if isinstance(exc, CorruptData):
+        return Exit.CORRUPT
     if isinstance(exc, IntegrityError | Changed):
         return Exit.INTEGRITY
     return Exit.SERVER
@@ -148,6 +155,7 @@ def _user_errors() -> Iterator[None]:
             Exit.INTEGRITY: "integrity error",
             Exit.SERVER: "server error",
             Exit.AUTH: "authentication failed",
+            Exit.CORRUPT: "integrity error",
         }[code]
         _fail(code, f"{kind}: {_one_line(msg)}")
 
@@ -410,6 +418,9 @@ def status_cmd(
 ) -> None:
     """Show every node: role, term, leader, commit/applied/last index; exit 3 if none answers.
 
+    A node that found damaged stored data is listed below the table as "ADDR degraded:
+    REASON" ("degraded" in --json: the reason, or null).
+
     With --watch: a table refreshing in place (id, addr, role, term, leader, commit, applied,
     last index, lag = the highest commit index seen minus the node's applied index).
     """
@@ -425,7 +436,7 @@ def status_cmd(
         return
     rows = _run(ctx, addr, lambda c: c.status(timeout=probe_timeout))
     if as_json:
-        print(json.dumps([{k: r.get(k) for k in STATUS_COLUMNS} for r in rows]))
+        print(json.dumps([{k: r.get(k) for k in (*STATUS_COLUMNS, "degraded")} for r in rows]))
     else:
         _print_status(rows)
     if all(r["role"] == "unreachable" for r in rows):
@@ -453,6 +464,9 @@ def _print_status(rows: list[dict[str, Any]], console: Any = None) -> None:
         # Off a terminal rich assumes 80 columns and would truncate addresses.
         console = Console() if sys.stdout.isatty() else Console(width=200)
     console.print(table)
+    for r in rows:
+        if r.get("degraded"):
+            console.print(f"{r['addr']} degraded: {r['degraded']}", style="red", markup=False)
 
 
 WATCH_COLUMNS = ("id", "addr", "role", "term", "leader", "commit", "applied", "last index", "lag")

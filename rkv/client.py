@@ -497,7 +497,8 @@ class Client:
 
     async def status(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
         """One dict per known node: id, addr, role (leader/follower/candidate/unreachable),
-        term, leader, commit, applied, last_index. Never raises for unreachable nodes."""
+        term, leader, commit, applied, last_index, degraded (why the node is degraded: it
+        found damaged stored data; None if it is not). Never raises for unreachable nodes."""
         limit = min(self.timeout, 2.0) if timeout is None else timeout
         results: dict[str, dict[str, Any]] = {}
 
@@ -941,7 +942,7 @@ def _peer_addresses(peers: object) -> list[str]:
     return out
 
 
-_STATUS_FIELDS = ("term", "leader", "commit", "applied", "last_index")
+_STATUS_FIELDS = ("term", "leader", "commit", "applied", "last_index", "degraded")
 
 
 def _status_row(addr: str, st: dict[str, Any]) -> dict[str, Any]:

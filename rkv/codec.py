@@ -220,6 +220,15 @@ def decode_entry(data: bytes | bytearray | memoryview) -> Entry:
     return _entry_from_list(_list(unpack(payload), "entry", 4))
 
 
+def entry_checksum_ok(data: bytes | bytearray | memoryview) -> bool:
+    """Whether an encoded entry's crc matches its payload, without decoding it (a stored
+    record's bytes read in place, e.g. a file chunk kept in its log record)."""
+    if len(data) < _ENTRY_HDR.size:
+        return False
+    version, crc = _ENTRY_HDR.unpack_from(data)
+    return bool(version == ENTRY_FORMAT and zlib.crc32(memoryview(data)[_ENTRY_HDR.size :]) == crc)
+
+
 def _entry_from_list(f: list[Any]) -> Entry:
     return Entry(
         term=_int(f[0], "entry term"),
@@ -299,7 +308,8 @@ MAX_SNAPSHOT_CHUNK = MAX_BIN_LEN
 """Largest chunk a receiver decodes (a chunk holds at least one record, up to a file chunk)."""
 
 SnapshotRecord: TypeAlias = tuple[int, bytes, bytes]
-"""(database, key, stored value): values are copied verbatim between stores."""
+"""(database, key, value): a stored record's payload (rkv.store's layouts, without the seal
+an LMDB store keeps it under), copied as is between stores."""
 
 
 def encode_snapshot_chunk(records: list[SnapshotRecord]) -> bytes:

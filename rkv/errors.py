@@ -36,6 +36,10 @@ class ExitCode(IntEnum):
     MEMBER_EXISTS = 15
     """`rkv serve --join` on a new data dir for a node the cluster has as a voter (its disk was
     replaced): it would vote with a log it lost. Remove it first (`rkv member remove`)."""
+    INTEGRITY = 16
+    """A stored record failed its checksum: a client command was refused the damaged data
+    by a node (which marks itself degraded), or `rkv serve` stopped because it had to apply
+    a write over it."""
 
 
 class RkvError(Exception):
@@ -101,6 +105,13 @@ class IntegrityError(RkvError):
     code = "integrity"
 
 
+class CorruptData(IntegrityError):
+    """A node's stored copy of the data failed its checksum; it refused to serve it and
+    marked itself degraded (another node may hold a good copy)."""
+
+    code = "integrity"
+
+
 class StoreFull(RkvError):
     """The node's disk or store map is full; the write was refused."""
 
@@ -135,7 +146,7 @@ _BY_CODE: dict[str, type[RkvError]] = {
         BadRequest,
         NotFound,
         Changed,
-        IntegrityError,
+        CorruptData,  # "integrity" from a node: only damaged stored data is sent with it
         StoreFull,
         AuthError,
         InternalError,

@@ -149,6 +149,17 @@ class _ScrapeCollector(Collector):
         )
         yield _gauge("rkv_pending_reads", "Linearizable reads waiting.", stats.get("pending_reads"))
         yield _counter("rkv_proposals", "Writes proposed to the Raft core.", m.proposals)
+        yield _counter(
+            "rkv_integrity_errors",
+            "Reads refused because a stored record failed its checksum (requests, snapshot "
+            "and backup streams).",
+            stats.get("integrity_errors"),
+        )
+        yield _gauge(
+            "rkv_degraded",
+            "1 once this node found a stored record damaged (see /readyz and status).",
+            st.get("degraded") is not None,
+        )
         yield _counter("rkv_raft_loop_turns", "Turns of the raft loop.", stats.get("turns"))
         yield _counter("rkv_raft_saves", "Durable Raft saves (fsyncs).", stats.get("saves"))
         yield _counter(

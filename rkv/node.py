@@ -70,6 +70,7 @@ from rkv.errors import (
     error_frame,
 )
 from rkv.http import Response, serve_http, text
+from rkv.integrity import IntegrityWatch
 from rkv.metrics import CONTENT_TYPE, NodeMetrics
 from rkv.net import tls
 from rkv.net.auth import token_fingerprint
@@ -81,6 +82,7 @@ from rkv.raft.errors import ProposalDropped
 from rkv.raft.types import Entry, Message, MessageType, Ready, Role, Snapshot
 from rkv.replica import CompactionPolicy, Outcome, Replica
 from rkv.store import open_store
+from rkv.store.errors import IntegrityError as StoreIntegrityError
 from rkv.store.errors import NotFoundError, StoreError, StoreFullError, StoreIdentityError
 
 log = logging.getLogger("rkv.node")
@@ -237,6 +239,8 @@ class Node:
         self.fault_dropped_out = 0
         self.fault_dropped_in = 0
         # Operations (rkv.metrics, rkv.http, rkv.backup): see docs/operations.md.
+        self.integrity = IntegrityWatch(cfg.id, log)
+        """Damaged stored records this node found (the degraded flag)."""
         self.metrics = NodeMetrics(self.status, self.statistics, self.transport.statistics)
         self.backups = BackupSource(
             store, cfg.data_dir, {"cluster_id": cfg.cluster_id, "node_id": cfg.id}
@@ -304,6 +308,10 @@ class Node:
             await self._raft_loop()
         except StoreFullError as e:
             raise _Fatal(ExitCode.STORE_FULL, _one_line(f"store full: {e}")) from e
+        except StoreIntegrityError as e:
+            # applying a write over a damaged record (its version, a session) cannot be done
+            # the way the other replicas did it
+            raise _Fatal(ExitCode.INTEGRITY, _one_line(f"store damaged, stopping: {e}")) from e
         except StoreError as e:
             raise _Fatal(ExitCode.STORE_ERROR, _one_line(f"store failed, stopping: {e}")) from e
 
@@ -612,6 +620,8 @@ class Node:
             return await handler(self, frame)
         except _REQUEST_ERRORS as e:
             return error_frame(None, _as_error(e))
+        except StoreIntegrityError as e:  # never served: the client gets "integrity"
+            return error_frame(None, self.integrity.failed(e, f"a {t} request"))
 
     def _front_door(self, frame: Frame, info: ConnInfo, answer: Answer) -> bool:
         """Puts, the hot path, without a task each (see rpc.serve's front_door): checked and
@@ -924,10 +934,12 @@ class Node:
         return {"t": "ok", "ended": self.backups.end(_bytes(f, "b", 64))}
 
     def readiness(self) -> tuple[bool, str]:
-        """(ready, reason): ready when a leader is known and everything this node knows to be
-        committed has been applied."""
+        """(ready, reason): ready when a leader is known, everything this node knows to be
+        committed has been applied, and no stored record was found damaged (degraded)."""
         if not self.loop_running:
             return False, "raft loop not running"
+        if self.integrity.degraded is not None:
+            return False, f"degraded: {self.integrity.degraded}"
         r = self.replica
         if not r.leader:
             return False, "no leader known"
@@ -1009,6 +1021,7 @@ class Node:
             "learners": list(self._conf.learners),
             # new storage, not voting yet (rkv.raft.recovery)
             "recovering": st.recovering,
+            "degraded": self.integrity.degraded,
         }
 
     # -- membership (docs/operations.md) ------------------------------------------------------
@@ -1168,6 +1181,7 @@ class Node:
             "dropped_peer_frames": self.dropped_peer_frames,
             "fault_dropped_out": self.fault_dropped_out,
             "fault_dropped_in": self.fault_dropped_in,
+            "integrity_errors": self.integrity.errors,
             "snapshots": self.snapshot_statistics(),
             "store": self.store.stats(),
         }
@@ -1291,6 +1305,8 @@ class Node:
             )
         except (RpcError, StoreError, OSError) as e:
             self.snap_stats["send_failures"] += 1
+            if isinstance(e, StoreIntegrityError):  # the stream stopped before the record
+                self.integrity.failed(e, f"a snapshot stream to {to}")
             log.warning("%s: snapshot to %s failed: %s", cfg.id, to, _one_line(str(e)))
         finally:
             self._snap_out.pop(to, None)
@@ -1394,7 +1410,12 @@ class Node:
             return
         self._next_upload_sweep = now + min(ttl / 4, 60.0)
         seen: dict[bytes, tuple[int, float]] = {}
-        for upload_id, last in self.store.uploads_in_progress():
+        try:
+            uploads = self.store.uploads_in_progress()
+        except StoreIntegrityError as e:
+            self.integrity.failed(e, "the upload sweep")
+            return
+        for upload_id, last in uploads:
             prev = self._uploads_seen.get(upload_id)
             since = prev[1] if prev is not None and prev[0] == last else now
             seen[upload_id] = (last, since)

@@ -31,6 +31,7 @@ RANK = {
     "config": 3,
     "http": 3,  # the node's health/metrics HTTP server: trio only
     "metrics": 3,  # prometheus collectors fed by the node (duck-typed, no node import)
+    "integrity": 3,  # the node's degraded flag: store integrity errors -> client errors, log
     "backup_file": 2,  # backup file format, manifest checks, verify, the writer: errors only
     "backup": 3,  # node-side copy and restore over the store's public backup API
     "errors": 0,

@@ -2,7 +2,8 @@
 
 Blocking code, no trio. See docs/contracts.md (rkv.store) for the API; env.py (LmdbStore,
 open_store, adopt_backup_copy), memory.py (MemoryStore), commands.py (the state machine's
-semantics), snapshot.py (snapshot streams, BackupCopy), errors.py (StoreError and subclasses).
+semantics), snapshot.py (snapshot streams, BackupCopy), seal.py (the checksum on every stored
+record), migrate.py (schema upgrades), errors.py (StoreError and subclasses).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from rkv.store.commands import ApplyResult, Manifest, Record, Session
 from rkv.store.env import SCHEMA_VERSION, LmdbStore, adopt_backup_copy, open_store
 from rkv.store.errors import (
     CorruptionError,
+    IntegrityError,
     NotFoundError,
     SnapshotError,
     StoreError,
@@ -26,6 +28,7 @@ __all__ = [
     "ApplyResult",
     "BackupCopy",
     "CorruptionError",
+    "IntegrityError",
     "LmdbStore",
     "Manifest",
     "MemoryStore",

@@ -1,6 +1,7 @@
 """LmdbStore: one LMDB environment per node holding the Raft log, hard state and state machine.
 
-Owns: opening the environment (identity and schema checks, an exclusive lock on the data dir),
+Owns: opening the environment (identity and schema checks, the schema upgrade of an older
+data dir in the opening transaction (migrate.py), an exclusive lock on the data dir),
 the two write paths, each exactly one transaction (`save` for the Raft side, durable;
 `apply` for committed commands + applied index + sessions, atomic; `save_and_apply` for both
 at once, durable), reads, map growth, turning LMDB failures into rkv.store.errors, and
@@ -48,6 +49,7 @@ from rkv.codec import (
 from rkv.raft.storage import Compacted, Unavailable, limit_size
 from rkv.raft.types import NONE, ConfState, Entry, HardState, NodeId, Snapshot, SnapshotMeta
 from rkv.store import kv as kvdb
+from rkv.store import migrate
 from rkv.store import raft_store as logdb
 from rkv.store.commands import (
     DEFAULT_MAX_SESSIONS,
@@ -66,6 +68,7 @@ from rkv.store.errors import (
     StoreFullError,
     StoreIdentityError,
 )
+from rkv.store.seal import FILES, KV, SESSIONS, seal, unseal
 from rkv.store.snapshot import (
     DEFAULT_CHUNK_BYTES,
     BackupCopy,
@@ -75,7 +78,8 @@ from rkv.store.snapshot import (
     batch,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: records without checksums; 2: every state-machine record sealed (seal.py)."""
 DEFAULT_MAP_SIZE = 64 << 20
 DEFAULT_MAX_MAP_SIZE = 1 << 40
 LOCK_FILE = "rkv.lock"
@@ -217,7 +221,7 @@ def adopt_backup_copy(
     records that staged upload chunks pin (file data, see rkv.store.kv); so is a snapshot
     staged from a leader and the non-live generation. Client sessions are kept. Must run
     on a data dir no process holds. Raises CorruptionError when the copy is not a usable
-    store of this schema at `index`."""
+    store of this schema (or one open_store upgrades) at `index`."""
     d = os.fspath(path)
     size = os.stat(os.path.join(d, "data.mdb")).st_size
     env = _open_env(d, max(DEFAULT_MAP_SIZE, 2 * size))
@@ -246,7 +250,8 @@ def _adopt(
     meta = env.open_db(b"meta", txn=txn, create=False)
     log = env.open_db(b"log", txn=txn, create=False)
     schema = txn.get(_K_SCHEMA, db=meta)
-    if schema is None or len(schema) != 4 or _U32.unpack(schema)[0] != SCHEMA_VERSION:
+    known = (SCHEMA_VERSION, *migrate.UPGRADABLE)  # an older copy is upgraded when opened
+    if schema is None or len(schema) != 4 or _U32.unpack(schema)[0] not in known:
         raise CorruptionError(f"{d} has store schema {schema!r}, not {SCHEMA_VERSION}")
     applied = kvdb.decode_u64("applied index", txn.get(kvdb.APPLIED_KEY, db=meta))
     if applied != index:
@@ -299,6 +304,8 @@ class LmdbStore:
         self._upload_hashes = UploadHashes()
         self._sources: set[_LmdbSnapshotSource] = set()
         self._tail = _LogTail()
+        self.upgraded_records: int | None = None
+        """Records rewritten by a schema upgrade when this open found an older data dir."""
         self._env = _open_env(path, map_size)
         try:
             self._gens = self._open_dbs()
@@ -360,7 +367,7 @@ class LmdbStore:
             txn.put(kvdb.APPLIED_KEY, _U64.pack(0), db=meta)
             return
         version = _U32.unpack(schema)[0] if len(schema) == 4 else None
-        if version != SCHEMA_VERSION:
+        if version != SCHEMA_VERSION and version not in migrate.UPGRADABLE:
             raise StoreIdentityError(
                 f"data dir {self._path} has schema version {version}, "
                 f"this rkv reads version {SCHEMA_VERSION}"
@@ -372,6 +379,10 @@ class LmdbStore:
                 f"data dir {self._path} belongs to cluster {stored_cluster!r} node "
                 f"{stored_node!r}, not cluster {cluster_id!r} node {node_id!r}"
             )
+        if version != SCHEMA_VERSION:
+            # in this (durable) transaction: a crash leaves the old schema or the new one
+            self.upgraded_records = migrate.upgrade(txn, self._gens, version)
+            txn.put(_K_SCHEMA, _U32.pack(SCHEMA_VERSION), db=meta)
 
     def _all_dbs(self) -> tuple[lmdb._Database, ...]:
         d, e = self._gens
@@ -778,12 +789,15 @@ class LmdbStore:
         """Read-only: write a compacted copy of the whole environment (an LMDB data.mdb) to
         `f` from ONE read transaction, and return what that copy holds (applied index, its
         term, keys, files) as of the same transaction. Writes go on meanwhile (MVCC); a map
-        resize waits for the copy. `adopt_backup_copy` turns such a copy into a store."""
+        resize waits for the copy. Every record of the state machine is checked first
+        (IntegrityError: no copy of damaged data). `adopt_backup_copy` turns such a copy
+        into a store."""
 
         def copy(txn: lmdb.Transaction[bytes]) -> BackupCopy:
+            live = self._live(txn)
+            kvdb.verify_state(txn, live)  # IntegrityError: no backup of damaged records
             self._env.copyfd(f.fileno(), compact=True, txn=txn)
             sm = self._snapshot_meta(txn)
-            live = self._live(txn)
             return BackupCopy(
                 index=sm.index,
                 term=sm.term,
@@ -876,7 +890,7 @@ class LmdbStore:
             for code, k, v in records:
                 if code == SNAP_FILES:
                     kvdb.check_received_files_record(k, v)
-                txn.put(k, v, db=dbs[code])
+                txn.put(k, seal(k, v), db=dbs[code])
             st = replace(st, next_seq=seq + 1, records=st.records + len(records))
             txn.put(kvdb.STAGING_KEY, st.encode(), db=self._dbs.meta)
 
@@ -985,7 +999,7 @@ class LmdbStore:
         if not 0 < len(key) <= MAX_KEY_LEN:
             return None  # no such key can exist (and LMDB would refuse the lookup)
         raw = self._read(lambda txn: txn.get(key, db=self._live(txn).kv))
-        return None if raw is None else kvdb.decode_record(raw)
+        return None if raw is None else kvdb.decode_record(unseal(KV, key, raw))
 
     def scan(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         """Up to `limit` (key, value) pairs whose key starts with `prefix`, in key order."""
@@ -1001,8 +1015,9 @@ class LmdbStore:
     def file_manifest(self, key: bytes) -> Manifest | None:
         if not 0 < len(key) <= MAX_KEY_LEN:
             return None
-        raw = self._read(lambda txn: txn.get(kvdb.manifest_key(key), db=self._live(txn).files))
-        return None if raw is None else kvdb.decode_manifest(raw)
+        mkey = kvdb.manifest_key(key)
+        raw = self._read(lambda txn: txn.get(mkey, db=self._live(txn).files))
+        return None if raw is None else kvdb.decode_manifest(unseal(FILES, mkey, raw))
 
     def read_chunk(self, key: bytes, n: int) -> bytes:
         """Chunk n (0-based) of committed file `key`; NotFoundError if there is none."""
@@ -1015,10 +1030,9 @@ class LmdbStore:
 
     def session(self, client_id: bytes) -> Session | None:
         """The saved session of a client (for diagnostics and tests)."""
-        raw = self._read(
-            lambda txn: txn.get(kvdb.session_key(client_id), db=self._live(txn).sessions)
-        )
-        return None if raw is None else kvdb.decode_session(raw)
+        skey = kvdb.session_key(client_id)
+        raw = self._read(lambda txn: txn.get(skey, db=self._live(txn).sessions))
+        return None if raw is None else kvdb.decode_session(unseal(SESSIONS, skey, raw))
 
     def stats(self) -> dict[str, Any]:
         def counts(txn: lmdb.Transaction[bytes]) -> dict[str, int]:
@@ -1182,7 +1196,10 @@ class _LmdbSnapshotSource:
                     size = 0
                     while found and size < self._max_chunk:
                         k, v = cur.item()
-                        out = v if code != SNAP_FILES else kvdb.export_files_record(txn, d, k, v)
+                        if code == SNAP_FILES:
+                            out = kvdb.export_files_record(txn, d, k, v)
+                        else:  # the payload, checked: a damaged record is never shipped
+                            out = unseal(KV if code == SNAP_KV else SESSIONS, k, v)
                         if out is not None:
                             batch.append((code, k, out))
                             size += len(k) + len(out)

@@ -19,6 +19,21 @@ class CorruptionError(StoreError):
     """Stored data failed its checksum or does not decode: the data dir is damaged."""
 
 
+class IntegrityError(StoreError):
+    """A stored record failed its checksum: its bytes are not the ones written. It is never
+    returned; the rest of the store stays usable. `db` names the database ("kv", "files",
+    "sessions", "log"), `key` the record's key there, `what` the record for people."""
+
+    def __init__(self, db: str, key: bytes, what: str) -> None:
+        super().__init__(f"{what} failed its checksum (database {db}): the stored data is damaged")
+        self.db = db
+        self.key = key
+        self.what = what
+
+    def __reduce__(self) -> tuple[type[IntegrityError], tuple[str, bytes, str]]:
+        return (IntegrityError, (self.db, self.key, self.what))
+
+
 class StoreIdentityError(StoreError):
     """The data dir belongs to another cluster or node (or has an unknown schema version)."""
 

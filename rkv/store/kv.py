@@ -5,6 +5,11 @@ Owns: the key/value layouts of the `kv`, `files` and `sessions` databases and th
 the read helpers the store's getters use.
 Must not: open environments or transactions, or decide semantics (commands.py does).
 
+Every value of the kv, files and sessions databases is stored sealed (seal.py: a crc32 of
+key and payload, then the payload); the layouts below are the payloads. Reads check the
+seal and raise IntegrityError; a pinned chunk's log record is checked against its entry
+crc. Snapshot streams carry payloads (export_files_record, LmdbStore.stage_snapshot_chunk).
+
 Layouts:
 - kv:       user key -> [value, create_index, mod_index, version]
 - files:    b"m" + key -> manifest [size, chunks, sha256, mod_index, create_index, version]
@@ -35,10 +40,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rkv.codec import CodecError, pack, unpack
+from rkv.codec import CodecError, entry_checksum_ok, pack, unpack
 from rkv.raft.types import ConfState
 from rkv.store.commands import ApplyResult, Manifest, Record, Session, UploadHashes
-from rkv.store.errors import CorruptionError, StoreError
+from rkv.store.errors import CorruptionError, IntegrityError, StoreError
+from rkv.store.seal import FILES, KV, LOG, SESSIONS, seal, unseal
 
 if TYPE_CHECKING:
     import lmdb
@@ -172,10 +178,14 @@ def decode_staged_any(raw: bytes) -> tuple[bytes, bytes | tuple[int, int]]:
 
 
 def pinned_tail(txn: lmdb.Transaction[bytes], log: lmdb._Database, index: int, n: int) -> bytes:
-    """The last n bytes of log record `index` (a pinned chunk's data)."""
-    raw = txn.get(_U64.pack(index), db=log)
+    """The last n bytes of log record `index` (a pinned chunk's data), checked against the
+    record's entry crc."""
+    key = _U64.pack(index)
+    raw = txn.get(key, db=log)
     if raw is None or len(raw) < n:
         raise CorruptionError(f"staged chunk: pinned log record {index} is missing or short")
+    if not entry_checksum_ok(raw):
+        raise IntegrityError(LOG, key, f"log record {index} (a file chunk kept in the log)")
     return raw[len(raw) - n :]
 
 
@@ -231,7 +241,7 @@ def uploads_in_progress(
         for k, v in cur.iternext():
             if k[:1] != b"a":
                 break
-            out.append((k[2:], decode_u64("upload activity", v)))
+            out.append((k[2:], decode_u64("upload activity", unseal(FILES, k, v))))
     return out
 
 
@@ -306,7 +316,7 @@ class LmdbStateTxn:
         if key in self._kv:
             return self._kv[key]
         raw = self.txn.get(key, db=self.dbs.kv)
-        return None if raw is None else decode_record(raw)
+        return None if raw is None else decode_record(unseal(KV, key, raw))
 
     def put(self, key: bytes, rec: Record) -> None:
         self._kv[key] = rec
@@ -326,7 +336,7 @@ class LmdbStateTxn:
             if rec is None:
                 txn.delete(key, db=db)
             else:
-                txn.put(key, encode_record(rec), db=db)
+                txn.put(key, seal(key, encode_record(rec)), db=db)
         pending.clear()
 
     def _append(self, keys: list[bytes]) -> bool:
@@ -354,24 +364,27 @@ class LmdbStateTxn:
             if rec is None:
                 merged.pop(k, None)
             else:
-                merged[k] = encode_record(rec)
+                merged[k] = seal(k, encode_record(rec))
         for k in sorted(merged):
             if not cur.put(k, merged[k], append=True):
                 raise StoreError(f"kv append of {k!r} refused")  # pragma: no cover
         return True
 
     def manifest(self, key: bytes) -> Manifest | None:
-        raw = self.txn.get(manifest_key(key), db=self.dbs.files)
-        return None if raw is None else decode_manifest(raw)
+        mkey = manifest_key(key)
+        raw = self.txn.get(mkey, db=self.dbs.files)
+        return None if raw is None else decode_manifest(unseal(FILES, mkey, raw))
 
     def put_manifest(self, key: bytes, m: Manifest) -> None:
-        self.txn.put(manifest_key(key), encode_manifest(m), db=self.dbs.files)
+        mkey = manifest_key(key)
+        self.txn.put(mkey, seal(mkey, encode_manifest(m)), db=self.dbs.files)
 
     def delete_manifest(self, key: bytes) -> None:
         self.txn.delete(manifest_key(key), db=self.dbs.files)
 
     def put_chunk(self, key: bytes, n: int, data: bytes) -> None:
-        self.txn.put(chunk_key(key, n), data, db=self.dbs.files)
+        ckey = chunk_key(key, n)
+        self.txn.put(ckey, seal(ckey, data), db=self.dbs.files)
 
     def delete_chunk(self, key: bytes, n: int) -> None:
         self.txn.delete(chunk_key(key, n), db=self.dbs.files)
@@ -379,7 +392,7 @@ class LmdbStateTxn:
     def stage_chunk(self, upload_id: bytes, seq: int, key: bytes, data: bytes, index: int) -> None:
         skey = staged_key(upload_id, seq)
         old = self.txn.get(skey, db=self.dbs.files)
-        old_ref = None if old is None else decode_staged_any(old)[1]
+        old_ref = None if old is None else decode_staged_any(unseal(FILES, skey, old))[1]
         src = self._entries.get(index)
         # codec: a FileChunk's data is the last field of its request, which is the last field
         # of its log record, so the record ends with the chunk; checked, not assumed
@@ -391,17 +404,18 @@ class LmdbStateTxn:
         ):
             if isinstance(old_ref, tuple) and old_ref[0] != index:
                 self._unpin(*old_ref)
-            self.txn.put(skey, pack([key, index, len(data)]), db=self.dbs.files)
+            self.txn.put(skey, seal(skey, pack([key, index, len(data)])), db=self.dbs.files)
             if not (isinstance(old_ref, tuple) and old_ref[0] == index):
                 self._pin(index, len(data))
         else:
             if isinstance(old_ref, tuple):
                 self._unpin(*old_ref)
-            self.txn.put(skey, pack([key, data]), db=self.dbs.files)
+            self.txn.put(skey, seal(skey, pack([key, data])), db=self.dbs.files)
         self.hashes.on_stage(upload_id, seq, key, data)
 
     def _pin(self, index: int, n: int) -> None:
-        self.txn.put(pin_key(index), _U64.pack(n), db=self.dbs.files)
+        pkey = pin_key(index)
+        self.txn.put(pkey, seal(pkey, _U64.pack(n)), db=self.dbs.files)
         self._add_pinned(n)
 
     def _unpin(self, index: int, n: int) -> None:
@@ -426,27 +440,31 @@ class LmdbStateTxn:
         if key is None:
             self.txn.delete(upload_key(upload_id), db=self.dbs.files)
         else:
-            self.txn.put(upload_key(upload_id), key, db=self.dbs.files)
+            ukey = upload_key(upload_id)
+            self.txn.put(ukey, seal(ukey, key), db=self.dbs.files)
 
     def upload_digest(self, upload_id: bytes, chunks: int, key: bytes) -> tuple[bytes, int] | None:
         return self.hashes.digest(upload_id, chunks, key)
 
     def staged_chunk(self, upload_id: bytes, seq: int) -> tuple[bytes, bytes] | None:
-        raw = self.txn.get(staged_key(upload_id, seq), db=self.dbs.files)
-        return None if raw is None else staged_data(self.txn, self.dbs.log, raw)
+        skey = staged_key(upload_id, seq)
+        raw = self.txn.get(skey, db=self.dbs.files)
+        return None if raw is None else staged_data(self.txn, self.dbs.log, unseal(FILES, skey, raw))
 
     def staged_count(self, upload_id: bytes) -> int:
         return count_prefix(self.txn, self.dbs.files, staged_prefix(upload_id))
 
     def upload_activity(self, upload_id: bytes) -> int | None:
-        raw = self.txn.get(activity_key(upload_id), db=self.dbs.files)
-        return None if raw is None else decode_u64("upload activity", raw)
+        akey = activity_key(upload_id)
+        raw = self.txn.get(akey, db=self.dbs.files)
+        return None if raw is None else decode_u64("upload activity", unseal(FILES, akey, raw))
 
     def set_upload_activity(self, upload_id: bytes, index: int | None) -> None:
         if index is None:
             self.txn.delete(activity_key(upload_id), db=self.dbs.files)
         else:
-            self.txn.put(activity_key(upload_id), _U64.pack(index), db=self.dbs.files)
+            akey = activity_key(upload_id)
+            self.txn.put(akey, seal(akey, _U64.pack(index)), db=self.dbs.files)
 
     def drop_staged(self, upload_id: bytes) -> None:
         self.hashes.forget(upload_id)
@@ -457,7 +475,7 @@ class LmdbStateTxn:
             for k, v in cur.iternext():
                 if not k.startswith(prefix):
                     break
-                ref = decode_staged_any(v)[1]
+                ref = decode_staged_any(unseal(FILES, k, v))[1]
                 if isinstance(ref, tuple):
                     refs.append(ref)
         for ref in refs:
@@ -465,15 +483,17 @@ class LmdbStateTxn:
         delete_prefix(self.txn, self.dbs.files, prefix)
 
     def session(self, client_id: bytes) -> Session | None:
-        raw = self.txn.get(session_key(client_id), db=self.dbs.sessions)
-        return None if raw is None else decode_session(raw)
+        skey = session_key(client_id)
+        raw = self.txn.get(skey, db=self.dbs.sessions)
+        return None if raw is None else decode_session(unseal(SESSIONS, skey, raw))
 
     def put_session(self, client_id: bytes, s: Session, old: Session | None) -> None:
         db = self.dbs.sessions
         if old is not None:
             self.txn.delete(session_lru_key(old.index, client_id), db=db)
-        self.txn.put(session_key(client_id), encode_session(s), db=db)
-        self.txn.put(session_lru_key(s.index, client_id), b"", db=db)
+        skey, lru = session_key(client_id), session_lru_key(s.index, client_id)
+        self.txn.put(skey, seal(skey, encode_session(s)), db=db)
+        self.txn.put(lru, seal(lru, b""), db=db)
 
     def session_count(self) -> int:
         # two records per session; stat() sees this transaction's own writes
@@ -514,7 +534,7 @@ def scan(
     for k, v in cur.iternext():
         if not k.startswith(prefix):
             break
-        out.append((k, decode_record(v).value))
+        out.append((k, decode_record(unseal(KV, k, v)).value))
         if len(out) >= limit:
             break
     return out
@@ -523,16 +543,24 @@ def scan(
 def file_chunk(txn: lmdb.Transaction[bytes], dbs: Dbs, key: bytes, n: int) -> bytes | None:
     """Chunk n of committed file `key` (None if there is none), wherever it is stored."""
     files = dbs.files
-    raw = txn.get(manifest_key(key), db=files)
+    mkey = manifest_key(key)
+    raw = txn.get(mkey, db=files)
     if raw is None:
         return None
-    m = decode_manifest(raw)
+    m = decode_manifest(unseal(FILES, mkey, raw))
     if not 0 <= n < m.chunks:
         return None
-    if not m.upload_id:
-        return txn.get(chunk_key(key, n), db=files)
-    staged = txn.get(staged_key(m.upload_id, n), db=files)
-    return None if staged is None else staged_data(txn, dbs.log, staged)[1]
+    try:
+        if not m.upload_id:
+            ckey = chunk_key(key, n)
+            data = txn.get(ckey, db=files)
+            return None if data is None else unseal(FILES, ckey, data)
+        skey = staged_key(m.upload_id, n)
+        staged = txn.get(skey, db=files)
+        return None if staged is None else staged_data(txn, dbs.log, unseal(FILES, skey, staged))[1]
+    except IntegrityError as e:
+        # name the file, not only the record that holds its chunk
+        raise IntegrityError(e.db, e.key, f"chunk {n} of file {key!r} ({e.what})") from None
 
 
 def pinned_keys(
@@ -553,11 +581,12 @@ def pinned_keys(
 
 
 def export_files_record(txn: lmdb.Transaction[bytes], dbs: Dbs, k: bytes, v: bytes) -> bytes | None:
-    """A `files` record as a snapshot stream carries it: staged chunks by copy (the receiver's
-    log is not ours), pins not at all (None)."""
+    """A `files` record as a snapshot stream carries it: its payload, checked against its
+    seal; staged chunks by copy (the receiver's log is not ours), pins not at all (None)."""
     tag = k[:1]
     if tag == b"p":
         return None
+    v = unseal(FILES, k, v)
     if tag == b"s":
         key, data = decode_staged_any(v)
         if isinstance(data, tuple):
@@ -571,3 +600,17 @@ def check_received_files_record(k: bytes, v: bytes) -> None:
         raise CorruptionError(f"snapshot files record {k!r}: a pin")
     if k[:1] == b"s":
         decode_staged(v)
+
+
+def verify_state(txn: lmdb.Transaction[bytes], dbs: Dbs) -> int:
+    """Check the seal of every record of the state machine in `dbs` and the entry crc of
+    each log record its staged chunks pin; returns how many records were checked. Raises
+    IntegrityError at the first mismatch."""
+    n = 0
+    for name, db in ((KV, dbs.kv), (FILES, dbs.files), (SESSIONS, dbs.sessions)):
+        for k, v in txn.cursor(db=db).iternext():
+            payload = unseal(name, k, v)
+            if name == FILES and k[:1] == b"s":
+                staged_data(txn, dbs.log, payload)
+            n += 1
+    return n

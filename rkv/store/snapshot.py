@@ -8,9 +8,11 @@ received (which chunk comes next, how many records arrived, whether it is comple
 Must not: open transactions or know a store's layout (env.py and memory.py do), or hold more
 than one chunk in memory: a snapshot may be far larger than RAM.
 
-The stream is the live state machine verbatim: every record of the kv, files (manifests,
-chunks, staged upload chunks) and sessions databases, in key order, database by database.
-Applied index, its term and the voters travel beside it as the SnapshotMeta.
+The stream is the live state machine: every record of the kv, files (manifests, chunks,
+staged upload chunks) and sessions databases, in key order, database by database, as its
+payload (the LMDB store checks and strips each record's seal as it reads it, and seals what
+it receives: seal.py). Applied index, its term and the voters travel beside it as the
+SnapshotMeta.
 """
 
 from __future__ import annotations

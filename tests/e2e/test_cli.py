@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # tests/e2e is not a package; these come from its conftest
 
 pytestmark = pytest.mark.e2e
 
-STATUS_KEYS = {"id", "addr", "role", "term", "leader", "commit", "applied", "last_index"}
+STATUS_KEYS = {"id", "addr", "role", "term", "leader", "commit", "applied", "last_index", "degraded"}
 
 
 def closed_addr() -> str:
@@ -76,6 +76,7 @@ def test_every_client_command(shared_cluster: ProcCluster, tmp_path: Path) -> No
     rows = json.loads(r.stdout)
     assert sorted(row["addr"] for row in rows) == sorted(shared_cluster.addrs)
     assert all(set(row) == STATUS_KEYS for row in rows)
+    assert all(row["degraded"] is None for row in rows)
     assert sorted(row["role"] for row in rows) == ["follower", "follower", "leader"]
     leader = next(row["addr"] for row in rows if row["role"] == "leader")
     assert all(row["leader"] == leader for row in rows)
@@ -152,6 +153,7 @@ def _subst(arg: str, table: dict[str, str]) -> str:
         (rkv.Timeout(), Exit.UNAVAILABLE),
         (rkv.IntegrityError(), Exit.INTEGRITY),
         (rkv.Changed(), Exit.INTEGRITY),
+        (rkv.CorruptData(), Exit.CORRUPT),
         (rkv.StoreFull(), Exit.SERVER),
         (rkv.InternalError(), Exit.SERVER),
     ],

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from rkv.config import NodeConfig, default_cluster_id, parse_address
 from rkv.errors import (
     BadRequest,
+    CorruptData,
     ExitCode,
     InternalError,
     NotLeader,
@@ -112,6 +113,7 @@ def test_create_validates(kw: dict[str, Any], why: str) -> None:
         Timeout("slow"),
         BadRequest("k must be bytes"),
         StoreFull(),
+        CorruptData("key b'k' failed its checksum"),
     ],
 )
 def test_error_frames_round_trip(err: RkvError) -> None:

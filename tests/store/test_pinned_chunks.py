@@ -31,6 +31,7 @@ from rkv.codec import (
 from rkv.raft.types import Entry, HardState
 from rkv.store import LmdbStore, StoreError
 from rkv.store import kv as kvdb
+from rkv.store.seal import unseal
 
 from .harness import Harness, Store
 from .test_store_snapshot import transfer
@@ -72,7 +73,10 @@ def log_facts(s: LmdbStore) -> tuple[int, int, int]:
     def read(txn: lmdb.Transaction[bytes]) -> tuple[int, int, int]:
         live = s._live(txn)
         pins = kvdb.pinned_keys(txn, live.files, 0, 1 << 62)
-        total = sum(kvdb.decode_u64("pin", txn.get(b"p" + k, db=live.files)) for k in pins)
+        total = sum(
+            kvdb.decode_u64("pin", unseal("files", b"p" + k, txn.get(b"p" + k, db=live.files)))
+            for k in pins
+        )
         assert kvdb.decode_u64("pinned", txn.get(kvdb.PINNED_KEY, db=live.meta)) == total
         below = sum(1 for k in pins if int.from_bytes(k, "big") < s.first_index())
         in_log = s.last_index() - s.first_index() + 1

@@ -1,0 +1,60 @@
+"""A node's record of the stored data it found damaged (records that failed their checksum).
+
+Owns: the degraded flag and its reason (what /readyz, `status` and the metrics show), the
+count of integrity errors, the warning logged once per damaged record, and the client error
+(`rkv.errors.CorruptData`, wire code "integrity") that a read of a damaged record becomes.
+Must not: read or repair the store: the read paths that caught `rkv.store.IntegrityError`
+report it here. The flag lasts until the process stops (nothing here is persisted; the next
+read of the record after a restart finds the damage again).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rkv.errors import CorruptData
+from rkv.store.errors import IntegrityError
+
+MAX_LOGGED = 1000
+"""Damaged records logged one by one; past this many the rest are only counted."""
+
+
+class IntegrityWatch:
+    """What one node knows about damage to its stored data."""
+
+    def __init__(self, node_id: str, log: logging.Logger) -> None:
+        self.node_id = node_id
+        self.errors = 0
+        """Reads (requests, snapshot or backup streams) that hit a damaged record."""
+        self._log = log
+        self._first: IntegrityError | None = None
+        self._seen: set[tuple[str, bytes]] = set()
+
+    def failed(self, e: IntegrityError, during: str) -> CorruptData:
+        """Count a read (`during`: what was being read) that hit the damaged record `e`, log
+        the record the first time, mark the node degraded; returns the error for a client."""
+        self.errors += 1
+        if self._first is None:
+            self._first = e
+        where = (e.db, e.key)
+        if where not in self._seen and len(self._seen) < MAX_LOGGED:
+            self._seen.add(where)
+            self._log.warning(
+                "%s: integrity error during %s: %s (database %s, key %r); the record is not "
+                "served and the node is degraded",
+                self.node_id,
+                during,
+                e.what,
+                e.db,
+                e.key,
+            )
+        return CorruptData(f"node {self.node_id}: {e}")
+
+    @property
+    def degraded(self) -> str | None:
+        """Why the node is degraded (None: it is not)."""
+        if self._first is None:
+            return None
+        n = len(self._seen)
+        more = f"{n} damaged records found" if n > 1 else "1 damaged record found"
+        return f"integrity error: {self._first.what} failed its checksum; {more}"
