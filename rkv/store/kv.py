@@ -449,7 +449,9 @@ class LmdbStateTxn:
     def staged_chunk(self, upload_id: bytes, seq: int) -> tuple[bytes, bytes] | None:
         skey = staged_key(upload_id, seq)
         raw = self.txn.get(skey, db=self.dbs.files)
-        return None if raw is None else staged_data(self.txn, self.dbs.log, unseal(FILES, skey, raw))
+        return (
+            None if raw is None else staged_data(self.txn, self.dbs.log, unseal(FILES, skey, raw))
+        )
 
     def staged_count(self, upload_id: bytes) -> int:
         return count_prefix(self.txn, self.dbs.files, staged_prefix(upload_id))

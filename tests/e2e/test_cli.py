@@ -29,7 +29,17 @@ if TYPE_CHECKING:  # tests/e2e is not a package; these come from its conftest
 
 pytestmark = pytest.mark.e2e
 
-STATUS_KEYS = {"id", "addr", "role", "term", "leader", "commit", "applied", "last_index", "degraded"}
+STATUS_KEYS = {
+    "id",
+    "addr",
+    "role",
+    "term",
+    "leader",
+    "commit",
+    "applied",
+    "last_index",
+    "degraded",
+}
 
 
 def closed_addr() -> str:

@@ -88,7 +88,9 @@ class Kind:
 
 
 KINDS = [
-    Kind("value", b"kv", lambda _: b"victim", b"VVVV", lambda s: s.get(b"victim"), "kv", "b'victim'"),
+    Kind(
+        "value", b"kv", lambda _: b"victim", b"VVVV", lambda s: s.get(b"victim"), "kv", "b'victim'"
+    ),
     Kind(
         "key metadata (version)",
         b"kv",

@@ -130,7 +130,9 @@ def test_a_schema_1_data_dir_is_upgraded_and_reads_back(tmp_path: Path) -> None:
             Put(b"key01", b"after the upgrade"),
             FileCommit(b"pending", pending, len(data), 1, sha),
         ]
-        es = [Entry(3, index + 1 + i, encode_request(Request(b"", 0, c))) for i, c in enumerate(cmds)]
+        es = [
+            Entry(3, index + 1 + i, encode_request(Request(b"", 0, c))) for i, c in enumerate(cmds)
+        ]
         s.save(HardState(3, "", es[-1].index), es)
         assert all(r.ok for r in s.apply(es))
         r = s.get_record(b"key01")
