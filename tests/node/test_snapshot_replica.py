@@ -100,3 +100,45 @@ def test_follower_behind_a_compacted_log_is_restored_from_a_staged_snapshot() ->
     h.tick_all(3)
     assert dst.scan(b"", 100) == src.scan(b"", 100)
     assert dst.applied_index() == src.applied_index() == follower.applied
+
+
+def test_no_compaction_while_a_stepped_snapshot_is_not_installed() -> None:
+    """Between stepping a leader's SNAPSHOT and persisting its Ready, the core's log and
+    configuration describe the snapshot, not the store: compacting then would write a marker
+    with the wrong configuration (sim seed 846944260, 5 nodes, compaction, membership)."""
+    h = Harness()
+    leader = h.elect("n1")
+    lagging = "n3"
+    h.drop = lambda m: lagging in (m.to, m.frm)
+    for i in range(30):
+        leader.propose(put(b"k%d" % (i % 7), b"v%d" % i, seq=i + 1), f"w{i}")
+        h.settle()
+    # the lagging follower has applied a few entries of its own: enough to compact
+    follower, dst = h.reps[lagging], h.stores[lagging]
+    src = h.stores["n1"]
+    src.compact(leader.applied - 2)
+    with src.open_snapshot(64) as source:
+        dst.begin_snapshot_install(source.meta)
+        for seq, chunk in enumerate(source.chunks()):
+            dst.stage_snapshot_chunk(seq, chunk)
+        meta = dst.finish_snapshot_staging(source.chunk_count, source.records)
+    policy = CompactionPolicy(max_entries=0, keep_entries=0)
+    before = follower.compaction_index(policy)
+    assert before is not None, "the follower's own applied log is compactable"
+    follower.step(
+        Message(
+            MessageType.SNAPSHOT,
+            to=lagging,
+            frm="n1",
+            term=leader.term,
+            index=meta.index,
+            log_term=meta.term,
+            snapshot=Snapshot(meta),
+        )
+    )
+    assert follower.compaction_index(policy) is None, "stepped, not installed: wait"
+    h.drop = lambda m: False
+    h.settle()
+    assert follower.snapshots_installed == 1
+    after = follower.compaction_index(policy)
+    assert after == (follower.applied if follower.applied > meta.index else None)
