@@ -237,7 +237,9 @@ class Node:
         self.fault_dropped_out = 0
         self.fault_dropped_in = 0
         # Operations (rkv.metrics, rkv.http, rkv.backup): see docs/operations.md.
-        self.metrics = NodeMetrics(self.status, self.statistics, self.transport.statistics)
+        self.metrics = NodeMetrics(
+            self.status, self.statistics, self.transport.statistics, self.connection_statistics
+        )
         self.backups = BackupSource(
             store, cfg.data_dir, {"cluster_id": cfg.cluster_id, "node_id": cfg.id}
         )
