@@ -39,6 +39,7 @@ import itertools
 import logging
 import math
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ from rkv.net.framing import (
     encode_frame,
     error_frame,
 )
-from rkv.net.stream import FramedStream, frame_timeout_message, open_framed
+from rkv.net.stream import FramedStream, IdleTimeout, frame_timeout_message, open_framed
 
 log = logging.getLogger("rkv.net.rpc")
 
@@ -87,6 +88,30 @@ _MAX_REFUSING = 64
 _MAX_LINGERING = 64
 _MAX_BATCH = 1024
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+class _LogLimit:
+    """At most one line per `interval` seconds goes to the log through this; the lines held
+    back meanwhile are counted in the next one. A flood of bad connections must not flood
+    the log (the metrics count every one)."""
+
+    def __init__(self, level: int, interval: float = 10.0) -> None:
+        self.level = level
+        self.interval = interval
+        self.held = 0
+        self._next = -math.inf
+
+    def __call__(self, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self.held += 1
+            return
+        if self.held:
+            msg += " (and %d more such lines since the last one, not logged)"
+            args = (*args, self.held)
+            self.held = 0
+        self._next = now + self.interval
+        log.log(self.level, msg, *args)
 
 
 class RpcError(Exception):
@@ -180,24 +205,16 @@ FrontDoor = Callable[[Frame, ConnInfo, Answer], bool]
 """A synchronous way in for requests that need no task of their own (see `serve`)."""
 
 
-def _peer_host(stream: trio.abc.Stream) -> str:
+def _peer_address(stream: trio.abc.Stream) -> tuple[str, str]:
+    """(host, "host:port") of the other end; "?" when unknown."""
     sock = getattr(stream, "socket", None)
     try:
         name = sock.getpeername() if sock is not None else None
     except OSError:
-        return "?"
-    return str(name[0]) if isinstance(name, tuple) else str(name)
-
-
-def _peer_name(stream: trio.abc.Stream) -> str:
-    sock = getattr(stream, "socket", None)
-    if sock is None:
-        return "?"
-    try:
-        name = sock.getpeername()
-    except OSError:
-        return "?"
-    return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)
+        return "?", "?"
+    if isinstance(name, tuple):
+        return str(name[0]), f"{name[0]}:{name[1]}"
+    return str(name), str(name)
 
 
 async def _close_with(fs: FramedStream, last: Frame | None) -> None:
@@ -263,6 +280,9 @@ class _Server:
     refusing: int = 0
     lingering: int = 0
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    note: _LogLimit = field(default_factory=lambda: _LogLimit(logging.INFO))
+    """Why connections were closed (shed, deadlines, garbage, failed handshakes)."""
+    warn_accept: _LogLimit = field(default_factory=lambda: _LogLimit(logging.WARNING))
 
     async def accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         while True:
@@ -270,13 +290,14 @@ class _Server:
                 stream = await listener.accept()
             except OSError as exc:
                 if exc.errno in _ACCEPT_CAPACITY_ERRNOS:
-                    log.warning("accept failed (%s); pausing", exc)
+                    self.warn_accept("accept failed (%s); pausing", exc)
                     await trio.sleep(0.1)
                     continue
                 raise
             try:
                 # May shed an older connection (cancels its scope) to make room.
-                ticket = self.admission.admit(_peer_host(stream), trio.current_time())
+                host, name = _peer_address(stream)
+                ticket = self.admission.admit(host, trio.current_time())
             except Refused as exc:
                 self.stats.refused += 1
                 if self.refusing < _MAX_REFUSING:
@@ -287,7 +308,7 @@ class _Server:
                 continue
             self.stats.accepted += 1
             self.stats.active += 1
-            nursery.start_soon(self.connection, stream, ticket)
+            nursery.start_soon(self.connection, stream, ticket, name)
 
     async def refuse(self, stream: trio.SocketStream, frame: Frame) -> None:
         try:
@@ -295,8 +316,8 @@ class _Server:
         finally:
             self.refusing -= 1
 
-    async def connection(self, stream: trio.SocketStream, ticket: Ticket) -> None:
-        info = ConnInfo(conn_id=next(self.ids), peer=_peer_name(stream))
+    async def connection(self, stream: trio.SocketStream, ticket: Ticket, peer: str) -> None:
+        info = ConnInfo(conn_id=next(self.ids), peer=peer)
         fs: FramedStream | None = None
         goodbye: Frame | None = None
         try:
@@ -322,12 +343,12 @@ class _Server:
         """The goodbye of a connection whose scope was cancelled: shed, or too slow to get
         through its handshake."""
         if ticket.goodbye is not None:
-            log.info("shedding %s: %s", info.peer, ticket.goodbye.get("msg"))
+            self.note("shedding %s: %s", info.peer, ticket.goodbye.get("msg"))
             return ticket.goodbye
         self.admission.timed_out(ticket)
         what = "authentication" if self.token is not None else "complete first frame"
         msg = f"no {what} within {self.admission.handshake_timeout} seconds of connecting"
-        log.info("closing %s: %s", info.peer, msg)
+        self.note("closing %s: %s", info.peer, msg)
         return error_frame(E_HANDSHAKE_TIMEOUT, msg)
 
     async def _close(self, fs: FramedStream, goodbye: Frame | None) -> None:
@@ -349,7 +370,7 @@ class _Server:
         try:
             return await tls.wrap(stream, self.ssl_context, server_side=True, timeout=math.inf)
         except (trio.BrokenResourceError, trio.TooSlowError, OSError) as exc:
-            log.info("TLS handshake with %s failed: %r", info.peer, exc)
+            self.note("TLS handshake with %s failed: %r", info.peer, exc)
             return None
 
     async def _serve(self, fs: FramedStream, info: ConnInfo, ticket: Ticket) -> Frame | None:
@@ -360,11 +381,28 @@ class _Server:
             role, refusal = await auth.server_handshake(fs, self.token, math.inf)
             if role is None:
                 if refusal is not None:
-                    log.info("refusing %s: %s", info.peer, refusal.get("msg"))
+                    self.note("refusing %s: %s", info.peer, refusal.get("msg"))
                 return refusal
             fs.receive_limit = self.max_frame
             info.auth = role
-            self.admission.established(ticket)
+        else:
+            # Only a read until the first frame is complete: a connection that never sends
+            # one (a flood) costs this task and no more (no writer, no handler nursery).
+            try:
+                first = await fs.peek(
+                    idle_timeout=self.idle_timeout,
+                    frame_timeout=self.frame_timeout,
+                    min_rate=self.min_frame_rate,
+                )
+            except IdleTimeout:
+                return self._idle()
+            except FrameError as exc:
+                return self._frame_error(info, exc)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return None
+            if first is None:
+                return None
+        self.admission.established(ticket)
         return await self._run(fs, info, ticket)
 
     async def _run(self, fs: FramedStream, info: ConnInfo, ticket: Ticket) -> Frame | None:
@@ -416,15 +454,23 @@ class _Server:
                 return await self._read_frames(conn, handlers, oneway, guard)
             # A deadline passed while waiting for bytes (nothing read is lost).
             if conn.fs.in_frame:
-                self.stats.frame_errors += 1
-                self.stats.frame_timeouts += 1
                 msg = frame_timeout_message(self.frame_timeout, self.min_frame_rate)
-                log.info("closing %s: %s", conn.info.peer, msg)
-                return error_frame(E_FRAME_TIMEOUT, msg)
+                return self._frame_error(conn.info, FrameError(E_FRAME_TIMEOUT, msg))
             if conn.inflight > 0:
                 continue  # a client waiting on a slow answer is not idle
-            self.stats.idle_closed += 1
-            return error_frame(E_IDLE, f"no request for {self.idle_timeout} seconds")
+            return self._idle()
+
+    def _idle(self) -> Frame:
+        self.stats.idle_closed += 1
+        return error_frame(E_IDLE, f"no request for {self.idle_timeout} seconds")
+
+    def _frame_error(self, info: ConnInfo, exc: FrameError) -> Frame:
+        """Count and log a frame error (garbage, too large, too slow): the goodbye to send."""
+        self.stats.frame_errors += 1
+        if exc.code == E_FRAME_TIMEOUT:
+            self.stats.frame_timeouts += 1
+        self.note("closing %s: %s", info.peer, exc)
+        return error_frame(exc.code, exc.message)
 
     async def _read_frames(
         self,
@@ -451,9 +497,7 @@ class _Server:
                 raise
             except FrameError as exc:
                 conn.slots.release()
-                self.stats.frame_errors += 1
-                log.info("closing %s: %s", conn.info.peer, exc)
-                return error_frame(exc.code, exc.message)
+                return self._frame_error(conn.info, exc)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 conn.slots.release()
                 conn.broken = True
@@ -483,7 +527,7 @@ class _Server:
                         self.on_hello(frame)
                     except (RemoteError, RkvError) as exc:
                         conn.slots.release()
-                        log.info("refusing hello from %s: %s", conn.info.peer, exc)
+                        self.note("refusing hello from %s: %s", conn.info.peer, exc)
                         return _as_remote(exc).frame
                 conn.info.hello = frame
                 if isinstance(claimed, str) and claimed:

@@ -181,6 +181,22 @@ class FramedStream:
                 if frame_started is None:
                     frame_started = last_data
 
+    async def peek(
+        self,
+        *,
+        idle_timeout: float | None = None,
+        frame_timeout: float | None = None,
+        min_rate: float | None = None,
+    ) -> Frame | None:
+        """Wait for the next frame as `receive` does, without consuming it: the next
+        `receive` returns it. None on a clean EOF; raises what `receive` raises."""
+        frame = await self.receive(
+            idle_timeout=idle_timeout, frame_timeout=frame_timeout, min_rate=min_rate
+        )
+        if frame is not None:
+            self._frames.appendleft(frame)
+        return frame
+
     async def aclose(self) -> None:
         await self.stream.aclose()
 

@@ -7,6 +7,7 @@ than those from 127.0.0.1.
 
 from __future__ import annotations
 
+import logging
 import struct
 from dataclasses import dataclass
 from functools import partial
@@ -305,3 +306,24 @@ async def test_frames_before_the_proof_are_small(nursery: trio.Nursery) -> None:
     await stream.aclose()
     assert [f["t"] for f in frames] == ["challenge", "error"]
     assert frames[-1]["code"] == "auth_failed" and "frame_too_large" in frames[-1]["msg"]
+
+
+async def test_a_flood_does_not_flood_the_log(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="rkv.net.rpc")
+    port, stats = await start(nursery, max_connections=8, handshake_timeout=0.2)
+    streams = []
+    for _ in range(40):
+        s = await trio.open_tcp_stream(HOST, port)
+        await s.send_all(HALF_OPEN)
+        streams.append(s)
+    adm = stats.admission
+    with trio.fail_after(10):
+        while adm.handshake_timeouts + sum(adm.shed.values()) < 40:
+            await trio.sleep(0.05)
+    for s in streams:
+        await s.aclose()
+    lines = [r.getMessage() for r in caplog.records if r.name == "rkv.net.rpc"]
+    # One line per 10 s, the rest counted in the next one: 40 closes, not 40 lines.
+    assert 1 <= len(lines) <= 2, lines

@@ -322,3 +322,14 @@ async def test_receive_limit_caps_frames_not_yet_started() -> None:
     assert info.value.code == E_TOO_LARGE
     with pytest.raises(ValueError):
         right.receive_limit = 0
+
+
+async def test_peek_leaves_the_frame_for_receive() -> None:
+    left, right = pair()
+    await left.send_many([{"t": "first"}, {"t": "second"}])
+    assert (await right.peek() or {})["t"] == "first"
+    assert (await right.peek() or {})["t"] == "first"
+    assert (await right.receive() or {})["t"] == "first"
+    assert (await right.receive() or {})["t"] == "second"
+    await left.aclose()
+    assert await right.peek() is None
