@@ -51,7 +51,6 @@ from rkv.errors import RkvError
 from rkv.net import auth, tls
 from rkv.net.admission import (
     E_HANDSHAKE_TIMEOUT,
-    HANDSHAKING,
     Admission,
     AdmissionStats,
     Refused,
@@ -505,8 +504,6 @@ class _Server:
             if frame is None:
                 conn.slots.release()
                 return None
-            if conn.ticket.state == HANDSHAKING:
-                self.admission.established(conn.ticket)  # its first complete frame
             if frame["t"] == "auth_start":
                 # A token-holding client talking to a node without one: say so at once.
                 conn.slots.release()
