@@ -1,7 +1,7 @@
 """`python -m bench COMMAND ...` (or `./dev bench COMMAND ...`): the benchmark commands.
 
 Commands: setup, compare, load (one point), failover, largefile, scale, disk, snapinstall,
-chart, and worker (internal: one load-generator process). Owns argument parsing only; each command's work lives
+flood, chart, worker and flooder (internal: one load-generator process, one flood process). Owns argument parsing only; each command's work lives
 in its own module.
 """
 
@@ -139,11 +139,33 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--catchup-timeout", type=float, default=1800.0)
     _common(si)
 
+    fl = sub.add_parser(
+        "flood", help="rkv: puts without and during a connection flood on the leader (issue 19)"
+    )
+    fl.add_argument("--connections", type=int, default=2000, help="flood connections held")
+    fl.add_argument(
+        "--reopen-after", type=float, default=1.0, help="seconds before a closed one reopens"
+    )
+    fl.add_argument("--clients", type=int, default=16)
+    fl.add_argument("--procs", type=int, default=1)
+    fl.add_argument("--size", type=_sizes, default=[100])
+    fl.add_argument("--keys", type=int, default=1000)
+    fl.add_argument("--duration", type=float, default=10.0, help="measured seconds per phase")
+    fl.add_argument("--warmup", type=float, default=2.0)
+    fl.add_argument("--rkv-args", default="", help="more `rkv serve` options")
+    _common(fl)
+
     ch = sub.add_parser("chart", help="redraw the chart of a compare results file")
     ch.add_argument("results", type=Path)
 
     w = sub.add_parser("worker", help=argparse.SUPPRESS)
     w.add_argument("--args", required=True)
+
+    fw = sub.add_parser("flooder", help=argparse.SUPPRESS)
+    fw.add_argument("--port", type=int, required=True)
+    fw.add_argument("--connections", type=int, required=True)
+    fw.add_argument("--reopen-after", type=float, default=1.0)
+    fw.add_argument("--seconds", type=float, required=True)
     return ap
 
 
@@ -154,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
 
         worker_entry(args.args)
         return 0
+    if args.cmd == "flooder":
+        from bench.flood import flooder_main
+
+        return flooder_main(args.port, args.connections, args.reopen_after, args.seconds)
     if args.cmd == "setup":
         script = Path(__file__).resolve().parent / "setup.sh"
         env = dict(os.environ, PYTHON=sys.executable)
@@ -270,6 +296,24 @@ def main(argv: list[str] | None = None) -> int:
             extra_args=shlex.split(args.rkv_args),
             fill_timeout=args.fill_timeout,
             catchup_timeout=args.catchup_timeout,
+        )
+        return 0
+    if args.cmd == "flood":
+        from bench.flood import flood
+
+        flood(
+            connections=args.connections,
+            reopen_after=args.reopen_after,
+            clients=args.clients,
+            procs=args.procs,
+            value_size=args.size[0],
+            keys=args.keys,
+            duration=args.duration,
+            warmup=args.warmup,
+            seed=args.seed,
+            out_dir=args.out_dir,
+            tmp_dir=args.tmp_dir,
+            extra_args=shlex.split(args.rkv_args),
         )
         return 0
     if args.cmd == "chart":

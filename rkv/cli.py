@@ -793,6 +793,46 @@ def serve_cmd(
         help="Abort an upload (drop its staged chunks on every node) once it has staged no "
         "chunk for this many seconds; 0: never.",
     ),
+    max_connections: int = typer.Option(
+        1024,
+        "--max-connections",
+        min=1,
+        help="Connections held at once; at the limit a newcomer takes the place of the oldest "
+        "one still in its handshake (or idle since), never of a peer link or a busy client.",
+    ),
+    max_connections_per_source: int = typer.Option(
+        256,
+        "--max-connections-per-source",
+        min=1,
+        help="Connections from one address (IPv6: one /64); token-authenticated peer links "
+        "do not count.",
+    ),
+    handshake_timeout: int = typer.Option(
+        5,
+        "--handshake-timeout",
+        min=1,
+        help="Seconds a new connection has to authenticate (with a token) or send its first "
+        "complete frame.",
+    ),
+    frame_timeout: int = typer.Option(
+        10,
+        "--frame-timeout",
+        min=1,
+        help="Grace of a started frame before --min-frame-rate applies; also the longest "
+        "pause within a frame.",
+    ),
+    min_frame_rate: int = typer.Option(
+        16384,
+        "--min-frame-rate",
+        min=0,
+        help="Bytes/s a started frame must average (0: the whole frame within --frame-timeout).",
+    ),
+    idle_timeout: int = typer.Option(
+        300,
+        "--idle-timeout",
+        min=1,
+        help="Close a connection that sends nothing and waits on nothing for this long.",
+    ),
     join: str | None = typer.Option(
         None,
         "--join",
@@ -836,6 +876,12 @@ def serve_cmd(
             snapshot_entries=snapshot_entries,
             snapshot_bytes=snapshot_bytes,
             upload_ttl_seconds=float(upload_ttl),
+            max_connections=max_connections,
+            max_connections_per_source=max_connections_per_source,
+            handshake_timeout=float(handshake_timeout),
+            frame_timeout=float(frame_timeout),
+            min_frame_rate=min_frame_rate,
+            idle_timeout=float(idle_timeout),
         )
     except ValueError as exc:
         _fail(Exit.USAGE, f"serve: error: {_one_line(str(exc))}")

@@ -62,7 +62,9 @@ Progress = Callable[[int, int | None], None]
 # Error codes after which another attempt (same seq for writes) is safe and useful.
 _RETRY_CODES = frozenset({"unavailable", "timeout", "not_leader"})
 # Connection-level refusals from the RPC layer: the connection is gone, try another node.
-_CONN_CODES = frozenset({"too_many_connections", "idle_timeout", "frame_timeout"})
+_CONN_CODES = frozenset(
+    {"too_many_connections", "handshake_timeout", "idle_timeout", "frame_timeout"}
+)
 
 
 def normalize_address(addr: str) -> str:

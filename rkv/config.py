@@ -190,6 +190,26 @@ class NodeConfig:
     join: bool = False
     """This node joins an existing cluster (`rkv serve --join`): it starts with no
     configuration and learns it from the leader, which added it as a learner."""
+    # Limits under abuse (rkv.net.admission, rkv.net.rpc; README "Limits under abuse").
+    max_connections: int = 1024
+    """Connections the node holds at once (peer links and clients). At the limit a newcomer
+    takes the place of the oldest connection still in its handshake, else of the oldest
+    client that completed no request; peer links and clients that completed a request are
+    never shed; with nothing to shed, the newcomer is refused."""
+    max_connections_per_source: int = 256
+    """Connections from one source address (IPv4 address, IPv6 /64), shed and refused the
+    same way. Peer links that proved the cluster token do not count toward it."""
+    handshake_timeout: float = 5.0
+    """A new connection must get through its handshake within this many seconds of being
+    accepted (TLS if on; then with a cluster token the HMAC handshake, without one its first
+    complete frame), or it is closed (`handshake_timeout`)."""
+    frame_timeout: float = 10.0
+    """Once a frame has started, its bytes must arrive at `min_frame_rate` bytes/s on average
+    after this many seconds of grace, and never pause longer than this."""
+    min_frame_rate: int = 16384
+    """Bytes per second (0: none; then a whole frame must arrive within `frame_timeout`)."""
+    idle_timeout: float = 300.0
+    """A connection with nothing in flight that sends no frame for this long is closed."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -237,6 +257,12 @@ class NodeConfig:
         _positive("snapshot_keep_entries", self.snapshot_keep_entries, 0)
         _positive("snapshot_keep_bytes", self.snapshot_keep_bytes, 0)
         _positive("snapshot_chunk_bytes", self.snapshot_chunk_bytes, 1, self.max_frame // 2)
+        _positive("max_connections", self.max_connections, 1, 1_000_000)
+        _positive("max_connections_per_source", self.max_connections_per_source, 1, 1_000_000)
+        _positive("handshake_timeout", self.handshake_timeout, 0.01, 3600)
+        _positive("frame_timeout", self.frame_timeout, 0.01, 3600)
+        _positive("min_frame_rate", self.min_frame_rate, 0)
+        _positive("idle_timeout", self.idle_timeout, 0.01)
         if not isinstance(self.fault_injection, bool):
             raise ValueError(f"fault_injection must be a bool, got {self.fault_injection!r}")
         # Offline guessing of a captured handshake is the attack left: demand some length.

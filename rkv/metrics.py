@@ -3,7 +3,8 @@
 Owns: a per-node `CollectorRegistry` (never the global one: tests run several nodes in one
 process), the metric names (docs/operations.md lists them), the histograms and plain-integer
 counters the runtime bumps, and the collector that turns `status()` / `statistics()` /
-per-peer transport statistics into gauges and counters when /metrics is scraped.
+per-peer transport statistics / the RPC server's connection counters into gauges and
+counters when /metrics is scraped.
 Must not: touch the store, the raft core or trio itself; it only reads what the runtime hands
 it, so a scrape costs what those calls cost and never blocks the raft loop.
 
@@ -26,6 +27,9 @@ from prometheus_client.registry import Collector
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 ROLES = ("follower", "candidate", "leader", "pre_candidate")
+CONN_STATES = ("handshaking", "client", "peer")
+CONN_LIMITS = ("max_connections", "per_source")
+CONN_CLOSES = ("handshake_timeout", "frame_timeout", "idle_timeout")
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -47,13 +51,22 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 StatusFn = Callable[[], Mapping[str, Any]]
 PeersFn = Callable[[], Mapping[str, Mapping[str, Any]]]
+ConnectionsFn = Callable[[], Mapping[str, Any]]
+"""{"states": {state: n}, "accepted": n, "shed": {reason: n}, "refused": {reason: n},
+"closed": {reason: n}} (see rkv.node.Node.connection_statistics)."""
 
 
 class NodeMetrics:
     """The metrics of one node. The runtime calls the `on_*` hooks and bumps the counters;
     `render()` produces the Prometheus text exposition."""
 
-    def __init__(self, status: StatusFn, statistics: StatusFn, peers: PeersFn) -> None:
+    def __init__(
+        self,
+        status: StatusFn,
+        statistics: StatusFn,
+        peers: PeersFn,
+        connections: ConnectionsFn | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.proposals = 0
         """Proposals handed to the raft core (bumped once per raft-loop batch)."""
@@ -79,7 +92,7 @@ class NodeMetrics:
             buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_ScrapeCollector(self, status, statistics, peers))
+        self.registry.register(_ScrapeCollector(self, status, statistics, peers, connections))
 
     # -- hooks (raft loop / request handlers) ----------------------------------------------
 
@@ -100,12 +113,18 @@ class _ScrapeCollector(Collector):
     """Reads the node's state when scraped: nothing here runs between scrapes."""
 
     def __init__(
-        self, m: NodeMetrics, status: StatusFn, statistics: StatusFn, peers: PeersFn
+        self,
+        m: NodeMetrics,
+        status: StatusFn,
+        statistics: StatusFn,
+        peers: PeersFn,
+        connections: ConnectionsFn | None,
     ) -> None:
         self._m = m
         self._status = status
         self._statistics = statistics
         self._peers = peers
+        self._connections = connections
 
     def collect(self) -> Iterator[Metric]:
         st = self._status()
@@ -209,6 +228,45 @@ class _ScrapeCollector(Collector):
             connected.add_metric([pid], 1.0 if p.get("connected") else 0.0)
             queued.add_metric([pid], float(p.get("queued", 0) or 0))
         yield from (out_b, in_b, out_m, in_m, dropped, connected, queued)
+        if self._connections is not None:
+            yield from _connection_metrics(self._connections())
+
+
+def _connection_metrics(c: Mapping[str, Any]) -> Iterator[Metric]:
+    """Client/peer connections of the RPC port (README "Limits under abuse")."""
+    states = GaugeMetricFamily(
+        "rkv_connections",
+        "Connections held, by state: handshaking (not yet through hello/auth), client, peer.",
+        labels=["state"],
+    )
+    for state in CONN_STATES:
+        states.add_metric([state], _num((c.get("states") or {}).get(state)))
+    yield states
+    yield _counter("rkv_connections_accepted", "Connections accepted.", c.get("accepted"))
+    for name, key, doc in (
+        (
+            "rkv_connections_shed",
+            "shed",
+            "Connections closed to make room for a newcomer at a limit (reason: the limit).",
+        ),
+        (
+            "rkv_connections_refused",
+            "refused",
+            "Newcomers refused at a limit with nothing to shed (reason: the limit).",
+        ),
+    ):
+        fam = CounterMetricFamily(name, doc, labels=["reason"])
+        for reason in CONN_LIMITS:
+            fam.add_metric([reason], _num((c.get(key) or {}).get(reason)))
+        yield fam
+    closed = CounterMetricFamily(
+        "rkv_connections_closed",
+        "Connections closed by a deadline (reason: handshake, frame rate, idle).",
+        labels=["reason"],
+    )
+    for reason in CONN_CLOSES:
+        closed.add_metric([reason], _num((c.get("closed") or {}).get(reason)))
+    yield closed
 
 
 def _num(v: Any) -> float:

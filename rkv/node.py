@@ -241,7 +241,9 @@ class Node:
         # Operations (rkv.metrics, rkv.http, rkv.backup): see docs/operations.md.
         self.integrity = IntegrityWatch(cfg.id, log)
         """Damaged stored records this node found (the degraded flag)."""
-        self.metrics = NodeMetrics(self.status, self.statistics, self.transport.statistics)
+        self.metrics = NodeMetrics(
+            self.status, self.statistics, self.transport.statistics, self.connection_statistics
+        )
         self.backups = BackupSource(
             store, cfg.data_dir, {"cluster_id": cfg.cluster_id, "node_id": cfg.id}
         )
@@ -263,6 +265,12 @@ class Node:
                     self.cfg.port,
                     max_frame=self.cfg.max_frame,
                     max_inflight_per_conn=self.cfg.max_inflight_per_conn,
+                    max_connections=self.cfg.max_connections,
+                    max_connections_per_source=self.cfg.max_connections_per_source,
+                    handshake_timeout=self.cfg.handshake_timeout,
+                    frame_timeout=self.cfg.frame_timeout,
+                    min_frame_rate=self.cfg.min_frame_rate or None,
+                    idle_timeout=self.cfg.idle_timeout,
                     on_hello=self._on_hello,
                     stats=self.server_stats,
                     token=self.cfg.cluster_token,
@@ -1184,6 +1192,23 @@ class Node:
             "integrity_errors": self.integrity.errors,
             "snapshots": self.snapshot_statistics(),
             "store": self.store.stats(),
+        }
+
+    def connection_statistics(self) -> dict[str, Any]:
+        """The RPC port's connections (rkv.net.admission): held by state, accepted, shed and
+        refused by the limit that was reached, closed by the deadline that passed."""
+        s = self.server_stats
+        a = s.admission
+        return {
+            "states": dict(a.states),
+            "accepted": s.accepted,
+            "shed": dict(a.shed),
+            "refused": dict(a.refused),
+            "closed": {
+                "handshake_timeout": a.handshake_timeouts,
+                "frame_timeout": s.frame_timeouts,
+                "idle_timeout": s.idle_closed,
+            },
         }
 
     # -- snapshots and log compaction (docs/snapshots.md) ------------------------------------

@@ -1,20 +1,26 @@
 """In-process clusters for tests and experiments (in the spirit of trio.testing).
 
 Owns: building the configs of an N-node local cluster, running
-its nodes inside one trio nursery, and waiting until they agree on a leader. Must not: be
-imported by the product itself (only by tests, benchmarks and the nemesis).
+its nodes inside one trio nursery, waiting until they agree on a leader, and a connection
+flood (`flood`: connections that never get through their handshake, the abuse of issue 19).
+Must not: be imported by the product itself (only by tests, benchmarks and the nemesis).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+import struct
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import trio
 
 from rkv.config import NodeConfig
+from rkv.net.framing import FrameDecoder, FrameError
 from rkv.node import Node, run_node
 from rkv.procs import free_ports as free_ports
 from rkv.raft.types import Role
@@ -84,3 +90,128 @@ async def wait_leader(nodes: Sequence[Node], timeout: float = 15.0) -> Node:
             if len(leaders) == 1 and all(n.replica.leader == leaders[0].cfg.id for n in nodes):
                 return leaders[0]
             await trio.sleep(0.02)
+
+
+FloodMode = Literal["half_open", "slow"]
+
+
+@dataclass(slots=True)
+class FloodStats:
+    """What a `flood` saw. Times are trio clock seconds."""
+
+    opened: int = 0
+    open: int = 0
+    """Connections open right now."""
+    connect_failures: int = 0
+    closed_by_server: int = 0
+    goodbyes: Counter[str] = field(default_factory=Counter)
+    """Error codes of the frames the server sent before closing (auth challenges aside)."""
+    longest_closed: float = 0.0
+    """The longest a connection stayed open before the server closed it."""
+    longest_open: float = 0.0
+    """The oldest connection still open when the flood was stopped (0 if none)."""
+
+    @property
+    def longest(self) -> float:
+        return max(self.longest_closed, self.longest_open)
+
+
+async def flood(
+    host: str,
+    port: int,
+    *,
+    connections: int,
+    mode: FloodMode = "half_open",
+    promise: int = 4096,
+    reopen_after: float = 0.05,
+    stats: FloodStats | None = None,
+    task_status: trio.TaskStatus[FloodStats] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Hold `connections` connections to host:port that never get through their handshake,
+    until cancelled; `task_status.started(stats)` once all were opened (or failed) once.
+
+    Each connection sends a frame header promising `promise` bytes and then nothing
+    ("half_open"), or the same header and body one byte per second ("slow"). When the server
+    closes one, it is reopened after `reopen_after` seconds, as an attacker would. Nothing a
+    server says is answered, so with a cluster token these never authenticate either.
+    """
+    st = stats if stats is not None else FloodStats()
+    header = struct.pack(">I", promise)
+    first_round = trio.Semaphore(0)
+
+    async def hold(opened: Callable[[], None]) -> None:
+        t0 = trio.current_time()
+        try:
+            stream = await trio.open_tcp_stream(host, port)
+        except OSError:
+            st.connect_failures += 1
+            opened()
+            return
+        st.opened += 1
+        st.open += 1
+        opened()
+        closed = False
+        try:
+            async with stream, trio.open_nursery() as n:
+                if mode == "half_open":
+                    n.start_soon(_send_quietly, stream, header)
+                else:
+                    n.start_soon(_dribble, stream, header + bytes(promise))
+                await _until_closed(stream, st)
+                closed = True
+                st.closed_by_server += 1
+                st.longest_closed = max(st.longest_closed, trio.current_time() - t0)
+                n.cancel_scope.cancel()
+        finally:
+            st.open -= 1
+            if not closed:
+                st.longest_open = max(st.longest_open, trio.current_time() - t0)
+
+    async def slot() -> None:
+        first = True
+
+        def opened() -> None:
+            nonlocal first
+            if first:
+                first = False
+                first_round.release()
+
+        while True:
+            await hold(opened)
+            await trio.sleep(reopen_after)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(connections):
+            nursery.start_soon(slot)
+        for _ in range(connections):
+            await first_round.acquire()
+        task_status.started(st)
+
+
+async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> None:
+    # closed by the server: _until_closed sees it
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        await stream.send_all(data)
+
+
+async def _dribble(stream: trio.abc.Stream, data: bytes) -> None:
+    """One byte per second."""
+    for i in range(len(data)):
+        await _send_quietly(stream, data[i : i + 1])
+        await trio.sleep(1.0)
+
+
+async def _until_closed(stream: trio.abc.Stream, st: FloodStats) -> None:
+    """Read until the server closes (or resets); count the error codes it sent."""
+    dec = FrameDecoder(1 << 20)
+    try:
+        while data := await stream.receive_some(65536):
+            try:
+                frames = dec.feed(data)
+            except FrameError:
+                continue
+            for f in frames:
+                if f.get("t") == "error":
+                    st.goodbyes[str(f.get("code"))] += 1
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass

@@ -54,6 +54,8 @@ AGREE: list[list[str]] = [
     ["--snapshot-entries", "1", "--snapshot-bytes", "123456789012"],
     ["--upload-ttl", "0"],
     ["--cluster-token", "0123456789abcdef0", "--peers", ""],
+    ["--max-connections", "64", "--max-connections-per-source", "8", "--handshake-timeout", "2"],
+    ["--frame-timeout=3", "--min-frame-rate", "0", "--idle-timeout", "60"],
 ]
 
 
@@ -100,6 +102,9 @@ STEP_ASIDE: list[list[str]] = [
     ["--snapshot-entries", "0"],
     ["--upload-ttl", "-1"],
     ["--upload-ttl", "1.5"],
+    ["--handshake-timeout", "0"],
+    ["--handshake-timeout", "0.5"],
+    ["--max-connections", "0"],
     ["--data-dir", ""],
     ["--peers", "--host"],
     ["extra"],

@@ -34,6 +34,10 @@ from rkv.net.stream import FramedStream
 E_AUTH_FAILED = "auth_failed"
 NONCE_BYTES = 32
 MAX_ROLE = 256
+MAX_AUTH_FRAME = 1024
+"""The largest frame a server reads before the proof: the handshake's frames are a few
+hundred bytes (a role of MAX_ROLE characters, a nonce, a MAC), so an unauthenticated
+connection holds no more than this of a frame."""
 CLIENT_ROLE = "client"
 _LABEL_CLIENT = b"rkv-auth-v1 client"
 _LABEL_SERVER = b"rkv-auth-v1 server"
@@ -42,15 +46,19 @@ _LABEL_SERVER = b"rkv-auth-v1 server"
 class AuthFailed(Exception):
     """The other side did not prove it knows the token (or broke the protocol).
 
-    `msg` is one line and never contains the token."""
+    `msg` is one line and never contains the token. `code` is ``auth_failed``, except when
+    the server ended the handshake with another error frame (its code, e.g.
+    ``too_many_connections`` or ``handshake_timeout``: nothing to do with the token, worth
+    retrying)."""
 
-    def __init__(self, msg: str) -> None:
+    def __init__(self, msg: str, code: str = E_AUTH_FAILED) -> None:
         super().__init__(msg)
         self.msg = msg
+        self.code = code
 
     @property
     def frame(self) -> Frame:
-        return error_frame(E_AUTH_FAILED, self.msg)
+        return error_frame(self.code, self.msg)
 
 
 def _key(token: str | bytes) -> bytes:
@@ -78,8 +86,11 @@ def _nonce(frame: Frame, what: str) -> bytes:
 def _expect(frame: Frame | None, t: str) -> Frame:
     if frame is None:
         raise AuthFailed(f"connection closed during authentication (expected {t!r})")
-    if frame.get("t") == "error" and frame.get("code") == E_AUTH_FAILED:
-        raise AuthFailed(str(frame.get("msg") or "authentication failed"))
+    if frame.get("t") == "error":
+        code = frame.get("code")
+        if code == E_AUTH_FAILED or not isinstance(code, str) or not code:
+            raise AuthFailed(str(frame.get("msg") or "authentication failed"))
+        raise AuthFailed(str(frame.get("msg") or code), code)
     if frame.get("t") != t:
         raise AuthFailed(f"expected {t!r} during authentication, got {frame.get('t')!r}")
     return frame
@@ -194,6 +205,7 @@ def token_fingerprint(token: str | bytes) -> str:
 __all__ = [
     "CLIENT_ROLE",
     "E_AUTH_FAILED",
+    "MAX_AUTH_FRAME",
     "AuthFailed",
     "answer",
     "check_proof",

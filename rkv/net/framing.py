@@ -152,6 +152,13 @@ class FrameDecoder:
     def max_frame(self) -> int:
         return self._max_frame
 
+    @max_frame.setter
+    def max_frame(self, max_frame: int) -> None:
+        """Change the cap for frames whose header has not arrived yet (e.g. a small one while
+        a connection authenticates, the configured one afterwards)."""
+        _check_max_frame(max_frame)
+        self._max_frame = max_frame
+
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as frames (0 = between frames)."""

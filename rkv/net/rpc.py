@@ -1,8 +1,11 @@
 """Request/response RPC over framed TCP: the server loop `serve()` and `RpcClient`.
 
-Owns: accepting connections (bounded count), per-connection bounded concurrency with
-back-pressure, matching responses to requests by ``"id"``, batching of ready responses
-into one write, error frames, the hello handshake hook, idle/slowloris deadlines.
+Owns: accepting connections and running each through its life (TLS, token handshake,
+hello, frames, goodbye, close) under admission.py's limits and handshake deadline,
+per-connection bounded concurrency with back-pressure, matching responses to requests by
+``"id"``, batching of ready responses into one write, error frames, the hello hook, the
+idle and slowloris deadlines (a started frame must keep a minimum rate), and a bound on the
+sockets kept open only to deliver a last error frame.
 
 Frame conventions (see framing.py for the byte format):
 - a frame with an ``"id"`` is a request; the handler's dict is sent back with that id;
@@ -12,7 +15,8 @@ Frame conventions (see framing.py for the byte format):
   id) back: the sender's signal to close the link (e.g. a peer that was removed);
 - ``{"t": "error", "code": str, "msg": str}`` is an error; with an ``"id"`` it answers that
   request (the connection stays open), without one it is the server's last word before
-  closing the connection (framing garbage, refused hello, too many connections, idle).
+  closing the connection (framing garbage, refused hello, too many connections, a shed
+  connection, handshake/frame/idle deadlines).
 - ``{"t": "hello", "cluster": str, "node": str | None, ...}`` may be the first frame of a
   connection. `serve(on_hello=...)` validates it (raise RemoteError to refuse: the peer gets
   an error frame and the connection is closed); it is never passed to the handler but is
@@ -35,6 +39,7 @@ import itertools
 import logging
 import math
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -44,6 +49,13 @@ import trio
 
 from rkv.errors import RkvError
 from rkv.net import auth, tls
+from rkv.net.admission import (
+    E_HANDSHAKE_TIMEOUT,
+    Admission,
+    AdmissionStats,
+    Refused,
+    Ticket,
+)
 from rkv.net.framing import (
     DEFAULT_MAX_FRAME,
     E_FRAME_TIMEOUT,
@@ -52,13 +64,13 @@ from rkv.net.framing import (
     encode_frame,
     error_frame,
 )
-from rkv.net.stream import FramedStream, open_framed
+from rkv.net.stream import FramedStream, IdleTimeout, frame_timeout_message, open_framed
 
 log = logging.getLogger("rkv.net.rpc")
 
-# Error codes the RPC layer itself sends (handlers add their own).
+# Error codes the RPC layer itself sends (handlers add their own); admission.py's
+# E_TOO_MANY_CONNECTIONS (refused or shed) and E_HANDSHAKE_TIMEOUT too.
 E_INTERNAL = "internal"
-E_TOO_MANY_CONNECTIONS = "too_many_connections"
 E_IDLE = "idle_timeout"
 E_HELLO_REQUIRED = "hello_required"
 E_BAD_HELLO = "bad_hello"
@@ -69,8 +81,36 @@ _LINGER_DRAIN = 1024 * 1024
 # Refusals of excess connections run as tasks; beyond this many, excess sockets are
 # closed without an explanation so a connection flood cannot grow the task count.
 _MAX_REFUSING = 64
+# Connections past their admission (shed, timed out, closed for garbage) that may linger
+# at once to deliver their error frame; beyond this many they are closed without one, so
+# the sockets held stay bounded however fast a flood reconnects.
+_MAX_LINGERING = 64
 _MAX_BATCH = 1024
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+
+
+class _LogLimit:
+    """At most one line per `interval` seconds goes to the log through this; the lines held
+    back meanwhile are counted in the next one. A flood of bad connections must not flood
+    the log (the metrics count every one)."""
+
+    def __init__(self, level: int, interval: float = 10.0) -> None:
+        self.level = level
+        self.interval = interval
+        self.held = 0
+        self._next = -math.inf
+
+    def __call__(self, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            self.held += 1
+            return
+        if self.held:
+            msg += " (and %d more such lines since the last one, not logged)"
+            args = (*args, self.held)
+            self.held = 0
+        self._next = now + self.interval
+        log.log(self.level, msg, *args)
 
 
 class RpcError(Exception):
@@ -151,6 +191,10 @@ class ServerStats:
     inflight: int = 0
     max_inflight_seen: int = 0
     writes: int = 0
+    frame_timeouts: int = 0
+    """Connections closed for a frame too slow to arrive (also counted in frame_errors)."""
+    admission: AdmissionStats = field(default_factory=AdmissionStats)
+    """Connections by state, shed and refused ones by reason, handshake timeouts."""
 
 
 Handler = Callable[[Frame, ConnInfo], Awaitable[Frame | None]]
@@ -160,15 +204,16 @@ FrontDoor = Callable[[Frame, ConnInfo, Answer], bool]
 """A synchronous way in for requests that need no task of their own (see `serve`)."""
 
 
-def _peer_name(stream: trio.abc.Stream) -> str:
+def _peer_address(stream: trio.abc.Stream) -> tuple[str, str]:
+    """(host, "host:port") of the other end; "?" when unknown."""
     sock = getattr(stream, "socket", None)
-    if sock is None:
-        return "?"
     try:
-        name = sock.getpeername()
+        name = sock.getpeername() if sock is not None else None
     except OSError:
-        return "?"
-    return f"{name[0]}:{name[1]}" if isinstance(name, tuple) else str(name)
+        return "?", "?"
+    if isinstance(name, tuple):
+        return str(name[0]), f"{name[0]}:{name[1]}"
+    return str(name), str(name)
 
 
 async def _close_with(fs: FramedStream, last: Frame | None) -> None:
@@ -203,6 +248,7 @@ class _Conn:
     info: ConnInfo
     slots: trio.Semaphore
     send_ch: trio.MemorySendChannel[bytes]
+    ticket: Ticket
     inflight: int = 0
     broken: bool = False
     first: bool = True
@@ -218,20 +264,24 @@ class _Conn:
 class _Server:
     handler: Handler
     max_frame: int
-    max_connections: int
     max_inflight: int
     idle_timeout: float
     frame_timeout: float
+    min_frame_rate: float | None
     write_timeout: float
     on_hello: HelloHook | None
     require_hello: bool
     stats: ServerStats
+    admission: Admission
     token: str | bytes | None = None
     ssl_context: ssl.SSLContext | None = None
-    handshake_timeout: float = 10.0
     front_door: FrontDoor | None = None
     refusing: int = 0
+    lingering: int = 0
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    note: _LogLimit = field(default_factory=lambda: _LogLimit(logging.INFO))
+    """Why connections were closed (shed, deadlines, garbage, failed handshakes)."""
+    warn_accept: _LogLimit = field(default_factory=lambda: _LogLimit(logging.WARNING))
 
     async def accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
         while True:
@@ -239,74 +289,127 @@ class _Server:
                 stream = await listener.accept()
             except OSError as exc:
                 if exc.errno in _ACCEPT_CAPACITY_ERRNOS:
-                    log.warning("accept failed (%s); pausing", exc)
+                    self.warn_accept("accept failed (%s); pausing", exc)
                     await trio.sleep(0.1)
                     continue
                 raise
-            if self.stats.active >= self.max_connections:
+            try:
+                # May shed an older connection (cancels its scope) to make room.
+                host, name = _peer_address(stream)
+                ticket = self.admission.admit(host, trio.current_time())
+            except Refused as exc:
                 self.stats.refused += 1
                 if self.refusing < _MAX_REFUSING:
                     self.refusing += 1
-                    nursery.start_soon(self.refuse, stream)
+                    nursery.start_soon(self.refuse, stream, exc.frame)
                 else:
                     await trio.aclose_forcefully(stream)
                 continue
             self.stats.accepted += 1
             self.stats.active += 1
-            nursery.start_soon(self.connection, stream)
+            nursery.start_soon(self.connection, stream, ticket, name)
 
-    async def refuse(self, stream: trio.SocketStream) -> None:
+    async def refuse(self, stream: trio.SocketStream, frame: Frame) -> None:
         try:
-            msg = f"server has {self.max_connections} connections, the maximum"
-            await _close_with(
-                FramedStream(stream, self.max_frame), error_frame(E_TOO_MANY_CONNECTIONS, msg)
-            )
+            await _close_with(FramedStream(stream, self.max_frame), frame)
         finally:
             self.refusing -= 1
 
-    async def connection(self, stream: trio.SocketStream) -> None:
-        info = ConnInfo(conn_id=next(self.ids), peer=_peer_name(stream))
+    async def connection(self, stream: trio.SocketStream, ticket: Ticket, peer: str) -> None:
+        info = ConnInfo(conn_id=next(self.ids), peer=peer)
+        fs: FramedStream | None = None
+        goodbye: Frame | None = None
         try:
-            fs = await self._secure(stream, info)
-            if fs is None:
-                return
-            goodbye = await self._run(fs, info)
-            await _close_with(fs, goodbye)
+            # The ticket's scope carries the handshake deadline (lifted once the connection
+            # is through it) and is cancelled if the connection is shed.
+            with ticket.scope:
+                s = await self._tls(stream, info)
+                if s is not None:
+                    fs = FramedStream(s, self.max_frame)
+                    goodbye = await self._serve(fs, info, ticket)
+            if ticket.scope.cancelled_caught:
+                goodbye = self._cut_off(ticket, info)
+            self.admission.release(ticket)
+            if fs is not None:
+                await self._close(fs, goodbye)
         finally:
+            self.admission.release(ticket)
             self.stats.active -= 1
             # Also on cancellation (server shutdown): peers must see the close at once.
             await trio.aclose_forcefully(stream)
 
-    async def _secure(self, stream: trio.SocketStream, info: ConnInfo) -> FramedStream | None:
-        """TLS and token handshakes, each under the handshake deadline: the stream to serve,
-        or None after a failure (the connection is closed then)."""
-        s: trio.abc.Stream = stream
-        if self.ssl_context is not None:
-            try:
-                s = await tls.wrap(
-                    stream, self.ssl_context, server_side=True, timeout=self.handshake_timeout
-                )
-            except (trio.BrokenResourceError, trio.TooSlowError, OSError) as exc:
-                log.info("TLS handshake with %s failed: %r", info.peer, exc)
-                return None
-        fs = FramedStream(s, self.max_frame)
-        if self.token is None:
-            return fs
-        role, refusal = await auth.server_handshake(fs, self.token, self.handshake_timeout)
-        if role is None:
-            if refusal is not None:
-                log.info("refusing %s: %s", info.peer, refusal.get("msg"))
-            await _close_with(fs, refusal)
-            return None
-        info.auth = role
-        return fs
+    def _cut_off(self, ticket: Ticket, info: ConnInfo) -> Frame:
+        """The goodbye of a connection whose scope was cancelled: shed, or too slow to get
+        through its handshake."""
+        if ticket.goodbye is not None:
+            self.note("shedding %s: %s", info.peer, ticket.goodbye.get("msg"))
+            return ticket.goodbye
+        self.admission.timed_out(ticket)
+        what = "authentication" if self.token is not None else "complete first frame"
+        msg = f"no {what} within {self.admission.handshake_timeout} seconds of connecting"
+        self.note("closing %s: %s", info.peer, msg)
+        return error_frame(E_HANDSHAKE_TIMEOUT, msg)
 
-    async def _run(self, fs: FramedStream, info: ConnInfo) -> Frame | None:
+    async def _close(self, fs: FramedStream, goodbye: Frame | None) -> None:
+        """Deliver `goodbye` (bounded: see _MAX_LINGERING) and close."""
+        if goodbye is None or self.lingering >= _MAX_LINGERING:
+            await trio.aclose_forcefully(fs.stream)
+            return
+        self.lingering += 1
+        try:
+            await _close_with(fs, goodbye)
+        finally:
+            self.lingering -= 1
+
+    async def _tls(self, stream: trio.SocketStream, info: ConnInfo) -> trio.abc.Stream | None:
+        """The TLS handshake, if TLS is on (under the ticket's deadline): the stream to use,
+        or None after a failure."""
+        if self.ssl_context is None:
+            return stream
+        try:
+            return await tls.wrap(stream, self.ssl_context, server_side=True, timeout=math.inf)
+        except (trio.BrokenResourceError, trio.TooSlowError, OSError) as exc:
+            self.note("TLS handshake with %s failed: %r", info.peer, exc)
+            return None
+
+    async def _serve(self, fs: FramedStream, info: ConnInfo, ticket: Ticket) -> Frame | None:
+        """The token handshake (if a token is set), then the frames; returns the goodbye."""
+        if self.token is not None:
+            # Nothing before the proof may be larger than the handshake's own frames.
+            fs.receive_limit = min(self.max_frame, auth.MAX_AUTH_FRAME)
+            role, refusal = await auth.server_handshake(fs, self.token, math.inf)
+            if role is None:
+                if refusal is not None:
+                    self.note("refusing %s: %s", info.peer, refusal.get("msg"))
+                return refusal
+            fs.receive_limit = self.max_frame
+            info.auth = role
+        else:
+            # Only a read until the first frame is complete: a connection that never sends
+            # one (a flood) costs this task and no more (no writer, no handler nursery).
+            try:
+                first = await fs.peek(
+                    idle_timeout=self.idle_timeout,
+                    frame_timeout=self.frame_timeout,
+                    min_rate=self.min_frame_rate,
+                )
+            except IdleTimeout:
+                return self._idle()
+            except FrameError as exc:
+                return self._frame_error(info, exc)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return None
+            if first is None:
+                return None
+        self.admission.established(ticket)
+        return await self._run(fs, info, ticket)
+
+    async def _run(self, fs: FramedStream, info: ConnInfo, ticket: Ticket) -> Frame | None:
         # One slot per request from the moment it is read until its answer is written
         # (or it finished, if one-way). The reader takes a slot before reading, so when
         # all are taken it stops reading and TCP pushes back on the peer.
         send_ch, recv_ch = trio.open_memory_channel[bytes](self.max_inflight + 1)
-        conn = _Conn(fs, info, trio.Semaphore(self.max_inflight), send_ch)
+        conn = _Conn(fs, info, trio.Semaphore(self.max_inflight), send_ch, ticket)
         goodbye: Frame | None = None
         async with trio.open_nursery() as conn_nursery:
             conn_nursery.start_soon(self._writer, conn, recv_ch, conn_nursery.cancel_scope)
@@ -350,14 +453,23 @@ class _Server:
                 return await self._read_frames(conn, handlers, oneway, guard)
             # A deadline passed while waiting for bytes (nothing read is lost).
             if conn.fs.in_frame:
-                self.stats.frame_errors += 1
-                msg = f"frame not completed within {self.frame_timeout} seconds"
-                log.info("closing %s: %s", conn.info.peer, msg)
-                return error_frame(E_FRAME_TIMEOUT, msg)
+                msg = frame_timeout_message(self.frame_timeout, self.min_frame_rate)
+                return self._frame_error(conn.info, FrameError(E_FRAME_TIMEOUT, msg))
             if conn.inflight > 0:
                 continue  # a client waiting on a slow answer is not idle
-            self.stats.idle_closed += 1
-            return error_frame(E_IDLE, f"no request for {self.idle_timeout} seconds")
+            return self._idle()
+
+    def _idle(self) -> Frame:
+        self.stats.idle_closed += 1
+        return error_frame(E_IDLE, f"no request for {self.idle_timeout} seconds")
+
+    def _frame_error(self, info: ConnInfo, exc: FrameError) -> Frame:
+        """Count and log a frame error (garbage, too large, too slow): the goodbye to send."""
+        self.stats.frame_errors += 1
+        if exc.code == E_FRAME_TIMEOUT:
+            self.stats.frame_timeouts += 1
+        self.note("closing %s: %s", info.peer, exc)
+        return error_frame(exc.code, exc.message)
 
     async def _read_frames(
         self,
@@ -374,16 +486,17 @@ class _Server:
                 await conn.slots.acquire()
             try:
                 frame = await conn.fs.receive(
-                    idle_timeout=self.idle_timeout, frame_timeout=self.frame_timeout, guard=guard
+                    idle_timeout=self.idle_timeout,
+                    frame_timeout=self.frame_timeout,
+                    min_rate=self.min_frame_rate,
+                    guard=guard,
                 )
             except trio.Cancelled:
                 conn.slots.release()
                 raise
             except FrameError as exc:
                 conn.slots.release()
-                self.stats.frame_errors += 1
-                log.info("closing %s: %s", conn.info.peer, exc)
-                return error_frame(exc.code, exc.message)
+                return self._frame_error(conn.info, exc)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 conn.slots.release()
                 conn.broken = True
@@ -411,9 +524,12 @@ class _Server:
                         self.on_hello(frame)
                     except (RemoteError, RkvError) as exc:
                         conn.slots.release()
-                        log.info("refusing hello from %s: %s", conn.info.peer, exc)
+                        self.note("refusing hello from %s: %s", conn.info.peer, exc)
                         return _as_remote(exc).frame
                 conn.info.hello = frame
+                if isinstance(claimed, str) and claimed:
+                    # A peer link: never shed; out of its source's count once authenticated.
+                    self.admission.peer(conn.ticket, authenticated=conn.info.auth == claimed)
                 if "id" in frame:
                     self._enter(conn)
                     self._queue(conn, encode_frame({"t": "ok", "id": frame["id"]}))
@@ -424,6 +540,8 @@ class _Server:
                 conn.slots.release()
                 return error_frame(E_HELLO_REQUIRED, "the first frame must be a hello")
             conn.first = False
+            if not conn.ticket.served:
+                self.admission.served(conn.ticket)
             self._enter(conn)
             if "id" in frame:
                 if self.front_door is None or not self._take(conn, frame):
@@ -569,16 +687,18 @@ async def serve(
     *,
     max_frame: int = DEFAULT_MAX_FRAME,
     max_connections: int = 1024,
+    max_connections_per_source: int = 256,
     max_inflight_per_conn: int = 256,
     idle_timeout: float = 300.0,
-    frame_timeout: float = 30.0,
+    frame_timeout: float = 10.0,
+    min_frame_rate: float | None = 16384.0,
     write_timeout: float = 30.0,
     on_hello: HelloHook | None = None,
     require_hello: bool = False,
     stats: ServerStats | None = None,
     token: str | bytes | None = None,
     ssl_context: ssl.SSLContext | None = None,
-    handshake_timeout: float = 10.0,
+    handshake_timeout: float = 5.0,
     front_door: FrontDoor | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -598,26 +718,44 @@ async def serve(
     logged and answered with code "internal". Framing garbage gets an error frame and the
     connection is closed; other connections are unaffected.
 
-    Deadlines: a connection with nothing in flight and no frame for `idle_timeout`
-    seconds is closed; a frame must complete within `frame_timeout` seconds of its first
-    byte; a write must complete within `write_timeout` seconds.
+    Admission (admission.py): at most `max_connections` connections, and at most
+    `max_connections_per_source` from one address (peer links authenticated with the token
+    count toward the total only); a newcomer over a limit sheds the oldest connection still
+    in its handshake, else the oldest client that completed no request (never a peer link),
+    and is refused only when there is none. A new connection must get through its handshake
+    within `handshake_timeout` seconds of being accepted: TLS if on, then the token handshake
+    if a token is set, or else its first complete frame.
+
+    Deadlines after that: a connection with nothing in flight and no frame for
+    `idle_timeout` seconds is closed; a started frame's bytes must arrive at `min_frame_rate`
+    bytes/s on average after a grace of `frame_timeout` seconds, with no pause longer than
+    that (None: the whole frame within `frame_timeout` seconds; see
+    FramedStream.receive); a write must complete within `write_timeout` seconds.
 
     With `ssl_context` (see tls.server_context) connections speak TLS; with `token` each
     must pass auth.py's challenge-response first (`ConnInfo.auth` is the proven role, and a
-    hello naming another node is refused). Both handshakes share `handshake_timeout`.
+    hello naming another node is refused); frames before the proof may be at most
+    auth.MAX_AUTH_FRAME bytes.
 
     Raises OSError (naming host and port) when the address cannot be bound.
     """
-    if max_connections < 1 or max_inflight_per_conn < 1:
-        raise ValueError("max_connections and max_inflight_per_conn must be >= 1")
+    if max_connections < 1 or max_connections_per_source < 1 or max_inflight_per_conn < 1:
+        raise ValueError(
+            "max_connections, max_connections_per_source and max_inflight_per_conn must be >= 1"
+        )
     for name, value in (
         ("idle_timeout", idle_timeout),
         ("frame_timeout", frame_timeout),
         ("write_timeout", write_timeout),
         ("handshake_timeout", handshake_timeout),
+        ("min_frame_rate", 1.0 if min_frame_rate is None else min_frame_rate),
     ):
         if not value > 0:
             raise ValueError(f"{name} must be > 0, got {value}")
+    stats = stats if stats is not None else ServerStats()
+    admission = Admission(
+        max_connections, max_connections_per_source, handshake_timeout, stats.admission
+    )
     try:
         listeners = await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
@@ -626,17 +764,17 @@ async def serve(
     server = _Server(
         handler=handler,
         max_frame=max_frame,
-        max_connections=max_connections,
         max_inflight=max_inflight_per_conn,
         idle_timeout=idle_timeout,
         frame_timeout=frame_timeout,
+        min_frame_rate=min_frame_rate,
         write_timeout=write_timeout,
         on_hello=on_hello,
         require_hello=require_hello,
-        stats=stats if stats is not None else ServerStats(),
+        stats=stats,
+        admission=admission,
         token=token or None,
         ssl_context=ssl_context,
-        handshake_timeout=handshake_timeout,
         front_door=front_door,
     )
     try:
@@ -663,7 +801,9 @@ async def connect_framed(
 ) -> FramedStream:
     """Connect, then (if given) do the TLS handshake and prove `token` as `role`, all within
     `timeout`. Raises ConnectionLost (cannot connect, TLS failure, deadline) or
-    RemoteError("auth_failed", ...) when the token handshake fails either way."""
+    RemoteError("auth_failed", ...) when the token handshake fails either way, or
+    RemoteError with the server's code when it ended the handshake otherwise (shed, refused,
+    too slow: worth retrying, unlike auth_failed)."""
     deadline = trio.current_time() + timeout
     try:
         fs = await open_framed(host, port, timeout, max_frame=max_frame)
@@ -681,7 +821,7 @@ async def connect_framed(
             await auth.client_handshake(fs, token, role, left)
     except auth.AuthFailed as exc:
         await trio.aclose_forcefully(fs.stream)
-        raise RemoteError(auth.E_AUTH_FAILED, exc.msg) from None
+        raise RemoteError(exc.code, exc.msg) from None
     except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError) as exc:
         await trio.aclose_forcefully(fs.stream)
         what = "TLS/authentication" if ssl_context is not None else "authentication"

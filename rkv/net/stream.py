@@ -1,7 +1,8 @@
 """A framed trio stream: frames (dicts) over any `trio.abc.Stream`.
 
 Owns the glue between a byte stream and `framing.FrameDecoder`: buffering of decoded
-frames, clean-EOF detection, the idle and per-frame receive deadlines, and serialising
+frames, clean-EOF detection, the idle and per-frame receive deadlines (with the minimum rate
+a started frame's bytes must keep), the cap on the size of incoming frames, and serialising
 concurrent writers. It does not interpret frame types (that is rpc.py's job) and does not
 reconnect (that is transport.py's job).
 """
@@ -84,6 +85,17 @@ class FramedStream:
             return 0
 
     @property
+    def receive_limit(self) -> int:
+        """The largest frame `receive` accepts (`max_frame` unless lowered)."""
+        return self._decoder.max_frame
+
+    @receive_limit.setter
+    def receive_limit(self, limit: int) -> None:
+        """Lower (or restore) the cap for frames not yet started: a connection that has not
+        authenticated yet has no business sending more than a few hundred bytes."""
+        self._decoder.max_frame = limit
+
+    @property
     def in_frame(self) -> bool:
         """Some bytes of a frame have arrived, not all of it."""
         return self._decoder.in_frame
@@ -93,15 +105,20 @@ class FramedStream:
         *,
         idle_timeout: float | None = None,
         frame_timeout: float | None = None,
+        min_rate: float | None = None,
         guard: trio.CancelScope | None = None,
     ) -> Frame | None:
         """The next frame, or None on a clean EOF (EOF between frames).
 
         Raises FrameError for garbage, for EOF inside a frame (``truncated``) and when a
-        started frame does not complete within `frame_timeout` seconds of its first byte
-        (``frame_timeout``: the slowloris guard). Raises IdleTimeout when no frame starts
-        within `idle_timeout` seconds of this call. A timeout loses no data: the call can
-        be repeated.
+        started frame does not complete in time (``frame_timeout``: the slowloris guard):
+        without `min_rate`, within `frame_timeout` seconds of its first byte; with it, its
+        bytes must keep arriving at `min_rate` bytes per second on average after a grace of
+        `frame_timeout` seconds, and never pause for more than `frame_timeout` seconds. So a
+        large frame on a good link may take as long as it needs, while a sender trickling
+        bytes (1 per second) is cut off after about `frame_timeout`. Raises IdleTimeout when
+        no frame starts within `idle_timeout` seconds of this call. A timeout loses no data:
+        the call can be repeated.
 
         With `guard` (a cancel scope the caller holds around its read loop) the deadlines
         are set on it instead of on a new scope per wait (a scope costs more than a small
@@ -119,6 +136,8 @@ class FramedStream:
         # The frame deadline counts only time spent waiting here: bytes that sat in our
         # buffer while the caller was busy (back-pressure) must not count against the peer.
         frame_started: float | None = now if self._decoder.in_frame else None
+        last_data = now
+        got = 0  # bytes of the frame in progress received in this call
         while True:
             if self._eof:
                 if self._decoder.in_frame:
@@ -128,8 +147,12 @@ class FramedStream:
                 deadline = idle_deadline
             elif frame_timeout is None:
                 deadline = math.inf
-            else:
+            elif min_rate is None:
                 deadline = frame_started + frame_timeout
+            else:
+                deadline = min(
+                    frame_started + frame_timeout + got / min_rate, last_data + frame_timeout
+                )
             data: bytes | bytearray | None = None
             if guard is not None:
                 guard.deadline = deadline
@@ -143,9 +166,8 @@ class FramedStream:
                     data = await self.stream.receive_some(RECEIVE_CHUNK)
             if data is None:
                 if frame_started is not None:
-                    raise FrameError(
-                        E_FRAME_TIMEOUT, f"frame not completed within {frame_timeout} seconds"
-                    )
+                    msg = frame_timeout_message(frame_timeout, min_rate)
+                    raise FrameError(E_FRAME_TIMEOUT, msg)
                 raise IdleTimeout(f"no frame within {idle_timeout} seconds")
             if not data:
                 self._eof = True
@@ -153,8 +175,27 @@ class FramedStream:
             self._frames.extend(self._decoder.feed(data))
             if self._frames:
                 return self._frames.popleft()
-            if frame_started is None:
-                frame_started = trio.current_time()
+            got += len(data)
+            if frame_started is None or min_rate is not None:
+                last_data = trio.current_time()
+                if frame_started is None:
+                    frame_started = last_data
+
+    async def peek(
+        self,
+        *,
+        idle_timeout: float | None = None,
+        frame_timeout: float | None = None,
+        min_rate: float | None = None,
+    ) -> Frame | None:
+        """Wait for the next frame as `receive` does, without consuming it: the next
+        `receive` returns it. None on a clean EOF; raises what `receive` raises."""
+        frame = await self.receive(
+            idle_timeout=idle_timeout, frame_timeout=frame_timeout, min_rate=min_rate
+        )
+        if frame is not None:
+            self._frames.appendleft(frame)
+        return frame
 
     async def aclose(self) -> None:
         await self.stream.aclose()
@@ -164,6 +205,16 @@ class FramedStream:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def frame_timeout_message(frame_timeout: float | None, min_rate: float | None) -> str:
+    """What a connection closed for a too slow frame is told (see `FramedStream.receive`)."""
+    if min_rate is None:
+        return f"frame not completed within {frame_timeout} seconds"
+    return (
+        f"frame too slow: under {min_rate:g} bytes/s after {frame_timeout} seconds, "
+        f"or no byte for {frame_timeout} seconds"
+    )
 
 
 async def open_framed(

@@ -43,6 +43,7 @@ KNOWN_CODES = frozenset(
         "bad_id",
         "truncated",
         "frame_timeout",
+        "handshake_timeout",
         "idle_timeout",
         "too_many_connections",
         "hello_required",

@@ -1,10 +1,9 @@
 """Raw-socket abuse of a live node: random bytes, truncated frames, huge length headers,
-deep nesting, too many connections, slowloris and idle connections, and 1,000 garbage
-connections in a row (memory must stay bounded).
+deep nesting, too many connections, slowloris, handshake and idle deadlines, and 1,000
+garbage connections in a row (memory must stay bounded).
 
-The node passes the RPC server's defaults for the connection bound and the deadlines (1024
-connections, idle 300 s, frame 30 s; they are not NodeConfig fields), so these tests start
-it with smaller ones by wrapping `rkv.node.serve`: what is tested is the node's server.
+The node runs with small limits and deadlines (NodeConfig's max_connections,
+handshake_timeout, frame_timeout and idle_timeout) so that they are cheap to reach.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +21,6 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import rkv.node
-from rkv.net.rpc import serve
 from rkv.node import Node
 
 from .harness import HDR, KNOWN_CODES, SyncConn, configs, encode, rss_bytes, running, wait_leader
@@ -33,21 +29,21 @@ MAX_FRAME = 1 << 20
 MAX_CONNS = 32
 IDLE = 1.0
 FRAME_DEADLINE = 0.5
+HANDSHAKE = 0.5
 
 
 @asynccontextmanager
-async def small_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Node]:
-    monkeypatch.setattr(
-        rkv.node,
-        "serve",
-        partial(serve, max_connections=MAX_CONNS, idle_timeout=IDLE, frame_timeout=FRAME_DEADLINE),
-    )
+async def small_node(tmp_path: Path) -> AsyncIterator[Node]:
     cfgs = configs(
         tmp_path,
         1,
         max_frame=MAX_FRAME,
         chunk_size=MAX_FRAME // 4,
         snapshot_chunk_bytes=MAX_FRAME // 4,
+        max_connections=MAX_CONNS,
+        idle_timeout=IDLE,
+        frame_timeout=FRAME_DEADLINE,
+        handshake_timeout=HANDSHAKE,
     )
     async with running(cfgs) as (node,):
         await wait_leader([node])
@@ -110,7 +106,8 @@ def nested(depth: int) -> bytes:
 
 CASES: list[tuple[str, bytes, set[str | None]]] = [
     ("undecodable body", HDR.pack(5) + b"\xc1" * 5, {"bad_msgpack"}),
-    ("bytes announcing 66 KB", bytes(range(256)) * 4, {"frame_timeout"}),
+    # the first frame of a connection: its handshake deadline, not the frame one
+    ("bytes announcing 66 KB", bytes(range(256)) * 4, {"handshake_timeout"}),
     ("huge length header", b"\xff\xff\xff\xff" + b"x" * 10, {"frame_too_large"}),
     ("length over the cap", HDR.pack(MAX_FRAME + 1) + b"x", {"frame_too_large"}),
     ("not a map", encode([1, 2, 3]), {"not_a_map"}),
@@ -126,9 +123,9 @@ CASES: list[tuple[str, bytes, set[str | None]]] = [
 
 @pytest.mark.parametrize(("name", "data", "codes"), CASES, ids=[c[0] for c in CASES])
 async def test_garbage_gets_an_error_frame_and_a_close(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, data: bytes, codes: set[str]
+    tmp_path: Path, name: str, data: bytes, codes: set[str]
 ) -> None:
-    async with small_node(tmp_path, monkeypatch) as node:
+    async with small_node(tmp_path) as node:
 
         def go() -> None:
             with socket.create_connection(("127.0.0.1", node.port)) as s:
@@ -141,10 +138,8 @@ async def test_garbage_gets_an_error_frame_and_a_close(
         await trio.to_thread.run_sync(go)
 
 
-async def test_moderate_nesting_is_a_bad_request(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with small_node(tmp_path, monkeypatch) as node:
+async def test_moderate_nesting_is_a_bad_request(tmp_path: Path) -> None:
+    async with small_node(tmp_path) as node:
 
         def go() -> None:
             with socket.create_connection(("127.0.0.1", node.port)) as s:
@@ -156,8 +151,8 @@ async def test_moderate_nesting_is_a_bad_request(
         await trio.to_thread.run_sync(go)
 
 
-async def test_random_and_truncated_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    async with small_node(tmp_path, monkeypatch) as node:
+async def test_random_and_truncated_bytes(tmp_path: Path) -> None:
+    async with small_node(tmp_path) as node:
         valid = encode(
             {"v": 1, "t": "put", "id": 1, "c": b"c" * 16, "s": 1, "k": b"k", "val": b"v"}
         )
@@ -190,10 +185,8 @@ async def test_random_and_truncated_bytes(tmp_path: Path, monkeypatch: pytest.Mo
         assert node.server_stats.handler_errors == 0
 
 
-async def test_connections_over_the_maximum_are_refused_cleanly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with small_node(tmp_path, monkeypatch) as node:
+async def test_connections_over_the_maximum_are_refused_cleanly(tmp_path: Path) -> None:
+    async with small_node(tmp_path) as node:
 
         def go() -> None:
             held = [SyncConn(node.port) for _ in range(MAX_CONNS)]
@@ -224,33 +217,49 @@ async def test_connections_over_the_maximum_are_refused_cleanly(
         assert node.server_stats.refused >= 5
 
 
-async def test_slowloris_and_idle_connections_are_closed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with small_node(tmp_path, monkeypatch) as node:
+async def test_handshake_slowloris_and_idle_deadlines(tmp_path: Path) -> None:
+    async with small_node(tmp_path) as node:
+        status = encode({"v": 1, "t": "status", "id": 1})
 
         def go() -> None:
+            # Before the first complete frame: the handshake deadline.
             t0 = time.monotonic()
+            with socket.create_connection(("127.0.0.1", node.port)) as silent:
+                got = frames_in(read_all(silent, limit=10))
+            assert [f["code"] for f in got] == ["handshake_timeout"], got
+            assert HANDSHAKE * 0.9 <= time.monotonic() - t0 < HANDSHAKE + 4
+            # After it, a stalled frame: the frame deadline.
             with socket.create_connection(("127.0.0.1", node.port)) as slow:
+                slow.sendall(status)
+                t0 = time.monotonic()
                 slow.sendall(HDR.pack(100) + b"\x85")  # a header, one byte, then nothing
                 got = frames_in(read_all(slow, limit=10))
-            assert [f["code"] for f in got] == ["frame_timeout"], got
+            assert [(f["t"], f.get("code")) for f in got] == [
+                ("ok", None),
+                ("error", "frame_timeout"),
+            ]
             assert time.monotonic() - t0 < FRAME_DEADLINE + 4
-            t0 = time.monotonic()
+            # ... and nothing at all: the idle deadline.
             with socket.create_connection(("127.0.0.1", node.port)) as idle:
+                idle.sendall(status)
+                t0 = time.monotonic()
                 got = frames_in(read_all(idle, limit=10))
-            assert [f["code"] for f in got] == ["idle_timeout"], got
+            assert [(f["t"], f.get("code")) for f in got] == [
+                ("ok", None),
+                ("error", "idle_timeout"),
+            ]
             assert IDLE * 0.9 <= time.monotonic() - t0 < IDLE + 4
 
         await trio.to_thread.run_sync(go)
-        assert node.server_stats.idle_closed >= 1
+        stats = node.connection_statistics()["closed"]
+        assert stats["handshake_timeout"] >= 1
+        assert stats["frame_timeout"] >= 1
+        assert stats["idle_timeout"] >= 1
         assert node.server_stats.active <= 1
 
 
-async def test_memory_stays_bounded_after_1000_garbage_connections(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with small_node(tmp_path, monkeypatch) as node:
+async def test_memory_stays_bounded_after_1000_garbage_connections(tmp_path: Path) -> None:
+    async with small_node(tmp_path) as node:
         junk = [
             b"\xff\xff\xff\xff",
             HDR.pack(MAX_FRAME) + b"x" * 60_000,  # a big partial frame, then EOF

@@ -252,3 +252,84 @@ async def test_guarded_receive_cancels_the_callers_scope(
     assert trio.current_time() - start == pytest.approx(after if cancelled else 1), case
     if not cancelled:
         assert len(got) == 1 and got[0] is not None and got[0]["t"] == "ok"
+
+
+def _frame_of(size: int) -> bytes:
+    """An encoded frame of exactly `size` bytes on the wire."""
+    data = encode_frame({"t": "x", "pad": b""})
+    pad = size - len(data)
+    data = encode_frame({"t": "x", "pad": b"p" * pad})
+    # msgpack's bin length prefix grows with the pad; trim it back to `size`
+    return encode_frame({"t": "x", "pad": b"p" * (pad - (len(data) - size))})
+
+
+@pytest.mark.parametrize(
+    ("case", "size", "chunk", "every", "min_rate", "timeout_at"),
+    [
+        # frame_timeout is 10 s in every case; timeout_at None: the frame arrives whole
+        ("1 byte per second", 5_000, 1, 1.0, 1000.0, 10.0),
+        ("big frame, good link, past the grace", 100_000, 500, 0.1, 1000.0, None),
+        ("the same without a rate: cut at the flat deadline", 100_000, 500, 0.1, None, 10.0),
+        ("half the rate: cut once the grace is used up", 100_000, 50, 0.1, 1000.0, 20.0),
+        ("a burst, then a stall: cut after one grace of silence", 100_000, 50_000, 1000, 1e3, 10.0),
+    ],
+)
+async def test_started_frame_must_keep_a_minimum_rate(
+    autojump_clock: trio.testing.MockClock,
+    case: str,
+    size: int,
+    chunk: int,
+    every: float,
+    min_rate: float | None,
+    timeout_at: float | None,
+) -> None:
+    a, b = trio.testing.memory_stream_pair()
+    right = FramedStream(b, max_frame=1 << 20)
+    data = _frame_of(size)
+    assert len(data) == size
+
+    async def dribble() -> None:
+        for i in range(0, len(data), chunk):
+            await a.send_all(data[i : i + chunk])
+            await trio.sleep(every)
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(dribble)
+        if timeout_at is None:
+            frame = await right.receive(idle_timeout=3600, frame_timeout=10, min_rate=min_rate)
+            assert frame is not None and len(frame["pad"]) > size - 100, case
+        else:
+            with pytest.raises(FrameError) as info:
+                await right.receive(idle_timeout=3600, frame_timeout=10, min_rate=min_rate)
+            assert info.value.code == E_FRAME_TIMEOUT, case
+            assert trio.current_time() - start == pytest.approx(timeout_at, abs=1.5), case
+        nursery.cancel_scope.cancel()
+
+
+async def test_receive_limit_caps_frames_not_yet_started() -> None:
+    left, right = pair(max_frame=1 << 20)
+    right.receive_limit = 1024
+    await left.send({"t": "small"})
+    assert (await right.receive() or {})["t"] == "small"
+    right.receive_limit = 1 << 20  # restored: a large frame is fine again
+    await left.send({"t": "big", "pad": b"p" * 5000})
+    assert (await right.receive() or {})["t"] == "big"
+    right.receive_limit = 1024
+    await left.send({"t": "big", "pad": b"p" * 5000})
+    with pytest.raises(FrameError) as info:
+        await right.receive()
+    assert info.value.code == E_TOO_LARGE
+    with pytest.raises(ValueError):
+        right.receive_limit = 0
+
+
+async def test_peek_leaves_the_frame_for_receive() -> None:
+    left, right = pair()
+    await left.send_many([{"t": "first"}, {"t": "second"}])
+    assert (await right.peek() or {})["t"] == "first"
+    assert (await right.peek() or {})["t"] == "first"
+    assert (await right.receive() or {})["t"] == "first"
+    assert (await right.receive() or {})["t"] == "second"
+    await left.aclose()
+    assert await right.peek() is None

@@ -97,6 +97,13 @@ def test_create_defaults_and_shared_cluster_id() -> None:
         ({"request_timeout": 0}, "request_timeout"),
         ({"cluster_id": "x" * 200}, "at most 128"),
         ({"advertise": "0.0.0.0:5"}, "wildcard"),
+        ({"max_connections": 0}, "max_connections must be in 1"),
+        ({"max_connections_per_source": 0}, "max_connections_per_source"),
+        ({"handshake_timeout": 0}, "handshake_timeout"),
+        ({"handshake_timeout": "5"}, "handshake_timeout must be a number"),
+        ({"frame_timeout": -1}, "frame_timeout"),
+        ({"min_frame_rate": -1}, "min_frame_rate"),
+        ({"idle_timeout": 0}, "idle_timeout"),
     ],
 )
 def test_create_validates(kw: dict[str, Any], why: str) -> None:

@@ -92,6 +92,13 @@ async def test_health_and_metrics_move_after_writes(tmp_path: Path) -> None:
             assert value(after, "rkv_peer_received_messages_total", peer=f.cfg.id) > 0
             assert value(after, "rkv_peer_dropped_frames_total", peer=f.cfg.id) >= 0
             assert value(after, "rkv_peer_connected", peer=f.cfg.id) == 1.0
+        # connections (README "Limits under abuse"): both followers' links are peers
+        assert value(after, "rkv_connections", state="peer") >= 2
+        assert value(after, "rkv_connections_accepted_total") >= 3
+        for limit in ("max_connections", "per_source"):
+            assert value(after, "rkv_connections_shed_total", reason=limit) == 0
+            assert value(after, "rkv_connections_refused_total", reason=limit) == 0
+        assert value(after, "rkv_connections_closed_total", reason="handshake_timeout") == 0
         # a follower's view
         f = next(n for n in nodes if n is not leader)
         fpage = samples((await get("127.0.0.1", f.http_port or 0, "/metrics"))[1])

@@ -95,8 +95,9 @@ async def test_handshake_deadline() -> None:
                 assert (await fs.receive() or {}).get("t") == "challenge"
                 await fs.send(auth.start()[0])  # then nothing
                 last = await fs.receive()
-                assert last is not None and last["code"] == "auth_failed"
-                assert "within" in last["msg"]
+                # Not auth_failed: a slow client has not shown a wrong token; it may retry.
+                assert last is not None and last["code"] == "handshake_timeout"
+                assert "within 0.3 seconds" in last["msg"]
         assert echo.seen == []
 
 
