@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from rkv.raft import core as core_mod
+from rkv.raft import recovery as recovery_mod
 from rkv.raft.config import Config
 from rkv.raft.rawnode import RawNode
 from rkv.raft.recovery import needed
@@ -231,3 +232,58 @@ def test_the_leader_forgets_what_it_knew_the_new_log_to_match() -> None:
     leader.step(Message(MT.APPEND_RESP, "n1", "n2", term=2, index=6, reject=True, reject_hint=0))
     out = drain(leader, st)
     assert [(m.type, m.index) for m in out if m.to == "n2"] == [(MT.APPEND, 0)]
+
+
+# -- why each rule: a deposed leader and a replaced disk ---------------------------------------
+
+
+def no_drop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before it knows the term, it handles messages like anyone (it still does not vote)."""
+    monkeypatch.setattr(recovery_mod.Recovery, "knows_term", property(lambda self: True))
+
+
+def one_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One answer is enough to know the term."""
+    monkeypatch.setattr(recovery_mod, "needed", lambda n: 1)
+
+
+def deposed_leader_and_replaced_disk(c: Cluster) -> None:
+    """n1 leads term 1 and is cut off (its ticks stop, so it keeps leading); n3 is elected
+    in term 3 with n2's vote and commits `y` with n2; n2's disk is replaced; n2 can reach
+    only n1, which proposes `x`."""
+    c.elect("n1")
+    c.isolate("n1")
+    c.elect("n3")  # term 2
+    c.propose("n3", b"y")
+    assert b"y" in c.applied_data("n2")
+    replace_disk(c, "n2")
+    c.heal()
+    c.isolate("n3")
+    c.tick("n2")  # RECOVER to n1 and n3; only n1 can answer
+    c.stabilize()
+    c.propose("n1", b"x")
+    for _ in range(30):
+        c.tick("n2")
+        c.stabilize()
+
+
+@pytest.mark.parametrize(
+    "variant", [None, no_drop, one_answer], ids=["real", "no-drop", "one-answer"]
+)
+def test_a_replaced_disk_never_helps_a_deposed_leader_commit(
+    monkeypatch: pytest.MonkeyPatch, variant: Callable[[pytest.MonkeyPatch], None] | None
+) -> None:
+    if variant is not None:
+        variant(monkeypatch)
+    c = Cluster(3, pre_vote=False, check_quorum=False)  # a leader cut off keeps leading
+    deposed_leader_and_replaced_disk(c)
+    committed_x = b"x" in c.applied_data("n1")
+    # `y` is committed (n3 and n2's earlier self): `x` at the same index would be a second one
+    assert committed_x is (variant is not None)
+    if committed_x:
+        n1 = {e.index: e for e in c.boxes["n1"].applied}
+        n3 = {e.index: e for e in c.boxes["n3"].applied}
+        clash = [i for i in n1 if i in n3 and n1[i] != n3[i]]
+        assert clash, "two different entries committed at one index"
+    else:
+        assert c["n2"].status().recovering and c["n2"].status().last_index == 0
