@@ -82,12 +82,18 @@ class RestartableNode:
 
 
 async def wait_leader(nodes: Sequence[Node], timeout: float = 15.0) -> Node:
-    """The leader, once exactly one node leads and every given node knows it (so redirects
-    work right away). Raises trio.TooSlowError after `timeout` seconds."""
+    """The leader, once exactly one node leads, every given node knows it (so redirects
+    work right away) and none is recovering any more (rkv.raft.recovery: a new cluster
+    tolerates a fault only once its nodes may vote). Raises trio.TooSlowError after
+    `timeout` seconds."""
     with trio.fail_after(timeout):
         while True:
             leaders = [n for n in nodes if n.replica.role == Role.LEADER]
-            if len(leaders) == 1 and all(n.replica.leader == leaders[0].cfg.id for n in nodes):
+            if (
+                len(leaders) == 1
+                and all(n.replica.leader == leaders[0].cfg.id for n in nodes)
+                and not any(n.replica.raw.status().recovering for n in nodes)
+            ):
                 return leaders[0]
             await trio.sleep(0.02)
 

@@ -582,7 +582,10 @@ class Raft:
         if rec.target() is not None:
             return  # only catching up is left
         rec.elapsed += 1
-        if rec.elapsed and rec.elapsed < self.cfg.election_tick:
+        # Every heartbeat: a new cluster's nodes then all finish within a few heartbeats of
+        # each other, before any election timeout, so none is left waiting for a leader's
+        # answer when that leader is lost right after the first election.
+        if rec.elapsed and rec.elapsed < self.cfg.heartbeat_tick:
             return
         rec.elapsed = 0
         for peer in self.voter_peers():
