@@ -419,7 +419,8 @@ def status_cmd(
     """Show every node: role, term, leader, commit/applied/last index; exit 3 if none answers.
 
     A node that found damaged stored data is listed below the table as "ADDR degraded:
-    REASON" ("degraded" in --json: the reason, or null).
+    REASON" ("degraded" in --json: the reason, or null); one whose storage is new and that
+    does not vote yet, as "ADDR recovering" ("recovering" in --json).
 
     With --watch: a table refreshing in place (id, addr, role, term, leader, commit, applied,
     last index, lag = the highest commit index seen minus the node's applied index).
@@ -436,7 +437,8 @@ def status_cmd(
         return
     rows = _run(ctx, addr, lambda c: c.status(timeout=probe_timeout))
     if as_json:
-        print(json.dumps([{k: r.get(k) for k in (*STATUS_COLUMNS, "degraded")} for r in rows]))
+        keys = (*STATUS_COLUMNS, "degraded", "recovering")
+        print(json.dumps([{k: r.get(k) for k in keys} for r in rows]))
     else:
         _print_status(rows)
     if all(r["role"] == "unreachable" for r in rows):
@@ -467,6 +469,12 @@ def _print_status(rows: list[dict[str, Any]], console: Any = None) -> None:
     for r in rows:
         if r.get("degraded"):
             console.print(f"{r['addr']} degraded: {r['degraded']}", style="red", markup=False)
+        if r.get("recovering"):
+            console.print(
+                f"{r['addr']} recovering: new storage, does not vote until caught up",
+                style="yellow",
+                markup=False,
+            )
 
 
 WATCH_COLUMNS = ("id", "addr", "role", "term", "leader", "commit", "applied", "last index", "lag")

@@ -500,7 +500,9 @@ class Client:
     async def status(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
         """One dict per known node: id, addr, role (leader/follower/candidate/unreachable),
         term, leader, commit, applied, last_index, degraded (why the node is degraded: it
-        found damaged stored data; None if it is not). Never raises for unreachable nodes."""
+        found damaged stored data; None if it is not), recovering (its storage is new: it does
+        not vote until caught up, docs/operations.md "Replaced disks"). Never raises for
+        unreachable nodes."""
         limit = min(self.timeout, 2.0) if timeout is None else timeout
         results: dict[str, dict[str, Any]] = {}
 
@@ -944,7 +946,7 @@ def _peer_addresses(peers: object) -> list[str]:
     return out
 
 
-_STATUS_FIELDS = ("term", "leader", "commit", "applied", "last_index", "degraded")
+_STATUS_FIELDS = ("term", "leader", "commit", "applied", "last_index", "degraded", "recovering")
 
 
 def _status_row(addr: str, st: dict[str, Any]) -> dict[str, Any]:

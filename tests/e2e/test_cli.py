@@ -39,6 +39,7 @@ STATUS_KEYS = {
     "applied",
     "last_index",
     "degraded",
+    "recovering",
 }
 
 
@@ -87,6 +88,7 @@ def test_every_client_command(shared_cluster: ProcCluster, tmp_path: Path) -> No
     assert sorted(row["addr"] for row in rows) == sorted(shared_cluster.addrs)
     assert all(set(row) == STATUS_KEYS for row in rows)
     assert all(row["degraded"] is None for row in rows)
+    assert all(row["recovering"] is False for row in rows)
     assert sorted(row["role"] for row in rows) == ["follower", "follower", "leader"]
     leader = next(row["addr"] for row in rows if row["role"] == "leader")
     assert all(row["leader"] == leader for row in rows)
