@@ -61,6 +61,9 @@ Progress = Callable[[int, int | None], None]
 
 # Error codes after which another attempt (same seq for writes) is safe and useful.
 _RETRY_CODES = frozenset({"unavailable", "timeout", "not_leader"})
+FAILED_RECENTLY = 10.0
+"""Seconds during which an address that failed an attempt is not preferred again on a
+forwarded write's leader hint."""
 # Connection-level refusals from the RPC layer: the connection is gone, try another node.
 _CONN_CODES = frozenset(
     {"too_many_connections", "handshake_timeout", "idle_timeout", "frame_timeout"}
@@ -261,6 +264,9 @@ class Client:
         self.leader: str | None = None
         """The address of the last node known to be the leader (None until one is seen)."""
         self._rr = 0
+        self._failed_at: dict[str, float] = {}
+        """When each address last failed an attempt (a forwarded write's leader hint is not
+        followed to an address that failed within FAILED_RECENTLY seconds)."""
         self._links: dict[str, _Link] = {}
         self._nursery: trio.Nursery | None = None
         self.stats: dict[str, int] = {"attempts": 0, "retries": 0, "redirects": 0}
@@ -363,6 +369,7 @@ class Client:
         return addr
 
     def _rotate(self, failed: str) -> None:
+        self._failed_at[failed] = trio.current_time()
         if self._preferred == failed:
             self._preferred = None
         if self.leader == failed:
@@ -444,6 +451,15 @@ class Client:
                 self._preferred = addr
                 if frame.get("c") is not None:
                     self.leader = addr
+                    # A follower forwarded the write (rkv.forward) and named the leader: go
+                    # there next time, unless it failed us lately (the way to it may be down).
+                    hint = reply.get("leader_addr")
+                    if isinstance(hint, str) and hint != addr:
+                        failed = self._failed_at.get(hint)
+                        if failed is None or trio.current_time() - failed > FAILED_RECENTLY:
+                            learned = self._learn(hint)
+                            if learned is not None:
+                                self._preferred = self.leader = learned
                 return reply
             await self._sleep(attempt, deadline)
 

@@ -179,6 +179,17 @@ class _ScrapeCollector(Collector):
             "1 once this node found a stored record damaged (see /readyz and status).",
             st.get("degraded") is not None,
         )
+        fwd = stats.get("forward") or {}
+        yield _counter(
+            "rkv_forwarded_writes",
+            "Client writes this follower forwarded to the leader and answered.",
+            fwd.get("forwarded"),
+        )
+        yield _counter(
+            "rkv_forward_refused",
+            "Client writes not forwarded: too many forwards in flight (answered unavailable).",
+            fwd.get("refused"),
+        )
         yield _counter("rkv_raft_loop_turns", "Turns of the raft loop.", stats.get("turns"))
         yield _counter("rkv_raft_saves", "Durable Raft saves (fsyncs).", stats.get("saves"))
         yield _counter(

@@ -69,6 +69,7 @@ from rkv.errors import (
     Unavailable,
     error_frame,
 )
+from rkv.forward import WRITE_TYPES, Forwarder
 from rkv.http import Response, serve_http, text
 from rkv.integrity import IntegrityWatch
 from rkv.metrics import CONTENT_TYPE, NodeMetrics
@@ -225,6 +226,14 @@ class Node:
             token=cfg.cluster_token,
             on_refused=self._on_peer_refused,
         )
+        self.forwarder = Forwarder(
+            cfg.id,
+            cfg.cluster_id,
+            self._forward_to,
+            token=cfg.cluster_token,
+            ssl_context=self._client_ssl,
+            max_frame=cfg.max_frame,
+        )
         self._in_send, self._in_recv = trio.open_memory_channel[_Input](cfg.inbox_size)
         self.server_stats = ServerStats()
         self.port = cfg.port
@@ -285,6 +294,7 @@ class Node:
                 )
             self.listening = True
             await nursery.start(self.transport.run)
+            await nursery.start(self.forwarder.run)
             await nursery.start(self._snapshot_senders)
             nursery.start_soon(self._fail_stop_loop)
             log.info(
@@ -625,6 +635,11 @@ class Node:
         if handler is None:
             return error_frame(None, BadRequest(f"unknown request type {t!r}"))
         try:
+            forward = t in WRITE_TYPES and frame.get("fwd") is not True
+            if forward and self._forward_to() is not None:
+                # a follower: the leader answers (rkv.forward)
+                deadline = trio.current_time() + self.cfg.request_timeout
+                return await self.forwarder.forward(frame, deadline)
             return await handler(self, frame)
         except _REQUEST_ERRORS as e:
             return error_frame(None, _as_error(e))
@@ -636,8 +651,8 @@ class Node:
         queued to the raft loop here, answered by the raft loop (Waiter.on_done) once
         committed, or failed (timeout, lost leadership). Anything else, or a full inbox,
         takes the usual way."""
-        if frame.get("t") != "put":
-            return False
+        if frame.get("t") != "put" or self.replica.role != Role.LEADER:
+            return False  # a follower forwards it (_handle)
         try:
             data = self._request_data(frame, Put(_bytes(frame, "k"), _bytes(frame, "val")))
             self._leader_check()
@@ -701,6 +716,14 @@ class Node:
             self.dropped_peer_frames += 1
 
     # -- client requests ---------------------------------------------------------------------
+
+    def _forward_to(self) -> str | None:
+        """The leader's address when this node should forward a client's write there (it is
+        a follower that knows a leader); None to handle it here."""
+        r = self.replica
+        if r.role == Role.LEADER or not r.leader or r.leader == self.cfg.id:
+            return None
+        return r.leader_address()
 
     def _leader_check(self) -> None:
         r = self.replica
@@ -1190,6 +1213,7 @@ class Node:
             "fault_dropped_out": self.fault_dropped_out,
             "fault_dropped_in": self.fault_dropped_in,
             "integrity_errors": self.integrity.errors,
+            "forward": self.forwarder.statistics(),
             "snapshots": self.snapshot_statistics(),
             "store": self.store.stats(),
         }
