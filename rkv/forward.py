@@ -35,6 +35,11 @@ WRITE_TYPES = frozenset(
 """Requests a follower forwards: the writes (reads are served where they arrive; a
 linearizable one asks the leader for a read index over the Raft link)."""
 
+
+class LeaderHere(Exception):
+    """This node became the leader while forwarding: the caller handles the write itself."""
+
+
 RETRY_CODES = frozenset({"not_leader", "unavailable"})
 """Answers after which the write is tried again at whoever leads then: that node no longer
 leads, or lost leadership before the write committed (the session makes a retry safe)."""
@@ -49,6 +54,7 @@ class Forwarder:
         node_id: str,
         cluster_id: str,
         leader_addr: Callable[[], str | None],
+        leads: Callable[[], bool],
         *,
         token: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
@@ -57,6 +63,7 @@ class Forwarder:
     ) -> None:
         self._hello = {"cluster": cluster_id, "node": node_id}
         self._leader_addr = leader_addr
+        self._leads = leads
         self._token = token
         self._ssl = ssl_context
         self._max_frame = max_frame
@@ -88,7 +95,8 @@ class Forwarder:
     async def forward(self, frame: Frame, deadline: float) -> Frame:
         """The leader's answer to `frame` (an ok or an error frame, without an id; an ok one
         names the leader that gave it in "leader_addr"), trying until `deadline` (trio time).
-        Raises Unavailable when too many forwards are in flight, Timeout at the deadline."""
+        Raises Unavailable when too many forwards are in flight, Timeout at the deadline,
+        LeaderHere once this node leads (before an attempt)."""
         if self._inflight >= self._max_inflight:
             self.refused += 1
             raise Unavailable("too many writes forwarded to the leader; retry")
@@ -108,6 +116,8 @@ class Forwarder:
                     raise Timeout(f"write not forwarded to the leader in time ({last})")
                 await trio.sleep(RETRY_PAUSE)
             first = False
+            if self._leads():
+                raise LeaderHere
             addr = self._leader_addr()
             if addr is None:
                 last = "no leader known"

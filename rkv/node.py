@@ -18,6 +18,7 @@ meanwhile joins the next batch.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
@@ -69,7 +70,7 @@ from rkv.errors import (
     Unavailable,
     error_frame,
 )
-from rkv.forward import WRITE_TYPES, Forwarder
+from rkv.forward import WRITE_TYPES, Forwarder, LeaderHere
 from rkv.http import Response, serve_http, text
 from rkv.integrity import IntegrityWatch
 from rkv.metrics import CONTENT_TYPE, NodeMetrics
@@ -230,6 +231,7 @@ class Node:
             cfg.id,
             cfg.cluster_id,
             self._forward_to,
+            lambda: self.replica.role == Role.LEADER,
             token=cfg.cluster_token,
             ssl_context=self._client_ssl,
             max_frame=cfg.max_frame,
@@ -639,7 +641,8 @@ class Node:
             if forward and self._forward_to() is not None:
                 # a follower: the leader answers (rkv.forward)
                 deadline = trio.current_time() + self.cfg.request_timeout
-                return await self.forwarder.forward(frame, deadline)
+                with contextlib.suppress(LeaderHere):  # else it leads now: handled here
+                    return await self.forwarder.forward(frame, deadline)
             return await handler(self, frame)
         except _REQUEST_ERRORS as e:
             return error_frame(None, _as_error(e))

@@ -32,6 +32,7 @@ RANK = {
     "http": 3,  # the node's health/metrics HTTP server: trio only
     "metrics": 3,  # prometheus collectors fed by the node (duck-typed, no node import)
     "integrity": 3,  # the node's degraded flag: store integrity errors -> client errors, log
+    "forward": 3.5,  # a follower's writes to the leader: rpc client, config, errors
     "backup_file": 2,  # backup file format, manifest checks, verify, the writer: errors only
     "backup": 3,  # node-side copy and restore over the store's public backup API
     "errors": 0,
@@ -39,7 +40,7 @@ RANK = {
     "client": 4,
     "node": 4,
     "cli": 6,
-    "nemesis": 5,
+    "nemesis": 5.5,  # real-process faults; its connection flood comes from rkv.testing
     "testing": 5,  # in-process clusters for tests (imports node)
     "__init__": 5,
     "__main__": 7,

@@ -2,7 +2,8 @@
 
 Owns: the fault kinds and how each is injected and healed (SIGKILL and restart, SIGSTOP /
 SIGCONT, symmetric and one-way partitions, isolating the leader, a partition with a crash
-inside it, and with `--netns` slow links), the choice of targets (the leader half of the
+inside it, a flood of half-open connections on the leader's port (issue 19's attack: writes
+must go on), and with `--netns` slow links), the choice of targets (the leader half of the
 time), and the fault timeline (`Report.events`). Must not: know how a partition is made
 (rkv.nemesis.cluster: the nodes' hooks, or the kernel through rkv.nemesis.netns), or judge
 anything.
@@ -12,12 +13,15 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
 
+from rkv.config import parse_address
 from rkv.nemesis.cluster import ProcessCluster
 from rkv.nemesis.report import Report
+from rkv.testing import flood
 
 if TYPE_CHECKING:
     from rkv.nemesis.runner import NemesisConfig
@@ -29,8 +33,12 @@ FAULT_KINDS = (
     "partition_oneway",
     "isolate_leader",
     "partition_crash",
+    "flood",
 )
 """The kinds every run can inject (the default set without --netns)."""
+FLOOD_CONNECTIONS = 300
+"""Half-open connections a flood holds on the leader (over its 256-per-source limit, so
+the node must shed them; it must keep serving the workload's clients meanwhile)."""
 NETNS_FAULT_KINDS = (*FAULT_KINDS, "slow_link")
 """With --netns: also slow links (packets delayed in the kernel's path, rkv.nemesis.netns)."""
 
@@ -200,6 +208,22 @@ class Nemesis:
         drops = {x: (others, others)}
         drops.update({a: ([x], [x]) for a in others})
         await self._apply(drops, hold)
+
+    async def _flood(self, hold: float) -> None:
+        """The leader's port held by connections that never finish their handshake, each
+        reopened a second after the node closes it (rkv.testing.flood)."""
+        leader = await self.cluster.leader()
+        x = leader if leader is not None else self.rng.choice(self.cluster.addrs)
+        if leader is not None:
+            self.report.leader_faults += 1
+        host, port = parse_address(x)
+        n = FLOOD_CONNECTIONS
+        self.event(f"flood {'leader ' if leader else ''}{x}: {n} half-open connections")
+        async with trio.open_nursery() as nursery:
+            stats = await nursery.start(partial(flood, host, port, connections=n, reopen_after=1.0))
+            await trio.sleep(hold)
+            nursery.cancel_scope.cancel()
+        self.event(f"flood over: {stats.opened} opened, {stats.closed_by_server} closed by {x}")
 
     async def _slow_link(self, hold: float) -> None:
         """Packets between one node (the leader half of the time) and all or some of its

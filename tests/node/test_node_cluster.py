@@ -74,8 +74,13 @@ async def test_writes_reads_redirect_and_status(tmp_path: Path) -> None:
             assert st["addr"] == follower.cfg.advertise
             assert sorted(st["peers"]) == sorted(n.cfg.id for n in nodes if n is not follower)
             assert st["applied"] <= st["commit"] <= st["last_index"]
-        # Writes on a follower are refused with the leader's address, and not applied.
+        # Writes on a follower are forwarded to the leader (rkv.forward), which it names;
         answer = await raw_call(follower.port, put(b"b", b"x", 1, client=b"f" * 16))
+        assert answer["t"] == "ok" and answer["leader_addr"] == leader.cfg.advertise
+        # one forwarded already is refused with the leader's address (no second hop), and
+        # not applied.
+        fwd = {**put(b"c", b"y", 1, client=b"g" * 16), "fwd": True}
+        answer = await raw_call(follower.port, fwd)
         assert answer["t"] == "error" and answer["code"] == "not_leader"
         assert answer["leader_addr"] == leader.cfg.advertise
         # malformed requests are refused with a one-line reason
@@ -97,7 +102,7 @@ async def test_writes_reads_redirect_and_status(tmp_path: Path) -> None:
         answer = await raw_call(leader.port, {"t": "file_meta", "k": b"nofile"})
         assert answer["code"] == "not_found"
         for n in nodes:
-            assert n.store.get(b"b") is None
+            assert n.store.get(b"c") is None
 
 
 async def test_same_client_seq_is_applied_once(tmp_path: Path) -> None:
