@@ -32,6 +32,8 @@ RANK = {
     "http": 3,  # the node's health/metrics HTTP server: trio only
     "metrics": 3,  # prometheus collectors fed by the node (duck-typed, no node import)
     "integrity": 3,  # the node's degraded flag: store integrity errors -> client errors, log
+    "compare": 3.5,  # replica comparison: the node's handlers and the leader's alarm
+    "scrubber": 3.5,  # the node's background scrub task (over the store's scrub passes)
     "backup_file": 2,  # backup file format, manifest checks, verify, the writer: errors only
     "backup": 3,  # node-side copy and restore over the store's public backup API
     "errors": 0,
