@@ -67,6 +67,9 @@ class _State:
         self.log: list[Entry] = []  # log[i] has index snapshot.meta.index + 1 + i
         self.applied = 0
         self.state_hash = 0  # at `applied`
+        self.contributions: dict[tuple[int, bytes], int] = {}
+        """(db, key) -> what the kv or session record adds to the state hash, as last
+        written (a cache: the sim writes a lot; absent entries are computed)."""
         self.kv: dict[bytes, Record] = {}
         self.manifests: dict[bytes, Manifest] = {}
         self.chunks: dict[tuple[bytes, int], bytes] = {}
@@ -91,17 +94,33 @@ class _MemTxn:
     def _change(self, db: int, key: bytes, old: bytes | None, new: bytes | None) -> None:
         self.running.change(db, key, old, new)
 
+    def _cached(
+        self, db: int, key: bytes, old: Callable[[], bytes | None], new: bytes | None
+    ) -> None:
+        """_change for the records whose contributions are cached (kv, sessions)."""
+        cache = self.st.contributions
+        c_old = cache.pop((db, key), None)
+        if c_old is None:
+            payload = old()
+            c_old = 0 if payload is None else sh.contribution(db, key, payload)
+        c_new = 0
+        if new is not None:
+            c_new = cache[(db, key)] = sh.contribution(db, key, new)
+        self.running.add(db, key, c_new - c_old)
+
+    def _record(self, key: bytes) -> bytes | None:
+        old = self.st.kv.get(key)
+        return None if old is None else layout.encode_record(old)
+
     def get(self, key: bytes) -> Record | None:
         return self.st.kv.get(key)
 
     def put(self, key: bytes, rec: Record) -> None:
-        old = self.st.kv.get(key)
-        was = None if old is None else layout.encode_record(old)
-        self._change(SNAP_KV, key, was, layout.encode_record(rec))
+        self._cached(SNAP_KV, key, lambda: self._record(key), layout.encode_record(rec))
         self.st.kv[key] = rec
 
     def delete(self, key: bytes) -> None:
-        self._change(SNAP_KV, key, layout.encode_record(self.st.kv[key]), None)
+        self._cached(SNAP_KV, key, lambda: self._record(key), None)
         del self.st.kv[key]
 
     def manifest(self, key: bytes) -> Manifest | None:
@@ -189,10 +208,12 @@ class _MemTxn:
         return self.st.sessions.get(client_id)
 
     def _session(self, client_id: bytes, s: Session | None) -> None:
-        old = self.st.sessions.get(client_id)
-        was = None if old is None else layout.encode_session(old)
+        def was() -> bytes | None:
+            old = self.st.sessions.get(client_id)
+            return None if old is None else layout.encode_session(old)
+
         now = None if s is None else layout.encode_session(s)
-        self._change(SNAP_SESSIONS, layout.session_key(client_id), was, now)
+        self._cached(SNAP_SESSIONS, layout.session_key(client_id), was, now)
 
     def put_session(self, client_id: bytes, s: Session, old: Session | None) -> None:
         self._session(client_id, s)
@@ -382,6 +403,7 @@ class MemoryStore:
             st.activity = staged.activity
             self._hashes = UploadHashes()
             st.applied = snapshot.meta.index
+            st.contributions = {}
             st.state_hash = sh.hash_records(_records(st))
             self._history.reset(st.applied, st.state_hash)
             st.conf = snapshot.meta.conf if snapshot.meta.voters else st.conf
