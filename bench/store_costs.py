@@ -1,7 +1,9 @@
 """Store-level costs, no cluster: `python -m bench.store_costs apply | scrub [options]`.
 
 apply: LmdbStore.apply per put, batches of 256 puts (with and without client sessions),
-  best and median of 5 runs. Run it with PYTHONPATH pointing at two trees to compare them.
+  best and median of 5 runs; --tracking: with a scrub pass open meanwhile (every apply hands
+  its changes to it, as on a node whose scrub runs). Run it with PYTHONPATH pointing at two
+  trees to compare them.
 scrub: a scrub pass over a store of --keys keys (100-byte values), --sessions client
   sessions and a file of --file-mib MiB: records/s and MiB/s unpaced (pieces of 1000
   records, back to back), then --paced-seconds of the node's scrub task at its defaults
@@ -27,9 +29,12 @@ def _store(d: str) -> Any:
     return open_store(d, cluster_id="c", node_id="n", voters=["n"], map_size=1 << 30)
 
 
-def apply_cost(with_session: bool, batches: int = 200, per: int = 256) -> float:
+def apply_cost(
+    with_session: bool, batches: int = 200, per: int = 256, tracking: bool = False
+) -> float:
     d = tempfile.mkdtemp(prefix="rkv-bench-apply-")
     s = _store(d)
+    scrub = s.scrub_pass() if tracking else None
     try:
         batch_list, i = [], 0
         for _ in range(batches):
@@ -47,6 +52,8 @@ def apply_cost(with_session: bool, batches: int = 200, per: int = 256) -> float:
             s.apply(b)
         return (time.perf_counter() - t) / (batches * per) * 1e6
     finally:
+        if scrub is not None:
+            scrub.close()
         s.close()
         shutil.rmtree(d)
 
@@ -130,7 +137,7 @@ def scrub_rates(keys: int, sessions: int, file_mib: int, paced_seconds: float) -
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.store_costs")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("apply")
+    sub.add_parser("apply").add_argument("--tracking", action="store_true")
     sc = sub.add_parser("scrub")
     sc.add_argument("--keys", type=int, default=100_000)
     sc.add_argument("--sessions", type=int, default=1000)
@@ -139,7 +146,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.cmd == "apply":
         for ws in (False, True):
-            r = sorted(apply_cost(ws) for _ in range(5))
+            r = sorted(apply_cost(ws, tracking=a.tracking) for _ in range(5))
             print(f"apply, sessions={ws}: us/put best {r[0]:.2f} median {r[2]:.2f}")
     else:
         scrub_rates(a.keys, a.sessions, a.file_mib, a.paced_seconds)

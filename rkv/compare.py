@@ -261,6 +261,10 @@ class Comparer:
         while True:
             await trio.sleep(self.interval)
             if not self._is_leader():
+                if self.differing:  # the new leader compares (and raises its own alarm)
+                    self.differing = 0
+                    self._reported = {}
+                    self._on_alarm(None)
                 continue
             try:
                 await self.run_once()
