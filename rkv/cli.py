@@ -8,7 +8,9 @@ runtime / simulator unless the command needs them (client commands stay light).
 
 Exit codes of the client commands: 0 ok, 1 not found / compare failed, 2 usage error (bad
 arguments, bad address, missing local file), 3 cluster unavailable, 4 integrity error,
-5 other server error, 6 authentication failed (wrong or missing cluster token). `rkv serve` uses the node runtime's codes (rkv.errors.ExitCode).
+5 other server error, 6 authentication failed (wrong or missing cluster token), 16 a node's
+stored data failed its checksum, 17 replicas differ (`rkv check`). `rkv serve` uses the node
+runtime's codes (rkv.errors.ExitCode).
 """
 
 from __future__ import annotations
@@ -71,12 +73,14 @@ class Exit(IntEnum):
     CORRUPT = ExitCode.INTEGRITY
     """16: the node's stored copy failed its checksum (the node is degraded); nothing was
     served. Another node (`--addr`) may hold a good copy."""
+    REPLICAS_DIFFER = ExitCode.REPLICAS_DIFFER
+    """17: `rkv check` found a member whose state hash differs from the others'."""
 
 
 EPILOG = (
     "Exit codes: 0 ok, 1 not found / compare failed, 2 usage error, 3 cluster unavailable, "
     "4 integrity error, 5 other server error, 6 authentication failed, 16 a node's stored "
-    "data failed its checksum. Node addresses: --addr or RKV_ADDR "
+    "data failed its checksum, 17 replicas differ (rkv check). Node addresses: --addr or RKV_ADDR "
     "(default: " + ",".join(DEFAULT_ADDRS) + ")."
 )
 
@@ -541,6 +545,56 @@ async def watch_status(
     return done
 
 
+@app.command("check")
+def check_cmd(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object."),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Compare every member's state hash at a common applied index (through any node).
+
+    Prints, per member: the verdict (agrees, differs, not compared, unreachable), the index
+    compared at, its state hash there and its applied index. Exit 0 when every member
+    agrees, 17 when one differs (its stored state is not the others': see README,
+    Integrity), 3 when one could not be compared (unreachable, or too far behind)."""
+    result = _run(ctx, addr, lambda c: c.check())
+    members = result["members"]
+    if as_json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        _print_check(result)
+    verdicts = {m.get("verdict") for m in members}
+    if "differs" in verdicts:
+        raise typer.Exit(int(Exit.REPLICAS_DIFFER))
+    if not members or verdicts != {"agrees"}:
+        raise typer.Exit(int(Exit.UNAVAILABLE))
+
+
+def _print_check(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    index = result.get("index")
+    print(
+        f"state hashes compared at index {'-' if index is None else index} "
+        f"(by {result.get('node')})"
+    )
+    table = Table(show_header=True, header_style="bold")
+    for col in ("member", "verdict", "index", "state hash", "applied"):
+        table.add_column(col, justify="right" if col in ("index", "applied") else "left")
+    styles = {"agrees": "green", "differs": "bold red", "unreachable": "red"}
+    for m in result["members"]:
+        cells = [m.get(k) for k in ("node", "verdict", "index", "hash", "applied")]
+        table.add_row(
+            *("-" if c is None else str(c) for c in cells), style=styles.get(m.get("verdict"))
+        )
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console.print(table)
+    for m in result["members"]:
+        if m.get("reason"):
+            console.print(f"{m.get('node')} {m.get('verdict')}: {m['reason']}", markup=False)
+
+
 leader_app = typer.Typer(help="Leadership: transfer it to another node.", no_args_is_help=True)
 app.add_typer(leader_app, name="leader")
 
@@ -841,6 +895,19 @@ def serve_cmd(
         min=1,
         help="Close a connection that sends nothing and waits on nothing for this long.",
     ),
+    compare_interval: int = typer.Option(
+        60,
+        "--compare-interval",
+        min=0,
+        help="Seconds between the leader's comparisons of every member's state hash "
+        "(README, Integrity); 0: never (`rkv check` still compares on demand).",
+    ),
+    scrub_rate: int = typer.Option(
+        1000,
+        "--scrub-rate",
+        min=0,
+        help="Stored records per second the background scrub reads and checks; 0: no scrub.",
+    ),
     join: str | None = typer.Option(
         None,
         "--join",
@@ -890,6 +957,8 @@ def serve_cmd(
             frame_timeout=float(frame_timeout),
             min_frame_rate=min_frame_rate,
             idle_timeout=float(idle_timeout),
+            compare_interval_seconds=float(compare_interval),
+            scrub_records_per_second=float(scrub_rate),
         )
     except ValueError as exc:
         _fail(Exit.USAGE, f"serve: error: {_one_line(str(exc))}")

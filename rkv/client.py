@@ -578,6 +578,19 @@ class Client:
             self.leader = self._preferred = addr
         return str(reply.get("leader"))
 
+    async def check(self, *, timeout: float | None = None) -> dict[str, Any]:
+        """Compare every member's state hash at a common applied index, through whichever
+        node answers (README, Integrity): {"node": the node that compared, "index": the index
+        compared at (None: none), "members": [{node, verdict ("agrees", "differs", "not
+        compared", "unreachable"), index, hash (hex), applied, reason}]}."""
+        reply = await self._call({"t": "check"}, timeout=timeout, what="replica check")
+        members = reply.get("members")
+        return {
+            "node": reply.get("node"),
+            "index": reply.get("index"),
+            "members": [dict(m) for m in members] if isinstance(members, list) else [],
+        }
+
     # --- membership (docs/operations.md) ---------------------------------------------------
 
     async def members(self, *, timeout: float | None = None) -> dict[str, Any]:
@@ -1099,6 +1112,9 @@ class SyncClient:
 
     def members(self, *, timeout: float | None = None) -> dict[str, Any]:
         return self._run(self._client.members, timeout=timeout)
+
+    def check(self, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._run(self._client.check, timeout=timeout)
 
     def add_member(
         self, node: str, *, learner: bool = False, timeout: float | None = None

@@ -172,6 +172,14 @@ class NodeConfig:
     """An upload that staged no chunk for this long (seen by the leader) is aborted: its
     staged chunks are dropped on every node (0: never). A client that is still uploading
     after that gets a clear error at commit and uploads again."""
+    compare_interval_seconds: float = 60.0
+    """The leader compares every member's state hash this often (rkv.compare; 0: never).
+    `rkv check` compares on demand whatever this is."""
+    scrub_records_per_second: float = 1000.0
+    """The background scrub reads and checks at most this many stored records per second
+    (rkv.scrubber; 0: no scrub)."""
+    scrub_bytes_per_second: float = 8 << 20
+    """... and at most this many bytes per second (file chunks count by their size)."""
     fault_injection: bool = False
     """Accept `{"t": "fault"}` requests that make this node drop Raft traffic to/from chosen
     peers (for the nemesis harness only). Off unless explicitly enabled: `serve_main` turns
@@ -263,6 +271,9 @@ class NodeConfig:
         _positive("frame_timeout", self.frame_timeout, 0.01, 3600)
         _positive("min_frame_rate", self.min_frame_rate, 0)
         _positive("idle_timeout", self.idle_timeout, 0.01)
+        _positive("compare_interval_seconds", self.compare_interval_seconds, 0)
+        _positive("scrub_records_per_second", self.scrub_records_per_second, 0)
+        _positive("scrub_bytes_per_second", self.scrub_bytes_per_second, 1)
         if not isinstance(self.fault_injection, bool):
             raise ValueError(f"fault_injection must be a bool, got {self.fault_injection!r}")
         # Offline guessing of a captured handshake is the attack left: demand some length.

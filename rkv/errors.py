@@ -40,6 +40,9 @@ class ExitCode(IntEnum):
     """A stored record failed its checksum: a client command was refused the damaged data
     by a node (which marks itself degraded), or `rkv serve` stopped because it had to apply
     a write over it."""
+    REPLICAS_DIFFER = 17
+    """`rkv check`: a member's state hash differs from the others' at the same applied
+    index (never from `rkv serve`)."""
 
 
 class RkvError(Exception):

@@ -15,6 +15,7 @@ prometheus_client objects (one `observe` per completed write / per fsync).
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -190,6 +191,7 @@ class _ScrapeCollector(Collector):
             "Client writes not forwarded: too many forwards in flight (answered unavailable).",
             fwd.get("refused"),
         )
+        yield from _integrity_checks(stats)
         yield _counter("rkv_raft_loop_turns", "Turns of the raft loop.", stats.get("turns"))
         yield _counter("rkv_raft_saves", "Durable Raft saves (fsyncs).", stats.get("saves"))
         yield _counter(
@@ -278,6 +280,50 @@ def _connection_metrics(c: Mapping[str, Any]) -> Iterator[Metric]:
     for reason in CONN_CLOSES:
         closed.add_metric([reason], _num((c.get("closed") or {}).get(reason)))
     yield closed
+
+
+def _integrity_checks(stats: Mapping[str, Any]) -> Iterator[Metric]:
+    """The background scrub (rkv.scrubber) and replica comparison (rkv.compare)."""
+    scrub = stats.get("scrub") or {}
+    cmp = stats.get("compare") or {}
+    yield _counter(
+        "rkv_scrub_records",
+        "Stored records the background scrub read and checked.",
+        scrub.get("records"),
+    )
+    yield _counter("rkv_scrub_passes", "Scrub passes completed.", scrub.get("passes"))
+    yield _counter(
+        "rkv_scrub_errors",
+        "What scrub passes found wrong: records failing their checksum (each time read), "
+        "passes whose records did not hash to the running state hash, store errors.",
+        scrub.get("errors"),
+    )
+    yield _gauge(
+        "rkv_scrub_last_pass_seconds",
+        "Duration of the last completed scrub pass (NaN: none yet).",
+        scrub.get("last_pass_seconds", math.nan),
+    )
+    yield _gauge(
+        "rkv_replica_mismatch",
+        "Members whose state hash differed from the majority's at the last comparison this "
+        "node ran as the leader (0: all agreed).",
+        cmp.get("differing"),
+    )
+    yield _counter(
+        "rkv_replica_comparisons",
+        "Replica comparisons this node ran as the leader (periodic and rkv check).",
+        cmp.get("comparisons"),
+    )
+    yield _counter(
+        "rkv_replica_mismatches",
+        "Replica comparisons this node ran as the leader that found a member differing.",
+        cmp.get("mismatches"),
+    )
+    yield _gauge(
+        "rkv_replica_compared_index",
+        "The applied index of the last replica comparison run as the leader (NaN: none).",
+        cmp.get("last_index", math.nan),
+    )
 
 
 def _num(v: Any) -> float:

@@ -56,6 +56,7 @@ from rkv.codec import (
     snapshot_meta_from_list,
     snapshot_meta_to_list,
 )
+from rkv.compare import Comparer
 from rkv.config import NodeConfig, format_address, parse_address
 from rkv.errors import (
     BadRequest,
@@ -69,6 +70,7 @@ from rkv.errors import (
     Timeout,
     Unavailable,
     error_frame,
+    from_error_frame,
 )
 from rkv.forward import WRITE_TYPES, Forwarder, LeaderHere
 from rkv.http import Response, serve_http, text
@@ -83,6 +85,7 @@ from rkv.raft.config import Config
 from rkv.raft.errors import ProposalDropped
 from rkv.raft.types import Entry, Message, MessageType, Ready, Role, Snapshot
 from rkv.replica import CompactionPolicy, Outcome, Replica
+from rkv.scrubber import Scrubber
 from rkv.store import open_store
 from rkv.store.errors import IntegrityError as StoreIntegrityError
 from rkv.store.errors import NotFoundError, StoreError, StoreFullError, StoreIdentityError
@@ -252,6 +255,25 @@ class Node:
         # Operations (rkv.metrics, rkv.http, rkv.backup): see docs/operations.md.
         self.integrity = IntegrityWatch(cfg.id, log)
         """Damaged stored records this node found (the degraded flag)."""
+        self.comparer = Comparer(
+            cfg.id,
+            store.state_hashes,
+            lambda: self._conf.members(),
+            self._call_peer,
+            is_leader=lambda: self.replica.role == Role.LEADER,
+            on_alarm=partial(self.integrity.condition, "replicas"),
+            log=log,
+            interval=cfg.compare_interval_seconds,
+            timeout=min(cfg.request_timeout, 3.0),
+        )
+        self.scrubber = Scrubber(
+            cfg.id,
+            store,
+            self.integrity,
+            log,
+            records_per_second=cfg.scrub_records_per_second,
+            bytes_per_second=cfg.scrub_bytes_per_second,
+        )
         self.metrics = NodeMetrics(
             self.status, self.statistics, self.transport.statistics, self.connection_statistics
         )
@@ -299,6 +321,8 @@ class Node:
             await nursery.start(self.forwarder.run)
             await nursery.start(self._snapshot_senders)
             nursery.start_soon(self._fail_stop_loop)
+            nursery.start_soon(self.comparer.run)
+            nursery.start_soon(self.scrubber.run)
             log.info(
                 "node %s serving on %s:%s (cluster %s, peers %s, data %s)",
                 self.cfg.id,
@@ -1200,7 +1224,33 @@ class Node:
         "backup_begin": _h_backup_begin,
         "backup_read": _h_backup_read,
         "backup_end": _h_backup_end,
+        # replica comparison (rkv.compare)
+        "state_hashes": lambda n, f: n.comparer.state_hashes(f),
+        "check": lambda n, f: n.comparer.check(f),
     }
+
+    async def _call_peer(self, node: str, frame: Frame, timeout: float) -> Frame:
+        """One request to member `node` on a connection of its own; its ok frame, or an
+        RkvError (Unavailable when it cannot be reached)."""
+        cfg = self.cfg
+        try:
+            host, port = self._address(node)
+            async with RpcClient(
+                host,
+                port,
+                connect_timeout=timeout,
+                max_frame=cfg.max_frame,
+                hello={"cluster": cfg.cluster_id, "node": cfg.id},
+                max_inflight=1,
+                ssl_context=self._client_ssl,
+                token=cfg.cluster_token,
+            ) as client:
+                answer = await client.call(frame, timeout)
+        except RemoteError as e:
+            raise from_error_frame(e.frame) from None
+        except (RpcError, OSError, ValueError) as e:
+            raise Unavailable(f"{node}: {_one_line(str(e)) or type(e).__name__}") from None
+        return answer
 
     def statistics(self) -> dict[str, Any]:
         r = self.replica
@@ -1217,6 +1267,8 @@ class Node:
             "fault_dropped_in": self.fault_dropped_in,
             "integrity_errors": self.integrity.errors,
             "forward": self.forwarder.statistics(),
+            "scrub": self.scrubber.statistics(),
+            "compare": self.comparer.statistics(),
             "snapshots": self.snapshot_statistics(),
             "store": self.store.stats(),
         }

@@ -33,6 +33,8 @@ RANK = {
     "metrics": 3,  # prometheus collectors fed by the node (duck-typed, no node import)
     "integrity": 3,  # the node's degraded flag: store integrity errors -> client errors, log
     "forward": 3.5,  # a follower's writes to the leader: rpc client, config, errors
+    "compare": 3.5,  # replica comparison: the node's handlers and the leader's alarm
+    "scrubber": 3.5,  # the node's background scrub task (over the store's scrub passes)
     "backup_file": 2,  # backup file format, manifest checks, verify, the writer: errors only
     "backup": 3,  # node-side copy and restore over the store's public backup API
     "errors": 0,

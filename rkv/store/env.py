@@ -7,7 +7,9 @@ the two write paths, each exactly one transaction (`save` for the Raft side, dur
 at once, durable), reads, map growth, turning LMDB failures into rkv.store.errors, and
 the store's side of backups: `write_backup` (a read-only copy of the environment from one
 read transaction) and `adopt_backup_copy` (seed a new single-node store from such a copy;
-the meta records it rewrites are this module's own).
+the meta records it rewrites are this module's own), and the state hash's runtime side: its
+history (state_hash.History, updated after each committed apply), the change tracking of
+an open scrub pass (scrub.py) and `correct_state_hash`.
 Must not: use trio or hold a transaction across calls. Every method is blocking and
 self-contained, so the runtime may call it from any worker thread.
 
@@ -51,6 +53,8 @@ from rkv.raft.types import NONE, ConfState, Entry, HardState, NodeId, Snapshot, 
 from rkv.store import kv as kvdb
 from rkv.store import migrate
 from rkv.store import raft_store as logdb
+from rkv.store import scrub as scrubdb
+from rkv.store import state_hash as sh
 from rkv.store.commands import (
     DEFAULT_MAX_SESSIONS,
     ApplyResult,
@@ -58,7 +62,6 @@ from rkv.store.commands import (
     Record,
     Session,
     UploadHashes,
-    apply_entries,
 )
 from rkv.store.errors import (
     CorruptionError,
@@ -78,8 +81,9 @@ from rkv.store.snapshot import (
     batch,
 )
 
-SCHEMA_VERSION = 2
-"""1: records without checksums; 2: every state-machine record sealed (seal.py)."""
+SCHEMA_VERSION = 3
+"""1: records without checksums; 2: every state-machine record sealed (seal.py); 3: the
+state hash (state_hash.py) kept with the applied index, and upload sums (kv.py)."""
 DEFAULT_MAP_SIZE = 64 << 20
 DEFAULT_MAX_MAP_SIZE = 1 << 40
 LOCK_FILE = "rkv.lock"
@@ -304,6 +308,8 @@ class LmdbStore:
         self._upload_hashes = UploadHashes()
         self._sources: set[_LmdbSnapshotSource] = set()
         self._tail = _LogTail()
+        self._tracker: scrubdb.Tracker | None = None
+        """The change tracking of the open scrub pass, if any (set in a write transaction)."""
         self.upgraded_records: int | None = None
         """Records rewritten by a schema upgrade when this open found an older data dir."""
         self._env = _open_env(path, map_size)
@@ -365,6 +371,7 @@ class LmdbStore:
             txn.put(_K_HARD_STATE, encode_hard_state(hs), db=meta)
             txn.put(_K_SNAPSHOT, pack(snapshot_meta_to_list(SnapshotMeta())), db=meta)
             txn.put(kvdb.APPLIED_KEY, _U64.pack(0), db=meta)
+            txn.put(kvdb.STATE_HASH_KEY, kvdb.encode_state_hash(0, 0), db=meta)
             return
         version = _U32.unpack(schema)[0] if len(schema) == 4 else None
         if version != SCHEMA_VERSION and version not in migrate.UPGRADABLE:
@@ -410,7 +417,7 @@ class LmdbStore:
 
         def load(
             txn: lmdb.Transaction[bytes],
-        ) -> tuple[str, str, bytes, bytes, bytes, bytes | None]:
+        ) -> tuple[str, str, bytes, bytes, bytes, bytes | None, bytes | None]:
             return (
                 (txn.get(_K_CLUSTER, db=meta) or b"").decode(errors="replace"),
                 (txn.get(_K_NODE, db=meta) or b"").decode(errors="replace"),
@@ -418,9 +425,11 @@ class LmdbStore:
                 _need(txn.get(_K_VOTERS, db=meta), "voters"),
                 _need(txn.get(_K_SNAPSHOT, db=meta), "snapshot meta"),
                 txn.get(kvdb.APPLIED_KEY, db=meta),
+                txn.get(kvdb.STATE_HASH_KEY, db=meta),
             )
 
-        self.cluster_id, self.node_id, hs, voters_raw, snap_raw, applied = self._read(load)
+        loaded = self._read(load)
+        self.cluster_id, self.node_id, hs, voters_raw, snap_raw, applied, state = loaded
         try:
             self._hs = decode_hard_state(hs)
             voters = unpack(voters_raw)
@@ -431,6 +440,12 @@ class LmdbStore:
             raise CorruptionError(f"meta of {self._path}: bad voters")
         self._voters: tuple[NodeId, ...] = tuple(voters)
         self._applied = kvdb.decode_u64("applied index", applied)
+        index, value = kvdb.decode_state_hash(state)
+        if index != self._applied:
+            raise CorruptionError(
+                f"meta of {self._path}: state hash of index {index}, applied index {self._applied}"
+            )
+        self._history = sh.History(index, value)
         self._terms: dict[int, int] = {}
         self._last = self._read(self._check_log_bounds)
         self._follow_live_gen()
@@ -692,6 +707,7 @@ class LmdbStore:
                 self._applied = snapshot.meta.index
                 self._upload_hashes = UploadHashes()
                 self._follow_live_gen()
+                self._state_replaced()
             if snapshot is not None:
                 self._snap = snap
                 self._terms = {i: t for i, t in self._terms.items() if i > snap.index}
@@ -887,11 +903,17 @@ class LmdbStore:
                 )
             d = self._gens[st.gen]
             dbs = (d.kv, d.files, d.sessions)
+            total = None if st.state_hash is None else sh.from_bytes(st.state_hash)
             for code, k, v in records:
                 if code == SNAP_FILES:
                     kvdb.check_received_files_record(k, v)
                 txn.put(k, seal(k, v), db=dbs[code])
-            st = replace(st, next_seq=seq + 1, records=st.records + len(records))
+                if total is not None:
+                    total += scrubdb.stage_record(txn, d, code, k, v)
+            state_hash = None if total is None else sh.to_bytes(total & sh.MASK)
+            st = replace(
+                st, next_seq=seq + 1, records=st.records + len(records), state_hash=state_hash
+            )
             txn.put(kvdb.STAGING_KEY, st.encode(), db=self._dbs.meta)
 
         self._write(write)
@@ -937,6 +959,12 @@ class LmdbStore:
         txn.delete(kvdb.STAGING_KEY, db=self._dbs.meta)
         txn.delete(kvdb.PINNED_KEY, db=self._dbs.meta)
         txn.put(kvdb.APPLIED_KEY, _U64.pack(meta.index), db=self._dbs.meta)
+        # the staged records' hash, or (staged before schema 3) computed from them now
+        if st.state_hash is not None:
+            value = sh.from_bytes(st.state_hash)
+        else:
+            value = scrubdb.rebuild_state_hash(txn, self._gens[st.gen])
+        txn.put(kvdb.STATE_HASH_KEY, kvdb.encode_state_hash(meta.index, value), db=self._dbs.meta)
         if meta.voters:
             txn.put(kvdb.CONF_KEY, kvdb.encode_conf(meta.conf), db=self._dbs.meta)
 
@@ -952,13 +980,19 @@ class LmdbStore:
         transaction (any save) makes it durable too."""
         if not entries:
             return []
-        results: list[ApplyResult] = self._write(self._apply_fn(entries), durable=False)
+        fn, committed = self._apply_fn(entries)
+        results: list[ApplyResult] = self._write(fn, durable=False)
         self._applied = entries[-1].index
+        committed()
         return results
 
     def _apply_fn(
         self, entries: Sequence[Entry]
-    ) -> Callable[[lmdb.Transaction[bytes]], list[ApplyResult]]:
+    ) -> tuple[Callable[[lmdb.Transaction[bytes]], list[ApplyResult]], Callable[[], None]]:
+        """The apply transaction's function, and what to do once it committed (the hash
+        history, a scrub pass's change tracking)."""
+        last: list[tuple[sh.Running, list[tuple[int, int]]]] = []
+
         def apply(txn: lmdb.Transaction[bytes]) -> list[ApplyResult]:
             state = kvdb.LmdbStateTxn(
                 txn,
@@ -966,12 +1000,23 @@ class LmdbStore:
                 self._upload_hashes,
                 entries={e.index: e.data for e in entries if len(e.data) >= kvdb.PIN_MIN},
                 log_start=lambda: self._log_start(txn),
+                # decided in the write transaction: a pass opens in one (scrub_pass)
+                track=self._tracker is not None,
             )
-            results = apply_entries(state, entries, self._max_sessions)
+            results, marks = sh.apply_with_checkpoints(state, entries, self._max_sessions)
             state.flush()
+            last[:] = [(state.running, marks)]  # of the attempt that commits
             return results
 
-        return apply
+        def committed() -> None:
+            running, marks = last[0]
+            index = entries[-1].index
+            self._history.applied(marks, index, running.value)
+            tracker = self._tracker
+            if tracker is not None:
+                tracker.deliver(index, running.deltas or [])
+
+        return apply, committed
 
     def save_and_apply(
         self, hard_state: HardState | None, entries: Sequence[Entry], committed: Sequence[Entry]
@@ -982,14 +1027,86 @@ class LmdbStore:
         if not committed:
             self.save(hard_state, entries)
             return []
-        results: list[ApplyResult] = self._save(
-            hard_state, entries, None, install=False, then=self._apply_fn(committed)
-        )
+        fn, done = self._apply_fn(committed)
+        results: list[ApplyResult] = self._save(hard_state, entries, None, install=False, then=fn)
         self._applied = committed[-1].index
+        done()
         return results
 
     def applied_index(self) -> int:
         return self._applied
+
+    # --- the state hash (state_hash.py) and scrub passes (scrub.py) ----------------------
+
+    def state_hash(self) -> tuple[int, int]:
+        """(applied index, state hash at it)."""
+        return self._history.current()
+
+    def state_hashes(self) -> list[tuple[int, int]]:
+        """The (applied index, state hash) pairs this store can be compared at, oldest first
+        (recent checkpoints and the current one; state_hash.History)."""
+        return self._history.pairs()
+
+    def _state_replaced(self) -> None:
+        """After an install committed: a new history, and an open pass is told."""
+        index, value = kvdb.decode_state_hash(
+            self._read(lambda txn: txn.get(kvdb.STATE_HASH_KEY, db=self._dbs.meta))
+        )
+        self._history.reset(index, value)
+        tracker = self._tracker
+        if tracker is not None:
+            tracker.deliver(index, None)
+
+    def correct_state_hash(self, delta: int) -> tuple[int, int]:
+        """Add `delta` to the stored state hash (a scrub found the stored records hash to
+        their running hash + delta: from now on the hash stands for what is stored, so
+        replica comparison shows whether this node's records differ). Returns the new
+        (applied index, hash). No scrub pass may be open."""
+
+        def write(txn: lmdb.Transaction[bytes]) -> tuple[int, int]:
+            meta = self._dbs.meta
+            index, value = kvdb.decode_state_hash(txn.get(kvdb.STATE_HASH_KEY, db=meta))
+            value = (value + delta) & sh.MASK
+            txn.put(kvdb.STATE_HASH_KEY, kvdb.encode_state_hash(index, value), db=meta)
+            return index, value
+
+        out = self._write(write)
+        self._history.shift(delta)
+        return out
+
+    def scrub_pass(self) -> scrubdb.ScrubPass:
+        """Open a scrub pass over the live state (one at a time; close it when done): its
+        pieces are read in short read transactions (`ScrubPass.step`), and every apply
+        transaction hands its changes to the pass meanwhile (scrub.py)."""
+
+        def register(txn: lmdb.Transaction[bytes]) -> scrubdb.Tracker:
+            if self._tracker is not None:
+                raise StoreError("a scrub pass is open already")
+            applied = kvdb.decode_u64("applied", txn.get(kvdb.APPLIED_KEY, db=self._dbs.meta))
+            self._tracker = scrubdb.Tracker(applied)
+            return self._tracker
+
+        # in a write transaction: every apply transaction after it tracks its changes
+        return scrubdb.ScrubPass(self, self._write(register, durable=False))
+
+    def scrub_close(self, tracker: scrubdb.Tracker) -> None:
+        if self._tracker is tracker:
+            self._tracker = None
+
+    def scrub_read(
+        self, after: scrubdb.Position, max_records: int, max_bytes: int
+    ) -> tuple[int, int, int, scrubdb.Chunk]:
+        """One piece of a scrub pass, in one read transaction (see scrub.read_chunk)."""
+
+        def read(txn: lmdb.Transaction[bytes]) -> tuple[int, int, int, scrubdb.Chunk]:
+            meta = self._dbs.meta
+            gen = self._gen(txn)
+            applied = kvdb.decode_u64("applied", txn.get(kvdb.APPLIED_KEY, db=meta))
+            _, stored = kvdb.decode_state_hash(txn.get(kvdb.STATE_HASH_KEY, db=meta))
+            chunk = scrubdb.read_chunk(txn, self._gens[gen], after, max_records, max_bytes)
+            return gen, applied, stored, chunk
+
+        return self._read(read)
 
     def get(self, key: bytes) -> bytes | None:
         rec = self.get_record(key)

@@ -1,8 +1,9 @@
 """The state machine's data in LMDB: record layouts and the apply transaction.
 
 Owns: the key/value layouts of the `kv`, `files` and `sessions` databases and the
-`applied` meta key, `LmdbStateTxn` (commands.StateTxn over one LMDB write transaction) and
-the read helpers the store's getters use.
+`applied` and `state_hash` meta keys, `LmdbStateTxn` (commands.StateTxn over one LMDB write
+transaction, keeping the running state hash: state_hash.py) and the read helpers the store's
+getters use.
 Must not: open environments or transactions, or decide semantics (commands.py does).
 
 Every value of the kv, files and sessions databases is stored sealed (seal.py: a crc32 of
@@ -25,9 +26,14 @@ Layouts:
             chunks (its manifest names the upload; a commit moves no data)
             b"a" + u8 len(upload_id) + upload_id -> u64: the log index of the last chunk
             staged for an upload in progress (gone once it is committed or aborted)
+            b"h" + u8 len(upload_id) + upload_id -> 16 bytes: the sum of the state-hash
+            contributions of the upload's staged chunks (so dropping them costs no re-read;
+            derived: neither hashed nor streamed, rebuilt by `rebuild_state_hash`)
 - sessions: b"c" + client_id -> [seq, index, ok, value, error]
             b"i" + u64 index + client_id -> b"" (LRU order by applied index, for eviction)
-- meta:     b"applied" -> u64; b"pinned" -> u64: the total length of pinned chunks;
+- meta:     b"applied" -> u64; b"state_hash" -> u64 index + 16 bytes: the state hash at
+            that index, always the applied index (written together);
+            b"pinned" -> u64: the total length of pinned chunks;
             b"conf" -> [voters, learners] in force at the applied index
             (absent until the first membership change); b"sm_gen" -> 0 or 1 (the live generation: kv/files/sessions or
             kv.1/files.1/sessions.1); b"staging" -> [gen, snapshot meta, next seq, records, done]
@@ -40,8 +46,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rkv.codec import CodecError, entry_checksum_ok, pack, unpack
+from rkv.codec import (
+    SNAP_FILES,
+    SNAP_KV,
+    SNAP_SESSIONS,
+    CodecError,
+    entry_checksum_ok,
+    pack,
+    unpack,
+)
 from rkv.raft.types import ConfState
+from rkv.store import state_hash as sh
 from rkv.store.commands import ApplyResult, Manifest, Record, Session, UploadHashes
 from rkv.store.errors import CorruptionError, IntegrityError, StoreError
 from rkv.store.seal import FILES, KV, LOG, SESSIONS, seal, unseal
@@ -54,6 +69,8 @@ _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
 APPLIED_KEY = b"applied"
+STATE_HASH_KEY = b"state_hash"
+"""meta: the state hash (state_hash.py) at the applied index: u64 index + 16 bytes."""
 GEN_KEY = b"sm_gen"
 """meta: which of the two state-machine generations is live (absent = 0, the unsuffixed dbs)."""
 CONF_KEY = b"conf"
@@ -231,6 +248,27 @@ def activity_key(upload_id: bytes) -> bytes:
     return b"a" + bytes([len(upload_id)]) + upload_id
 
 
+def upload_sum_key(upload_id: bytes) -> bytes:
+    return b"h" + bytes([len(upload_id)]) + upload_id
+
+
+def encode_state_hash(index: int, value: int) -> bytes:
+    return _U64.pack(index) + sh.to_bytes(value)
+
+
+def decode_state_hash(raw: bytes | None) -> tuple[int, int]:
+    """(index, hash) of the meta record; CorruptionError when it is missing or malformed."""
+    if raw is None or len(raw) != 8 + sh.HASH_BYTES:
+        raise CorruptionError("meta record state_hash is missing or malformed")
+    return int(_U64.unpack_from(raw)[0]), sh.from_bytes(raw[8:])
+
+
+def decode_upload_sum(raw: bytes) -> int:
+    if len(raw) != sh.HASH_BYTES:
+        raise CorruptionError(f"upload sum: {len(raw)} bytes, expected {sh.HASH_BYTES}")
+    return sh.from_bytes(raw)
+
+
 def uploads_in_progress(
     txn: lmdb.Transaction[bytes], files: lmdb._Database
 ) -> list[tuple[bytes, int]]:
@@ -290,6 +328,11 @@ class LmdbStateTxn:
     full, while one sorted batch fills them; a sorted batch with a few stored keys after it
     is appended (`_append`), or it would leave them half full (docs/bench.md). The buffer
     holds one apply batch at most (the replica bounds it); reads in the batch see it.
+
+    Every write updates `running`, the state hash (state_hash.py), with the change of the
+    record's contribution: the old payload is the one a read in this transaction found
+    (kept in `_known`/`_sessions`, so a put costs no second lookup) or read now. The
+    store writes it to meta with the applied index (`set_applied_index`).
     """
 
     def __init__(
@@ -300,12 +343,23 @@ class LmdbStateTxn:
         *,
         entries: Mapping[int, bytes] | None = None,
         log_start: Callable[[], int] | None = None,
+        track: bool = False,
     ) -> None:
         self.txn = txn
         self.dbs = dbs
         self.hashes = hashes if hashes is not None else UploadHashes(0)
+        index, value = decode_state_hash(txn.get(STATE_HASH_KEY, db=dbs.meta))
+        applied = self.applied_index()
+        if index != applied:
+            raise CorruptionError(f"state hash is of index {index}, the applied index is {applied}")
+        self.running = sh.Running(value, track)
+        """The state hash as of this transaction's writes; with `track`, their deltas."""
         self._kv: dict[bytes, Record | None] = {}
         """kv writes not yet flushed: key -> record, or None for a delete."""
+        self._known: dict[bytes, bytes | None] = {}
+        """kv key -> its payload as of this transaction (read or written), None: absent."""
+        self._sessions: dict[bytes, bytes | None] = {}
+        """client id -> its session payload as of this transaction, None: absent."""
         self._entries = entries if entries is not None else {}
         """index -> data of the log entries being applied (whose records end with it): a
         chunk found at the end of its entry's data is staged by pinning the record."""
@@ -316,12 +370,30 @@ class LmdbStateTxn:
         if key in self._kv:
             return self._kv[key]
         raw = self.txn.get(key, db=self.dbs.kv)
-        return None if raw is None else decode_record(unseal(KV, key, raw))
+        if raw is None:
+            self._known[key] = None
+            return None
+        payload = self._known[key] = unseal(KV, key, raw)
+        return decode_record(payload)
+
+    def _kv_payload(self, key: bytes) -> bytes | None:
+        if key in self._known:
+            return self._known[key]
+        return self._payload(self.dbs.kv, KV, key)
+
+    def _payload(self, db: lmdb._Database, name: str, key: bytes) -> bytes | None:
+        raw = self.txn.get(key, db=db)
+        return None if raw is None else unseal(name, key, raw)
 
     def put(self, key: bytes, rec: Record) -> None:
+        new = encode_record(rec)
+        self.running.change(SNAP_KV, key, self._kv_payload(key), new)
+        self._known[key] = new
         self._kv[key] = rec
 
     def delete(self, key: bytes) -> None:
+        self.running.change(SNAP_KV, key, self._kv_payload(key), None)
+        self._known[key] = None
         self._kv[key] = None
 
     def flush(self) -> None:
@@ -331,12 +403,13 @@ class LmdbStateTxn:
         if keys and self._append(keys):
             pending.clear()
             return
+        known = self._known
         for key in keys:
-            rec = pending[key]
-            if rec is None:
+            payload = known[key]
+            if payload is None:
                 txn.delete(key, db=db)
             else:
-                txn.put(key, seal(key, encode_record(rec)), db=db)
+                txn.put(key, seal(key, payload), db=db)
         pending.clear()
 
     def _append(self, keys: list[bytes]) -> bool:
@@ -347,7 +420,7 @@ class LmdbStateTxn:
         keys written in order ahead of even one larger key (a time-ordered fill before a
         "z" key) leave every page half full; appended, they fill pages. False (nothing
         written) when the batch does not qualify."""
-        txn, db, pending = self.txn, self.dbs.kv, self._kv
+        txn, db = self.txn, self.dbs.kv
         limit = min(TAIL_MAX, len(keys) // 2)
         cur = txn.cursor(db=db)
         tail: list[tuple[bytes, bytes]] = []
@@ -360,11 +433,11 @@ class LmdbStateTxn:
             txn.delete(k, db=db)
         merged = dict(tail)
         for k in keys:
-            rec = pending[k]
-            if rec is None:
+            payload = self._known[k]
+            if payload is None:
                 merged.pop(k, None)
             else:
-                merged[k] = seal(k, encode_record(rec))
+                merged[k] = seal(k, payload)
         for k in sorted(merged):
             if not cur.put(k, merged[k], append=True):
                 raise StoreError(f"kv append of {k!r} refused")  # pragma: no cover
@@ -375,24 +448,39 @@ class LmdbStateTxn:
         raw = self.txn.get(mkey, db=self.dbs.files)
         return None if raw is None else decode_manifest(unseal(FILES, mkey, raw))
 
+    def _files_record(self, fkey: bytes, new: bytes | None) -> None:
+        """Put (or with None delete) a record of `files` that counts in the state hash as
+        its payload."""
+        files = self.dbs.files
+        self.running.change(SNAP_FILES, fkey, self._payload(files, FILES, fkey), new)
+        if new is None:
+            self.txn.delete(fkey, db=files)
+        else:
+            self.txn.put(fkey, seal(fkey, new), db=files)
+
     def put_manifest(self, key: bytes, m: Manifest) -> None:
-        mkey = manifest_key(key)
-        self.txn.put(mkey, seal(mkey, encode_manifest(m)), db=self.dbs.files)
+        self._files_record(manifest_key(key), encode_manifest(m))
 
     def delete_manifest(self, key: bytes) -> None:
-        self.txn.delete(manifest_key(key), db=self.dbs.files)
+        self._files_record(manifest_key(key), None)
 
     def put_chunk(self, key: bytes, n: int, data: bytes) -> None:
-        ckey = chunk_key(key, n)
-        self.txn.put(ckey, seal(ckey, data), db=self.dbs.files)
+        self._files_record(chunk_key(key, n), data)
 
     def delete_chunk(self, key: bytes, n: int) -> None:
-        self.txn.delete(chunk_key(key, n), db=self.dbs.files)
+        self._files_record(chunk_key(key, n), None)
 
     def stage_chunk(self, upload_id: bytes, seq: int, key: bytes, data: bytes, index: int) -> None:
         skey = staged_key(upload_id, seq)
         old = self.txn.get(skey, db=self.dbs.files)
-        old_ref = None if old is None else decode_staged_any(unseal(FILES, skey, old))[1]
+        old_ref: bytes | tuple[int, int] | None = None
+        d = sh.contribution(SNAP_FILES, skey, sh.staged_form(key, data))
+        if old is not None:
+            old_key, old_ref = decode_staged_any(unseal(FILES, skey, old))
+            old_data = old_ref if isinstance(old_ref, bytes) else self._tail(*old_ref)
+            d -= sh.contribution(SNAP_FILES, skey, sh.staged_form(old_key, old_data))
+        self.running.add(SNAP_FILES, skey, d)
+        self._add_upload_sum(upload_id, d)
         src = self._entries.get(index)
         # codec: a FileChunk's data is the last field of its request, which is the last field
         # of its log record, so the record ends with the chunk; checked, not assumed
@@ -412,6 +500,16 @@ class LmdbStateTxn:
                 self._unpin(*old_ref)
             self.txn.put(skey, seal(skey, pack([key, data])), db=self.dbs.files)
         self.hashes.on_stage(upload_id, seq, key, data)
+
+    def _tail(self, index: int, n: int) -> bytes:
+        return pinned_tail(self.txn, self.dbs.log, index, n)
+
+    def _add_upload_sum(self, upload_id: bytes, d: int) -> None:
+        hkey = upload_sum_key(upload_id)
+        old = self._payload(self.dbs.files, FILES, hkey)
+        total = 0 if old is None else decode_upload_sum(old)
+        new = sh.to_bytes((total + d) & sh.MASK)
+        self.txn.put(hkey, seal(hkey, new), db=self.dbs.files)
 
     def _pin(self, index: int, n: int) -> None:
         pkey = pin_key(index)
@@ -437,11 +535,7 @@ class LmdbStateTxn:
 
     def set_upload_committed(self, upload_id: bytes, key: bytes | None) -> None:
         self.hashes.forget(upload_id)
-        if key is None:
-            self.txn.delete(upload_key(upload_id), db=self.dbs.files)
-        else:
-            ukey = upload_key(upload_id)
-            self.txn.put(ukey, seal(ukey, key), db=self.dbs.files)
+        self._files_record(upload_key(upload_id), key)
 
     def upload_digest(self, upload_id: bytes, chunks: int, key: bytes) -> tuple[bytes, int] | None:
         return self.hashes.digest(upload_id, chunks, key)
@@ -462,15 +556,17 @@ class LmdbStateTxn:
         return None if raw is None else decode_u64("upload activity", unseal(FILES, akey, raw))
 
     def set_upload_activity(self, upload_id: bytes, index: int | None) -> None:
-        if index is None:
-            self.txn.delete(activity_key(upload_id), db=self.dbs.files)
-        else:
-            akey = activity_key(upload_id)
-            self.txn.put(akey, seal(akey, _U64.pack(index)), db=self.dbs.files)
+        self._files_record(activity_key(upload_id), None if index is None else _U64.pack(index))
 
     def drop_staged(self, upload_id: bytes) -> None:
         self.hashes.forget(upload_id)
         prefix = staged_prefix(upload_id)
+        hkey = upload_sum_key(upload_id)
+        total = self._payload(self.dbs.files, FILES, hkey)
+        if total is not None:
+            # every staged chunk of the upload at once: O(1), whatever its size
+            self.running.add(SNAP_FILES, prefix, -decode_upload_sum(total), prefix=True)
+            self.txn.delete(hkey, db=self.dbs.files)
         cur = self.txn.cursor(db=self.dbs.files)
         refs = []
         if cur.set_range(prefix):
@@ -485,16 +581,25 @@ class LmdbStateTxn:
         delete_prefix(self.txn, self.dbs.files, prefix)
 
     def session(self, client_id: bytes) -> Session | None:
-        skey = session_key(client_id)
-        raw = self.txn.get(skey, db=self.dbs.sessions)
-        return None if raw is None else decode_session(unseal(SESSIONS, skey, raw))
+        payload = self._sessions[client_id] = self._session_payload(client_id)
+        return None if payload is None else decode_session(payload)
+
+    def _session_payload(self, client_id: bytes) -> bytes | None:
+        return self._payload(self.dbs.sessions, SESSIONS, session_key(client_id))
 
     def put_session(self, client_id: bytes, s: Session, old: Session | None) -> None:
         db = self.dbs.sessions
         if old is not None:
             self.txn.delete(session_lru_key(old.index, client_id), db=db)
         skey, lru = session_key(client_id), session_lru_key(s.index, client_id)
-        self.txn.put(skey, seal(skey, encode_session(s)), db=db)
+        was = (
+            self._sessions[client_id]
+            if client_id in self._sessions
+            else self._session_payload(client_id)
+        )
+        new = self._sessions[client_id] = encode_session(s)
+        self.running.change(SNAP_SESSIONS, skey, was, new)
+        self.txn.put(skey, seal(skey, new), db=db)
         self.txn.put(lru, seal(lru, b""), db=db)
 
     def session_count(self) -> int:
@@ -510,13 +615,19 @@ class LmdbStateTxn:
         if not lru.startswith(b"i") or len(lru) < 9:
             raise CorruptionError("session LRU index is empty")
         cur.delete()
-        self.txn.delete(session_key(lru[9:]), db=db)
+        client_id = lru[9:]
+        old = self._session_payload(client_id)
+        self.running.change(SNAP_SESSIONS, session_key(client_id), old, None)
+        self._sessions[client_id] = None
+        self.txn.delete(session_key(client_id), db=db)
 
     def applied_index(self) -> int:
         return decode_u64("applied index", self.txn.get(APPLIED_KEY, db=self.dbs.meta))
 
     def set_applied_index(self, index: int) -> None:
-        self.txn.put(APPLIED_KEY, _U64.pack(index), db=self.dbs.meta)
+        meta = self.dbs.meta
+        self.txn.put(APPLIED_KEY, _U64.pack(index), db=meta)
+        self.txn.put(STATE_HASH_KEY, encode_state_hash(index, self.running.value), db=meta)
 
     def set_conf(self, conf: ConfState) -> None:
         self.txn.put(CONF_KEY, encode_conf(conf), db=self.dbs.meta)
@@ -586,7 +697,7 @@ def export_files_record(txn: lmdb.Transaction[bytes], dbs: Dbs, k: bytes, v: byt
     """A `files` record as a snapshot stream carries it: its payload, checked against its
     seal; staged chunks by copy (the receiver's log is not ours), pins not at all (None)."""
     tag = k[:1]
-    if tag == b"p":
+    if tag in (b"p", b"h"):
         return None
     v = unseal(FILES, k, v)
     if tag == b"s":
@@ -597,9 +708,10 @@ def export_files_record(txn: lmdb.Transaction[bytes], dbs: Dbs, k: bytes, v: byt
 
 
 def check_received_files_record(k: bytes, v: bytes) -> None:
-    """What export_files_record never sends: a pin, or a staged chunk by reference."""
-    if k[:1] == b"p":
-        raise CorruptionError(f"snapshot files record {k!r}: a pin")
+    """What export_files_record never sends: a pin, an upload sum, or a staged chunk by
+    reference."""
+    if k[:1] in (b"p", b"h"):
+        raise CorruptionError(f"snapshot files record {k!r}: a pin or an upload sum")
     if k[:1] == b"s":
         decode_staged(v)
 

@@ -5,6 +5,11 @@ tests and the simulator. Every write is "durable" the moment the call returns; `
 models a restart (a new object over the same data, no caches carried over).
 Must not: do I/O or diverge from rkv.store.env.LmdbStore: both pass tests/store's
 conformance suite, and the command semantics are shared (rkv.store.commands).
+
+The state hash (state_hash.py) is kept the same way, updated by each write from the records'
+payloads in the LMDB layouts, so that both stores give the same value for the same applied
+entries: `state_hash()` -> (applied index, hash), `state_hashes()` the comparable pairs (the
+simulator may compare nodes with them).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from rkv.codec import (
 from rkv.raft.storage import Compacted, Unavailable
 from rkv.raft.types import ConfState, Entry, HardState, NodeId, Snapshot, SnapshotMeta
 from rkv.store import kv as layout
+from rkv.store import state_hash as sh
 from rkv.store.commands import (
     DEFAULT_MAX_SESSIONS,
     ApplyResult,
@@ -34,7 +40,6 @@ from rkv.store.commands import (
     Record,
     Session,
     UploadHashes,
-    apply_entries,
     check_order,
 )
 from rkv.store.errors import CorruptionError, NotFoundError, SnapshotError, StoreError
@@ -61,6 +66,10 @@ class _State:
         self.snapshot = Snapshot()
         self.log: list[Entry] = []  # log[i] has index snapshot.meta.index + 1 + i
         self.applied = 0
+        self.state_hash = 0  # at `applied`
+        self.contributions: dict[tuple[int, bytes], int] = {}
+        """(db, key) -> what the kv or session record adds to the state hash, as last
+        written (a cache: the sim writes a lot; absent entries are computed)."""
         self.kv: dict[bytes, Record] = {}
         self.manifests: dict[bytes, Manifest] = {}
         self.chunks: dict[tuple[bytes, int], bytes] = {}
@@ -80,33 +89,77 @@ class _MemTxn:
         self.hashes = hashes
         self.executed: list[int] = []
         """Indexes at which a client request executed (its session was written)."""
+        self.running = sh.Running(st.state_hash)
+
+    def _change(self, db: int, key: bytes, old: bytes | None, new: bytes | None) -> None:
+        self.running.change(db, key, old, new)
+
+    def _cached(
+        self, db: int, key: bytes, old: Callable[[], bytes | None], new: bytes | None
+    ) -> None:
+        """_change for the records whose contributions are cached (kv, sessions)."""
+        cache = self.st.contributions
+        c_old = cache.pop((db, key), None)
+        if c_old is None:
+            payload = old()
+            c_old = 0 if payload is None else sh.contribution(db, key, payload)
+        c_new = 0
+        if new is not None:
+            c_new = cache[(db, key)] = sh.contribution(db, key, new)
+        self.running.add(db, key, c_new - c_old)
+
+    def _record(self, key: bytes) -> bytes | None:
+        old = self.st.kv.get(key)
+        return None if old is None else layout.encode_record(old)
 
     def get(self, key: bytes) -> Record | None:
         return self.st.kv.get(key)
 
     def put(self, key: bytes, rec: Record) -> None:
+        self._cached(SNAP_KV, key, lambda: self._record(key), layout.encode_record(rec))
         self.st.kv[key] = rec
 
     def delete(self, key: bytes) -> None:
+        self._cached(SNAP_KV, key, lambda: self._record(key), None)
         del self.st.kv[key]
 
     def manifest(self, key: bytes) -> Manifest | None:
         return self.st.manifests.get(key)
 
+    def _manifest(self, key: bytes, m: Manifest | None) -> None:
+        old = self.st.manifests.get(key)
+        was = None if old is None else layout.encode_manifest(old)
+        now = None if m is None else layout.encode_manifest(m)
+        self._change(SNAP_FILES, layout.manifest_key(key), was, now)
+
     def put_manifest(self, key: bytes, m: Manifest) -> None:
+        self._manifest(key, m)
         self.st.manifests[key] = m
 
     def delete_manifest(self, key: bytes) -> None:
+        self._manifest(key, None)
         del self.st.manifests[key]
 
     def put_chunk(self, key: bytes, n: int, data: bytes) -> None:
+        self._change(SNAP_FILES, layout.chunk_key(key, n), self.st.chunks.get((key, n)), data)
         self.st.chunks[(key, n)] = data
 
     def delete_chunk(self, key: bytes, n: int) -> None:
+        self._change(SNAP_FILES, layout.chunk_key(key, n), self.st.chunks.get((key, n)), None)
         self.st.chunks.pop((key, n), None)
 
+    def _staged(self, upload_id: bytes, seq: int, old: tuple[bytes, bytes] | None) -> None:
+        """Take staged chunk `seq`'s contribution (`old`: (key, data)) out of the hash."""
+        if old is not None:
+            skey = layout.staged_key(upload_id, seq)
+            self._change(SNAP_FILES, skey, sh.staged_form(*old), None)
+
     def stage_chunk(self, upload_id: bytes, seq: int, key: bytes, data: bytes, index: int) -> None:
-        self.st.staged.setdefault(upload_id, {})[seq] = (key, data)
+        chunks = self.st.staged.setdefault(upload_id, {})
+        self._staged(upload_id, seq, chunks.get(seq))
+        skey = layout.staged_key(upload_id, seq)
+        self._change(SNAP_FILES, skey, None, sh.staged_form(key, data))
+        chunks[seq] = (key, data)
         self.hashes.on_stage(upload_id, seq, key, data)
 
     def upload_committed(self, upload_id: bytes) -> bool:
@@ -114,6 +167,8 @@ class _MemTxn:
 
     def set_upload_committed(self, upload_id: bytes, key: bytes | None) -> None:
         self.hashes.forget(upload_id)
+        ukey = layout.upload_key(upload_id)
+        self._change(SNAP_FILES, ukey, self.st.uploads.get(upload_id), key)
         if key is None:
             self.st.uploads.pop(upload_id, None)
         else:
@@ -130,12 +185,20 @@ class _MemTxn:
 
     def drop_staged(self, upload_id: bytes) -> None:
         self.hashes.forget(upload_id)
-        self.st.staged.pop(upload_id, None)
+        for seq, chunk in self.st.staged.pop(upload_id, {}).items():
+            self._staged(upload_id, seq, chunk)
 
     def upload_activity(self, upload_id: bytes) -> int | None:
         return self.st.activity.get(upload_id)
 
     def set_upload_activity(self, upload_id: bytes, index: int | None) -> None:
+        old = self.st.activity.get(upload_id)
+        self._change(
+            SNAP_FILES,
+            layout.activity_key(upload_id),
+            None if old is None else _U64.pack(old),
+            None if index is None else _U64.pack(index),
+        )
         if index is None:
             self.st.activity.pop(upload_id, None)
         else:
@@ -144,7 +207,16 @@ class _MemTxn:
     def session(self, client_id: bytes) -> Session | None:
         return self.st.sessions.get(client_id)
 
+    def _session(self, client_id: bytes, s: Session | None) -> None:
+        def was() -> bytes | None:
+            old = self.st.sessions.get(client_id)
+            return None if old is None else layout.encode_session(old)
+
+        now = None if s is None else layout.encode_session(s)
+        self._cached(SNAP_SESSIONS, layout.session_key(client_id), was, now)
+
     def put_session(self, client_id: bytes, s: Session, old: Session | None) -> None:
+        self._session(client_id, s)
         self.st.sessions[client_id] = s
         self.executed.append(s.index)
 
@@ -154,6 +226,7 @@ class _MemTxn:
     def evict_oldest_session(self) -> None:
         # same order as the LMDB index: (applied index, client id)
         oldest = min(self.st.sessions.items(), key=lambda kv: (kv[1].index, kv[0]))
+        self._session(oldest[0], None)
         del self.st.sessions[oldest[0]]
 
     def applied_index(self) -> int:
@@ -161,6 +234,7 @@ class _MemTxn:
 
     def set_applied_index(self, index: int) -> None:
         self.st.applied = index
+        self.st.state_hash = self.running.value
 
     def set_conf(self, conf: ConfState) -> None:
         self.st.conf = conf
@@ -184,6 +258,7 @@ class MemoryStore:
         self._max_sessions = max_sessions
         self._closed = False
         self._hashes = UploadHashes()
+        self._history = sh.History(self._st.applied, self._st.state_hash)
         self.on_apply: ApplyHook | None = None
         """Called after each apply transaction with its entries, their results and the
         indexes at which a client request executed rather than being answered from its
@@ -328,6 +403,9 @@ class MemoryStore:
             st.activity = staged.activity
             self._hashes = UploadHashes()
             st.applied = snapshot.meta.index
+            st.contributions = {}
+            st.state_hash = sh.hash_records(_records(st))
+            self._history.reset(st.applied, st.state_hash)
             st.conf = snapshot.meta.conf if snapshot.meta.voters else st.conf
             st.staging = st.staged_state = None
         st.snapshot = snap
@@ -425,7 +503,9 @@ class MemoryStore:
     def apply(self, entries: Sequence[Entry]) -> list[ApplyResult]:
         self._check_open()
         txn = _MemTxn(self._st, self._hashes)
-        results = apply_entries(txn, entries, self._max_sessions)
+        results, marks = sh.apply_with_checkpoints(txn, entries, self._max_sessions)
+        if entries:
+            self._history.applied(marks, entries[-1].index, txn.running.value)
         if self.on_apply is not None:
             self.on_apply(entries, results, txn.executed)
         return results
@@ -439,6 +519,14 @@ class MemoryStore:
 
     def applied_index(self) -> int:
         return self._st.applied
+
+    def state_hash(self) -> tuple[int, int]:
+        """(applied index, state hash at it): see LmdbStore.state_hash."""
+        return self._history.current()
+
+    def state_hashes(self) -> list[tuple[int, int]]:
+        """The comparable (applied index, state hash) pairs: see LmdbStore.state_hashes."""
+        return self._history.pairs()
 
     def get(self, key: bytes) -> bytes | None:
         rec = self._st.kv.get(key)

@@ -71,4 +71,6 @@ def describe(db: str, key: bytes) -> str:
             return f"{'committed upload' if tag == b'u' else 'upload activity'} {rest[1:]!r}"
         if tag == b"p" and len(rest) == 8:
             return f"pin of log record {_U64.unpack(rest)[0]}"
+        if tag == b"h" and rest:
+            return f"upload sum of upload {rest[1:]!r}"
     return f"record {key!r}"

@@ -116,22 +116,29 @@ class Staging:
     next_seq: int = 0
     records: int = 0
     done: bool = False
+    state_hash: bytes | None = b"\x00" * 16
+    """The state hash (state_hash.py) of the records staged so far; None when staging began
+    before the store kept one (schema 2): the install computes it from the records."""
 
     def encode(self) -> bytes:
         m = snapshot_meta_to_list(self.meta)
-        return pack([self.gen, m, self.next_seq, self.records, self.done])
+        return pack([self.gen, m, self.next_seq, self.records, self.done, self.state_hash])
 
     @staticmethod
     def decode(raw: bytes) -> Staging:
         try:
             f = unpack(raw)
-            if type(f) is not list or len(f) != 5:
+            if type(f) is not list or len(f) not in (5, 6):
                 raise CodecError("unexpected shape")
-            gen, meta, seq, records, done = f
+            gen, meta, seq, records, done = f[:5]
+            state_hash = f[5] if len(f) == 6 else None
             if gen not in (0, 1) or type(seq) is not int or type(records) is not int:
                 raise CodecError("bad field types")
             if type(done) is not bool:
                 raise CodecError("bad done flag")
-            return Staging(gen, snapshot_meta_from_list(meta), seq, records, done)
+            if state_hash is not None and (type(state_hash) is not bytes or len(state_hash) != 16):
+                raise CodecError("bad state hash")
+            meta_ = snapshot_meta_from_list(meta)
+            return Staging(gen, meta_, seq, records, done, state_hash)
         except CodecError as e:
             raise CorruptionError(f"snapshot staging record: {e}") from e

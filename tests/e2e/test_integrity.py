@@ -97,7 +97,8 @@ def test_a_flipped_bit_on_a_follower_is_never_served(
         assert flip_in_file(node.data_dir, session, len(session) - 1) >= 1
 
         http = free_ports(1)[0]
-        node.args += ["--http-port", str(http)]
+        # the reads find it (the background scrub would, first: tests/node/test_compare_node.py)
+        node.args += ["--http-port", str(http), "--scrub-rate", "0"]
         node.start()
         up = {"addr": follower, "role": "follower"}
         wait_for(lambda: any(up.items() <= r.items() for r in c.status()), "the restart")

@@ -123,6 +123,9 @@ async def fill(addrs: list[str]) -> bytes:
 
 
 COMPACT_EVERY = 10
+NO_SCRUB = {"scrub_records_per_second": 0.0}
+"""What the read paths find, each by itself: the background scrub would find it all first
+(it does: tests/node/test_compare_node.py)."""
 
 
 Read = Callable[[rkv.Client], Awaitable[Any]]
@@ -141,7 +144,7 @@ async def test_a_damaged_follower_serves_no_damaged_record_and_is_degraded(
     tmp_path: Path,
 ) -> None:
     small = {"snapshot_entries": COMPACT_EVERY, "snapshot_keep_entries": 0}
-    cfgs = configs(tmp_path, free_ports(3), http_port=0, **small)
+    cfgs = configs(tmp_path, free_ports(3), http_port=0, **small, **NO_SCRUB)
     async with trio.open_nursery() as nursery:
         cl = Cluster(nursery, cfgs)
         for i in range(3):
@@ -208,7 +211,7 @@ async def test_a_damaged_follower_serves_no_damaged_record_and_is_degraded(
 async def test_a_write_over_a_damaged_session_stops_the_follower(tmp_path: Path) -> None:
     """The client's next write needs its session (exactly-once): the follower cannot apply
     it as the others did, so it stops with ExitCode.INTEGRITY instead of diverging."""
-    cfgs = configs(tmp_path, free_ports(3))
+    cfgs = configs(tmp_path, free_ports(3), **NO_SCRUB)
     async with trio.open_nursery() as nursery:
         cl = Cluster(nursery, cfgs)
         for i in range(3):
@@ -247,7 +250,7 @@ async def test_a_snapshot_stream_stops_at_a_damaged_record(tmp_path: Path) -> No
     a snapshot: every stream stops at the damaged record, the follower installs nothing, the
     leader counts it and is degraded."""
     small = {"snapshot_entries": 20, "snapshot_keep_entries": 2, "snapshot_chunk_bytes": 1024}
-    cfgs = configs(tmp_path, free_ports(3), **small)
+    cfgs = configs(tmp_path, free_ports(3), **small, **NO_SCRUB)
     async with trio.open_nursery() as nursery:
         cl = Cluster(nursery, cfgs)
         for i in range(3):

@@ -1,7 +1,7 @@
 """Property test of the apply path: a random program of kv commands applied to the LMDB store
 in random batches (the store holds a batch's kv writes back and writes them in key order)
-gives the same results, records and scans as the in-memory twin applying one entry at a
-time."""
+gives the same results, records, scans and state hash (with its checkpoints) as the
+in-memory twin applying one entry at a time."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ commands = st.one_of(
     st.builds(Cas, keys, st.none() | values, values),
 )
 # each command with the batch it ends (True: the LMDB store commits the batch after it)
-programs = st.lists(st.tuples(commands, st.booleans()), min_size=1, max_size=40)
+programs = st.lists(st.tuples(commands, st.booleans()), min_size=1, max_size=80)
 
 
 def state(s: Store) -> list[tuple[bytes, object]]:
@@ -59,11 +59,14 @@ def test_batched_apply_matches_one_at_a_time(
                 got += batched.apply(batch)
                 batch = []
                 assert state(batched) == state(single), i
+                assert batched.state_hash() == single.state_hash(), i
         assert got == want
         assert batched.scan(b"", 100) == single.scan(b"", 100)
         assert batched.applied_index() == single.applied_index() == len(program)
+        assert batched.state_hashes() == single.state_hashes()
         batched = lmdb_h.reopen(batched)
         assert state(batched) == state(single)
+        assert batched.state_hash() == single.state_hash()
     finally:
         lmdb_h.close_all()
         mem_h.close_all()

@@ -91,7 +91,7 @@ def test_stored_voters_win_over_arguments(path: Path) -> None:
     s.close()
 
 
-@pytest.mark.parametrize("version", [0, 3])
+@pytest.mark.parametrize("version", [0, 4])
 def test_schema_version_checked(path: Path, version: int) -> None:
     """A schema this rkv neither reads nor upgrades (0, or one from a newer rkv) is refused,
     and the refusal changes nothing (schema 1 is upgraded: test_schema_migration.py)."""

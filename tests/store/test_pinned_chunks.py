@@ -152,6 +152,7 @@ def test_pinned_chunks_behave_like_copied_ones(program: list[tuple[tuple[Any, ..
                     flush()
             if not batch:
                 assert files(pinned) == files(twin), op
+                assert pinned.state_hash() == twin.state_hash(), op
         flush()
         assert got == want
         assert files(pinned) == files(twin)

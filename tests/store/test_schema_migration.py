@@ -1,5 +1,6 @@
-"""Opening a data dir of store schema 1 (records without checksums) upgrades it to schema 2 in
-the opening transaction: every record of both state-machine generations sealed, nothing else
+"""Opening a data dir of store schema 1 (records without checksums) upgrades it to the current
+schema in the opening transaction: every record of both state-machine generations sealed
+(schema 2), the live state's hash stored and its upload sums written (schema 3), nothing else
 changed, all or nothing. The schema-1 data dir is a fixture written by the rkv of that schema
 (tests/store/data/make_v1_datadir.py, with what its reads returned then)."""
 
@@ -110,13 +111,17 @@ def test_a_schema_1_data_dir_is_upgraded_and_reads_back(tmp_path: Path) -> None:
     finally:
         s.close()
     after = records(path)
-    assert after["meta"] == {**before["meta"], b"schema": struct.pack(">I", 2)}
+    state_hash = after["meta"].pop(b"state_hash")
+    assert after["meta"] == {**before["meta"], b"schema": struct.pack(">I", 3)}
+    assert state_hash[:8] == struct.pack(">Q", EXPECTED["applied"])
     assert after["log"] == before["log"]
     for name in DBS:  # the same records, each sealed under its key (both generations)
-        assert after[name].keys() == before[name].keys(), name
+        new = after[name].keys() - before[name].keys()
+        # and the live state's upload sums (kv.py), each sealed
+        assert all(k[:1] == b"h" and name.startswith("files") for k in new), (name, new)
         db = name.split(".")[0]
         for k, raw in after[name].items():
-            assert unseal(db, k, raw) == before[name][k]
+            assert unseal(db, k, raw) == before[name][k] if k not in new else len(raw) == 20
     s = open_fixture(path)  # opened again: nothing left to upgrade
     try:
         assert s.upgraded_records is None
@@ -161,7 +166,7 @@ def test_the_staged_generation_is_upgraded_too(tmp_path: Path) -> None:
                     files=env.open_db(b"files" + suffix, txn=txn, create=False),
                     sessions=env.open_db(b"sessions" + suffix, txn=txn, create=False),
                 )
-                n = kvdb.verify_state(txn, dbs)
+                n = kvdb.verify_state(txn, dbs) - kvdb.count_prefix(txn, dbs.files, b"h")
                 bases = ("kv", "files", "sessions")
                 assert n == sum(len(EXPECTED["records"][b + suffix.decode()]) for b in bases)
     finally:
@@ -251,9 +256,9 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = unpack_v1(tmp_path / "d")
     env = lmdb.open(str(path), max_dbs=12)
     with env.begin(write=True) as txn:
-        txn.put(b"schema", struct.pack(">I", 3), db=env.open_db(b"meta", txn=txn))
+        txn.put(b"schema", struct.pack(">I", 4), db=env.open_db(b"meta", txn=txn))
     env.close()
     before = records(path)
-    with pytest.raises(StoreIdentityError, match="schema version 3"):
+    with pytest.raises(StoreIdentityError, match="schema version 4"):
         open_fixture(path)
     assert records(path) == before

@@ -21,6 +21,7 @@ from rkv.codec import (
     FileDelete,
     Put,
     Request,
+    decode_snapshot_chunk,
     encode_request,
 )
 from rkv.raft import confchange
@@ -28,6 +29,7 @@ from rkv.raft.confchange import ConfChangeType
 from rkv.raft.storage import Compacted, Unavailable
 from rkv.raft.types import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMeta
 from rkv.store import ApplyResult, BackupCopy, Manifest, NotFoundError, Record, StoreError
+from rkv.store import state_hash as sh
 
 from .harness import VOTERS, Harness, Store
 
@@ -680,6 +682,7 @@ def test_restart_preserves_everything(harness: Harness) -> None:
         s.scan(b"", 10),
         s.session(b"c"),
         s.applied_index(),
+        s.state_hash(),
     )
     s = harness.reopen(s)
     after = (
@@ -689,12 +692,49 @@ def test_restart_preserves_everything(harness: Harness) -> None:
         s.scan(b"", 10),
         s.session(b"c"),
         s.applied_index(),
+        s.state_hash(),
     )
     assert after == before
     assert s.read_chunk(b"f", 0) == b"xy"
     # staged chunks survive too: the upload can be committed after the restart
     assert one(s, FileCommit(b"g", b"u2", 6, 1, hashlib.sha256(b"staged").digest())) == OK
     assert s.entries(1, 7) == ents(1, [1] * 6)
+
+
+def test_state_hash_is_the_twins_and_the_records(harness: Harness) -> None:
+    """Both kinds keep the same state hash for the same entries (state_hash.py), equal to
+    the one computed from the records a snapshot stream carries; the empty state's is 0."""
+    s = harness.open()
+    assert s.state_hash() == (0, 0) and s.state_hashes() == [(0, 0)]
+    other = Harness("memory" if harness.kind == "lmdb" else "lmdb", harness.path.parent / "o")
+    twin = other.open()
+    try:
+        datas = [
+            req(Put(b"a", b"1"), b"c", 1),
+            req(Put(b"b", b"2")),
+            req(Cas(b"a", b"1", b"3"), b"c", 2),
+            req(Delete(b"b")),
+            req(FileChunk(b"f", b"u", 0, b"x" * 5000)),
+            req(FileChunk(b"f", b"u", 1, b"y")),
+            req(FileCommit(b"f", b"u", 5001, 2, hashlib.sha256(b"x" * 5000 + b"y").digest())),
+            req(FileChunk(b"g", b"u2", 0, b"staged")),
+        ]
+        es = [Entry(1, i + 1, d) for i, d in enumerate(datas)]
+        for st in (s, twin):
+            st.save(None, es)
+        s.apply(es[:3])
+        s.apply(es[3:])
+        twin.apply(es)
+        index, value = s.state_hash()
+        assert (index, value) == twin.state_hash() and index == len(es) and value != 0
+        with s.open_snapshot() as src:
+            recs = [r for c in src.chunks() for r in decode_snapshot_chunk(c)]
+        assert sh.hash_records(recs) == value
+        one(s, FileDelete(b"f"))
+        one(twin, FileDelete(b"f"))
+        assert s.state_hash() == twin.state_hash() != (index, value)
+    finally:
+        other.close_all()
 
 
 def test_closed_store_refuses_work(harness: Harness) -> None:

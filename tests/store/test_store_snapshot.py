@@ -111,6 +111,7 @@ def test_round_trip_across_store_kinds(store: Store, dst_harness: Harness) -> No
     assert snap.meta.voters == VOTERS
     dst.install_snapshot(HardState(2, "", snap.meta.index), [], snap)
     assert state(dst) == state(store)
+    assert dst.state_hash() == store.state_hash()
     assert (dst.first_index(), dst.last_index()) == (snap.meta.index + 1, snap.meta.index)
     assert dst.snapshot().meta == snap.meta
     assert dst.staged_snapshot() is None
