@@ -198,6 +198,12 @@ class Cluster:
         self.effective_at: dict[
             tuple[bytes, int], int
         ] = {}  # (client, seq) -> index it took effect
+        self.removal_at = 0
+        """Log index of the latest proposed removal: no disk is replaced before the applied
+        log passed it (applied there, or overwritten)."""
+        self.state_at: dict[int, tuple[int, NodeId]] = {}
+        """applied index -> (state hash, the node that had it first): every store's state at
+        an index must hash the same (rkv.store.state_hash; what `rkv check` compares)."""
         self.stats = Stats()
         self.quiet = False
         self.quiet_start = 0
@@ -541,6 +547,14 @@ class Cluster:
                 self.applied_log.append(e)
                 if e.type == EntryType.CONF_CHANGE:
                     self._on_conf_applied(e)
+        index, h = node.store.state_hash()
+        first = self.state_at.setdefault(index, (h, node.id))
+        if first[0] != h:
+            raise InvariantViolation(
+                "state-hash",
+                f"{node.id} has state hash {h:032x} at applied index {index}, "
+                f"{first[1]} had {first[0]:032x}",
+            )
 
     def _outcome(self, node: SimNode, out: Outcome[Wait]) -> None:
         """Answer the clients as the node runtime would: from the Replica's bookkeeping."""
@@ -818,14 +832,20 @@ class Cluster:
                     return  # it stepped down in a Ready we have not taken yet
                 self._process(leader)
 
+    def _recovering(self) -> bool:
+        """A node's store is recovering (durably: rkv.raft.recovery) after a replaced disk."""
+        return self.p.disk_replace and any(
+            n.store.initial_state()[0].recovering for n in self.nodes.values()
+        )
+
     def _replace_disk(self) -> None:
         """A node of the bootstrap configuration loses its storage: it stops, and restarts
         with a new, empty store under its old id (after the usual restart delay)."""
         conf = self.conf_history[-1][1]
         first = self.conf_history[0][1]
-        if set(conf.members()) != set(first.members()):
+        if set(conf.members()) != set(first.members()) or len(self.applied_log) < self.removal_at:
             return  # a restarted node would know only the bootstrap configuration
-        if any(n.store.initial_state()[0].recovering for n in self.nodes.values()):
+        if self._recovering():
             return  # one at a time: two forgetful voters may be a majority
         node = self.nodes[self.rng.choice(first.voters)]
         if node.up:
@@ -855,7 +875,10 @@ class Cluster:
             choices.append(ConfChangeType.ADD_LEARNER)
         if conf.learners:
             choices += [ConfChangeType.PROMOTE] * 2
-        if len(conf.voters) > 2 or conf.learners:
+        if (len(conf.voters) > 2 or conf.learners) and not self._recovering():
+            # Not while a replaced disk recovers: it counts on the voters it knows (its
+            # bootstrap configuration), and one removed and stopped meanwhile may never
+            # answer it (docs/operations.md, "Replaced disks": what recovery does not cover).
             choices.append(ConfChangeType.REMOVE)
         if not choices:
             return
@@ -874,6 +897,8 @@ class Cluster:
             self.note(f"{leader.id} MEMBER-REFUSED", f"{cc.describe()}: {e}")
             return
         self.note(f"{leader.id} MEMBER", f"{cc.describe()} at {index}")
+        if op == ConfChangeType.REMOVE:
+            self.removal_at = max(self.removal_at, index)
         if op == ConfChangeType.ADD_LEARNER:
             self._add_node(nid)
         self._process(leader)
