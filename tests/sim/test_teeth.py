@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
+from rkv import codec
 from rkv.raft import quorum
 from rkv.raft import rawnode as rawnode_mod
 from rkv.raft import recovery as recovery_mod
@@ -144,6 +146,17 @@ def skip_the_catch_up(monkeypatch: pytest.MonkeyPatch) -> None:
 
 DISKS = replace(FAST, disk_replace=True)
 
+
+def snapshots_without_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A leader's snapshot stream leaves out the client sessions: a follower restored from it
+    applies the same entries as everyone and still holds another state."""
+    init = memory_mod._MemorySnapshotSource.__init__
+
+    def patched(self: Any, meta: Any, records: list[Any], max_chunk: int) -> None:
+        init(self, meta, [r for r in records if r[0] != codec.SNAP_SESSIONS], max_chunk)
+
+    monkeypatch.setattr(memory_mod._MemorySnapshotSource, "__init__", patched)
+
 # -- the tests --------------------------------------------------------------------------------
 
 
@@ -167,6 +180,13 @@ def test_forgetting_a_replaced_disk_is_caught(
         3,
         DISKS,
     )
+
+
+def test_replicas_that_hold_another_state_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshots_without_sessions(monkeypatch)
+    params = replace(FAST, compact_every=5)
+    f = first_failure(3, range(1, 100), params)
+    assert_caught(f, {"state-hash"}, 3, params)
 
 
 def test_the_real_core_recovers_replaced_disks() -> None:
