@@ -19,7 +19,7 @@ import trio
 import rkv
 from rkv.nemesis.cluster import rpc_call
 from rkv.node import Node
-from rkv.testing import flood, local_configs, running_cluster, wait_leader
+from rkv.testing import RestartableNode, flood, local_configs, running_cluster, wait_leader
 
 CID = b"forwarding-test1"
 
@@ -122,3 +122,27 @@ async def test_the_client_goes_to_the_leader_a_forwarded_answer_names(tmp_path: 
             assert c.leader == leader.cfg.advertise
         # the first write was forwarded; the client wrote the others to the leader itself
         assert follower.statistics()["forward"]["forwarded"] == 1
+
+
+async def test_a_forward_across_a_leader_kill_is_applied_once(tmp_path: Path) -> None:
+    """The leader stops while a follower still believes in it: the follower's forward finds
+    no leader there, waits for the election, and writes through the new one; the client's
+    retry of the same session and sequence through the other follower is applied once."""
+    cfgs = local_configs(tmp_path, 3, request_timeout=8.0)
+    handles = [RestartableNode(cfg) for cfg in cfgs]
+    async with trio.open_nursery() as nursery:
+        nodes = [await h.start(nursery) for h in handles]
+        leader = await wait_leader(nodes)
+        f1, f2 = (n for n in nodes if n is not leader)
+        await handles[nodes.index(leader)].stop()
+        assert f1.replica.leader == leader.cfg.id, "the follower has not noticed yet"
+        frame = write("put", 1, k=b"killed", val=b"once")
+        reply = await rpc_call(f1.cfg.advertise, frame, timeout=10.0)
+        assert reply["t"] == "ok", reply
+        assert f1.statistics()["forward"]["retries"] >= 1
+        # the client did not see the answer and retries elsewhere: the same write, once
+        again = write("put", 1, k=b"killed", val=b"twice")
+        assert (await rpc_call(f2.cfg.advertise, again, timeout=10.0))["t"] == "ok"
+        for n in (f1, f2):
+            assert await read(n, b"killed") == b"once"
+        nursery.cancel_scope.cancel()
