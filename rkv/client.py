@@ -30,6 +30,7 @@ import trio
 
 from rkv.backup_file import CHUNK as BACKUP_CHUNK
 from rkv.backup_file import BackupWriter
+from rkv.codec import MAX_KEY_LEN
 from rkv.config import format_address, parse_address
 from rkv.errors import (
     BadRequest,
@@ -50,7 +51,6 @@ DEFAULT_ADDRS: tuple[str, ...] = ("127.0.0.1:50051", "127.0.0.1:50052", "127.0.0
 DEFAULT_CHUNK_SIZE = 1 << 20
 MAX_CHUNK_SIZE = 8 << 20
 """Chunks travel in one frame; the default frame limit is 16 MiB, so stay well below it."""
-MAX_KEY_LEN = 400
 ABORT_TIMEOUT = 5.0
 """Seconds a failed upload spends asking the cluster to drop its staged chunks."""
 PIPELINE = 8
