@@ -1,4 +1,4 @@
-"""Forwarding client writes from a follower to the leader (so any reachable node takes them).
+"""Forwarding client requests from a follower to the leader (so any reachable node takes them).
 
 Owns: one RPC connection per leader address, opened as this node (the cluster token proves
 the node's role, so the leader's admission control counts it as a peer link and never sheds
@@ -29,11 +29,23 @@ log = logging.getLogger("rkv.forward")
 
 Frame = dict[str, Any]
 
-WRITE_TYPES = frozenset(
-    {"put", "delete", "cas", "file_chunk", "file_commit", "file_abort", "file_delete"}
+LEADER_TYPES = frozenset(
+    {
+        "put",
+        "delete",
+        "cas",
+        "file_chunk",
+        "file_commit",
+        "file_abort",
+        "file_delete",
+        "members",
+        "member",
+        "transfer",
+    }
 )
-"""Requests a follower forwards: the writes (reads are served where they arrive; a
-linearizable one asks the leader for a read index over the Raft link)."""
+"""Requests a follower forwards: those only the leader answers (the writes, the membership
+list and changes, leadership transfer). Reads are served where they arrive: a linearizable
+one asks the leader for a read index over the Raft link."""
 
 
 class LeaderHere(Exception):

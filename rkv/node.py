@@ -72,7 +72,7 @@ from rkv.errors import (
     error_frame,
     from_error_frame,
 )
-from rkv.forward import WRITE_TYPES, Forwarder, LeaderHere
+from rkv.forward import LEADER_TYPES, Forwarder, LeaderHere
 from rkv.http import Response, serve_http, text
 from rkv.integrity import IntegrityWatch
 from rkv.metrics import CONTENT_TYPE, NodeMetrics
@@ -661,7 +661,7 @@ class Node:
         if handler is None:
             return error_frame(None, BadRequest(f"unknown request type {t!r}"))
         try:
-            forward = t in WRITE_TYPES and frame.get("fwd") is not True
+            forward = t in LEADER_TYPES and frame.get("fwd") is not True
             if forward and self._forward_to() is not None:
                 # a follower: the leader answers (rkv.forward)
                 deadline = trio.current_time() + self.cfg.request_timeout

@@ -53,7 +53,11 @@ async def test_every_write_through_a_follower_is_answered(tmp_path: Path) -> Non
             assert {k: reply[k] for k in expect} == expect
             assert reply["leader_addr"] == leader.cfg.advertise
         assert await read(leader, b"k") is None  # put, cas, delete: all applied, in order
-        assert follower.statistics()["forward"]["forwarded"] == 3
+        # what only the leader answers besides writes: the membership, as the leader sees it
+        members = await rpc_call(follower.cfg.advertise, {"t": "members"}, timeout=10.0)
+        assert members["leader"] == leader.cfg.id and len(members["voters"]) == 3
+        assert members["leader_addr"] == leader.cfg.advertise
+        assert follower.statistics()["forward"]["forwarded"] == 4
 
 
 async def test_a_retry_through_another_follower_is_applied_once(tmp_path: Path) -> None:

@@ -53,8 +53,10 @@ async def test_transfer_to_self_is_a_no_op_and_bad_targets_are_refused(tmp_path:
                 await c.transfer_leader("127.0.0.1:1")
         follower = next(n for n in nodes if n is not leader)
         async with RpcClient("127.0.0.1", follower.port) as rpc:
+            # a follower forwards a transfer to the leader (rkv.forward); one forwarded
+            # already is refused there with the leader's address
             with pytest.raises(RemoteError) as info:
-                await rpc.call({"t": "transfer", "to": None})
+                await rpc.call({"t": "transfer", "to": None, "fwd": True})
             assert info.value.code == NotLeader.code
             with pytest.raises(RemoteError) as info:
                 await rpc.call({"t": "transfer", "to": 5})
