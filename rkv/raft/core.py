@@ -537,8 +537,12 @@ class Raft:
         return first, t
 
     def _handle_heartbeat(self, m: Message) -> None:
-        # the leader sends min(commit, our match), which we hold durably
-        self.log.commit_to(min(m.commit, self.log.last_index()))
+        # The leader sends min(commit, our match), which we hold durably. Not while this
+        # storage recovers: the leader may still hold a match our earlier self acked, and our
+        # log up to it need not be the leader's (rkv.raft.recovery); a verified APPEND will
+        # bring the commit index.
+        if self.recovery is None:
+            self.log.commit_to(min(m.commit, self.log.last_index()))
         self._send(
             Message(MT.HEARTBEAT_RESP, to=m.frm, frm=self.id, term=self.term, context=m.context)
         )
@@ -625,6 +629,11 @@ class Raft:
         target = rec.target()
         if target is not None and self.log.committed >= target:
             self.recovery = None
+            # At the term of the leader that named the target at least: a leader of an older
+            # term may hold a match our earlier self acked (it never heard our RECOVER), and
+            # its heartbeats would commit what our new log does not share with it.
+            if rec.leader_commit[0] > self.term:
+                self.become_follower(rec.leader_commit[0], NONE)
 
     # -- leader -----------------------------------------------------------------------------
 

@@ -287,3 +287,33 @@ def test_a_replaced_disk_never_helps_a_deposed_leader_commit(
         assert clash, "two different entries committed at one index"
     else:
         assert c["n2"].status().recovering and c["n2"].status().last_index == 0
+
+
+def test_a_recovering_node_takes_no_commit_index_from_heartbeats() -> None:
+    """A leader may still hold the match our earlier self acked: min(commit, match) in its
+    heartbeat says nothing about the new log, whose entries may be another leader's."""
+    n, st = recovering_n1()
+    nonce = nonce_of(n)
+    n.step(answer("n2", 3, nonce))
+    n.step(answer("n3", 3, nonce))
+    ents = (Entry(3, 1), Entry(3, 2), Entry(3, 3))
+    n.step(Message(MT.APPEND, "n1", "n3", term=3, index=0, log_term=0, entries=ents, commit=0))
+    drain(n, st)
+    assert n.status().last_index == 3 and n.status().commit == 0
+    n.step(Message(MT.HEARTBEAT, "n1", "n2", term=4, commit=3))  # n2 believes n1 holds 3
+    out = drain(n, st)
+    assert [m.type for m in out] == [MT.HEARTBEAT_RESP]
+    assert n.status().commit == 0, "committed entries n2 may not have"
+
+
+def test_once_caught_up_it_moves_to_the_term_of_the_leader_that_named_the_target() -> None:
+    n, st = recovering_n1()
+    nonce = nonce_of(n)
+    n.step(answer("n2", 5, nonce))
+    n.step(answer("n3", 5, nonce))
+    n.step(answer("n3", 7, nonce, commit=1))  # n3 now leads term 7, committed up to 1
+    ents = (Entry(5, 1),)
+    n.step(Message(MT.APPEND, "n1", "n2", term=5, index=0, log_term=0, entries=ents, commit=1))
+    drain(n, st)
+    assert not n.status().recovering
+    assert n.status().term == 7, "a term-5 leader's heartbeats are refused from now on"
