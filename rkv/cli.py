@@ -570,6 +570,26 @@ def check_cmd(
         raise typer.Exit(int(Exit.UNAVAILABLE))
 
 
+@app.command("repair")
+def repair_cmd(
+    ctx: typer.Context,
+    node: str = typer.Argument(..., help="The damaged node's address (host:port)."),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Rebuild NODE's stored state from the cluster (README, Integrity).
+
+    NODE stops (exit code 18), its data dir is moved aside (DATA_DIR.damaged-TIME, kept for
+    inspection) and a new one prepared. Start NODE again with its usual flags: it recovers
+    from the leader (a snapshot or the log) before it votes again. Refused for the leader
+    (hand leadership over first: rkv leader transfer) and for a cluster's only voter."""
+    result = _run(ctx, addr, lambda c: c.repair(node))
+    print(
+        f"{result['node']}: stopping for repair; its damaged data dir goes to "
+        f"{result['moved_to']}. Start it again with its usual flags: it rebuilds from the "
+        "cluster."
+    )
+
+
 def _print_check(result: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table

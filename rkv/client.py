@@ -591,6 +591,24 @@ class Client:
             "members": [dict(m) for m in members] if isinstance(members, list) else [],
         }
 
+    async def repair(self, node: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """Ask `node` (its address) to stop and rebuild its stored state from the cluster
+        (README, Integrity): {"node", "moved_to": where its damaged data dir goes}. It must
+        then be started again with its usual flags."""
+        addr = self._learn(node)
+        if addr is None:
+            raise BadRequest(f"not an address: {node!r}")
+        limit = self.timeout if timeout is None else timeout
+        try:
+            with trio.fail_after(limit):
+                rpc = await self._rpc(addr)
+                reply = await rpc.call({"t": "repair"}, timeout=limit)
+        except RemoteError as e:
+            raise from_error_frame(e.frame) from None
+        except (ConnectionLost, RpcTimeout, trio.TooSlowError, OSError) as e:
+            raise Unavailable(f"{addr}: {e or type(e).__name__}") from None
+        return {"node": reply.get("node"), "moved_to": reply.get("moved_to")}
+
     # --- membership (docs/operations.md) ---------------------------------------------------
 
     async def members(self, *, timeout: float | None = None) -> dict[str, Any]:
@@ -1115,6 +1133,9 @@ class SyncClient:
 
     def check(self, *, timeout: float | None = None) -> dict[str, Any]:
         return self._run(self._client.check, timeout=timeout)
+
+    def repair(self, node: str, *, timeout: float | None = None) -> dict[str, Any]:
+        return self._run(self._client.repair, node, timeout=timeout)
 
     def add_member(
         self, node: str, *, learner: bool = False, timeout: float | None = None

@@ -43,6 +43,10 @@ class ExitCode(IntEnum):
     REPLICAS_DIFFER = 17
     """`rkv check`: a member's state hash differs from the others' at the same applied
     index (never from `rkv serve`)."""
+    REPAIR = 18
+    """`rkv serve` stopped for a repair (`rkv repair NODE`): its damaged data dir was moved
+    aside and a new one prepared; start it again with the same flags (it rebuilds from the
+    cluster)."""
 
 
 class RkvError(Exception):

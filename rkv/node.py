@@ -32,6 +32,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -83,7 +84,8 @@ from rkv.net.transport import PeerTransport
 from rkv.raft.confchange import ConfChange, ConfChangeType
 from rkv.raft.config import Config
 from rkv.raft.errors import ProposalDropped
-from rkv.raft.types import Entry, Message, MessageType, Ready, Role, Snapshot
+from rkv.raft.types import ConfState, Entry, Message, MessageType, Ready, Role, Snapshot
+from rkv.repair import damaged_path, rebuild
 from rkv.replica import CompactionPolicy, Outcome, Replica
 from rkv.scrubber import Scrubber
 from rkv.store import open_store
@@ -103,6 +105,8 @@ PROMOTE_MAX_LAG = 1000
 """A learner is promoted only once it is at most this many entries behind the commit index
 (promoting a far-behind node is safe, but the cluster would lose availability meanwhile)."""
 REMOVED_EXIT_DELAY = 2.0
+REPAIR_EXIT_DELAY = 0.2
+"""Seconds between answering `repair` and stopping (the answer leaves first)."""
 """A node that applied its own removal stops after this long: time for the answer to the
 `member remove` request, and for a removed leader's hand-over, to leave."""
 _TICK_CATCH_UP = 50
@@ -217,6 +221,8 @@ class Node:
         links.update(self._addresses(self._conf.members()))
         self._links: set[str] = set(links)
         self.removed = False
+        self.repair: tuple[Path, ConfState] | None = None
+        """(where the damaged data dir goes, the configuration then) once repair was asked."""
         self._removed: set[str] = set()
         """Nodes this process saw leave the configuration: their connections are refused."""
         self._nursery: trio.Nursery | None = None
@@ -1148,6 +1154,27 @@ class Node:
         if self._nursery is not None:
             self._nursery.start_soon(self._stop_removed)
 
+    async def _h_repair(self, f: Frame) -> Frame:
+        """Stop, and rebuild this node's stored state from the cluster (rkv.repair): the data
+        dir is moved aside once the store is closed (run_node), and a new store of this member
+        recovers from the leader when the node is started again."""
+        if self.replica.role == Role.LEADER:
+            raise BadRequest("this node leads: hand leadership over first (rkv leader transfer)")
+        if not [v for v in self._conf.voters if v != self.cfg.id]:
+            raise BadRequest("no other voter to rebuild this node from")
+        if self.repair is None:
+            self.repair = (damaged_path(self.cfg.data_dir), self._conf)
+            log.warning(
+                "%s: repair asked: stopping; the data dir goes to %s", self.cfg.id, self.repair[0]
+            )
+            if self._nursery is not None:
+                self._nursery.start_soon(self._stop_for_repair)
+        return {"t": "ok", "node": self.cfg.id, "moved_to": str(self.repair[0])}
+
+    async def _stop_for_repair(self) -> None:
+        await trio.sleep(REPAIR_EXIT_DELAY)  # the answer leaves first
+        raise _Fatal(ExitCode.REPAIR, f"{self.cfg.id} stopped for repair")
+
     async def _stop_removed(self) -> None:
         await trio.sleep(REMOVED_EXIT_DELAY)
         raise _Fatal(ExitCode.REMOVED, f"{self.cfg.id} was removed from the cluster")
@@ -1224,6 +1251,7 @@ class Node:
         "backup_begin": _h_backup_begin,
         "backup_read": _h_backup_read,
         "backup_end": _h_backup_end,
+        "repair": _h_repair,
         # replica comparison (rkv.compare)
         "state_hashes": lambda n, f: n.comparer.state_hashes(f),
         "check": lambda n, f: n.comparer.check(f),
@@ -1659,6 +1687,7 @@ async def run_node(
     dir of another cluster or node, a full or unusable store.
     """
     store = _open(cfg)
+    repair: tuple[Path, ConfState] | None = None
     try:
         try:
             # reads the log back (the configuration changes up to the applied index)
@@ -1673,25 +1702,39 @@ async def run_node(
             await node.run(task_status=task_status)
         except BaseException as exc:
             fatal = _leaf(exc, (_Fatal,))
-            if isinstance(fatal, _Fatal):
+            if isinstance(fatal, _Fatal) and fatal.code == ExitCode.REPAIR:
+                repair = node.repair  # done below, once the store is closed
+            elif isinstance(fatal, _Fatal):
                 raise NodeStartError(fatal.code, fatal.msg) from None
-            os_err = _leaf(exc, (OSError,))
-            if isinstance(os_err, OSError) and not node.listening:
-                code = (
-                    ExitCode.PORT_IN_USE
-                    if os_err.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL)
-                    # a host that does not resolve cannot be bound either (not a bug)
-                    or isinstance(os_err, socket.gaierror)
-                    or os_err.errno == socket.EAI_NONAME
-                    else ExitCode.ERROR
-                )
-                raise NodeStartError(code, _one_line(str(os_err))) from None
-            raise
+            if repair is None:
+                os_err = _leaf(exc, (OSError,))
+                if isinstance(os_err, OSError) and not node.listening:
+                    code = (
+                        ExitCode.PORT_IN_USE
+                        if os_err.errno in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL)
+                        # a host that does not resolve cannot be bound either (not a bug)
+                        or isinstance(os_err, socket.gaierror)
+                        or os_err.errno == socket.EAI_NONAME
+                        else ExitCode.ERROR
+                    )
+                    raise NodeStartError(code, _one_line(str(os_err))) from None
+                raise
     finally:
         with trio.CancelScope(shield=True):
             # A transaction still running in a worker thread has finished by now: to_thread
             # calls are not abandoned on cancellation.
             store.close()
+    if repair is not None:
+        aside, conf = repair
+        try:
+            rebuild(cfg.data_dir, aside, cluster_id=cfg.cluster_id, node_id=cfg.id, conf=conf)
+        except (OSError, StoreError) as e:
+            raise NodeStartError(ExitCode.STORE_ERROR, f"repair: {_one_line(str(e))}") from None
+        raise NodeStartError(
+            ExitCode.REPAIR,
+            f"stopped for repair: the damaged data dir is now {aside}; start the node again "
+            "with the same flags: it rebuilds its state from the cluster",
+        )
 
 
 HAND_OVER_SECONDS = 1.5
