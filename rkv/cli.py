@@ -928,6 +928,12 @@ def serve_cmd(
         min=0,
         help="Stored records per second the background scrub reads and checks; 0: no scrub.",
     ),
+    auto_repair: bool = typer.Option(
+        False,
+        "--auto-repair",
+        help="A follower that finds its stored data damaged repairs itself (as rkv repair): "
+        "it stops with exit code 18 for its supervisor to start it again.",
+    ),
     join: str | None = typer.Option(
         None,
         "--join",
@@ -979,6 +985,7 @@ def serve_cmd(
             idle_timeout=float(idle_timeout),
             compare_interval_seconds=float(compare_interval),
             scrub_records_per_second=float(scrub_rate),
+            auto_repair=auto_repair,
         )
     except ValueError as exc:
         _fail(Exit.USAGE, f"serve: error: {_one_line(str(exc))}")

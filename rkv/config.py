@@ -180,6 +180,10 @@ class NodeConfig:
     (rkv.scrubber; 0: no scrub)."""
     scrub_bytes_per_second: float = 8 << 20
     """... and at most this many bytes per second (file chunks count by their size)."""
+    auto_repair: bool = False
+    """A follower that finds its own stored data damaged (a read, or the scrub) repairs
+    itself as `rkv repair` would: it stops (exit code 18) with its data dir moved aside and a
+    new store in place, for its supervisor to start it again (rkv.repair)."""
     fault_injection: bool = False
     """Accept `{"t": "fault"}` requests that make this node drop Raft traffic to/from chosen
     peers (for the nemesis harness only). Off unless explicitly enabled: `serve_main` turns
@@ -274,6 +278,8 @@ class NodeConfig:
         _positive("compare_interval_seconds", self.compare_interval_seconds, 0)
         _positive("scrub_records_per_second", self.scrub_records_per_second, 0)
         _positive("scrub_bytes_per_second", self.scrub_bytes_per_second, 1)
+        if not isinstance(self.auto_repair, bool):
+            raise ValueError(f"auto_repair must be a bool, got {self.auto_repair!r}")
         if not isinstance(self.fault_injection, bool):
             raise ValueError(f"fault_injection must be a bool, got {self.fault_injection!r}")
         # Offline guessing of a captured handshake is the attack left: demand some length.

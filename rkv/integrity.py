@@ -15,6 +15,7 @@ clears (`condition(kind, None)`: a later comparison where every member agrees).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from rkv.errors import CorruptData
 from rkv.store.errors import IntegrityError
@@ -26,8 +27,15 @@ MAX_LOGGED = 1000
 class IntegrityWatch:
     """What one node knows about damage to its stored data."""
 
-    def __init__(self, node_id: str, log: logging.Logger) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        log: logging.Logger,
+        on_damage: Callable[[str], None] | None = None,
+    ) -> None:
         self.node_id = node_id
+        self._on_damage = on_damage
+        """Called (with the reason) when this node's own stored data is found damaged."""
         self.errors = 0
         """Reads (requests, snapshot or backup streams) that hit a damaged record."""
         self._log = log
@@ -53,6 +61,8 @@ class IntegrityWatch:
                 e.db,
                 e.key,
             )
+        if self._on_damage is not None:
+            self._on_damage(f"{e.what} failed its checksum")
         return CorruptData(f"node {self.node_id}: {e}")
 
     def condition(self, kind: str, reason: str | None) -> None:
@@ -66,6 +76,8 @@ class IntegrityWatch:
         if self._conditions.get(kind) != reason:
             self._log.warning("%s: degraded: %s", self.node_id, reason)
         self._conditions[kind] = reason
+        if kind == "scrub" and self._on_damage is not None:
+            self._on_damage(reason)
 
     @property
     def degraded(self) -> str | None:

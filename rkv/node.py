@@ -259,7 +259,7 @@ class Node:
         self.fault_dropped_out = 0
         self.fault_dropped_in = 0
         # Operations (rkv.metrics, rkv.http, rkv.backup): see docs/operations.md.
-        self.integrity = IntegrityWatch(cfg.id, log)
+        self.integrity = IntegrityWatch(cfg.id, log, self._damaged)
         """Damaged stored records this node found (the degraded flag)."""
         self.comparer = Comparer(
             cfg.id,
@@ -1162,14 +1162,26 @@ class Node:
             raise BadRequest("this node leads: hand leadership over first (rkv leader transfer)")
         if not [v for v in self._conf.voters if v != self.cfg.id]:
             raise BadRequest("no other voter to rebuild this node from")
+        aside = self._begin_repair("repair asked")
+        return {"t": "ok", "node": self.cfg.id, "moved_to": str(aside)}
+
+    def _begin_repair(self, why: str) -> Path:
         if self.repair is None:
             self.repair = (damaged_path(self.cfg.data_dir), self._conf)
             log.warning(
-                "%s: repair asked: stopping; the data dir goes to %s", self.cfg.id, self.repair[0]
+                "%s: %s: stopping; the data dir goes to %s", self.cfg.id, why, self.repair[0]
             )
             if self._nursery is not None:
                 self._nursery.start_soon(self._stop_for_repair)
-        return {"t": "ok", "node": self.cfg.id, "moved_to": str(self.repair[0])}
+        return self.repair[0]
+
+    def _damaged(self, reason: str) -> None:
+        """This node's own stored data is damaged (rkv.integrity): with auto_repair, a
+        follower with other voters to rebuild from repairs itself at once."""
+        if not self.cfg.auto_repair or self.replica.role == Role.LEADER:
+            return
+        if [v for v in self._conf.voters if v != self.cfg.id]:
+            self._begin_repair(f"auto repair ({reason})")
 
     async def _stop_for_repair(self) -> None:
         await trio.sleep(REPAIR_EXIT_DELAY)  # the answer leaves first

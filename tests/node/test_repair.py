@@ -17,6 +17,7 @@ import pytest
 import trio
 
 import rkv
+from rkv import repair as repair_mod
 from rkv.errors import BadRequest, ExitCode
 from rkv.nemesis.cluster import rpc_call
 from rkv.net.rpc import RemoteError
@@ -104,4 +105,102 @@ async def test_a_damaged_follower_is_rebuilt_from_the_cluster(tmp_path: Path) ->
         assert reply["val"] == b"the right bytes"
         assert (await get(fcfg.advertise, b"other"))["val"] == b"fine"
         assert f.status()["degraded"] is None
+        nursery.cancel_scope.cancel()
+
+
+async def test_with_auto_repair_a_damaged_follower_repairs_itself(tmp_path: Path) -> None:
+    cfgs = local_configs(tmp_path, 3, scrub_records_per_second=0.0, auto_repair=True)
+    exits: dict[str, NodeStartError] = {}
+    async with trio.open_nursery() as nursery:
+        ended: dict[str, trio.Event] = {}
+        scopes: dict[str, trio.CancelScope] = {}
+
+        async def start(cfg: Any) -> Any:
+            scope = scopes[cfg.id] = trio.CancelScope()
+            done = ended[cfg.id] = trio.Event()
+
+            async def scoped(task_status: trio.TaskStatus[Any]) -> None:
+                try:
+                    with scope:
+                        await run_node(cfg, task_status=task_status)
+                except NodeStartError as e:
+                    exits[cfg.id] = e
+                finally:
+                    done.set()
+
+            return await nursery.start(scoped)
+
+        nodes = [await start(c) for c in cfgs]
+        leader = await wait_leader(nodes)
+        fcfg = next(n for n in nodes if n is not leader).cfg
+        async with rkv.connect([leader.cfg.advertise], timeout=20) as c:
+            await c.put("victim", b"the right bytes")
+        f = next(n for n in nodes if n.cfg is fcfg)
+        with trio.fail_after(10):
+            while f.store.get(b"victim") != b"the right bytes":
+                await trio.sleep(0.05)
+        scopes[fcfg.id].cancel()
+        await ended[fcfg.id].wait()
+        flip(fcfg.data_dir, b"kv", b"victim", b"right")
+        await start(fcfg)
+        with pytest.raises(RemoteError) as info:  # the read that finds the damage
+            await rpc_call(fcfg.advertise, {"t": "get", "k": b"victim", "stale": True}, 10.0)
+        assert info.value.code == "integrity"
+        with trio.fail_after(10):
+            await ended[fcfg.id].wait()
+        assert exits[fcfg.id].code == ExitCode.REPAIR  # stopped by itself, data moved aside
+        del exits[fcfg.id]
+        f = await start(fcfg)  # what its supervisor does
+        with trio.fail_after(20):
+            while f.status()["recovering"] or f.store.applied_index() < 2:
+                await trio.sleep(0.05)
+        assert (await get(fcfg.advertise, b"victim"))["val"] == b"the right bytes"
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_crash_during_repair_leaves_a_node_that_still_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies between moving the data dir aside and creating the new store: the
+    node finds no data dir at its next start, creates one as a bootstrap member (recovering)
+    and rebuilds from the cluster all the same; the damaged data is still aside."""
+    cfgs = local_configs(tmp_path, 3, scrub_records_per_second=0.0)
+    exits: dict[str, NodeStartError] = {}
+    async with trio.open_nursery() as nursery:
+        ended: dict[str, trio.Event] = {}
+
+        async def start(cfg: Any) -> Any:
+            done = ended[cfg.id] = trio.Event()
+
+            async def run(task_status: trio.TaskStatus[Any]) -> None:
+                try:
+                    await run_node(cfg, task_status=task_status)
+                except NodeStartError as e:
+                    exits[cfg.id] = e
+                finally:
+                    done.set()
+
+            return await nursery.start(run)
+
+        nodes = [await start(c) for c in cfgs]
+        leader = await wait_leader(nodes)
+        fcfg = next(n for n in nodes if n is not leader).cfg
+        async with rkv.connect([leader.cfg.advertise], timeout=20) as c:
+            await c.put("kept", b"by the cluster")
+
+        def crash(*a: object, **kw: object) -> None:
+            raise OSError("the process died here")
+
+        monkeypatch.setattr(repair_mod, "open_store", crash)
+        answer = await rpc_call(fcfg.advertise, {"t": "repair"}, timeout=10.0)
+        with trio.fail_after(10):
+            await ended[fcfg.id].wait()
+        monkeypatch.undo()
+        assert exits.pop(fcfg.id).code == ExitCode.STORE_ERROR
+        assert not fcfg.data_dir.exists() and Path(answer["moved_to"]).exists()
+        f = await start(fcfg)
+        with trio.fail_after(20):
+            while f.status()["recovering"] or f.store.applied_index() < 2:
+                await trio.sleep(0.05)
+        assert (await get(fcfg.advertise, b"kept"))["val"] == b"by the cluster"
         nursery.cancel_scope.cancel()
