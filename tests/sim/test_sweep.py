@@ -35,6 +35,8 @@ RANDOM_SWEEPS: list[tuple[int, int, list[str]]] = [
     (5, 100, []),
     (3, 60, ["--membership"]),
     (5, 30, ["--membership"]),
+    (3, 60, ["--disk-replace"]),
+    (5, 20, ["--disk-replace", "--membership"]),
 ]
 RANDOM_FIRST_SEED_ENV = "RKV_SIM_SWEEP_FIRST_SEED"
 
