@@ -317,3 +317,19 @@ def test_once_caught_up_it_moves_to_the_term_of_the_leader_that_named_the_target
     drain(n, st)
     assert not n.status().recovering
     assert n.status().term == 7, "a term-5 leader's heartbeats are refused from now on"
+
+
+def test_a_recovering_node_takes_the_commit_of_an_append_that_overlaps_its_commit() -> None:
+    """Heartbeats bring it no commit index, so an APPEND whose previous index lies below what
+    it committed may be the only message that carries the leader's (sim seed 600417665)."""
+    n, st = recovering_n1()
+    nonce = nonce_of(n)
+    n.step(answer("n2", 3, nonce))
+    n.step(answer("n3", 3, nonce))
+    ents = (Entry(3, 1), Entry(3, 2), Entry(3, 3))
+    n.step(Message(MT.APPEND, "n1", "n2", term=3, index=0, log_term=0, entries=ents, commit=2))
+    drain(n, st)
+    assert n.status().commit == 2
+    n.step(Message(MT.APPEND, "n1", "n2", term=3, index=1, log_term=3, entries=ents[1:], commit=3))
+    drain(n, st)
+    assert n.status().commit == 3

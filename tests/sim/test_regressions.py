@@ -54,3 +54,14 @@ def test_seed_passes(seed: int, nodes: int, membership: bool, compact_every: int
     params = SimParams(nodes=nodes, membership=membership, compact_every=compact_every)
     res = run_seed(seed, nodes, params=params)
     assert res.ok, res.failure.report() if res.failure else ""
+
+
+def test_a_recovering_node_takes_the_commit_of_an_overlapping_append() -> None:
+    """Seed 600417665 (7 nodes, --disk-replace --compact-every 20): a replaced disk, caught up
+    by a snapshot and the log to 119 of 120, never learned that 120 committed. Heartbeats
+    bring a recovering node no commit index, and the one APPEND that carried it overlapped
+    what the node had committed, which the core answered without reading the commit
+    (tests/raft/test_recovery.py pins it)."""
+    params = SimParams(nodes=7, compact_every=20, disk_replace=True)
+    res = run_seed(600417665, 7, params=params)
+    assert res.ok, res.failure.report() if res.failure else ""
