@@ -497,10 +497,15 @@ class Raft:
 
     def _handle_append(self, m: Message) -> None:
         log = self.log
-        if m.index < log.committed and self.recovery is None:
-            # (Not while recovering: heartbeats bring it no commit index, so an APPEND that
-            # overlaps what it committed may be the only one carrying the leader's: sim seed
-            # 600417665, 7 nodes, --disk-replace --compact-every 20, liveness.)
+        if m.index < log.committed:
+            if self.recovery is not None and m.entries:
+                # Heartbeats bring a recovering node no commit index, so this APPEND may be
+                # the only one carrying the leader's (sim seed 600417665, 7 nodes,
+                # --disk-replace --compact-every 20, liveness). Its last entry matching ours
+                # means our log is the leader's up to it (log matching).
+                last = m.entries[-1]
+                if log.match_term(last.index, last.term):
+                    log.commit_to(min(m.commit, last.index))
             self._send(
                 Message(MT.APPEND_RESP, to=m.frm, frm=self.id, term=self.term, index=log.committed)
             )
