@@ -29,37 +29,45 @@ from .test_integrity_node import flip
 pytestmark = pytest.mark.e2e
 
 
+class Nodes:
+    """Nodes started one by one in `nursery`, each stoppable (its own cancel scope); a node
+    that stops with NodeStartError (a repair, a failed one) leaves it in `exits`."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+        self.exits: dict[str, NodeStartError] = {}
+        self.scopes: dict[str, trio.CancelScope] = {}
+        self.ended: dict[str, trio.Event] = {}
+
+    async def start(self, cfg: Any) -> Any:
+        scope = self.scopes[cfg.id] = trio.CancelScope()
+        done = self.ended[cfg.id] = trio.Event()
+
+        async def run(task_status: trio.TaskStatus[Any]) -> None:
+            try:
+                with scope:
+                    await run_node(cfg, task_status=task_status)
+            except NodeStartError as e:
+                self.exits[cfg.id] = e
+            finally:
+                done.set()  # the store is closed
+
+        return await self.nursery.start(run)
+
+    async def stop(self, cfg: Any) -> None:
+        self.scopes[cfg.id].cancel()
+        await self.ended[cfg.id].wait()
+
+
 async def get(addr: str, key: bytes) -> dict[str, Any]:
     return await rpc_call(addr, {"t": "get", "k": key}, timeout=10.0)
 
 
 async def test_a_damaged_follower_is_rebuilt_from_the_cluster(tmp_path: Path) -> None:
     cfgs = local_configs(tmp_path, 3, scrub_records_per_second=0.0)
-    exits: dict[str, NodeStartError] = {}
-
-    async def run(cfg: Any, *, task_status: trio.TaskStatus[Any]) -> None:
-        try:
-            await run_node(cfg, task_status=task_status)
-        except NodeStartError as e:
-            exits[cfg.id] = e
-
     async with trio.open_nursery() as nursery:
-        scopes: dict[str, trio.CancelScope] = {}
-        ended: dict[str, trio.Event] = {}
-
-        async def start(cfg: Any) -> Any:
-            scope = scopes[cfg.id] = trio.CancelScope()
-            done = ended[cfg.id] = trio.Event()
-
-            async def scoped(task_status: trio.TaskStatus[Any]) -> None:
-                try:
-                    with scope:
-                        await run(cfg, task_status=task_status)
-                finally:
-                    done.set()  # the store is closed
-
-            return await nursery.start(scoped)
-
+        h = Nodes(nursery)
+        exits, ended, start = h.exits, h.ended, h.start
         nodes = [await start(c) for c in cfgs]
         leader = await wait_leader(nodes)
         f = next(n for n in nodes if n is not leader)
@@ -70,8 +78,7 @@ async def test_a_damaged_follower_is_rebuilt_from_the_cluster(tmp_path: Path) ->
         with trio.fail_after(10):
             while f.store.get(b"victim") != b"the right bytes":
                 await trio.sleep(0.05)
-        scopes[fcfg.id].cancel()
-        await ended[fcfg.id].wait()
+        await h.stop(fcfg)
         flip(fcfg.data_dir, b"kv", b"victim", b"right")
         f = await start(fcfg)
         with pytest.raises(RemoteError) as info:
@@ -110,26 +117,9 @@ async def test_a_damaged_follower_is_rebuilt_from_the_cluster(tmp_path: Path) ->
 
 async def test_with_auto_repair_a_damaged_follower_repairs_itself(tmp_path: Path) -> None:
     cfgs = local_configs(tmp_path, 3, scrub_records_per_second=0.0, auto_repair=True)
-    exits: dict[str, NodeStartError] = {}
     async with trio.open_nursery() as nursery:
-        ended: dict[str, trio.Event] = {}
-        scopes: dict[str, trio.CancelScope] = {}
-
-        async def start(cfg: Any) -> Any:
-            scope = scopes[cfg.id] = trio.CancelScope()
-            done = ended[cfg.id] = trio.Event()
-
-            async def scoped(task_status: trio.TaskStatus[Any]) -> None:
-                try:
-                    with scope:
-                        await run_node(cfg, task_status=task_status)
-                except NodeStartError as e:
-                    exits[cfg.id] = e
-                finally:
-                    done.set()
-
-            return await nursery.start(scoped)
-
+        h = Nodes(nursery)
+        exits, ended, start = h.exits, h.ended, h.start
         nodes = [await start(c) for c in cfgs]
         leader = await wait_leader(nodes)
         fcfg = next(n for n in nodes if n is not leader).cfg
@@ -139,8 +129,7 @@ async def test_with_auto_repair_a_damaged_follower_repairs_itself(tmp_path: Path
         with trio.fail_after(10):
             while f.store.get(b"victim") != b"the right bytes":
                 await trio.sleep(0.05)
-        scopes[fcfg.id].cancel()
-        await ended[fcfg.id].wait()
+        await h.stop(fcfg)
         flip(fcfg.data_dir, b"kv", b"victim", b"right")
         await start(fcfg)
         with pytest.raises(RemoteError) as info:  # the read that finds the damage
@@ -165,23 +154,9 @@ async def test_a_crash_during_repair_leaves_a_node_that_still_recovers(
     node finds no data dir at its next start, creates one as a bootstrap member (recovering)
     and rebuilds from the cluster all the same; the damaged data is still aside."""
     cfgs = local_configs(tmp_path, 3, scrub_records_per_second=0.0)
-    exits: dict[str, NodeStartError] = {}
     async with trio.open_nursery() as nursery:
-        ended: dict[str, trio.Event] = {}
-
-        async def start(cfg: Any) -> Any:
-            done = ended[cfg.id] = trio.Event()
-
-            async def run(task_status: trio.TaskStatus[Any]) -> None:
-                try:
-                    await run_node(cfg, task_status=task_status)
-                except NodeStartError as e:
-                    exits[cfg.id] = e
-                finally:
-                    done.set()
-
-            return await nursery.start(run)
-
+        h = Nodes(nursery)
+        exits, ended, start = h.exits, h.ended, h.start
         nodes = [await start(c) for c in cfgs]
         leader = await wait_leader(nodes)
         fcfg = next(n for n in nodes if n is not leader).cfg
