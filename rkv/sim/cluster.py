@@ -833,8 +833,9 @@ class Cluster:
                 self._process(leader)
 
     def _recovering(self) -> bool:
-        """A node's store is recovering (durably: rkv.raft.recovery) after a replaced disk."""
-        return self.p.disk_replace and any(
+        """A node's store is recovering (durably: rkv.raft.recovery): after a replaced disk,
+        or a new node that crashed before its first round trip was durable."""
+        return any(
             n.store.initial_state()[0].recovering for n in self.nodes.values()
         )
 
