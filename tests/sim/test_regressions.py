@@ -7,17 +7,21 @@ tests named beside each seed pin the interleaving itself.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from rkv.sim.cluster import SimParams
 from rkv.sim.runner import run_seed
 
 REGRESSIONS = [
-    # (seed, nodes, membership, compact_every; what it found, the scripted test that pins it)
+    # (seed, nodes, membership, compact_every, ticks (0: the default);
+    #  what it found, the scripted test that pins it)
     pytest.param(
         9120063,
         5,
         False,
+        0,
         0,
         id="ack-of-an-entry-a-newer-leader-truncated (tests/raft/test_stale_responses.py, "
         "tests/sim/test_stale_acks.py)",
@@ -27,6 +31,7 @@ REGRESSIONS = [
         5,
         False,
         0,
+        0,
         id="checker: a node of an older term may drop what a later leader committed "
         "(tests/sim/test_invariants.py)",
     ),
@@ -34,6 +39,7 @@ REGRESSIONS = [
         877307055,
         3,
         True,
+        0,
         0,
         id="a stale voter ignored the election of a promoted learner: no leader "
         "(tests/raft/test_membership.py)",
@@ -43,15 +49,30 @@ REGRESSIONS = [
         5,
         True,
         20,
+        0,
         id="compaction between stepping a snapshot and installing it named the snapshot's "
         "configuration (Replica.compaction_index)",
+    ),
+    pytest.param(
+        355805954,
+        3,
+        True,
+        0,
+        100,
+        id="a new node crashed before its cleared recovery flag was durable and the leader "
+        "removed itself: two voters waited on each other (the simulator removes no voter "
+        "while a node recovers; docs/operations.md, replaced disks)",
     ),
 ]
 
 
-@pytest.mark.parametrize(("seed", "nodes", "membership", "compact_every"), REGRESSIONS)
-def test_seed_passes(seed: int, nodes: int, membership: bool, compact_every: int) -> None:
+@pytest.mark.parametrize(("seed", "nodes", "membership", "compact_every", "ticks"), REGRESSIONS)
+def test_seed_passes(
+    seed: int, nodes: int, membership: bool, compact_every: int, ticks: int
+) -> None:
     params = SimParams(nodes=nodes, membership=membership, compact_every=compact_every)
+    if ticks:
+        params = replace(params, ticks=ticks)
     res = run_seed(seed, nodes, params=params)
     assert res.ok, res.failure.report() if res.failure else ""
 
