@@ -97,20 +97,14 @@ Check = Callable[[object, str], Any]
 
 
 def _got(v: object) -> str:
-    if v is None:
-        return "nil"
-    if isinstance(v, bool):
-        return f"bool {v}"
-    if isinstance(v, bytes | str | list | tuple | dict):
-        n = len(v)
-        unit = "bytes" if isinstance(v, bytes) else "characters" if isinstance(v, str) else "items"
-        kind = {bytes: "", str: "string of ", list: "list of ", tuple: "list of "}.get(type(v), "")
-        if isinstance(v, dict):
-            kind = "map of "
-        return f"{kind}{n} {unit}" if kind else f"{n} {unit}"
-    if isinstance(v, int):
+    """What a value of the right type but out of bounds is, for an error message."""
+    if type(v) is bytes:
+        return f"{len(v)} bytes"
+    if type(v) is str:
+        return f"string of {len(v)} characters"
+    if type(v) is int:
         return str(v) if abs(v) < 10**30 else "a huge integer"
-    return type(v).__name__
+    return _type_name(v)
 
 
 def _fail(name: str, must: str, v: object) -> ProtocolError:
@@ -206,7 +200,7 @@ def _node_ids(v: object, name: str) -> tuple[str, ...]:
 
 
 def _member_op(v: object, name: str) -> str:
-    if v not in MEMBER_OPS or type(v) is not str:
+    if type(v) is not str or v not in MEMBER_OPS:
         shown = repr(v)[:40] if isinstance(v, str) else _type_name(v)
         raise ProtocolError(
             f"field {name!r} must be one of {', '.join(MEMBER_OPS)}, got {shown}", name
@@ -214,19 +208,20 @@ def _member_op(v: object, name: str) -> str:
     return v
 
 
-KEY = _bytes(1, MAX_KEY_LEN)
-VALUE = _bytes(0, MAX_VALUE_LEN)
-ID = _bytes(0, MAX_ID_LEN)
-SEQ = _int(1, MAX_U64)
-U64 = _int(0, MAX_U64)
-NODE_ID = _str(1, MAX_NODE_ID_LEN)
+_KEY = _bytes(1, MAX_KEY_LEN)
+_VALUE = _bytes(0, MAX_VALUE_LEN)
+_ID = _bytes(0, MAX_ID_LEN)
+_SEQ = _int(1, MAX_U64)
+_U64 = _int(0, MAX_U64)
+_NODE_ID = _str(1, MAX_NODE_ID_LEN)
 
-_REQUIRED: Any = object()
+_MISSING: Any = object()
+"""A required field the frame lacks (decode_request): the constructor says so."""
 _NEVER: Any = object()
 
 
 def _f(
-    wire: str, check: Check, *, absent: Any = _REQUIRED, omit: Any = _NEVER, default: Any = _NEVER
+    wire: str, check: Check, *, absent: Any = _MISSING, omit: Any = _NEVER, default: Any = _NEVER
 ) -> Any:
     """A request field: its wire name, its check, its value when the frame lacks it (`absent`;
     required if not given), the value `to_frame` leaves out (`omit`), and the constructor's
@@ -259,8 +254,14 @@ class _Request:
     """Only the leader answers it: a follower forwards it (rkv.forward)."""
 
     def __post_init__(self) -> None:
+        # The one check of every field: decode_request constructs without checking first.
         for s in _SPECS[type(self)]:
-            s.check(getattr(self, s.attr), s.wire)
+            v = getattr(self, s.attr)
+            if v is _MISSING:
+                raise ProtocolError(f"field {s.wire!r} is missing from a {self.T} request", s.wire)
+            kept = s.check(v, s.wire)
+            if kept is not v:  # nil for its default, a list of node ids as a tuple
+                object.__setattr__(self, s.attr, kept)
 
     def to_frame(self) -> Frame:
         """The wire map of this request (without the RPC layer's `id`)."""
@@ -291,10 +292,10 @@ class _Write(_Request):
 @dataclass(frozen=True, slots=True)
 class PutRequest(_Write):
     T = "put"
-    key: bytes = _f("k", KEY)
-    value: bytes = _f("val", VALUE)
-    client_id: bytes = _f("c", ID)
-    seq: int = _f("s", SEQ)
+    key: bytes = _f("k", _KEY)
+    value: bytes = _f("val", _VALUE)
+    client_id: bytes = _f("c", _ID)
+    seq: int = _f("s", _SEQ)
     fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
 
     def command(self) -> Put:
@@ -304,9 +305,9 @@ class PutRequest(_Write):
 @dataclass(frozen=True, slots=True)
 class DeleteRequest(_Write):
     T = "delete"
-    key: bytes = _f("k", KEY)
-    client_id: bytes = _f("c", ID)
-    seq: int = _f("s", SEQ)
+    key: bytes = _f("k", _KEY)
+    client_id: bytes = _f("c", _ID)
+    seq: int = _f("s", _SEQ)
     fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
 
     def command(self) -> Delete:
@@ -318,11 +319,11 @@ class CasRequest(_Write):
     """Set `key` to `value` if its value is `expected` (None: if it is absent)."""
 
     T = "cas"
-    key: bytes = _f("k", KEY)
-    expected: bytes | None = _f("exp", _optional(VALUE), absent=None)
-    value: bytes = _f("val", VALUE)
-    client_id: bytes = _f("c", ID)
-    seq: int = _f("s", SEQ)
+    key: bytes = _f("k", _KEY)
+    expected: bytes | None = _f("exp", _optional(_VALUE), absent=None)
+    value: bytes = _f("val", _VALUE)
+    client_id: bytes = _f("c", _ID)
+    seq: int = _f("s", _SEQ)
     fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
 
     def command(self) -> Cas:
@@ -334,12 +335,12 @@ class FileChunkRequest(_Write):
     """Chunk `n` (0-based) of upload `upload_id` of file `key`."""
 
     T = "file_chunk"
-    key: bytes = _f("k", KEY)
-    upload_id: bytes = _f("u", ID)
+    key: bytes = _f("k", _KEY)
+    upload_id: bytes = _f("u", _ID)
     n: int = _f("n", _int(0, MAX_CHUNK_NO))
-    data: bytes = _f("data", VALUE)
-    client_id: bytes = _f("c", ID)
-    seq: int = _f("s", SEQ)
+    data: bytes = _f("data", _VALUE)
+    client_id: bytes = _f("c", _ID)
+    seq: int = _f("s", _SEQ)
     fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
 
     def command(self) -> FileChunk:
@@ -351,13 +352,13 @@ class FileCommitRequest(_Write):
     """Make chunks 0..chunks-1 of upload `upload_id` the file `key` (size bytes, SHA-256)."""
 
     T = "file_commit"
-    key: bytes = _f("k", KEY)
-    upload_id: bytes = _f("u", ID)
-    size: int = _f("size", U64)
+    key: bytes = _f("k", _KEY)
+    upload_id: bytes = _f("u", _ID)
+    size: int = _f("size", _U64)
     chunks: int = _f("chunks", _int(0, MAX_CHUNKS))
     sha: bytes = _f("sha", _bytes(SHA256_LEN, SHA256_LEN))
-    client_id: bytes = _f("c", ID)
-    seq: int = _f("s", SEQ)
+    client_id: bytes = _f("c", _ID)
+    seq: int = _f("s", _SEQ)
     fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
 
     def command(self) -> FileCommit:
@@ -369,9 +370,9 @@ class FileAbortRequest(_Write):
     """Drop the staged chunks of upload `upload_id` (a client's own abort: any last index)."""
 
     T = "file_abort"
-    upload_id: bytes = _f("u", ID)
-    client_id: bytes = _f("c", ID)
-    seq: int = _f("s", SEQ)
+    upload_id: bytes = _f("u", _ID)
+    client_id: bytes = _f("c", _ID)
+    seq: int = _f("s", _SEQ)
     fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
 
     def command(self) -> FileAbort:
@@ -381,9 +382,9 @@ class FileAbortRequest(_Write):
 @dataclass(frozen=True, slots=True)
 class FileDeleteRequest(_Write):
     T = "file_delete"
-    key: bytes = _f("k", KEY)
-    client_id: bytes = _f("c", ID)
-    seq: int = _f("s", SEQ)
+    key: bytes = _f("k", _KEY)
+    client_id: bytes = _f("c", _ID)
+    seq: int = _f("s", _SEQ)
     fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
 
     def command(self) -> FileDelete:
@@ -395,7 +396,7 @@ class GetRequest(_Request):
     """The value of `key`; linearizable unless `stale` (the node's local copy)."""
 
     T = "get"
-    key: bytes = _f("k", KEY)
+    key: bytes = _f("k", _KEY)
     stale: bool = _f("stale", _bool, absent=False, default=False)
 
 
@@ -414,7 +415,7 @@ class ScanRequest(_Request):
 @dataclass(frozen=True, slots=True)
 class FileMetaRequest(_Request):
     T = "file_meta"
-    key: bytes = _f("k", KEY)
+    key: bytes = _f("k", _KEY)
     stale: bool = _f("stale", _bool, absent=False, default=False)
 
 
@@ -423,8 +424,8 @@ class FileReadRequest(_Request):
     """Chunk `n` of file `key`, if the file's SHA-256 is still `sha` (else: changed)."""
 
     T = "file_read"
-    key: bytes = _f("k", KEY)
-    n: int = _f("n", U64)
+    key: bytes = _f("k", _KEY)
+    n: int = _f("n", _U64)
     sha: bytes = _f("sha", _bytes(SHA256_LEN, SHA256_LEN))
 
 
@@ -439,7 +440,7 @@ class TransferRequest(_Request):
 
     T = "transfer"
     LEADER = True
-    to: str | None = _f("to", _optional(NODE_ID), absent=None, default=None)
+    to: str | None = _f("to", _optional(_NODE_ID), absent=None, default=None)
     fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
 
 
@@ -457,7 +458,7 @@ class MemberRequest(_Request):
     T = "member"
     LEADER = True
     op: str = _f("op", _member_op)
-    node: str = _f("node", NODE_ID)
+    node: str = _f("node", _NODE_ID)
     fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
 
 
@@ -472,8 +473,8 @@ class BackupReadRequest(_Request):
 
     T = "backup_read"
     token: bytes = _f("b", _bytes(0, MAX_BACKUP_TOKEN_LEN))
-    off: int = _f("off", U64)
-    length: int = _f("len", U64)
+    off: int = _f("off", _U64)
+    length: int = _f("len", _U64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -602,15 +603,8 @@ def decode_request(frame: Mapping[str, Any]) -> ClientRequest:
     cls = REQUEST_TYPES.get(t)
     if cls is None:
         raise ProtocolError(f"unknown request type {t[:100]!r}", "t")
-    kwargs: dict[str, Any] = {}
-    for s in _SPECS[cls]:
-        if s.wire in frame:
-            kwargs[s.attr] = s.check(frame[s.wire], s.wire)
-        elif s.absent is _REQUIRED:
-            raise ProtocolError(f"field {s.wire!r} is missing from a {t} request", s.wire)
-        else:
-            kwargs[s.attr] = s.absent
-    return cls(**kwargs)
+    # the constructor checks every field, in order
+    return cls(**{s.attr: frame.get(s.wire, s.absent) for s in _SPECS[cls]})
 
 
 # --- replies ----------------------------------------------------------------------------------
@@ -747,7 +741,7 @@ class FileMetaReply:
     def from_frame(cls, frame: Mapping[str, Any]) -> FileMetaReply:
         _ok(frame, "file_meta")
         return cls(
-            _reply_field(frame, "size", U64, "file_meta"),
+            _reply_field(frame, "size", _U64, "file_meta"),
             _reply_field(frame, "chunks", _int(0, MAX_CHUNKS), "file_meta"),
             _reply_field(frame, "sha", _bytes(SHA256_LEN, SHA256_LEN), "file_meta"),
         )
@@ -773,12 +767,12 @@ _STATUS_CHECKS: dict[str, Check] = {
     "addr": _str(0, MAX_NODE_ID_LEN),
     "cluster": _str(0, MAX_NODE_ID_LEN),
     "role": _str(0, 64),
-    "term": U64,
+    "term": _U64,
     "leader": _optional(_str(0, MAX_NODE_ID_LEN)),
     "leader_addr": _optional(_str(0, MAX_NODE_ID_LEN)),
-    "commit": U64,
-    "applied": U64,
-    "last_index": U64,
+    "commit": _U64,
+    "applied": _U64,
+    "last_index": _U64,
     "peers": _node_ids,
     "voters": _node_ids,
     "learners": _node_ids,
