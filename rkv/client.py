@@ -44,6 +44,39 @@ from rkv.errors import (
 )
 from rkv.net import tls
 from rkv.net.rpc import ConnectionLost, RemoteError, RpcClient, RpcTimeout
+from rkv.protocol import (
+    WRITE_KINDS,
+    BackupBeginRequest,
+    BackupEndRequest,
+    BackupReadRequest,
+    BadReply,
+    CasRequest,
+    CheckRequest,
+    ClientRequest,
+    DataReply,
+    DeleteRequest,
+    ExistedReply,
+    FileAbortRequest,
+    FileChunkRequest,
+    FileCommitRequest,
+    FileDeleteRequest,
+    FileMetaReply,
+    FileMetaRequest,
+    FileReadRequest,
+    GetRequest,
+    MemberRequest,
+    MembersRequest,
+    PutRequest,
+    RepairRequest,
+    ScanReply,
+    ScanRequest,
+    StatusReply,
+    StatusRequest,
+    SwappedReply,
+    TransferRequest,
+    ValueReply,
+    WriteRequest,
+)
 
 T = TypeVar("T")
 
@@ -206,10 +239,10 @@ async def _fetch_pipelined(
 
 
 def _chunk_data(reply: dict[str, Any], what: str) -> bytes:
-    data = reply.get("data")
-    if not isinstance(data, bytes):
-        raise IntegrityError(f"{what} has no data")
-    return data
+    try:
+        return DataReply.from_frame(reply).data
+    except BadReply:
+        raise IntegrityError(f"{what} has no data") from None
 
 
 class Client:
@@ -388,20 +421,21 @@ class Client:
         # The hint did not survive the RPC layer: ask the node who it thinks leads.
         try:
             rpc = await self._rpc(addr)
-            st = await rpc.call({"t": "status"}, timeout=min(1.0, self.attempt_timeout))
-        except (RpcTimeout, ConnectionLost, RemoteError, OSError):
+            st = await rpc.call(StatusRequest().to_frame(), timeout=min(1.0, self.attempt_timeout))
+            hint = StatusReply.from_frame(st).leader_addr
+        except (RpcTimeout, ConnectionLost, RemoteError, OSError, BadReply):
             return None
-        hint = st.get("leader_addr")
-        return self._learn(hint) if isinstance(hint, str) else None
+        return self._learn(hint)
 
     async def _call(
-        self, frame: dict[str, Any], *, timeout: float | None = None, what: str | None = None
+        self, request: ClientRequest, *, timeout: float | None = None, what: str | None = None
     ) -> dict[str, Any]:
-        """Send `frame` to the cluster, retrying until the deadline; the ok frame or raise.
+        """Send `request` to the cluster, retrying until the deadline; the ok frame or raise.
 
-        A write frame carries its session and seq already, so each attempt is the same
-        request and the state machine deduplicates it.
+        A write carries its session and seq already, so each attempt is the same request and
+        the state machine deduplicates it.
         """
+        frame = request.to_frame()
         limit = self.timeout if timeout is None else timeout
         deadline = trio.current_time() + limit
         attempt = 0
@@ -409,7 +443,7 @@ class Client:
         while True:
             now = trio.current_time()
             if now >= deadline:
-                op = what or str(frame["t"])
+                op = what or request.T
                 raise Unavailable(
                     f"cluster unavailable: {op} did not succeed within {limit:g}s on "
                     f"{','.join(self._known)} (last error: {last})"
@@ -449,7 +483,7 @@ class Client:
                 self._rotate(addr)
             else:
                 self._preferred = addr
-                if frame.get("c") is not None:
+                if request.T in WRITE_KINDS:
                     self.leader = addr
                     # A follower forwarded the write (rkv.forward) and named the leader: go
                     # there next time, unless it failed us lately (the way to it may be down).
@@ -467,11 +501,14 @@ class Client:
         delay = min(self._backoff(attempt), max(deadline - trio.current_time(), 0.0))
         await trio.sleep(delay)
 
-    async def _write(self, frame: dict[str, Any], *, what: str | None = None) -> dict[str, Any]:
+    async def _write(
+        self, request: Callable[[bytes, int], WriteRequest], *, what: str | None = None
+    ) -> dict[str, Any]:
+        """Send the write `request(client_id, seq)` in a session of its own (see _Session)."""
         session = self._sessions.pop() if self._sessions else _Session(os.urandom(16))
         seq = session.next()
         try:
-            return await self._call({**frame, "c": session.client_id, "s": seq}, what=what)
+            return await self._call(request(session.client_id, seq), what=what)
         finally:
             self._sessions.append(session)
 
@@ -479,27 +516,28 @@ class Client:
 
     async def put(self, key: bytes | str, value: bytes | str) -> None:
         """Set `key` to `value` (committed on a majority when this returns)."""
-        await self._write({"t": "put", "k": _key(key), "val": _to_bytes(value, "value")})
+        k, v = _key(key), _to_bytes(value, "value")
+        await self._write(lambda c, s: PutRequest(k, v, client_id=c, seq=s))
 
     async def get(self, key: bytes | str, *, stale: bool = False) -> bytes | None:
         """The value of `key` or None. Linearizable unless `stale` (then: the contacted
         node's local copy, possibly behind)."""
-        reply = await self._call({"t": "get", "k": _key(key), "stale": bool(stale)})
-        val = reply.get("val")
-        return None if val is None else bytes(val)
+        reply = await self._call(GetRequest(_key(key), stale=bool(stale)))
+        return ValueReply.from_frame(reply).value
 
     async def delete(self, key: bytes | str) -> bool:
         """Delete `key`; True if it existed."""
-        reply = await self._write({"t": "delete", "k": _key(key)})
-        return bool(reply.get("existed"))
+        k = _key(key)
+        reply = await self._write(lambda c, s: DeleteRequest(k, client_id=c, seq=s))
+        return ExistedReply.from_frame(reply).existed
 
     async def cas(self, key: bytes | str, expected: bytes | str | None, new: bytes | str) -> bool:
         """Set `key` to `new` if its value is `expected` (None: if absent); True if swapped."""
+        k = _key(key)
         exp = None if expected is None else _to_bytes(expected, "expected")
-        reply = await self._write(
-            {"t": "cas", "k": _key(key), "exp": exp, "val": _to_bytes(new, "new")}
-        )
-        return bool(reply.get("swapped"))
+        val = _to_bytes(new, "new")
+        reply = await self._write(lambda c, s: CasRequest(k, exp, val, client_id=c, seq=s))
+        return SwappedReply.from_frame(reply).swapped
 
     async def scan(
         self, prefix: bytes | str = b"", limit: int = 1000, *, stale: bool = False
@@ -508,10 +546,9 @@ class Client:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ValueError(f"limit must be a positive integer, got {limit!r}")
         reply = await self._call(
-            {"t": "scan", "p": _to_bytes(prefix, "prefix"), "limit": limit, "stale": bool(stale)}
+            ScanRequest(_to_bytes(prefix, "prefix"), limit=limit, stale=bool(stale))
         )
-        items = reply.get("items") or []
-        return [(bytes(k), bytes(v)) for k, v in items]
+        return list(ScanReply.from_frame(reply).items)
 
     async def status(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
         """One dict per known node: id, addr, role (leader/follower/candidate/unreachable),
@@ -526,15 +563,23 @@ class Client:
             try:
                 with trio.fail_after(limit):
                     rpc = await self._rpc(addr)
-                    st = await rpc.call({"t": "status"}, timeout=limit)
-            except (ConnectionLost, RpcTimeout, RemoteError, trio.TooSlowError, OSError) as exc:
-                if not isinstance(exc, RpcTimeout | RemoteError):
+                    st = StatusReply.from_frame(
+                        await rpc.call(StatusRequest().to_frame(), timeout=limit)
+                    )
+            except (
+                ConnectionLost,
+                RpcTimeout,
+                RemoteError,
+                BadReply,
+                trio.TooSlowError,
+                OSError,
+            ) as exc:
+                if not isinstance(exc, RpcTimeout | RemoteError | BadReply):
                     self._drop(addr)
                 results[addr] = _unreachable(addr, exc)
                 return
             results[addr] = _status_row(addr, st)
-            peers = st.get("peers")
-            for p in _peer_addresses(peers):
+            for p in st.peers or ():
                 self._learn(p)
 
         probed: set[str] = set()
@@ -571,7 +616,7 @@ class Client:
         heard from it. Raises Unavailable if that does not happen within `timeout`."""
         target = None if to is None else normalize_address(to)
         reply = await self._call(
-            {"t": "transfer", "to": target}, timeout=timeout, what="leadership transfer"
+            TransferRequest(target), timeout=timeout, what="leadership transfer"
         )
         addr = self._learn(reply.get("leader_addr"))
         if addr is not None:
@@ -583,7 +628,7 @@ class Client:
         node answers (README, Integrity): {"node": the node that compared, "index": the index
         compared at (None: none), "members": [{node, verdict ("agrees", "differs", "not
         compared", "unreachable"), index, hash (hex), applied, reason}]}."""
-        reply = await self._call({"t": "check"}, timeout=timeout, what="replica check")
+        reply = await self._call(CheckRequest(), timeout=timeout, what="replica check")
         members = reply.get("members")
         return {
             "node": reply.get("node"),
@@ -602,7 +647,7 @@ class Client:
         try:
             with trio.fail_after(limit):
                 rpc = await self._rpc(addr)
-                reply = await rpc.call({"t": "repair"}, timeout=limit)
+                reply = await rpc.call(RepairRequest().to_frame(), timeout=limit)
         except RemoteError as e:
             raise from_error_frame(e.frame) from None
         except (ConnectionLost, RpcTimeout, trio.TooSlowError, OSError) as e:
@@ -614,7 +659,7 @@ class Client:
     async def members(self, *, timeout: float | None = None) -> dict[str, Any]:
         """The configuration as the leader sees it: voters, learners, leader, and (per member)
         the leader's replication progress ({node, match, state})."""
-        reply = await self._call({"t": "members"}, timeout=timeout, what="member list")
+        reply = await self._call(MembersRequest(), timeout=timeout, what="member list")
         return _members(reply)
 
     async def add_member(
@@ -668,20 +713,18 @@ class Client:
 
     async def _member(self, op: str, node: str, deadline: float) -> dict[str, Any]:
         left = max(deadline - trio.current_time(), 0.001)
-        reply = await self._call(
-            {"t": "member", "op": op, "node": node}, timeout=left, what=f"member {op}"
-        )
+        reply = await self._call(MemberRequest(op, node), timeout=left, what=f"member {op}")
         addr = self._learn(reply.get("leader_addr"))
         if addr is not None:
             self.leader = self._preferred = addr
         return _members(reply)
 
-    async def _call_on(self, addr: str, frame: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def _call_on(self, addr: str, request: ClientRequest, timeout: float) -> dict[str, Any]:
         """One request to one node (no retries, no redirects); errors as rkv errors."""
         try:
             with trio.fail_after(timeout):
                 rpc = await self._rpc(addr)
-            return await rpc.call(frame, timeout=timeout)
+            return await rpc.call(request.to_frame(), timeout=timeout)
         except RemoteError as exc:
             raise from_error_frame(exc.frame) from None
         except (ConnectionLost, RpcTimeout, trio.TooSlowError, OSError) as exc:
@@ -709,7 +752,7 @@ class Client:
         for addr in dict.fromkeys(candidates):
             try:
                 # Making the copy takes a while on a big store: the whole budget, not one try.
-                begin = await self._call_on(addr, {"t": "backup_begin"}, self.timeout)
+                begin = await self._call_on(addr, BackupBeginRequest(), self.timeout)
             except (Unavailable, Timeout, NotLeader) as exc:
                 last = exc
                 continue
@@ -721,7 +764,7 @@ class Client:
                 return await self._fetch_backup(addr, token, manifest, path, progress)
             finally:
                 with trio.CancelScope(shield=True), suppress(RkvError):
-                    await self._call_on(addr, {"t": "backup_end", "b": token}, 2.0)
+                    await self._call_on(addr, BackupEndRequest(token), 2.0)
         raise Unavailable(f"no node could start a backup (last error: {last})")
 
     async def _fetch_backup(
@@ -736,8 +779,8 @@ class Client:
         size = int(manifest["data_size"])
 
         async def read(off: int) -> bytes:
-            frame = {"t": "backup_read", "b": token, "off": off, "len": BACKUP_CHUNK}
-            reply = await self._call_on(addr, frame, self.attempt_timeout)
+            request = BackupReadRequest(token, off, BACKUP_CHUNK)
+            reply = await self._call_on(addr, request, self.attempt_timeout)
             return _chunk_data(reply, f"{addr}: backup chunk at {off}")
 
         async def write(data: bytes) -> None:
@@ -802,7 +845,7 @@ class Client:
             nonlocal done
             try:
                 await self._write(
-                    {"t": "file_chunk", "k": key, "u": upload_id, "n": n, "data": data},
+                    lambda c, s: FileChunkRequest(key, upload_id, n, data, client_id=c, seq=s),
                     what=f"upload of chunk {n}",
                 )
             finally:
@@ -836,14 +879,9 @@ class Client:
                 raise source_error
             digest = sha.digest()
             await self._write(
-                {
-                    "t": "file_commit",
-                    "k": key,
-                    "u": upload_id,
-                    "size": size,
-                    "chunks": chunks,
-                    "sha": digest,
-                },
+                lambda c, s: FileCommitRequest(
+                    key, upload_id, size, chunks, digest, client_id=c, seq=s
+                ),
                 what="upload commit",
             )
         except BaseException:
@@ -858,7 +896,10 @@ class Client:
                 trio.move_on_after(ABORT_TIMEOUT),
                 suppress(Exception),
             ):
-                await self._write({"t": "file_abort", "u": upload_id}, what="upload abort")
+                await self._write(
+                    lambda c, s: FileAbortRequest(upload_id, client_id=c, seq=s),
+                    what="upload abort",
+                )
             raise
         if progress is not None:
             progress(size, size)
@@ -867,19 +908,17 @@ class Client:
     async def file_info(self, key: bytes | str, *, stale: bool = False) -> dict[str, Any] | None:
         """{"size", "chunks", "sha256" (hex)} of the file `key`, or None if there is none."""
         try:
-            meta = await self._call({"t": "file_meta", "k": _key(key), "stale": bool(stale)})
+            reply = await self._call(FileMetaRequest(_key(key), stale=bool(stale)))
         except NotFound:
             return None
-        return {
-            "size": int(meta["size"]),
-            "chunks": int(meta["chunks"]),
-            "sha256": bytes(meta["sha"]).hex(),
-        }
+        meta = FileMetaReply.from_frame(reply)
+        return {"size": meta.size, "chunks": meta.chunks, "sha256": meta.sha.hex()}
 
     async def delete_file(self, key: bytes | str) -> bool:
         """Delete the file `key`; True if it existed."""
-        reply = await self._write({"t": "file_delete", "k": _key(key)})
-        return bool(reply.get("existed"))
+        k = _key(key)
+        reply = await self._write(lambda c, s: FileDeleteRequest(k, client_id=c, seq=s))
+        return ExistedReply.from_frame(reply).existed
 
     async def download(
         self,
@@ -896,11 +935,12 @@ class Client:
         during the download. Returns {"size", "chunks", "sha256" (hex)}.
         """
         k = _key(key)
-        meta = await self._call({"t": "file_meta", "k": k, "stale": bool(stale)})
+        reply = await self._call(FileMetaRequest(k, stale=bool(stale)))
         try:
-            size, chunks, sha = int(meta["size"]), int(meta["chunks"]), bytes(meta["sha"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise IntegrityError(f"bad file metadata from the cluster: {exc}") from None
+            meta = FileMetaReply.from_frame(reply)
+        except BadReply as exc:
+            raise IntegrityError(f"bad file metadata from the cluster: {exc.msg}") from None
+        size, chunks, sha = meta.size, meta.chunks, meta.sha
         if isinstance(dest, str | os.PathLike):
             path = Path(dest)
             part = path.with_name(path.name + ".rkv-partial")
@@ -931,10 +971,7 @@ class Client:
         written = 0
 
         async def read(n: int) -> bytes:
-            reply = await self._call(
-                {"t": "file_read", "k": key, "n": n, "sha": sha},
-                what=f"download of chunk {n}",
-            )
+            reply = await self._call(FileReadRequest(key, n, sha), what=f"download of chunk {n}")
             return _chunk_data(reply, f"chunk {n} of the file")
 
         async def write(data: bytes) -> None:
@@ -973,41 +1010,19 @@ def _members(reply: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _peer_addresses(peers: object) -> list[str]:
-    """The addresses in a status reply's `peers` (a list of addresses or of [id, addr], or
-    a map id -> addr)."""
-    out: list[str] = []
-    if isinstance(peers, dict):
-        values: Iterable[object] = peers.values()
-    elif isinstance(peers, list | tuple):
-        values = peers
-    else:
-        return out
-    for v in values:
-        if isinstance(v, list | tuple) and v:
-            v = v[-1]
-        if isinstance(v, dict):
-            v = v.get("addr")
-        if isinstance(v, str):
-            out.append(v)
-    return out
-
-
 _STATUS_FIELDS = ("term", "leader", "commit", "applied", "last_index", "degraded", "recovering")
 
 
-def _status_row(addr: str, st: dict[str, Any]) -> dict[str, Any]:
-    role = st.get("role")
+def _status_row(addr: str, st: StatusReply) -> dict[str, Any]:
     # The frame's "id" is the RPC request id, so the node sends its id under "node".
-    node_id = st.get("node")
     row: dict[str, Any] = {
-        "id": str(node_id or st.get("addr") or addr),
-        "addr": str(st.get("addr") or addr),
-        "role": str(role).lower() if role is not None else "unknown",
+        "id": str(st.node or st.addr or addr),
+        "addr": str(st.addr or addr),
+        "role": st.role.lower() if st.role is not None else "unknown",
     }
     for name in _STATUS_FIELDS:
-        row[name] = st.get(name)
-    row["leader_addr"] = st.get("leader_addr")
+        row[name] = getattr(st, name)
+    row["leader_addr"] = st.leader_addr
     return row
 
 

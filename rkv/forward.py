@@ -24,28 +24,16 @@ import trio
 from rkv.config import parse_address
 from rkv.errors import Timeout, Unavailable
 from rkv.net.rpc import ConnectionLost, RemoteError, RpcClient, RpcError, RpcTimeout
+from rkv.protocol import FWD, LEADER_KINDS
 
 log = logging.getLogger("rkv.forward")
 
 Frame = dict[str, Any]
 
-LEADER_TYPES = frozenset(
-    {
-        "put",
-        "delete",
-        "cas",
-        "file_chunk",
-        "file_commit",
-        "file_abort",
-        "file_delete",
-        "members",
-        "member",
-        "transfer",
-    }
-)
+LEADER_TYPES = LEADER_KINDS
 """Requests a follower forwards: those only the leader answers (the writes, the membership
-list and changes, leadership transfer). Reads are served where they arrive: a linearizable
-one asks the leader for a read index over the Raft link."""
+list and changes, leadership transfer; rkv.protocol says which). Reads are served where they
+arrive: a linearizable one asks the leader for a read index over the Raft link."""
 
 
 class LeaderHere(Exception):
@@ -114,7 +102,8 @@ class Forwarder:
             raise Unavailable("too many writes forwarded to the leader; retry")
         self._inflight += 1
         try:
-            return await self._attempts({**frame, "fwd": True}, deadline)
+            # as the client sent it (fields this node does not know included), marked
+            return await self._attempts({**frame, FWD: True}, deadline)
         finally:
             self._inflight -= 1
 

@@ -24,6 +24,7 @@ PKG = ROOT / "rkv"
 RANK = {
     "raft": 0,
     "codec": 1,
+    "protocol": 1.5,  # client requests and replies, defined once: over codec (limits) and errors
     "store": 2,
     "net": 2,
     "sim": 4,  # drives the real core, replica glue and command semantics (store twins) in virtual time
