@@ -1,0 +1,247 @@
+"""The common ok replies of the client protocol (rkv.protocol), typed: `to_frame` for the node,
+`from_frame` for the client (BadReply when a node's answer does not fit).
+
+Owns: the replies with fixed fields. Must not: type the free-form replies (members, check,
+state_hashes, backup_begin, transfer, repair, fault: see rkv.protocol) or build requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rkv.codec import (
+    MAX_NODE_ID_LEN,
+    MAX_U64,
+    MAX_VALUE_LEN,
+)
+from rkv.protocol.fields import (
+    _U64,
+    MAX_CHUNKS,
+    SHA256_LEN,
+    BadReply,
+    Check,
+    Frame,
+    ProtocolError,
+    _bool,
+    _bytes,
+    _int,
+    _node_ids,
+    _optional,
+    _str,
+    _type_name,
+)
+
+# --- replies ----------------------------------------------------------------------------------
+
+
+def _ok(frame: Mapping[str, Any], what: str) -> None:
+    if not isinstance(frame, Mapping) or frame.get("t") != "ok":
+        got = frame.get("t") if isinstance(frame, Mapping) else _type_name(frame)
+        raise BadReply(f"{what} reply: expected an ok frame, got {got!r}")
+
+
+def _reply_field(frame: Mapping[str, Any], name: str, check: Check, what: str) -> Any:
+    if name not in frame:
+        raise BadReply(f"{what} reply: field {name!r} is missing", name)
+    try:
+        return check(frame[name], name)
+    except ProtocolError as e:
+        raise BadReply(f"{what} reply: {e.msg}", name) from None
+
+
+@dataclass(frozen=True, slots=True)
+class OkReply:
+    """The answer without fields: put, file_chunk, file_commit."""
+
+    def to_frame(self) -> Frame:
+        return {"t": "ok"}
+
+    @classmethod
+    def from_frame(cls, frame: Mapping[str, Any]) -> OkReply:
+        _ok(frame, "ok")
+        return cls()
+
+
+@dataclass(frozen=True, slots=True)
+class ValueReply:
+    """A get's answer: the value, None if the key is absent."""
+
+    value: bytes | None
+
+    def to_frame(self) -> Frame:
+        return {"t": "ok", "val": self.value}
+
+    @classmethod
+    def from_frame(cls, frame: Mapping[str, Any]) -> ValueReply:
+        _ok(frame, "get")
+        return cls(_reply_field(frame, "val", _optional(_bytes(0, MAX_VALUE_LEN)), "get"))
+
+
+@dataclass(frozen=True, slots=True)
+class ExistedReply:
+    """A delete's or file_delete's answer."""
+
+    existed: bool
+
+    def to_frame(self) -> Frame:
+        return {"t": "ok", "existed": self.existed}
+
+    @classmethod
+    def from_frame(cls, frame: Mapping[str, Any]) -> ExistedReply:
+        _ok(frame, "delete")
+        return cls(_reply_field(frame, "existed", _bool, "delete"))
+
+
+@dataclass(frozen=True, slots=True)
+class SwappedReply:
+    """A cas's answer."""
+
+    swapped: bool
+
+    def to_frame(self) -> Frame:
+        return {"t": "ok", "swapped": self.swapped}
+
+    @classmethod
+    def from_frame(cls, frame: Mapping[str, Any]) -> SwappedReply:
+        _ok(frame, "cas")
+        return cls(_reply_field(frame, "swapped", _bool, "cas"))
+
+
+@dataclass(frozen=True, slots=True)
+class AbortedReply:
+    """A file_abort's answer: whether staged chunks were dropped."""
+
+    aborted: bool
+
+    def to_frame(self) -> Frame:
+        return {"t": "ok", "aborted": self.aborted}
+
+    @classmethod
+    def from_frame(cls, frame: Mapping[str, Any]) -> AbortedReply:
+        _ok(frame, "file_abort")
+        return cls(_reply_field(frame, "aborted", _bool, "file_abort"))
+
+
+@dataclass(frozen=True, slots=True)
+class ScanReply:
+    """A scan's answer: (key, value) pairs in key order."""
+
+    items: tuple[tuple[bytes, bytes], ...]
+
+    def to_frame(self) -> Frame:
+        return {"t": "ok", "items": [[k, v] for k, v in self.items]}
+
+    @classmethod
+    def from_frame(cls, frame: Mapping[str, Any]) -> ScanReply:
+        _ok(frame, "scan")
+        raw = frame.get("items")
+        if type(raw) is not list:
+            raise BadReply(f"scan reply: field 'items' must be a list, got {_type_name(raw)}")
+        items = []
+        for i, p in enumerate(raw):
+            if (
+                type(p) is not list
+                or len(p) != 2
+                or type(p[0]) is not bytes
+                or type(p[1]) is not bytes
+            ):
+                raise BadReply(f"scan reply: item {i} of 'items' must be [key bytes, value bytes]")
+            items.append((p[0], p[1]))
+        return cls(tuple(items))
+
+
+@dataclass(frozen=True, slots=True)
+class FileMetaReply:
+    """A file_meta's answer: the file's size, chunk count and SHA-256."""
+
+    size: int
+    chunks: int
+    sha: bytes
+
+    def to_frame(self) -> Frame:
+        return {"t": "ok", "size": self.size, "chunks": self.chunks, "sha": self.sha}
+
+    @classmethod
+    def from_frame(cls, frame: Mapping[str, Any]) -> FileMetaReply:
+        _ok(frame, "file_meta")
+        return cls(
+            _reply_field(frame, "size", _U64, "file_meta"),
+            _reply_field(frame, "chunks", _int(0, MAX_CHUNKS), "file_meta"),
+            _reply_field(frame, "sha", _bytes(SHA256_LEN, SHA256_LEN), "file_meta"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DataReply:
+    """A file_read's or backup_read's answer: the bytes read."""
+
+    data: bytes
+
+    def to_frame(self) -> Frame:
+        return {"t": "ok", "data": self.data}
+
+    @classmethod
+    def from_frame(cls, frame: Mapping[str, Any]) -> DataReply:
+        _ok(frame, "read")
+        return cls(_reply_field(frame, "data", _bytes(0, MAX_U64), "read"))
+
+
+_STATUS_CHECKS: dict[str, Check] = {
+    "node": _str(0, MAX_NODE_ID_LEN),
+    "addr": _str(0, MAX_NODE_ID_LEN),
+    "cluster": _str(0, MAX_NODE_ID_LEN),
+    "role": _str(0, 64),
+    "term": _U64,
+    "leader": _optional(_str(0, MAX_NODE_ID_LEN)),
+    "leader_addr": _optional(_str(0, MAX_NODE_ID_LEN)),
+    "commit": _U64,
+    "applied": _U64,
+    "last_index": _U64,
+    "peers": _node_ids,
+    "voters": _node_ids,
+    "learners": _node_ids,
+    "recovering": _bool,
+    "degraded": _optional(_str(0, 1 << 16)),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReply:
+    """A status answer: the node's own view. `node` is its id (the frame's `id` is the
+    request's). Every field may be missing (None: a node that does not send it) but must have
+    its type when present (`leader`, `leader_addr` and `degraded` may be nil)."""
+
+    node: str | None = None
+    addr: str | None = None
+    cluster: str | None = None
+    role: str | None = None
+    term: int | None = None
+    leader: str | None = None
+    leader_addr: str | None = None
+    commit: int | None = None
+    applied: int | None = None
+    last_index: int | None = None
+    peers: tuple[str, ...] | None = None
+    voters: tuple[str, ...] | None = None
+    learners: tuple[str, ...] | None = None
+    recovering: bool | None = None
+    degraded: str | None = None
+
+    def to_frame(self) -> Frame:
+        frame: Frame = {"t": "ok"}
+        for name in _STATUS_CHECKS:
+            v = getattr(self, name)
+            frame[name] = list(v) if type(v) is tuple else v
+        return frame
+
+    @classmethod
+    def from_frame(cls, frame: Mapping[str, Any]) -> StatusReply:
+        _ok(frame, "status")
+        kwargs = {
+            name: _reply_field(frame, name, check, "status")
+            for name, check in _STATUS_CHECKS.items()
+            if frame.get(name) is not None
+        }
+        return cls(**kwargs)

@@ -1,0 +1,374 @@
+"""The client requests (rkv.protocol): one frozen dataclass per kind a node accepts, the
+table of kinds, and `decode_request`, the one place a received request is checked.
+
+Owns: the request kinds, their fields in wire order, which are writes and which only the leader
+answers. Must not: read replies (rkv.protocol.replies) or know what a request does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from rkv.codec import (
+    MAX_KEY_LEN,
+    Cas,
+    Delete,
+    FileAbort,
+    FileChunk,
+    FileCommit,
+    FileDelete,
+    Put,
+)
+from rkv.protocol.fields import (
+    _ID,
+    _KEY,
+    _NODE_ID,
+    _SEQ,
+    _SPECS,
+    _U64,
+    _VALUE,
+    DEFAULT_SCAN_LIMIT,
+    FWD,
+    MAX_BACKUP_TOKEN_LEN,
+    MAX_CHUNK_NO,
+    MAX_CHUNKS,
+    MAX_SCAN_LIMIT,
+    SHA256_LEN,
+    ProtocolError,
+    _bool,
+    _bytes,
+    _f,
+    _int,
+    _member_op,
+    _nil_is,
+    _node_ids,
+    _optional,
+    _Request,
+    _Spec,
+    _type_name,
+    _Write,
+)
+
+# --- the requests -----------------------------------------------------------------------------
+# Fields are in wire order (the order the client always sent them in).
+
+
+@dataclass(frozen=True, slots=True)
+class PutRequest(_Write):
+    T = "put"
+    key: bytes = _f("k", _KEY)
+    value: bytes = _f("val", _VALUE)
+    client_id: bytes = _f("c", _ID)
+    seq: int = _f("s", _SEQ)
+    fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
+
+    def command(self) -> Put:
+        return Put(self.key, self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRequest(_Write):
+    T = "delete"
+    key: bytes = _f("k", _KEY)
+    client_id: bytes = _f("c", _ID)
+    seq: int = _f("s", _SEQ)
+    fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
+
+    def command(self) -> Delete:
+        return Delete(self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class CasRequest(_Write):
+    """Set `key` to `value` if its value is `expected` (None: if it is absent)."""
+
+    T = "cas"
+    key: bytes = _f("k", _KEY)
+    expected: bytes | None = _f("exp", _optional(_VALUE), absent=None)
+    value: bytes = _f("val", _VALUE)
+    client_id: bytes = _f("c", _ID)
+    seq: int = _f("s", _SEQ)
+    fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
+
+    def command(self) -> Cas:
+        return Cas(self.key, self.expected, self.value)
+
+
+@dataclass(frozen=True, slots=True)
+class FileChunkRequest(_Write):
+    """Chunk `n` (0-based) of upload `upload_id` of file `key`."""
+
+    T = "file_chunk"
+    key: bytes = _f("k", _KEY)
+    upload_id: bytes = _f("u", _ID)
+    n: int = _f("n", _int(0, MAX_CHUNK_NO))
+    data: bytes = _f("data", _VALUE)
+    client_id: bytes = _f("c", _ID)
+    seq: int = _f("s", _SEQ)
+    fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
+
+    def command(self) -> FileChunk:
+        return FileChunk(self.key, self.upload_id, self.n, self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class FileCommitRequest(_Write):
+    """Make chunks 0..chunks-1 of upload `upload_id` the file `key` (size bytes, SHA-256)."""
+
+    T = "file_commit"
+    key: bytes = _f("k", _KEY)
+    upload_id: bytes = _f("u", _ID)
+    size: int = _f("size", _U64)
+    chunks: int = _f("chunks", _int(0, MAX_CHUNKS))
+    sha: bytes = _f("sha", _bytes(SHA256_LEN, SHA256_LEN))
+    client_id: bytes = _f("c", _ID)
+    seq: int = _f("s", _SEQ)
+    fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
+
+    def command(self) -> FileCommit:
+        return FileCommit(self.key, self.upload_id, self.size, self.chunks, self.sha)
+
+
+@dataclass(frozen=True, slots=True)
+class FileAbortRequest(_Write):
+    """Drop the staged chunks of upload `upload_id` (a client's own abort: any last index)."""
+
+    T = "file_abort"
+    upload_id: bytes = _f("u", _ID)
+    client_id: bytes = _f("c", _ID)
+    seq: int = _f("s", _SEQ)
+    fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
+
+    def command(self) -> FileAbort:
+        return FileAbort(self.upload_id, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class FileDeleteRequest(_Write):
+    T = "file_delete"
+    key: bytes = _f("k", _KEY)
+    client_id: bytes = _f("c", _ID)
+    seq: int = _f("s", _SEQ)
+    fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
+
+    def command(self) -> FileDelete:
+        return FileDelete(self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class GetRequest(_Request):
+    """The value of `key`; linearizable unless `stale` (the node's local copy)."""
+
+    T = "get"
+    key: bytes = _f("k", _KEY)
+    stale: bool = _f("stale", _bool, absent=False, default=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ScanRequest(_Request):
+    """Up to `limit` pairs whose key starts with `prefix` (`p`; nil or missing: all keys)."""
+
+    T = "scan"
+    prefix: bytes = _f("p", _nil_is(b"", _bytes(0, MAX_KEY_LEN)), absent=b"", default=b"")
+    limit: int = _f(
+        "limit", _int(1, MAX_SCAN_LIMIT), absent=DEFAULT_SCAN_LIMIT, default=DEFAULT_SCAN_LIMIT
+    )
+    stale: bool = _f("stale", _bool, absent=False, default=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FileMetaRequest(_Request):
+    T = "file_meta"
+    key: bytes = _f("k", _KEY)
+    stale: bool = _f("stale", _bool, absent=False, default=False)
+
+
+@dataclass(frozen=True, slots=True)
+class FileReadRequest(_Request):
+    """Chunk `n` of file `key`, if the file's SHA-256 is still `sha` (else: changed)."""
+
+    T = "file_read"
+    key: bytes = _f("k", _KEY)
+    n: int = _f("n", _U64)
+    sha: bytes = _f("sha", _bytes(SHA256_LEN, SHA256_LEN))
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRequest(_Request):
+    T = "status"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRequest(_Request):
+    """Hand leadership to node `to` (None: the most caught-up follower)."""
+
+    T = "transfer"
+    LEADER = True
+    to: str | None = _f("to", _optional(_NODE_ID), absent=None, default=None)
+    fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
+
+
+@dataclass(frozen=True, slots=True)
+class MembersRequest(_Request):
+    T = "members"
+    LEADER = True
+    fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRequest(_Request):
+    """A membership change: `op` add (as a learner) / promote / remove, of member `node`."""
+
+    T = "member"
+    LEADER = True
+    op: str = _f("op", _member_op)
+    node: str = _f("node", _NODE_ID)
+    fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BackupBeginRequest(_Request):
+    T = "backup_begin"
+
+
+@dataclass(frozen=True, slots=True)
+class BackupReadRequest(_Request):
+    """`length` bytes at offset `off` of backup `token`'s copy."""
+
+    T = "backup_read"
+    token: bytes = _f("b", _bytes(0, MAX_BACKUP_TOKEN_LEN))
+    off: int = _f("off", _U64)
+    length: int = _f("len", _U64)
+
+
+@dataclass(frozen=True, slots=True)
+class BackupEndRequest(_Request):
+    T = "backup_end"
+    token: bytes = _f("b", _bytes(0, MAX_BACKUP_TOKEN_LEN))
+
+
+@dataclass(frozen=True, slots=True)
+class RepairRequest(_Request):
+    T = "repair"
+
+
+@dataclass(frozen=True, slots=True)
+class StateHashesRequest(_Request):
+    T = "state_hashes"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRequest(_Request):
+    T = "check"
+
+
+@dataclass(frozen=True, slots=True)
+class FaultRequest(_Request):
+    """Drop Raft traffic to / from these peers (replacing both sets; empty heals). Tests only:
+    refused unless the node runs with fault injection."""
+
+    T = "fault"
+    drop_to: tuple[str, ...] = _f("drop_to", _node_ids, absent=(), default=())
+    drop_from: tuple[str, ...] = _f("drop_from", _node_ids, absent=(), default=())
+
+
+WriteRequest: TypeAlias = (
+    PutRequest
+    | DeleteRequest
+    | CasRequest
+    | FileChunkRequest
+    | FileCommitRequest
+    | FileAbortRequest
+    | FileDeleteRequest
+)
+ClientRequest: TypeAlias = (
+    WriteRequest
+    | GetRequest
+    | ScanRequest
+    | FileMetaRequest
+    | FileReadRequest
+    | StatusRequest
+    | TransferRequest
+    | MembersRequest
+    | MemberRequest
+    | BackupBeginRequest
+    | BackupReadRequest
+    | BackupEndRequest
+    | RepairRequest
+    | StateHashesRequest
+    | CheckRequest
+    | FaultRequest
+)
+"""Any client request (rkv.codec.Request is a different thing: a command with its session, as
+the log stores it)."""
+
+REQUEST_TYPES: dict[str, type[ClientRequest]] = {
+    cls.T: cls
+    for cls in (
+        PutRequest,
+        DeleteRequest,
+        CasRequest,
+        FileChunkRequest,
+        FileCommitRequest,
+        FileAbortRequest,
+        FileDeleteRequest,
+        GetRequest,
+        ScanRequest,
+        FileMetaRequest,
+        FileReadRequest,
+        StatusRequest,
+        TransferRequest,
+        MembersRequest,
+        MemberRequest,
+        BackupBeginRequest,
+        BackupReadRequest,
+        BackupEndRequest,
+        RepairRequest,
+        StateHashesRequest,
+        CheckRequest,
+        FaultRequest,
+    )
+}
+"""Every request kind by its `t`."""
+
+WRITE_KINDS = frozenset(t for t, cls in REQUEST_TYPES.items() if issubclass(cls, _Write))
+LEADER_KINDS = frozenset(t for t, cls in REQUEST_TYPES.items() if cls.LEADER)
+"""The kinds only the leader answers (a follower forwards them, marked FWD): the writes, the
+membership list and changes, leadership transfer."""
+
+for _cls in REQUEST_TYPES.values():
+    _SPECS[_cls] = tuple(
+        _Spec(
+            f.name,
+            f.metadata["wire"],
+            f.metadata["check"],
+            f.metadata["absent"],
+            f.metadata["omit"],
+        )
+        for f in dataclasses.fields(_cls)
+    )
+    assert all(s.wire != "t" for s in _SPECS[_cls]), _cls
+    assert (FWD in {s.wire for s in _SPECS[_cls]}) == _cls.LEADER, _cls
+del _cls
+
+
+def decode_request(frame: Mapping[str, Any]) -> ClientRequest:
+    """The request `frame` (as received: the RPC layer's `id` and unknown fields are ignored)
+    stands for; ProtocolError (a BadRequest) naming the field that does not fit."""
+    if not isinstance(frame, Mapping):
+        raise ProtocolError(f"a request must be a map, got {_type_name(frame)}")
+    t = frame.get("t")
+    if type(t) is not str:
+        raise ProtocolError(
+            f"field 't' must be a string naming the request type, "
+            f"got {'missing' if 't' not in frame else _type_name(t)}",
+            "t",
+        )
+    cls = REQUEST_TYPES.get(t)
+    if cls is None:
+        raise ProtocolError(f"unknown request type {t[:100]!r}", "t")
+    # the constructor checks every field, in order
+    return cls(**{s.attr: frame.get(s.wire, s.absent) for s in _SPECS[cls]})
