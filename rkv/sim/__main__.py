@@ -13,7 +13,7 @@ from rkv.sim.command import run_sim_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The options; `rkv sim` (rkv/cli.py) has the same ones."""
+    """The options; `rkv sim` (rkv/cli/sim_cmds.py) has the same ones."""
     ap = argparse.ArgumentParser(prog="python -m rkv.sim", description=__doc__)
     ap.add_argument(
         "--seeds",
