@@ -1,4 +1,5 @@
-"""`rkv serve`'s fast start (rkv.cli: `_fast_kwargs`, `_import_trio_testing_without_pytest`).
+"""`rkv serve`'s fast start (rkv.cli.fastserve: `fast_kwargs`; rkv.cli.serve:
+`import_trio_testing_without_pytest`).
 
 The fast parser must call serve_cmd exactly as typer would, or step aside (None) so that
 typer parses and reports; and a `python -m rkv serve` process must not load what it skips
@@ -18,7 +19,8 @@ import typer
 from typer.testing import CliRunner
 
 import rkv
-from rkv.cli import _fast_kwargs, serve_cmd
+from rkv.cli.fastserve import fast_kwargs
+from rkv.cli.serve import serve_cmd
 
 
 def typer_kwargs(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -62,7 +64,7 @@ AGREE: list[list[str]] = [
 @pytest.mark.parametrize("args", AGREE, ids=lambda a: " ".join(a) or "(none)")
 def test_fast_parse_agrees_with_typer(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RKV_CLUSTER_TOKEN", raising=False)
-    fast = _fast_kwargs(serve_cmd, args)
+    fast = fast_kwargs(serve_cmd, args)
     assert fast is not None, "the fast path must take this command line"
     assert fast == typer_kwargs(args)
 
@@ -80,7 +82,7 @@ def test_fast_parse_reads_the_token_variable_as_typer_does(
 ) -> None:
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    fast = _fast_kwargs(serve_cmd, args)
+    fast = fast_kwargs(serve_cmd, args)
     assert fast is not None
     assert fast == typer_kwargs(args, env)
 
@@ -115,7 +117,7 @@ STEP_ASIDE: list[list[str]] = [
 
 @pytest.mark.parametrize("args", STEP_ASIDE, ids=" ".join)
 def test_fast_parse_leaves_anything_else_to_typer(args: list[str]) -> None:
-    assert _fast_kwargs(serve_cmd, args) is None
+    assert fast_kwargs(serve_cmd, args) is None
 
 
 def _plain(port: int = typer.Option(1, "--port")) -> None: ...
@@ -133,14 +135,14 @@ def _float(t: float = typer.Option(1.0, "--t")) -> None: ...
     ids=lambda f: f.__name__,
 )
 def test_fast_parse_steps_aside_for_options_it_does_not_handle(command: Any) -> None:
-    assert _fast_kwargs(_plain, ["--port", "2"]) == {"port": 2}
-    assert _fast_kwargs(command, ["--port", "2"]) is None
-    assert _fast_kwargs(command, []) is None
+    assert fast_kwargs(_plain, ["--port", "2"]) == {"port": 2}
+    assert fast_kwargs(command, ["--port", "2"]) is None
+    assert fast_kwargs(command, []) is None
 
 
 def test_fast_parse_steps_aside_for_shell_completion(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("_RKV_COMPLETE", "complete_bash")
-    assert _fast_kwargs(serve_cmd, ["--port", "1"]) is None
+    assert fast_kwargs(serve_cmd, ["--port", "1"]) is None
 
 
 def test_serve_process_loads_neither_pydantic_nor_pytest(tmp_path: Path) -> None:
@@ -167,8 +169,8 @@ def test_serve_process_loads_neither_pydantic_nor_pytest(tmp_path: Path) -> None
 def test_trio_testing_works_and_pytest_stays_importable() -> None:
     code = (
         "import sys, trio\n"
-        "from rkv.cli import _import_trio_testing_without_pytest\n"
-        "_import_trio_testing_without_pytest()\n"
+        "from rkv.cli.serve import import_trio_testing_without_pytest\n"
+        "import_trio_testing_without_pytest()\n"
         "import trio.testing\n"
         "assert 'pytest' not in sys.modules\n"
         "async def main():\n"

@@ -329,7 +329,7 @@ def _alive(pid: int) -> bool:
 def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
-    from rkv.cli import _progress
+    from rkv.cli.app import progress_bar
 
     class FakeTTY(io.StringIO):
         def isatty(self) -> bool:
@@ -338,7 +338,7 @@ def test_progress_bar_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> Non
     for tty, size, shown in [(False, 10 << 20, False), (True, 10, False), (True, 10 << 20, True)]:
         err = FakeTTY() if tty else io.StringIO()
         monkeypatch.setattr(sys, "stderr", err)
-        with _progress("upload k", size) as progress:
+        with progress_bar("upload k", size) as progress:
             assert (progress is not None) == shown
             if progress is not None:
                 progress(5 << 20, size)

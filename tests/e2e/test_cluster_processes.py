@@ -32,7 +32,7 @@ LAUNCH = (
     "data_dir=sys.argv[3])))"
 )
 CID = b"e2e-client-00001"
-USE_CLI = (ROOT / "rkv" / "__main__.py").exists() and (ROOT / "rkv" / "cli.py").exists()
+USE_CLI = (ROOT / "rkv" / "__main__.py").exists() and (ROOT / "rkv" / "cli" / "__init__.py").exists()
 
 
 class Proc:

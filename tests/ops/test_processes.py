@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
 import rkv
-from rkv.cli import watch_status
+from rkv.cli.status import watch_status
 from rkv.http import http_get
 
 from .conftest import (

@@ -1,7 +1,8 @@
 """The replay command (rkv.sim.runner.replay_command) for every combination of the options a
 run can have: the table of expected commands, the round trip through both command lines
-(`rkv sim` and `python -m rkv.sim` take the same options and mean the same SimParams), and a
-failing seed whose printed command, run again, prints the same report."""
+(`rkv sim` and `python -m rkv.sim` are one command, rkv.sim.cmdline: the same options meaning
+the same SimParams), and a failing seed whose printed command, run again, prints the same
+report."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from typer.testing import CliRunner
 
 from rkv.cli import app
 from rkv.raft.log import RaftLog
-from rkv.sim.__main__ import build_parser
 from rkv.sim.cluster import SimParams
+from rkv.sim.cmdline import sim_cmd, standalone
 from rkv.sim.command import run_sim_command, sim_params
 from rkv.sim.runner import DEFAULT, replay_command
 
@@ -69,23 +70,33 @@ def _args(command: str) -> list[str]:
     return words[2:]
 
 
-def _via_module(args: list[str]) -> tuple[int, int, SimParams]:
-    a = build_parser().parse_args(args)
-    params = sim_params(
-        a.nodes, ticks=a.ticks, compact_every=a.compact_every, membership=a.membership
-    )
-    return a.seeds, a.first_seed, params
-
-
-def _via_cli(args: list[str]) -> tuple[int, int, SimParams]:
+def _cli_sim() -> typer.core.TyperCommand:
+    """`rkv sim`, as the rkv app has it."""
     group = typer.main.get_command(app)
     assert isinstance(group, typer.core.TyperGroup)
-    with group.commands["sim"].make_context("sim", list(args)) as ctx:
-        p = ctx.params
+    command = group.commands["sim"]
+    assert isinstance(command, typer.core.TyperCommand)
+    return command
+
+
+def _parse(command: typer.core.TyperCommand, args: list[str]) -> dict[str, Any]:
+    with command.make_context("sim", list(args)) as ctx:
+        return ctx.params
+
+
+def _parsed_run(p: dict[str, Any]) -> tuple[int, int, SimParams]:
     params = sim_params(
         p["nodes"], ticks=p["ticks"], compact_every=p["compact_every"], membership=p["membership"]
     )
     return p["seeds"], p["first_seed"], params
+
+
+def _via_module(args: list[str]) -> tuple[int, int, SimParams]:
+    return _parsed_run(_parse(standalone(), args))
+
+
+def _via_cli(args: list[str]) -> tuple[int, int, SimParams]:
+    return _parsed_run(_parse(_cli_sim(), args))
 
 
 @pytest.mark.parametrize(("overrides", "expected"), TABLE)
@@ -101,23 +112,30 @@ def test_replay_command_table(overrides: dict[str, Any], expected: str) -> None:
         assert _same_run(parsed, params) == exact, parse.__name__
 
 
-def test_both_command_lines_take_the_same_options() -> None:
-    module = {
-        opt
-        for action in build_parser()._actions
-        for opt in action.option_strings
-        if opt not in {"-h", "--help"}
+def _options(command: typer.core.TyperCommand) -> dict[str, tuple[Any, ...]]:
+    return {
+        param.name or "": (
+            *param.opts,
+            *param.secondary_opts,
+            param.default,
+            getattr(param, "hidden", False),
+        )
+        for param in command.params
+        if param.name != "help"
     }
-    group = typer.main.get_command(app)
-    assert isinstance(group, typer.core.TyperGroup)
-    cli = {
-        opt
-        for param in group.commands["sim"].params
-        for opt in (*param.opts, *param.secondary_opts)
-        if opt not in {"-h", "--help"}
+
+
+def test_both_command_lines_are_one_command() -> None:
+    """`python -m rkv.sim` runs the very function `rkv sim` does, so the options, defaults and
+    help cannot drift apart."""
+    module, cli = standalone(), _cli_sim()
+    assert module.callback is not None and cli.callback is not None
+    assert module.callback.__wrapped__ is cli.callback.__wrapped__ is sim_cmd  # type: ignore[attr-defined]
+    assert _options(module) == _options(cli)
+    assert module.help == cli.help
+    assert {"--ticks", "--compact-every", "--membership", "--disk-replace", "--jobs"} <= {
+        opt for opts in _options(cli).values() for opt in opts if isinstance(opt, str)
     }
-    assert module == cli
-    assert {"--ticks", "--compact-every", "--membership", "--disk-replace", "--jobs"} <= cli
 
 
 @pytest.mark.parametrize(
@@ -134,17 +152,17 @@ def test_a_printed_replay_command_replays_the_failure(
     monkeypatch: pytest.MonkeyPatch, options: list[str]
 ) -> None:
     monkeypatch.setattr(RaftLog, "is_up_to_date", lambda self, index, term: True)
-    a = build_parser().parse_args(["--seeds", "40", *options])
+    a = _parse(standalone(), ["--seeds", "40", *options])
     out = io.StringIO()
     rc = run_sim_command(
-        a.seeds,
+        a["seeds"],
         1,
-        a.nodes,
+        a["nodes"],
         False,
-        ticks=a.ticks,
-        compact_every=a.compact_every,
-        membership=a.membership,
-        disk_replace=a.disk_replace,
+        ticks=a["ticks"],
+        compact_every=a["compact_every"],
+        membership=a["membership"],
+        disk_replace=a["disk_replace"],
         out=out,
     )
     assert rc == 1

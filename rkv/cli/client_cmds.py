@@ -1,0 +1,147 @@
+"""The key-value and file commands: set, get, delete, cas, scan, upload, download.
+
+Owns: their arguments, local checks (a file to upload exists, a download's directory does)
+and output (OK lines, values, KEY<TAB>VALUE or JSON). Must not: implement client behaviour
+(rkv.client does: retries, leader discovery, chunking, checksums) or import anything heavy at
+module level (every `rkv` process loads this module).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from rkv.cli.app import AddrOpt, Exit, app, fail, progress_bar, run_client
+from rkv.client import Client
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", errors="backslashreplace")
+
+
+@app.command("set")
+def set_cmd(
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="The key."),
+    value: str = typer.Argument(..., help="The value (stored as UTF-8 bytes)."),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Set KEY to VALUE (acknowledged once a majority has it on disk)."""
+    run_client(ctx, addr, lambda c: c.put(key, value))
+    print("OK")
+
+
+@app.command("get")
+def get_cmd(
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="The key."),
+    stale: bool = typer.Option(
+        False, "--stale", help="Read the contacted node's copy (faster, may be behind)."
+    ),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Print the value of KEY (its bytes and a newline); exit 1 if there is none."""
+    value = run_client(ctx, addr, lambda c: c.get(key, stale=stale))
+    if value is None:
+        fail(Exit.NOT_FOUND, f"not found: {key}")
+    out = sys.stdout.buffer
+    out.write(value + b"\n")
+    out.flush()
+
+
+@app.command("delete")
+def delete_cmd(
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="The key."),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Delete KEY. Exit 1 if it did not exist."""
+    existed = run_client(ctx, addr, lambda c: c.delete(key))
+    if not existed:
+        fail(Exit.NOT_FOUND, f"not found: {key}")
+    print("OK")
+
+
+@app.command("cas")
+def cas_cmd(
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="The key."),
+    new: str = typer.Argument(..., help="The new value."),
+    expect: str | None = typer.Option(None, "--expect", help="Swap only if KEY has this value."),
+    absent: bool = typer.Option(False, "--absent", help="Swap only if KEY does not exist."),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Set KEY to NEW only if it holds --expect OLD (or is --absent); exit 1 if not."""
+    if (expect is None) == (not absent):
+        fail(Exit.USAGE, "error: give exactly one of --expect OLD or --absent")
+    swapped = run_client(ctx, addr, lambda c: c.cas(key, expect, new))
+    if not swapped:
+        fail(Exit.NOT_FOUND, f"compare failed: {key} did not hold the expected value")
+    print("OK")
+
+
+@app.command("scan")
+def scan_cmd(
+    ctx: typer.Context,
+    prefix: str = typer.Argument("", help="Key prefix (empty: all keys)."),
+    limit: int = typer.Option(1000, "--limit", "-n", min=1, max=10_000, help="Most pairs."),
+    as_json: bool = typer.Option(False, "--json", help="A JSON list of {key, value}."),
+    stale: bool = typer.Option(False, "--stale", help="Read the contacted node's copy."),
+    addr: str | None = AddrOpt,
+) -> None:
+    """List keys starting with PREFIX with their values (KEY<TAB>VALUE per line)."""
+    items = run_client(ctx, addr, lambda c: c.scan(prefix, limit, stale=stale))
+    if as_json:
+        print(json.dumps([{"key": _text(k), "value": _text(v)} for k, v in items]))
+        return
+    for k, v in items:
+        print(f"{_text(k)}\t{_text(v)}")
+
+
+@app.command("upload")
+def upload_cmd(
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="The file's key in the store."),
+    path: Path = typer.Argument(..., help="Local file to upload."),  # noqa: B008
+    chunk_size: int = typer.Option(
+        1 << 20, "--chunk-size", min=1, max=8 << 20, help="Bytes per chunk."
+    ),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Upload the file PATH under KEY (atomically: the file appears whole or not at all)."""
+    if not path.is_file():
+        fail(Exit.USAGE, f"error: no such file: {path}")
+    size = path.stat().st_size
+    with progress_bar(f"upload {key}", size) as progress:
+        info = run_client(
+            ctx, addr, lambda c: c.upload(key, path, chunk_size=chunk_size, progress=progress)
+        )
+    print(f"uploaded {key}: {info['size']} bytes, {info['chunks']} chunks, sha256 {info['sha256']}")
+
+
+@app.command("download")
+def download_cmd(
+    ctx: typer.Context,
+    key: str = typer.Argument(..., help="The file's key in the store."),
+    path: Path = typer.Argument(  # noqa: B008
+        ..., help="Where to write the file (replaced atomically)."
+    ),
+    stale: bool = typer.Option(False, "--stale", help="Read the contacted node's copy."),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Download the file KEY to PATH, verifying its size and SHA-256 (exit 4 on mismatch)."""
+    if path.is_dir():
+        fail(Exit.USAGE, f"error: {path} is a directory; give a file path")
+    if not path.resolve().parent.is_dir():
+        fail(Exit.USAGE, f"error: no such directory: {path.parent}")
+
+    async def go(c: Client) -> dict[str, Any]:
+        with progress_bar(f"download {key}", None) as progress:
+            return await c.download(key, path, stale=stale, progress=progress)
+
+    info = run_client(ctx, addr, go)
+    print(f"downloaded {key}: {info['size']} bytes, sha256 {info['sha256']} (verified) -> {path}")
