@@ -26,13 +26,7 @@ from rkv.procs import free_ports
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-LAUNCH = (
-    "import sys; from rkv.config import NodeConfig; from rkv.node import serve_main; "
-    "sys.exit(serve_main(NodeConfig.create(sys.argv[1], [a for a in sys.argv[2].split(',') if a], "
-    "data_dir=sys.argv[3])))"
-)
 CID = b"e2e-client-00001"
-USE_CLI = (ROOT / "rkv" / "__main__.py").exists() and (ROOT / "rkv" / "cli" / "__init__.py").exists()
 
 
 class Proc:
@@ -40,13 +34,10 @@ class Proc:
         self.addr = addr
         self.port = int(addr.rsplit(":", 1)[1])
         host = addr.rsplit(":", 1)[0]
-        if USE_CLI:
-            self.args = [
-                *(sys.executable, "-m", "rkv", "serve", "--host", host, "--port", str(self.port)),
-                *("--peers", ",".join(peers), "--data-dir", str(data_dir)),
-            ]
-        else:
-            self.args = [sys.executable, "-c", LAUNCH, addr, ",".join(peers), str(data_dir)]
+        self.args = [
+            *(sys.executable, "-m", "rkv", "serve", "--host", host, "--port", str(self.port)),
+            *("--peers", ",".join(peers), "--data-dir", str(data_dir)),
+        ]
         self.p: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
