@@ -122,7 +122,7 @@ def test_imports_respect_layers(path: Path) -> None:
         if target == me:
             continue
         if RANK.get(target, 99) >= RANK[me]:
-            bad.append(f"{path.name}:{lineno} imports rkv.{target}")
+            bad.append(f"{path.relative_to(ROOT)}:{lineno} imports rkv.{target}")
     assert not bad, "layer violation (see ARCHITECTURE.md): " + "; ".join(bad)
 
 
