@@ -30,6 +30,7 @@ from typing import Any
 import trio
 
 from rkv.errors import BadRequest, RkvError
+from rkv.protocol import StateHashesRequest
 from rkv.store import state_hash as sh
 
 Frame = dict[str, Any]
@@ -199,7 +200,7 @@ class Comparer:
             try:
                 with trio.fail_after(self.timeout):
                     answers[m] = pairs_from_frame(
-                        await self._call(m, {"t": "state_hashes"}, self.timeout)
+                        await self._call(m, StateHashesRequest().to_frame(), self.timeout)
                     )
             except trio.TooSlowError:
                 answers[m] = f"no answer within {self.timeout:g} s"

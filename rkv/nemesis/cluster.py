@@ -29,6 +29,7 @@ import rkv
 from rkv.config import parse_address
 from rkv.net.rpc import ConnectionLost, RemoteError, RpcClient, RpcTimeout
 from rkv.procs import Child, free_ports
+from rkv.protocol import FaultRequest, StatusRequest
 
 FAULT_ENV = "RKV_FAULT_INJECTION"
 SNAPSHOT_ENTRIES_ENV = "RKV_NEMESIS_SNAPSHOT_ENTRIES"
@@ -242,7 +243,7 @@ class ProcessCluster:
         with trio.move_on_after(timeout):
             while n.alive():
                 try:
-                    await rpc_call(addr, {"t": "status"}, timeout=0.5)
+                    await rpc_call(addr, StatusRequest().to_frame(), timeout=0.5)
                     return True
                 except RPC_ERRORS:
                     await trio.sleep(0.05)
@@ -276,7 +277,7 @@ class ProcessCluster:
         n = self.node(addr)
         if not n.alive() or n.paused:
             return False
-        frame = {"t": "fault", "drop_to": list(drop_to), "drop_from": list(drop_from)}
+        frame = FaultRequest(tuple(drop_to), tuple(drop_from)).to_frame()
         try:
             await rpc_call(addr, frame, timeout=2.0)
         except RPC_ERRORS:
@@ -307,7 +308,7 @@ class ProcessCluster:
 
         async def one(addr: str) -> None:
             with contextlib.suppress(*RPC_ERRORS):
-                out[addr] = await rpc_call(addr, {"t": "status"}, timeout=timeout)
+                out[addr] = await rpc_call(addr, StatusRequest().to_frame(), timeout=timeout)
 
         async with trio.open_nursery() as nursery:
             for n in self.nodes:

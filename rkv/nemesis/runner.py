@@ -52,6 +52,7 @@ from rkv.nemesis.workload import (
     raw_worker,
 )
 from rkv.net.rpc import RpcClient
+from rkv.protocol import GetRequest
 from rkv.sim.linearizability import OpKind
 
 _SNAPSHOT_SENT = re.compile(r"snapshot at \d+ sent to")
@@ -206,7 +207,7 @@ async def _stale_values(
             with trio.fail_after(30.0):
                 async with RpcClient(host, port, connect_timeout=2.0, timeout=2.0) as c:
                     for k in keys:
-                        reply = await c.call({"t": "get", "k": k, "stale": True})
+                        reply = await c.call(GetRequest(k, stale=True).to_frame())
                         v = reply.get("val")
                         vals[k] = None if v is None else bytes(v)
         except RPC_ERRORS:

@@ -28,6 +28,13 @@ import trio
 import rkv
 from rkv.config import parse_address
 from rkv.net.rpc import ConnectionLost, RemoteError, RpcClient, RpcTimeout
+from rkv.protocol import (
+    CasRequest,
+    ClientRequest,
+    DeleteRequest,
+    GetRequest,
+    PutRequest,
+)
 from rkv.sim.linearizability import History, Operation, OpKind
 
 WRITE_KINDS = ("put", "cas", "delete")
@@ -248,26 +255,25 @@ async def raw_worker(
                 leader_guess = rng.choice(addrs)
                 await trio.sleep(0.05)
                 continue
-            frame: dict[str, Any]
+            request: ClientRequest
             if kind == "get":
-                frame = {"t": "get", "k": key, "stale": False}
+                request = GetRequest(key)
                 op = rec.invoke(name, OpKind.GET, key)
             else:
                 seq += 1
-                frame = {"c": cid, "s": seq, "k": key}
                 if kind == "put":
                     val = st.value()
-                    frame.update(t="put", val=val)
+                    request = PutRequest(key, val, cid, seq)
                     op = rec.invoke(name, OpKind.PUT, key, val)
                 elif kind == "cas":
                     exp, val = st.expected(key), st.value()
-                    frame.update(t="cas", exp=exp, val=val)
+                    request = CasRequest(key, exp, val, cid, seq)
                     op = rec.invoke(name, OpKind.CAS, key, (exp, val))
                 else:
-                    frame.update(t="delete")
+                    request = DeleteRequest(key, cid, seq)
                     op = rec.invoke(name, OpKind.DELETE, key)
             try:
-                reply = await rpc.call(frame, timeout=opts.op_timeout)
+                reply = await rpc.call(request.to_frame(), timeout=opts.op_timeout)
             except RemoteError as e:
                 hint = e.fields.get("leader_addr")
                 if e.code == "not_leader":
@@ -307,12 +313,12 @@ async def raw_worker(
                     st.seen[key] = v
                     rec.ok(op, kind, v)
                 elif kind == "put":
-                    st.seen[key] = frame["val"]
+                    st.seen[key] = val
                     rec.ok(op, kind, None)
                     leader_guess = target
                 elif kind == "cas":
                     if reply.get("swapped"):
-                        st.seen[key] = frame["val"]
+                        st.seen[key] = val
                     rec.ok(op, kind, bool(reply.get("swapped")))
                     leader_guess = target
                 else:
