@@ -52,15 +52,19 @@ class ReadyHandler:
         self._backlog_len = 0
         self._conf = replica.raw.conf_state()
         """The configuration in force (as of the applied index), refreshed after each Ready."""
+        self._leader: tuple[str, str | None] = (replica.leader, replica.leader_address())
+        """The leader's id and address as last published (the address is worked out once)."""
         self.view = self._publish()
 
     def _publish(self) -> RaftView:
         r = self.replica
         core = r.raw.raft  # what raw.status() reads, without building its progress list
+        if r.leader != self._leader[0]:
+            self._leader = (r.leader, r.leader_address())
         self.view = RaftView(
             role=r.role,
             leader=r.leader,
-            leader_addr=r.leader_address(),
+            leader_addr=self._leader[1],
             term=core.term,
             commit=core.log.committed,
             applied=r.applied,

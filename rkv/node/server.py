@@ -8,6 +8,7 @@ statistics. Keeps the attributes tests and tools read (`replica`, `store`, `tran
 loop, peer links, snapshot shipping, housekeeping, the client handlers, admin and health each
 own theirs), Raft rules (rkv.raft), state-machine semantics (rkv.store) or framing (rkv.net).
 """
+
 from __future__ import annotations
 
 import random
