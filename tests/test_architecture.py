@@ -1,7 +1,9 @@
 """Enforces the layering of ../shared/ARCHITECTURE.md and the purity of rkv/raft.
 
 Layers, outermost first: cli > node | client > replica > net | store > codec > raft.
-A module may import only modules of its own layer or below. rkv/raft imports nothing but
+A module may import only modules of its own layer or below; a module of a subpackage
+(rkv/node/handlers.py) has its package's layer ("node"), and relative imports count too.
+Inside rkv/node, a room imports only inner rooms (NODE_RANK). rkv/raft imports nothing but
 the standard library, and none of the standard library's I/O, clock or thread modules.
 `rkv` and `rkv.client` never load the store, the node or `lmdb`, not even indirectly
 (checked in a fresh interpreter, so lazy imports and re-exports count too).
@@ -90,13 +92,22 @@ def layer_of(path: Path) -> str:
     return rel.parts[0].removesuffix(".py")
 
 
-def rkv_imports(tree: ast.AST) -> list[tuple[int, str]]:
+def rkv_imports(tree: ast.AST, path: Path | None = None) -> list[tuple[int, str]]:
+    """(line, absolute module name) of each import; relative imports are resolved against
+    `path` (a file under rkv/), so `from . import x` in a subpackage counts too."""
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name) for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             out.append((node.lineno, node.module))
+        elif isinstance(node, ast.ImportFrom) and node.level > 0 and path is not None:
+            package = ["rkv", *path.relative_to(PKG).with_suffix("").parts[:-1]]
+            base = package[: len(package) - (node.level - 1)]
+            if node.module:
+                out.append((node.lineno, ".".join([*base, node.module])))
+            else:
+                out += [(node.lineno, ".".join([*base, a.name])) for a in node.names]
     return out
 
 
@@ -114,7 +125,7 @@ def test_imports_respect_layers(path: Path) -> None:
     me = layer_of(path)
     tree = ast.parse(path.read_text(), str(path))
     bad = []
-    for lineno, mod in rkv_imports(tree):
+    for lineno, mod in rkv_imports(tree, path):
         parts = mod.split(".")
         if parts[0] != "rkv" or len(parts) < 2:
             continue
@@ -126,6 +137,66 @@ def test_imports_respect_layers(path: Path) -> None:
     assert not bad, "layer violation (see ARCHITECTURE.md): " + "; ".join(bad)
 
 
+# The rooms of the node package (rkv/node), innermost first: a room may import only rooms of a
+# lower rank, so the raft loop knows no handler, the handlers know no raft loop (they are built
+# from what they talk to, fakes in tests/node/test_handlers.py), and only the server (and the
+# process entry above it) sees them all.
+NODE_RANK = {
+    "inbox": 0,  # Waiter, the loop's inputs, RaftView
+    "common": 1,  # errors, field primitives, store_io
+    "ready": 2,  # one Ready
+    "handlers": 2,  # client requests: talk to the raft loop through a protocol only
+    "raft_loop": 3,
+    "peers": 3,
+    "snapshots": 4,
+    "housekeeping": 4,
+    "health": 4,
+    "admin": 5,
+    "dispatch": 5,
+    "server": 6,
+    "entry": 7,
+    "__init__": 8,
+}
+NODE_SOURCES = sorted((PKG / "node").glob("*.py"))
+
+
+def test_every_node_room_has_a_rank() -> None:
+    assert NODE_SOURCES, "rkv/node is a package"
+    unknown = {p.stem for p in NODE_SOURCES} - NODE_RANK.keys()
+    assert not unknown, f"add these to NODE_RANK in tests/test_architecture.py: {unknown}"
+    assert {layer_of(p) for p in NODE_SOURCES} == {"node"}  # ranked as rkv.node as a whole
+
+
+def node_room_violations(path: Path, tree: ast.AST) -> list[str]:
+    me = NODE_RANK[path.stem]
+    bad = []
+    for lineno, mod in rkv_imports(tree, path):
+        parts = mod.split(".")
+        if parts[:2] != ["rkv", "node"]:
+            continue
+        target = parts[2] if len(parts) > 2 else "__init__"
+        if NODE_RANK.get(target, 99) >= me:
+            bad.append(f"{path.name}:{lineno} imports {mod}")
+    return bad
+
+
+@pytest.mark.parametrize("path", NODE_SOURCES, ids=lambda p: p.name)
+def test_node_rooms_import_only_inner_rooms(path: Path) -> None:
+    bad = node_room_violations(path, ast.parse(path.read_text(), str(path)))
+    assert not bad, "node room layering (see NODE_RANK): " + "; ".join(bad)
+
+
+def test_node_room_check_has_teeth() -> None:
+    """Absolute and relative imports of an outer room are both flagged, in a subpackage too."""
+    src = "from rkv.node.server import Node\nfrom . import raft_loop\nfrom .inbox import Waiter\n"
+    bad = node_room_violations(PKG / "node" / "handlers.py", ast.parse(src))
+    assert [b.split(" imports ")[1] for b in bad] == ["rkv.node.server", "rkv.node.raft_loop"]
+    up = rkv_imports(
+        ast.parse("from .. import cli\nfrom ..raft import core\n"), PKG / "node" / "x.py"
+    )
+    assert [m for _, m in up] == ["rkv.cli", "rkv.raft"]
+
+
 RAFT_SOURCES = sorted((PKG / "raft").rglob("*.py"))
 
 
@@ -133,7 +204,7 @@ RAFT_SOURCES = sorted((PKG / "raft").rglob("*.py"))
 def test_raft_core_is_pure(path: Path) -> None:
     tree = ast.parse(path.read_text(), str(path))
     bad = []
-    for lineno, mod in rkv_imports(tree):
+    for lineno, mod in rkv_imports(tree, path):
         top = mod.split(".")[0]
         if top in FORBIDDEN_IN_RAFT:
             bad.append(f"{path.name}:{lineno} imports {mod}")

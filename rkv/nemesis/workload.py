@@ -40,7 +40,7 @@ from rkv.sim.linearizability import History, Operation, OpKind
 WRITE_KINDS = ("put", "cas", "delete")
 NOT_PROPOSED = ("no leader known", "cannot propose")
 """Starts of `unavailable` messages the node sends only before a write reaches the Raft
-log (rkv.node._leader_check, rkv.replica.Replica.propose). Any other `unavailable` may
+log (rkv.node.handlers.leader_check, rkv.replica.Replica.propose). Any other `unavailable` may
 follow a proposal that still commits, so it is an unknown outcome; if these messages ever
 change, writes merely fall back to unknown (sound, just costlier to check)."""
 KINDS = ("get", *WRITE_KINDS)

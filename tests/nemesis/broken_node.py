@@ -4,14 +4,14 @@ so a partitioned-away or just-woken node serves stale values."""
 
 from __future__ import annotations
 
-from rkv import node
+from rkv.node import handlers
 
 
-async def _no_read_index(self: node.Node) -> None:
+async def _no_read_index(self: handlers.ClientHandlers) -> None:
     return None
 
 
-node.Node._linearizable = _no_read_index  # type: ignore[method-assign]
+handlers.ClientHandlers._linearizable = _no_read_index  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     from rkv.cli import main

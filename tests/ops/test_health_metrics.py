@@ -230,9 +230,9 @@ async def test_http_port_in_use_fails_the_node(tmp_path: Path) -> None:
 async def test_livez_fails_when_the_raft_loop_is_stuck(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import rkv.node
+    import rkv.node.health
 
-    monkeypatch.setattr(rkv.node, "LIVENESS_STALL", 0.3)
+    monkeypatch.setattr(rkv.node.health, "LIVENESS_STALL", 0.3)
     cfg = configs(tmp_path, 1)[0]
     async with trio.open_nursery() as nursery:
         node = await nursery.start(run_node, cfg)
@@ -244,7 +244,7 @@ async def test_livez_fails_when_the_raft_loop_is_stuck(
             stuck.set()
             await trio.sleep_forever()
 
-        monkeypatch.setattr(node, "_handle_ready", hang)
+        monkeypatch.setattr(node.raft.ready, "handle", hang)
         monkeypatch.setattr(node.replica, "has_ready", lambda: True)
         with trio.fail_after(5):
             await stuck.wait()

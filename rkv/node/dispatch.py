@@ -1,0 +1,74 @@
+"""Inbound dispatch: what arrives on the node's port goes to the room that owns it.
+
+Owns: nothing but the route table it is given. Raft frames go to the peer links (refused for
+a node seen removed), snapshot chunks to snapshot shipping, requests to their handler; a
+follower's writes (rkv.forward LEADER_TYPES) go to the leader instead. A handler's exception
+becomes an error frame here (`as_error`; a damaged stored record: "integrity"). Must not:
+decide what a request means (the handlers do) or touch the raft loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import trio
+
+from rkv.errors import BadRequest, Removed, error_frame
+from rkv.forward import LEADER_TYPES, Forwarder, LeaderHere
+from rkv.integrity import IntegrityWatch
+from rkv.net.rpc import ConnInfo, RemoteError
+from rkv.node.common import REQUEST_ERRORS, as_error
+from rkv.node.handlers import Handler
+from rkv.node.inbox import Frame
+from rkv.node.peers import PeerLinks
+from rkv.node.snapshots import SnapshotShipper
+from rkv.store.errors import IntegrityError as StoreIntegrityError
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        routes: dict[str, Handler],
+        peers: PeerLinks,
+        snapshots: SnapshotShipper,
+        forwarder: Forwarder,
+        integrity: IntegrityWatch,
+        *,
+        forward_to: Callable[[], str | None],
+        request_timeout: float,
+    ) -> None:
+        self.routes = routes
+        self.peers = peers
+        self.snapshots = snapshots
+        self.forwarder = forwarder
+        self.integrity = integrity
+        self._forward_to = forward_to
+        self._request_timeout = request_timeout
+
+    async def handle(self, frame: Frame, info: ConnInfo) -> Frame | None:
+        t = frame.get("t")
+        if t == "raft":
+            sender = info.hello.get("node") if info.hello is not None else None
+            if sender in self.peers.removed:
+                # tell it, so it stops (a removed node may never hear of its removal otherwise)
+                raise RemoteError(Removed.code, f"{sender} was removed from this cluster")
+            self.peers.on_raft(frame, info)
+            return None
+        if t == "snap":
+            return await self.snapshots.on_snap(frame, info)
+        handler = self.routes.get(t) if isinstance(t, str) else None
+        if handler is None:
+            return error_frame(None, BadRequest(f"unknown request type {t!r}"))
+        try:
+            forward = t in LEADER_TYPES and frame.get("fwd") is not True
+            if forward and self._forward_to() is not None:
+                # a follower: the leader answers (rkv.forward)
+                deadline = trio.current_time() + self._request_timeout
+                with contextlib.suppress(LeaderHere):  # else it leads now: handled here
+                    return await self.forwarder.forward(frame, deadline)
+            return await handler(frame)
+        except REQUEST_ERRORS as e:
+            return error_frame(None, as_error(e))
+        except StoreIntegrityError as e:  # never served: the client gets "integrity"
+            return error_frame(None, self.integrity.failed(e, f"a {t} request"))
