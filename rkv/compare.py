@@ -30,7 +30,7 @@ from typing import Any
 import trio
 
 from rkv.errors import BadRequest, RkvError
-from rkv.protocol import StateHashesRequest
+from rkv.protocol import CheckRequest, StateHashesRequest
 from rkv.store import state_hash as sh
 
 Frame = dict[str, Any]
@@ -178,11 +178,11 @@ class Comparer:
         self.last_index: int | None = None
         self._reported: dict[str, str] = {}
 
-    async def state_hashes(self, f: Frame) -> Frame:
+    async def state_hashes(self, r: StateHashesRequest) -> Frame:
         """The `state_hashes` request: this node's pairs."""
         return pairs_frame(self.node_id, self._local())
 
-    async def check(self, f: Frame) -> Frame:
+    async def check(self, r: CheckRequest) -> Frame:
         """The `check` request: compare every member now."""
         index, verdicts = await self.run_once()
         return {

@@ -107,12 +107,6 @@ def test_every_kind_has_a_wire_example() -> None:
     assert {r.T for r, _ in WIRE} == set(p.REQUEST_TYPES)
 
 
-def test_the_node_accepts_exactly_these_kinds() -> None:
-    from rkv.node import Node
-
-    assert set(Node._handlers) == set(p.REQUEST_TYPES)
-
-
 def test_leader_kinds_are_the_writes_membership_and_transfer() -> None:
     writes = {"put", "delete", "cas", "file_chunk", "file_commit", "file_abort", "file_delete"}
     assert writes == p.WRITE_KINDS

@@ -6,7 +6,7 @@ rooms, each owning its state (its module docstring says what it owns and must no
 - `peers`: peer links (outbound framing of Raft traffic, inbound Raft frames, fault drop sets)
 - `snapshots`: streaming a snapshot to a follower, staging and installing one from the leader
 - `housekeeping`: log compaction and the stale-upload sweep, between the loop's turns
-- `handlers`: the client requests (KV and files), their field decoding, the put fast path
+- `handlers`: the client requests (KV and files), over typed requests (rkv.protocol), the put fast path
 - `admin`: leadership transfer, membership, repair, backups, fault hooks
 - `health`: status, readiness and liveness, the health/metrics HTTP routes
 - `server`: `Node`, which builds the rooms, wires them, listens and dispatches

@@ -17,11 +17,22 @@ import trio
 from rkv.backup import BackupSource
 from rkv.config import NodeConfig, format_address, parse_address
 from rkv.errors import BadRequest, ExitCode, RkvError, Timeout, Unavailable
-from rkv.node.common import Fatal, bytes_field, int_field, one_line
+from rkv.node.common import Fatal, one_line
 from rkv.node.handlers import Handler, leader_check
 from rkv.node.inbox import Frame, MemberChange, Transfer, Waiter, log
 from rkv.node.peers import PeerLinks
 from rkv.node.raft_loop import RaftLoop
+from rkv.protocol import (
+    BackupBeginRequest,
+    BackupEndRequest,
+    BackupReadRequest,
+    DataReply,
+    FaultRequest,
+    MemberRequest,
+    MembersRequest,
+    RepairRequest,
+    TransferRequest,
+)
 from rkv.raft.confchange import ConfChange, ConfChangeType
 from rkv.raft.types import ConfState, Role
 from rkv.repair import damaged_path
@@ -120,11 +131,8 @@ class Admin:
             return to
         raise Timeout(f"leadership transfer to {to} did not complete within {limit:.2f} s")
 
-    async def transfer(self, f: Frame) -> Frame:
-        to = f.get("to")
-        if to is not None and not isinstance(to, str):
-            raise BadRequest("to must be a node id (string) or nil")
-        leader = await self.transfer_leadership(to)
+    async def transfer(self, r: TransferRequest) -> Frame:
+        leader = await self.transfer_leadership(r.to)
         return {"t": "ok", "leader": leader, "leader_addr": self.cfg.peer_address(leader)}
 
     async def hand_over(self, timeout: float = 1.5) -> str | None:
@@ -157,17 +165,12 @@ class Admin:
             ],
         }
 
-    async def members_request(self, f: Frame) -> Frame:
+    async def members_request(self, r: MembersRequest) -> Frame:
         leader_check(self.raft.view, self.cfg.id)  # the leader's view is the newest
         return {"t": "ok", **self.members()}
 
-    async def member(self, f: Frame) -> Frame:
-        op = f.get("op")
-        node = f.get("node")
-        if op not in _MEMBER_OPS:
-            raise BadRequest("op must be one of add, promote, remove")
-        if not isinstance(node, str) or not node:
-            raise BadRequest("node must be a member id (host:port)")
+    async def member(self, r: MemberRequest) -> Frame:
+        op, node = r.op, r.node
         if op == "add":
             try:
                 node = format_address(*parse_address(node))
@@ -194,7 +197,7 @@ class Admin:
 
     # -- repair -------------------------------------------------------------------------------
 
-    async def repair_request(self, f: Frame) -> Frame:
+    async def repair_request(self, r: RepairRequest) -> Frame:
         """Stop, and rebuild this node's stored state from the cluster (rkv.repair): the data
         dir is moved aside once the store is closed (run_node), and a new store of this member
         recovers from the leader when the node is started again."""
@@ -228,24 +231,22 @@ class Admin:
 
     # -- backups ------------------------------------------------------------------------------
 
-    async def backup_begin(self, f: Frame) -> Frame:
+    async def backup_begin(self, r: BackupBeginRequest) -> Frame:
         # A read barrier first: every write acknowledged before this request is applied
         # here, so the copy holds it.
         await self.raft.read_barrier()
         token, manifest = await self.backups.begin()
         return {"t": "ok", "b": token, "manifest": manifest}
 
-    async def backup_read(self, f: Frame) -> Frame:
-        b, off, n = bytes_field(f, "b", 64), int_field(f, "off"), int_field(f, "len")
-        data = await self.backups.read(b, off, n)
-        return {"t": "ok", "data": data}
+    async def backup_read(self, r: BackupReadRequest) -> Frame:
+        return DataReply(await self.backups.read(r.token, r.off, r.length)).to_frame()
 
-    async def backup_end(self, f: Frame) -> Frame:
-        return {"t": "ok", "ended": self.backups.end(bytes_field(f, "b", 64))}
+    async def backup_end(self, r: BackupEndRequest) -> Frame:
+        return {"t": "ok", "ended": self.backups.end(r.token)}
 
     # -- fault hooks --------------------------------------------------------------------------
 
-    async def fault(self, f: Frame) -> Frame:
+    async def fault(self, r: FaultRequest) -> Frame:
         """Partition hooks for the nemesis: drop Raft messages to / from the given peers.
 
         Each call replaces both sets (empty lists heal). Refused unless the node was started
@@ -254,8 +255,9 @@ class Admin:
         if not self.cfg.fault_injection:
             raise BadRequest("fault injection is disabled on this node")
         peers = self.peers
-        peers.drop_to = self._peer_set(f, "drop_to")
-        peers.drop_from = self._peer_set(f, "drop_from")
+        drop_to = self._peer_set(r.drop_to, "drop_to")  # both checked before either applies
+        drop_from = self._peer_set(r.drop_from, "drop_from")
+        peers.drop_to, peers.drop_from = drop_to, drop_from
         log.warning(
             "%s: fault injection: dropping raft messages to [%s], from [%s]",
             self.cfg.id,
@@ -264,10 +266,7 @@ class Admin:
         )
         return {"t": "ok", "drop_to": sorted(peers.drop_to), "drop_from": sorted(peers.drop_from)}
 
-    def _peer_set(self, f: Frame, name: str) -> frozenset[str]:
-        v = f.get(name, [])
-        if not isinstance(v, list) or not all(isinstance(p, str) for p in v):
-            raise BadRequest(f"{name} must be a list of peer ids")
+    def _peer_set(self, v: tuple[str, ...], name: str) -> frozenset[str]:
         members = self.raft.view.conf.members()
         unknown = [p for p in v if p not in members or p == self.cfg.id]
         if unknown:

@@ -66,9 +66,11 @@ def refusal(result: Any) -> BadRequest | None:
     return BadRequest(one_line(str(getattr(result, "error", "") or "refused")))
 
 
-REQUEST_ERRORS = (RkvError, CodecError, KeyError, TypeError, ValueError, StoreFullError)
+REQUEST_ERRORS = (RkvError, CodecError, StoreFullError)
 """What a request's own handling may raise for a bad or refused request (`as_error` says
-what it means for the caller); anything else is a bug, answered as an internal error."""
+what it means for the caller). A request's fields were checked when it was decoded
+(rkv.protocol), so a KeyError, TypeError or ValueError is a bug, answered as an internal
+error, not hidden as a bad request."""
 
 
 def as_error(e: Exception) -> RkvError:

@@ -1,8 +1,10 @@
 """Inbound dispatch: what arrives on the node's port goes to the room that owns it.
 
-Owns: nothing but the route table it is given. Raft frames go to the peer links (refused for
-a node seen removed), snapshot chunks to snapshot shipping, requests to their handler; a
-follower's writes (rkv.forward LEADER_TYPES) go to the leader instead. A handler's exception
+Owns: nothing but the route table it is given (a handler for every request kind of
+rkv.protocol). Raft frames go to the peer links (refused for a node seen removed), snapshot
+chunks to snapshot shipping, requests, decoded by rkv.protocol (a frame that does not fit is
+refused here, naming the field), to their handler; a follower's writes and other leader-only
+requests (rkv.protocol LEADER_KINDS) go to the leader instead, as received. A handler's exception
 becomes an error frame here (`as_error`; a damaged stored record: "integrity"). Must not:
 decide what a request means (the handlers do) or touch the raft loop.
 """
@@ -15,7 +17,7 @@ from collections.abc import Callable
 import trio
 
 from rkv.errors import BadRequest, Removed, error_frame
-from rkv.forward import LEADER_TYPES, Forwarder, LeaderHere
+from rkv.forward import Forwarder, LeaderHere
 from rkv.integrity import IntegrityWatch
 from rkv.net.rpc import ConnInfo, RemoteError
 from rkv.node.common import REQUEST_ERRORS, as_error
@@ -23,6 +25,7 @@ from rkv.node.handlers import Handler
 from rkv.node.inbox import Frame
 from rkv.node.peers import PeerLinks
 from rkv.node.snapshots import SnapshotShipper
+from rkv.protocol import REQUEST_TYPES, ProtocolError, decode_request
 from rkv.store.errors import IntegrityError as StoreIntegrityError
 
 
@@ -38,7 +41,9 @@ class Dispatcher:
         forward_to: Callable[[], str | None],
         request_timeout: float,
     ) -> None:
+        assert routes.keys() <= REQUEST_TYPES.keys(), sorted(routes.keys() - REQUEST_TYPES.keys())
         self.routes = routes
+        """A handler per request kind (the node has one for every kind: tests/node)."""
         self.peers = peers
         self.snapshots = snapshots
         self.forwarder = forwarder
@@ -57,17 +62,21 @@ class Dispatcher:
             return None
         if t == "snap":
             return await self.snapshots.on_snap(frame, info)
-        handler = self.routes.get(t) if isinstance(t, str) else None
-        if handler is None:
-            return error_frame(None, BadRequest(f"unknown request type {t!r}"))
         try:
-            forward = t in LEADER_TYPES and frame.get("fwd") is not True
-            if forward and self._forward_to() is not None:
+            req = decode_request(frame)  # every field checked, or a precise BadRequest
+        except ProtocolError as e:
+            return error_frame(None, e)
+        t = req.T
+        handler = self.routes.get(t)
+        if handler is None:  # only a node built from parts (tests) lacks a kind
+            return error_frame(None, BadRequest(f"this node does not serve {t} requests"))
+        try:
+            if req.LEADER and not getattr(req, "fwd", False) and self._forward_to() is not None:
                 # a follower: the leader answers (rkv.forward)
                 deadline = trio.current_time() + self._request_timeout
                 with contextlib.suppress(LeaderHere):  # else it leads now: handled here
                     return await self.forwarder.forward(frame, deadline)
-            return await handler(frame)
+            return await handler(req)
         except REQUEST_ERRORS as e:
             return error_frame(None, as_error(e))
         except StoreIntegrityError as e:  # never served: the client gets "integrity"

@@ -1,9 +1,9 @@
 """Client request handlers: the KV and file requests (docs/contracts.md, client protocol).
 
-Owns: what each request's frame means (the field decoding, in one section below), turning a
-write into a proposal and a read into a local read (after a read barrier unless `stale`),
-the reply frames, the leader check and where a follower forwards writes, and the put fast
-path (`front_door`). Must not: touch the RawNode (it reads the raft loop's published `view`
+Owns: what each request means (its fields come decoded and checked by rkv.protocol: the
+dispatcher decodes, the put fast path `front_door` decodes its own), turning a write into a
+proposal and a read into a local read (after a read barrier unless `stale`), the replies, the
+leader check and where a follower forwards writes. Must not: touch the RawNode (it reads the raft loop's published `view`
 and hands proposals and reads to the loop), or frame anything for the wire.
 
 Built from what it talks to (a config, a store, the raft loop, the metrics), so that a test
@@ -18,32 +18,41 @@ from typing import Any, Protocol
 
 import trio
 
-from rkv.codec import (
-    MAX_ID_LEN,
-    Cas,
-    Command,
-    Delete,
-    FileAbort,
-    FileChunk,
-    FileCommit,
-    FileDelete,
-    Put,
-    Request,
-    encode_request,
-)
+from rkv.codec import Request, encode_request
 from rkv.config import NodeConfig
-from rkv.errors import BadRequest, Changed, NotFound, NotLeader, Unavailable
+from rkv.errors import Changed, NotFound, NotLeader, Unavailable
 from rkv.metrics import NodeMetrics
 from rkv.net.rpc import Answer, ConnInfo
-from rkv.node.common import REQUEST_ERRORS, as_error, bytes_field, int_field, one_line, refusal
+from rkv.node.common import REQUEST_ERRORS, as_error, one_line, refusal
 from rkv.node.inbox import Frame, Input, Propose, RaftView, Waiter
+from rkv.protocol import (
+    AbortedReply,
+    CasRequest,
+    DataReply,
+    DeleteRequest,
+    ExistedReply,
+    FileAbortRequest,
+    FileChunkRequest,
+    FileCommitRequest,
+    FileDeleteRequest,
+    FileMetaReply,
+    FileMetaRequest,
+    FileReadRequest,
+    GetRequest,
+    OkReply,
+    PutRequest,
+    ScanReply,
+    ScanRequest,
+    SwappedReply,
+    ValueReply,
+    WriteRequest,
+    decode_request,
+)
 from rkv.raft.types import Role
 from rkv.store.errors import NotFoundError
 
-MAX_SCAN_LIMIT = 10_000
-DEFAULT_SCAN_LIMIT = 1000
-
-Handler = Callable[[Frame], Awaitable[Frame]]
+Handler = Callable[[Any], Awaitable[Frame]]
+"""A request's handler: takes its typed request (rkv.protocol, decoded by the dispatcher)."""
 
 
 class Raft(Protocol):
@@ -66,83 +75,6 @@ def leader_check(view: RaftView, me: str) -> None:
     if view.leader and view.leader != me:
         raise NotLeader(leader_addr=view.leader_addr)
     raise Unavailable("no leader known; retry")
-
-
-# -- field decoding: what a request frame's fields mean ---------------------------------------
-
-
-def session(f: Frame) -> tuple[bytes, int]:
-    """The write's client session and sequence number."""
-    client_id = bytes_field(f, "c", MAX_ID_LEN)
-    seq = f.get("s")
-    if type(seq) is not int or seq < 1:
-        raise BadRequest("s (seq) must be an integer >= 1")
-    return client_id, seq
-
-
-def put_command(f: Frame) -> Put:
-    return Put(bytes_field(f, "k"), bytes_field(f, "val"))
-
-
-def delete_command(f: Frame) -> Delete:
-    return Delete(bytes_field(f, "k"))
-
-
-def cas_command(f: Frame) -> Cas:
-    exp = f.get("exp")
-    if exp is not None and not isinstance(exp, bytes):
-        raise BadRequest("exp must be bytes or nil")
-    return Cas(bytes_field(f, "k"), exp, bytes_field(f, "val"))
-
-
-def file_chunk_command(f: Frame) -> FileChunk:
-    return FileChunk(
-        bytes_field(f, "k"), bytes_field(f, "u"), int_field(f, "n"), bytes_field(f, "data")
-    )
-
-
-def file_commit_command(f: Frame) -> FileCommit:
-    return FileCommit(
-        bytes_field(f, "k"),
-        bytes_field(f, "u"),
-        int_field(f, "size"),
-        int_field(f, "chunks"),
-        bytes_field(f, "sha"),
-    )
-
-
-def file_abort_command(f: Frame) -> FileAbort:
-    return FileAbort(bytes_field(f, "u"), 0)
-
-
-def file_delete_command(f: Frame) -> FileDelete:
-    return FileDelete(bytes_field(f, "k"))
-
-
-def key(f: Frame) -> bytes:
-    return bytes_field(f, "k")
-
-
-def scan_args(f: Frame) -> tuple[bytes, int]:
-    """(prefix, limit) of a scan."""
-    prefix = bytes_field(f, "p") if f.get("p") is not None else b""
-    limit = f.get("limit", DEFAULT_SCAN_LIMIT)
-    if type(limit) is not int or not 1 <= limit <= MAX_SCAN_LIMIT:
-        raise BadRequest(f"limit must be an integer in 1..{MAX_SCAN_LIMIT}")
-    return prefix, limit
-
-
-def file_read_args(f: Frame) -> tuple[bytes, int, bytes]:
-    """(key, chunk number, the file's sha256) of a chunk read."""
-    return bytes_field(f, "k"), int_field(f, "n"), bytes_field(f, "sha")
-
-
-def stale(f: Frame) -> bool:
-    """Whether a read may be served from local state without a read barrier."""
-    v = f.get("stale", False)
-    if not isinstance(v, bool):
-        raise BadRequest("stale must be a bool")
-    return v
 
 
 # -- the handlers -----------------------------------------------------------------------------
@@ -189,7 +121,9 @@ class ClientHandlers:
         if frame.get("t") != "put" or self.raft.view.role != Role.LEADER:
             return False  # a follower forwards it (Node._handle)
         try:
-            data = self._request_data(frame, put_command(frame))
+            req = decode_request(frame)
+            assert isinstance(req, PutRequest)
+            data = self._request_data(req)
             self.leader_check()
         except REQUEST_ERRORS as e:
             answer(as_error(e))
@@ -205,23 +139,22 @@ class ClientHandlers:
             return
         self.metrics.on_commit(trio.current_time() - t0)
         refused = refusal(w.result)
-        answer({"t": "ok"} if refused is None else refused)
+        answer(OkReply().to_frame() if refused is None else refused)
 
     @staticmethod
-    def _request_data(frame: Frame, command: Command) -> bytes:
-        """The log entry data of a write: the command with the frame's session and seq."""
-        client_id, seq = session(frame)
-        return encode_request(Request(client_id, seq, command))
+    def _request_data(req: WriteRequest) -> bytes:
+        """The log entry data of a write: its command with the request's session and seq."""
+        return encode_request(Request(req.client_id, req.seq, req.command()))
 
-    async def _propose(self, frame: Frame, command: Command) -> Any:
-        data = self._request_data(frame, command)
+    async def _propose(self, req: WriteRequest) -> Any:
+        data = self._request_data(req)
         self.leader_check()
         w = Waiter()
         t0 = trio.current_time()
         # A put's result is always ok (a duplicate or stale retry of the session's seq took
         # effect already), so it is answered once committed (Replica.answer_committed).
         await self.raft.submit(
-            Propose(data, w, early=isinstance(command, Put)), w, "write not committed"
+            Propose(data, w, early=isinstance(req, PutRequest)), w, "write not committed"
         )
         self.metrics.on_commit(trio.current_time() - t0)
         refused = refusal(w.result)
@@ -232,67 +165,59 @@ class ClientHandlers:
     async def _linearizable(self) -> None:
         await self.raft.read_barrier()
 
-    async def _maybe_linearizable(self, frame: Frame) -> None:
-        if not stale(frame):
+    async def _maybe_linearizable(self, stale: bool) -> None:
+        if not stale:
             await self._linearizable()
 
     # -- writes -------------------------------------------------------------------------------
 
-    async def put(self, f: Frame) -> Frame:
-        await self._propose(f, put_command(f))
-        return {"t": "ok"}
+    async def put(self, r: PutRequest) -> Frame:
+        await self._propose(r)
+        return OkReply().to_frame()
 
-    async def delete(self, f: Frame) -> Frame:
-        existed = await self._propose(f, delete_command(f))
-        return {"t": "ok", "existed": bool(existed)}
+    async def delete(self, r: DeleteRequest) -> Frame:
+        return ExistedReply(bool(await self._propose(r))).to_frame()
 
-    async def cas(self, f: Frame) -> Frame:
-        swapped = await self._propose(f, cas_command(f))
-        return {"t": "ok", "swapped": bool(swapped)}
+    async def cas(self, r: CasRequest) -> Frame:
+        return SwappedReply(bool(await self._propose(r))).to_frame()
 
-    async def file_chunk(self, f: Frame) -> Frame:
-        await self._propose(f, file_chunk_command(f))
-        return {"t": "ok"}
+    async def file_chunk(self, r: FileChunkRequest) -> Frame:
+        await self._propose(r)
+        return OkReply().to_frame()
 
-    async def file_commit(self, f: Frame) -> Frame:
-        await self._propose(f, file_commit_command(f))
-        return {"t": "ok"}
+    async def file_commit(self, r: FileCommitRequest) -> Frame:
+        await self._propose(r)
+        return OkReply().to_frame()
 
-    async def file_abort(self, f: Frame) -> Frame:
-        aborted = await self._propose(f, file_abort_command(f))
-        return {"t": "ok", "aborted": bool(aborted)}
+    async def file_abort(self, r: FileAbortRequest) -> Frame:
+        return AbortedReply(bool(await self._propose(r))).to_frame()
 
-    async def file_delete(self, f: Frame) -> Frame:
-        existed = await self._propose(f, file_delete_command(f))
-        return {"t": "ok", "existed": bool(existed)}
+    async def file_delete(self, r: FileDeleteRequest) -> Frame:
+        return ExistedReply(bool(await self._propose(r))).to_frame()
 
     # -- reads --------------------------------------------------------------------------------
 
-    async def get(self, f: Frame) -> Frame:
-        k = key(f)
-        await self._maybe_linearizable(f)
-        return {"t": "ok", "val": self.store.get(k)}
+    async def get(self, r: GetRequest) -> Frame:
+        await self._maybe_linearizable(r.stale)
+        return ValueReply(self.store.get(r.key)).to_frame()
 
-    async def scan(self, f: Frame) -> Frame:
-        prefix, limit = scan_args(f)
-        await self._maybe_linearizable(f)
-        items = self.store.scan(prefix, limit)
-        return {"t": "ok", "items": [[k, v] for k, v in items]}
+    async def scan(self, r: ScanRequest) -> Frame:
+        await self._maybe_linearizable(r.stale)
+        return ScanReply(tuple(self.store.scan(r.prefix, r.limit))).to_frame()
 
-    async def file_meta(self, f: Frame) -> Frame:
-        k = key(f)
-        await self._maybe_linearizable(f)
+    async def file_meta(self, r: FileMetaRequest) -> Frame:
+        await self._maybe_linearizable(r.stale)
+        m = self.store.file_manifest(r.key)
+        if m is None:
+            raise NotFound(f"no file {r.key!r}")
+        return FileMetaReply(m.size, m.chunks, m.sha256).to_frame()
+
+    async def file_read(self, r: FileReadRequest) -> Frame:
+        k, n = r.key, r.n
         m = self.store.file_manifest(k)
         if m is None:
             raise NotFound(f"no file {k!r}")
-        return {"t": "ok", "size": m.size, "chunks": m.chunks, "sha": m.sha256}
-
-    async def file_read(self, f: Frame) -> Frame:
-        k, n, sha = file_read_args(f)
-        m = self.store.file_manifest(k)
-        if m is None:
-            raise NotFound(f"no file {k!r}")
-        if m.sha256 != sha:
+        if m.sha256 != r.sha:
             raise Changed(f"file {k!r} was overwritten")
         if n >= m.chunks:
             raise NotFound(f"file {k!r} has {m.chunks} chunks, no chunk {n}")
@@ -300,4 +225,4 @@ class ClientHandlers:
             data = self.store.read_chunk(k, n)
         except NotFoundError as e:
             raise NotFound(one_line(str(e))) from None
-        return {"t": "ok", "data": data}
+        return DataReply(data).to_frame()

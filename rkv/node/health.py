@@ -20,6 +20,7 @@ from rkv.metrics import CONTENT_TYPE, NodeMetrics
 from rkv.net.rpc import ServerStats
 from rkv.node.inbox import Frame
 from rkv.node.raft_loop import RaftLoop
+from rkv.protocol import StatusRequest
 
 LIVENESS_STALL = 10.0
 """/livez fails once the raft loop has not turned for this many seconds."""
@@ -56,7 +57,7 @@ class Health:
             "degraded": self.integrity.degraded,
         }
 
-    async def status_request(self, f: Frame) -> Frame:
+    async def status_request(self, r: StatusRequest) -> Frame:
         return {"t": "ok", **self.status()}
 
     def readiness(self) -> tuple[bool, str]:

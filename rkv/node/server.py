@@ -146,8 +146,8 @@ class Node:
             "status": self.health.status_request,
             **self.admin.routes(),
             # replica comparison (rkv.compare)
-            "state_hashes": lambda f: self.comparer.state_hashes(f),
-            "check": lambda f: self.comparer.check(f),
+            "state_hashes": self.comparer.state_hashes,
+            "check": self.comparer.check,
         }
         self.dispatch = Dispatcher(
             routes,

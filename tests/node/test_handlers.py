@@ -199,33 +199,42 @@ CASES: dict[str, Case] = {
         result=Result(ok=False, error="missing  chunk\n0"),
     ),
     "key not bytes": Case(
-        LEADER, write("put", k="k", val=b"v"), error=("bad_request", "k must be bytes")
+        LEADER,
+        write("put", k="k", val=b"v"),
+        error=("bad_request", "field 'k' must be bytes of 1..400 bytes, got str"),
     ),
-    "value missing": Case(LEADER, write("put", k=b"k"), error=("bad_request", "val must be bytes")),
+    "value missing": Case(
+        LEADER,
+        write("put", k=b"k"),
+        error=("bad_request", "field 'val' is missing from a put request"),
+    ),
     "seq zero": Case(
         LEADER,
         write("put", k=b"k", val=b"v", s=0),
-        error=("bad_request", "s (seq) must be an integer >= 1"),
+        error=("bad_request", "field 's' must be an integer in 1..18446744073709551615, got 0"),
     ),
     "seq a bool": Case(
         LEADER,
         write("delete", k=b"k", s=True),
-        error=("bad_request", "s (seq) must be an integer >= 1"),
+        error=("bad_request", "field 's' must be an integer in 1..18446744073709551615, got bool"),
     ),
     "client id too long": Case(
         LEADER,
         write("put", k=b"k", val=b"v", c=b"c" * 1000),
-        error=("bad_request", "c is longer than 64 bytes"),
+        error=("bad_request", "field 'c' must be bytes of at most 64 bytes, got 1000 bytes"),
     ),
     "cas exp of the wrong type": Case(
         LEADER,
         write("cas", k=b"k", exp=1, val=b"w"),
-        error=("bad_request", "exp must be bytes or nil"),
+        error=(
+            "bad_request",
+            "field 'exp' must be nil or bytes of at most 16777216 bytes, got int",
+        ),
     ),
     "chunk number negative": Case(
         LEADER,
         write("file_chunk", k=b"f", u=b"up", n=-1, data=b"x"),
-        error=("bad_request", "n must be a non-negative integer"),
+        error=("bad_request", "field 'n' must be an integer in 0..4294967295, got -1"),
     ),
     "get, stale: served locally, no read barrier": Case(
         FOLLOWER, {"t": "get", "k": b"k", "stale": True}, reply={"t": "ok", "val": b"v"}
@@ -237,7 +246,9 @@ CASES: dict[str, Case] = {
         LEADER, {"t": "get", "k": b"nope", "stale": True}, reply={"t": "ok", "val": None}
     ),
     "get, stale not a bool": Case(
-        LEADER, {"t": "get", "k": b"k", "stale": 1}, error=("bad_request", "stale must be a bool")
+        LEADER,
+        {"t": "get", "k": b"k", "stale": 1},
+        error=("bad_request", "field 'stale' must be a bool, got int"),
     ),
     "scan with a prefix and a limit": Case(
         LEADER,
@@ -248,7 +259,7 @@ CASES: dict[str, Case] = {
     "scan limit out of range": Case(
         LEADER,
         {"t": "scan", "limit": 0},
-        error=("bad_request", "limit must be an integer in 1..10000"),
+        error=("bad_request", "field 'limit' must be an integer in 1..10000, got 0"),
     ),
     "file meta": Case(
         LEADER,
@@ -265,7 +276,7 @@ CASES: dict[str, Case] = {
     ),
     "file read of an overwritten file": Case(
         LEADER,
-        {"t": "file_read", "k": b"f", "n": 0, "sha": b"other"},
+        {"t": "file_read", "k": b"f", "n": 0, "sha": b"o" * 32},
         error=("changed", "file b'f' was overwritten"),
     ),
     "file read past the last chunk": Case(
@@ -292,10 +303,21 @@ CASES: dict[str, Case] = {
     "bad fields are reported before the leader check": Case(
         NO_LEADER,
         write("put", k=b"k", val=3, fwd=True),
-        error=("bad_request", "val must be bytes"),
+        error=("bad_request", "field 'val' must be bytes of at most 16777216 bytes, got int"),
     ),
     "unknown request type": Case(
         LEADER, {"t": "nope"}, error=("bad_request", "unknown request type 'nope'")
+    ),
+    "follower: a malformed write is refused here, not forwarded": Case(
+        FOLLOWER,
+        write("cas", k=b"k", exp=1, val=b"v"),
+        error=(
+            "bad_request",
+            "field 'exp' must be nil or bytes of at most 16777216 bytes, got int",
+        ),
+    ),
+    "a kind this dispatcher has no handler for (built from parts)": Case(
+        LEADER, {"t": "repair"}, error=("bad_request", "this node does not serve repair requests")
     ),
 }
 
@@ -366,3 +388,17 @@ async def test_front_door(name: str, tmp_path: Path) -> None:
         w.result = None
         w.finish()
         assert answer.got == [{"t": "ok"}]
+
+
+def test_a_node_serves_every_request_kind(tmp_path: Path) -> None:
+    """The node's dispatcher has a handler for every kind of rkv.protocol, and no other."""
+    from rkv.node import Node
+    from rkv.node.entry import _open
+    from rkv.protocol import REQUEST_TYPES
+
+    cfg = NodeConfig.create(ME, [ME, OTHER], data_dir=tmp_path)
+    store = _open(cfg)
+    try:
+        assert set(Node(cfg, store).dispatch.routes) == set(REQUEST_TYPES)
+    finally:
+        store.close()
