@@ -78,7 +78,10 @@ def derived_floor(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | 
 
 
 def format_floor_table(results: Mapping[str, Mapping[str, Any]]) -> str:
-    head = f"{'what':12s} {'writers':>7s} {'n':>6s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} {'max ms':>8s} {'ops/s':>9s}"
+    head = (
+        f"{'what':14s} {'writers':>7s} {'n':>6s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} "
+        f"{'mean ms':>8s} {'max ms':>8s} {'ops/s':>9s}"
+    )
     lines = [head, "-" * len(head)]
 
     def num(v: float | None, fmt: str) -> str:
@@ -87,9 +90,9 @@ def format_floor_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     for name, r in results.items():
         lat = r["latency_ms"]
         lines.append(
-            f"{name:12s} {r['writers']:>7d} {r['n']:>6d} {num(lat['p50'], '8.3f')} "
-            f"{num(lat['p90'], '8.3f')} {num(lat['p99'], '8.3f')} {num(lat['max'], '8.3f')} "
-            f"{num(r['ops_per_s'], '9.1f')}"
+            f"{name:14s} {r['writers']:>7d} {r['n']:>6d} {num(lat['p50'], '8.3f')} "
+            f"{num(lat['p90'], '8.3f')} {num(lat['p99'], '8.3f')} {num(lat['mean'], '8.3f')} "
+            f"{num(lat['max'], '8.3f')} {num(r['ops_per_s'], '9.1f')}"
         )
     return "\n".join(lines)
 
@@ -279,7 +282,7 @@ def floor(
     write_json(out, envelope("floor", meta, results=results, derived=derived))
     print()
     for k, t in TITLES.items():
-        print(f"{k:12s} {t}")
+        print(f"{k:14s} {t}")
     print()
     print(format_floor_table(results))
     if derived is not None:
@@ -293,4 +296,4 @@ def floor(
 
 def _row(label: str, r: Mapping[str, Any]) -> str:
     lat = r["latency_ms"]
-    return f"{label:12s} writers={r['writers']} n={r['n']} p50={lat['p50']} p99={lat['p99']} ms"
+    return f"{label:14s} writers={r['writers']} n={r['n']} p50={lat['p50']} p99={lat['p99']} ms"
