@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import random
 import time
 from typing import Any
@@ -27,8 +28,15 @@ KEY_CACHE_MAX = 1 << 17
 """Key spaces up to this size have their keys (and base64 forms) built once, up front."""
 
 
+LOOP_ENV = "BENCH_RAWGEN_LOOP"
+"""Set to "asyncio" to run the generator on asyncio's own loop even where uvloop is installed
+(to measure what uvloop buys, or to check the fallback)."""
+
+
 def loop_name() -> str:
     """The event loop the generator runs on: "uvloop" when installed, else "asyncio"."""
+    if os.environ.get(LOOP_ENV) == "asyncio":
+        return "asyncio"
     try:
         import uvloop  # noqa: F401
     except ImportError:
@@ -37,10 +45,10 @@ def loop_name() -> str:
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
+    if loop_name() == "asyncio":
         return asyncio.new_event_loop()
+    import uvloop
+
     loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     return loop
 

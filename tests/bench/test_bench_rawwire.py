@@ -210,9 +210,15 @@ class FakeEtcd:
         self.sock.close()
 
 
-@pytest.mark.parametrize("fail_every", [0, 50])
-def test_raw_generator_closed_loop_against_a_fake_etcd(fail_every: int) -> None:
-    from bench.rawgen import run_worker
+@pytest.mark.parametrize(("fail_every", "loop"), [(0, "default"), (50, "default"), (0, "asyncio")])
+def test_raw_generator_closed_loop_against_a_fake_etcd(
+    fail_every: int, loop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.rawgen import LOOP_ENV, loop_name, run_worker
+
+    if loop == "asyncio":
+        monkeypatch.setenv(LOOP_ENV, "asyncio")
+        assert loop_name() == "asyncio"
 
     fake = FakeEtcd(fail_every)
     try:
