@@ -180,7 +180,7 @@ class _Client(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.buf.clear()
-        if self.started:
+        if self.started and not self.t0 and not self.finished:
             self.send_next()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -204,7 +204,7 @@ class _Client(asyncio.Protocol):
     # -- the closed loop ----------------------------------------------------------------------
     def begin(self) -> None:
         self.started = True
-        if self.transport is not None:
+        if self.transport is not None and not self.t0:
             self.send_next()
 
     def send_next(self) -> None:
@@ -316,7 +316,8 @@ class _Client(asyncio.Protocol):
     def _resume(self) -> None:
         if self.finished or self.gen.stopping:
             return
-        if self.transport is not None:
+        # Not when a reconnect in the meantime has sent the next request already.
+        if self.transport is not None and not self.t0:
             self.send_next()
 
     def finish(self) -> None:
@@ -379,4 +380,10 @@ def run_worker(a: WorkerArgs) -> WorkerResult:
     try:
         return loop.run_until_complete(_main(a))
     finally:
+        # Reconnects still waiting out their backoff when the window closed.
+        left = asyncio.all_tasks(loop)
+        for t in left:
+            t.cancel()
+        if left:
+            loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
         loop.close()

@@ -157,13 +157,18 @@ def test_rkv_frame_parser() -> None:
 
 
 class FakeEtcd:
-    """Answers every request on every connection with GO_200 (or a 503 every `fail_every`)."""
+    """Answers every request on every connection with GO_200, a 503 every `fail_every`
+    requests, and closes the connection unanswered every `close_every`. Counts requests that
+    arrive while one is still unanswered on the same connection (`pipelined`): a closed-loop
+    client must never send one."""
 
-    def __init__(self, fail_every: int = 0) -> None:
+    def __init__(self, fail_every: int = 0, close_every: int = 0) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.fail_every = fail_every
+        self.close_every = close_every
         self.requests = 0
+        self.pipelined = 0
         self.lock = threading.Lock()
         self.closing = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -198,7 +203,11 @@ class FakeEtcd:
                     buf = buf[head_end + 4 + n :]
                     with self.lock:
                         self.requests += 1
+                        self.pipelined += bool(buf)
                         fail = self.fail_every and self.requests % self.fail_every == 0
+                        close = self.close_every and self.requests % self.close_every == 0
+                    if close:
+                        return
                     conn.sendall(
                         b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\n{}"
                         if fail
@@ -210,9 +219,12 @@ class FakeEtcd:
         self.sock.close()
 
 
-@pytest.mark.parametrize(("fail_every", "loop"), [(0, "default"), (50, "default"), (0, "asyncio")])
+@pytest.mark.parametrize(
+    ("fail_every", "close_every", "loop"),
+    [(0, 0, "default"), (50, 0, "default"), (0, 0, "asyncio"), (7, 40, "default")],
+)
 def test_raw_generator_closed_loop_against_a_fake_etcd(
-    fail_every: int, loop: str, monkeypatch: pytest.MonkeyPatch
+    fail_every: int, close_every: int, loop: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from bench.rawgen import LOOP_ENV, loop_name, run_worker
 
@@ -220,7 +232,7 @@ def test_raw_generator_closed_loop_against_a_fake_etcd(
         monkeypatch.setenv(LOOP_ENV, "asyncio")
         assert loop_name() == "asyncio"
 
-    fake = FakeEtcd(fail_every)
+    fake = FakeEtcd(fail_every, close_every)
     try:
         a = WorkerArgs(
             spec={"system": "etcd", "addrs": [f"127.0.0.1:{fake.port}"], "generator": "raw"},
@@ -241,10 +253,13 @@ def test_raw_generator_closed_loop_against_a_fake_etcd(
     assert r.elapsed_s == pytest.approx(0.6)
     assert r.cpu_s > 0
     assert r.stalled_at_end == 0
-    if fail_every:
+    if close_every:
+        assert set(r.error_kinds) == {"HTTP503", "ConnectionError"}
+    elif fail_every:
         assert r.errors > 0 and set(r.error_kinds) == {"HTTP503"}
     else:
         assert r.errors == 0
+    assert fake.pipelined == 0
     # Warmup and after-window requests are answered too but do not count.
     assert fake.requests > r.ops + r.errors
 
