@@ -133,6 +133,8 @@ def compare(
             "seed": seed,
         },
     }
+    for label, m in meta["systems"].items():
+        print(f"{label}: {m.get('client', m.get('version'))}", flush=True)
     points: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
     # A system that cannot prefill a value size once will not in the next points either:
