@@ -4,7 +4,8 @@ Owns: timing, on this disk and this kernel, (1) a durable LMDB commit of one sma
 rkv's store makes one (rkv/store/env.py: sync=True, metasync=False, then env.sync(True): data
 flush + meta flush) and with one flush only (the commit without the extra sync), each with one
 writer and with three writers at once in separate processes, each on an environment of its
-own; (2) a 4 KiB append + fdatasync to a file, one and three writers; (3) a loopback TCP round
+own, running free and in lockstep (every operation starts when all three are ready, as three
+nodes commit the same entry); (2) a 4 KiB append + fdatasync to a file, the same ways; (3) a loopback TCP round
 trip of a small frame between two processes (blocking sockets, TCP_NODELAY). Every figure is a
 measurement of the same run; the derived floor of a replicated put is labelled as derived.
 Must not start any cluster: it measures what lies beneath all of them.
@@ -61,11 +62,12 @@ def summarize_samples(samples_us: Sequence[Sequence[float]], wall_s: float) -> d
 
 
 def derived_floor(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The floor of one replicated put at one client, from this run's figures: the leader's
-    and one follower's durable commits run in parallel on the same disk (the three-writer
-    LMDB p50), plus two loopback round trips (client to leader, leader to follower)."""
+    """The floor of one replicated put at one client, from this run's figures: the three
+    nodes' durable commits of the entry run at once on the same disk (the lockstep
+    three-writer LMDB p50), plus two loopback round trips (client to leader, leader to
+    follower)."""
     try:
-        commit = results["lmdb x3"]["latency_ms"]["p50"]
+        commit = results["lmdb x3 lockstep"]["latency_ms"]["p50"]
         rtt = results["rtt"]["latency_ms"]["p50"]
     except KeyError:
         return None
@@ -73,13 +75,13 @@ def derived_floor(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | 
         return None
     return {
         "p50_ms": round(commit + 2 * rtt, 4),
-        "formula": "lmdb x3 p50 + 2 x rtt p50",
+        "formula": "lmdb x3 lockstep p50 + 2 x rtt p50",
     }
 
 
 def format_floor_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     head = (
-        f"{'what':14s} {'writers':>7s} {'n':>6s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} "
+        f"{'what':20s} {'writers':>7s} {'n':>6s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} "
         f"{'mean ms':>8s} {'max ms':>8s} {'ops/s':>9s}"
     )
     lines = [head, "-" * len(head)]
@@ -90,7 +92,7 @@ def format_floor_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     for name, r in results.items():
         lat = r["latency_ms"]
         lines.append(
-            f"{name:14s} {r['writers']:>7d} {r['n']:>6d} {num(lat['p50'], '8.3f')} "
+            f"{name:20s} {r['writers']:>7d} {r['n']:>6d} {num(lat['p50'], '8.3f')} "
             f"{num(lat['p90'], '8.3f')} {num(lat['p99'], '8.3f')} {num(lat['mean'], '8.3f')} "
             f"{num(lat['max'], '8.3f')} {num(r['ops_per_s'], '9.1f')}"
         )
@@ -100,14 +102,20 @@ def format_floor_table(results: Mapping[str, Mapping[str, Any]]) -> str:
 # -- the measurements (each in processes of its own) ------------------------------------------
 
 
-def _disk_worker(kind: str, path: str, n: int, warmup: int, start_at: float, q: Any) -> None:
+def _disk_worker(
+    kind: str, path: str, n: int, warmup: int, start_at: float, q: Any, barrier: Any
+) -> None:
     try:
-        q.put(_disk_samples(kind, Path(path), n, warmup, start_at))
+        q.put(_disk_samples(kind, Path(path), n, warmup, start_at, barrier))
     except BaseException as e:
         q.put(f"{type(e).__name__}: {e}")
 
 
-def _disk_samples(kind: str, path: Path, n: int, warmup: int, start_at: float) -> list[float]:
+def _disk_samples(
+    kind: str, path: Path, n: int, warmup: int, start_at: float, barrier: Any = None
+) -> list[float]:
+    """`barrier`: when given, every timed operation starts when all writers reach it (the
+    lockstep of three nodes committing the same entry); its wait is not timed."""
     value = os.urandom(VALUE)
     out: list[float] = []
     clock = time.perf_counter
@@ -120,6 +128,8 @@ def _disk_samples(kind: str, path: Path, n: int, warmup: int, start_at: float) -
                 os.fdatasync(fd)
             _sleep_until(start_at)
             for _ in range(n):
+                if barrier is not None:
+                    barrier.wait()
                 t0 = clock()
                 os.write(fd, block)
                 os.fdatasync(fd)
@@ -147,6 +157,8 @@ def _disk_samples(kind: str, path: Path, n: int, warmup: int, start_at: float) -
         for i in range(warmup + n):
             if i == warmup:
                 _sleep_until(start_at)
+            if barrier is not None and i >= warmup:
+                barrier.wait()
             t0 = clock()
             with env.begin(write=True) as txn:
                 txn.put(b"floor/%09d" % i, value)
@@ -159,16 +171,19 @@ def _disk_samples(kind: str, path: Path, n: int, warmup: int, start_at: float) -
     return out
 
 
-def _run_disk(kind: str, writers: int, n: int, warmup: int, base: Path) -> dict[str, Any]:
+def _run_disk(
+    kind: str, writers: int, n: int, warmup: int, base: Path, lockstep: bool = False
+) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
+    barrier = ctx.Barrier(writers) if lockstep else None
     start_at = time.time() + 1.5 + 0.3 * writers  # after every spawn has imported
     dirs = []
     procs = []
     for w in range(writers):
         d = Path(tempfile.mkdtemp(prefix=f"floor-{kind}-{w}-", dir=base))
         dirs.append(d)
-        p = ctx.Process(target=_disk_worker, args=(kind, str(d), n, warmup, start_at, q))
+        p = ctx.Process(target=_disk_worker, args=(kind, str(d), n, warmup, start_at, q, barrier))
         p.start()
         procs.append(p)
     try:
@@ -272,9 +287,11 @@ def floor(
     }
     results: dict[str, dict[str, Any]] = {}
     for kind in KINDS:
-        for writers in (1, 3):
+        for writers, lockstep in ((1, False), (3, False), (3, True)):
             label = kind if writers == 1 else f"{kind} x{writers}"
-            results[label] = {"kind": kind, **_run_disk(kind, writers, samples, warmup, base)}
+            label += " lockstep" if lockstep else ""
+            r = _run_disk(kind, writers, samples, warmup, base, lockstep)
+            results[label] = {"kind": kind, "lockstep": lockstep, **r}
             print(_row(label, results[label]), flush=True)
     results["rtt"] = {"kind": "rtt", **_run_rtt(round_trips, warmup)}
     print(_row("rtt", results["rtt"]), flush=True)
@@ -282,7 +299,7 @@ def floor(
     write_json(out, envelope("floor", meta, results=results, derived=derived))
     print()
     for k, t in TITLES.items():
-        print(f"{k:14s} {t}")
+        print(f"{k:20s} {t}")
     print()
     print(format_floor_table(results))
     if derived is not None:
@@ -296,4 +313,4 @@ def floor(
 
 def _row(label: str, r: Mapping[str, Any]) -> str:
     lat = r["latency_ms"]
-    return f"{label:14s} writers={r['writers']} n={r['n']} p50={lat['p50']} p99={lat['p99']} ms"
+    return f"{label:20s} writers={r['writers']} n={r['n']} p50={lat['p50']} p99={lat['p99']} ms"

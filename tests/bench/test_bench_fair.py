@@ -168,7 +168,7 @@ def test_floor_summary_pools_writers() -> None:
 
 def test_floor_derived_figure_and_table() -> None:
     results = {
-        "lmdb x3": {"kind": "lmdb", **summarize_samples([[400.0]] * 3, 1.0)},
+        "lmdb x3 lockstep": {"kind": "lmdb", **summarize_samples([[400.0]] * 3, 1.0)},
         "rtt": {"kind": "rtt", **summarize_samples([[30.0, 30.0, 40.0]], 1.0)},
     }
     d = derived_floor(results)
@@ -176,7 +176,7 @@ def test_floor_derived_figure_and_table() -> None:
     assert derived_floor({"rtt": results["rtt"]}) is None
     table = format_floor_table(results).splitlines()
     assert table[0].split()[:2] == ["what", "writers"]
-    assert table[2].split()[:4] == ["lmdb", "x3", "3", "3"]
+    assert table[2].split()[:5] == ["lmdb", "x3", "lockstep", "3", "3"]
 
 
 def test_series_and_generators() -> None:
