@@ -81,7 +81,7 @@ def derived_floor(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | 
 
 def format_floor_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     head = (
-        f"{'what':20s} {'writers':>7s} {'n':>6s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} "
+        f"{'what':24s} {'writers':>7s} {'n':>6s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} "
         f"{'mean ms':>8s} {'max ms':>8s} {'ops/s':>9s}"
     )
     lines = [head, "-" * len(head)]
@@ -92,7 +92,7 @@ def format_floor_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     for name, r in results.items():
         lat = r["latency_ms"]
         lines.append(
-            f"{name:20s} {r['writers']:>7d} {r['n']:>6d} {num(lat['p50'], '8.3f')} "
+            f"{name:24s} {r['writers']:>7d} {r['n']:>6d} {num(lat['p50'], '8.3f')} "
             f"{num(lat['p90'], '8.3f')} {num(lat['p99'], '8.3f')} {num(lat['mean'], '8.3f')} "
             f"{num(lat['max'], '8.3f')} {num(r['ops_per_s'], '9.1f')}"
         )
@@ -299,7 +299,7 @@ def floor(
     write_json(out, envelope("floor", meta, results=results, derived=derived))
     print()
     for k, t in TITLES.items():
-        print(f"{k:20s} {t}")
+        print(f"{k:24s} {t}")
     print()
     print(format_floor_table(results))
     if derived is not None:
@@ -313,4 +313,4 @@ def floor(
 
 def _row(label: str, r: Mapping[str, Any]) -> str:
     lat = r["latency_ms"]
-    return f"{label:20s} writers={r['writers']} n={r['n']} p50={lat['p50']} p99={lat['p99']} ms"
+    return f"{label:24s} writers={r['writers']} n={r['n']} p50={lat['p50']} p99={lat['p99']} ms"
