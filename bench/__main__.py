@@ -1,7 +1,7 @@
 """`python -m bench COMMAND ...` (or `./dev bench COMMAND ...`): the benchmark commands.
 
 Commands: setup, compare, load (one point), failover, largefile, scale, disk, snapinstall,
-flood, chart, worker and flooder (internal: one load-generator process, one flood process). Owns argument parsing only; each command's work lives
+flood, floor, chart, worker and flooder (internal: one load-generator process, one flood process). Owns argument parsing only; each command's work lives
 in its own module.
 """
 
@@ -58,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="all systems side by side, fresh cluster per point")
     c.add_argument(
-        "--systems", type=_strs, default=None, help="default: rkv,etcd,pysyncobj,pysyncobj:nobatch"
+        "--systems",
+        type=_strs,
+        default=None,
+        help="default: rkv,etcd,pysyncobj,pysyncobj:nobatch (etcd: the raw uvloop generator; "
+        "etcd:trio: the trio HTTP/1.1 one; rkv:raw: rkv's frames without rkv's client)",
     )
     c.add_argument("--clients", type=_ints, default=[1, 16, 64])
     c.add_argument("--workloads", type=_strs, default=["put", "get", "mixed"])
@@ -72,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(c)
 
     ld = sub.add_parser("load", help="one point against one system (quick check)")
-    ld.add_argument("system", help="rkv, etcd, pysyncobj[:default|nobatch|journal]")
+    ld.add_argument("system", help="rkv[:raw], etcd[:trio], pysyncobj[:default|nobatch|journal]")
     ld.add_argument("--clients", type=int, default=16)
     ld.add_argument("--workload", default="put", choices=["put", "get", "mixed"])
     ld.add_argument("--size", type=_sizes, default=[100])
@@ -154,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("--warmup", type=float, default=2.0)
     fl.add_argument("--rkv-args", default="", help="more `rkv serve` options")
     _common(fl)
+
+    fo = sub.add_parser(
+        "floor",
+        help="what the machine charges: LMDB commit, 4 KiB append+fdatasync, loopback round trip",
+    )
+    fo.add_argument(
+        "--samples", type=int, default=1000, help="commits (appends) per writer and kind"
+    )
+    fo.add_argument("--round-trips", type=int, default=5000, help="loopback ping-pongs")
+    fo.add_argument("--warmup", type=int, default=50, help="untimed operations first")
+    _common(fo)
 
     ch = sub.add_parser("chart", help="redraw the chart of a compare results file")
     ch.add_argument("results", type=Path)
@@ -314,6 +329,17 @@ def main(argv: list[str] | None = None) -> int:
             out_dir=args.out_dir,
             tmp_dir=args.tmp_dir,
             extra_args=shlex.split(args.rkv_args),
+        )
+        return 0
+    if args.cmd == "floor":
+        from bench.floor import floor
+
+        floor(
+            samples=args.samples,
+            round_trips=args.round_trips,
+            warmup=args.warmup,
+            out_dir=args.out_dir,
+            tmp_dir=args.tmp_dir,
         )
         return 0
     if args.cmd == "chart":

@@ -114,7 +114,12 @@ def series_meta(series: list[str]) -> dict[str, dict[str, str]]:
     for s in series:
         d = make_driver(s)
         try:
-            out[d.label] = {"version": d.version(), "durability": d.durability()}
+            out[d.label] = {
+                "version": d.version(),
+                "durability": d.durability(),
+                "generator": d.generator(),
+                "client": d.client(),
+            }
         except Exception as e:  # a missing system is reported, not fatal here
             out[d.label] = {"version": f"unavailable: {e}", "durability": "?"}
     return out

@@ -25,7 +25,7 @@ from bench.common import (
     write_json,
 )
 from bench.loadgen import run_fill, run_load
-from bench.stats import load_point, summarize
+from bench.stats import GENERATOR_BOUND_CORES, format_table, load_point, summarize
 
 PREFILL_TIMEOUT = 120.0
 
@@ -92,6 +92,8 @@ def measure_point(
             run=run,
             merged=res.merged,
             server_cpu_s=res.server_cpu_s,
+            worker_cpu_s=[w.cpu_s for w in res.workers],
+            generator=driver.generator(),
         )
 
 
@@ -131,6 +133,8 @@ def compare(
             "seed": seed,
         },
     }
+    for label, m in meta["systems"].items():
+        print(f"{label}: {m.get('client', m.get('version'))}", flush=True)
     points: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
     # A system that cannot prefill a value size once will not in the next points either:
@@ -187,6 +191,8 @@ def compare(
                             ),
                         )
     summary = summarize(points)
+    if summary:
+        print(format_table(summary))
     if chart and summary:
         png = plot_compare(summary, out.with_suffix(".png"), title=f"{name} ({runs} runs)")
         print(f"chart: {png}")
@@ -198,9 +204,16 @@ def compare(
 def _line(p: dict[str, Any]) -> str:
     lat = p["latency_ms"]
     label = p["system"] if p["config"] == "default" else f"{p['system']}:{p['config']}"
+    per_op = p["cpu_us_per_op"]
+    bound = (
+        f"  GEN-BOUND (a generator process above {GENERATOR_BOUND_CORES} of a core)"
+        if p["generator_bound"]
+        else ""
+    )
     return (
         f"{label:20s} {p['workload']:5s} {p['value_size']:>6d}B c={p['clients']:<3d} "
         f"run={p['run']} {p['ops_per_s']:>9.1f} ops/s  p50={lat['p50']} p99={lat['p99']} "
-        f"p999={lat['p999']} ms  err={p['errors']} stalled={p['stalled_at_end']}  cores gen={p['cpu_cores']['generator']} "
-        f"srv={p['cpu_cores']['servers']}"
+        f"p999={lat['p999']} ms  err={p['errors']} stalled={p['stalled_at_end']}  "
+        f"cores gen={p['cpu_cores']['generator']} srv={p['cpu_cores']['servers']}  "
+        f"us/op gen={per_op['generator']} srv={per_op['servers']}{bound}"
     )

@@ -149,6 +149,8 @@ def _phase(
         run=1,
         merged=res.merged,
         server_cpu_s=res.server_cpu_s,
+        worker_cpu_s=[w.cpu_s for w in res.workers],
+        generator=driver.generator(),
     )
     return {
         "flood_connections": flood_connections,

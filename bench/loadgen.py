@@ -1,7 +1,8 @@
 """The closed-loop load generator: worker processes and the code that runs and merges them.
 
 Owns: one worker process (`python -m bench worker ...`, a trio program with N clients, each
-with exactly one outstanding request), the key/value/op choice of each workload, the
+with exactly one outstanding request, through the driver's KV client; or, when the driver's
+spec asks for the raw generator, bench/rawgen.py's asyncio program on the same terms), the key/value/op choice of each workload, the
 measurement window (ops that start and finish inside it count; warmup ops do not), the
 worker's own CPU seconds over the window, and `run_load`, which starts --procs workers on a
 common start time, samples the servers' CPU over the same window and merges the histograms.
@@ -229,7 +230,12 @@ async def _fill(a: WorkerArgs, clients: list[Any]) -> WorkerResult:
 
 def worker_entry(args_json: str) -> None:
     a = WorkerArgs(**json.loads(args_json))
-    result = trio.run(_worker_main, a)
+    if a.spec.get("generator") == "raw":
+        from bench.rawgen import run_worker
+
+        result = run_worker(a)
+    else:
+        result = trio.run(_worker_main, a)
     sys.stdout.write(json.dumps(result.to_json()) + "\n")
     sys.stdout.flush()
 

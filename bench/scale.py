@@ -31,6 +31,7 @@ from bench.drivers import Driver
 from bench.loadgen import key_of, run_fill
 from bench.nodewatch import rss_parts
 from bench.procs import rss_bytes
+from bench.stats import cores, generator_bound, per_op_us
 
 SAMPLE = 200
 
@@ -112,6 +113,13 @@ def _one(
             "write_retries": m.errors,
             "server_cpu_s": {k: round(v, 2) for k, v in res.server_cpu_s.items()},
             "generator_cpu_s": round(m.cpu_s, 2),
+            "generator": driver.generator(),
+            "cpu_us_per_op": {
+                "generator": per_op_us(m.cpu_s, m.ops),
+                "servers": per_op_us(sum(res.server_cpu_s.values()), m.ops),
+            },
+            "generator_cores_procs": [cores(w.cpu_s, w.elapsed_s) for w in res.workers],
+            "generator_bound": generator_bound(cores(w.cpu_s, w.elapsed_s) for w in res.workers),
             "rss_bytes": {s.name: rss_bytes(s.pid) for s in driver.servers},
             # RssFile is mostly mapped store pages (LMDB): page cache the kernel can take back.
             "rss_detail": {s.name: rss_parts(s.pid) for s in driver.servers},

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the benchmarks need and rkv itself does not: etcd (Debian's etcd-server, for
-# the etcd driver) and pysyncobj, psutil, matplotlib into the Python that runs it (the project
-# venv when called as `./dev bench setup`). Safe to run again: it skips what is present.
+# the etcd driver) and pysyncobj, psutil, matplotlib, uvloop into the Python that runs it (the
+# project venv when called as `./dev bench setup`). Safe to run again: it skips what is present.
+# uvloop: the event loop of the cheap generator (bench/rawgen.py), which drives etcd (and
+# rkv:raw) with less CPU per request than a trio client, so that on a small machine the
+# generator takes as little as it can from the servers it measures (issue 18). Without it the
+# same generator runs on asyncio's own loop, a little dearer per request.
 set -euo pipefail
 py="${PYTHON:-python3}"
 if ! command -v etcd >/dev/null 2>&1; then
@@ -13,6 +17,6 @@ fi
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
   systemctl stop etcd || true
 fi
-"$py" -m pip install -q "pysyncobj>=0.3.12" "psutil>=5.9" "matplotlib>=3.7"
+"$py" -m pip install -q "pysyncobj>=0.3.12" "psutil>=5.9" "matplotlib>=3.7" "uvloop>=0.19"
 etcd --version | head -1
-"$py" -c 'from importlib.metadata import version as v; print(*(f"{p} {v(p)}" for p in ("pysyncobj", "psutil", "matplotlib")))'
+"$py" -c 'from importlib.metadata import version as v; print(*(f"{p} {v(p)}" for p in ("pysyncobj", "psutil", "matplotlib", "uvloop")))'

@@ -198,6 +198,33 @@ def merge_workers(results: Sequence[WorkerResult]) -> WorkerResult:
     )
 
 
+GENERATOR_BOUND_CORES = 0.6
+"""A generator process busier than this (cores, over the window) marks its point
+generator-bound: on a small machine it takes CPU the servers would have used, and at a full
+core it is the limit itself (issue 18)."""
+
+
+def per_op_us(cpu_s: float, ops: int) -> float | None:
+    """CPU microseconds per operation; None without operations or without a CPU reading."""
+    if ops <= 0 or not math.isfinite(cpu_s):
+        return None
+    return round(cpu_s / ops * 1e6, 2)
+
+
+def cores(cpu_s: float, elapsed_s: float) -> float | None:
+    """Cores busy on average over a window; None when either figure is missing."""
+    if not elapsed_s > 0 or not math.isfinite(cpu_s):
+        return None
+    return round(cpu_s / elapsed_s, 3)
+
+
+def generator_bound(
+    proc_cores: Iterable[float | None], limit: float = GENERATOR_BOUND_CORES
+) -> bool:
+    """True when any generator process was busier than `limit` cores."""
+    return any(c is not None and c > limit for c in proc_cores)
+
+
 def load_point(
     *,
     system: str,
@@ -211,9 +238,17 @@ def load_point(
     run: int,
     merged: WorkerResult,
     server_cpu_s: Mapping[str, float],
+    worker_cpu_s: Sequence[float] | None = None,
+    generator: str = "",
 ) -> dict[str, Any]:
-    """The JSON record of one measured point (one system, one workload, one client count)."""
+    """The JSON record of one measured point (one system, one workload, one client count).
+
+    `worker_cpu_s`: each generator process's CPU seconds over the window (default: the merged
+    figure as one process); `generator`: which generator drove the point ("raw", "trio")."""
     elapsed = merged.elapsed_s if merged.elapsed_s > 0 else math.nan
+    procs_cpu = [merged.cpu_s] if worker_cpu_s is None else list(worker_cpu_s)
+    procs_cores = [cores(c, elapsed) for c in procs_cpu]
+    servers_cpu = sum(server_cpu_s.values())
     return {
         "schema": SCHEMA,
         "kind": "load",
@@ -233,15 +268,24 @@ def load_point(
         "elapsed_s": round(merged.elapsed_s, 4),
         "ops_per_s": round(merged.ops / elapsed, 2) if merged.ops else 0.0,
         "latency_ms": merged.hist.summary_ms(),
+        "generator": generator,
         "cpu_s": {
             "generator": round(merged.cpu_s, 3),
+            "generator_procs": [round(c, 3) for c in procs_cpu],
             "servers": {k: round(v, 3) for k, v in sorted(server_cpu_s.items())},
         },
         # Cores busy on average over the window; a generator near `procs` is saturated.
         "cpu_cores": {
             "generator": round(merged.cpu_s / elapsed, 3),
-            "servers": round(sum(server_cpu_s.values()) / elapsed, 3),
+            "generator_procs": procs_cores,
+            "servers": round(servers_cpu / elapsed, 3),
         },
+        # CPU per completed operation: all generator processes together, all nodes together.
+        "cpu_us_per_op": {
+            "generator": per_op_us(merged.cpu_s, merged.ops),
+            "servers": per_op_us(servers_cpu, merged.ops),
+        },
+        "generator_bound": generator_bound(procs_cores),
         "histogram": merged.hist.to_json(),
     }
 
@@ -266,11 +310,38 @@ LOAD_KEYS = frozenset(
         "elapsed_s",
         "ops_per_s",
         "latency_ms",
+        "generator",
         "cpu_s",
         "cpu_cores",
+        "cpu_us_per_op",
+        "generator_bound",
         "histogram",
     }
 )
+
+
+def point_per_op(point: Mapping[str, Any]) -> dict[str, float | None]:
+    """A point's CPU microseconds per op, also for points written before the field existed."""
+    have = point.get("cpu_us_per_op")
+    if have is not None:
+        return dict(have)
+    ops = int(point.get("ops", 0))
+    cpu = point.get("cpu_s", {})
+    return {
+        "generator": per_op_us(float(cpu.get("generator", math.nan)), ops),
+        "servers": per_op_us(float(sum(cpu.get("servers", {}).values())), ops),
+    }
+
+
+def point_generator_bound(point: Mapping[str, Any]) -> bool:
+    """Whether a point was generator-bound (older points: from their generator cores)."""
+    if "generator_bound" in point:
+        return bool(point["generator_bound"])
+    c = point.get("cpu_cores", {})
+    procs = c.get("generator_procs") or [
+        float(c.get("generator", 0.0)) / max(1, int(point.get("procs", 1)))
+    ]
+    return generator_bound(procs)
 
 
 def series_label(point: Mapping[str, Any]) -> str:
@@ -299,6 +370,14 @@ def summarize(points: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             vals = [r["latency_ms"][name] for r in runs if r["latency_ms"][name] is not None]
             return statistics.median(vals) if vals else None
 
+        per_op = [point_per_op(r) for r in runs]
+
+        def med_op(name: str, per_op: list[dict[str, float | None]] = per_op) -> float | None:
+            vals = [v[name] for v in per_op if v[name] is not None]
+            return statistics.median(vals) if vals else None
+
+        bound = sum(1 for r in runs if point_generator_bound(r))
+
         out.append(
             {
                 "series": label,
@@ -319,9 +398,47 @@ def summarize(points: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 "server_cores_median": statistics.median(
                     float(r["cpu_cores"]["servers"]) for r in runs
                 ),
+                "cpu_us_per_op": {"generator": med_op("generator"), "servers": med_op("servers")},
+                "generator": ",".join(sorted({str(r.get("generator") or "?") for r in runs})),
+                "generator_bound_runs": bound,
+                "generator_bound": bound > 0,
             }
         )
     return out
+
+
+def format_table(summary: Sequence[Mapping[str, Any]]) -> str:
+    """The printed table of a comparison: one row per summary row, CPU per op of the
+    generator and of the servers, and GEN-BOUND where a generator process passed
+    GENERATOR_BOUND_CORES in any run (that row measures the generator too)."""
+
+    def num(v: float | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    head = (
+        f"{'series':20s} {'workload':8s} {'size':>7s} {'clients':>7s} {'runs':>4s} "
+        f"{'ops/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'gen us/op':>9s} {'srv us/op':>9s} "
+        f"{'gen cores':>9s}  note"
+    )
+    lines = [head, "-" * len(head)]
+    for r in summary:
+        per_op = r.get("cpu_us_per_op") or {}
+        lat = r.get("latency_ms") or {}
+        note = []
+        if r.get("generator_bound"):
+            note.append(f"GEN-BOUND ({r.get('generator_bound_runs', '?')}/{r['runs']} runs)")
+        if r.get("errors"):
+            note.append(f"errors={r['errors']}")
+        if r.get("stalled_at_end"):
+            note.append(f"stalled={r['stalled_at_end']}")
+        lines.append(
+            f"{r['series']:20s} {r['workload']:8s} {r['value_size']:>6d}B {r['clients']:>7d} "
+            f"{r['runs']:>4d} {num(r['ops_per_s']['median'], '9.1f')} "
+            f"{num(lat.get('p50'), '8.3f')} {num(lat.get('p99'), '8.3f')} "
+            f"{num(per_op.get('generator'), '9.1f')} {num(per_op.get('servers'), '9.1f')} "
+            f"{num(r.get('generator_cores_max'), '9.3f')}  {' '.join(note)}".rstrip()
+        )
+    return "\n".join(lines)
 
 
 def median_max(values: Sequence[float]) -> dict[str, float | int | None]:

@@ -65,9 +65,23 @@ class Driver:
         """Client addresses "host:port", node i at index i."""
         raise NotImplementedError
 
+    def generator(self) -> str:
+        """Which load generator drives this series: "trio" (bench/loadgen.py's worker through
+        `connect`) or "raw" (bench/rawgen.py, the system's wire spoken directly)."""
+        return "trio"
+
+    def client(self) -> str:
+        """One line for the results: the client the load generator uses."""
+        return "trio worker through the driver's KV client"
+
     def spec(self) -> dict[str, Any]:
         """What a load-generator process needs to open clients (JSON-safe)."""
-        return {"system": self.system, "config": self.config, "addrs": self.addrs()}
+        return {
+            "system": self.system,
+            "config": self.config,
+            "addrs": self.addrs(),
+            "generator": self.generator(),
+        }
 
     @property
     def servers(self) -> list[Server]:

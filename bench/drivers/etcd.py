@@ -4,6 +4,11 @@ Owns: the etcd command lines (fsync and every other setting left at etcd's defau
 gateway client (base64 keys/values, /v3/kv/put, /v3/kv/range with serializable=false, which is
 etcd's linearizable read), and leader discovery via /v3/maintenance/status. Must not tune etcd
 for the benchmark: users run it as shipped.
+
+Series: `etcd` is loaded by bench/rawgen.py (uvloop, pre-built HTTP/1.1 requests: the
+cheapest generator we have for it, issue 18); `etcd:trio` by the trio worker through `EtcdKV`
+(bench/http11.py), the generator of the rounds before. The servers are the same; `connect`
+(probes, failover, large files) is always `EtcdKV`.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class EtcdKV:
 
 class EtcdDriver(Driver):
     system = "etcd"
+    configs = ("default", "trio")
 
     def __init__(self, config: str = "default") -> None:
         super().__init__(config)
@@ -68,6 +74,19 @@ class EtcdDriver(Driver):
 
     def durability(self) -> str:
         return "fsync of the WAL on a majority before the ack (etcd default)"
+
+    def generator(self) -> str:
+        return "trio" if self.config == "trio" else "raw"
+
+    def client(self) -> str:
+        if self.config == "trio":
+            return "trio worker, bench/http11.py: HTTP/1.1 keep-alive on the v3 JSON gateway"
+        from bench.rawgen import loop_name
+
+        return (
+            f"bench/rawgen.py on {loop_name()}: pre-built HTTP/1.1 keep-alive requests on the "
+            "v3 JSON gateway, status + length parsed"
+        )
 
     def start(self, workdir: Path) -> None:
         exe = shutil.which("etcd")

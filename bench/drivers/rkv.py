@@ -1,5 +1,9 @@
 """rkv as 3 `python -m rkv serve` processes with fresh data dirs, spoken to via rkv.connect.
 
+Series: `rkv` is loaded through rkv's own client (what users run); `rkv:raw` by
+bench/rawgen.py writing rkv's frames directly (the cheapest generator we have for rkv, to
+read how much of a point is the client library). The servers are the same.
+
 Owns: the rkv command lines and the adapter from the rkv async client to the bench `KV`
 protocol; leader discovery through each node's status. Must not reach into rkv internals:
 only the documented client API and CLI (docs/contracts.md, README).
@@ -37,6 +41,7 @@ class RkvKV:
 
 class RkvDriver(Driver):
     system = "rkv"
+    configs = ("default", "raw")
 
     def __init__(self, config: str = "default") -> None:
         super().__init__(config)
@@ -55,6 +60,19 @@ class RkvDriver(Driver):
 
     def durability(self) -> str:
         return "fsync of log entries on a majority before the ack (LMDB write txn)"
+
+    def generator(self) -> str:
+        return "raw" if self.config == "raw" else "trio"
+
+    def client(self) -> str:
+        if self.config == "raw":
+            from bench.rawgen import loop_name
+
+            return (
+                f"bench/rawgen.py on {loop_name()}: rkv's frames (length + msgpack) written "
+                "directly, write sessions as rkv's client; follows the leader hint of a write"
+            )
+        return "trio worker through rkv.connect (rkv's own client, what users run)"
 
     def start(self, workdir: Path) -> None:
         self.workdir = workdir

@@ -174,7 +174,10 @@ def test_load_point_json_shape() -> None:
     p = _point("etcd", "default", 16, 1, 400)
     assert set(p) == LOAD_KEYS
     assert p["ops_per_s"] == 400.0
-    assert p["cpu_cores"] == {"generator": 0.1, "servers": 0.5}
+    assert p["cpu_cores"] == {"generator": 0.1, "generator_procs": [0.1], "servers": 0.5}
+    # 400 ops: 0.1 s of generator CPU and 0.5 s of the servers' together.
+    assert p["cpu_us_per_op"] == {"generator": 250.0, "servers": 1250.0}
+    assert p["generator_bound"] is False
     lat = p["latency_ms"]
     assert isinstance(lat, dict)
     assert 0.5 <= lat["p50"] <= lat["p99"] <= lat["p999"] <= 5.0
