@@ -31,6 +31,7 @@ from rkv.protocol import (
     MemberRequest,
     MembersRequest,
     RepairRequest,
+    StatusRequest,
     TransferRequest,
 )
 from rkv.raft.confchange import ConfChange, ConfChangeType
@@ -42,6 +43,9 @@ REMOVED_EXIT_DELAY = 2.0
 `member remove` request, and for a removed leader's hand-over, to leave."""
 REPAIR_EXIT_DELAY = 0.2
 """Seconds between answering `repair` and stopping (the answer leaves first)."""
+
+RECOVERING_CHECK_SECONDS = 1.0
+"""How long a voter's removal waits for each other member's status (is it recovering?)."""
 
 _MEMBER_OPS = {
     "add": ConfChangeType.ADD_LEARNER,
@@ -177,11 +181,41 @@ class Admin:
             except ValueError as e:
                 raise BadRequest(f"node: {one_line(str(e))}") from None
         leader_check(self.raft.view, self.cfg.id)
+        if op == "remove" and node in self.raft.view.conf.voters:
+            await self._refuse_while_recovering(node)
         w = Waiter()
         await self.raft.submit(
             MemberChange(ConfChange(_MEMBER_OPS[op], node), w), w, "membership change not applied"
         )
         return {"t": "ok", "node": node, **self.members()}
+
+    async def _refuse_while_recovering(self, removed: str) -> None:
+        """Refuse to remove voter `removed` while another member says it recovers from a
+        replaced disk: it counts on answers from the voters it knows (rkv.raft.recovery), and
+        a removed voter that stops would leave it waiting forever (docs/operations.md,
+        "Replaced disks"). Members that cannot be reached now are not counted: removing a
+        dead voter is what `member remove` is for."""
+        others = [m for m in self.raft.view.conf.members() if m not in (removed, self.cfg.id)]
+        timeout = min(self.cfg.request_timeout, RECOVERING_CHECK_SECONDS)
+        recovering: list[str] = []
+
+        async def ask(member: str) -> None:
+            try:
+                st = await self.peers.call_peer(member, StatusRequest().to_frame(), timeout)
+            except RkvError:
+                return
+            if st.get("recovering") is True:
+                recovering.append(member)
+
+        async with trio.open_nursery() as nursery:
+            for m in others:
+                nursery.start_soon(ask, m)
+        if recovering:
+            who = ", ".join(sorted(recovering))
+            raise BadRequest(
+                f"{who} is recovering from a replaced disk and may count on {removed}'s answer: "
+                f"remove {removed} once `rkv status` shows {who} caught up (or remove {who} first)"
+            )
 
     def leave(self, why: str) -> None:
         """Removed from the cluster: stop (exit code REMOVED) after a short grace period."""

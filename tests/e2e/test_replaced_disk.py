@@ -170,3 +170,40 @@ async def test_fresh_cluster_elects_and_serves_at_once(tmp_path: Path) -> None:
             assert await get_until_answered(n, b"fresh", timeout=10.0) == b"ok", n.cfg.id
         await wait_statuses(nodes, recovering=False, timeout=5.0)
         nursery.cancel_scope.cancel()
+
+
+async def test_no_voter_is_removed_while_another_member_recovers(tmp_path: Path) -> None:
+    """A recovering member counts on answers from the voters it knows: removing one of them
+    (which then stops) could leave it waiting forever, so the leader refuses, naming it. The
+    recovering member itself may be removed."""
+    cfgs = local_configs(tmp_path, 3, fault_injection=True, request_timeout=REQUEST_TIMEOUT)
+    a, b, c = (RestartableNode(cfg) for cfg in cfgs)
+    c_id = c.cfg.id
+    async with trio.open_nursery() as nursery:
+        na, nb, nc = [await h.start(nursery) for h in (a, b, c)]
+        await wait_leader([na, nb, nc])
+        await wait_statuses([na, nb, nc], recovering=False)
+        # C's disk is replaced; A and B drop its Raft messages, so it stays recovering.
+        await c.stop()
+        shutil.rmtree(c.cfg.data_dir)
+        for n in (na, nb):
+            await fault(n, [], [c_id])
+        nc = await c.start(nursery)
+        assert (await status(nc))["recovering"] is True
+        leader = await wait_leader([na, nb])
+        other = nb if leader is na else na
+
+        def member(op: str, node: str) -> dict[str, Any]:
+            return {"t": "member", "op": op, "node": node}
+
+        with pytest.raises(RemoteError) as refused:
+            await rpc_call(
+                leader.cfg.advertise, member("remove", other.cfg.id), timeout=RPC_TIMEOUT
+            )
+        assert refused.value.code == "bad_request"
+        assert f"{c_id} is recovering from a replaced disk" in refused.value.msg
+        assert other.cfg.id in leader.replica.raw.conf_state().voters
+
+        reply = await rpc_call(leader.cfg.advertise, member("remove", c_id), timeout=RPC_TIMEOUT)
+        assert c_id not in reply["voters"], reply
+        nursery.cancel_scope.cancel()
