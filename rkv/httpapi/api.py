@@ -17,7 +17,8 @@ import base64
 import hmac
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
@@ -51,6 +52,9 @@ HEALTH_METHODS = ("GET", "HEAD")
 MAX_HTTP_SCAN_LIMIT = MAX_SCAN_LIMIT - 1
 """One less than a scan's limit: the API asks for one more item to tell whether more remain."""
 DEFAULT_SCAN = 1000
+MAX_BUFFERED = 64 << 20
+"""Bytes of put bodies all connections may hold in memory at once (a chunked body counts as
+the max value size): beyond, 503 and Retry-After."""
 COORDINATION_PARAMS = {"ttl": "?ttl=", "lease": "?lease=", "if_mod_revision": "?if_mod_revision="}
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
@@ -83,6 +87,7 @@ class HttpApi:
         timeout: float = 10.0,
         chunk_size: int = 1 << 20,
         max_value: int = MAX_VALUE_LEN,
+        max_buffered: int = MAX_BUFFERED,
     ) -> None:
         self.caller = Caller(dispatch, timeout=timeout)
         self.health = health
@@ -90,6 +95,9 @@ class HttpApi:
         self.open_metrics = open_metrics
         self.chunk_size = chunk_size
         self.max_value = max_value
+        self.max_buffered = max_buffered
+        self.buffered = 0
+        """Bytes of put bodies held in memory right now (all connections)."""
         self.files = files.FileStats()
         self.unauthorized = 0
 
@@ -186,13 +194,14 @@ class HttpApi:
                 await req.respond(200, value, "application/octet-stream")
             elif req.method == "PUT":
                 _only(q, "if_value", "if_absent")
-                value = await req.read_body(self.max_value)
-                if "if_value" in q or "if_absent" in q:
-                    await self._cas(req, key, q, value)
-                    return
-                await self.caller.call(
-                    PutRequest(key, value, client_id=conn.client_id, seq=conn.next_seq())
-                )
+                with self._buffer(req):
+                    value = await req.read_body(self.max_value)
+                    if "if_value" in q or "if_absent" in q:
+                        await self._cas(req, key, q, value)
+                        return
+                    await self.caller.call(
+                        PutRequest(key, value, client_id=conn.client_id, seq=conn.next_seq())
+                    )
                 await req.respond(204)
             elif req.method == "DELETE":
                 _only(q)
@@ -206,6 +215,27 @@ class HttpApi:
                 self._methods(req, "GET", "HEAD", "PUT", "DELETE")
         except RkvError as e:
             raise from_rkv(e) from None
+
+    @contextmanager
+    def _buffer(self, req: Request) -> Iterator[None]:
+        """Room for a put's body among all connections' (`max_buffered`): 503 if there is
+        none now. A body longer than the max value is refused (413) before any is taken."""
+        n = req.content_length
+        if n is not None and n > self.max_value:
+            raise HttpError(413, "too_large", f"the body has {n} bytes, at most {self.max_value}")
+        need = self.max_value if n is None else n
+        if self.buffered + need > self.max_buffered:
+            raise HttpError(
+                503,
+                "unavailable",
+                "too many request bodies in memory on this node; retry",
+                [("Retry-After", "1")],
+            )
+        self.buffered += need
+        try:
+            yield
+        finally:
+            self.buffered -= need
 
     async def _cas(self, req: Request, key: bytes, q: dict[str, str], value: bytes) -> None:
         if ("if_value" in q) == ("if_absent" in q):

@@ -262,3 +262,18 @@ async def test_keep_alive_serves_many_requests_on_one_connection() -> None:
             for _ in range(20):
                 assert (await c.request("GET", "/v1/kv/a")).body == b"1"
         await c.aclose()
+
+
+async def test_put_bodies_in_memory_are_bounded_across_connections() -> None:
+    fake = FakeNode()
+    async with api_server(fake, max_value=1000, max_buffered=1500) as (port, api):
+        slow = await trio.open_tcp_stream("127.0.0.1", port)
+        await slow.send_all(b"PUT /v1/kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        with trio.fail_after(5):
+            while api.buffered != 1000:
+                await trio.sleep(0.01)
+        full = await request(port, "PUT", "/v1/kv/b", b"x" * 600)
+        fits = await request(port, "PUT", "/v1/kv/c", b"x" * 500)
+        await slow.aclose()
+    assert full.status == 503 and full.headers["retry-after"] == "1"
+    assert fits.status == 204
