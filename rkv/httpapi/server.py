@@ -104,9 +104,16 @@ async def _connection(
                 await on_error(req, HttpError(408, "timeout", f"{e.what} not received in time"))
             await _linger(io)
             return
+        except h11.RemoteProtocolError as e:  # a malformed body
+            if not req.responded:
+                err = HttpError(400, "bad_request", f"bad request body: {e}")
+                await on_error(req, err)
+            await _linger(io)
+            return
         except (Abort, h11.LocalProtocolError):
             return
         if io.conn.our_state is not h11.DONE:
+            await _linger(io)  # a client that asked to close, or a body we refused
             return
         if not await _discard_body(io):
             await _linger(io)  # its body is unread and long: close

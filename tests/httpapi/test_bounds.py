@@ -121,3 +121,17 @@ async def test_garbage_is_400() -> None:
     async with api_server(FakeNode(), limits=FAST) as (port, _):
         answer = await raw(port, b"hello there\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 400 "), answer[:60]
+
+
+async def test_a_malformed_chunked_body_is_400() -> None:
+    async with api_server(FakeNode(), limits=FAST) as (port, _):
+        head = b"PUT /v1/kv/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        answer = await raw(port, head + b"zz\r\nabc\r\n")
+        assert answer.startswith(b"HTTP/1.1 400 "), answer[:60]
+
+
+async def test_413_reaches_a_client_that_sends_its_body_anyway() -> None:
+    async with api_server(FakeNode(), limits=FAST, max_value=10) as (port, _):
+        head = b"PUT /v1/kv/a HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n"
+        answer = await raw(port, head + b"x" * 200000)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:60]
