@@ -104,6 +104,12 @@ class HttpApi:
     # -- entry points (rkv.httpapi.server) ----------------------------------------------------
 
     async def handle(self, req: Request) -> None:
+        try:
+            await self._route(req)
+        except RkvError as e:  # as a native client would have got it
+            raise from_rkv(e) from None
+
+    async def _route(self, req: Request) -> None:
         path = req.path
         if path in self.health:
             if path not in OPEN_PATHS and not (path == "/metrics" and self.open_metrics):

@@ -112,6 +112,14 @@ async def _connection(
             return
         except (Abort, h11.LocalProtocolError):
             return
+        except Exception as e:  # a bug: this request fails, the node goes on
+            log.exception("HTTP %s %s failed", req.method, req.path[:200])
+            if not req.responded:
+                err = HttpError(500, "internal", f"internal error: {type(e).__name__}")
+                err.headers.append(("Connection", "close"))
+                await on_error(req, err)
+            await _linger(io)
+            return
         if io.conn.our_state is not h11.DONE:
             await _linger(io)  # a client that asked to close, or a body we refused
             return

@@ -277,3 +277,15 @@ async def test_put_bodies_in_memory_are_bounded_across_connections() -> None:
         await slow.aclose()
     assert full.status == 503 and full.headers["retry-after"] == "1"
     assert fits.status == 204
+
+
+async def test_a_bug_is_a_500_and_the_server_goes_on() -> None:
+    fake = FakeNode(kv={b"a": b"1"})
+    fake.errors = [{"t": "ok"}]  # a get answered without "val": a reply that does not fit
+    async with api_server(fake) as (port, api):
+        assert (await request(port, "GET", "/v1/kv/a")).status == 500
+        status = await request(port, "GET", "/v1/status")
+        assert status.status == 200 and status.json()["role"] == "leader"
+        api.caller.call = None  # type: ignore[method-assign,assignment]
+        broken = await request(port, "GET", "/v1/kv/a")
+    assert broken.status == 500 and broken.json()["error"] == "internal"
