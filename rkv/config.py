@@ -158,6 +158,9 @@ class NodeConfig:
     http_port: int | None = None
     """Port of the health/metrics HTTP server (/livez, /readyz, /metrics) on `host`; None:
     off. 0 picks a free port (tests)."""
+    http_open_metrics: bool = False
+    """Serve /metrics on the HTTP port without the cluster token (/livez and /readyz are
+    always open; everything else needs `Authorization: Bearer TOKEN` when a token is set)."""
     snapshot_entries: int = 10_000
     """Compact the log once more than this many applied entries follow the last snapshot."""
     snapshot_bytes: int = 256 << 20

@@ -7,7 +7,9 @@ mean (rkv.node supplies them), keep connections alive, accept request bodies, or
 without bound (connections and header bytes are capped).
 
 It is deliberately not a web framework: Prometheus scrapers and load-balancer probes send a
-plain GET and read one answer, which is all this serves.
+plain GET and read one answer, which is all this serves. The node's HTTP port is served by
+rkv.httpapi (h11: keep-alive, request bodies, the JSON API) with these same routes; this
+module keeps the route types (`Response`, `text`) and `http_get` for tests and tools.
 """
 
 from __future__ import annotations
@@ -194,12 +196,16 @@ async def serve_http(
         task_status.started(bound)
 
 
-async def http_get(host: str, port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """A minimal GET for tests and tools: (status, body). Raises OSError / TooSlowError."""
+async def http_get(
+    host: str, port: int, path: str, timeout: float = 5.0, *, token: str | None = None
+) -> tuple[int, bytes]:
+    """A minimal GET for tests and tools: (status, body). Raises OSError / TooSlowError.
+    With `token`, it sends it as `Authorization: Bearer` (the node's HTTP port wants it)."""
     with trio.fail_after(timeout):
         stream = await trio.open_tcp_stream(host, port)
         async with stream:
-            req = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+            auth = f"Authorization: Bearer {token}\r\n" if token else ""
+            req = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}Connection: close\r\n\r\n"
             await stream.send_all(req.encode("ascii"))
             buf = bytearray()
             while True:

@@ -33,6 +33,7 @@ RANK = {
     "replica": 3,
     "config": 3,
     "http": 3,  # the node's health/metrics HTTP server: trio only
+    "httpapi": 3,  # the HTTP port (h11): health routes and the JSON API over the dispatcher
     "metrics": 3,  # prometheus collectors fed by the node (duck-typed, no node import)
     "integrity": 3,  # the node's degraded flag: store integrity errors -> client errors, log
     "repair": 3,  # a damaged data dir moved aside, a new store of the member in its place

@@ -60,8 +60,13 @@ def serve_cmd(
         "--http-port",
         min=0,
         max=65535,
-        help="Serve /livez, /readyz and /metrics (Prometheus) over HTTP on HOST:PORT. Off "
-        "by default.",
+        help="Serve /livez, /readyz, /metrics (Prometheus) and the HTTP/JSON API (/v1/...) "
+        "on HOST:PORT (HTTPS with --tls-cert). Off by default.",
+    ),
+    http_open_metrics: bool = typer.Option(
+        False,
+        "--http-open-metrics",
+        help="Serve /metrics without the cluster token (it is required by default).",
     ),
     cluster_token: str | None = typer.Option(
         None,
@@ -194,6 +199,7 @@ def serve_cmd(
             cluster_id=cluster_id,
             join=join is not None,
             http_port=http_port,
+            http_open_metrics=http_open_metrics,
             cluster_token=cluster_token or None,
             tls_cert=tls_cert,
             tls_key=tls_key,

@@ -25,12 +25,13 @@ from rkv.compare import Comparer
 from rkv.config import NodeConfig
 from rkv.errors import ExitCode, Removed
 from rkv.forward import Forwarder
-from rkv.http import Response, serve_http
+from rkv.http import Response
+from rkv.httpapi import HttpApi, serve_api
 from rkv.integrity import IntegrityWatch
 from rkv.metrics import NodeMetrics
 from rkv.net import tls
 from rkv.net.auth import token_fingerprint
-from rkv.net.rpc import ServerStats, serve
+from rkv.net.rpc import ConnInfo, ServerStats, serve
 from rkv.net.transport import PeerTransport
 from rkv.node.admin import Admin
 from rkv.node.common import NodeStartError, one_line
@@ -133,6 +134,8 @@ class Node:
             store, cfg.data_dir, {"cluster_id": cfg.cluster_id, "node_id": cfg.id}
         )
         self.http_port: int | None = None
+        self.http_api: HttpApi | None = None
+        """The HTTP port's routes (rkv.httpapi), built when the port opens."""
         self.snapshots = SnapshotShipper(
             cfg, store, self.raft, self.peers, self.integrity, ssl_context=client_ssl
         )
@@ -188,8 +191,16 @@ class Node:
             )
             if self.cfg.http_port is not None:
                 # Before `listening`: a busy HTTP port is reported as PORT_IN_USE too.
+                self.http_api = api = self._http_api()
                 self.http_port = await nursery.start(
-                    serve_http, self.http_routes(), self.cfg.host, self.cfg.http_port
+                    partial(
+                        serve_api,
+                        api.handle,
+                        api.on_error,
+                        self.cfg.host,
+                        self.cfg.http_port,
+                        ssl_context=self._server_ssl,
+                    )
                 )
             self.listening = True
             await nursery.start(self.transport.run)
@@ -216,6 +227,18 @@ class Node:
                 else f"on (fingerprint {token_fingerprint(self.cfg.cluster_token)})",
             )
             task_status.started(self)
+
+    def _http_api(self) -> HttpApi:
+        """The HTTP port: health routes, and the API whose requests take the dispatcher's
+        path like a native client's (a follower forwards writes to the leader)."""
+        return HttpApi(
+            lambda frame: self.dispatch.handle(frame, HTTP_CONN),
+            health=self.http_routes(),
+            token=self.cfg.cluster_token,
+            open_metrics=self.cfg.http_open_metrics,
+            timeout=2 * self.cfg.request_timeout,
+            chunk_size=self.cfg.chunk_size,
+        )
 
     def _spawn(self, task: Callable[[], Awaitable[None]]) -> None:
         if self._nursery is not None:
@@ -348,6 +371,10 @@ class Node:
 
     def connection_statistics(self) -> dict[str, Any]:
         return connection_statistics(self.server_stats)
+
+
+HTTP_CONN = ConnInfo(conn_id=-1, peer="http", auth="client")
+"""What the dispatcher knows of a request from the HTTP port (it proved the token there)."""
 
 
 def ssl_contexts(cfg: NodeConfig) -> tuple[SSLContext | None, SSLContext | None]:

@@ -133,7 +133,7 @@ async def test_writes_go_on_during_a_flood_on_the_leader(
         assert await wait_leader(nodes) is leader and leader.replica.term == term, case
         # What the operator sees.
         assert leader.http_port is not None
-        status, body = await http_get("127.0.0.1", leader.http_port, "/metrics")
+        status, body = await http_get("127.0.0.1", leader.http_port, "/metrics", token=token)
         assert status == 200
         page = body.decode()
         peers = adm.states["peer"]  # the Raft links, and forwarding links (above)

@@ -1,0 +1,373 @@
+"""The routes of the HTTP port: the health and metrics paths, and the JSON API `/v1/...`
+(docs/contracts.md, "HTTP API").
+
+Owns: which path and method is which request, the query parameters, the bearer token check,
+the JSON and raw-bytes bodies, and the error answers (rkv.httpapi.errors maps the codes).
+Every request is an rkv.protocol request handed to the node's dispatcher through the Caller,
+the way a native client's request arrives. Must not: parse HTTP (rkv.httpapi.server), touch
+the node's insides (it gets the dispatch callable and the health routes), or hold more than
+one value (at most the max value size) or one file chunk of a body.
+
+Built from what it talks to, so tests build it from fakes (tests/httpapi/test_routes.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Protocol
+from urllib.parse import unquote_to_bytes
+
+from rkv.codec import MAX_KEY_LEN, MAX_VALUE_LEN
+from rkv.errors import RkvError
+from rkv.httpapi import files
+from rkv.httpapi.calls import Caller, Dispatch
+from rkv.httpapi.errors import bad_request, error_body, from_rkv, not_implemented
+from rkv.httpapi.exchange import HttpError, Request
+from rkv.protocol import (
+    MAX_SCAN_LIMIT,
+    CasRequest,
+    DeleteRequest,
+    ExistedReply,
+    FileDeleteRequest,
+    GetRequest,
+    PutRequest,
+    ScanReply,
+    ScanRequest,
+    StatusRequest,
+    SwappedReply,
+    ValueReply,
+)
+
+log = logging.getLogger("rkv.httpapi")
+
+OPEN_PATHS = frozenset({"/livez", "/readyz"})
+"""Served without the token (probes must work without a secret); /metrics needs it unless
+the node opens it (`--http-open-metrics`)."""
+HEALTH_METHODS = ("GET", "HEAD")
+MAX_HTTP_SCAN_LIMIT = MAX_SCAN_LIMIT - 1
+"""One less than a scan's limit: the API asks for one more item to tell whether more remain."""
+DEFAULT_SCAN = 1000
+MAX_BUFFERED = 64 << 20
+"""Bytes of put bodies all connections may hold in memory at once (a chunked body counts as
+the max value size): beyond, 503 and Retry-After."""
+COORDINATION_PARAMS = {"ttl": "?ttl=", "lease": "?lease=", "if_mod_revision": "?if_mod_revision="}
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+
+
+class HealthResponse(Protocol):
+    """What a health route returns (rkv.http.Response, from rkv.node.health's routes)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def content_type(self) -> str: ...
+
+
+HealthRoute = Callable[[], HealthResponse]
+
+
+class HttpApi:
+    def __init__(
+        self,
+        dispatch: Dispatch,
+        *,
+        health: Mapping[str, HealthRoute],
+        token: str | None = None,
+        open_metrics: bool = False,
+        timeout: float = 10.0,
+        chunk_size: int = 1 << 20,
+        max_value: int = MAX_VALUE_LEN,
+        max_buffered: int = MAX_BUFFERED,
+    ) -> None:
+        self.caller = Caller(dispatch, timeout=timeout)
+        self.health = health
+        self._token = token.encode() if token else None
+        self.open_metrics = open_metrics
+        self.chunk_size = chunk_size
+        self.max_value = max_value
+        self.max_buffered = max_buffered
+        self.buffered = 0
+        """Bytes of put bodies held in memory right now (all connections)."""
+        self.files = files.FileStats()
+        self.unauthorized = 0
+
+    # -- entry points (rkv.httpapi.server) ----------------------------------------------------
+
+    async def handle(self, req: Request) -> None:
+        try:
+            await self._route(req)
+        except RkvError as e:  # as a native client would have got it
+            raise from_rkv(e) from None
+
+    async def _route(self, req: Request) -> None:
+        path = req.path
+        if path in self.health:
+            if path not in OPEN_PATHS and not (path == "/metrics" and self.open_metrics):
+                self._authorize(req)
+            await self._health(req, path)
+            return
+        self._authorize(req)
+        if path == "/v1/kv" or path == "/v1/kv/":
+            self._methods(req, "GET", "HEAD")
+            await self._scan(req)
+        elif path.startswith("/v1/kv/"):
+            await self._kv(req, _key(path[len("/v1/kv/") :]))
+        elif path.startswith("/v1/files/"):
+            await self._file(req, _key(path[len("/v1/files/") :]))
+        elif path == "/v1/status":
+            self._methods(req, "GET", "HEAD")
+            status = await self.caller.call(StatusRequest())
+            status.pop("t", None)
+            status.pop("id", None)
+            await _json(req, 200, status)
+        elif path == "/v1/txn":
+            raise not_implemented("POST /v1/txn (transactions)")
+        elif path == "/v1/watch":
+            raise not_implemented("GET /v1/watch (watches)")
+        else:
+            raise HttpError(404, "not_found", f"no such path {path[:200]}")
+
+    async def on_error(self, req: Request, e: HttpError) -> None:
+        await req.respond(e.status, error_body(e.code, e.message), JSON, e.headers)
+
+    # -- auth and health ----------------------------------------------------------------------
+
+    def _authorize(self, req: Request) -> None:
+        if self._token is None:
+            return
+        given = req.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode("latin-1"), self._token
+        )
+        if not ok:
+            self.unauthorized += 1
+            raise HttpError(
+                401,
+                "auth_failed",
+                "this node needs the cluster token: Authorization: Bearer TOKEN",
+                [("WWW-Authenticate", 'Bearer realm="rkv"')],
+            )
+
+    async def _health(self, req: Request, path: str) -> None:
+        if req.method not in HEALTH_METHODS:
+            raise HttpError(
+                405, "bad_request", f"method {req.method} not allowed", [("Allow", "GET, HEAD")]
+            )
+        try:
+            resp = self.health[path]()
+        except Exception as e:  # a bug in a route must not kill the node
+            log.exception("http route %s failed", path)
+            await req.respond(500, f"internal error: {type(e).__name__}\n".encode(), TEXT)
+            return
+        await req.respond(resp.status, resp.body, resp.content_type)
+
+    @staticmethod
+    def _methods(req: Request, *allowed: str) -> None:
+        if req.method not in allowed:
+            raise HttpError(
+                405,
+                "bad_request",
+                f"method {req.method} not allowed here",
+                [("Allow", ", ".join(allowed))],
+            )
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    async def _kv(self, req: Request, key: bytes) -> None:
+        q = _query(req, "consistency", "if_value", "if_absent", *COORDINATION_PARAMS)
+        for name, shown in COORDINATION_PARAMS.items():
+            if name in q:
+                raise not_implemented(f"{shown} on /v1/kv")
+        conn = req.conn
+        try:
+            if req.method in ("GET", "HEAD"):
+                _only(q, "consistency")
+                reply = await self.caller.call(GetRequest(key, stale=_stale(q)))
+                value = ValueReply.from_frame(reply).value
+                if value is None:
+                    raise HttpError(404, "not_found", f"no key {_shown(key)}")
+                await req.respond(200, value, "application/octet-stream")
+            elif req.method == "PUT":
+                _only(q, "if_value", "if_absent")
+                with self._buffer(req):
+                    value = await req.read_body(self.max_value)
+                    if "if_value" in q or "if_absent" in q:
+                        await self._cas(req, key, q, value)
+                        return
+                    await self.caller.call(
+                        PutRequest(key, value, client_id=conn.client_id, seq=conn.next_seq())
+                    )
+                await req.respond(204)
+            elif req.method == "DELETE":
+                _only(q)
+                reply = await self.caller.call(
+                    DeleteRequest(key, client_id=conn.client_id, seq=conn.next_seq())
+                )
+                if not ExistedReply.from_frame(reply).existed:
+                    raise HttpError(404, "not_found", f"no key {_shown(key)}")
+                await req.respond(204)
+            else:
+                self._methods(req, "GET", "HEAD", "PUT", "DELETE")
+        except RkvError as e:
+            raise from_rkv(e) from None
+
+    @contextmanager
+    def _buffer(self, req: Request) -> Iterator[None]:
+        """Room for a put's body among all connections' (`max_buffered`): 503 if there is
+        none now. A body longer than the max value is refused (413) before any is taken."""
+        n = req.content_length
+        if n is not None and n > self.max_value:
+            raise HttpError(413, "too_large", f"the body has {n} bytes, at most {self.max_value}")
+        need = self.max_value if n is None else n
+        if self.buffered + need > self.max_buffered:
+            raise HttpError(
+                503,
+                "unavailable",
+                "too many request bodies in memory on this node; retry",
+                [("Retry-After", "1")],
+            )
+        self.buffered += need
+        try:
+            yield
+        finally:
+            self.buffered -= need
+
+    async def _cas(self, req: Request, key: bytes, q: dict[str, str], value: bytes) -> None:
+        if ("if_value" in q) == ("if_absent" in q):
+            raise bad_request("give one of if_value (the expected value) and if_absent=true")
+        if "if_absent" in q and q["if_absent"] != "true":
+            raise bad_request("if_absent must be true")
+        expected = unquote_to_bytes(q["if_value"]) if "if_value" in q else None
+        conn = req.conn
+        reply = await self.caller.call(
+            CasRequest(key, expected, value, client_id=conn.client_id, seq=conn.next_seq())
+        )
+        if not SwappedReply.from_frame(reply).swapped:
+            raise HttpError(412, "precondition_failed", f"key {_shown(key)} did not match")
+        await req.respond(204)
+
+    async def _scan(self, req: Request) -> None:
+        q = _query(req, "prefix", "limit", "consistency")
+        prefix = unquote_to_bytes(q.get("prefix", ""))
+        if len(prefix) > MAX_KEY_LEN:
+            raise bad_request(f"prefix must be at most {MAX_KEY_LEN} bytes")
+        try:
+            limit = int(q.get("limit", DEFAULT_SCAN))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_HTTP_SCAN_LIMIT:
+            raise bad_request(f"limit must be an integer in 1..{MAX_HTTP_SCAN_LIMIT}")
+        try:
+            reply = await self.caller.call(ScanRequest(prefix, limit + 1, stale=_stale(q)))
+            items = ScanReply.from_frame(reply).items
+        except RkvError as e:
+            raise from_rkv(e) from None
+        await _json(
+            req,
+            200,
+            {
+                "items": [{"key": _b64(k), "value": _b64(v)} for k, v in items[:limit]],
+                "more": len(items) > limit,
+            },
+        )
+
+    # -- files --------------------------------------------------------------------------------
+
+    async def _file(self, req: Request, key: bytes) -> None:
+        q = _query(req, "consistency")
+        conn = req.conn
+        try:
+            if req.method in ("GET", "HEAD"):
+                _only(q, "consistency")
+                m = await files.meta(self.caller, key, _stale(q))
+                self.files.downloads += 1
+                await req.respond_stream(
+                    200,
+                    files.chunks_of(self.caller, key, m, self.files),
+                    m.size,
+                    headers=[("X-Rkv-Sha256", m.sha.hex()), ("ETag", f'"{m.sha.hex()}"')],
+                )
+            elif req.method == "PUT":
+                _only(q)
+                size, chunks, sha = await files.upload(self.caller, req, key, self.chunk_size)
+                self.files.uploads += 1
+                await _json(req, 201, {"size": size, "chunks": chunks, "sha256": sha.hex()})
+            elif req.method == "DELETE":
+                _only(q)
+                reply = await self.caller.call(
+                    FileDeleteRequest(key, client_id=conn.client_id, seq=conn.next_seq())
+                )
+                if not ExistedReply.from_frame(reply).existed:
+                    raise HttpError(404, "not_found", f"no file {_shown(key)}")
+                await req.respond(204)
+            else:
+                self._methods(req, "GET", "HEAD", "PUT", "DELETE")
+        except RkvError as e:
+            raise from_rkv(e) from None
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _key(segment: str) -> bytes:
+    key = unquote_to_bytes(segment)
+    if not 1 <= len(key) <= MAX_KEY_LEN:
+        raise bad_request(f"a key must be 1..{MAX_KEY_LEN} bytes (percent-encoded in the path)")
+    return key
+
+
+def _query(req: Request, *known: str) -> dict[str, str]:
+    """The query parameters (values still percent-encoded: a value may be any bytes);
+    400 for one this route does not know or given twice."""
+    out: dict[str, str] = {}
+    for part in req.query.split("&") if req.query else ():
+        name, _, value = part.partition("=")
+        name = unquote_to_bytes(name).decode("utf-8", "replace")
+        if name not in known:
+            raise bad_request(f"unknown query parameter {name[:40]!r} (known: {', '.join(known)})")
+        if name in out:
+            raise bad_request(f"query parameter {name!r} given twice")
+        out[name] = value
+    return out
+
+
+def _only(q: dict[str, str], *allowed: str) -> None:
+    for name in q:
+        if name not in allowed:
+            raise bad_request(f"query parameter {name!r} does not apply to this method")
+
+
+def _stale(q: dict[str, str]) -> bool:
+    c = (
+        unquote_to_bytes(q["consistency"]).decode("utf-8", "replace")
+        if "consistency" in q
+        else None
+    )
+    if c in (None, "linearizable"):
+        return False
+    if c == "stale":
+        return True
+    raise bad_request("consistency must be linearizable or stale")
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode("ascii")
+
+
+def _shown(key: bytes) -> str:
+    return repr(key[:100])
+
+
+async def _json(req: Request, status: int, doc: Any) -> None:
+    await req.respond(status, json.dumps(doc).encode() + b"\n", JSON)
