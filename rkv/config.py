@@ -283,6 +283,8 @@ class NodeConfig:
         _positive("scrub_bytes_per_second", self.scrub_bytes_per_second, 1)
         if not isinstance(self.auto_repair, bool):
             raise ValueError(f"auto_repair must be a bool, got {self.auto_repair!r}")
+        if not isinstance(self.http_open_metrics, bool):
+            raise ValueError(f"http_open_metrics must be a bool, got {self.http_open_metrics!r}")
         if not isinstance(self.fault_injection, bool):
             raise ValueError(f"fault_injection must be a bool, got {self.fault_injection!r}")
         # Offline guessing of a captured handshake is the attack left: demand some length.

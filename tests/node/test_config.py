@@ -104,6 +104,8 @@ def test_create_defaults_and_shared_cluster_id() -> None:
         ({"frame_timeout": -1}, "frame_timeout"),
         ({"min_frame_rate": -1}, "min_frame_rate"),
         ({"idle_timeout": 0}, "idle_timeout"),
+        ({"auto_repair": 1}, "auto_repair must be a bool"),
+        ({"http_open_metrics": "yes"}, "http_open_metrics must be a bool"),
     ],
 )
 def test_create_validates(kw: dict[str, Any], why: str) -> None:

@@ -13,7 +13,6 @@ import rkv
 from rkv.config import NodeConfig
 from rkv.errors import ExitCode
 from rkv.http import http_get as get
-from rkv.http import parse_request_line, serve_http, text
 from rkv.node import NodeStartError, run_node
 
 from .conftest import addrs_of, cluster, configs, free_ports, wait_leader
@@ -137,94 +136,17 @@ def test_http_port_is_validated() -> None:
         NodeConfig.create("127.0.0.1:7000", http_port=70000)
 
 
-@pytest.mark.parametrize(
-    ("head", "expected"),
-    [
-        (b"GET /metrics HTTP/1.1\r\n\r\n", ("GET", "/metrics")),
-        (b"GET /readyz?verbose=1 HTTP/1.0\r\n\r\n", ("GET", "/readyz")),
-        (b"HEAD /livez HTTP/1.1\n\n", ("HEAD", "/livez")),
-        (b"GET /metrics\r\n\r\n", None),
-        (b"GET /metrics SPDY/3\r\n\r\n", None),
-        (b"\xff\xfe / HTTP/1.1\r\n\r\n", None),
-        (b"", None),
-    ],
-)
-def test_parse_request_line(head: bytes, expected: tuple[str, str] | None) -> None:
-    assert parse_request_line(head) == expected
-
-
-async def raw_http(port: int, data: bytes) -> bytes:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(data)
-        buf = bytearray()
-        with trio.fail_after(5):
-            while chunk := await stream.receive_some(65536):
-                buf += chunk
-    return bytes(buf)
-
-
-@pytest.mark.parametrize(
-    ("request_bytes", "status_line"),
-    [
-        (b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n", b"HTTP/1.1 200 OK"),
-        (b"HEAD /ok HTTP/1.1\r\n\r\n", b"HTTP/1.1 200 OK"),
-        (b"GET /nope HTTP/1.1\r\n\r\n", b"HTTP/1.1 404 Not Found"),
-        (b"POST /ok HTTP/1.1\r\nContent-Length: 0\r\n\r\n", b"HTTP/1.1 405 Method Not Allowed"),
-        (b"hello\r\n\r\n", b"HTTP/1.1 400 Bad Request"),
-        (b"GET /boom HTTP/1.1\r\n\r\n", b"HTTP/1.1 500 Internal Server Error"),
-        (b"GET /ok HTTP/1.1\r\nX: " + b"a" * 10000 + b"\r\n\r\n", b"HTTP/1.1 431"),
-    ],
-)
-async def test_http_server_answers(request_bytes: bytes, status_line: bytes) -> None:
-    def boom() -> object:
-        raise RuntimeError("bug")
-
-    routes = {"/ok": lambda: text(200, "fine"), "/boom": boom}
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(serve_http, routes, "127.0.0.1", 0)
-        answer = await raw_http(port, request_bytes)
-        assert answer.startswith(status_line), answer[:80]
-        assert b"Content-Length: " in answer
-        _, _, body = answer.partition(b"\r\n\r\n")
-        if request_bytes.startswith(b"HEAD"):
-            assert body == b""
-        elif status_line.endswith(b"200 OK"):
-            assert body == b"fine\n"
-        nursery.cancel_scope.cancel()
-
-
-async def test_http_server_bounds_connections() -> None:
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(
-            lambda task_status: serve_http(
-                {"/ok": lambda: text(200, "fine")},
-                "127.0.0.1",
-                0,
-                max_connections=1,
-                task_status=task_status,
-            )
-        )
-        # One silent client holds the only slot; the next one is told to go away.
-        idle = await trio.open_tcp_stream("127.0.0.1", port)
-        await trio.sleep(0.1)
-        answer = await raw_http(port, b"GET /ok HTTP/1.1\r\n\r\n")
-        assert answer.startswith(b"HTTP/1.1 503"), answer[:80]
-        await idle.aclose()
-        await trio.sleep(0.1)
-        assert (await raw_http(port, b"GET /ok HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 200")
-        nursery.cancel_scope.cancel()
-
-
 async def test_http_port_in_use_fails_the_node(tmp_path: Path) -> None:
     port = free_ports(1)[0]
-    async with trio.open_nursery() as outer:
-        await outer.start(serve_http, {}, "127.0.0.1", port)
+    listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")  # someone holds it
+    try:
         cfg = configs(tmp_path, 1, http_port=port)[0]
         with pytest.raises(NodeStartError) as info:
             await run_node(cfg)
         assert info.value.code == ExitCode.PORT_IN_USE
-        outer.cancel_scope.cancel()
+    finally:
+        for listener in listeners:
+            await listener.aclose()
 
 
 async def test_livez_fails_when_the_raft_loop_is_stuck(
