@@ -63,6 +63,14 @@ def serve_cmd(
         help="Serve /livez, /readyz and /metrics (Prometheus) over HTTP on HOST:PORT. Off "
         "by default.",
     ),
+    resp_port: int | None = typer.Option(
+        None,
+        "--resp-port",
+        min=0,
+        max=65535,
+        help="Speak the Redis protocol (RESP2/RESP3: redis-cli, any Redis client) on "
+        "HOST:PORT; with a cluster token, AUTH with it. Off by default.",
+    ),
     cluster_token: str | None = typer.Option(
         None,
         "--cluster-token",
@@ -194,6 +202,7 @@ def serve_cmd(
             cluster_id=cluster_id,
             join=join is not None,
             http_port=http_port,
+            resp_port=resp_port,
             cluster_token=cluster_token or None,
             tls_cert=tls_cert,
             tls_key=tls_key,

@@ -30,7 +30,7 @@ from rkv.integrity import IntegrityWatch
 from rkv.metrics import NodeMetrics
 from rkv.net import tls
 from rkv.net.auth import token_fingerprint
-from rkv.net.rpc import ServerStats, serve
+from rkv.net.rpc import ConnInfo, ServerStats, serve
 from rkv.net.transport import PeerTransport
 from rkv.node.admin import Admin
 from rkv.node.common import NodeStartError, one_line
@@ -45,6 +45,7 @@ from rkv.node.snapshots import SnapshotShipper
 from rkv.raft.config import Config
 from rkv.raft.types import ConfState, Message
 from rkv.replica import CompactionPolicy, Replica
+from rkv.resp import RespLimits, RespServer
 from rkv.scrubber import Scrubber
 
 
@@ -158,6 +159,24 @@ class Node:
             forward_to=self.handlers.forward_to,
             request_timeout=cfg.request_timeout,
         )
+        # RESP (redis-cli, any Redis client): its commands become client requests handed to
+        # the dispatcher, as a native client's are (rkv.resp).
+        self.resp_port: int | None = None
+        self.resp = RespServer(
+            RespBackend(self.dispatch, self.health, store),
+            token=cfg.cluster_token,
+            limits=RespLimits(
+                max_connections=cfg.max_connections,
+                max_connections_per_source=cfg.max_connections_per_source,
+                handshake_timeout=cfg.handshake_timeout,
+                frame_timeout=cfg.frame_timeout,
+                min_frame_rate=cfg.min_frame_rate,
+                idle_timeout=cfg.idle_timeout,
+                max_inflight=cfg.max_inflight_per_conn,
+                retry_seconds=2 * cfg.request_timeout,
+            ),
+            node_id=cfg.id,
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -190,6 +209,10 @@ class Node:
                 # Before `listening`: a busy HTTP port is reported as PORT_IN_USE too.
                 self.http_port = await nursery.start(
                     serve_http, self.http_routes(), self.cfg.host, self.cfg.http_port
+                )
+            if self.cfg.resp_port is not None:
+                self.resp_port = await nursery.start(
+                    self.resp.serve, self.cfg.host, self.cfg.resp_port
                 )
             self.listening = True
             await nursery.start(self.transport.run)
@@ -348,6 +371,29 @@ class Node:
 
     def connection_statistics(self) -> dict[str, Any]:
         return connection_statistics(self.server_stats)
+
+
+class RespBackend:
+    """What the RESP server uses of the node (rkv.resp.Backend): requests go through the
+    dispatcher exactly as a native client's (forwarding, read barrier, error frames)."""
+
+    _INFO = ConnInfo(conn_id=0, peer="resp")
+
+    def __init__(self, dispatch: Dispatcher, health: Health, store: Any) -> None:
+        self._dispatch = dispatch
+        self._health = health
+        self._store = store
+
+    async def request(self, frame: dict[str, Any]) -> dict[str, Any]:
+        reply = await self._dispatch.handle(frame, self._INFO)
+        assert reply is not None  # only raft frames are one-way
+        return reply
+
+    def status(self) -> dict[str, Any]:
+        return self._health.status()
+
+    def key_count(self) -> int:
+        return int(self._store.stats()["kv_keys"])
 
 
 def ssl_contexts(cfg: NodeConfig) -> tuple[SSLContext | None, SSLContext | None]:
