@@ -222,6 +222,9 @@ class RespServer:
                     commands = parser.feed(data)
                 except RespProtocolError as e:
                     self.stats.protocol_errors += 1
+                    for c in e.commands:  # what came before the bad bytes is answered first
+                        state.inflight += 1
+                        await send.send(c)
                     await send.send(e)
                     return
                 if commands and self.settings.token is None:
@@ -291,10 +294,17 @@ async def _send(stream: trio.SocketStream, out: list[bytes], timeout: float) -> 
 
 
 async def _goodbye(stream: trio.SocketStream, data: bytes | None) -> None:
+    """Send `data` (an error reply), then close. What the client sent meanwhile is read and
+    dropped for a moment first: closing with unread bytes would reset the connection, and
+    the client could lose the reply."""
     with trio.move_on_after(1.0):
         try:
             if data:
                 await stream.send_all(data)
+            await stream.send_eof()
+            with trio.move_on_after(0.2):
+                while await stream.receive_some(65536):
+                    pass
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
     with trio.move_on_after(1.0):

@@ -33,7 +33,12 @@ MAX_INLINE = 64 << 10
 
 class RespProtocolError(Exception):
     """The client sent something that is not RESP or is over a limit: the message is the
-    error reply (without `-`), after which the connection closes."""
+    error reply (without `-`), after which the connection closes. `commands`: the complete
+    commands that came before the bad bytes (to be answered first)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg)
+        self.commands: list[list[bytes]] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +105,11 @@ class RequestParser:
         pos = 0
         n = len(buf)
         mb_from = 0  # start of the multibulk bytes not fed to hiredis yet
+        cmd_start = 0  # where the command being read began (0: in an earlier feed)
         try:
             while pos < n:
                 if self._state == _START:
+                    cmd_start = pos
                     if buf[pos] == 0x2A:  # '*'
                         eol = buf.find(b"\r\n", pos)
                         if eol < 0:
@@ -179,8 +186,21 @@ class RequestParser:
                 self._reader.feed(bytes(buf[mb_from:pos]))
                 mb_from = pos
             out += self._drain()
-        except hiredis.ProtocolError as e:
-            raise RespProtocolError(f"ERR Protocol error: {e}") from None
+        except (RespProtocolError, hiredis.ProtocolError) as e:
+            err = (
+                e
+                if isinstance(e, RespProtocolError)
+                else RespProtocolError(f"ERR Protocol error: {e}")
+            )
+            if isinstance(e, RespProtocolError):  # what came before the bad command
+                try:
+                    if mb_from < cmd_start:
+                        self._reader.feed(bytes(buf[mb_from:cmd_start]))
+                    out += self._drain()
+                except (RespProtocolError, hiredis.ProtocolError):
+                    pass
+            err.commands = out
+            raise err from None
         del buf[:mb_from]
         return out
 
