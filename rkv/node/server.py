@@ -214,6 +214,13 @@ class Node:
                 self.resp_port = await nursery.start(
                     self.resp.serve, self.cfg.host, self.cfg.resp_port
                 )
+                if self._server_ssl is not None:
+                    log.warning(
+                        "node %s: the RESP port %s has no TLS: AUTH sends the cluster token "
+                        "in clear (docs/security.md)",
+                        self.cfg.id,
+                        self.resp_port,
+                    )
             self.listening = True
             await nursery.start(self.transport.run)
             await nursery.start(self.forwarder.run)
