@@ -142,12 +142,13 @@ def _arg_text(a: bytes, limit: int = 128) -> str:
 
 
 def unknown_command(args: list[bytes]) -> Err:
-    rest = " ".join(f"'{_arg_text(a)}'" for a in args[1:])
-    return Err(
-        f"ERR unknown command '{_arg_text(args[0])}', with args beginning with: {rest}"
-        if rest
-        else f"ERR unknown command '{_arg_text(args[0])}', with args beginning with: "
-    )
+    """Redis' text: each argument quoted and followed by a space, 128 characters at most."""
+    rest = ""
+    for a in args[1:]:
+        if len(rest) >= 128:
+            break
+        rest += f"'{_arg_text(a, 128 - len(rest))}' "
+    return Err(f"ERR unknown command '{_arg_text(args[0])}', with args beginning with: {rest}")
 
 
 def error_of(frame: Frame) -> CommandError:
@@ -262,9 +263,15 @@ async def cmd_echo(ctx: Context, args: list[bytes]) -> Reply:
     return args[1]
 
 
-def check_password(ctx: Context, password: bytes) -> None:
+def check_password(ctx: Context, password: bytes, *, user: bool = False) -> None:
+    """Authenticate with the cluster token as the password. Without a token, `AUTH user
+    pass` and `HELLO AUTH` succeed (as Redis' default user without a password: any password
+    does) and `AUTH pass` is refused with Redis' text."""
     token = ctx.session.settings.token
     if token is None:
+        if user:
+            ctx.session.authed = True
+            return
         raise CommandError(
             "ERR AUTH <password> called without any password configured for the default "
             "user. Are you sure your configuration is correct?"
@@ -277,7 +284,7 @@ def check_password(ctx: Context, password: bytes) -> None:
 async def cmd_auth(ctx: Context, args: list[bytes]) -> Reply:
     if len(args) not in (2, 3):
         raise syntax_error()
-    check_password(ctx, args[-1])
+    check_password(ctx, args[-1], user=len(args) == 3)
     return OK
 
 
@@ -297,7 +304,7 @@ async def cmd_hello(ctx: Context, args: list[bytes]) -> Reply:
     while i < len(args):
         opt = args[i].upper()
         if opt == b"AUTH" and i + 2 < len(args):
-            check_password(ctx, args[i + 2])
+            check_password(ctx, args[i + 2], user=True)
             i += 3
         elif opt == b"SETNAME" and i + 1 < len(args):
             name = args[i + 1]

@@ -78,7 +78,7 @@ CASES: list[tuple[dict[str, bytes], list[str], Any]] = [
     ({}, ["GET"], Err("ERR wrong number of arguments for 'get' command")),
     ({}, ["SET", "a"], Err("ERR wrong number of arguments for 'set' command")),
     ({}, ["ECHO", "a", "b"], Err("ERR wrong number of arguments for 'echo' command")),
-    ({}, ["foo", "a", "b"], Err("ERR unknown command 'foo', with args beginning with: 'a' 'b'")),
+    ({}, ["foo", "a", "b"], Err("ERR unknown command 'foo', with args beginning with: 'a' 'b' ")),
     ({}, ["foo"], Err("ERR unknown command 'foo', with args beginning with: ")),
     ({}, ["SET", "a", "b", "XYZ"], Err("ERR syntax error")),
     (
@@ -89,6 +89,7 @@ CASES: list[tuple[dict[str, bytes], list[str], Any]] = [
         ),
     ),
     ({}, ["HELLO", "4"], Err("NOPROTO unsupported protocol version")),
+    ({}, ["AUTH", "default", "anything"], OK),  # without a token: as Redis' nopass user
     # rkv's limits
     ({}, ["GET", "k" * 401], Err("ERR rkv keys must be 1..400 bytes, got 401")),
     ({}, ["SET", "", "v"], Err("ERR rkv keys must be 1..400 bytes, got 0")),
@@ -161,6 +162,13 @@ async def test_command(kv: dict[str, bytes], args: list[str], reply: Any) -> Non
     assert await run(ctx, *args) == reply
     if args[0].lower() in UNSUPPORTED or reply in (Err("ERR syntax error"),):
         assert backend.requests == []
+
+
+async def test_unknown_command_text_is_bounded_as_redis_does() -> None:
+    ctx, _ = make()
+    reply = await run(ctx, "nosuch", *(["x" * 50] * 1000))
+    assert isinstance(reply, Err) and len(reply.text) < 300
+    assert reply.text.endswith("'" + "x" * 22 + "' ")
 
 
 async def test_writes_change_the_store_and_carry_the_connections_session() -> None:
