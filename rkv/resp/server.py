@@ -7,7 +7,8 @@ has completed no command), the deadlines (handshake: with a cluster token AUTH/H
 arriving: no pause longer than `frame_timeout`, and `min_frame_rate` bytes/s on average after
 that grace; idle: nothing in flight and nothing sent for `idle_timeout`; a client that does
 not read its replies for `idle_timeout`), and running each connection's commands in order
-(at most `max_inflight` parsed and not yet answered; beyond, it stops reading). Must not:
+(at most `max_inflight` parsed and not yet answered, and about `max_request` bytes of
+them; beyond, it stops reading). Must not:
 parse or encode (rkv.resp.wire) or know what a command does (rkv.resp.commands).
 
 Built from a `Backend` (what it needs of the node) and `RespLimits`, so tests build it with
@@ -103,6 +104,16 @@ _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, 
 class _ConnState:
     inflight: int = 0
     """Commands parsed and not answered yet."""
+    queued_bytes: int = 0
+    """Their size (arguments): beyond `max_request` the reader waits (memory stays bounded
+    by about two whole commands per connection, whatever `max_inflight`)."""
+    drained: trio.Event = field(default_factory=trio.Event)
+    timer: trio.CancelScope | None = None
+    """The reader's deadline while it waits for bytes."""
+
+
+def _size(command: list[bytes]) -> int:
+    return sum(len(a) for a in command) + 16 * len(command)
 
 
 class RespServer:
@@ -187,6 +198,9 @@ class RespServer:
             started: float | None = None  # when the partial command began to arrive
             got = 0
             while True:
+                while state.queued_bytes > lim.max_request:
+                    state.drained = trio.Event()
+                    await state.drained.wait()
                 now = trio.current_time()
                 if parser.pending:
                     if started is None:
@@ -198,8 +212,10 @@ class RespServer:
                 else:
                     wait = lim.idle_timeout
                     started = None
-                with trio.move_on_after(wait) as timer:
+                with trio.CancelScope(deadline=now + wait) as timer:
+                    state.timer = timer  # the writer starts the idle clock once all is answered
                     data = await stream.receive_some(65536)
+                state.timer = None
                 if timer.cancelled_caught:
                     self.stats.timeouts += 1
                     await send.send(RespProtocolError("ERR rkv: connection timed out"))
@@ -224,6 +240,7 @@ class RespServer:
                     self.stats.protocol_errors += 1
                     for c in e.commands:  # what came before the bad bytes is answered first
                         state.inflight += 1
+                        state.queued_bytes += _size(c)
                         await send.send(c)
                     await send.send(e)
                     return
@@ -231,6 +248,7 @@ class RespServer:
                     self.admission.established(ticket)
                 for c in commands:
                     state.inflight += 1
+                    state.queued_bytes += _size(c)
                     await send.send(c)
 
         async def writer() -> None:
@@ -245,6 +263,17 @@ class RespServer:
                     reply = await execute(ctx, item)
                     self.stats.commands += 1
                     state.inflight -= 1
+                    state.queued_bytes -= _size(item)
+                    if state.queued_bytes <= lim.max_request:
+                        state.drained.set()
+                    if (
+                        state.inflight == 0
+                        and state.timer is not None
+                        and not parser.pending
+                        and ticket.state != "handshaking"
+                    ):
+                        # the reader waits with no deadline while commands are in flight
+                        state.timer.deadline = trio.current_time() + lim.idle_timeout
                     if session.authed:
                         self.admission.established(ticket)
                     if not ticket.served and ticket.state != "handshaking":

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
+
 from rkv.protocol import decode_request
 
 
@@ -17,9 +19,12 @@ class FakeBackend:
         self.sessions: dict[bytes, int] = {}
         self.applied: list[tuple[bytes, int]] = []
         self.role = role
+        self.delay = 0.0
+        """Seconds each request takes."""
 
     async def request(self, frame: dict[str, Any]) -> dict[str, Any]:
         decode_request(frame)  # the RESP room builds only valid requests
+        await trio.sleep(self.delay)
         self.requests.append(frame)
         if self.fail_next:
             return self.fail_next.pop(0)

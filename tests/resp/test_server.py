@@ -99,6 +99,14 @@ async def test_pipelined_commands_are_answered_in_order_past_the_inflight_bound(
         assert got == want
 
 
+async def test_pipelined_big_commands_are_bounded_by_bytes_and_all_answered() -> None:
+    async with resp_server(max_request=4096, max_bulk=2048) as (server, _):
+        values = [bytes([65 + i % 26]) * 1500 for i in range(60)]
+        data = b"".join(b"*2\r\n$4\r\nECHO\r\n$1500\r\n%s\r\n" % v for v in values)
+        got = await raw(server.port, data + b"QUIT\r\n")
+        assert got == b"".join(b"$1500\r\n%s\r\n" % v for v in values) + b"+OK\r\n"
+
+
 @pytest.mark.parametrize(
     ("data", "error"),
     [
@@ -158,6 +166,17 @@ async def test_an_idle_connection_is_closed() -> None:
         with trio.fail_after(5):
             got = await raw(server.port, b"PING\r\n", wait=5.0)
         assert got == b"+PONG\r\n-ERR rkv: connection timed out\r\n"
+
+
+async def test_a_slow_command_is_not_idle_and_the_idle_clock_starts_once_answered() -> None:
+    async with resp_server(idle_timeout=0.3) as (server, backend):
+        backend.delay = 0.8
+        with trio.fail_after(10):
+            t0 = trio.current_time()
+            got = await raw(server.port, b"GET a\r\n", wait=10.0)
+            took = trio.current_time() - t0
+        assert got == b"$-1\r\n-ERR rkv: connection timed out\r\n"
+        assert 1.0 < took < 5.0
 
 
 async def test_a_command_that_stops_arriving_is_closed() -> None:
