@@ -161,6 +161,10 @@ class NodeConfig:
     http_open_metrics: bool = False
     """Serve /metrics on the HTTP port without the cluster token (/livez and /readyz are
     always open; everything else needs `Authorization: Bearer TOKEN` when a token is set)."""
+    resp_port: int | None = None
+    """Port of the RESP (Redis protocol) server on `host` (rkv.resp); None: off. 0 picks a
+    free port (tests). Its connections are admitted under the limits below, counted apart
+    from the node's port."""
     snapshot_entries: int = 10_000
     """Compact the log once more than this many applied entries follow the last snapshot."""
     snapshot_bytes: int = 256 << 20
@@ -266,6 +270,8 @@ class NodeConfig:
         _positive("peer_queue", self.peer_queue, 1)
         if self.http_port is not None:
             _positive("http_port", self.http_port, 0, 65535)
+        if self.resp_port is not None:
+            _positive("resp_port", self.resp_port, 0, 65535)
         _positive("snapshot_entries", self.snapshot_entries, 1)
         _positive("upload_ttl_seconds", self.upload_ttl_seconds, 0)
         _positive("snapshot_bytes", self.snapshot_bytes, 1)

@@ -37,6 +37,7 @@ RANK = {
     "metrics": 3,  # prometheus collectors fed by the node (duck-typed, no node import)
     "integrity": 3,  # the node's degraded flag: store integrity errors -> client errors, log
     "repair": 3,  # a damaged data dir moved aside, a new store of the member in its place
+    "resp": 3.5,  # the Redis protocol server: over protocol, codec, net (admission), errors
     "forward": 3.5,  # a follower's writes to the leader: rpc client, config, errors
     "compare": 3.5,  # replica comparison: the node's handlers and the leader's alarm
     "scrubber": 3.5,  # the node's background scrub task (over the store's scrub passes)
@@ -154,6 +155,7 @@ NODE_RANK = {
     "health": 4,
     "admin": 5,
     "dispatch": 5,
+    "front_doors": 5.5,  # the HTTP API and RESP servers wired to the dispatcher
     "server": 6,
     "entry": 7,
     "__init__": 8,

@@ -26,6 +26,9 @@ from rkv.client import DEFAULT_ADDRS, Client
 from rkv.config import DEFAULT_HOST, DEFAULT_PORT, format_address
 from rkv.procs import Child, stop_all
 
+RESP_OFFSET = 1000
+"""A node's RESP port is its port + this, unless --resp-base-port says otherwise."""
+
 
 class _Stop(Exception):
     """SIGTERM/SIGINT reached the cluster supervisor."""
@@ -85,6 +88,15 @@ def cluster_cmd(
     startup_timeout: float = typer.Option(
         30.0, "--startup-timeout", help="Seconds to wait for a leader."
     ),
+    resp_base_port: int | None = typer.Option(
+        None,
+        "--resp-base-port",
+        min=0,
+        max=65535,
+        help="RESP (Redis protocol) port of the first node, the next ones follow "
+        "(default: --base-port + 1000; 0: no RESP).",
+        show_default=False,
+    ),
 ) -> None:
     """Run a local N-node cluster (child `rkv serve` processes) until Ctrl+C / SIGTERM.
 
@@ -93,6 +105,14 @@ def cluster_cmd(
     if base_port + nodes - 1 > 65535:
         fail(Exit.USAGE, "error: --base-port + --nodes exceeds 65535")
     addrs = [format_address(host, base_port + i) for i in range(nodes)]
+    resp_base = resp_base_port
+    if resp_base is None:  # next to the node ports (below them when above does not fit)
+        resp_base = base_port + RESP_OFFSET
+        if resp_base + nodes - 1 > 65535:
+            resp_base = max(1, base_port - RESP_OFFSET)
+    if resp_base and resp_base + nodes - 1 > 65535:
+        fail(Exit.USAGE, "error: the RESP ports (--resp-base-port + --nodes) exceed 65535")
+    resp_ports = [resp_base + i for i in range(nodes)] if resp_base else []
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -108,7 +128,7 @@ def cluster_cmd(
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:
-        for a in addrs:
+        for i, a in enumerate(addrs):
             h, p = a.rsplit(":", 1)
             safe = h.strip("[]").replace(":", "_")
             ddir = data_dir / f"{safe}_{p}"
@@ -127,12 +147,22 @@ def cluster_cmd(
                 "--data-dir",
                 str(ddir),
             ]
+            if resp_ports:
+                cmd += ["--resp-port", str(resp_ports[i])]
             # A session of their own: Ctrl+C reaches only this supervisor, which then stops
             # every child in order (SIGTERM, wait, SIGKILL after a grace period).
             child = Child(a, cmd, log_path, new_session=True)
             child.start()
             children.append(child)
         print(f"rkv cluster: starting {nodes} nodes ({', '.join(addrs)}), data in {data_dir}/")
+        if resp_ports:
+            print(
+                "rkv cluster: RESP (redis-cli -p PORT) on "
+                + ", ".join(
+                    f"{a} -> {format_address(host, rp)}"
+                    for a, rp in zip(addrs, resp_ports, strict=True)
+                )
+            )
         leader = _wait_for_leader(children, addrs, startup_timeout, stop_flag)
         if leader is None:
             code = 1
@@ -146,6 +176,7 @@ def cluster_cmd(
             f"  rkv get greeting\n"
             f"  rkv upload photo ./some.png && rkv download photo ./copy.png\n"
             f"  rkv status\n"
+            + (f"  redis-cli -p {resp_ports[0]} set greeting hi\n" if resp_ports else "")
             + ("" if alist == ",".join(DEFAULT_ADDRS) else f"  (with --addr {alist})\n")
             + f"Node logs: {data_dir}/*.log. Press Ctrl+C to stop the cluster."
         )

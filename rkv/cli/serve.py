@@ -68,6 +68,14 @@ def serve_cmd(
         "--http-open-metrics",
         help="Serve /metrics without the cluster token (it is required by default).",
     ),
+    resp_port: int | None = typer.Option(
+        None,
+        "--resp-port",
+        min=0,
+        max=65535,
+        help="Speak the Redis protocol (RESP2/RESP3: redis-cli, any Redis client) on "
+        "HOST:PORT; with a cluster token, AUTH with it. Off by default.",
+    ),
     cluster_token: str | None = typer.Option(
         None,
         "--cluster-token",
@@ -200,6 +208,7 @@ def serve_cmd(
             join=join is not None,
             http_port=http_port,
             http_open_metrics=http_open_metrics,
+            resp_port=resp_port,
             cluster_token=cluster_token or None,
             tls_cert=tls_cert,
             tls_key=tls_key,

@@ -9,7 +9,9 @@ rooms, each owning its state (its module docstring says what it owns and must no
 - `handlers`: the client requests (KV and files), over typed requests (rkv.protocol), the put fast path
 - `admin`: leadership transfer, membership, repair, backups, fault hooks
 - `health`: status, readiness and liveness, the health/metrics HTTP routes
-- `server`: `Node`, which builds the rooms, wires them, listens and dispatches
+- `dispatch`: inbound frames to their room, requests decoded (rkv.protocol) and routed
+- `front_doors`: the HTTP/JSON API (rkv.httpapi) and RESP (rkv.resp) wired to the dispatcher
+- `server`: `Node`, which builds the rooms, wires them, listens
 - `entry`: the process entry (`run_node`, `serve_main`) and its exit codes
 - `inbox`, `common`: what the rooms share (Waiter, the loop's inputs, RaftView; errors,
   field primitives, `store_io`)

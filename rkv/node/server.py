@@ -31,11 +31,12 @@ from rkv.integrity import IntegrityWatch
 from rkv.metrics import NodeMetrics
 from rkv.net import tls
 from rkv.net.auth import token_fingerprint
-from rkv.net.rpc import ConnInfo, ServerStats, serve
+from rkv.net.rpc import ServerStats, serve
 from rkv.net.transport import PeerTransport
 from rkv.node.admin import Admin
 from rkv.node.common import NodeStartError, one_line
 from rkv.node.dispatch import Dispatcher
+from rkv.node.front_doors import http_api, resp_server
 from rkv.node.handlers import ClientHandlers, Handler
 from rkv.node.health import Health, connection_statistics
 from rkv.node.housekeeping import Housekeeping
@@ -161,6 +162,10 @@ class Node:
             forward_to=self.handlers.forward_to,
             request_timeout=cfg.request_timeout,
         )
+        # RESP (redis-cli, any Redis client): its commands become client requests handed to
+        # the dispatcher, as a native client's are (rkv.resp).
+        self.resp_port: int | None = None
+        self.resp = resp_server(cfg, self.dispatch, self.health, store)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -191,7 +196,7 @@ class Node:
             )
             if self.cfg.http_port is not None:
                 # Before `listening`: a busy HTTP port is reported as PORT_IN_USE too.
-                self.http_api = api = self._http_api()
+                self.http_api = api = http_api(self.cfg, self.dispatch, self.http_routes())
                 self.http_port = await nursery.start(
                     partial(
                         serve_api,
@@ -202,6 +207,17 @@ class Node:
                         ssl_context=self._server_ssl,
                     )
                 )
+            if self.cfg.resp_port is not None:
+                self.resp_port = await nursery.start(
+                    self.resp.serve, self.cfg.host, self.cfg.resp_port
+                )
+                if self._server_ssl is not None:
+                    log.warning(
+                        "node %s: the RESP port %s has no TLS: AUTH sends the cluster token "
+                        "in clear (docs/security.md)",
+                        self.cfg.id,
+                        self.resp_port,
+                    )
             self.listening = True
             await nursery.start(self.transport.run)
             await nursery.start(self.forwarder.run)
@@ -227,18 +243,6 @@ class Node:
                 else f"on (fingerprint {token_fingerprint(self.cfg.cluster_token)})",
             )
             task_status.started(self)
-
-    def _http_api(self) -> HttpApi:
-        """The HTTP port: health routes, and the API whose requests take the dispatcher's
-        path like a native client's (a follower forwards writes to the leader)."""
-        return HttpApi(
-            lambda frame: self.dispatch.handle(frame, HTTP_CONN),
-            health=self.http_routes(),
-            token=self.cfg.cluster_token,
-            open_metrics=self.cfg.http_open_metrics,
-            timeout=2 * self.cfg.request_timeout,
-            chunk_size=self.cfg.chunk_size,
-        )
 
     def _spawn(self, task: Callable[[], Awaitable[None]]) -> None:
         if self._nursery is not None:
@@ -371,10 +375,6 @@ class Node:
 
     def connection_statistics(self) -> dict[str, Any]:
         return connection_statistics(self.server_stats)
-
-
-HTTP_CONN = ConnInfo(conn_id=-1, peer="http", auth="client")
-"""What the dispatcher knows of a request from the HTTP port (it proved the token there)."""
 
 
 def ssl_contexts(cfg: NodeConfig) -> tuple[SSLContext | None, SSLContext | None]:

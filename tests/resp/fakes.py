@@ -1,0 +1,72 @@
+"""A fake node for the RESP room: a dict store answering the client requests the RESP
+commands build (get, put, cas, delete, scan), with the exactly-once session rule, and a
+status. Answers can be scripted to fail first (`fail_next`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from rkv.protocol import decode_request
+
+
+class FakeBackend:
+    def __init__(self, role: str = "leader") -> None:
+        self.kv: dict[bytes, bytes] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.fail_next: list[dict[str, Any]] = []
+        self.sessions: dict[bytes, int] = {}
+        self.applied: list[tuple[bytes, int]] = []
+        self.role = role
+        self.delay = 0.0
+        """Seconds each request takes."""
+
+    async def request(self, frame: dict[str, Any]) -> dict[str, Any]:
+        decode_request(frame)  # the RESP room builds only valid requests
+        await trio.sleep(self.delay)
+        self.requests.append(frame)
+        if self.fail_next:
+            return self.fail_next.pop(0)
+        t = frame["t"]
+        if "c" in frame:  # a write: its session
+            last = self.sessions.get(frame["c"], 0)
+            assert frame["s"] > last, "a write's seq must grow within a session"
+            self.sessions[frame["c"]] = frame["s"]
+            self.applied.append((frame["c"], frame["s"]))
+        k = frame.get("k")
+        if t == "get":
+            return {"t": "ok", "val": self.kv.get(k)}
+        if t == "put":
+            self.kv[k] = frame["val"]
+            return {"t": "ok"}
+        if t == "cas":
+            if self.kv.get(k) != frame.get("exp"):
+                return {"t": "ok", "swapped": False}
+            self.kv[k] = frame["val"]
+            return {"t": "ok", "swapped": True}
+        if t == "delete":
+            return {"t": "ok", "existed": self.kv.pop(k, None) is not None}
+        if t == "scan":
+            p = frame.get("p", b"")
+            items = sorted((key, v) for key, v in self.kv.items() if key.startswith(p))
+            return {"t": "ok", "items": [[key, v] for key, v in items[: frame["limit"]]]}
+        return {"t": "error", "code": "bad_request", "msg": f"unknown request type {t!r}"}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "node": "127.0.0.1:1",
+            "addr": "127.0.0.1:1",
+            "cluster": "rkv-test",
+            "role": self.role,
+            "term": 3,
+            "leader": "127.0.0.1:1",
+            "leader_addr": "127.0.0.1:1",
+            "commit": 7,
+            "applied": 7,
+            "voters": ["127.0.0.1:1"],
+            "learners": [],
+        }
+
+    def key_count(self) -> int:
+        return len(self.kv)
