@@ -28,6 +28,25 @@ from rkv.procs import Child, stop_all
 
 RESP_OFFSET = 1000
 """A node's RESP port is its port + this, unless --resp-base-port says otherwise."""
+HTTP_OFFSET = 2000
+"""A node's HTTP port (health, metrics, the HTTP/JSON API) is its port + this, unless
+--http-base-port says otherwise."""
+
+
+def side_ports(base_port: int, nodes: int, given: int | None, offset: int, what: str) -> list[int]:
+    """The ports of a second server on every node: from `given` (0: none), else next to the
+    node ports at `offset` (below them when above does not fit)."""
+    base = given
+    if base is None:
+        base = base_port + offset
+        if base + nodes - 1 > 65535:
+            base = max(1, base_port - offset)
+    if base and base + nodes - 1 > 65535:
+        fail(
+            Exit.USAGE,
+            f"error: the {what} ports (--{what.lower()}-base-port + --nodes) exceed 65535",
+        )
+    return [base + i for i in range(nodes)] if base else []
 
 
 class _Stop(Exception):
@@ -97,6 +116,15 @@ def cluster_cmd(
         "(default: --base-port + 1000; 0: no RESP).",
         show_default=False,
     ),
+    http_base_port: int | None = typer.Option(
+        None,
+        "--http-base-port",
+        min=0,
+        max=65535,
+        help="HTTP port (health, metrics, the HTTP/JSON API: curl) of the first node, the next "
+        "ones follow (default: --base-port + 2000; 0: no HTTP).",
+        show_default=False,
+    ),
 ) -> None:
     """Run a local N-node cluster (child `rkv serve` processes) until Ctrl+C / SIGTERM.
 
@@ -105,14 +133,8 @@ def cluster_cmd(
     if base_port + nodes - 1 > 65535:
         fail(Exit.USAGE, "error: --base-port + --nodes exceeds 65535")
     addrs = [format_address(host, base_port + i) for i in range(nodes)]
-    resp_base = resp_base_port
-    if resp_base is None:  # next to the node ports (below them when above does not fit)
-        resp_base = base_port + RESP_OFFSET
-        if resp_base + nodes - 1 > 65535:
-            resp_base = max(1, base_port - RESP_OFFSET)
-    if resp_base and resp_base + nodes - 1 > 65535:
-        fail(Exit.USAGE, "error: the RESP ports (--resp-base-port + --nodes) exceed 65535")
-    resp_ports = [resp_base + i for i in range(nodes)] if resp_base else []
+    resp_ports = side_ports(base_port, nodes, resp_base_port, RESP_OFFSET, "RESP")
+    http_ports = side_ports(base_port, nodes, http_base_port, HTTP_OFFSET, "HTTP")
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -149,6 +171,8 @@ def cluster_cmd(
             ]
             if resp_ports:
                 cmd += ["--resp-port", str(resp_ports[i])]
+            if http_ports:
+                cmd += ["--http-port", str(http_ports[i])]
             # A session of their own: Ctrl+C reaches only this supervisor, which then stops
             # every child in order (SIGTERM, wait, SIGKILL after a grace period).
             child = Child(a, cmd, log_path, new_session=True)
@@ -161,6 +185,14 @@ def cluster_cmd(
                 + ", ".join(
                     f"{a} -> {format_address(host, rp)}"
                     for a, rp in zip(addrs, resp_ports, strict=True)
+                )
+            )
+        if http_ports:
+            print(
+                "rkv cluster: HTTP (curl, /metrics) on "
+                + ", ".join(
+                    f"{a} -> {format_address(host, hp)}"
+                    for a, hp in zip(addrs, http_ports, strict=True)
                 )
             )
         leader = _wait_for_leader(children, addrs, startup_timeout, stop_flag)
@@ -177,6 +209,11 @@ def cluster_cmd(
             f"  rkv upload photo ./some.png && rkv download photo ./copy.png\n"
             f"  rkv status\n"
             + (f"  redis-cli -p {resp_ports[0]} set greeting hi\n" if resp_ports else "")
+            + (
+                f"  curl {format_address(host, http_ports[0])}/v1/kv/greeting\n"
+                if http_ports
+                else ""
+            )
             + ("" if alist == ",".join(DEFAULT_ADDRS) else f"  (with --addr {alist})\n")
             + f"Node logs: {data_dir}/*.log. Press Ctrl+C to stop the cluster."
         )

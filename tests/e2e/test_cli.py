@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import trio
 from typer.testing import CliRunner
 
 import rkv
 from rkv.cli import Exit, app, exit_code_for
+from rkv.http import http_get
 
 if TYPE_CHECKING:  # tests/e2e is not a package; these come from its conftest
     from conftest import ProcCluster, RunCli
@@ -262,9 +264,10 @@ def test_cluster_command(tmp_path: Path, port_range: Callable[[int], int], run_c
     reports a node that dies, and a second run recovers the same data."""
     from conftest import rkv_env
 
-    base = port_range(3)
+    base, resp, http = port_range(3), port_range(3), port_range(3)
     addrs = ",".join(f"127.0.0.1:{base + i}" for i in range(3))
     cmd = [sys.executable, "-m", "rkv", "cluster", "--base-port", str(base), "--data-dir", "d"]
+    cmd += ["--resp-base-port", str(resp), "--http-base-port", str(http)]
 
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -275,7 +278,11 @@ def test_cluster_command(tmp_path: Path, port_range: Callable[[int], int], run_c
     try:
         out = _wait_for_line(proc, b"Press Ctrl+C", 60)
         assert b"leader: 127.0.0.1:" in out
+        assert f"127.0.0.1:{base} -> 127.0.0.1:{http}".encode() in out  # the HTTP ports
         assert run_cli("set", "survives", "restart", addr=addrs).returncode == 0
+        for i in range(3):  # every node serves the HTTP API: a linearizable read of the write
+            got = trio.run(http_get, "127.0.0.1", http + i, "/v1/kv/survives")
+            assert got == (200, b"restart"), (i, got)
         children = [int(line.split()[1]) for line in _ps_children(proc.pid)]
         assert len(children) == 3
         # A child dying unexpectedly is reported by name; the others keep serving.
