@@ -3,16 +3,18 @@ redis-benchmark and any language's Redis client talk to rkv (README, "Use it fro
 language"; docs/contracts.md, "RESP").
 
 The package's rooms: `wire` (the request parser over hiredis and the reply encoder; pure),
-`glob` (Redis' glob patterns; pure), `commands` (the command table and handlers, over the
-`Backend` protocol: what the server needs of the node), `server` (the listener and the
+`glob` (Redis' glob patterns; pure), `context` (the `Backend` protocol: what the server needs
+of the node; the per-connection `Session`; calling the node), `commands` (the handlers),
+`table` (the command table, `COMMAND`, the refusals), `server` (the listener and the
 connection loop, with the admission limits and deadlines). Must not: import rkv.node (the
 node builds a `RespServer` with a `Backend` of its own), rkv.store or rkv.client.
 """
 
 from __future__ import annotations
 
-from rkv.resp.commands import COMMANDS, UNSUPPORTED, Backend, Session, Settings
+from rkv.resp.context import Backend, Session, Settings
 from rkv.resp.server import RespLimits, RespServer, execute
+from rkv.resp.table import COMMANDS, UNSUPPORTED
 
 __all__ = [
     "COMMANDS",

@@ -9,7 +9,7 @@ that grace; idle: nothing in flight and nothing sent for `idle_timeout`; a clien
 not read its replies for `idle_timeout`), and running each connection's commands in order
 (at most `max_inflight` parsed and not yet answered, and about `max_request` bytes of
 them; beyond, it stops reading). Must not:
-parse or encode (rkv.resp.wire) or know what a command does (rkv.resp.commands).
+parse or encode (rkv.resp.wire) or know what a command does (rkv.resp.commands, rkv.resp.table).
 
 Built from a `Backend` (what it needs of the node) and `RespLimits`, so tests build it with
 fakes; `rkv.node` builds it with the node's dispatcher.
@@ -27,19 +27,16 @@ import trio
 
 from rkv.codec import MAX_VALUE_LEN
 from rkv.net.admission import Admission, Refused
-from rkv.resp.commands import (
-    COMMANDS,
-    NO_AUTH,
-    UNSUPPORTED,
+from rkv.resp.context import (
     Backend,
     CommandError,
     Context,
     Session,
     Settings,
     unknown_command,
-    unsupported,
     wrong_arity,
 )
+from rkv.resp.table import COMMANDS, NO_AUTH, UNSUPPORTED, unsupported
 from rkv.resp.wire import Err, Reply, RequestParser, RespProtocolError, encode
 
 log = logging.getLogger("rkv.resp")

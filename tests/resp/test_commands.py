@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from rkv.resp import COMMANDS, UNSUPPORTED, Session, Settings, execute
-from rkv.resp.commands import Context
+from rkv.resp.context import Context
 from rkv.resp.wire import OK, Err, RSet, Simple
 
 from .fakes import FakeBackend

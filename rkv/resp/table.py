@@ -1,0 +1,348 @@
+"""The RESP command table: each command's name, arity, flags and handler (rkv.resp.commands),
+`COMMAND` (which describes the table), and the commands rkv refuses because they need what the
+state machine does not offer yet (atomic read-modify-write, TTLs, transactions, scripts).
+
+Owns: the table and the refusals. Must not: read or write sockets (rkv.resp.server) or parse
+bytes (rkv.resp.wire).
+"""
+
+from __future__ import annotations
+
+from rkv.resp.commands import (
+    cmd_auth,
+    cmd_client,
+    cmd_config,
+    cmd_dbsize,
+    cmd_del,
+    cmd_echo,
+    cmd_exists,
+    cmd_get,
+    cmd_hello,
+    cmd_info,
+    cmd_keys,
+    cmd_mget,
+    cmd_ping,
+    cmd_quit,
+    cmd_scan,
+    cmd_select,
+    cmd_set,
+    cmd_setnx,
+    cmd_strlen,
+    cmd_type,
+)
+from rkv.resp.context import (
+    Command,
+    CommandError,
+    Context,
+    Handler,
+    _arg_text,
+)
+from rkv.resp.wire import Err, Reply, RSet, Simple
+
+
+async def cmd_command(ctx: Context, args: list[bytes]) -> Reply:
+    if len(args) == 1:
+        return [_command_info(c) for c in COMMANDS.values()]
+    sub = args[1].upper()
+    if sub == b"COUNT":
+        return len(COMMANDS)
+    if sub == b"INFO":
+        asked = [n.decode("latin-1").lower() for n in args[2:]] or list(COMMANDS)
+        return [_command_info(COMMANDS[n]) if n in COMMANDS else None for n in asked]
+    if sub == b"DOCS":
+        names = [n.decode("latin-1").lower() for n in args[2:]] or list(COMMANDS)
+        docs: dict[Reply, Reply] = {}
+        for n in names:
+            c = COMMANDS.get(n)
+            if c is not None:
+                docs[c.name] = {"summary": c.summary, "since": "1.0.0", "group": c.group}
+        return docs
+    if sub == b"LIST":
+        return [c.name for c in COMMANDS.values()]
+    raise CommandError(f"ERR unknown subcommand '{_arg_text(args[1])}'. Try COMMAND HELP.")
+
+
+def _command_info(c: Command) -> Reply:
+    return [
+        c.name,
+        c.arity,
+        RSet(tuple(Simple(f) for f in c.flags)),
+        c.first_key,
+        c.last_key,
+        c.step,
+        RSet(()),
+        RSet(()),
+        [],
+        [],
+    ]
+
+
+# -- not supported yet ------------------------------------------------------------------------
+
+RMW = "it needs an atomic read-modify-write in the state machine"
+TTL = "it needs TTLs decided through the log (leases)"
+TXN = "it needs transactions in the state machine"
+LUA = "it needs scripts run deterministically inside the state machine"
+
+UNSUPPORTED: dict[str, str] = {
+    **dict.fromkeys(
+        [
+            "incr",
+            "incrby",
+            "decr",
+            "decrby",
+            "incrbyfloat",
+            "append",
+            "getset",
+            "getdel",
+            "getex",
+            "setrange",
+            "getrange",
+            "msetnx",
+            "mset",
+            "psetex",
+            "setex",
+        ],
+        RMW,
+    ),
+    **dict.fromkeys(
+        [
+            "expire",
+            "pexpire",
+            "expireat",
+            "pexpireat",
+            "ttl",
+            "pttl",
+            "persist",
+            "expiretime",
+            "pexpiretime",
+        ],
+        TTL,
+    ),
+    **dict.fromkeys(["multi", "exec", "discard", "watch", "unwatch"], TXN),
+    **dict.fromkeys(
+        ["eval", "evalsha", "eval_ro", "evalsha_ro", "script", "fcall", "function"], LUA
+    ),
+}
+UNSUPPORTED["mset"] = "it needs a multi-key atomic write in the state machine"
+UNSUPPORTED["msetnx"] = UNSUPPORTED["mset"]
+UNSUPPORTED["setex"] = UNSUPPORTED["psetex"] = TTL
+
+
+def unsupported(name: str) -> Err:
+    return Err(f"ERR rkv does not support '{name}' yet: {UNSUPPORTED[name]}")
+
+
+# -- the table --------------------------------------------------------------------------------
+
+
+def _c(
+    name: str,
+    arity: int,
+    flags: str,
+    keys: tuple[int, int, int],
+    handler: Handler,
+    group: str,
+    summary: str,
+) -> Command:
+    return Command(name, arity, tuple(flags.split()), *keys, handler, group, summary)
+
+
+_NOKEY = (0, 0, 0)
+COMMANDS: dict[str, Command] = {
+    c.name: c
+    for c in (
+        _c(
+            "ping",
+            -1,
+            "fast stale",
+            _NOKEY,
+            cmd_ping,
+            "connection",
+            "Returns the server's liveliness response.",
+        ),
+        _c("echo", 2, "fast", _NOKEY, cmd_echo, "connection", "Returns the given string."),
+        _c(
+            "hello",
+            -1,
+            "noscript loading stale fast no_auth",
+            _NOKEY,
+            cmd_hello,
+            "connection",
+            "Handshakes with the server.",
+        ),
+        _c(
+            "auth",
+            -2,
+            "noscript loading stale fast no_auth",
+            _NOKEY,
+            cmd_auth,
+            "connection",
+            "Authenticates the connection.",
+        ),
+        _c(
+            "client",
+            -2,
+            "noscript loading stale",
+            _NOKEY,
+            cmd_client,
+            "connection",
+            "SETINFO, SETNAME, GETNAME, ID.",
+        ),
+        _c(
+            "select",
+            2,
+            "loading stale fast",
+            _NOKEY,
+            cmd_select,
+            "connection",
+            "Changes the selected database (only 0).",
+        ),
+        _c(
+            "quit",
+            -1,
+            "noscript loading stale fast no_auth",
+            _NOKEY,
+            cmd_quit,
+            "connection",
+            "Closes the connection.",
+        ),
+        _c(
+            "info",
+            -1,
+            "loading stale",
+            _NOKEY,
+            cmd_info,
+            "server",
+            "Returns information about the node.",
+        ),
+        _c(
+            "config",
+            -2,
+            "admin noscript loading stale",
+            _NOKEY,
+            cmd_config,
+            "server",
+            "CONFIG GET.",
+        ),
+        _c(
+            "command",
+            -1,
+            "loading stale",
+            _NOKEY,
+            cmd_command,
+            "server",
+            "Returns detailed information about commands.",
+        ),
+        _c(
+            "dbsize",
+            1,
+            "readonly fast",
+            _NOKEY,
+            cmd_dbsize,
+            "server",
+            "Returns the number of keys.",
+        ),
+        _c(
+            "type",
+            2,
+            "readonly fast",
+            (1, 1, 1),
+            cmd_type,
+            "generic",
+            "Determines the type of value stored at a key.",
+        ),
+        _c(
+            "get",
+            2,
+            "readonly fast",
+            (1, 1, 1),
+            cmd_get,
+            "string",
+            "Returns the string value of a key.",
+        ),
+        _c(
+            "set",
+            -3,
+            "write denyoom",
+            (1, 1, 1),
+            cmd_set,
+            "string",
+            "Sets the string value of a key (NX supported).",
+        ),
+        _c(
+            "setnx",
+            3,
+            "write denyoom fast",
+            (1, 1, 1),
+            cmd_setnx,
+            "string",
+            "Set the string value of a key only when the key doesn't exist.",
+        ),
+        _c(
+            "mget",
+            -2,
+            "readonly fast",
+            (1, -1, 1),
+            cmd_mget,
+            "string",
+            "Returns the string values of one or more keys (not one snapshot).",
+        ),
+        _c(
+            "del",
+            -2,
+            "write",
+            (1, -1, 1),
+            cmd_del,
+            "generic",
+            "Deletes one or more keys (one write per key).",
+        ),
+        _c(
+            "unlink",
+            -2,
+            "write fast",
+            (1, -1, 1),
+            cmd_del,
+            "generic",
+            "Deletes one or more keys (one write per key).",
+        ),
+        _c(
+            "exists",
+            -2,
+            "readonly fast",
+            (1, -1, 1),
+            cmd_exists,
+            "generic",
+            "Determines whether one or more keys exist.",
+        ),
+        _c(
+            "strlen",
+            2,
+            "readonly fast",
+            (1, 1, 1),
+            cmd_strlen,
+            "string",
+            "Returns the length of a string value.",
+        ),
+        _c(
+            "keys",
+            2,
+            "readonly",
+            _NOKEY,
+            cmd_keys,
+            "generic",
+            "Returns all key names that match a pattern.",
+        ),
+        _c(
+            "scan",
+            -2,
+            "readonly",
+            _NOKEY,
+            cmd_scan,
+            "generic",
+            "Iterates over the key names (one call).",
+        ),
+    )
+}
+
+NO_AUTH = frozenset({"auth", "hello", "quit"})
