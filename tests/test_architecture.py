@@ -36,6 +36,7 @@ RANK = {
     "httpapi": 3,  # the HTTP port (h11): health routes and the JSON API over the dispatcher
     "metrics": 3,  # prometheus collectors fed by the node (duck-typed, no node import)
     "integrity": 3,  # the node's degraded flag: store integrity errors -> client errors, log
+    "sdnotify": 3,  # systemd's notify protocol (READY, STOPPING, WATCHDOG): stdlib only
     "repair": 3,  # a damaged data dir moved aside, a new store of the member in its place
     "resp": 3.5,  # the Redis protocol server: over protocol, codec, net (admission), errors
     "forward": 3.5,  # a follower's writes to the leader: rpc client, config, errors

@@ -12,7 +12,8 @@ rooms, each owning its state (its module docstring says what it owns and must no
 - `dispatch`: inbound frames to their room, requests decoded (rkv.protocol) and routed
 - `front_doors`: the HTTP/JSON API (rkv.httpapi) and RESP (rkv.resp) wired to the dispatcher
 - `server`: `Node`, which builds the rooms, wires them, listens
-- `entry`: the process entry (`run_node`, `serve_main`) and its exit codes
+- `entry`: the process entry (`run_node`, `serve_main`), its exit codes and what it tells
+  systemd (`tell_systemd`, over rkv.sdnotify)
 - `inbox`, `common`: what the rooms share (Waiter, the loop's inputs, RaftView; errors,
   field primitives, `store_io`)
 

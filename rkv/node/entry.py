@@ -3,8 +3,9 @@ process exit code (`serve_main`, which `rkv serve` wraps; `run_node` for in-proc
 
 Owns: the store's lifetime (opened before the node, closed after it, even on cancellation),
 the repair step that runs once the store is closed, signal handling (SIGTERM hands leadership
-over first), the fault-injection switch of the environment, and the exit codes (rkv.errors
-ExitCode). Must not: serve anything itself (rkv.node.server does).
+over first), telling systemd how the process does (`tell_systemd`: READY, STOPPING, watchdog
+pings over rkv.sdnotify), the fault-injection switch of the environment, and the exit codes
+(rkv.errors ExitCode). Must not: serve anything itself (rkv.node.server does).
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ from rkv.node.inbox import log
 from rkv.node.server import Node
 from rkv.raft.types import ConfState
 from rkv.repair import rebuild
+from rkv.sdnotify import Notifier
 from rkv.store import open_store
 from rkv.store.errors import StoreError, StoreFullError, StoreIdentityError
 
 FAULT_INJECTION_ENV = "RKV_FAULT_INJECTION"
 HAND_OVER_SECONDS = 1.5
 """How long a stopping leader waits for a follower to take over (rolling restarts)."""
+SYSTEMD_STATUS_SECONDS = 5.0
+"""Without a watchdog, how often the STATUS= systemd shows (`systemctl status`) is refreshed."""
 
 
 def _open(cfg: NodeConfig) -> Any:
@@ -135,12 +139,67 @@ async def run_node(
         )
 
 
+def _serving(node: Node) -> str:
+    cfg = node.cfg
+    extra = "".join(
+        f", {name} {port}"
+        for name, port in (("http", node.http_port), ("resp", node.resp_port))
+        if port is not None
+    )
+    return f"serving {cfg.id} on {cfg.host}:{node.port}{extra} (cluster {cfg.cluster_id})"
+
+
+def _role(node: Node) -> str:
+    v = node.raft.view
+    return (
+        f"{v.role.name.lower()}, term {v.term}, leader {v.leader or 'unknown'}, "
+        f"applied {v.applied}; {_serving(node)}"
+    )
+
+
+async def tell_systemd(node: Node, notifier: Notifier) -> None:
+    """Tell systemd (a `Type=notify` unit) that `node` serves: READY=1 at once (call it once
+    the node listens: `run_node` has started), then, if systemd asked for a watchdog
+    (WatchdogSec=), WATCHDOG=1 every half its timeout as long as the raft loop is alive, as
+    /livez judges it (rkv.node.health.Liveness): a stuck loop stops the pings and systemd
+    restarts the process. STATUS= (`systemctl status`) follows the role, term and leader.
+    Does nothing without $NOTIFY_SOCKET; never raises for a failed send (rkv.sdnotify)."""
+    if not notifier.enabled:
+        return
+    status = _serving(node)
+    notifier.ready(status)
+    interval = notifier.watchdog_interval
+    probe = node.health.liveness()
+    while True:
+        await trio.sleep(interval if interval is not None else SYSTEMD_STATUS_SECONDS)
+        alive, reason = probe.check()
+        now = _role(node) if alive else f"unhealthy: {reason}"
+        changed = now != status and not notifier.stopping_sent  # keep "stopping: ..." shown
+        if alive and interval is not None:
+            notifier.watchdog(now if changed else None)
+        elif changed:
+            notifier.status(now)
+        status = now
+
+
 async def _cancel_on_signal(signals: Any, scope: trio.CancelScope) -> None:
     await signals.__anext__()
     scope.cancel()
 
 
 async def _main(cfg: NodeConfig, after_start: Callable[[], Awaitable[None]] | None = None) -> int:
+    notifier = Notifier.from_env()
+    try:
+        return await _serve_until_signal(cfg, notifier, after_start)
+    finally:
+        notifier.close()
+
+
+async def _serve_until_signal(
+    cfg: NodeConfig,
+    notifier: Notifier,
+    after_start: Callable[[], Awaitable[None]] | None = None,
+) -> int:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             stopped: list[int] = []
@@ -150,6 +209,7 @@ async def _main(cfg: NodeConfig, after_start: Callable[[], Awaitable[None]] | No
                 async for sig in signals:
                     log.info("%s: %s received, shutting down", cfg.id, signal.Signals(sig).name)
                     stopped.append(sig)
+                    notifier.stopping(f"stopping: {signal.Signals(sig).name} received")
                     if sig == signal.SIGTERM and running:
                         # Rolling restarts: hand leadership over first (bounded); a second
                         # signal stops at once.
@@ -163,6 +223,7 @@ async def _main(cfg: NodeConfig, after_start: Callable[[], Awaitable[None]] | No
 
             nursery.start_soon(watch)
             running.append(await nursery.start(run_node, cfg))
+            nursery.start_soon(tell_systemd, running[0], notifier)
             if after_start is not None:
                 nursery.start_soon(after_start)
     return ExitCode.OK

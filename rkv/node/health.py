@@ -2,7 +2,7 @@
 readiness and liveness, its connections, and the HTTP routes of the health and metrics port
 (docs/operations.md).
 
-Owns: nothing but the liveness probe's memory of the last turn it saw. Must not: touch the
+Owns: nothing but the liveness probes' memory of the last turn it saw. Must not: touch the
 RawNode (it reads the raft loop's `view`), or change anything.
 """
 
@@ -74,21 +74,17 @@ class Health:
             return False, f"applying: applied {v.applied} < commit {v.commit}"
         return True, f"ok: leader {v.leader}, applied {v.applied}"
 
+    def liveness(self) -> Liveness:
+        """A liveness probe of the raft loop (its own memory of the last turn it saw): /livez
+        and the systemd watchdog (rkv.node.entry) each hold one."""
+        return Liveness(self.raft)
+
     def http_routes(self) -> dict[str, Callable[[], Response]]:
-        # The raft loop turns at least once per tick; a loop that has not turned for
-        # LIVENESS_STALL seconds is stuck (e.g. a hung disk) and the process should go.
-        raft = self.raft
-        seen = [raft.turns, trio.current_time()]
+        probe = self.liveness()
 
         def livez() -> Response:
-            if not raft.running:
-                return text(503, "raft loop not running")
-            now = trio.current_time()
-            if raft.turns != seen[0]:
-                seen[0], seen[1] = raft.turns, now
-            elif now - seen[1] > LIVENESS_STALL:
-                return text(503, f"raft loop stalled for {now - seen[1]:.1f} s")
-            return text(200, "ok")
+            ok, reason = probe.check()
+            return text(200 if ok else 503, reason)
 
         def readyz() -> Response:
             ok, reason = self.readiness()
@@ -98,6 +94,27 @@ class Health:
             return Response(200, self.metrics.render(), CONTENT_TYPE)
 
         return {"/livez": livez, "/readyz": readyz, "/metrics": metrics}
+
+
+class Liveness:
+    """Is the raft loop alive? It turns at least once per tick; a loop that has not turned for
+    LIVENESS_STALL seconds is stuck (e.g. a hung disk) and the process should go."""
+
+    def __init__(self, raft: RaftLoop) -> None:
+        self.raft = raft
+        self._turns = raft.turns
+        self._since = trio.current_time()
+
+    def check(self) -> tuple[bool, str]:
+        """(alive, reason): the reason is what /livez answers."""
+        if not self.raft.running:
+            return False, "raft loop not running"
+        now = trio.current_time()
+        if self.raft.turns != self._turns:
+            self._turns, self._since = self.raft.turns, now
+        elif now - self._since > LIVENESS_STALL:
+            return False, f"raft loop stalled for {now - self._since:.1f} s"
+        return True, "ok"
 
 
 def connection_statistics(s: ServerStats) -> dict[str, Any]:
