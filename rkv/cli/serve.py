@@ -35,6 +35,19 @@ JOIN_PROMOTE_SECONDS = 3600.0
 first; a large data set takes a while to stream)."""
 
 
+def read_token_file(path: Path) -> str:
+    """The cluster token stored in `path` (surrounding whitespace ignored); a usage error
+    (one line, exit code USAGE) when it cannot be read or is empty."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        fail(Exit.USAGE, f"serve: error: cannot read --cluster-token-file {path}: {why}")
+    if not token:
+        fail(Exit.USAGE, f"serve: error: --cluster-token-file {path} is empty")
+    return token
+
+
 @app.command("serve")
 def serve_cmd(
     port: int = typer.Option(DEFAULT_PORT, "--port", "-p", help="Port to listen on."),
@@ -81,7 +94,15 @@ def serve_cmd(
         "--cluster-token",
         envvar="RKV_CLUSTER_TOKEN",
         help="Shared secret (16+ characters) every peer and client must prove it knows "
-        "(HMAC challenge-response; never sent). Prefer the environment variable.",
+        "(HMAC challenge-response; never sent). Prefer the environment variable or "
+        "--cluster-token-file.",
+        show_default=False,
+    ),
+    cluster_token_file: Path | None = typer.Option(  # noqa: B008
+        None,
+        "--cluster-token-file",
+        help="Read the cluster token from this file (surrounding whitespace ignored): not in "
+        "the process list or environment; e.g. a systemd credential.",
         show_default=False,
     ),
     tls_cert: Path | None = typer.Option(  # noqa: B008
@@ -194,6 +215,14 @@ def serve_cmd(
         fail(Exit.USAGE, "serve: error: give either --peers (a new cluster) or --join, not both")
     if learner and join is None:
         fail(Exit.USAGE, "serve: error: --learner needs --join")
+    if cluster_token_file is not None:
+        if cluster_token:
+            fail(
+                Exit.USAGE,
+                "serve: error: give the cluster token once: --cluster-token (or "
+                "RKV_CLUSTER_TOKEN) or --cluster-token-file",
+            )
+        cluster_token = read_token_file(cluster_token_file)
     seeds: list[str] = []
     if join is not None:
         with user_errors():

@@ -319,8 +319,10 @@ def test_the_unit_file_has_the_keys_the_recipe_relies_on() -> None:
     exec_start = one(svc, "ExecStart").split()
     assert exec_start[0].endswith("/rkv") and exec_start[1] == "serve"
     assert exec_start[-1] == "$RKV_OPTS"
-    # no secret in the unit: the token comes from an EnvironmentFile
-    assert "--cluster-token" not in UNIT.read_text()
+    # no secret in the unit: the token is a credential systemd hands over as a file
+    assert one(svc, "LoadCredential") == "cluster-token:/etc/rkv/cluster-token"
+    assert exec_start[2:4] == ["--cluster-token-file", "%d/cluster-token"]
+    assert "--cluster-token " not in UNIT.read_text()
     assert not [v for k, v in svc if k == "Environment" and "RKV_CLUSTER_TOKEN" in v]
     # exit codes a restart cannot fix are not restarted; a repair (18) is
     prevent = one(svc, "RestartPreventExitStatus").split()
@@ -358,10 +360,7 @@ def serve_command() -> Any:
 def test_the_example_hosts_use_only_real_serve_options_and_form_one_cluster() -> None:
     assert len(HOSTS) == 3
     command = serve_command()
-    token = [p for p in command.params if "--cluster-token" in p.opts]
     exec_args = one(unit_entries(UNIT.read_text())["Service"], "ExecStart").split()[2:-1]
-    assert token and token[0].envvar == "RKV_CLUSTER_TOKEN"  # what cluster-token.env sets
-    assert set(env_file(DEPLOY / "examples" / "cluster-token.env")) == {"RKV_CLUSTER_TOKEN"}
     cluster_ids = set()
     ids = []
     for host in HOSTS:
@@ -371,7 +370,8 @@ def test_the_example_hosts_use_only_real_serve_options_and_form_one_cluster() ->
         # rkv serve's own parser: an unknown option or a bad value raises here
         ctx = command.make_context("serve", list(args), resilient_parsing=False)
         p = ctx.params
-        assert p["cluster_token"] is None, f"{host}: the token belongs in cluster-token.env"
+        assert p["cluster_token"] is None, f"{host}: the token is a credential, not an option"
+        assert p["cluster_token_file"] == Path("%d/cluster-token")  # from the unit
         assert p["host"] == "0.0.0.0" and p["http_port"] and p["resp_port"]
         assert p["tls_cert"] and p["tls_key"] and p["tls_ca"]
         data_dir = Path(p["data_dir"])

@@ -100,3 +100,77 @@ def test_serve_refuses_a_short_token(tmp_path: Path) -> None:
     r = rkv("serve", "--port", "1", "--data-dir", str(tmp_path), "--cluster-token", "short")
     assert r.returncode == 2
     assert "16..1024" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_serve_reads_the_token_from_a_file(tmp_path: Path) -> None:
+    """--cluster-token-file: the token is in no process list or environment; the node then
+    serves only clients that know it."""
+    token_file = tmp_path / "token"
+    token_file.write_text(f"\n  {TOKEN}\n")  # whitespace around it is ignored
+    (port,) = free_ports(1)
+    log = (tmp_path / "log").open("w")
+    args = ["--port", str(port), "--data-dir", str(tmp_path / "data")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rkv", "serve", *args, "--cluster-token-file", str(token_file)],
+        cwd=ROOT,
+        env=env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    addr = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while rkv(
+            "--addr", addr, "--timeout", "2", "set", "k", "v", RKV_CLUSTER_TOKEN=TOKEN
+        ).returncode:
+            assert proc.poll() is None, (tmp_path / "log").read_text()
+            assert time.monotonic() < deadline, "node did not come up"
+            time.sleep(0.2)
+        assert rkv("--addr", addr, "get", "k").returncode == 6  # no token: refused
+        assert rkv("--addr", addr, "--token", WRONG, "get", "k").returncode == 6
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.close()
+    assert TOKEN not in (tmp_path / "log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("content", "args", "extra", "says"),
+    [
+        pytest.param("", (), {}, "is empty", id="empty file"),
+        pytest.param(None, (), {}, "cannot read --cluster-token-file", id="missing file"),
+        pytest.param(
+            TOKEN, ("--cluster-token", TOKEN), {}, "give the cluster token once", id="both"
+        ),
+        pytest.param(
+            TOKEN,
+            (),
+            {"RKV_CLUSTER_TOKEN": TOKEN},
+            "give the cluster token once",
+            id="env and file",
+        ),
+    ],
+)
+def test_serve_token_file_mistakes_are_one_line(
+    tmp_path: Path, content: str | None, args: tuple[str, ...], extra: dict[str, str], says: str
+) -> None:
+    token_file = tmp_path / "token"
+    if content is not None:
+        token_file.write_text(content)
+    r = rkv(
+        "serve",
+        "--port",
+        "1",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--cluster-token-file",
+        str(token_file),
+        *args,
+        **extra,
+    )
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], r.stderr
+    assert TOKEN not in r.stderr and "Traceback" not in r.stderr
