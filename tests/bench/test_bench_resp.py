@@ -1,6 +1,6 @@
-"""The pure parts of `bench resp`: redis-benchmark's tests and command line, its CSV, the
-support probe's bytes and replies, the CPU-per-op figures and the printed table. No servers
-are started and nothing is timed."""
+"""The pure parts of `bench resp` (bench/respwire.py): redis-benchmark's tests and command
+line, its CSV, the support probe's bytes and replies, the CPU-per-op figures and the printed
+table. No servers are started and nothing is timed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import math
 import pytest
 
 from bench.__main__ import build_parser
-from bench.resp import (
+from bench.respwire import (
     benchmark_argv,
     encode_command,
     expand_tests,
