@@ -1,7 +1,7 @@
 """`python -m bench COMMAND ...` (or `./dev bench COMMAND ...`): the benchmark commands.
 
 Commands: setup, compare, load (one point), failover, largefile, scale, disk, snapinstall,
-flood, floor, chart, worker and flooder (internal: one load-generator process, one flood process). Owns argument parsing only; each command's work lives
+flood, floor, resp, chart, worker and flooder (internal: one load-generator process, one flood process). Owns argument parsing only; each command's work lives
 in its own module.
 """
 
@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    sub.add_parser("setup", help="install etcd-server (apt) and pysyncobj, psutil, matplotlib")
+    sub.add_parser(
+        "setup",
+        help="install etcd-server, redis-server, redis-tools (apt) and pysyncobj, psutil, "
+        "matplotlib, uvloop",
+    )
 
     c = sub.add_parser("compare", help="all systems side by side, fresh cluster per point")
     c.add_argument(
@@ -169,6 +173,39 @@ def build_parser() -> argparse.ArgumentParser:
     fo.add_argument("--round-trips", type=int, default=5000, help="loopback ping-pongs")
     fo.add_argument("--warmup", type=int, default=50, help="untimed operations first")
     _common(fo)
+
+    rs = sub.add_parser(
+        "resp",
+        help="redis-benchmark on a 3-node rkv cluster (leader, follower) and on a durable "
+        "redis-server, and rkv's native client, in one run (issue 17)",
+    )
+    rs.add_argument("--clients", type=int, default=50, help="redis-benchmark -c, native clients")
+    rs.add_argument("--requests", type=int, default=100_000, help="redis-benchmark -n per test")
+    rs.add_argument(
+        "--tests",
+        type=_strs,
+        default=["ping", "set", "get", "incr", "mset"],
+        help="redis-benchmark -t names (one process each; ping is ping_inline and ping_mbulk)",
+    )
+    rs.add_argument("--size", type=_sizes, default=[3], help="value size (redis-benchmark -d)")
+    rs.add_argument(
+        "--keys",
+        type=int,
+        default=1,
+        help="key space: 1 is redis-benchmark's default (one key); N > 1 passes -r N",
+    )
+    rs.add_argument(
+        "--native",
+        type=_strs,
+        default=["rkv", "rkv:raw"],
+        help="native-client series run for put and get on the same cluster (rkv, rkv:raw)",
+    )
+    rs.add_argument("--duration", type=float, default=5.0, help="native: measured seconds")
+    rs.add_argument("--warmup", type=float, default=1.0, help="native: warmup seconds")
+    rs.add_argument(
+        "--timeout", type=float, default=900.0, help="give up one redis-benchmark after this"
+    )
+    _common(rs)
 
     ch = sub.add_parser("chart", help="redraw the chart of a compare results file")
     ch.add_argument("results", type=Path)
@@ -338,6 +375,27 @@ def main(argv: list[str] | None = None) -> int:
             samples=args.samples,
             round_trips=args.round_trips,
             warmup=args.warmup,
+            out_dir=args.out_dir,
+            tmp_dir=args.tmp_dir,
+        )
+        return 0
+    if args.cmd == "resp":
+        from bench.resp import resp
+
+        for n in args.native:
+            if n not in ("rkv", "rkv:raw"):
+                raise SystemExit(f"--native takes rkv and rkv:raw, not {n!r}")
+        resp(
+            clients=args.clients,
+            requests=args.requests,
+            tests=args.tests,
+            size=args.size[0],
+            keys=args.keys,
+            native=args.native,
+            duration=args.duration,
+            warmup=args.warmup,
+            timeout=args.timeout,
+            seed=args.seed,
             out_dir=args.out_dir,
             tmp_dir=args.tmp_dir,
         )

@@ -52,6 +52,10 @@ class RkvDriver(Driver):
         """Start every node with --http-port (for commands that watch the nodes' metrics)."""
         self.extra_args: list[str] = []
         """More `rkv serve` options for every node (e.g. --snapshot-entries)."""
+        self.resp = False
+        """Start every node with --resp-port (for commands that drive rkv through RESP)."""
+        self.resp_ports: list[int] = []
+        """Set by start() when `resp` is on: node i speaks RESP on resp_ports[i]."""
 
     def version(self) -> str:
         import rkv
@@ -76,9 +80,12 @@ class RkvDriver(Driver):
 
     def start(self, workdir: Path) -> None:
         self.workdir = workdir
-        ports = free_ports(self.nodes * (2 if self.metrics else 1))
-        self._ports = ports[: self.nodes]
-        self.http_ports = ports[self.nodes :]
+        n = self.nodes
+        ports = free_ports(n * (1 + int(self.metrics) + int(self.resp)))
+        self._ports = ports[:n]
+        rest = ports[n:]
+        self.http_ports = rest[:n] if self.metrics else []
+        self.resp_ports = rest[-n:] if self.resp else []
         addrs = self.addrs()
         for i, port in enumerate(self._ports):
             peers = ",".join(a for j, a in enumerate(addrs) if j != i)
@@ -92,6 +99,8 @@ class RkvDriver(Driver):
             ]  # fmt: skip
             if self.metrics:
                 argv += ["--http-port", str(self.http_ports[i])]
+            if self.resp:
+                argv += ["--resp-port", str(self.resp_ports[i])]
             name = f"rkv{i}"
             s = self.group.add(server(name, argv, workdir / f"{name}.log"))
             s.start()
