@@ -64,7 +64,7 @@ def test_redis_cli_and_redis_benchmark(tmp_path: Path, port_range: Callable[[int
     need("redis-benchmark")
     base, resp = port_range(3), port_range(3)
     cmd = [sys.executable, "-m", "rkv", "cluster", "--base-port", str(base)]
-    cmd += ["--resp-base-port", str(resp), "--data-dir", "d"]
+    cmd += ["--resp-base-port", str(resp), "--http-base-port", "0", "--data-dir", "d"]
     proc = subprocess.Popen(
         cmd,
         cwd=tmp_path,
@@ -124,7 +124,9 @@ def test_redis_cli_and_redis_benchmark(tmp_path: Path, port_range: Callable[[int
         children = subprocess.run(
             ["ps", "-o", "pid=,args=", "--ppid", str(proc.pid)], capture_output=True, text=True
         ).stdout.splitlines()
-        (leader_pid,) = [int(c.split()[0]) for c in children if f"--port {leader}" in c]
+        leaders = [int(c.split()[0]) for c in children if f"--port {leader} " in c]
+        assert len(leaders) == 1, (leader, children)
+        (leader_pid,) = leaders
         os.kill(leader_pid, signal.SIGKILL)
         assert cli(follower, "set", "after", "kill").strip() == "OK"
         assert cli(follower, "get", "after").strip() == "kill"
