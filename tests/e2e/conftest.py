@@ -211,3 +211,21 @@ def run_cli() -> RunCli:
 def port_range() -> Callable[[int], int]:
     """port_range(n): a base port with n free consecutive ports after it."""
     return free_port_range
+
+
+def wait_for_line(proc: subprocess.Popen[bytes], needle: bytes, timeout: float) -> bytes:
+    """Read proc's stdout until a line contains `needle`; everything read so far."""
+    assert proc.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + timeout
+    os.set_blocking(proc.stdout.fileno(), False)
+    while time.monotonic() < deadline:
+        chunk = proc.stdout.read()
+        if chunk:
+            seen += chunk
+            if needle in seen:
+                return seen
+        elif proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise AssertionError(f"no {needle!r} within {timeout}s; output so far:\n{seen.decode()}")

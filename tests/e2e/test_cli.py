@@ -241,28 +241,10 @@ def test_readme_serve_commands(tmp_path: Path, run_cli: RunCli) -> None:
             p.wait()
 
 
-def _wait_for_line(proc: subprocess.Popen[bytes], needle: bytes, timeout: float) -> bytes:
-    """Read proc's stdout until a line contains `needle`; everything read so far."""
-    assert proc.stdout is not None
-    seen = b""
-    deadline = time.monotonic() + timeout
-    os.set_blocking(proc.stdout.fileno(), False)
-    while time.monotonic() < deadline:
-        chunk = proc.stdout.read()
-        if chunk:
-            seen += chunk
-            if needle in seen:
-                return seen
-        elif proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise AssertionError(f"no {needle!r} within {timeout}s; output so far:\n{seen.decode()}")
-
-
 def test_cluster_command(tmp_path: Path, port_range: Callable[[int], int], run_cli: RunCli) -> None:
     """`rkv cluster` starts 3 nodes, prints the leader, stops them all on SIGTERM (exit 0),
     reports a node that dies, and a second run recovers the same data."""
-    from conftest import rkv_env
+    from conftest import rkv_env, wait_for_line
 
     base, resp, http = port_range(3), port_range(3), port_range(3)
     addrs = ",".join(f"127.0.0.1:{base + i}" for i in range(3))
@@ -276,7 +258,7 @@ def test_cluster_command(tmp_path: Path, port_range: Callable[[int], int], run_c
 
     proc = start()
     try:
-        out = _wait_for_line(proc, b"Press Ctrl+C", 60)
+        out = wait_for_line(proc, b"Press Ctrl+C", 60)
         assert b"leader: 127.0.0.1:" in out
         assert f"127.0.0.1:{base} -> 127.0.0.1:{http}".encode() in out  # the HTTP ports
         assert run_cli("set", "survives", "restart", addr=addrs).returncode == 0
@@ -301,7 +283,7 @@ def test_cluster_command(tmp_path: Path, port_range: Callable[[int], int], run_c
 
     proc = start()
     try:
-        _wait_for_line(proc, b"Press Ctrl+C", 60)
+        wait_for_line(proc, b"Press Ctrl+C", 60)
         r = run_cli("get", "survives", addr=addrs)
         assert (r.returncode, r.stdout) == (0, b"restart\n"), r.stderr
         proc.send_signal(signal.SIGINT)

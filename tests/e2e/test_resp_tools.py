@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,26 +38,8 @@ def cli(port: int, *args: str, token: str | None = TOKEN, resp3: bool = False) -
     return r.stdout + r.stderr
 
 
-def _wait_for_line(proc: subprocess.Popen[bytes], needle: bytes, timeout: float) -> bytes:
-    """Read proc's stdout until it contains `needle`; everything read so far."""
-    assert proc.stdout is not None
-    seen = b""
-    deadline = time.monotonic() + timeout
-    os.set_blocking(proc.stdout.fileno(), False)
-    while time.monotonic() < deadline:
-        chunk = proc.stdout.read()
-        if chunk:
-            seen += chunk
-            if needle in seen:
-                return seen
-        elif proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise AssertionError(f"no {needle!r} within {timeout}s; output so far:\n{seen.decode()}")
-
-
 def test_redis_cli_and_redis_benchmark(tmp_path: Path, port_range: Callable[[int], int]) -> None:
-    from conftest import rkv_env
+    from conftest import rkv_env, wait_for_line
 
     need("redis-cli")
     need("redis-benchmark")
@@ -73,7 +54,7 @@ def test_redis_cli_and_redis_benchmark(tmp_path: Path, port_range: Callable[[int
         stderr=subprocess.PIPE,
     )
     try:
-        out = _wait_for_line(proc, b"Press Ctrl+C", 60).decode()
+        out = wait_for_line(proc, b"Press Ctrl+C", 60).decode()
         assert f"127.0.0.1:{base} -> 127.0.0.1:{resp}" in out
         leader = int(out.split("leader: 127.0.0.1:")[1].split(".")[0])
         ports = [resp + i for i in range(3)]

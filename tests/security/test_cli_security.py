@@ -3,6 +3,7 @@ commands against it (real processes where stderr and the exit code are the point
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -36,16 +37,17 @@ def rkv(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A one-node cluster whose token comes from the environment (the recommended way)."""
+@contextlib.contextmanager
+def serving(d: Path, *args: str, **extra: str) -> Iterator[str]:
+    """A one-node cluster `rkv serve ARGS` in `d` with a cluster token (from `extra`'s
+    environment or ARGS), up once a client with the token can write; its address."""
     (port,) = free_ports(1)
-    d = tmp_path_factory.mktemp("cli-node")
     log = (d / "log").open("w")
+    serve = ["serve", "--port", str(port), "--data-dir", str(d / "data"), *args]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rkv", "serve", "--port", str(port), "--data-dir", str(d / "data")],
+        [sys.executable, "-m", "rkv", *serve],
         cwd=ROOT,
-        env=env(RKV_CLUSTER_TOKEN=TOKEN),
+        env=env(**extra),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -68,6 +70,13 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     text = (d / "log").read_text()
     assert "cluster token on (fingerprint" in text
     assert TOKEN not in text
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A one-node cluster whose token comes from the environment (the recommended way)."""
+    with serving(tmp_path_factory.mktemp("cli-node"), RKV_CLUSTER_TOKEN=TOKEN) as addr:
+        yield addr
 
 
 @pytest.mark.parametrize(
@@ -107,33 +116,11 @@ def test_serve_reads_the_token_from_a_file(tmp_path: Path) -> None:
     serves only clients that know it."""
     token_file = tmp_path / "token"
     token_file.write_text(f"\n  {TOKEN}\n")  # whitespace around it is ignored
-    (port,) = free_ports(1)
-    log = (tmp_path / "log").open("w")
-    args = ["--port", str(port), "--data-dir", str(tmp_path / "data")]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rkv", "serve", *args, "--cluster-token-file", str(token_file)],
-        cwd=ROOT,
-        env=env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    addr = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while rkv(
-            "--addr", addr, "--timeout", "2", "set", "k", "v", RKV_CLUSTER_TOKEN=TOKEN
-        ).returncode:
-            assert proc.poll() is None, (tmp_path / "log").read_text()
-            assert time.monotonic() < deadline, "node did not come up"
-            time.sleep(0.2)
-        assert rkv("--addr", addr, "get", "k").returncode == 6  # no token: refused
-        assert rkv("--addr", addr, "--token", WRONG, "get", "k").returncode == 6
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        log.close()
-    assert TOKEN not in (tmp_path / "log").read_text()
+    with serving(tmp_path, "--cluster-token-file", str(token_file)) as addr:
+        assert rkv("--addr", addr, "get", "ready").returncode == 6  # no token: refused
+        assert rkv("--addr", addr, "--token", WRONG, "get", "ready").returncode == 6
+        r = rkv("--addr", addr, "--token", TOKEN, "get", "ready")
+        assert (r.returncode, r.stdout) == (0, "1\n"), r.stderr
 
 
 @pytest.mark.parametrize(
