@@ -103,7 +103,9 @@ def test_redis_cli_and_redis_benchmark(tmp_path: Path, port_range: Callable[[int
 
         # the leader killed: redis-cli through another node keeps working after the election
         children = subprocess.run(
-            ["ps", "-o", "pid=,args=", "--ppid", str(proc.pid)], capture_output=True, text=True
+            ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(proc.pid)],
+            capture_output=True,
+            text=True,
         ).stdout.splitlines()
         leaders = [int(c.split()[0]) for c in children if f"--port {leader} " in c]
         assert len(leaders) == 1, (leader, children)

@@ -215,6 +215,9 @@ def test_ctrl_c_and_sigterm_stop_the_nodes_and_remove_the_namespaces(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # SIGINT's default action even when the suite runs in the background of a shell,
+        # which starts everything with SIGINT ignored (and Python keeps it so)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline = time.monotonic() + 60

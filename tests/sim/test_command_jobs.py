@@ -290,6 +290,9 @@ def test_ctrl_c_stops_the_workers_and_prints_the_summary() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        # Ctrl+C's default action even when this test runs in the background of a shell,
+        # which starts everything with SIGINT ignored (and Python keeps it so)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     watchdog = threading.Timer(60, proc.kill)
     watchdog.start()
