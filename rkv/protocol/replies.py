@@ -51,6 +51,13 @@ def _reply_field(frame: Mapping[str, Any], name: str, check: Check, what: str) -
         raise BadReply(f"{what} reply: {e.msg}", name) from None
 
 
+# The checks of reply fields, made once (every get and chunk read of a client runs them).
+_VALUE_OR_NIL = _optional(_bytes(0, MAX_VALUE_LEN))
+_CHUNKS = _int(0, MAX_CHUNKS)
+_SHA = _bytes(SHA256_LEN, SHA256_LEN)
+_DATA = _bytes(0, MAX_U64)
+
+
 @dataclass(frozen=True, slots=True)
 class OkReply:
     """The answer without fields: put, file_chunk, file_commit."""
@@ -76,7 +83,7 @@ class ValueReply:
     @classmethod
     def from_frame(cls, frame: Mapping[str, Any]) -> ValueReply:
         _ok(frame, "get")
-        return cls(_reply_field(frame, "val", _optional(_bytes(0, MAX_VALUE_LEN)), "get"))
+        return cls(_reply_field(frame, "val", _VALUE_OR_NIL, "get"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +175,8 @@ class FileMetaReply:
         _ok(frame, "file_meta")
         return cls(
             _reply_field(frame, "size", _U64, "file_meta"),
-            _reply_field(frame, "chunks", _int(0, MAX_CHUNKS), "file_meta"),
-            _reply_field(frame, "sha", _bytes(SHA256_LEN, SHA256_LEN), "file_meta"),
+            _reply_field(frame, "chunks", _CHUNKS, "file_meta"),
+            _reply_field(frame, "sha", _SHA, "file_meta"),
         )
 
 
@@ -185,7 +192,7 @@ class DataReply:
     @classmethod
     def from_frame(cls, frame: Mapping[str, Any]) -> DataReply:
         _ok(frame, "read")
-        return cls(_reply_field(frame, "data", _bytes(0, MAX_U64), "read"))
+        return cls(_reply_field(frame, "data", _DATA, "read"))
 
 
 _STATUS_CHECKS: dict[str, Check] = {
