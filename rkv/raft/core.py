@@ -430,8 +430,11 @@ class Raft:
 
     def _handle_vote_request(self, m: Message) -> None:
         pre = m.type == MT.PRE_VOTE
-        if self.recovery is not None:
-            can_vote = False  # it may have voted in this term, or held entries the candidate lacks
+        rec = self.recovery
+        if rec is not None and not rec.may_vote(m.term, (m.log_term, m.index)):
+            # a term its earlier self may have voted in, or a candidate that may lack entries
+            # its earlier self helped commit (rkv.raft.recovery)
+            can_vote = False
         elif pre and self.in_lease():
             # PreVote is granted only if no leader was heard within the election timeout
             can_vote = False
@@ -498,14 +501,6 @@ class Raft:
     def _handle_append(self, m: Message) -> None:
         log = self.log
         if m.index < log.committed:
-            if self.recovery is not None and m.entries:
-                # Heartbeats bring a recovering node no commit index, so this APPEND may be
-                # the only one carrying the leader's (sim seed 600417665, 7 nodes,
-                # --disk-replace --compact-every 20, liveness). Its last entry matching ours
-                # means our log is the leader's up to it (log matching).
-                last = m.entries[-1]
-                if log.match_term(last.index, last.term):
-                    log.commit_to(min(m.commit, last.index))
             self._send(
                 Message(MT.APPEND_RESP, to=m.frm, frm=self.id, term=self.term, index=log.committed)
             )
@@ -545,12 +540,10 @@ class Raft:
         return first, t
 
     def _handle_heartbeat(self, m: Message) -> None:
-        # The leader sends min(commit, our match), which we hold durably. Not while this
-        # storage recovers: the leader may still hold a match our earlier self acked, and our
-        # log up to it need not be the leader's (rkv.raft.recovery); a verified APPEND will
-        # bring the commit index.
-        if self.recovery is None:
-            self.log.commit_to(min(m.commit, self.log.last_index()))
+        # The leader sends min(commit, our match), which we hold durably. Also while this
+        # storage recovers: it follows only leaders of terms above every answered one, which
+        # never counted a match of its earlier self (rkv.raft.recovery).
+        self.log.commit_to(min(m.commit, self.log.last_index()))
         self._send(
             Message(MT.HEARTBEAT_RESP, to=m.frm, frm=self.id, term=self.term, context=m.context)
         )
@@ -591,8 +584,8 @@ class Raft:
     def _tick_recovery(self) -> None:
         rec = self.recovery
         assert rec is not None
-        if rec.target() is not None:
-            return  # only catching up is left
+        if rec.knows_term:
+            return  # every voter answered: only catching up is left
         rec.elapsed += 1
         # Every heartbeat: a new cluster's nodes then all finish within a few heartbeats of
         # each other, before any election timeout, so none is left waiting for a leader's
@@ -608,40 +601,37 @@ class Raft:
             # Its log is new: what we knew it to match is gone (a stale match would make us
             # ignore its rejections as stale, and it would never catch up). Probe afresh.
             self.prs[m.frm] = Progress(self.log.last_index() + 1, self.cfg.max_inflight_msgs)
-        lead = self.role == Role.LEADER and self.committed_in_current_term()
         self._send(
             Message(
                 MT.RECOVER_RESP,
                 to=m.frm,
                 frm=self.id,
                 term=self.term,
-                commit=self.log.committed if lead else 0,
+                log_term=self.log.last_term(),
+                index=self.log.last_index(),
                 context=m.context,
             )
         )
 
     def _on_recover_answer(self, m: Message, rec: Recovery) -> None:
-        had_term = rec.knows_term
-        rec.on_answer(m.frm, m.term, m.commit)
+        if rec.knows_term:
+            return
+        rec.on_answer(m.frm, m.term, (m.log_term, m.index))
         term = rec.decide(self.id, self.voters)
         if term is None:
             return
         if term == 0:
             self.recovery = None  # nobody ever left term 0: nothing to forget
             return
-        if not had_term and term > self.term:
-            self.become_follower(term, NONE)
+        if rec.first_term() > self.term:
+            # Acknowledge only leaders of terms above every answered one: a leader of T or
+            # older may count an acknowledgement of our earlier self (rkv.raft.recovery).
+            self.become_follower(rec.first_term(), NONE)
         self._maybe_recovered(rec)
 
     def _maybe_recovered(self, rec: Recovery) -> None:
-        target = rec.target()
-        if target is not None and self.log.committed >= target:
+        if rec.caught_up((self.log.last_term(), self.log.last_index())):
             self.recovery = None
-            # At the term of the leader that named the target at least: a leader of an older
-            # term may hold a match our earlier self acked (it never heard our RECOVER), and
-            # its heartbeats would commit what our new log does not share with it.
-            if rec.leader_commit[0] > self.term:
-                self.become_follower(rec.leader_commit[0], NONE)
 
     # -- leader -----------------------------------------------------------------------------
 

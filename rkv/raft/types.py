@@ -129,8 +129,8 @@ class Message:
       read index, `context` the ctx; `reject` when the leader cannot serve it.
     - SNAPSHOT: `snapshot` is set.
     - RECOVER: `context` is the recovery's nonce (`term` is informative only).
-      RECOVER_RESP: echoes `context`; `term` is the responder's term; `commit` is a leader's
-      commit index once it committed an entry of its term, else 0. Neither changes a term.
+      RECOVER_RESP: echoes `context`; `term` is the responder's term, `log_term`/`index`
+      the term and index of its last log entry. Neither changes a term.
     """
 
     type: MessageType

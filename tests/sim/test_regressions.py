@@ -15,7 +15,7 @@ from rkv.sim.cluster import SimParams
 from rkv.sim.runner import run_seed
 
 REGRESSIONS = [
-    # (seed, nodes, membership, compact_every, ticks (0: the default);
+    # (seed, nodes, membership, compact_every, ticks (0: the default), disk_replace;
     #  what it found, the scripted test that pins it)
     pytest.param(
         9120063,
@@ -23,6 +23,7 @@ REGRESSIONS = [
         False,
         0,
         0,
+        False,
         id="ack-of-an-entry-a-newer-leader-truncated (tests/raft/test_stale_responses.py, "
         "tests/sim/test_stale_acks.py)",
     ),
@@ -32,6 +33,7 @@ REGRESSIONS = [
         False,
         0,
         0,
+        False,
         id="checker: a node of an older term may drop what a later leader committed "
         "(tests/sim/test_invariants.py)",
     ),
@@ -41,6 +43,7 @@ REGRESSIONS = [
         True,
         0,
         0,
+        False,
         id="a stale voter ignored the election of a promoted learner: no leader "
         "(tests/raft/test_membership.py)",
     ),
@@ -50,6 +53,7 @@ REGRESSIONS = [
         True,
         20,
         0,
+        False,
         id="compaction between stepping a snapshot and installing it named the snapshot's "
         "configuration (Replica.compaction_index)",
     ),
@@ -59,30 +63,47 @@ REGRESSIONS = [
         True,
         0,
         100,
+        False,
         id="a new node crashed before its cleared recovery flag was durable and the leader "
         "removed itself: two voters waited on each other (the simulator removes no voter "
         "while a node recovers; docs/operations.md, replaced disks)",
     ),
+    pytest.param(
+        600417665,
+        7,
+        False,
+        20,
+        0,
+        True,
+        id="a replaced disk caught up to 119 of 120 never learned that 120 committed: "
+        "heartbeats brought a recovering node no commit index (a recovering node now follows "
+        "only leaders above every answered term, so heartbeats bring it)",
+    ),
+    pytest.param(
+        570488088,
+        3,
+        True,
+        20,
+        0,
+        True,
+        id="n4's removal committed but only n4 applied it and left; n1 and n2 restarted "
+        "counting n4, n3's disk was replaced and a recovering node never voted: no leader "
+        "(it now votes, once every voter answered, for a log as up to date as theirs; "
+        "tests/raft/test_recovery.py)",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("seed", "nodes", "membership", "compact_every", "ticks"), REGRESSIONS)
+@pytest.mark.parametrize(
+    ("seed", "nodes", "membership", "compact_every", "ticks", "disk_replace"), REGRESSIONS
+)
 def test_seed_passes(
-    seed: int, nodes: int, membership: bool, compact_every: int, ticks: int
+    seed: int, nodes: int, membership: bool, compact_every: int, ticks: int, disk_replace: bool
 ) -> None:
-    params = SimParams(nodes=nodes, membership=membership, compact_every=compact_every)
+    params = SimParams(
+        nodes=nodes, membership=membership, compact_every=compact_every, disk_replace=disk_replace
+    )
     if ticks:
         params = replace(params, ticks=ticks)
     res = run_seed(seed, nodes, params=params)
-    assert res.ok, res.failure.report() if res.failure else ""
-
-
-def test_a_recovering_node_takes_the_commit_of_an_overlapping_append() -> None:
-    """Seed 600417665 (7 nodes, --disk-replace --compact-every 20): a replaced disk, caught up
-    by a snapshot and the log to 119 of 120, never learned that 120 committed. Heartbeats
-    bring a recovering node no commit index, and the one APPEND that carried it overlapped
-    what the node had committed, which the core answered without reading the commit
-    (tests/raft/test_recovery.py pins it)."""
-    params = SimParams(nodes=7, compact_every=20, disk_replace=True)
-    res = run_seed(600417665, 7, params=params)
     assert res.ok, res.failure.report() if res.failure else ""

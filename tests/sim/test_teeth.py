@@ -137,10 +137,10 @@ def trust_new_storage(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def skip_the_catch_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A recovering node votes again as soon as it knows the cluster's term, before its log
-    holds what a leader of that term committed."""
+    """A recovering node is a voter like any other as soon as every voter answered, before
+    its log is as up to date as the best log they answered with."""
     monkeypatch.setattr(
-        recovery_mod.Recovery, "target", lambda self: 0 if self.term is not None else None
+        recovery_mod.Recovery, "caught_up", lambda self, own_last: self.term is not None
     )
 
 
@@ -156,6 +156,7 @@ def snapshots_without_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
         init(self, meta, [r for r in records if r[0] != codec.SNAP_SESSIONS], max_chunk)
 
     monkeypatch.setattr(memory_mod._MemorySnapshotSource, "__init__", patched)
+
 
 # -- the tests --------------------------------------------------------------------------------
 
