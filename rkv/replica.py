@@ -28,9 +28,10 @@ from rkv.raft.errors import ConfChangeRefused, ProposalDropped
 from rkv.raft.rawnode import RawNode
 from rkv.raft.storage import Storage
 from rkv.raft.types import (
+    LEADER,
     NONE,
+    NORMAL,
     Entry,
-    EntryType,
     HardState,
     Message,
     NodeId,
@@ -416,7 +417,7 @@ class Replica(Generic[T]):
         if self._backlog_bytes + sum(len(e.data) for e in committed) > self._max_backlog_bytes:
             return False
         proposals = self._proposals
-        return all(e.type == EntryType.NORMAL and e.index not in proposals for e in committed)
+        return all(e.type == NORMAL and e.index not in proposals for e in committed)
 
     def answer_committed(self, ready: Ready) -> Outcome[T]:
         """The `early` proposals among `ready.committed_entries`: their callers may be answered
@@ -547,7 +548,7 @@ class Replica(Generic[T]):
         if role != self.role:
             out.role_changed = True
             log.info("%s: role %s -> %s", self.id, self.role.name.lower(), role.name.lower())
-            if self.role == Role.LEADER and self._proposals:
+            if self.role == LEADER and self._proposals:
                 # Entries proposed while leader may still commit under the next leader, but we
                 # cannot tell: the client retries with the same seq and sessions dedupe it.
                 err = Unavailable("leadership lost before the write committed; retry")

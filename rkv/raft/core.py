@@ -22,23 +22,27 @@ from rkv.raft.confchange import ConfChange, ConfChangeEntry, ConfChangeError
 from rkv.raft.config import Config
 from rkv.raft.errors import ConfChangeRefused, LogSafetyError, ProposalDropped
 from rkv.raft.log import RaftLog
-from rkv.raft.progress import Progress, ProgressState
+from rkv.raft.progress import PROBE, REPLICATE, Progress
+from rkv.raft.progress import SNAPSHOT as SNAPSHOT_SENT
 from rkv.raft.recovery import Recovery
 from rkv.raft.storage import Storage
 from rkv.raft.types import (
+    CANDIDATE,
+    CONF_CHANGE,
+    FOLLOWER,
+    LEADER,
+    MT,
     NONE,
+    NORMAL,
+    PRE_CANDIDATE,
     ConfState,
     Entry,
     EntryType,
     Message,
-    MessageType,
     NodeId,
     ReadState,
-    Role,
     Snapshot,
 )
-
-MT = MessageType
 
 TRANSFER_CONTEXT = b"transfer"
 """VOTE.context of an election started by TIMEOUT_NOW: voters bypass their leader lease."""
@@ -106,6 +110,9 @@ class Raft:
         self.learners: tuple[NodeId, ...] = base.learners
         self._conf_base = base
         """The configuration at the start of the log (a snapshot's, or the bootstrap one)."""
+        self._peers: tuple[NodeId, ...] = ()
+        self._peers_of: tuple[tuple[NodeId, ...], tuple[NodeId, ...]] | None = None
+        """The (voters, learners) tuples `_peers` was computed from (peers() runs per tick)."""
         self._conf_base_index = 0
         self._conf_history: list[tuple[int, ConfState]] = []
         """(index, configuration) of every CONF_CHANGE applied since the log's start."""
@@ -139,7 +146,7 @@ class Raft:
         self.vote = hs.vote
         self.recovery = Recovery(rng) if hs.recovering else None
         """Set while the storage may have forgotten votes and entries (rkv.raft.recovery)."""
-        self.role = Role.FOLLOWER
+        self.role = FOLLOWER
         self.leader: NodeId = NONE
         self.msgs: list[Message] = []
         self.read_states: list[ReadState] = []
@@ -175,7 +182,12 @@ class Raft:
 
     def peers(self) -> tuple[NodeId, ...]:
         """Everyone a leader replicates to: the other voters and the learners."""
-        return tuple(m for m in sorted(self.voters + self.learners) if m != self.id)
+        voters, learners = self.voters, self.learners
+        of = self._peers_of
+        if of is None or of[0] is not voters or of[1] is not learners:
+            self._peers = tuple(m for m in sorted(voters + learners) if m != self.id)
+            self._peers_of = (voters, learners)
+        return self._peers
 
     def voter_peers(self) -> tuple[NodeId, ...]:
         return tuple(v for v in self.voters if v != self.id)
@@ -235,7 +247,7 @@ class Raft:
             self.vote = NONE
             self._transfer_after_apply = False
             self._drop_stale_responses()
-        self.role = Role.FOLLOWER
+        self.role = FOLLOWER
         self.leader = leader
         self.lead_transferee = NONE
         self.votes = {}
@@ -244,26 +256,26 @@ class Raft:
 
     def _become_pre_candidate(self) -> None:
         # term and vote are untouched: a PreVote round changes nobody's durable state
-        self.role = Role.PRE_CANDIDATE
+        self.role = PRE_CANDIDATE
         self.leader = NONE
         self.votes = {}
         self.prs = {}
         self._clear_reads()
 
     def _become_candidate(self) -> None:
-        if self.role == Role.LEADER:  # pragma: no cover - guarded by callers
+        if self.role == LEADER:  # pragma: no cover - guarded by callers
             raise LogSafetyError("a leader cannot become candidate")
         self.term += 1
         self.vote = self.id
         self._drop_stale_responses()
-        self.role = Role.CANDIDATE
+        self.role = CANDIDATE
         self.leader = NONE
         self.votes = {}
         self.prs = {}
         self._clear_reads()
 
     def _become_leader(self) -> None:
-        self.role = Role.LEADER
+        self.role = LEADER
         self.leader = self.id
         self.lead_transferee = NONE
         self.heartbeat_elapsed = 0
@@ -295,7 +307,7 @@ class Raft:
 
     def hup(self, kind: CampaignKind | None = None) -> None:
         """Start an election (a PreVote round first when configured)."""
-        if self.role == Role.LEADER or not self.promotable() or self.recovery is not None:
+        if self.role == LEADER or not self.promotable() or self.recovery is not None:
             return
         if self._unapplied_conf_change():
             # The configuration may be about to change under us: a candidate counting votes
@@ -343,11 +355,11 @@ class Raft:
     def tick(self) -> None:
         if self.recovery is not None:
             self._tick_recovery()
-        if self.role == Role.LEADER:
+        if self.role == LEADER:
             self._tick_leader()
         else:
             self.election_elapsed += 1
-            if self.promotable() and self.election_elapsed >= self.randomized_timeout:
+            if self.election_elapsed >= self.randomized_timeout and self.promotable():
                 self.hup()
 
     def _tick_leader(self) -> None:
@@ -362,7 +374,7 @@ class Raft:
                 self.lead_transferee = NONE  # abort: resume normal operation
         for peer in self.peers():
             pr = self.prs[peer]
-            if pr.state == ProgressState.SNAPSHOT:
+            if pr.state == SNAPSHOT_SENT:
                 pr.snapshot_ticks += 1
                 if pr.snapshot_ticks >= self.cfg.election_tick:
                     # the snapshot (or its ack) was probably lost: probe again, which resends
@@ -395,7 +407,7 @@ class Raft:
             return  # it might acknowledge a leader its earlier self had deposed
         if m.type == MT.READ_INDEX:
             # carries no term (like etcd's MsgReadIndex): only the leader answers it
-            if self.role == Role.LEADER:
+            if self.role == LEADER:
                 self._leader_read(m.context, m.frm)
             return
         if m.term > self.term:
@@ -419,9 +431,9 @@ class Raft:
 
         if m.type in (MT.VOTE, MT.PRE_VOTE):
             self._handle_vote_request(m)
-        elif self.role == Role.LEADER:
+        elif self.role == LEADER:
             self._step_leader(m)
-        elif self.role == Role.FOLLOWER:
+        elif self.role == FOLLOWER:
             self._step_follower(m)
             if rec is not None:
                 self._maybe_recovered(rec)
@@ -483,13 +495,13 @@ class Raft:
             self.become_follower(self.term, m.frm)
             self._step_follower(m)
             return
-        expected = MT.PRE_VOTE_RESP if self.role == Role.PRE_CANDIDATE else MT.VOTE_RESP
+        expected = MT.PRE_VOTE_RESP if self.role == PRE_CANDIDATE else MT.VOTE_RESP
         if t != expected:
             return
         self.votes.setdefault(m.frm, not m.reject)
         result = quorum.vote_result(self.voters, self.votes)
         if result == quorum.VoteResult.WON:
-            if self.role == Role.PRE_CANDIDATE:
+            if self.role == PRE_CANDIDATE:
                 self._campaign(CampaignKind.ELECTION)
             else:
                 self._become_leader()
@@ -597,7 +609,7 @@ class Raft:
             self._send(Message(MT.RECOVER, to=peer, frm=self.id, term=self.term, context=rec.nonce))
 
     def _answer_recover(self, m: Message) -> None:
-        if self.role == Role.LEADER and m.frm in self.prs:
+        if self.role == LEADER and m.frm in self.prs:
             # Its log is new: what we knew it to match is gone (a stale match would make us
             # ignore its rejections as stale, and it would never catch up). Probe afresh.
             self.prs[m.frm] = Progress(self.log.last_index() + 1, self.cfg.max_inflight_msgs)
@@ -636,13 +648,13 @@ class Raft:
     # -- leader -----------------------------------------------------------------------------
 
     def propose(self, data: bytes) -> int:
-        if self.role != Role.LEADER:
+        if self.role != LEADER:
             raise ProposalDropped("not the leader", self.leader)
         if self.lead_transferee != NONE:
             raise ProposalDropped("leadership transfer in progress", self.id)
         return self._append_entries([data])
 
-    def _append_entries(self, datas: list[bytes], type: EntryType = EntryType.NORMAL) -> int:
+    def _append_entries(self, datas: list[bytes], type: EntryType = NORMAL) -> int:
         last = self.log.last_index()
         term = self.term
         ents = [
@@ -656,7 +668,7 @@ class Raft:
 
     def on_persisted(self) -> None:
         """Called by RawNode.advance() after entries became durable."""
-        if self.role != Role.LEADER:
+        if self.role != LEADER:
             return
         me = self.prs.get(self.id)
         if me is not None and me.maybe_update(self.log.persisted_last()):
@@ -687,7 +699,7 @@ class Raft:
         elif t == MT.HEARTBEAT_RESP:
             pr.recent_active = True
             pr.probe_sent = False
-            if pr.state == ProgressState.REPLICATE and pr.inflights.full():
+            if pr.state == REPLICATE and pr.inflights.full():
                 # an ack was probably lost; let one more APPEND out rather than stall
                 pr.inflights.free_first_one()
             if pr.match < self.log.last_index():
@@ -703,11 +715,11 @@ class Raft:
                 self.need_flush = True
             return
         updated = pr.maybe_update(m.index)
-        if not updated and not (pr.state == ProgressState.PROBE and pr.match == m.index):
+        if not updated and not (pr.state == PROBE and pr.match == m.index):
             return  # stale
-        if pr.state == ProgressState.PROBE:
+        if pr.state == PROBE:
             pr.become_replicate()
-        elif pr.state == ProgressState.SNAPSHOT:
+        elif pr.state == SNAPSHOT_SENT:
             if pr.match + 1 >= self.log.first_index():
                 pr.become_probe()
                 pr.become_replicate()
@@ -730,7 +742,7 @@ class Raft:
 
     def flush(self) -> None:
         """Send what proposals, acks and commits made due: at most one batch per follower."""
-        if self.role != Role.LEADER:
+        if self.role != LEADER:
             self.need_flush = False
             return
         if self.need_flush:
@@ -765,7 +777,7 @@ class Raft:
         commit = log.committed
         if not ents:
             lagging = pr.sent_commit < min(commit, pr.match)
-            probing = pr.state == ProgressState.PROBE and pr.match < prev
+            probing = pr.state == PROBE and pr.match < prev
             if not (lagging or probing or pr.nudge):
                 return False
         pr.nudge = False
@@ -785,8 +797,8 @@ class Raft:
         pr.sent_commit = max(pr.sent_commit, min(commit, sent_last))
         if ents:
             pr.sent_entries(sent_last)
-            return pr.state == ProgressState.REPLICATE and sent_last < last
-        if pr.state == ProgressState.PROBE:
+            return pr.state == REPLICATE and sent_last < last
+        if pr.state == PROBE:
             pr.probe_sent = True
         return False
 
@@ -829,7 +841,7 @@ class Raft:
         self._send(Message(MT.TIMEOUT_NOW, to=to, frm=self.id, term=self.term))
 
     def transfer_leader(self, to: NodeId) -> None:
-        if self.role != Role.LEADER:
+        if self.role != LEADER:
             raise ProposalDropped("not the leader", self.leader)
         if to not in self.voters:
             raise ValueError(f"cannot transfer leadership to {to!r}: not a voter")
@@ -853,7 +865,7 @@ class Raft:
     # the consequences (rkv/sim, docs/sim.md).
 
     def propose_conf_change(self, cc: ConfChange) -> int:
-        if self.role != Role.LEADER:
+        if self.role != LEADER:
             raise ProposalDropped("not the leader", self.leader)
         if self.lead_transferee != NONE:
             raise ProposalDropped("leadership transfer in progress", self.id)
@@ -863,7 +875,7 @@ class Raft:
             raise ConfChangeRefused("the new leader has not committed an entry yet; retry")
         conf = confchange.apply_change(self.conf_state(), cc)
         data = confchange.encode(ConfChangeEntry(cc, conf))
-        index = self._append_entries([data], EntryType.CONF_CHANGE)
+        index = self._append_entries([data], CONF_CHANGE)
         self.pending_conf_index = index
         return index
 
@@ -906,7 +918,7 @@ class Raft:
         while lo < hi:
             chunk = log.slice(lo, hi, 16 << 20)
             for e in chunk:
-                if e.type == EntryType.CONF_CHANGE:
+                if e.type == CONF_CHANGE:
                     self.apply_conf_entry(e)
             lo = chunk[-1].index + 1
 
@@ -917,7 +929,7 @@ class Raft:
         lo, hi = log.applied + 1, log.committed + 1
         while lo < hi:
             chunk = log.slice(lo, hi, 16 << 20)
-            if any(e.type == EntryType.CONF_CHANGE for e in chunk):
+            if any(e.type == CONF_CHANGE for e in chunk):
                 return True
             lo = chunk[-1].index + 1
         return False
@@ -927,8 +939,8 @@ class Raft:
         self.removed |= set(self.voters + self.learners) - new
         self.removed -= new
         self.voters, self.learners = conf.voters, conf.learners
-        if self.role != Role.LEADER:
-            if self.role != Role.FOLLOWER and not self.promotable():
+        if self.role != LEADER:
+            if self.role != FOLLOWER and not self.promotable():
                 self.become_follower(self.term, NONE)
             return
         members = set(self.members())
@@ -955,7 +967,7 @@ class Raft:
     # -- ReadIndex (leader side) ------------------------------------------------------------
 
     def read_index(self, ctx: bytes) -> None:
-        if self.role == Role.LEADER:
+        if self.role == LEADER:
             self._leader_read(ctx, self.id)
         elif self.leader != NONE:
             self._send(Message(MT.READ_INDEX, to=self.leader, frm=self.id, context=ctx))

@@ -129,19 +129,30 @@ class RaftLog:
 
     # -- shape ------------------------------------------------------------------------------
 
+    # first_index, last_index and term run on every message: they inline the Unstable
+    # lookups (maybe_first_index, maybe_last_index, maybe_term) rather than call them.
+
     def first_index(self) -> int:
-        fi = self.unstable.maybe_first_index()
-        return fi if fi is not None else self.storage.first_index()
+        snap = self.unstable.snapshot
+        return snap.meta.index + 1 if snap is not None else self.storage.first_index()
 
     def last_index(self) -> int:
-        li = self.unstable.maybe_last_index()
-        return li if li is not None else self.storage.last_index()
+        u = self.unstable
+        if u.entries:
+            return u.offset + len(u.entries) - 1
+        if u.snapshot is not None:
+            return u.snapshot.meta.index
+        return self.storage.last_index()
 
     def term(self, index: int) -> int | None:
         """Term at index, including the snapshot's index; None if compacted or past the end."""
-        t = self.unstable.maybe_term(index)
-        if t is not None:
-            return t
+        u = self.unstable
+        k = index - u.offset
+        if k >= 0:
+            if k < len(u.entries):
+                return u.entries[k].term
+        elif u.snapshot is not None and u.snapshot.meta.index == index:
+            return u.snapshot.meta.term
         if index < self.first_index() - 1 or index > self.last_index():
             return None
         try:

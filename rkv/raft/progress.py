@@ -20,6 +20,13 @@ class ProgressState(IntEnum):
     """A snapshot was sent; nothing else is sent until it is acknowledged or times out."""
 
 
+# The members as module constants: Python 3.11 reads ProgressState.PROBE through
+# EnumType.__getattr__'s slow path, and these are read per message and tick.
+PROBE = ProgressState.PROBE
+REPLICATE = ProgressState.REPLICATE
+SNAPSHOT = ProgressState.SNAPSHOT
+
+
 class Inflights:
     """The last index of each unacknowledged APPEND, bounded by count."""
 
@@ -71,7 +78,7 @@ class Progress:
     def __init__(self, next_index: int, max_inflight: int, match: int = 0) -> None:
         self.match = match
         self.next = next_index
-        self.state = ProgressState.PROBE
+        self.state = PROBE
         self.probe_sent = False
         self.pending_snapshot = 0
         self.snapshot_ticks = 0
@@ -97,21 +104,21 @@ class Progress:
         self.inflights.reset()
 
     def become_probe(self) -> None:
-        if self.state == ProgressState.SNAPSHOT:
+        if self.state == SNAPSHOT:
             # the snapshot may have been applied: probe right after it, not before
             pending = self.pending_snapshot
-            self._reset(ProgressState.PROBE)
+            self._reset(PROBE)
             self.next = max(self.match + 1, pending + 1)
         else:
-            self._reset(ProgressState.PROBE)
+            self._reset(PROBE)
             self.next = self.match + 1
 
     def become_replicate(self) -> None:
-        self._reset(ProgressState.REPLICATE)
+        self._reset(REPLICATE)
         self.next = self.match + 1
 
     def become_snapshot(self, snapshot_index: int) -> None:
-        self._reset(ProgressState.SNAPSHOT)
+        self._reset(SNAPSHOT)
         self.pending_snapshot = snapshot_index
 
     def maybe_update(self, index: int) -> bool:
@@ -125,10 +132,10 @@ class Progress:
 
     def sent_entries(self, last_index: int) -> None:
         """An APPEND carrying entries up to last_index went out."""
-        if self.state == ProgressState.REPLICATE:
+        if self.state == REPLICATE:
             self.next = last_index + 1
             self.inflights.add(last_index)
-        elif self.state == ProgressState.PROBE:
+        elif self.state == PROBE:
             self.probe_sent = True
 
     def maybe_decr_to(self, rejected: int, next_hint: int) -> bool:
@@ -137,11 +144,11 @@ class Progress:
         `next_hint` is the leader's best guess of the next index to try. Returns False for a
         stale rejection (one about an APPEND that no longer matters).
         """
-        if self.state == ProgressState.REPLICATE:
+        if self.state == REPLICATE:
             if rejected <= self.match:
                 return False
             self.become_probe()
-        elif self.state == ProgressState.PROBE:
+        elif self.state == PROBE:
             if self.next - 1 != rejected:
                 return False
         else:
@@ -151,8 +158,8 @@ class Progress:
         return True
 
     def is_paused(self) -> bool:
-        if self.state == ProgressState.PROBE:
+        if self.state == PROBE:
             return self.probe_sent
-        if self.state == ProgressState.REPLICATE:
+        if self.state == REPLICATE:
             return self.inflights.full()
         return True

@@ -49,8 +49,9 @@ from rkv.raft.config import Config
 from rkv.raft.core import IMMEDIATE_TYPES, Raft
 from rkv.raft.storage import Storage
 from rkv.raft.types import (
+    CONF_CHANGE,
+    LEADER,
     ConfState,
-    EntryType,
     HardState,
     Message,
     MessageType,
@@ -160,13 +161,16 @@ class RawNode:
             return True
         log = r.log
         u = log.unstable
-        if (
-            u.in_progress < u.offset + len(u.entries)
-            or u.next_snapshot() is not None
-            or log.has_next_committed_entries()
-        ):
+        if u.in_progress < u.offset + len(u.entries):
             return True
-        if r.role == Role.LEADER and r._reads_unsent:
+        # a snapshot not handed out yet (u.next_snapshot()), or, without an unstable snapshot,
+        # committed entries to apply (log.has_next_committed_entries()), inlined
+        if u.snapshot is not None:
+            if not u.snapshot_in_progress:
+                return True
+        elif log.committed > log.applied:
+            return True
+        if r.role == LEADER and r._reads_unsent:
             return True
         # soft and hard state, compared field by field (this runs after every input)
         soft, hard = self._prev_soft, self._prev_hard
@@ -241,7 +245,7 @@ class RawNode:
             log.stable_to(last.index, last.term)
         if rd.committed_entries:
             for e in rd.committed_entries:
-                if e.type == EntryType.CONF_CHANGE:
+                if e.type == CONF_CHANGE:
                     self.raft.apply_conf_entry(e)
             log.applied_to(rd.committed_entries[-1].index)
             self.raft.after_applied()

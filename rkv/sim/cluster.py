@@ -30,14 +30,14 @@ from rkv.raft.confchange import ConfChange, ConfChangeType
 from rkv.raft.config import Config
 from rkv.raft.errors import ProposalDropped
 from rkv.raft.types import (
+    CONF_CHANGE,
+    LEADER,
+    MT,
     ConfState,
     Entry,
-    EntryType,
     Message,
-    MessageType,
     NodeId,
     Ready,
-    Role,
     Snapshot,
 )
 from rkv.replica import CompactionPolicy, Outcome
@@ -432,7 +432,7 @@ class Cluster:
             if check is not None:
                 check(node.id, m)
             stream = None
-            if m.type == MessageType.SNAPSHOT:
+            if m.type == MT.SNAPSHOT:
                 # Like the node runtime: with the message goes the store's applied state
                 # (taken now); the follower stages it, then steps a SNAPSHOT for that state.
                 stream = node.open_stream()
@@ -545,7 +545,7 @@ class Cluster:
                 self.effective_at.setdefault(key, e.index)
             if e.index > len(self.applied_log):
                 self.applied_log.append(e)
-                if e.type == EntryType.CONF_CHANGE:
+                if e.type == CONF_CHANGE:
                     self._on_conf_applied(e)
         index, h = node.store.state_hash()
         first = self.state_at.setdefault(index, (h, node.id))
@@ -732,7 +732,7 @@ class Cluster:
             t = self.checker.nodes[nid]
             if (
                 n.up
-                and t.role == Role.LEADER
+                and t.role == LEADER
                 and (best is None or t.hs.term > self.checker.nodes[best.id].hs.term)
             ):
                 best = n
@@ -835,9 +835,7 @@ class Cluster:
     def _recovering(self) -> bool:
         """A node's store is recovering (durably: rkv.raft.recovery): after a replaced disk,
         or a new node that crashed before its first round trip was durable."""
-        return any(
-            n.store.initial_state()[0].recovering for n in self.nodes.values()
-        )
+        return any(n.store.initial_state()[0].recovering for n in self.nodes.values())
 
     def _replace_disk(self) -> None:
         """A node of the bootstrap configuration loses its storage: it stops, and restarts
@@ -955,14 +953,14 @@ class Cluster:
         pending = [
             e.index
             for e in log.slice(log.committed + 1, log.last_index() + 1)
-            if e.type == EntryType.CONF_CHANGE
+            if e.type == CONF_CHANGE
         ]
         if len(pending) > 1:
             raise InvariantViolation(
                 "conf-pending",
                 f"{node.id} holds conf changes at {pending} past its commit index {log.committed}",
             )
-        if raw.raft.role == Role.LEADER and node.id not in raw.raft.voters:
+        if raw.raft.role == LEADER and node.id not in raw.raft.voters:
             raise InvariantViolation(
                 "conf-leader",
                 f"{node.id} leads but is not a voter of {raw.conf_state().describe()}",

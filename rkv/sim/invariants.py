@@ -28,7 +28,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 
-from rkv.raft.types import Entry, HardState, Message, MessageType, NodeId, Ready, Role
+from rkv.raft.types import FOLLOWER, LEADER, MT, Entry, HardState, Message, NodeId, Ready
 
 
 class InvariantViolation(Exception):
@@ -112,7 +112,7 @@ class NodeTrack:
         self.durable = LogMirror()
         self.hs = HardState()
         self.durable_hs = HardState()
-        self.role = Role.FOLLOWER
+        self.role = FOLLOWER
         self.leader: NodeId = ""
         self.applied = 0
 
@@ -152,7 +152,7 @@ class SafetyChecker:
         t = self.nodes[node]
         t.view = t.durable.copy()
         t.hs = t.durable_hs
-        t.role = Role.FOLLOWER
+        t.role = FOLLOWER
         t.leader = ""
         t.applied = applied
 
@@ -206,7 +206,7 @@ class SafetyChecker:
         if rd.soft_state is not None:
             t.role = rd.soft_state.role
             t.leader = rd.soft_state.leader
-            if t.role == Role.LEADER:
+            if t.role == LEADER:
                 term = t.hs.term
                 other = self.leaders.get(term)
                 if other is not None and other != node:
@@ -216,14 +216,14 @@ class SafetyChecker:
                 if other is None:
                     self.leaders[term] = node
                     self.leader_changes += 1
-        if t.role == Role.LEADER:
+        if t.role == LEADER:
             self._check_leader_complete(node, t)
 
     def on_send(self, node: NodeId, msg: Message) -> None:
         """`node` is sending `msg` now: what it promises must already be durable."""
         if msg.reject:
             return
-        if msg.type == MessageType.VOTE_RESP:
+        if msg.type == MT.VOTE_RESP:
             d = self.nodes[node].durable_hs
             # A durable later term also keeps the promise: the node never votes in msg.term
             # again (a grant and a newer term can leave in the same Ready).
@@ -233,7 +233,7 @@ class SafetyChecker:
                     f"{node} grants {msg.to} its vote in term {msg.term} but durably has "
                     f"term={d.term} vote={d.vote or '-'}",
                 )
-        elif msg.type == MessageType.APPEND_RESP:
+        elif msg.type == MT.APPEND_RESP:
             t = self.nodes[node]
             k = msg.index
             if (

@@ -308,28 +308,35 @@ class MemoryStore:
         return self._st.snapshot.meta.index + len(self._st.log)
 
     def term(self, index: int) -> int:
-        self._check_open()
-        meta = self._st.snapshot.meta
-        if index == meta.index:
+        if self._closed:
+            raise StoreError("store is closed")
+        st = self._st
+        meta = st.snapshot.meta
+        k = index - meta.index - 1
+        if 0 <= k < len(st.log):
+            return st.log[k].term
+        if k == -1:
             return meta.term
-        if index < meta.index:
+        if k < -1:
             raise Compacted(f"index {index} compacted (snapshot at {meta.index})")
-        if index > self.last_index():
-            raise Unavailable(f"index {index} > last index {self.last_index()}")
-        return self._st.log[index - meta.index - 1].term
+        raise Unavailable(f"index {index} > last index {self.last_index()}")
 
     def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
-        self._check_open()
-        if lo < self.first_index():
+        if self._closed:
+            raise StoreError("store is closed")
+        st = self._st
+        off = st.snapshot.meta.index + 1
+        if lo < off:
             raise Compacted(f"entries from {lo}: first index is {self.first_index()}")
-        if hi > self.last_index() + 1:
+        if hi > off + len(st.log):
             raise Unavailable(f"entries up to {hi}: last index is {self.last_index()}")
-        off = self._st.snapshot.meta.index + 1
+        if max_bytes is None:
+            return st.log[lo - off : hi - off]
         out: list[Entry] = []
         size = 0
-        for e in self._st.log[lo - off : hi - off]:
+        for e in st.log[lo - off : hi - off]:
             size += e.size()
-            if out and max_bytes is not None and size > max_bytes:
+            if out and size > max_bytes:
                 break
             out.append(e)
         return out
