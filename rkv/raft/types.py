@@ -8,14 +8,45 @@ Must not: do I/O, know about msgpack/LMDB/trio, or hold behaviour beyond small p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from enum import IntEnum
+from typing import Any, TypeVar
 
 NodeId = str
 """A stable node identity (by default the node's advertised address, e.g. "127.0.0.1:50051")."""
 
 NONE: NodeId = ""
 """The absent node id: no vote cast, no leader known."""
+
+_T = TypeVar("_T")
+
+
+def _fast_init(cls: type[_T]) -> type[_T]:
+    """Give a frozen, slotted dataclass an `__init__` that stores through its slot descriptors.
+
+    The generated one calls `object.__setattr__` per field (a frozen class must bypass its own
+    `__setattr__`), which makes a Message cost ~3 µs to build, and the core builds one per
+    message and a Ready per step. This one has the same signature, defaults and result, in
+    about half the time. For classes whose fields all have plain defaults (or none) and no
+    `__post_init__`."""
+    params = []
+    ns: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if not f.init or f.default_factory is not MISSING or hasattr(cls, "__post_init__"):
+            raise TypeError(f"{cls.__name__}.{f.name}: _fast_init needs plain fields")
+        if f.default is MISSING:
+            params.append(f.name)
+        else:
+            ns[f"_default_{f.name}"] = f.default
+            params.append(f"{f.name}=_default_{f.name}")
+        ns[f"_set_{f.name}"] = getattr(cls, f.name).__set__
+    body = "".join(f"    _set_{f.name}(self, {f.name})\n" for f in fields(cls))  # type: ignore[arg-type]
+    exec(f"def __init__(self, {', '.join(params)}):\n{body}", ns)
+    init = ns["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__doc__ = cls.__init__.__doc__
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
 
 
 class EntryType(IntEnum):
@@ -30,6 +61,7 @@ CONF_CHANGE = EntryType.CONF_CHANGE
 """EntryType's members as module constants (fast on 3.11, see MT)."""
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class Entry:
     term: int
@@ -139,6 +171,7 @@ class Snapshot:
         return self.meta.index == 0
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class Message:
     """One Raft message. A single shape for all types, as in etcd's raftpb.Message.
@@ -195,6 +228,7 @@ class Message:
         return " ".join(parts)
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class HardState:
     """What must be durable before dependent messages leave the node."""
@@ -226,6 +260,7 @@ LEADER = Role.LEADER
 """Role's members as module constants (fast on 3.11, see MT)."""
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class SoftState:
     """Volatile state for observers; never persisted."""
@@ -237,6 +272,7 @@ class SoftState:
         return f"{self.role.name.lower()} leader={self.leader or '-'}"
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class ReadState:
     """A linearizable read became safe once the state machine has applied `index`."""
@@ -248,6 +284,7 @@ class ReadState:
         return f"read ctx={self.context.hex()[:16]} at {self.index}"
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class Ready:
     """One batch of work the core hands to the runtime. See rkv.raft.rawnode for the contract."""
