@@ -70,6 +70,10 @@ IMMEDIATE_TYPES = frozenset(
 """Messages that depend on no unpersisted state; every other type leaves a Ready as a
 persisted message, only once that Ready's write is durable (rkv.raft.rawnode)."""
 
+_VOTE_REQUESTS = frozenset({MT.VOTE, MT.PRE_VOTE})
+_FROM_LEADER = frozenset({MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT})
+"""Messages only a leader (of their term) sends."""
+
 _RESPONSE_TO = {
     MT.APPEND: MT.APPEND_RESP,
     MT.HEARTBEAT: MT.APPEND_RESP,
@@ -411,14 +415,14 @@ class Raft:
                 self._leader_read(m.context, m.frm)
             return
         if m.term > self.term:
-            if m.type in (MT.VOTE, MT.PRE_VOTE):
+            if m.type in _VOTE_REQUESTS:
                 forced = m.context == TRANSFER_CONTEXT
                 if not forced and self.cfg.check_quorum and self.in_lease():
                     # a leader is alive: this candidate is disruptive (§6.4.1, §9.6)
                     return
             if m.type == MT.PRE_VOTE or (m.type == MT.PRE_VOTE_RESP and not m.reject):
                 pass  # PreVote traffic never changes terms
-            elif m.type in (MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT):
+            elif m.type in _FROM_LEADER:
                 self.become_follower(m.term, m.frm)
             else:
                 self.become_follower(m.term, NONE)
@@ -429,7 +433,7 @@ class Raft:
                 self._send(Message(resp, to=m.frm, frm=self.id, term=self.term, reject=True))
             return
 
-        if m.type in (MT.VOTE, MT.PRE_VOTE):
+        if m.type in _VOTE_REQUESTS:
             self._handle_vote_request(m)
         elif self.role == LEADER:
             self._step_leader(m)
@@ -467,7 +471,7 @@ class Raft:
 
     def _step_follower(self, m: Message) -> None:
         t = m.type
-        if t in (MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT):
+        if t in _FROM_LEADER:
             self._transfer_after_apply = False
         if t == MT.APPEND:
             self._reset_election_timer()
@@ -490,7 +494,7 @@ class Raft:
 
     def _step_candidate(self, m: Message) -> None:
         t = m.type
-        if t in (MT.APPEND, MT.HEARTBEAT, MT.SNAPSHOT):
+        if t in _FROM_LEADER:
             # a leader of our term exists (m.term == term here)
             self.become_follower(self.term, m.frm)
             self._step_follower(m)

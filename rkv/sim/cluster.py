@@ -935,31 +935,34 @@ class Cluster:
         return conf
 
     def _check_conf(self, node: SimNode) -> None:
-        raw = node.rep.raw
+        rep = node.rep
+        raw = rep.raw
+        log = raw.raft.log
         # A snapshot stepped but not yet applied already gave the core its configuration
-        applied = max(node.rep.applied, raw.raft.log.first_index() - 1)
+        applied = max(rep.applied, log.first_index() - 1)
         want = self._conf_at(applied)
         have = raw.conf_state()
         # A node that joined later does not know the bootstrap configuration: until it applies
         # a change (or a snapshot carrying one) it may know none.
-        unknown_ok = not node.bootstrap and all(i > applied for i, _ in self.conf_history[1:])
-        if have != want and not (unknown_ok and have.is_empty()):
+        if have != want and not (
+            not node.bootstrap
+            and all(i > applied for i, _ in self.conf_history[1:])
+            and have.is_empty()
+        ):
             raise InvariantViolation(
                 "conf-agreement",
                 f"{node.id} applied {applied} and uses {have.describe()}, "
                 f"but the configuration there is {want.describe()}",
             )
-        log = raw.raft.log
-        pending = [
-            e.index
-            for e in log.slice(log.committed + 1, log.last_index() + 1)
-            if e.type == CONF_CHANGE
-        ]
-        if len(pending) > 1:
-            raise InvariantViolation(
-                "conf-pending",
-                f"{node.id} holds conf changes at {pending} past its commit index {log.committed}",
-            )
+        lo, last = log.committed + 1, log.last_index()
+        if last > lo:  # (two changes past the commit index need two entries there)
+            pending = [e.index for e in log.slice(lo, last + 1) if e.type == CONF_CHANGE]
+            if len(pending) > 1:
+                raise InvariantViolation(
+                    "conf-pending",
+                    f"{node.id} holds conf changes at {pending} past its commit index "
+                    f"{log.committed}",
+                )
         if raw.raft.role == LEADER and node.id not in raw.raft.voters:
             raise InvariantViolation(
                 "conf-leader",
