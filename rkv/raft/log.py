@@ -153,7 +153,14 @@ class RaftLog:
                 return u.entries[k].term
         elif u.snapshot is not None and u.snapshot.meta.index == index:
             return u.snapshot.meta.term
-        if index < self.first_index() - 1 or index > self.last_index():
+        # outside the log (index < first_index() - 1 or index > last_index(), inlined)
+        snap = u.snapshot
+        if index < (snap.meta.index if snap is not None else self.storage.first_index() - 1):
+            return None
+        if u.entries:
+            if k >= len(u.entries):
+                return None
+        elif index > (snap.meta.index if snap is not None else self.storage.last_index()):
             return None
         try:
             return self.storage.term(index)

@@ -427,7 +427,9 @@ class Cluster:
 
     def _send(self, node: SimNode, msgs: Sequence[Message]) -> None:
         check = self.checker.on_send if self.p.check_durable_sends else None
-        net = self.net
+        delays = self.net.delays
+        trace = self.trace
+        now = self.now
         for m in msgs:
             if check is not None:
                 check(node.id, m)
@@ -436,9 +438,9 @@ class Cluster:
                 # Like the node runtime: with the message goes the store's applied state
                 # (taken now); the follower stages it, then steps a SNAPSHOT for that state.
                 stream = node.open_stream()
-            self.note("send", m)
-            for d in net.delays(m.frm, m.to):
-                self.at(self.now + d, DELIVER, m, stream)
+            trace.append((now, "send", m))  # self.note("send", m), inlined (per message)
+            for d in delays(m.frm, m.to):
+                self.at(now + d, DELIVER, m, stream)
 
     def _process(self, node: SimNode) -> None:
         """The Ready loop of rkv.node, in virtual time: take a Ready, send its messages,

@@ -330,11 +330,13 @@ class MemoryStore:
             raise Compacted(f"entries from {lo}: first index is {self.first_index()}")
         if hi > off + len(st.log):
             raise Unavailable(f"entries up to {hi}: last index is {self.last_index()}")
+        log = st.log
         if max_bytes is None:
-            return st.log[lo - off : hi - off]
+            return log[lo - off : hi - off]
         out: list[Entry] = []
         size = 0
-        for e in st.log[lo - off : hi - off]:
+        for i in range(lo - off, hi - off):  # not a slice: a small budget stops after one
+            e = log[i]
             size += e.size()
             if out and size > max_bytes:
                 break
