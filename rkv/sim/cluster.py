@@ -929,6 +929,9 @@ class Cluster:
         self.note("CONF", f"{new.describe()} at {e.index}")
 
     def _conf_at(self, index: int) -> ConfState:
+        newest_index, newest = self.conf_history[-1]
+        if newest_index <= index:
+            return newest  # (the usual case: the node applied the newest change)
         conf = self.conf_history[0][1]
         for i, c in self.conf_history:
             if i > index:
