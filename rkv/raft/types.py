@@ -2,6 +2,9 @@
 
 Owns: the shapes every other layer exchanges with the core. Everything here is a frozen,
 slotted dataclass (or an enum) so it can be hashed, compared and logged deterministically.
+Because the core builds and compares them per message: the hot dataclasses get a cheaper,
+equivalent `__init__` (`_fast_init`), and the enum members read per message also exist as
+plain constants (`MT.APPEND`, `LEADER`, `CONF_CHANGE`; Python 3.11 looks members up slowly).
 Must not: do I/O, know about msgpack/LMDB/trio, or hold behaviour beyond small pure helpers
 (`describe()` for traces, size estimates).
 """
@@ -126,6 +129,7 @@ class MT:
     RECOVER_RESP = MessageType.RECOVER_RESP
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class ConfState:
     """A cluster configuration: who votes, and who only receives the log (learners).
@@ -150,6 +154,7 @@ class ConfState:
         return s
 
 
+@_fast_init
 @dataclass(frozen=True, slots=True)
 class SnapshotMeta:
     index: int = 0
