@@ -123,6 +123,9 @@ class _MemTxn:
         self._cached(SNAP_KV, key, lambda: self._record(key), None)
         del self.st.kv[key]
 
+    def keys(self, prefix: bytes) -> list[bytes]:
+        return sorted(k for k in self.st.kv if k.startswith(prefix))
+
     def manifest(self, key: bytes) -> Manifest | None:
         return self.st.manifests.get(key)
 
