@@ -538,6 +538,12 @@ class MemoryStore:
     def get_record(self, key: bytes) -> Record | None:
         return self._st.kv.get(key)
 
+    def get_revision(self, key: bytes) -> tuple[bytes | None, int]:
+        return self.get(key), self._st.applied
+
+    def scan_revision(self, prefix: bytes, limit: int) -> tuple[list[tuple[bytes, bytes]], int]:
+        return self.scan(prefix, limit), self._st.applied
+
     def scan(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         check_limit(limit)
         keys = sorted(k for k in self._st.kv if k.startswith(prefix))[:limit]
