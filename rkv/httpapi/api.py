@@ -40,8 +40,11 @@ from rkv.protocol import (
     ScanRequest,
     StatusRequest,
     SwappedReply,
+    TxnReply,
+    TxnRequest,
     ValueReply,
 )
+from rkv.txnjson import TxnJsonError, result_to_json, txn_from_text
 
 log = logging.getLogger("rkv.httpapi")
 
@@ -131,7 +134,8 @@ class HttpApi:
             status.pop("id", None)
             await _json(req, 200, status)
         elif path == "/v1/txn":
-            raise not_implemented("POST /v1/txn (transactions)")
+            self._methods(req, "POST")
+            await self._txn(req)
         elif path == "/v1/watch":
             raise not_implemented("GET /v1/watch (watches)")
         else:
@@ -281,6 +285,31 @@ class HttpApi:
                 "more": len(items) > limit,
             },
         )
+
+    async def _txn(self, req: Request) -> None:
+        """POST /v1/txn: the body is a txn in the JSON form of rkv.txnjson (as `rkv txn`
+        reads it); 200 with {"succeeded", "revision", "results"} whether or not the compares
+        held; 400 for a body that does not fit or an op the state machine refused (nothing
+        applied)."""
+        _query(req)
+        with self._buffer(req):
+            body = await req.read_body(self.max_value)
+        try:
+            t = txn_from_text(body)
+        except TxnJsonError as e:
+            raise bad_request(f"bad txn: {e}") from None
+        conn = req.conn
+        try:
+            reply = await self.caller.call(
+                TxnRequest(
+                    t.compares, t.success, t.failure, client_id=conn.client_id, seq=conn.next_seq()
+                )
+            )
+            result = TxnReply.from_frame(reply).result()
+        except RkvError as e:
+            raise from_rkv(e) from None
+        branch = t.success if result.succeeded else t.failure
+        await _json(req, 200, result_to_json(branch, result))
 
     # -- files --------------------------------------------------------------------------------
 

@@ -116,6 +116,19 @@ def test_curl_walkthrough(http_cluster: HttpCluster, tmp_path: Path) -> None:
     assert c.curl(c.url(f1, "/v1/kv/nope"))[0] == 404
     code, body = c.curl(c.url(f1, "/v1/kv/x?ttl=10"))
     assert code == 501 and json.loads(body)["error"] == "not_implemented"
+    # a transaction through a follower (forwarded): compares, then one revision of writes
+    txn = {
+        "compare": [{"key": "a/b", "target": "value", "op": "==", "value": "x"}],
+        "success": [{"op": "incr", "key": "hits", "by": 2}, {"op": "get", "key": "a/b"}],
+        "failure": [{"op": "get", "key": "a/b"}],
+    }
+    code, body = c.curl("-X", "POST", "--data-binary", json.dumps(txn), c.url(f2, "/v1/txn"))
+    doc = json.loads(body)
+    assert code == 200 and doc["succeeded"] is True, body
+    assert doc["results"][0] == {"op": "incr", "value": 2}
+    assert doc["results"][1]["value"] == "x" and doc["results"][1]["version"] == 1
+    code, body = c.curl("-X", "POST", "--data-binary", "{oops", c.url(f1, "/v1/txn"))
+    assert code == 400 and "not valid JSON" in json.loads(body)["message"]
     assert c.curl("-X", "DELETE", c.url(leader, "/v1/kv/greeting"))[0] == 204
     assert c.curl(c.url(f1, "/v1/kv/greeting"))[0] == 404
     # a 5 MiB file up through one follower, down from the other, verified
