@@ -250,3 +250,16 @@ def test_random_txns_agree_on_both_stores(program: list[tuple[Txn | Put, bool]])
         lmdb_h.close_all()
         mem_h.close_all()
         shutil.rmtree(d)
+
+
+def test_reads_with_their_revision(harness: Harness) -> None:
+    s = harness.open()
+    assert s.get_revision(b"a") == (None, 0)
+    one(s, Put(b"a", b"1"))
+    one(s, Put(b"b", b"2"))
+    txn(s, Txn((), (OpDelete(b"b"),)))
+    assert s.get_revision(b"a") == (b"1", 3)
+    assert s.get_revision(b"") == (None, 3)  # no such key can exist
+    assert s.scan_revision(b"", 10) == ([(b"a", b"1")], 3)
+    s = harness.reopen(s)
+    assert s.scan_revision(b"b", 10) == ([], 3)
