@@ -124,6 +124,8 @@ async def test_across_a_leader_stop(tmp_path: Path) -> None:
                 # no error reply across the election: the node retries "try again" answers
                 assert r.set(f"k{i}", str(i)) is True
                 assert r.get(f"k{i}") == str(i).encode()
+                # a txn in the state machine, retried through the election: applied once
+                assert r.incr("ctr") == i + 1
                 i += 1
                 counts["ok"] = i
 
@@ -143,6 +145,7 @@ async def test_across_a_leader_stop(tmp_path: Path) -> None:
 
         def check() -> None:
             assert r.mget([f"k{i}" for i in range(n)]) == [str(i).encode() for i in range(n)]
+            assert r.get("ctr") == str(n).encode()
             r.close()
 
         await in_thread(check)
