@@ -1,4 +1,4 @@
-"""Client request handlers: the KV and file requests (docs/contracts.md, client protocol).
+"""Client request handlers: the KV, txn and file requests (docs/contracts.md, client protocol).
 
 Owns: what each request means (its fields come decoded and checked by rkv.protocol: the
 dispatcher decodes, the put fast path `front_door` decodes its own), turning a write into a
