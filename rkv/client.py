@@ -623,6 +623,14 @@ class Client:
         reply = await self._call(GetRequest(_key(key), stale=bool(stale)))
         return ValueReply.from_frame(reply).value
 
+    async def get_revision(
+        self, key: bytes | str, *, stale: bool = False
+    ) -> tuple[bytes | None, int | None]:
+        """`get`, and the revision it was read at (the store's applied index; None from a
+        node that predates revisions)."""
+        reply = ValueReply.from_frame(await self._call(GetRequest(_key(key), stale=bool(stale))))
+        return reply.value, reply.rev
+
     async def delete(self, key: bytes | str) -> bool:
         """Delete `key`; True if it existed."""
         k = _key(key)
@@ -1256,6 +1264,11 @@ class SyncClient:
         self, prefix: bytes | str = b"", limit: int = 1000, *, stale: bool = False
     ) -> tuple[list[tuple[bytes, bytes]], int | None]:
         return self._run(self._client.scan_revision, prefix, limit, stale=stale)
+
+    def get_revision(
+        self, key: bytes | str, *, stale: bool = False
+    ) -> tuple[bytes | None, int | None]:
+        return self._run(self._client.get_revision, key, stale=stale)
 
     def txn(
         self,

@@ -408,6 +408,7 @@ REPLIES: list[tuple[Any, dict[str, Any]]] = [
     (p.ExistedReply(False, 3), {"t": "ok", "existed": False, "rev": 3}),
     (p.SwappedReply(True, 4), {"t": "ok", "swapped": True, "rev": 4}),
     (p.ScanReply((), 5), {"t": "ok", "items": [], "rev": 5}),
+    (p.AbortedReply(True, 6), {"t": "ok", "aborted": True, "rev": 6}),
     (
         p.TxnReply(True, 12, (None, KeyValue(b"v", 3, 12, 2), 1, b"1.5")),
         {"t": "ok", "ok": True, "rev": 12, "results": [None, [b"v", 3, 12, 2], 1, b"1.5"]},

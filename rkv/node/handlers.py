@@ -205,20 +205,20 @@ class ClientHandlers:
         return TxnReply(res.succeeded, res.revision, res.results).to_frame()
 
     async def file_chunk(self, r: FileChunkRequest) -> Frame:
-        await self._propose(r)
-        return OkReply().to_frame()
+        _, rev = await self._propose(r)
+        return OkReply(rev).to_frame()
 
     async def file_commit(self, r: FileCommitRequest) -> Frame:
-        await self._propose(r)
-        return OkReply().to_frame()
+        _, rev = await self._propose(r)
+        return OkReply(rev).to_frame()
 
     async def file_abort(self, r: FileAbortRequest) -> Frame:
-        aborted, _ = await self._propose(r)
-        return AbortedReply(bool(aborted)).to_frame()
+        aborted, rev = await self._propose(r)
+        return AbortedReply(bool(aborted), rev).to_frame()
 
     async def file_delete(self, r: FileDeleteRequest) -> Frame:
-        existed, _ = await self._propose(r)
-        return ExistedReply(bool(existed)).to_frame()
+        existed, rev = await self._propose(r)
+        return ExistedReply(bool(existed), rev).to_frame()
 
     # -- reads --------------------------------------------------------------------------------
 

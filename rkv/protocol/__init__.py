@@ -27,7 +27,7 @@ something this client does not understand).
 
 Replies: the ok replies with fixed fields are typed here (OkReply, ValueReply, ExistedReply,
 SwappedReply, AbortedReply, ScanReply, TxnReply, FileMetaReply, DataReply, StatusReply); get,
-scan and the kv writes carry `rev`, the revision they read at or made (optional: None from a
+scan and every write carry `rev`, the revision they read at or made (optional: None from a
 node that predates it). The others are
 free-form maps and stay so: `members` / `member` (membership and per-member progress, read
 leniently by the client), `check` (rkv.compare's verdicts), `state_hashes` (rkv.compare's

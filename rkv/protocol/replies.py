@@ -77,7 +77,8 @@ def _with_rev(frame: Frame, rev: int | None) -> Frame:
 
 @dataclass(frozen=True, slots=True)
 class OkReply:
-    """The answer without fields: put (with its revision), file_chunk, file_commit."""
+    """The answer without fields but the revision (`rev`, the write's log index): put,
+    file_chunk, file_commit."""
 
     rev: int | None = None
 
@@ -141,17 +142,19 @@ class SwappedReply:
 
 @dataclass(frozen=True, slots=True)
 class AbortedReply:
-    """A file_abort's answer: whether staged chunks were dropped."""
+    """A file_abort's answer: whether staged chunks were dropped (`rev`: its log index)."""
 
     aborted: bool
+    rev: int | None = None
 
     def to_frame(self) -> Frame:
-        return {"t": "ok", "aborted": self.aborted}
+        return _with_rev({"t": "ok", "aborted": self.aborted}, self.rev)
 
     @classmethod
     def from_frame(cls, frame: Mapping[str, Any]) -> AbortedReply:
         _ok(frame, "file_abort")
-        return cls(_reply_field(frame, "aborted", _bool, "file_abort"))
+        aborted = _reply_field(frame, "aborted", _bool, "file_abort")
+        return cls(aborted, _rev(frame, "file_abort"))
 
 
 @dataclass(frozen=True, slots=True)

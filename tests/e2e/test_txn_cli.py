@@ -101,3 +101,5 @@ def test_revisions_through_the_client(shared_cluster: ProcCluster) -> None:
         assert rev2 is not None and rev2 >= r.revision
         assert items == [(b"rv/a", b"1"), (b"rv/b", b"2")]
         assert c.incr("rv/n", 5) == 5 and c.incr("rv/n") == 6
+        value, rev3 = c.get_revision("rv/n")
+        assert value == b"6" and rev3 is not None and rev3 > rev2

@@ -196,7 +196,7 @@ CASES: dict[str, Case] = {
     "file abort names upload u, chunk 0": Case(
         LEADER,
         write("file_abort", u=b"up"),
-        reply={"t": "ok", "aborted": True},
+        reply={"t": "ok", "aborted": True, "rev": 11},
         result=Result(value=True),
         proposed=encode_request(Request(C, 1, FileAbort(b"up", 0))),
     ),
@@ -223,6 +223,12 @@ CASES: dict[str, Case] = {
         LEADER,
         write("txn", then=[[0, b"k", b""], [1, b"k"]]),
         error=("bad_request", "txn: key b'k' is written twice in the success ops"),
+    ),
+    "file delete: existed and its revision": Case(
+        LEADER,
+        write("file_delete", k=b"f"),
+        reply={"t": "ok", "existed": False, "rev": 11},
+        result=Result(value=False),
     ),
     "a write the state machine refused": Case(
         LEADER,
