@@ -76,21 +76,23 @@ class FakeNode:
 
     def _answer(self, f: Frame) -> Frame:
         t, k = f["t"], f.get("k", b"")
+        rev = len(self.frames)  # a revision per request that reached the node
         if t == "put":
             self.kv[k] = f["val"]
-            return {"t": "ok"}
+            return {"t": "ok", "rev": rev}
         if t == "get":
-            return {"t": "ok", "val": self.kv.get(k)}
+            return {"t": "ok", "val": self.kv.get(k), "rev": rev}
         if t == "delete":
-            return {"t": "ok", "existed": self.kv.pop(k, None) is not None}
+            return {"t": "ok", "existed": self.kv.pop(k, None) is not None, "rev": rev}
         if t == "cas":
             swapped = self.kv.get(k) == f.get("exp")
             if swapped:
                 self.kv[k] = f["val"]
-            return {"t": "ok", "swapped": swapped}
+            return {"t": "ok", "swapped": swapped, "rev": rev}
         if t == "scan":
             items = sorted((a, b) for a, b in self.kv.items() if a.startswith(f.get("p", b"")))
-            return {"t": "ok", "items": [[a, b] for a, b in items[: f.get("limit", 1000)]]}
+            found = [[a, b] for a, b in items[: f.get("limit", 1000)]]
+            return {"t": "ok", "items": found, "rev": rev}
         if t == "txn":
             req = decode_request(f)
             assert isinstance(req, TxnRequest)

@@ -33,17 +33,41 @@ class Row:
 
 
 ROWS = {
-    "get": Row("GET", "/v1/kv/a", 200, b"1", kv={b"a": b"1"}, sent=["get"]),
-    "get missing": Row("GET", "/v1/kv/zz", 404, error="not_found"),
+    "get": Row(
+        "GET",
+        "/v1/kv/a",
+        200,
+        b"1",
+        kv={b"a": b"1"},
+        sent=["get"],
+        headers={"x-rkv-revision": "1"},
+    ),
+    "get missing": Row("GET", "/v1/kv/zz", 404, error="not_found", headers={"x-rkv-revision": "1"}),
     "get percent-decoded": Row("GET", "/v1/kv/a%2Fb%00", 200, b"x", kv={b"a/b\0": b"x"}),
     "get stale": Row("GET", "/v1/kv/a?consistency=stale", 200, b"1", kv={b"a": b"1"}),
     "get bad consistency": Row("GET", "/v1/kv/a?consistency=eventual", 400, error="bad_request"),
     "head": Row("HEAD", "/v1/kv/a", 200, b"", kv={b"a": b"123"}),
-    "put": Row("PUT", "/v1/kv/k", 204, b"", send=b"v\x00\xff", sent=["put"]),
+    "put": Row(
+        "PUT",
+        "/v1/kv/k",
+        204,
+        b"",
+        send=b"v\x00\xff",
+        sent=["put"],
+        headers={"x-rkv-revision": "1"},
+    ),
     "put empty value": Row("PUT", "/v1/kv/k", 204, b"", send=b""),
     "put key too long": Row("PUT", "/v1/kv/" + "k" * 401, 400, error="bad_request"),
     "put empty key": Row("PUT", "/v1/kv/", 405, error="bad_request"),
-    "delete": Row("DELETE", "/v1/kv/a", 204, b"", kv={b"a": b"1"}, sent=["delete"]),
+    "delete": Row(
+        "DELETE",
+        "/v1/kv/a",
+        204,
+        b"",
+        kv={b"a": b"1"},
+        sent=["delete"],
+        headers={"x-rkv-revision": "1"},
+    ),
     "delete missing": Row("DELETE", "/v1/kv/a", 404, error="not_found"),
     "cas swapped": Row("PUT", "/v1/kv/a?if_value=1", 204, kv={b"a": b"1"}, send=b"2"),
     "cas failed": Row(
@@ -173,7 +197,7 @@ async def test_scan_pages_with_base64_and_more() -> None:
     doc = a.json()
     assert [base64.b64decode(i["key"]) for i in doc["items"]] == [b"p0", b"p1", b"p2"]
     assert base64.b64decode(doc["items"][2]["value"]) == b"\x02"
-    assert doc["more"] is True
+    assert doc["more"] is True and doc["revision"] == 1  # the revision the scan read at
     assert b.json()["more"] is False and len(b.json()["items"]) == 5
     assert fake.frames[1]["stale"] is True and fake.frames[0]["limit"] == 4
     assert bad.status == 400
