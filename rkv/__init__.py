@@ -1,7 +1,8 @@
 """rkv: a fault-tolerant distributed key-value store (Raft over Trio, msgpack and LMDB).
 
 The public client API, re-exported: `connect` (async, trio) and `connect_sync` (blocking),
-the client classes and the error hierarchy. The client names are loaded on first use
+the client classes, the txn builders (`Cmp`, `TxnOp`) and results (`TxnResult`, `KeyValue`),
+and the error hierarchy. The client names are loaded on first use
 (module `__getattr__`): every `rkv.*` submodule imports this package first, so loading the
 client here would put it on the start-up path of `rkv serve`, which never uses it.
 """
@@ -26,11 +27,22 @@ from rkv.errors import (
 )
 
 if TYPE_CHECKING:
-    from rkv.client import Client, SyncClient, connect, connect_sync
+    from rkv.client import (
+        Client,
+        Cmp,
+        KeyValue,
+        SyncClient,
+        TxnOp,
+        TxnResult,
+        connect,
+        connect_sync,
+    )
 
 __version__ = "0.1.0"
 
-_CLIENT_NAMES = frozenset({"Client", "SyncClient", "connect", "connect_sync"})
+_CLIENT_NAMES = frozenset(
+    {"Client", "SyncClient", "connect", "connect_sync", "Cmp", "TxnOp", "TxnResult", "KeyValue"}
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -52,15 +64,19 @@ __all__ = [
     "BadRequest",
     "Changed",
     "Client",
+    "Cmp",
     "CorruptData",
     "IntegrityError",
     "InternalError",
+    "KeyValue",
     "NotFound",
     "NotLeader",
     "RkvError",
     "StoreFull",
     "SyncClient",
     "Timeout",
+    "TxnOp",
+    "TxnResult",
     "Unavailable",
     "__version__",
     "connect",

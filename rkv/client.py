@@ -74,9 +74,25 @@ from rkv.protocol import (
     StatusRequest,
     SwappedReply,
     TransferRequest,
+    TxnReply,
+    TxnRequest,
     ValueReply,
     WriteRequest,
 )
+from rkv.txn import (
+    Compare,
+    Op,
+    OpAppend,
+    OpDelete,
+    OpDeletePrefix,
+    OpGet,
+    OpIncr,
+    OpIncrFloat,
+    OpPut,
+    TxnError,
+)
+from rkv.txn import KeyValue as KeyValue  # re-exported: the result of a txn's get
+from rkv.txn import TxnResult as TxnResult  # re-exported: what Client.txn returns
 
 T = TypeVar("T")
 
@@ -140,6 +156,88 @@ def _key(key: bytes | str) -> bytes:
     if len(k) > MAX_KEY_LEN:
         raise ValueError(f"key is {len(k)} bytes, the limit is {MAX_KEY_LEN}")
     return k
+
+
+def _built(make: Callable[[], T]) -> T:
+    try:
+        return make()
+    except TxnError as e:
+        raise BadRequest(str(e)) from None
+
+
+class Cmp:
+    """Builders of a txn's compares (`Client.txn`). `op` is one of "==", "!=", "<", ">";
+    revisions are log indexes (a write's revision, a get's or scan's `rev`). An absent key
+    has version, create and mod revision 0, and fails every value compare."""
+
+    @staticmethod
+    def value(key: bytes | str, op: str, value: bytes | str) -> Compare:
+        return _built(lambda: Compare(_key(key), "value", op, _to_bytes(value, "value")))
+
+    @staticmethod
+    def version(key: bytes | str, op: str, version: int) -> Compare:
+        return _built(lambda: Compare(_key(key), "version", op, version))
+
+    @staticmethod
+    def create_revision(key: bytes | str, op: str, rev: int) -> Compare:
+        return _built(lambda: Compare(_key(key), "create", op, rev))
+
+    @staticmethod
+    def mod_revision(key: bytes | str, op: str, rev: int) -> Compare:
+        return _built(lambda: Compare(_key(key), "mod", op, rev))
+
+    @staticmethod
+    def exists(key: bytes | str) -> Compare:
+        """The key exists (its version is above 0)."""
+        return Cmp.version(key, ">", 0)
+
+    @staticmethod
+    def absent(key: bytes | str) -> Compare:
+        """The key does not exist (its version is 0)."""
+        return Cmp.version(key, "==", 0)
+
+
+class TxnOp:
+    """Builders of a txn's ops (`Client.txn`); the result each gives is in its docstring."""
+
+    @staticmethod
+    def put(key: bytes | str, value: bytes | str) -> Op:
+        """Result None."""
+        return _built(lambda: OpPut(_key(key), _to_bytes(value, "value")))
+
+    @staticmethod
+    def delete(key: bytes | str) -> Op:
+        """Result: 1 if the key existed, else 0."""
+        return _built(lambda: OpDelete(_key(key)))
+
+    @staticmethod
+    def delete_prefix(prefix: bytes | str) -> Op:
+        """Delete every key starting with `prefix` (not empty). Result: how many."""
+        return _built(lambda: OpDeletePrefix(_to_bytes(prefix, "prefix")))
+
+    @staticmethod
+    def get(key: bytes | str) -> Op:
+        """Result: a KeyValue (value, create_revision, mod_revision, version), None if
+        absent; it sees the writes of the ops before it."""
+        return _built(lambda: OpGet(_key(key)))
+
+    @staticmethod
+    def incr(key: bytes | str, by: int = 1) -> Op:
+        """Add `by` to the key's decimal int64 value (absent: 0). Result: the new int; the
+        whole txn fails (rkv.BadRequest, nothing applied) if the value is not an integer or
+        the sum overflows."""
+        return _built(lambda: OpIncr(_key(key), by))
+
+    @staticmethod
+    def incr_float(key: bytes | str, by: str | float) -> Op:
+        """Add the decimal number `by` to the key's numeric value (absent: 0), as Redis'
+        INCRBYFLOAT. Result: the new value (bytes, e.g. b"10.6")."""
+        return _built(lambda: OpIncrFloat(_key(key), str(by).encode()))
+
+    @staticmethod
+    def append(key: bytes | str, value: bytes | str) -> Op:
+        """Append to the key's value (absent: empty). Result: the new length."""
+        return _built(lambda: OpAppend(_key(key), _to_bytes(value, "value")))
 
 
 def _leaves(exc: BaseException) -> Iterator[BaseException]:
@@ -525,6 +623,14 @@ class Client:
         reply = await self._call(GetRequest(_key(key), stale=bool(stale)))
         return ValueReply.from_frame(reply).value
 
+    async def get_revision(
+        self, key: bytes | str, *, stale: bool = False
+    ) -> tuple[bytes | None, int | None]:
+        """`get`, and the revision it was read at (the store's applied index; None from a
+        node that predates revisions)."""
+        reply = ValueReply.from_frame(await self._call(GetRequest(_key(key), stale=bool(stale))))
+        return reply.value, reply.rev
+
     async def delete(self, key: bytes | str) -> bool:
         """Delete `key`; True if it existed."""
         k = _key(key)
@@ -549,6 +655,46 @@ class Client:
             ScanRequest(_to_bytes(prefix, "prefix"), limit=limit, stale=bool(stale))
         )
         return list(ScanReply.from_frame(reply).items)
+
+    async def scan_revision(
+        self, prefix: bytes | str = b"", limit: int = 1000, *, stale: bool = False
+    ) -> tuple[list[tuple[bytes, bytes]], int | None]:
+        """`scan`, and the revision it was taken at (the store's applied index: every write
+        up to it is in the pairs, none after it; None from a node that predates revisions)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        reply = ScanReply.from_frame(
+            await self._call(
+                ScanRequest(_to_bytes(prefix, "prefix"), limit=limit, stale=bool(stale))
+            )
+        )
+        return list(reply.items), reply.rev
+
+    async def txn(
+        self,
+        compares: Iterable[Compare] = (),
+        success: Iterable[Op] = (),
+        failure: Iterable[Op] = (),
+    ) -> TxnResult:
+        """If every compare holds, run the `success` ops, else the `failure` ops, atomically
+        at one revision, exactly once (a write session like any write). Build them with
+        `Cmp` and `TxnOp`. Returns `TxnResult(succeeded, revision, results)`: one result per
+        op of the branch that ran. Raises rkv.BadRequest for a txn that does not fit (at most
+        128 compares and 128 ops per branch, 16 MiB in all, a key written once per branch)
+        or whose op failed (then nothing was applied)."""
+        cs, ok, ko = tuple(compares), tuple(success), tuple(failure)
+        reply = await self._write(
+            lambda c, s: TxnRequest(cs, ok, ko, client_id=c, seq=s), what="txn"
+        )
+        return TxnReply.from_frame(reply).result()
+
+    async def incr(self, key: bytes | str, by: int = 1) -> int:
+        """Add `by` to the key's integer value (absent: 0) in the state machine; the new
+        value. rkv.BadRequest if the value is not a decimal int64 or the sum overflows."""
+        r = await self.txn(success=[TxnOp.incr(key, by)])
+        value = r.results[0]
+        assert type(value) is int, value
+        return value
 
     async def status(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
         """One dict per known node: id, addr, role (leader/follower/candidate/unreachable),
@@ -1113,6 +1259,28 @@ class SyncClient:
         self, prefix: bytes | str = b"", limit: int = 1000, *, stale: bool = False
     ) -> list[tuple[bytes, bytes]]:
         return self._run(self._client.scan, prefix, limit, stale=stale)
+
+    def scan_revision(
+        self, prefix: bytes | str = b"", limit: int = 1000, *, stale: bool = False
+    ) -> tuple[list[tuple[bytes, bytes]], int | None]:
+        return self._run(self._client.scan_revision, prefix, limit, stale=stale)
+
+    def get_revision(
+        self, key: bytes | str, *, stale: bool = False
+    ) -> tuple[bytes | None, int | None]:
+        return self._run(self._client.get_revision, key, stale=stale)
+
+    def txn(
+        self,
+        compares: Iterable[Compare] = (),
+        success: Iterable[Op] = (),
+        failure: Iterable[Op] = (),
+    ) -> TxnResult:
+        """See Client.txn."""
+        return self._run(self._client.txn, compares, success, failure)
+
+    def incr(self, key: bytes | str, by: int = 1) -> int:
+        return self._run(self._client.incr, key, by)
 
     def status(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
         return self._run(self._client.status, timeout=timeout)

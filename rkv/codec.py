@@ -5,7 +5,8 @@ client requests inside log entries), and the validation of whatever comes back. 
 place that knows field order and the short wire keys. Anything malformed, truncated, of the
 wrong type or over a size limit raises `CodecError` (a ValueError), never an exception from
 deep inside msgpack or a dataclass.
-Must not: do I/O, know about LMDB, trio or sockets, or import anything above rkv.raft.
+Must not: do I/O, know about LMDB, trio or sockets, or import anything above rkv.raft (and
+rkv.txn, the transaction values, which import nothing).
 
 Layouts (all msgpack with bin types; no ext types):
 - entry (on disk): 1 version byte, 4-byte big-endian crc32 of the payload, payload =
@@ -13,7 +14,8 @@ Layouts (all msgpack with bin types; no ext types):
 - hard state: [term, vote, commit].
 - message (wire): a map with short keys, defaults omitted (see `_MSG_KEYS`); entries inside a
   message are [term, index, data] arrays ([term, index, data, type] when not NORMAL).
-- request (log entry data): [1, client_id, seq, tag, *command fields].
+- request (log entry data): [1, client_id, seq, tag, *command fields]; a Txn (tag 8) is
+  [compares, success, failure] in rkv.txn's wire form.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any, NoReturn, TypeAlias
 
 import msgpack
 
+from rkv import txn as _txn
 from rkv.raft.types import (
     Entry,
     EntryType,
@@ -51,6 +54,7 @@ MAX_BIN_LEN = 64 << 20
 """Default cap on one bin/str inside any unpacked object (also bounded by the input size)."""
 MAX_ARRAY_LEN = 1 << 20
 MAX_MAP_LEN = 1 << 10
+assert (_txn.MAX_KEY_LEN, _txn.MAX_VALUE_LEN) == (MAX_KEY_LEN, MAX_VALUE_LEN)
 
 
 class CodecError(ValueError):
@@ -558,7 +562,10 @@ class FileAbort:
         _int(self.last_index, "last index")
 
 
-Command: TypeAlias = Put | Delete | Cas | FileChunk | FileCommit | FileDelete | FileAbort
+Txn = _txn.Txn
+"""A multi-key transaction (rkv.txn): compares, then the success or the failure ops."""
+
+Command: TypeAlias = Put | Delete | Cas | FileChunk | FileCommit | FileDelete | FileAbort | Txn
 
 
 @dataclass(frozen=True, slots=True)
@@ -579,7 +586,8 @@ class Request:
 REQUEST_FORMAT = 1
 _TAG_PUT, _TAG_DELETE, _TAG_CAS, _TAG_CHUNK, _TAG_COMMIT, _TAG_FDELETE = 1, 2, 3, 4, 5, 6
 _TAG_FABORT = 7
-_COMMAND_TAGS = (Put, Delete, Cas, FileChunk, FileCommit, FileDelete, FileAbort)
+_TAG_TXN = 8
+_COMMAND_TAGS = (Put, Delete, Cas, FileChunk, FileCommit, FileDelete, FileAbort, Txn)
 
 
 def _command_fields(c: Command) -> list[Any]:
@@ -597,6 +605,8 @@ def _command_fields(c: Command) -> list[Any]:
         return [_TAG_FDELETE, c.key]
     if isinstance(c, FileAbort):
         return [_TAG_FABORT, c.upload_id, c.last_index]
+    if isinstance(c, Txn):
+        return [_TAG_TXN, *c.to_wire()]
     _fail(f"unknown command {type(c).__name__}")
 
 
@@ -608,6 +618,7 @@ _ARITY = {
     _TAG_COMMIT: 5,
     _TAG_FDELETE: 1,
     _TAG_FABORT: 2,
+    _TAG_TXN: 3,
 }
 
 
@@ -630,9 +641,13 @@ def _command_from_fields(tag: object, f: list[Any]) -> Command:
             return FileCommit(f[0], f[1], f[2], f[3], f[4])
         if tag == _TAG_FABORT:
             return FileAbort(f[0], f[1])
+        if tag == _TAG_TXN:
+            return Txn.from_wire(f[0], f[1], f[2])
         return FileDelete(f[0])
     except CodecError:
         raise
+    except _txn.TxnError as e:
+        raise CodecError(f"request: bad txn: {e}") from e
     except (TypeError, ValueError) as e:  # pragma: no cover - constructors raise CodecError
         raise CodecError(f"request: bad command fields: {e}") from e
 

@@ -26,6 +26,8 @@ PKG = ROOT / "rkv"
 RANK = {
     "raft": 0,
     "codec": 1,
+    "txnjson": 0.6,  # the JSON form of a txn and its result (rkv txn, POST /v1/txn): over txn
+    "txn": 0.5,  # transaction values, wire forms and the arithmetic of incr/append: stdlib only
     "protocol": 1.5,  # client requests and replies, defined once: over codec (limits) and errors
     "store": 2,
     "net": 2,

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from rkv import protocol as p
 from rkv.codec import MAX_ID_LEN, MAX_KEY_LEN, MAX_NODE_ID_LEN, MAX_U64, MAX_VALUE_LEN
 from rkv.errors import BadRequest, InternalError
+from rkv.txn import Compare, KeyValue, OpDeletePrefix, OpGet, OpIncr, OpPut
 
 C = b"c" * 16
 SHA = bytes(range(32))
@@ -86,6 +87,23 @@ WIRE: list[tuple[p.ClientRequest, dict[str, Any]]] = [
         p.FaultRequest(("a:1",), ()),
         {"t": "fault", "drop_to": ["a:1"], "drop_from": []},
     ),
+    (
+        p.TxnRequest(
+            (Compare(b"k", "version", "==", 0),),
+            (OpPut(b"k", b"v"), OpIncr(b"n", -2)),
+            (OpGet(b"k"), OpDeletePrefix(b"p/")),
+            client_id=C,
+            seq=8,
+        ),
+        {
+            "t": "txn",
+            "cmp": [[b"k", 1, 0, 0]],
+            "then": [[0, b"k", b"v"], [4, b"n", -2]],
+            "else": [[3, b"k"], [2, b"p/"]],
+            "c": C,
+            "s": 8,
+        },
+    ),
     # forwarded by a follower (rkv.forward): marked, nothing else changes
     (
         p.PutRequest(b"k", b"v", client_id=C, seq=1, fwd=True),
@@ -108,7 +126,16 @@ def test_every_kind_has_a_wire_example() -> None:
 
 
 def test_leader_kinds_are_the_writes_membership_and_transfer() -> None:
-    writes = {"put", "delete", "cas", "file_chunk", "file_commit", "file_abort", "file_delete"}
+    writes = {
+        "put",
+        "delete",
+        "cas",
+        "file_chunk",
+        "file_commit",
+        "file_abort",
+        "file_delete",
+        "txn",
+    }
     assert writes == p.WRITE_KINDS
     assert writes | {"members", "member", "transfer"} == p.LEADER_KINDS
 
@@ -128,6 +155,7 @@ DECODED: list[tuple[dict[str, Any], p.ClientRequest]] = [
     ),
     ({"t": "transfer"}, p.TransferRequest(None)),
     ({"t": "fault"}, p.FaultRequest((), ())),
+    ({"t": "txn", "c": C, "s": 1}, p.TxnRequest((), (), (), client_id=C, seq=1)),  # empty is fine
     ({"t": "fault", "drop_from": ["x:1", "y:2"]}, p.FaultRequest((), ("x:1", "y:2"))),
     ({"t": "members", "fwd": False}, p.MembersRequest()),
     ({"t": "status", "fwd": True}, p.StatusRequest()),  # not forwarded kinds: ignored
@@ -229,6 +257,29 @@ BAD: list[tuple[Any, str | None, str]] = [
     ({"t": "backup_end"}, "b", "field 'b' is missing"),
     ({"t": "fault", "drop_to": "a:1"}, "drop_to", "must be a list of node ids"),
     ({"t": "fault", "drop_from": ["a:1", 2]}, "drop_from", "got item 1: int"),
+    ({"t": "txn", "cmp": 1, "c": C, "s": 1}, "cmp", "field 'cmp' must be a list of compares"),
+    (
+        {"t": "txn", "cmp": [[b"k", 9, 0, 0]], "c": C, "s": 1},
+        "cmp",
+        "field 'cmp' item 0: compare target must be in 0..3, got 9",
+    ),
+    (
+        {"t": "txn", "cmp": [[b"k", 0, 0, 1]], "c": C, "s": 1},
+        "cmp",
+        "item 0: compare value must be bytes, got int",
+    ),
+    ({"t": "txn", "then": [[7, b"k"]], "c": C, "s": 1}, "then", "an op must be [kind 0..6"),
+    ({"t": "txn", "else": [[0, b"k"]], "c": C, "s": 1}, "else", "a put op has 2 fields, got 1"),
+    (
+        {"t": "txn", "then": [[3, b"k"]] * 129, "c": C, "s": 1},
+        "then",
+        "field 'then' must hold at most 128 ops, got 129",
+    ),
+    (
+        {"t": "txn", "then": [[0, b"k", b""], [1, b"k"]], "c": C, "s": 1},
+        None,
+        "txn: key b'k' is written twice in the success ops",
+    ),
 ]
 
 
@@ -306,6 +357,13 @@ STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "repair": st.builds(p.RepairRequest),
     "state_hashes": st.builds(p.StateHashesRequest),
     "check": st.builds(p.CheckRequest),
+    "txn": st.builds(
+        p.TxnRequest,
+        st.lists(st.builds(Compare, keys, st.just("mod"), st.sampled_from(["<", ">"]), u64)),
+        st.lists(st.builds(OpGet, keys), max_size=4),
+        st.lists(st.builds(OpDeletePrefix, keys), max_size=4),
+        **session,
+    ),
     "fault": st.builds(
         p.FaultRequest,
         st.lists(node_ids, max_size=5).map(tuple),
@@ -345,6 +403,17 @@ REPLIES: list[tuple[Any, dict[str, Any]]] = [
     (p.ScanReply(()), {"t": "ok", "items": []}),
     (p.FileMetaReply(10, 1, SHA), {"t": "ok", "size": 10, "chunks": 1, "sha": SHA}),
     (p.DataReply(b"xyz"), {"t": "ok", "data": b"xyz"}),
+    (p.OkReply(7), {"t": "ok", "rev": 7}),
+    (p.ValueReply(None, 9), {"t": "ok", "val": None, "rev": 9}),
+    (p.ExistedReply(False, 3), {"t": "ok", "existed": False, "rev": 3}),
+    (p.SwappedReply(True, 4), {"t": "ok", "swapped": True, "rev": 4}),
+    (p.ScanReply((), 5), {"t": "ok", "items": [], "rev": 5}),
+    (p.AbortedReply(True, 6), {"t": "ok", "aborted": True, "rev": 6}),
+    (
+        p.TxnReply(True, 12, (None, KeyValue(b"v", 3, 12, 2), 1, b"1.5")),
+        {"t": "ok", "ok": True, "rev": 12, "results": [None, [b"v", 3, 12, 2], 1, b"1.5"]},
+    ),
+    (p.TxnReply(False, 13), {"t": "ok", "ok": False, "rev": 13, "results": []}),
 ]
 
 
@@ -397,6 +466,9 @@ BAD_REPLIES: list[tuple[type[Any], dict[str, Any], str]] = [
     (p.DataReply, {"t": "ok"}, "field 'data' is missing"),
     (p.StatusReply, {"t": "ok", "term": "x"}, "status reply: field 'term' must be an integer"),
     (p.StatusReply, {"t": "ok", "peers": "b:2"}, "field 'peers' must be a list of node ids"),
+    (p.ValueReply, {"t": "ok", "val": b"", "rev": -1}, "field 'rev' must be nil or an integer"),
+    (p.TxnReply, {"t": "ok", "rev": 1, "results": []}, "txn reply: a txn result must be"),
+    (p.TxnReply, {"t": "ok", "ok": True, "rev": 1, "results": [[b"v"]]}, "a get result must"),
 ]
 
 

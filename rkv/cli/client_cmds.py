@@ -145,3 +145,59 @@ def download_cmd(
 
     info = run_client(ctx, addr, go)
     print(f"downloaded {key}: {info['size']} bytes, sha256 {info['sha256']} (verified) -> {path}")
+
+
+@app.command("txn")
+def txn_cmd(
+    ctx: typer.Context,
+    source: str = typer.Argument(
+        "-", help="A file holding the txn as JSON ('-', the default: standard input)."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help='The result as JSON: {"succeeded", "revision", "results"}.'
+    ),
+    addr: str | None = AddrOpt,
+) -> None:
+    """Run a transaction given as JSON: if every compare holds, its success ops, else its
+    failure ops, atomically (README "Transactions" shows the shape). Prints SUCCESS or
+    FAILURE and the revision, then a line per op (put: OK; get: KEY<TAB>VALUE, or KEY alone
+    if absent; delete, delete_prefix: deleted N; incr, incr_float: the new value; append:
+    the new length). Exit 1 if the compares failed (the failure ops ran), 2 for a txn that
+    is not valid JSON or does not fit, or whose op failed (nothing applied)."""
+    from rkv.txnjson import TxnJsonError, result_to_json, txn_from_text
+
+    try:
+        text = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as e:
+        fail(Exit.USAGE, f"error: cannot read {source}: {e.strerror or e}")
+    try:
+        txn = txn_from_text(text)
+    except TxnJsonError as e:
+        fail(Exit.USAGE, f"error: bad txn: {e}")
+    result = run_client(ctx, addr, lambda c: c.txn(txn.compares, txn.success, txn.failure))
+    branch = txn.success if result.succeeded else txn.failure
+    out = result_to_json(branch, result)
+    if as_json:
+        print(json.dumps(out))
+    else:
+        print(f"{'SUCCESS' if result.succeeded else 'FAILURE'} revision {result.revision}")
+        for item in out["results"]:
+            print(_result_line(item))
+    if not result.succeeded:
+        raise typer.Exit(int(Exit.NOT_FOUND))
+
+
+def _result_line(item: dict[str, Any]) -> str:
+    op = item["op"]
+    key = item.get("key", item.get("key_b64", ""))
+    if op == "put":
+        return "OK"
+    if op == "get":
+        if not item["found"]:
+            return str(key)
+        return f"{key}\t{item.get('value', item.get('value_b64', ''))}"
+    if op in ("delete", "delete_prefix"):
+        return f"deleted {item['deleted']}"
+    if op == "append":
+        return str(item["length"])
+    return str(item["value"])

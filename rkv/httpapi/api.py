@@ -35,13 +35,17 @@ from rkv.protocol import (
     ExistedReply,
     FileDeleteRequest,
     GetRequest,
+    OkReply,
     PutRequest,
     ScanReply,
     ScanRequest,
     StatusRequest,
     SwappedReply,
+    TxnReply,
+    TxnRequest,
     ValueReply,
 )
+from rkv.txnjson import TxnJsonError, result_to_json, txn_from_text
 
 log = logging.getLogger("rkv.httpapi")
 
@@ -131,7 +135,8 @@ class HttpApi:
             status.pop("id", None)
             await _json(req, 200, status)
         elif path == "/v1/txn":
-            raise not_implemented("POST /v1/txn (transactions)")
+            self._methods(req, "POST")
+            await self._txn(req)
         elif path == "/v1/watch":
             raise not_implemented("GET /v1/watch (watches)")
         else:
@@ -194,10 +199,10 @@ class HttpApi:
             if req.method in ("GET", "HEAD"):
                 _only(q, "consistency")
                 reply = await self.caller.call(GetRequest(key, stale=_stale(q)))
-                value = ValueReply.from_frame(reply).value
-                if value is None:
-                    raise HttpError(404, "not_found", f"no key {_shown(key)}")
-                await req.respond(200, value, "application/octet-stream")
+                got = ValueReply.from_frame(reply)
+                if got.value is None:
+                    raise HttpError(404, "not_found", f"no key {_shown(key)}", _revision(got.rev))
+                await req.respond(200, got.value, "application/octet-stream", _revision(got.rev))
             elif req.method == "PUT":
                 _only(q, "if_value", "if_absent")
                 with self._buffer(req):
@@ -205,18 +210,21 @@ class HttpApi:
                     if "if_value" in q or "if_absent" in q:
                         await self._cas(req, key, q, value)
                         return
-                    await self.caller.call(
+                    reply = await self.caller.call(
                         PutRequest(key, value, client_id=conn.client_id, seq=conn.next_seq())
                     )
-                await req.respond(204)
+                await req.respond(204, headers=_revision(OkReply.from_frame(reply).rev))
             elif req.method == "DELETE":
                 _only(q)
                 reply = await self.caller.call(
                     DeleteRequest(key, client_id=conn.client_id, seq=conn.next_seq())
                 )
-                if not ExistedReply.from_frame(reply).existed:
-                    raise HttpError(404, "not_found", f"no key {_shown(key)}")
-                await req.respond(204)
+                deleted = ExistedReply.from_frame(reply)
+                if not deleted.existed:
+                    raise HttpError(
+                        404, "not_found", f"no key {_shown(key)}", _revision(deleted.rev)
+                    )
+                await req.respond(204, headers=_revision(deleted.rev))
             else:
                 self._methods(req, "GET", "HEAD", "PUT", "DELETE")
         except RkvError as e:
@@ -253,9 +261,15 @@ class HttpApi:
         reply = await self.caller.call(
             CasRequest(key, expected, value, client_id=conn.client_id, seq=conn.next_seq())
         )
-        if not SwappedReply.from_frame(reply).swapped:
-            raise HttpError(412, "precondition_failed", f"key {_shown(key)} did not match")
-        await req.respond(204)
+        swapped = SwappedReply.from_frame(reply)
+        if not swapped.swapped:
+            raise HttpError(
+                412,
+                "precondition_failed",
+                f"key {_shown(key)} did not match",
+                _revision(swapped.rev),
+            )
+        await req.respond(204, headers=_revision(swapped.rev))
 
     async def _scan(self, req: Request) -> None:
         q = _query(req, "prefix", "limit", "consistency")
@@ -270,17 +284,42 @@ class HttpApi:
             raise bad_request(f"limit must be an integer in 1..{MAX_HTTP_SCAN_LIMIT}")
         try:
             reply = await self.caller.call(ScanRequest(prefix, limit + 1, stale=_stale(q)))
-            items = ScanReply.from_frame(reply).items
+            scanned = ScanReply.from_frame(reply)
         except RkvError as e:
             raise from_rkv(e) from None
-        await _json(
-            req,
-            200,
-            {
-                "items": [{"key": _b64(k), "value": _b64(v)} for k, v in items[:limit]],
-                "more": len(items) > limit,
-            },
-        )
+        items = scanned.items
+        doc: dict[str, Any] = {
+            "items": [{"key": _b64(k), "value": _b64(v)} for k, v in items[:limit]],
+            "more": len(items) > limit,
+        }
+        if scanned.rev is not None:
+            doc["revision"] = scanned.rev
+        await _json(req, 200, doc)
+
+    async def _txn(self, req: Request) -> None:
+        """POST /v1/txn: the body is a txn in the JSON form of rkv.txnjson (as `rkv txn`
+        reads it); 200 with {"succeeded", "revision", "results"} whether or not the compares
+        held; 400 for a body that does not fit or an op the state machine refused (nothing
+        applied)."""
+        _query(req)
+        with self._buffer(req):
+            body = await req.read_body(self.max_value)
+        try:
+            t = txn_from_text(body)
+        except TxnJsonError as e:
+            raise bad_request(f"bad txn: {e}") from None
+        conn = req.conn
+        try:
+            reply = await self.caller.call(
+                TxnRequest(
+                    t.compares, t.success, t.failure, client_id=conn.client_id, seq=conn.next_seq()
+                )
+            )
+            result = TxnReply.from_frame(reply).result()
+        except RkvError as e:
+            raise from_rkv(e) from None
+        branch = t.success if result.succeeded else t.failure
+        await _json(req, 200, result_to_json(branch, result))
 
     # -- files --------------------------------------------------------------------------------
 
@@ -359,6 +398,14 @@ def _stale(q: dict[str, str]) -> bool:
     if c == "stale":
         return True
     raise bad_request("consistency must be linearizable or stale")
+
+
+REVISION_HEADER = "X-Rkv-Revision"
+
+
+def _revision(rev: int | None) -> list[tuple[str, str]]:
+    """The header that carries the revision a read saw or a write made (none if unknown)."""
+    return [] if rev is None else [(REVISION_HEADER, str(rev))]
 
 
 def _b64(b: bytes) -> str:

@@ -1,4 +1,4 @@
-"""Client request handlers: the KV and file requests (docs/contracts.md, client protocol).
+"""Client request handlers: the KV, txn and file requests (docs/contracts.md, client protocol).
 
 Owns: what each request means (its fields come decoded and checked by rkv.protocol: the
 dispatcher decodes, the put fast path `front_door` decodes its own), turning a write into a
@@ -18,9 +18,9 @@ from typing import Any, Protocol
 
 import trio
 
-from rkv.codec import Request, encode_request
+from rkv.codec import Request, encode_request, unpack
 from rkv.config import NodeConfig
-from rkv.errors import Changed, NotFound, NotLeader, Unavailable
+from rkv.errors import Changed, InternalError, NotFound, NotLeader, Unavailable
 from rkv.metrics import NodeMetrics
 from rkv.net.rpc import Answer, ConnInfo
 from rkv.node.common import REQUEST_ERRORS, as_error, one_line, refusal
@@ -44,12 +44,15 @@ from rkv.protocol import (
     ScanReply,
     ScanRequest,
     SwappedReply,
+    TxnReply,
+    TxnRequest,
     ValueReply,
     WriteRequest,
     decode_request,
 )
 from rkv.raft.types import Role
 from rkv.store.errors import NotFoundError
+from rkv.txn import TxnError, TxnResult
 
 Handler = Callable[[Any], Awaitable[Frame]]
 """A request's handler: takes its typed request (rkv.protocol, decoded by the dispatcher)."""
@@ -66,6 +69,12 @@ class Raft(Protocol):
     async def submit(self, item: Input, w: Waiter, what: str) -> None: ...
 
     async def read_barrier(self) -> None: ...
+
+
+def _rev(w: Waiter) -> int | None:
+    """A write's revision: the index of the log entry that carried it (for a retry the state
+    machine recognized, its retry's entry: the write took effect at or before it)."""
+    return None if w.entry is None else w.entry.index
 
 
 def leader_check(view: RaftView, me: str) -> None:
@@ -96,6 +105,7 @@ class ClientHandlers:
             "file_commit": self.file_commit,
             "file_delete": self.file_delete,
             "file_abort": self.file_abort,
+            "txn": self.txn,
             "get": self.get,
             "scan": self.scan,
             "file_meta": self.file_meta,
@@ -139,14 +149,15 @@ class ClientHandlers:
             return
         self.metrics.on_commit(trio.current_time() - t0)
         refused = refusal(w.result)
-        answer(OkReply().to_frame() if refused is None else refused)
+        answer(OkReply(_rev(w)).to_frame() if refused is None else refused)
 
     @staticmethod
     def _request_data(req: WriteRequest) -> bytes:
         """The log entry data of a write: its command with the request's session and seq."""
         return encode_request(Request(req.client_id, req.seq, req.command()))
 
-    async def _propose(self, req: WriteRequest) -> Any:
+    async def _propose(self, req: WriteRequest) -> tuple[Any, int | None]:
+        """(the write's apply result value, its revision: the index of its log entry)."""
         data = self._request_data(req)
         self.leader_check()
         w = Waiter()
@@ -160,7 +171,7 @@ class ClientHandlers:
         refused = refusal(w.result)
         if refused is not None:
             raise refused
-        return getattr(w.result, "value", None)
+        return getattr(w.result, "value", None), _rev(w)
 
     async def _linearizable(self) -> None:
         await self.raft.read_barrier()
@@ -172,38 +183,56 @@ class ClientHandlers:
     # -- writes -------------------------------------------------------------------------------
 
     async def put(self, r: PutRequest) -> Frame:
-        await self._propose(r)
-        return OkReply().to_frame()
+        _, rev = await self._propose(r)
+        return OkReply(rev).to_frame()
 
     async def delete(self, r: DeleteRequest) -> Frame:
-        return ExistedReply(bool(await self._propose(r))).to_frame()
+        existed, rev = await self._propose(r)
+        return ExistedReply(bool(existed), rev).to_frame()
 
     async def cas(self, r: CasRequest) -> Frame:
-        return SwappedReply(bool(await self._propose(r))).to_frame()
+        swapped, rev = await self._propose(r)
+        return SwappedReply(bool(swapped), rev).to_frame()
+
+    async def txn(self, r: TxnRequest) -> Frame:
+        """The result as the state machine kept it in the client's session (a retry of a txn
+        already applied answers the first result, with the first revision)."""
+        packed, _ = await self._propose(r)
+        try:
+            res = TxnResult.from_wire(unpack(packed))
+        except (TxnError, ValueError) as e:  # CodecError is a ValueError
+            raise InternalError(f"txn result not understood: {e}") from None
+        return TxnReply(res.succeeded, res.revision, res.results).to_frame()
 
     async def file_chunk(self, r: FileChunkRequest) -> Frame:
-        await self._propose(r)
-        return OkReply().to_frame()
+        _, rev = await self._propose(r)
+        return OkReply(rev).to_frame()
 
     async def file_commit(self, r: FileCommitRequest) -> Frame:
-        await self._propose(r)
-        return OkReply().to_frame()
+        _, rev = await self._propose(r)
+        return OkReply(rev).to_frame()
 
     async def file_abort(self, r: FileAbortRequest) -> Frame:
-        return AbortedReply(bool(await self._propose(r))).to_frame()
+        aborted, rev = await self._propose(r)
+        return AbortedReply(bool(aborted), rev).to_frame()
 
     async def file_delete(self, r: FileDeleteRequest) -> Frame:
-        return ExistedReply(bool(await self._propose(r))).to_frame()
+        existed, rev = await self._propose(r)
+        return ExistedReply(bool(existed), rev).to_frame()
 
     # -- reads --------------------------------------------------------------------------------
 
     async def get(self, r: GetRequest) -> Frame:
         await self._maybe_linearizable(r.stale)
-        return ValueReply(self.store.get(r.key)).to_frame()
+        value, rev = self.store.get_revision(r.key)
+        return ValueReply(value, rev).to_frame()
 
     async def scan(self, r: ScanRequest) -> Frame:
+        """The pairs and the revision they were read at: a watch from rev + 1 misses nothing
+        and repeats nothing."""
         await self._maybe_linearizable(r.stale)
-        return ScanReply(tuple(self.store.scan(r.prefix, r.limit))).to_frame()
+        items, rev = self.store.scan_revision(r.prefix, r.limit)
+        return ScanReply(tuple(items), rev).to_frame()
 
     async def file_meta(self, r: FileMetaRequest) -> Frame:
         await self._maybe_linearizable(r.stale)

@@ -9,7 +9,8 @@ field by field; typed forms of the common ok replies (`to_frame` / `from_frame`)
 of the protocol that are not the state machine's (scan limits), the field a forwarding
 follower marks a request with (`FWD`), and which kinds only the leader answers
 (`LEADER_KINDS`). Must not: import anything from rkv but rkv.codec (the limits of keys,
-values and ids) and rkv.errors, do I/O, or know what a request does.
+values and ids), rkv.txn (a txn's compares, ops and result) and rkv.errors, do I/O, or
+know what a request does.
 
 Wire form: a request is a msgpack map `{"t": kind, field: value, ...}`; the RPC layer adds
 `"id"`. Fields the request does not define are ignored (the RPC layer's `id`, a newer
@@ -25,7 +26,9 @@ is built. A reply that does not fit raises `BadReply` (code `internal`: the node
 something this client does not understand).
 
 Replies: the ok replies with fixed fields are typed here (OkReply, ValueReply, ExistedReply,
-SwappedReply, AbortedReply, ScanReply, FileMetaReply, DataReply, StatusReply). The others are
+SwappedReply, AbortedReply, ScanReply, TxnReply, FileMetaReply, DataReply, StatusReply); get,
+scan and every write carry `rev`, the revision they read at or made (optional: None from a
+node that predates it). The others are
 free-form maps and stay so: `members` / `member` (membership and per-member progress, read
 leniently by the client), `check` (rkv.compare's verdicts), `state_hashes` (rkv.compare's
 `pairs_frame`), `backup_begin` (its manifest is rkv.backup_file's), `transfer`, `repair` and
@@ -56,6 +59,7 @@ from rkv.protocol.replies import (
     ScanReply,
     StatusReply,
     SwappedReply,
+    TxnReply,
     ValueReply,
 )
 from rkv.protocol.requests import (
@@ -85,6 +89,7 @@ from rkv.protocol.requests import (
     StateHashesRequest,
     StatusRequest,
     TransferRequest,
+    TxnRequest,
     WriteRequest,
     decode_request,
 )
@@ -135,6 +140,8 @@ __all__ = [
     "StatusRequest",
     "SwappedReply",
     "TransferRequest",
+    "TxnReply",
+    "TxnRequest",
     "ValueReply",
     "WriteRequest",
     "decode_request",

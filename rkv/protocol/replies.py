@@ -32,6 +32,7 @@ from rkv.protocol.fields import (
     _str,
     _type_name,
 )
+from rkv.txn import OpResult, TxnError, TxnResult
 
 # --- replies ----------------------------------------------------------------------------------
 
@@ -56,89 +57,116 @@ _VALUE_OR_NIL = _optional(_bytes(0, MAX_VALUE_LEN))
 _CHUNKS = _int(0, MAX_CHUNKS)
 _SHA = _bytes(SHA256_LEN, SHA256_LEN)
 _DATA = _bytes(0, MAX_U64)
+_REV = _optional(_U64)
+
+
+def _rev(frame: Mapping[str, Any], what: str) -> int | None:
+    """The reply's revision (`rev`: the store's applied index it read at, or the log index of
+    the write), None from a node that does not send it."""
+    if frame.get("rev") is None:
+        return None
+    rev: int = _reply_field(frame, "rev", _REV, what)
+    return rev
+
+
+def _with_rev(frame: Frame, rev: int | None) -> Frame:
+    if rev is not None:
+        frame["rev"] = rev
+    return frame
 
 
 @dataclass(frozen=True, slots=True)
 class OkReply:
-    """The answer without fields: put, file_chunk, file_commit."""
+    """The answer without fields but the revision (`rev`, the write's log index): put,
+    file_chunk, file_commit."""
+
+    rev: int | None = None
 
     def to_frame(self) -> Frame:
-        return {"t": "ok"}
+        return _with_rev({"t": "ok"}, self.rev)
 
     @classmethod
     def from_frame(cls, frame: Mapping[str, Any]) -> OkReply:
         _ok(frame, "ok")
-        return cls()
+        return cls(_rev(frame, "ok"))
 
 
 @dataclass(frozen=True, slots=True)
 class ValueReply:
-    """A get's answer: the value, None if the key is absent."""
+    """A get's answer: the value, None if the key is absent; `rev`: the store's revision (its
+    applied index) the value was read at."""
 
     value: bytes | None
+    rev: int | None = None
 
     def to_frame(self) -> Frame:
-        return {"t": "ok", "val": self.value}
+        return _with_rev({"t": "ok", "val": self.value}, self.rev)
 
     @classmethod
     def from_frame(cls, frame: Mapping[str, Any]) -> ValueReply:
         _ok(frame, "get")
-        return cls(_reply_field(frame, "val", _VALUE_OR_NIL, "get"))
+        return cls(_reply_field(frame, "val", _VALUE_OR_NIL, "get"), _rev(frame, "get"))
 
 
 @dataclass(frozen=True, slots=True)
 class ExistedReply:
-    """A delete's or file_delete's answer."""
+    """A delete's or file_delete's answer (`rev`: the delete's log index)."""
 
     existed: bool
+    rev: int | None = None
 
     def to_frame(self) -> Frame:
-        return {"t": "ok", "existed": self.existed}
+        return _with_rev({"t": "ok", "existed": self.existed}, self.rev)
 
     @classmethod
     def from_frame(cls, frame: Mapping[str, Any]) -> ExistedReply:
         _ok(frame, "delete")
-        return cls(_reply_field(frame, "existed", _bool, "delete"))
+        return cls(_reply_field(frame, "existed", _bool, "delete"), _rev(frame, "delete"))
 
 
 @dataclass(frozen=True, slots=True)
 class SwappedReply:
-    """A cas's answer."""
+    """A cas's answer (`rev`: the cas's log index)."""
 
     swapped: bool
+    rev: int | None = None
 
     def to_frame(self) -> Frame:
-        return {"t": "ok", "swapped": self.swapped}
+        return _with_rev({"t": "ok", "swapped": self.swapped}, self.rev)
 
     @classmethod
     def from_frame(cls, frame: Mapping[str, Any]) -> SwappedReply:
         _ok(frame, "cas")
-        return cls(_reply_field(frame, "swapped", _bool, "cas"))
+        return cls(_reply_field(frame, "swapped", _bool, "cas"), _rev(frame, "cas"))
 
 
 @dataclass(frozen=True, slots=True)
 class AbortedReply:
-    """A file_abort's answer: whether staged chunks were dropped."""
+    """A file_abort's answer: whether staged chunks were dropped (`rev`: its log index)."""
 
     aborted: bool
+    rev: int | None = None
 
     def to_frame(self) -> Frame:
-        return {"t": "ok", "aborted": self.aborted}
+        return _with_rev({"t": "ok", "aborted": self.aborted}, self.rev)
 
     @classmethod
     def from_frame(cls, frame: Mapping[str, Any]) -> AbortedReply:
         _ok(frame, "file_abort")
-        return cls(_reply_field(frame, "aborted", _bool, "file_abort"))
+        aborted = _reply_field(frame, "aborted", _bool, "file_abort")
+        return cls(aborted, _rev(frame, "file_abort"))
 
 
 @dataclass(frozen=True, slots=True)
 class ScanReply:
-    """A scan's answer: (key, value) pairs in key order."""
+    """A scan's answer: (key, value) pairs in key order; `rev`: the store's revision (its
+    applied index) they were read at."""
 
     items: tuple[tuple[bytes, bytes], ...]
+    rev: int | None = None
 
     def to_frame(self) -> Frame:
-        return {"t": "ok", "items": [[k, v] for k, v in self.items]}
+        return _with_rev({"t": "ok", "items": [[k, v] for k, v in self.items]}, self.rev)
 
     @classmethod
     def from_frame(cls, frame: Mapping[str, Any]) -> ScanReply:
@@ -156,7 +184,33 @@ class ScanReply:
             ):
                 raise BadReply(f"scan reply: item {i} of 'items' must be [key bytes, value bytes]")
             items.append((p[0], p[1]))
-        return cls(tuple(items))
+        return cls(tuple(items), _rev(frame, "scan"))
+
+
+@dataclass(frozen=True, slots=True)
+class TxnReply:
+    """A txn's answer: whether its compares held, the revision it made (its log index), one
+    result per op of the branch that ran (rkv.txn.TxnResult)."""
+
+    succeeded: bool
+    rev: int
+    results: tuple[OpResult, ...] = ()
+
+    def to_frame(self) -> Frame:
+        ok, rev, results = TxnResult(self.succeeded, self.rev, self.results).to_wire()
+        return {"t": "ok", "ok": ok, "rev": rev, "results": results}
+
+    @classmethod
+    def from_frame(cls, frame: Mapping[str, Any]) -> TxnReply:
+        _ok(frame, "txn")
+        try:
+            r = TxnResult.from_wire([frame.get("ok"), frame.get("rev"), frame.get("results")])
+        except TxnError as e:
+            raise BadReply(f"txn reply: {e}") from None
+        return cls(r.succeeded, r.revision, r.results)
+
+    def result(self) -> TxnResult:
+        return TxnResult(self.succeeded, self.rev, self.results)
 
 
 @dataclass(frozen=True, slots=True)

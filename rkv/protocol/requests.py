@@ -21,6 +21,7 @@ from rkv.codec import (
     FileCommit,
     FileDelete,
     Put,
+    Txn,
 )
 from rkv.protocol.fields import (
     _ID,
@@ -37,6 +38,7 @@ from rkv.protocol.fields import (
     MAX_CHUNKS,
     MAX_SCAN_LIMIT,
     SHA256_LEN,
+    Frame,
     ProtocolError,
     _bool,
     _bytes,
@@ -50,6 +52,15 @@ from rkv.protocol.fields import (
     _Spec,
     _type_name,
     _Write,
+)
+from rkv.txn import (
+    MAX_COMPARES,
+    MAX_OPS,
+    Compare,
+    Op,
+    TxnError,
+    op_from_wire,
+    op_to_wire,
 )
 
 # --- the requests -----------------------------------------------------------------------------
@@ -156,6 +167,68 @@ class FileDeleteRequest(_Write):
 
     def command(self) -> FileDelete:
         return FileDelete(self.key)
+
+
+def _txn_list(most: int, item: Any, what: str) -> Any:
+    """A check of a txn's compares or ops: a list of their wire forms (rkv.txn), or of the
+    values themselves (a request built in this process)."""
+
+    def check(v: object, name: str) -> tuple[Any, ...]:
+        if type(v) is not list and type(v) is not tuple:
+            raise ProtocolError(
+                f"field {name!r} must be a list of {what}, got {_type_name(v)}", name
+            )
+        assert isinstance(v, list | tuple)
+        if len(v) > most:
+            raise ProtocolError(
+                f"field {name!r} must hold at most {most} {what}, got {len(v)}", name
+            )
+        out = []
+        for i, x in enumerate(v):
+            try:
+                out.append(x if isinstance(x, Compare | Op) else item(x))
+            except TxnError as e:
+                raise ProtocolError(f"field {name!r} item {i}: {e}", name) from None
+        return tuple(out)
+
+    return check
+
+
+@dataclass(frozen=True, slots=True)
+class TxnRequest(_Write):
+    """If every compare holds, the `success` ops, else the `failure` ops, as one write
+    (rkv.txn: the compares' and ops' wire forms, the bounds)."""
+
+    T = "txn"
+    compares: tuple[Compare, ...] = _f(
+        "cmp", _txn_list(MAX_COMPARES, Compare.from_wire, "compares"), absent=(), omit=()
+    )
+    success: tuple[Op, ...] = _f(
+        "then", _txn_list(MAX_OPS, op_from_wire, "ops"), absent=(), omit=()
+    )
+    failure: tuple[Op, ...] = _f(
+        "else", _txn_list(MAX_OPS, op_from_wire, "ops"), absent=(), omit=()
+    )
+    client_id: bytes = _f("c", _ID)
+    seq: int = _f("s", _SEQ)
+    fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
+
+    def __post_init__(self) -> None:
+        _Write.__post_init__(self)
+        try:
+            self.command()  # the whole txn's bounds: writes per key, bytes
+        except TxnError as e:
+            raise ProtocolError(f"txn: {e}") from None
+
+    def command(self) -> Txn:
+        return Txn(self.compares, self.success, self.failure)
+
+    def to_frame(self) -> Frame:
+        frame = _Write.to_frame(self)
+        frame["cmp"] = [c.to_wire() for c in self.compares]
+        frame["then"] = [op_to_wire(op) for op in self.success]
+        frame["else"] = [op_to_wire(op) for op in self.failure]
+        return frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +356,7 @@ WriteRequest: TypeAlias = (
     | FileCommitRequest
     | FileAbortRequest
     | FileDeleteRequest
+    | TxnRequest
 )
 ClientRequest: TypeAlias = (
     WriteRequest
@@ -315,6 +389,7 @@ REQUEST_TYPES: dict[str, type[ClientRequest]] = {
         FileCommitRequest,
         FileAbortRequest,
         FileDeleteRequest,
+        TxnRequest,
         GetRequest,
         ScanRequest,
         FileMetaRequest,

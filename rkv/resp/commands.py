@@ -25,7 +25,6 @@ from rkv.resp.context import (
     cas,
     delete,
     get_value,
-    put,
     scan_keys,
     syntax_error,
     wrong_arity,
@@ -246,28 +245,6 @@ async def cmd_dbsize(ctx: Context, args: list[bytes]) -> Reply:
 
 async def cmd_get(ctx: Context, args: list[bytes]) -> Reply:
     return await get_value(ctx, _key_ok(args[1]))
-
-
-async def cmd_set(ctx: Context, args: list[bytes]) -> Reply:
-    key, value = _key_ok(args[1]), args[2]
-    nx = False
-    for opt in args[3:]:
-        o = opt.upper()
-        if o == b"NX":
-            nx = True
-        elif o in (b"XX", b"GET", b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL"):
-            why = (
-                "it needs TTLs decided through the log"
-                if o not in (b"XX", b"GET")
-                else "it needs an atomic read-modify-write in the state machine"
-            )
-            raise CommandError(f"ERR rkv does not support 'set' with {o.decode()} yet: {why}")
-        else:
-            raise syntax_error()
-    if nx:
-        return OK if await cas(ctx, key, None, value) else None
-    await put(ctx, key, value)
-    return OK
 
 
 async def cmd_setnx(ctx: Context, args: list[bytes]) -> Reply:

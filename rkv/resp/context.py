@@ -28,9 +28,12 @@ from rkv.protocol import (
     GetRequest,
     PutRequest,
     ScanRequest,
+    TxnReply,
+    TxnRequest,
 )
 from rkv.resp import glob
 from rkv.resp.wire import Err, Reply
+from rkv.txn import Compare, Op, TxnResult
 
 Frame = dict[str, Any]
 
@@ -214,6 +217,20 @@ async def delete(ctx: Context, key: bytes) -> bool:
     cid, seq = _write_session(ctx)
     reply = await call(ctx, lambda: DeleteRequest(key, cid, seq).to_frame())
     return bool(reply.get("existed"))
+
+
+async def txn(
+    ctx: Context,
+    compares: tuple[Compare, ...],
+    success: tuple[Op, ...],
+    failure: tuple[Op, ...] = (),
+) -> TxnResult:
+    """Run a txn (rkv.txn) as one write of the connection's session: the read-modify-write
+    and multi-key commands are txns, applied atomically in the state machine (an op's error,
+    e.g. INCR of a non-integer, comes back as Redis' text: nothing was applied)."""
+    cid, seq = _write_session(ctx)
+    reply = await call(ctx, lambda: TxnRequest(compares, success, failure, cid, seq).to_frame())
+    return TxnReply.from_frame(reply).result()
 
 
 async def scan_keys(ctx: Context, pattern: bytes, what: str) -> list[bytes]:

@@ -1,6 +1,6 @@
 """The RESP command table: each command's name, arity, flags and handler (rkv.resp.commands),
 `COMMAND` (which describes the table), and the commands rkv refuses because they need what the
-state machine does not offer yet (atomic read-modify-write, TTLs, transactions, scripts).
+state machine does not offer yet (TTLs, MULTI/EXEC, scripts, a few string commands).
 
 Owns: the table and the refusals. Must not: read or write sockets (rkv.resp.server) or parse
 bytes (rkv.resp.wire).
@@ -25,7 +25,6 @@ from rkv.resp.commands import (
     cmd_quit,
     cmd_scan,
     cmd_select,
-    cmd_set,
     cmd_setnx,
     cmd_strlen,
     cmd_type,
@@ -36,6 +35,19 @@ from rkv.resp.context import (
     Context,
     Handler,
     _arg_text,
+)
+from rkv.resp.rmw import (
+    cmd_append,
+    cmd_decr,
+    cmd_decrby,
+    cmd_getdel,
+    cmd_getset,
+    cmd_incr,
+    cmd_incrby,
+    cmd_incrbyfloat,
+    cmd_mset,
+    cmd_msetnx,
+    cmd_set,
 )
 from rkv.resp.wire import Err, Reply, RSet, Simple
 
@@ -86,23 +98,7 @@ LUA = "it needs scripts run deterministically inside the state machine"
 
 UNSUPPORTED: dict[str, str] = {
     **dict.fromkeys(
-        [
-            "incr",
-            "incrby",
-            "decr",
-            "decrby",
-            "incrbyfloat",
-            "append",
-            "getset",
-            "getdel",
-            "getex",
-            "setrange",
-            "getrange",
-            "msetnx",
-            "mset",
-            "psetex",
-            "setex",
-        ],
+        ["getex", "setrange", "getrange", "psetex", "setex"],
         RMW,
     ),
     **dict.fromkeys(
@@ -124,9 +120,9 @@ UNSUPPORTED: dict[str, str] = {
         ["eval", "evalsha", "eval_ro", "evalsha_ro", "script", "fcall", "function"], LUA
     ),
 }
-UNSUPPORTED["mset"] = "it needs a multi-key atomic write in the state machine"
-UNSUPPORTED["msetnx"] = UNSUPPORTED["mset"]
-UNSUPPORTED["setex"] = UNSUPPORTED["psetex"] = TTL
+UNSUPPORTED["setex"] = UNSUPPORTED["psetex"] = UNSUPPORTED["getex"] = TTL
+UNSUPPORTED["getrange"] = "it is not implemented yet"
+UNSUPPORTED["setrange"] = "it needs a setrange op in the state machine's transactions"
 
 
 def unsupported(name: str) -> Err:
@@ -268,7 +264,97 @@ COMMANDS: dict[str, Command] = {
             (1, 1, 1),
             cmd_set,
             "string",
-            "Sets the string value of a key (NX supported).",
+            "Sets the string value of a key (NX, XX, GET; one txn).",
+        ),
+        _c(
+            "getset",
+            3,
+            "write denyoom fast",
+            (1, 1, 1),
+            cmd_getset,
+            "string",
+            "Returns the previous string value of a key after setting it (one txn).",
+        ),
+        _c(
+            "getdel",
+            2,
+            "write fast",
+            (1, 1, 1),
+            cmd_getdel,
+            "string",
+            "Returns the string value of a key after deleting the key (one txn).",
+        ),
+        _c(
+            "incr",
+            2,
+            "write denyoom fast",
+            (1, 1, 1),
+            cmd_incr,
+            "string",
+            "Increments the integer value of a key by one (in the state machine).",
+        ),
+        _c(
+            "decr",
+            2,
+            "write denyoom fast",
+            (1, 1, 1),
+            cmd_decr,
+            "string",
+            "Decrements the integer value of a key by one (in the state machine).",
+        ),
+        _c(
+            "incrby",
+            3,
+            "write denyoom fast",
+            (1, 1, 1),
+            cmd_incrby,
+            "string",
+            "Increments the integer value of a key by a number (in the state machine).",
+        ),
+        _c(
+            "decrby",
+            3,
+            "write denyoom fast",
+            (1, 1, 1),
+            cmd_decrby,
+            "string",
+            "Decrements a number from the integer value of a key (in the state machine).",
+        ),
+        _c(
+            "incrbyfloat",
+            3,
+            "write denyoom fast",
+            (1, 1, 1),
+            cmd_incrbyfloat,
+            "string",
+            "Increment the floating point value of a key by a number (decimal arithmetic).",
+        ),
+        _c(
+            "append",
+            3,
+            "write denyoom fast",
+            (1, 1, 1),
+            cmd_append,
+            "string",
+            "Appends a string to the value of a key (in the state machine).",
+        ),
+        _c(
+            "mset",
+            -3,
+            "write denyoom",
+            (1, -1, 2),
+            cmd_mset,
+            "string",
+            "Atomically creates or modifies the string values of keys (one txn, 128 keys).",
+        ),
+        _c(
+            "msetnx",
+            -3,
+            "write denyoom",
+            (1, -1, 2),
+            cmd_msetnx,
+            "string",
+            "Sets the values of keys only when none of them exist (one txn, 128 keys).",
         ),
         _c(
             "setnx",

@@ -45,6 +45,13 @@ def sim_cmd(
         "--disk-replace",
         help="Replaced disks among the faults: a node restarts with empty storage.",
     ),
+    txn_fraction: float = typer.Option(
+        0.0,
+        "--txn-fraction",
+        min=0.0,
+        max=0.65,
+        help="Of the writes: two-key transactions (checked atomic and linearizable; 0: none).",
+    ),
     jobs: int = typer.Option(
         1, "--jobs", "-j", min=1, help="Worker processes to shard the seeds over."
     ),
@@ -79,6 +86,7 @@ def sim_cmd(
             compact_every=compact_every,
             membership=membership,
             disk_replace=disk_replace,
+            txn_fraction=txn_fraction,
             jobs=jobs,
             duration=duration,
             raw_node_factory=raw_node_factory,

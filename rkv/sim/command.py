@@ -66,6 +66,7 @@ def run_sim_command(
     compact_every: int = 0,
     membership: bool = False,
     disk_replace: bool = False,
+    txn_fraction: float = 0.0,
     jobs: int = 1,
     duration: float | None = None,
     raw_node_factory: str | None = None,
@@ -100,6 +101,7 @@ def run_sim_command(
         compact_every=compact_every,
         membership=membership,
         disk_replace=disk_replace,
+        txn_fraction=txn_fraction,
     )
     if verbose and seeds == 1:
         params = replace(params, full_trace=True)
@@ -130,6 +132,7 @@ def sim_params(
     compact_every: int = 0,
     membership: bool = False,
     disk_replace: bool = False,
+    txn_fraction: float = 0.0,
 ) -> SimParams:
     """The SimParams the command-line options stand for (what replay_command inverts)."""
     params = replace(DEFAULT, nodes=nodes)
@@ -141,6 +144,8 @@ def sim_params(
         params = replace(params, membership=True)
     if disk_replace:
         params = replace(params, disk_replace=True)
+    if txn_fraction:
+        params = replace(params, txn_fraction=txn_fraction)
     return params
 
 

@@ -8,11 +8,12 @@ completed operation against it. Must not: drive the cluster or read node interna
 fed by the clients in rkv.sim.cluster and by the final committed sequence.
 
 What a completed operation must satisfy:
-- put, cas, delete: it took effect in the committed sequence (the model's sessions
+- put, cas, delete, txn: it took effect in the committed sequence (the model's sessions
   de-duplicate retries, so at most once; that each node's own state machine applied it once
   is checked as the cluster applies), the index it was acknowledged at holds that very
   command (the original or a retry), and the result the client got (cas: swapped, delete:
-  existed) is the model's result where the command took effect.
+  existed, txn: succeeded) is the model's result where the command took effect (a txn that
+  succeeded changed both its keys at that index).
 - get: the read index is at least the index of every put, and of every get's serving point,
   that completed before the get was invoked (real-time order), it was served at applied >=
   read index, and the value equals the model's value of the key at the serving index.
@@ -29,14 +30,14 @@ from rkv.raft.types import Entry
 from rkv.sim.invariants import InvariantViolation
 from rkv.sim.statemachine import ApplyResult, StateMachine, StoreStateMachine
 
-WRITES = ("put", "cas", "delete")
+WRITES = ("put", "cas", "delete", "txn")
 
 
 @dataclass(slots=True)
 class Operation:
     op_id: int
     client: int
-    kind: str  # "put" | "cas" | "delete" | "get"
+    kind: str  # "put" | "cas" | "delete" | "txn" | "get"
     key: str
     value: str | None  # put/cas: the value written; get: the value read (after completion)
     invoke_t: int
@@ -49,6 +50,7 @@ class Operation:
     node: str = ""
     attempts: int = 0
     failed: bool = False  # gave up (indeterminate for a put)
+    key2: str | None = None  # txn: the other key it writes `value` to when it succeeds
 
     @property
     def completed(self) -> bool:
@@ -62,6 +64,8 @@ class Operation:
             what = f"{self.key}:{self.expected}->{self.value}"
         elif self.kind == "delete":
             what = self.key
+        elif self.kind == "txn":
+            what = f"if {self.key}=={self.expected}: {self.key},{self.key2}:={self.value}"
         else:
             what = f"{self.key}->{self.value}"
         if self.result is not None:
@@ -82,8 +86,11 @@ class History:
         t: int,
         seq: int = 0,
         expected: str | None = None,
+        key2: str | None = None,
     ) -> Operation:
-        op = Operation(len(self.ops), client, kind, key, value, t, seq=seq, expected=expected)
+        op = Operation(
+            len(self.ops), client, kind, key, value, t, seq=seq, expected=expected, key2=key2
+        )
         self.ops.append(op)
         return op
 
@@ -128,8 +135,10 @@ def check_history(
         if not res.effective:
             continue
         effective[(res.client, res.seq)] = res
-        if res.kind == "put" or (res.kind == "cas" and res.result):
+        if res.kind == "put" or (res.kind in ("cas", "txn") and res.result):
             changes.setdefault(res.key, []).append((e.index, res.value))
+            if res.key2 is not None:
+                changes.setdefault(res.key2, []).append((e.index, res.value))
         elif res.kind == "delete" and res.result:
             changes.setdefault(res.key, []).append((e.index, None))
 

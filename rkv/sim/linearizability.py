@@ -18,7 +18,15 @@ get       ``None``              the current value, ``None`` if the key is absent
 delete    ``None``              ``True`` iff the key existed (it is absent afterwards)
 cas       ``(expected, new)``   ``True`` iff it swapped: iff current == expected, where
                                 ``expected=None`` means "the key must be absent"
+txn       ``(expected, new,     ``True`` iff it succeeded: iff current == expected (of
+          others)``             ``key``); then ``key`` and every key of the tuple
+                                ``others`` hold ``new``, at one point in time
 ========  ====================  =====================================================
+
+A txn spans keys, so the keys it touches are checked together: the history is split into
+groups of keys connected by txns, a group of one key without txns takes the fast search
+below, a group with txns the general one (rkv.sim.lingroups: the same search without the
+register-specific prunings, over the tuple of the group's values).
 
 Values are any hashable, comparable objects (``bytes`` in rkv); ``None`` is reserved for
 "absent", so it may not be put or be the ``new`` of a cas.
@@ -81,6 +89,7 @@ class OpKind(StrEnum):
     GET = "get"
     DELETE = "delete"
     CAS = "cas"
+    TXN = "txn"
 
 
 class Verdict(StrEnum):
@@ -123,6 +132,22 @@ class Operation:
                 raise ValueError("cas input must be the tuple (expected, new)")
             if self.input[1] is None:
                 raise ValueError("cas new value None (None means absent)")
+        if kind is OpKind.TXN:
+            if not (
+                isinstance(self.input, tuple)
+                and len(self.input) == 3
+                and isinstance(self.input[2], tuple)
+            ):
+                raise ValueError("txn input must be the tuple (expected, new, other keys)")
+            if self.input[1] is None:
+                raise ValueError("txn new value None (None means absent)")
+
+    @property
+    def keys(self) -> tuple[Hashable, ...]:
+        """The keys it touches: its key, and a txn's other keys."""
+        if self.kind is OpKind.TXN:
+            return (self.key, *self.input[2])
+        return (self.key,)
 
     @property
     def unknown(self) -> bool:
@@ -141,6 +166,10 @@ class Operation:
         elif self.kind is OpKind.DELETE:
             call = f"delete({self.key!r})"
             out = f"existed={self.output!r}"
+        elif self.kind is OpKind.TXN:
+            exp, new, _others = self.input
+            call = f"txn(if {self.key!r}=={exp!r}: {', '.join(map(repr, self.keys))} := {new!r})"
+            out = f"succeeded={self.output!r}"
         else:
             call = f"cas({self.key!r}, expected={self.input[0]!r}, new={self.input[1]!r})"
             out = f"swapped={self.output!r}"
@@ -254,12 +283,42 @@ def check_history(
     """
     deadline = None if timeout is None else _time.monotonic() + timeout
     by_key: dict[Hashable, list[Operation]] = {}
+    group: dict[Hashable, Hashable] = {}  # union-find over the keys txns connect
+
+    def root(k: Hashable) -> Hashable:
+        while group.get(k, k) != k:
+            k = group[k]
+        return k
+
+    txns = False
     for op in ops:
         if op.kind is OpKind.GET and op.unknown:
             continue
         by_key.setdefault(op.key, []).append(op)
+        if op.kind is OpKind.TXN:
+            txns = True
+            for other in op.keys[1:]:
+                a, b = root(op.key), root(other)
+                if a != b:
+                    group[b] = a
     init = initial or {}
     results: dict[Hashable, KeyResult] = {}
+    if txns:
+        from rkv.sim import lingroups  # here: it imports this module
+
+        groups: dict[Hashable, list[Hashable]] = {}
+        for key in by_key:
+            groups.setdefault(root(key), []).append(key)
+        for members in groups.values():
+            g_ops = [op for k in members for op in by_key[k]]
+            if len(members) == 1 and all(op.kind is not OpKind.TXN for op in g_ops):
+                results[members[0]] = _check_key(
+                    members[0], g_ops, init.get(members[0]), max_steps, deadline
+                )
+                continue
+            g_keys = tuple(sorted({k for op in g_ops for k in op.keys}, key=repr))
+            results[g_keys] = lingroups.check_group(g_keys, g_ops, init, max_steps, deadline)
+        by_key = {}
     for key, key_ops in by_key.items():
         results[key] = _check_key(key, key_ops, init.get(key), max_steps, deadline)
     verdicts = {r.verdict for r in results.values()}

@@ -25,7 +25,16 @@ DEFAULT = SimParams()
 # SimParams fields the replay command carries as options, and those that only change how much
 # of the trace is kept (not what the run does)
 _COVERED = frozenset(
-    {"nodes", "ticks", "compact_every", "membership", "disk_replace", "trace_len", "full_trace"}
+    {
+        "nodes",
+        "ticks",
+        "compact_every",
+        "membership",
+        "disk_replace",
+        "txn_fraction",
+        "trace_len",
+        "full_trace",
+    }
 )
 
 
@@ -43,6 +52,8 @@ def replay_command(seed: int, params: SimParams) -> str:
         cmd += " --membership"
     if params.disk_replace:
         cmd += " --disk-replace"
+    if params.txn_fraction:
+        cmd += f" --txn-fraction {params.txn_fraction:g}"
     other = [
         f"{f.name}={getattr(params, f.name)!r}"
         for f in fields(params)

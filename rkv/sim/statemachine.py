@@ -21,12 +21,14 @@ from typing import Protocol
 from rkv import codec
 from rkv.raft.types import Entry, EntryType
 from rkv.store import MemoryStore
+from rkv.txn import Compare, OpPut, TxnResult
 
 
 @dataclass(frozen=True, slots=True)
 class ClientCommand:
     """What a simulated client asks for, before a state machine encodes it into entry bytes.
-    kind: "put" (value), "cas" (expected -> value; expected None: only if absent), "delete"."""
+    kind: "put" (value), "cas" (expected -> value; expected None: only if absent), "delete",
+    "txn" (if key holds expected, or is absent for None: key and key2 take value)."""
 
     kind: str
     client: int
@@ -34,6 +36,7 @@ class ClientCommand:
     key: str
     value: str | None = None
     expected: str | None = None
+    key2: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +73,10 @@ class ApplyResult:
     value: str | None = None
     """put: the value; cas: the new value."""
     result: bool | None = None
-    """What the client is told: cas -> swapped, delete -> existed, put -> None. For a
-    duplicate, the session's remembered result of the original."""
+    """What the client is told: cas -> swapped, delete -> existed, txn -> succeeded, put ->
+    None. For a duplicate, the session's remembered result of the original."""
+    key2: str | None = None
+    """txn: the other key it writes `value` to (with `key`) when it succeeds."""
 
 
 class StateMachine(Protocol):
@@ -134,6 +139,15 @@ class KVStateMachine:
         return self.data.get(key)
 
 
+def txn_succeeded(res: object) -> bool | None:
+    """Whether a txn's apply result (rkv.store.ApplyResult) says its compares held; None for
+    an error result (nothing applied) or no result."""
+    value = getattr(res, "value", None)
+    if not getattr(res, "ok", False) or not isinstance(value, bytes):
+        return None
+    return TxnResult.from_wire(codec.unpack(value)).succeeded
+
+
 def client_id(client: int) -> bytes:
     """The session id simulated client `client` uses in rkv.codec requests."""
     return b"c%d" % client
@@ -151,7 +165,7 @@ class StoreStateMachine:
     """
 
     __slots__ = ("store",)
-    kinds = ("put", "cas", "delete")
+    kinds = ("put", "cas", "delete", "txn")
 
     def __init__(self, store: MemoryStore | None = None) -> None:
         self.store = store if store is not None else MemoryStore("sim", "sim", ())
@@ -170,6 +184,15 @@ class StoreStateMachine:
             command = codec.Cas(key, exp, (cmd.value or "").encode())
         elif cmd.kind == "delete":
             command = codec.Delete(key)
+        elif cmd.kind == "txn":
+            value = (cmd.value or "").encode()
+            cmp = (
+                Compare(key, "version", "==", 0)
+                if cmd.expected is None
+                else Compare(key, "value", "==", cmd.expected.encode())
+            )
+            puts = (OpPut(key, value), OpPut((cmd.key2 or "").encode(), value))
+            command = codec.Txn((cmp,), puts)
         else:
             raise ValueError(f"unknown command kind {cmd.kind!r}")
         return codec.encode_request(codec.Request(client_id(cmd.client), cmd.seq, command))
@@ -194,7 +217,8 @@ class StoreStateMachine:
             req.seq == 0 or (session is not None and session.index == entry.index)
         )
         cmd = req.command
-        key = cmd.key.decode() if isinstance(cmd.key, bytes) else str(cmd.key)
+        key = getattr(cmd, "key", b"")
+        key = key.decode() if isinstance(key, bytes) else str(key)
         if isinstance(cmd, codec.Put):
             kind, value = "put", cmd.value.decode()
         elif isinstance(cmd, codec.Cas):
@@ -204,7 +228,14 @@ class StoreStateMachine:
         else:
             kind, value = type(cmd).__name__, None
         result = res.value if isinstance(res.value, bool) else None
-        return ApplyResult(entry.index, effective, client, req.seq, kind, key, value, result)
+        key2 = None
+        if isinstance(cmd, codec.Txn):
+            # the sim's txns: one compare on `key`, puts of one value to `key` and `key2`
+            first, second = cmd.success
+            assert isinstance(first, OpPut) and isinstance(second, OpPut)
+            kind, key, key2 = "txn", first.key.decode(), second.key.decode()
+            value, result = first.value.decode(), txn_succeeded(res)
+        return ApplyResult(entry.index, effective, client, req.seq, kind, key, value, result, key2)
 
     def get(self, key: str) -> str | None:
         v = self.store.get(key.encode())

@@ -2,7 +2,8 @@
 
 Owns: ApplyResult/Record/Manifest/Session, the `StateTxn` protocol a backend offers for one
 write transaction, and `apply_entries`, the single implementation of put/delete/cas, file
-staging and commit, and client sessions (exactly-once). The LMDB store (kv.py) and the memory
+staging and commit, and client sessions (exactly-once); transactions (rkv.txn.Txn) are run
+by txn_apply.py. The LMDB store (kv.py) and the memory
 twin (memory.py) both run this code, so they cannot disagree on semantics.
 Must not: do I/O, know about LMDB, look at clocks or randomness (every replica must compute
 the same result from the same entries).
@@ -26,6 +27,7 @@ from rkv.codec import (
     FileDelete,
     Put,
     Request,
+    Txn,
     decode_request,
 )
 from rkv.raft import confchange
@@ -40,7 +42,7 @@ ResultValue = bool | bytes | int | None
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
     """The outcome of one entry. `value`: Delete/FileDelete -> existed (bool), Cas -> swapped
-    (bool), everything else -> None. `ok` is False only with an `error` (a one-line reason:
+    (bool), Txn -> its rkv.txn.TxnResult's wire form, packed (bytes), everything else -> None. `ok` is False only with an `error` (a one-line reason:
     malformed command, stale request, file commit mismatch)."""
 
     ok: bool = True
@@ -97,6 +99,9 @@ class StateTxn(Protocol):
     def get(self, key: bytes) -> Record | None: ...
     def put(self, key: bytes, rec: Record) -> None: ...
     def delete(self, key: bytes) -> None: ...
+    def keys(self, prefix: bytes) -> list[bytes]:
+        """The keys starting with `prefix`, as of this transaction's writes, in key order."""
+        ...
 
     def manifest(self, key: bytes) -> Manifest | None: ...
     def put_manifest(self, key: bytes, m: Manifest) -> None: ...
@@ -238,6 +243,10 @@ def execute(txn: StateTxn, cmd: Command, index: int) -> ApplyResult:
         return _file_abort(txn, cmd)
     if isinstance(cmd, FileCommit):
         return _file_commit(txn, cmd, index)
+    if isinstance(cmd, Txn):
+        from rkv.store import txn_apply  # here: txn_apply imports this module
+
+        return txn_apply.execute_txn(txn, cmd, index)
     if isinstance(cmd, FileDelete):
         m = txn.manifest(cmd.key)
         if m is not None:

@@ -1125,6 +1125,34 @@ class LmdbStore:
             return []
         return self._read(lambda txn: kvdb.scan(txn, self._live(txn).kv, prefix, limit))
 
+    def _revision(self, txn: lmdb.Transaction[bytes]) -> int:
+        return kvdb.decode_u64("applied index", txn.get(kvdb.APPLIED_KEY, db=self._dbs.meta))
+
+    def get_revision(self, key: bytes) -> tuple[bytes | None, int]:
+        """(`get(key)`, the revision it was read at: the applied index), from one read
+        transaction (an apply in a worker thread may move the applied index meanwhile)."""
+
+        def read(txn: lmdb.Transaction[bytes]) -> tuple[bytes | None, int]:
+            rev = self._revision(txn)
+            if not 0 < len(key) <= MAX_KEY_LEN:
+                return None, rev
+            raw = txn.get(key, db=self._live(txn).kv)
+            return (None if raw is None else kvdb.decode_record(unseal(KV, key, raw)).value), rev
+
+        return self._read(read)
+
+    def scan_revision(self, prefix: bytes, limit: int) -> tuple[list[tuple[bytes, bytes]], int]:
+        """(`scan(prefix, limit)`, the revision it was taken at), from one read transaction."""
+        logdb.check_limit(limit)
+
+        def read(txn: lmdb.Transaction[bytes]) -> tuple[list[tuple[bytes, bytes]], int]:
+            rev = self._revision(txn)
+            if len(prefix) > MAX_KEY_LEN:
+                return [], rev
+            return kvdb.scan(txn, self._live(txn).kv, prefix, limit), rev
+
+        return self._read(read)
+
     def uploads_in_progress(self) -> list[tuple[bytes, int]]:
         """(upload id, log index of its last staged chunk) of each upload in progress."""
         return self._read(lambda txn: kvdb.uploads_in_progress(txn, self._live(txn).files))

@@ -396,6 +396,22 @@ class LmdbStateTxn:
         self._known[key] = None
         self._kv[key] = None
 
+    def keys(self, prefix: bytes) -> list[bytes]:
+        out = set()
+        cur = self.txn.cursor(db=self.dbs.kv)
+        if cur.set_range(prefix):
+            for k in cur.iternext(keys=True, values=False):
+                if not k.startswith(prefix):
+                    break
+                out.add(k)
+        for k, rec in self._kv.items():
+            if k.startswith(prefix):
+                if rec is None:
+                    out.discard(k)
+                else:
+                    out.add(k)
+        return sorted(out)
+
     def flush(self) -> None:
         """Write the held-back kv writes, in key order."""
         txn, db, pending = self.txn, self.dbs.kv, self._kv

@@ -123,6 +123,9 @@ class _MemTxn:
         self._cached(SNAP_KV, key, lambda: self._record(key), None)
         del self.st.kv[key]
 
+    def keys(self, prefix: bytes) -> list[bytes]:
+        return sorted(k for k in self.st.kv if k.startswith(prefix))
+
     def manifest(self, key: bytes) -> Manifest | None:
         return self.st.manifests.get(key)
 
@@ -543,6 +546,12 @@ class MemoryStore:
 
     def get_record(self, key: bytes) -> Record | None:
         return self._st.kv.get(key)
+
+    def get_revision(self, key: bytes) -> tuple[bytes | None, int]:
+        return self.get(key), self._st.applied
+
+    def scan_revision(self, prefix: bytes, limit: int) -> tuple[list[tuple[bytes, bytes]], int]:
+        return self.scan(prefix, limit), self._st.applied
 
     def scan(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         check_limit(limit)

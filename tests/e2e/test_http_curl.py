@@ -109,13 +109,25 @@ def test_curl_walkthrough(http_cluster: HttpCluster, tmp_path: Path) -> None:
     assert code in (200, 404)  # a stale read may lag; it must not fail
     assert c.curl("-X", "PUT", "--data-binary", "x", c.url(f2, "/v1/kv/a%2Fb"))[0] == 204
     code, body = c.curl(c.url(f1, "/v1/kv?prefix=a&limit=10"))
-    assert code == 200 and json.loads(body) == {
-        "items": [{"key": "YS9i", "value": "eA=="}],
-        "more": False,
-    }
+    scanned = json.loads(body)
+    assert code == 200 and scanned.pop("revision") >= 2  # the revision it read at
+    assert scanned == {"items": [{"key": "YS9i", "value": "eA=="}], "more": False}
     assert c.curl(c.url(f1, "/v1/kv/nope"))[0] == 404
     code, body = c.curl(c.url(f1, "/v1/kv/x?ttl=10"))
     assert code == 501 and json.loads(body)["error"] == "not_implemented"
+    # a transaction through a follower (forwarded): compares, then one revision of writes
+    txn = {
+        "compare": [{"key": "a/b", "target": "value", "op": "==", "value": "x"}],
+        "success": [{"op": "incr", "key": "hits", "by": 2}, {"op": "get", "key": "a/b"}],
+        "failure": [{"op": "get", "key": "a/b"}],
+    }
+    code, body = c.curl("-X", "POST", "--data-binary", json.dumps(txn), c.url(f2, "/v1/txn"))
+    doc = json.loads(body)
+    assert code == 200 and doc["succeeded"] is True, body
+    assert doc["results"][0] == {"op": "incr", "value": 2}
+    assert doc["results"][1]["value"] == "x" and doc["results"][1]["version"] == 1
+    code, body = c.curl("-X", "POST", "--data-binary", "{oops", c.url(f1, "/v1/txn"))
+    assert code == 400 and "not valid JSON" in json.loads(body)["message"]
     assert c.curl("-X", "DELETE", c.url(leader, "/v1/kv/greeting"))[0] == 204
     assert c.curl(c.url(f1, "/v1/kv/greeting"))[0] == 404
     # a 5 MiB file up through one follower, down from the other, verified

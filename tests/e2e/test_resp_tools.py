@@ -75,7 +75,9 @@ def test_redis_cli_and_redis_benchmark(tmp_path: Path, port_range: Callable[[int
         assert cli(follower, "dbsize").strip() == "13"
         assert "rkv_role:follower" in cli(follower, "info", "replication")
         assert "ERR unknown command 'nosuch'" in cli(follower, "nosuch", "x")
-        assert "does not support 'incr'" in cli(follower, "incr", "n")
+        assert cli(follower, "incr", "n").strip() == "1"  # in the state machine (a txn)
+        assert cli(follower, "incrby", "n", "41").strip() == "42"
+        assert "does not support 'expire'" in cli(follower, "expire", "n", "10")
 
         # redis-benchmark must run clean (no error replies): its speed is not asserted
         bench = subprocess.run(
@@ -86,7 +88,7 @@ def test_redis_cli_and_redis_benchmark(tmp_path: Path, port_range: Callable[[int
                 "-a",
                 TOKEN,
                 "-t",
-                "ping,set,get",
+                "ping,set,get,incr,mset",
                 "-c",
                 "10",
                 "-n",

@@ -13,11 +13,37 @@ from typing import Any
 import h11
 import trio
 
+from rkv.codec import unpack
 from rkv.http import text
 from rkv.httpapi import HttpApi, Limits, serve_api
-from rkv.protocol import decode_request
+from rkv.protocol import TxnReply, TxnRequest, decode_request
+from rkv.store import Record
+from rkv.store.txn_apply import execute_txn
+from rkv.txn import TxnResult
 
 Frame = dict[str, Any]
+
+
+class _DictTxn:
+    """A dict as the state machine's kv for rkv.store.txn_apply (revisions all 1)."""
+
+    def __init__(self, kv: dict[bytes, bytes]) -> None:
+        self.kv = kv
+
+    def get(self, key: bytes) -> Record | None:
+        v = self.kv.get(key)
+        return None if v is None else Record(v, 1, 1, 1)
+
+    def put(self, key: bytes, rec: Record) -> None:
+        self.kv[key] = rec.value
+
+    def delete(self, key: bytes) -> None:
+        del self.kv[key]
+
+    def keys(self, prefix: bytes) -> list[bytes]:
+        return sorted(k for k in self.kv if k.startswith(prefix))
+
+
 TOKEN = "s3cret-token-of-16+chars"
 
 
@@ -50,21 +76,32 @@ class FakeNode:
 
     def _answer(self, f: Frame) -> Frame:
         t, k = f["t"], f.get("k", b"")
+        rev = len(self.frames)  # a revision per request that reached the node
         if t == "put":
             self.kv[k] = f["val"]
-            return {"t": "ok"}
+            return {"t": "ok", "rev": rev}
         if t == "get":
-            return {"t": "ok", "val": self.kv.get(k)}
+            return {"t": "ok", "val": self.kv.get(k), "rev": rev}
         if t == "delete":
-            return {"t": "ok", "existed": self.kv.pop(k, None) is not None}
+            return {"t": "ok", "existed": self.kv.pop(k, None) is not None, "rev": rev}
         if t == "cas":
             swapped = self.kv.get(k) == f.get("exp")
             if swapped:
                 self.kv[k] = f["val"]
-            return {"t": "ok", "swapped": swapped}
+            return {"t": "ok", "swapped": swapped, "rev": rev}
         if t == "scan":
             items = sorted((a, b) for a, b in self.kv.items() if a.startswith(f.get("p", b"")))
-            return {"t": "ok", "items": [[a, b] for a, b in items[: f.get("limit", 1000)]]}
+            found = [[a, b] for a, b in items[: f.get("limit", 1000)]]
+            return {"t": "ok", "items": found, "rev": rev}
+        if t == "txn":
+            req = decode_request(f)
+            assert isinstance(req, TxnRequest)
+            res = execute_txn(_DictTxn(self.kv), req.command(), len(self.frames))
+            if not res.ok:
+                return {"t": "error", "code": "bad_request", "msg": res.error}
+            assert isinstance(res.value, bytes)
+            r = TxnResult.from_wire(unpack(res.value))
+            return TxnReply(r.succeeded, r.revision, r.results).to_frame()
         if t == "status":
             return {"t": "ok", "node": "n1", "role": "leader", "term": 2, "leader": "n1"}
         if t == "file_chunk":

@@ -33,17 +33,41 @@ class Row:
 
 
 ROWS = {
-    "get": Row("GET", "/v1/kv/a", 200, b"1", kv={b"a": b"1"}, sent=["get"]),
-    "get missing": Row("GET", "/v1/kv/zz", 404, error="not_found"),
+    "get": Row(
+        "GET",
+        "/v1/kv/a",
+        200,
+        b"1",
+        kv={b"a": b"1"},
+        sent=["get"],
+        headers={"x-rkv-revision": "1"},
+    ),
+    "get missing": Row("GET", "/v1/kv/zz", 404, error="not_found", headers={"x-rkv-revision": "1"}),
     "get percent-decoded": Row("GET", "/v1/kv/a%2Fb%00", 200, b"x", kv={b"a/b\0": b"x"}),
     "get stale": Row("GET", "/v1/kv/a?consistency=stale", 200, b"1", kv={b"a": b"1"}),
     "get bad consistency": Row("GET", "/v1/kv/a?consistency=eventual", 400, error="bad_request"),
     "head": Row("HEAD", "/v1/kv/a", 200, b"", kv={b"a": b"123"}),
-    "put": Row("PUT", "/v1/kv/k", 204, b"", send=b"v\x00\xff", sent=["put"]),
+    "put": Row(
+        "PUT",
+        "/v1/kv/k",
+        204,
+        b"",
+        send=b"v\x00\xff",
+        sent=["put"],
+        headers={"x-rkv-revision": "1"},
+    ),
     "put empty value": Row("PUT", "/v1/kv/k", 204, b"", send=b""),
     "put key too long": Row("PUT", "/v1/kv/" + "k" * 401, 400, error="bad_request"),
     "put empty key": Row("PUT", "/v1/kv/", 405, error="bad_request"),
-    "delete": Row("DELETE", "/v1/kv/a", 204, b"", kv={b"a": b"1"}, sent=["delete"]),
+    "delete": Row(
+        "DELETE",
+        "/v1/kv/a",
+        204,
+        b"",
+        kv={b"a": b"1"},
+        sent=["delete"],
+        headers={"x-rkv-revision": "1"},
+    ),
     "delete missing": Row("DELETE", "/v1/kv/a", 404, error="not_found"),
     "cas swapped": Row("PUT", "/v1/kv/a?if_value=1", 204, kv={b"a": b"1"}, send=b"2"),
     "cas failed": Row(
@@ -54,7 +78,20 @@ ROWS = {
     "ttl": Row("PUT", "/v1/kv/a?ttl=5", 501, error="not_implemented", sent=[]),
     "lease": Row("GET", "/v1/kv/a?lease=1", 501, error="not_implemented"),
     "if_mod_revision": Row("PUT", "/v1/kv/a?if_mod_revision=3", 501, error="not_implemented"),
-    "txn": Row("POST", "/v1/txn", 501, error="not_implemented"),
+    "txn GET": Row("GET", "/v1/txn", 405, error="bad_request"),
+    "txn not JSON": Row("POST", "/v1/txn", 400, error="bad_request", send=b"{", sent=[]),
+    "txn bad op": Row(
+        "POST", "/v1/txn", 400, error="bad_request", send=b'{"success": [{"op": "x"}]}', sent=[]
+    ),
+    "txn op refused": Row(
+        "POST",
+        "/v1/txn",
+        400,
+        error="bad_request",
+        kv={b"n": b"x"},
+        send=b'{"success": [{"op": "incr", "key": "n"}]}',
+        sent=["txn"],
+    ),
     "watch": Row("GET", "/v1/watch?prefix=a", 501, error="not_implemented"),
     "unknown param": Row("GET", "/v1/kv/a?consistncy=stale", 400, error="bad_request"),
     "param of another method": Row("DELETE", "/v1/kv/a?if_value=1", 400, error="bad_request"),
@@ -160,10 +197,50 @@ async def test_scan_pages_with_base64_and_more() -> None:
     doc = a.json()
     assert [base64.b64decode(i["key"]) for i in doc["items"]] == [b"p0", b"p1", b"p2"]
     assert base64.b64decode(doc["items"][2]["value"]) == b"\x02"
-    assert doc["more"] is True
+    assert doc["more"] is True and doc["revision"] == 1  # the revision the scan read at
     assert b.json()["more"] is False and len(b.json()["items"]) == 5
     assert fake.frames[1]["stale"] is True and fake.frames[0]["limit"] == 4
     assert bad.status == 400
+
+
+async def test_txn() -> None:
+    fake = FakeNode(kv={b"a": b"1", b"bin": b"\xff"})
+    doc = (
+        b'{"compare": [{"key": "a", "target": "value", "op": "==", "value": "1"},'
+        b' {"key": "b", "target": "absent"}],'
+        b' "success": [{"op": "put", "key": "b", "value": "2"}, {"op": "get", "key": "bin"},'
+        b' {"op": "incr", "key": "a", "by": 4}, {"op": "delete_prefix", "prefix": "zz"}],'
+        b' "failure": [{"op": "get", "key": "b"}]}'
+    )
+    async with api_server(fake) as (port, _):
+        a = await request(port, "POST", "/v1/txn", doc)
+        assert a.status == 200, a.body
+        r = a.json()
+        assert r["succeeded"] is True and type(r["revision"]) is int
+        assert r["results"] == [
+            {"op": "put"},
+            {
+                "op": "get",
+                "key": "bin",
+                "found": True,
+                "value_b64": "/w==",
+                "create_revision": 1,
+                "mod_revision": 1,
+                "version": 1,
+            },
+            {"op": "incr", "value": 5},
+            {"op": "delete_prefix", "deleted": 0},
+        ]
+        assert fake.kv[b"b"] == b"2" and fake.kv[b"a"] == b"5"
+        # again: b exists now, the compares fail, the failure ops ran (still 200)
+        a = await request(port, "POST", "/v1/txn", doc)
+        r = a.json()
+        assert a.status == 200 and r["succeeded"] is False
+        assert r["results"][0]["value"] == "2" and r["results"][0]["found"] is True
+    writes = [f for f in fake.frames if f["t"] == "txn"]
+    assert len(writes) == 2 and all(
+        len(f["c"]) == 16 and f["s"] == 1 for f in writes
+    )  # a session each
 
 
 async def test_token_guards_everything_but_probes() -> None:

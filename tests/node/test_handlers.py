@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 
-from rkv.codec import Cas, Delete, FileAbort, Put, Request, encode_request
+from rkv.codec import Cas, Delete, FileAbort, Put, Request, Txn, encode_request, pack
 from rkv.config import NodeConfig
 from rkv.errors import Unavailable
 from rkv.integrity import IntegrityWatch
@@ -24,7 +24,8 @@ from rkv.metrics import NodeMetrics
 from rkv.node.dispatch import Dispatcher
 from rkv.node.handlers import ClientHandlers
 from rkv.node.inbox import Frame, Input, Propose, RaftView, Read, Waiter, log
-from rkv.raft.types import ConfState, Role
+from rkv.raft.types import ConfState, Entry, Role
+from rkv.txn import Compare, OpGet, OpIncr
 
 ME, OTHER = "127.0.0.1:7001", "127.0.0.1:7002"
 C = b"client-1"
@@ -80,6 +81,7 @@ class FakeRaft:
         await trio.lowlevel.checkpoint()
         if self.error is not None:
             raise self.error
+        w.entry = Entry(term=2, index=11, data=item.data if isinstance(item, Propose) else b"")
         w.result = self.result
 
     async def read_barrier(self) -> None:
@@ -108,6 +110,12 @@ class FakeStore:
 
     def scan(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
         return sorted((k, v) for k, v in self.kv.items() if k.startswith(prefix))[:limit]
+
+    def get_revision(self, key: bytes) -> tuple[bytes | None, int]:
+        return self.get(key), 10
+
+    def scan_revision(self, prefix: bytes, limit: int) -> tuple[list[tuple[bytes, bytes]], int]:
+        return self.scan(prefix, limit), 10
 
     def file_manifest(self, key: bytes) -> Manifest | None:
         return self.files.get(key)
@@ -167,30 +175,60 @@ CASES: dict[str, Case] = {
     "put while leader: proposed, answered at commit": Case(
         LEADER,
         write("put", k=b"k", val=b"v"),
-        reply={"t": "ok"},
+        reply={"t": "ok", "rev": 11},
         proposed=encode_request(Request(C, 1, Put(b"k", b"v"))),
         early=True,
     ),
     "delete while leader: existed from the apply result": Case(
         LEADER,
         write("delete", k=b"k"),
-        reply={"t": "ok", "existed": True},
+        reply={"t": "ok", "existed": True, "rev": 11},
         result=Result(value=True),
         proposed=encode_request(Request(C, 1, Delete(b"k"))),
     ),
     "cas while leader": Case(
         LEADER,
         write("cas", k=b"k", exp=None, val=b"w"),
-        reply={"t": "ok", "swapped": False},
+        reply={"t": "ok", "swapped": False, "rev": 11},
         result=Result(value=False),
         proposed=encode_request(Request(C, 1, Cas(b"k", None, b"w"))),
     ),
     "file abort names upload u, chunk 0": Case(
         LEADER,
         write("file_abort", u=b"up"),
-        reply={"t": "ok", "aborted": True},
+        reply={"t": "ok", "aborted": True, "rev": 11},
         result=Result(value=True),
         proposed=encode_request(Request(C, 1, FileAbort(b"up", 0))),
+    ),
+    "txn: the result the state machine kept (its own revision)": Case(
+        LEADER,
+        write("txn", cmp=[[b"k", 1, 3, 0]], then=[[3, b"k"], [4, b"n", 2]], s=3),
+        reply={"t": "ok", "ok": True, "rev": 7, "results": [[b"v", 5, 7, 2], 2]},
+        result=Result(value=pack([True, 7, [[b"v", 5, 7, 2], 2]])),
+        proposed=encode_request(
+            Request(
+                C,
+                3,
+                Txn((Compare(b"k", "version", ">", 0),), (OpGet(b"k"), OpIncr(b"n", 2))),
+            )
+        ),
+    ),
+    "txn: an op failed, nothing applied": Case(
+        LEADER,
+        write("txn", then=[[4, b"k", 1]]),
+        error=("bad_request", "value is not an integer or out of range"),
+        result=Result(ok=False, error="value is not an integer or out of range"),
+    ),
+    "txn: a key written twice": Case(
+        LEADER,
+        write("txn", then=[[0, b"k", b""], [1, b"k"]]),
+        error=("bad_request", "txn: key b'k' is written twice in the success ops"),
+    ),
+    "file delete: existed and its revision": Case(
+        LEADER,
+        write("file_delete", k=b"f"),
+        reply={"t": "ok", "existed": False, "rev": 11},
+        result=Result(value=False),
     ),
     "a write the state machine refused": Case(
         LEADER,
@@ -237,13 +275,17 @@ CASES: dict[str, Case] = {
         error=("bad_request", "field 'n' must be an integer in 0..4294967295, got -1"),
     ),
     "get, stale: served locally, no read barrier": Case(
-        FOLLOWER, {"t": "get", "k": b"k", "stale": True}, reply={"t": "ok", "val": b"v"}
+        FOLLOWER,
+        {"t": "get", "k": b"k", "stale": True},
+        reply={"t": "ok", "val": b"v", "rev": 10},
     ),
     "get: read barrier first": Case(
-        LEADER, {"t": "get", "k": b"k"}, reply={"t": "ok", "val": b"v"}, barriers=1
+        LEADER, {"t": "get", "k": b"k"}, reply={"t": "ok", "val": b"v", "rev": 10}, barriers=1
     ),
     "get of a missing key": Case(
-        LEADER, {"t": "get", "k": b"nope", "stale": True}, reply={"t": "ok", "val": None}
+        LEADER,
+        {"t": "get", "k": b"nope", "stale": True},
+        reply={"t": "ok", "val": None, "rev": 10},
     ),
     "get, stale not a bool": Case(
         LEADER,
@@ -253,7 +295,7 @@ CASES: dict[str, Case] = {
     "scan with a prefix and a limit": Case(
         LEADER,
         {"t": "scan", "p": b"k", "limit": 1},
-        reply={"t": "ok", "items": [[b"k", b"v"]]},
+        reply={"t": "ok", "items": [[b"k", b"v"]], "rev": 10},
         barriers=1,
     ),
     "scan limit out of range": Case(

@@ -1,5 +1,5 @@
 """A fake node for the RESP room: a dict store answering the client requests the RESP
-commands build (get, put, cas, delete, scan), with the exactly-once session rule, and a
+commands build (get, put, cas, delete, scan; txn with the state machine's own code), with the exactly-once session rule, and a
 status. Answers can be scripted to fail first (`fail_next`)."""
 
 from __future__ import annotations
@@ -8,7 +8,32 @@ from typing import Any
 
 import trio
 
-from rkv.protocol import decode_request
+from rkv.codec import unpack
+from rkv.protocol import TxnReply, TxnRequest, decode_request
+from rkv.store import Record
+from rkv.store.txn_apply import execute_txn
+from rkv.txn import TxnResult
+
+
+class _DictTxn:
+    """The fake's dict as the state machine's kv (rkv.store.txn_apply.KvTxn): txns run with
+    the real semantics (revisions are not kept: every record says 1)."""
+
+    def __init__(self, kv: dict[bytes, bytes]) -> None:
+        self.kv = kv
+
+    def get(self, key: bytes) -> Record | None:
+        v = self.kv.get(key)
+        return None if v is None else Record(v, 1, 1, 1)
+
+    def put(self, key: bytes, rec: Record) -> None:
+        self.kv[key] = rec.value
+
+    def delete(self, key: bytes) -> None:
+        del self.kv[key]
+
+    def keys(self, prefix: bytes) -> list[bytes]:
+        return sorted(k for k in self.kv if k.startswith(prefix))
 
 
 class FakeBackend:
@@ -45,6 +70,15 @@ class FakeBackend:
                 return {"t": "ok", "swapped": False}
             self.kv[k] = frame["val"]
             return {"t": "ok", "swapped": True}
+        if t == "txn":
+            req = decode_request(frame)
+            assert isinstance(req, TxnRequest)
+            res = execute_txn(_DictTxn(self.kv), req.command(), len(self.requests))
+            if not res.ok:
+                return {"t": "error", "code": "bad_request", "msg": res.error}
+            assert isinstance(res.value, bytes)
+            r = TxnResult.from_wire(unpack(res.value))
+            return TxnReply(r.succeeded, r.revision, r.results).to_frame()
         if t == "delete":
             return {"t": "ok", "existed": self.kv.pop(k, None) is not None}
         if t == "scan":

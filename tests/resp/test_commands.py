@@ -90,16 +90,51 @@ CASES: list[tuple[dict[str, bytes], list[str], Any]] = [
     ),
     ({}, ["HELLO", "4"], Err("NOPROTO unsupported protocol version")),
     ({}, ["AUTH", "default", "anything"], OK),  # without a token: as Redis' nopass user
+    # read-modify-write and multi-key commands: one txn each, applied in the state machine
+    ({}, ["INCR", "n"], 1),
+    ({"n": b"41"}, ["INCR", "n"], 42),
+    ({"n": b"41"}, ["DECR", "n"], 40),
+    ({"n": b"10"}, ["INCRBY", "n", "-15"], -5),
+    ({"n": b"10"}, ["DECRBY", "n", "3"], 7),
+    ({"n": b"x"}, ["INCR", "n"], Err("ERR value is not an integer or out of range")),
+    ({"n": b"1.5"}, ["INCRBY", "n", "1"], Err("ERR value is not an integer or out of range")),
+    ({}, ["INCRBY", "n", "x"], Err("ERR value is not an integer or out of range")),
+    (
+        {"n": b"9223372036854775807"},
+        ["INCR", "n"],
+        Err("ERR increment or decrement would overflow"),
+    ),
+    ({}, ["DECRBY", "n", "-9223372036854775808"], Err("ERR decrement would overflow")),
+    ({"f": b"10.50"}, ["INCRBYFLOAT", "f", "0.1"], b"10.6"),
+    ({"f": b"5.0e3"}, ["INCRBYFLOAT", "f", "2.0e2"], b"5200"),
+    ({"f": b"0.2"}, ["INCRBYFLOAT", "f", "0.1"], b"0.3"),
+    ({}, ["INCRBYFLOAT", "f", "x"], Err("ERR value is not a valid float")),
+    ({"f": b"abc"}, ["INCRBYFLOAT", "f", "1"], Err("ERR value is not a valid float")),
+    ({"s": b"Hello"}, ["APPEND", "s", " World"], 11),
+    ({}, ["APPEND", "s", "x"], 1),
+    ({"a": b"1"}, ["GETDEL", "a"], b"1"),
+    ({}, ["GETDEL", "a"], None),
+    ({"a": b"1"}, ["GETSET", "a", "2"], b"1"),
+    ({"a": b"1"}, ["SET", "a", "2", "GET"], b"1"),
+    ({}, ["SET", "a", "2", "GET"], None),
+    ({"a": b"1"}, ["SET", "a", "2", "XX"], OK),
+    ({}, ["SET", "a", "2", "XX"], None),
+    ({}, ["SET", "a", "2", "NX", "GET"], None),
+    ({"a": b"1"}, ["SET", "a", "2", "NX", "GET"], b"1"),
+    ({"a": b"1"}, ["SET", "a", "2", "XX", "GET"], b"1"),
+    ({}, ["SET", "a", "2", "NX", "XX"], Err("ERR syntax error")),
+    ({}, ["MSET", "a", "1", "b", "2", "a", "3"], OK),
+    ({}, ["MSET", "a", "1", "b"], Err("ERR wrong number of arguments for 'mset' command")),
+    ({}, ["MSETNX", "a", "1", "b", "2"], 1),
+    ({"b": b"0"}, ["MSETNX", "a", "1", "b", "2"], 0),
     # rkv's limits
     ({}, ["GET", "k" * 401], Err("ERR rkv keys must be 1..400 bytes, got 401")),
     ({}, ["SET", "", "v"], Err("ERR rkv keys must be 1..400 bytes, got 0")),
     # not supported yet: a clear reason, nothing sent to the node
     (
         {},
-        ["INCR", "a"],
-        Err(
-            "ERR rkv does not support 'incr' yet: it needs an atomic read-modify-write in the state machine"
-        ),
+        ["GETEX", "a"],
+        Err("ERR rkv does not support 'getex' yet: it needs TTLs decided through the log (leases)"),
     ),
     (
         {},
@@ -115,20 +150,6 @@ CASES: list[tuple[dict[str, bytes], list[str], Any]] = [
     ),
     (
         {},
-        ["MSET", "a", "1"],
-        Err(
-            "ERR rkv does not support 'mset' yet: it needs a multi-key atomic write in the state machine"
-        ),
-    ),
-    (
-        {},
-        ["GETDEL", "a"],
-        Err(
-            "ERR rkv does not support 'getdel' yet: it needs an atomic read-modify-write in the state machine"
-        ),
-    ),
-    (
-        {},
         ["EVAL", "return 1", "0"],
         Err(
             "ERR rkv does not support 'eval' yet: it needs scripts run deterministically inside the state machine"
@@ -138,20 +159,6 @@ CASES: list[tuple[dict[str, bytes], list[str], Any]] = [
         {},
         ["SET", "a", "1", "EX", "10"],
         Err("ERR rkv does not support 'set' with EX yet: it needs TTLs decided through the log"),
-    ),
-    (
-        {},
-        ["SET", "a", "1", "GET"],
-        Err(
-            "ERR rkv does not support 'set' with GET yet: it needs an atomic read-modify-write in the state machine"
-        ),
-    ),
-    (
-        {},
-        ["SET", "a", "1", "XX"],
-        Err(
-            "ERR rkv does not support 'set' with XX yet: it needs an atomic read-modify-write in the state machine"
-        ),
     ),
 ]
 

@@ -64,6 +64,49 @@ async def test_redis_py_through_a_follower(tmp_path: Path, protocol: int) -> Non
         assert follower.statistics()["forward"]["forwarded"] >= 20
 
 
+async def test_read_modify_write_commands_with_redis_py(tmp_path: Path) -> None:
+    """INCR and friends, APPEND, GETDEL, SET NX/XX/GET, MSET and MSETNX: each one txn in the
+    state machine, through a follower (forwarded) and the leader, with Redis' error texts."""
+    async with running_cluster(local_configs(tmp_path, 3, resp_port=0)) as nodes:
+        leader = await wait_leader(nodes)
+        follower = next(n for n in nodes if n is not leader)
+
+        def work() -> None:
+            r, lr = client(follower, protocol=3), client(leader, protocol=2)
+            assert r.incr("hits") == 1
+            assert lr.incrby("hits", 41) == 42
+            assert r.decr("hits") == 41 and r.decrby("hits", 40) == 1
+            assert r.incrbyfloat("price", "10.5") == 10.5
+            assert r.incrbyfloat("price", "0.1") == 10.6 and r.get("price") == b"10.6"
+            r.set("word", "abc")
+            with pytest.raises(
+                redis.ResponseError, match=r"^value is not an integer or out of range$"
+            ):
+                r.incr("word")
+            assert r.append("word", "def") == 6 and lr.get("word") == b"abcdef"
+            assert r.set("word", "x", nx=True, get=True) == b"abcdef"  # exists: not set
+            assert r.get("word") == b"abcdef"
+            assert r.set("new", "1", nx=True, get=True) is None and r.get("new") == b"1"
+            assert r.set("new", "2", xx=True) is True and r.set("nope", "2", xx=True) is None
+            assert r.getdel("new") == b"2" and r.get("new") is None
+            assert r.mset({"m1": "a", "m2": "b"}) is True
+            assert r.msetnx({"m2": "x", "m3": "y"}) is False  # m2 exists: nothing set
+            assert r.get("m3") is None and r.get("m2") == b"b"
+            assert lr.msetnx({"m3": "y", "m4": "z"}) is True
+            assert lr.mget("m1", "m2", "m3", "m4") == [b"a", b"b", b"y", b"z"]
+            # a pipeline of INCRs: each applied once, in order
+            p = r.pipeline(transaction=False)
+            for _ in range(30):
+                p.incr("ctr")
+            assert p.execute() == list(range(1, 31))
+            r.close()
+            lr.close()
+
+        await in_thread(work)
+        assert leader.store.get(b"hits") == b"1"
+        assert follower.statistics()["forward"]["forwarded"] >= 10
+
+
 async def test_across_a_leader_stop(tmp_path: Path) -> None:
     cfgs = local_configs(tmp_path, 3, resp_port=0)
     async with trio.open_nursery() as nursery:
@@ -81,6 +124,8 @@ async def test_across_a_leader_stop(tmp_path: Path) -> None:
                 # no error reply across the election: the node retries "try again" answers
                 assert r.set(f"k{i}", str(i)) is True
                 assert r.get(f"k{i}") == str(i).encode()
+                # a txn in the state machine, retried through the election: applied once
+                assert r.incr("ctr") == i + 1
                 i += 1
                 counts["ok"] = i
 
@@ -100,6 +145,7 @@ async def test_across_a_leader_stop(tmp_path: Path) -> None:
 
         def check() -> None:
             assert r.mget([f"k{i}" for i in range(n)]) == [str(i).encode() for i in range(n)]
+            assert r.get("ctr") == str(n).encode()
             r.close()
 
         await in_thread(check)

@@ -82,8 +82,9 @@ async def test_redis_py_with_pipelines(protocol: int) -> None:
                 b"k48",
                 b"k49",
             ]
-            with pytest.raises(redis.ResponseError, match="does not support 'incrby'"):
-                r.incr("n")
+            assert r.incr("n") == 1 and r.incr("n", 5) == 6  # INCRBY: one txn each
+            with pytest.raises(redis.ResponseError, match="does not support 'getex'"):
+                r.getex("n")
             r.close()
             return out[50:]
 

@@ -77,7 +77,7 @@ def test_nodes_run_the_real_replica_over_the_real_store() -> None:
     c.run_until(50 * c.p.tick_interval)
     assert all(isinstance(n.store, MemoryStore) for n in c.nodes.values())
     assert all(isinstance(n.replica, Replica) for n in c.nodes.values() if n.up)
-    assert c.write_kinds == ("put", "cas", "delete")
+    assert c.write_kinds == ("put", "cas", "delete", "txn")  # txns only with txn_fraction
 
 
 @pytest.mark.parametrize(

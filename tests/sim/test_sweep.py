@@ -37,6 +37,8 @@ RANDOM_SWEEPS: list[tuple[int, int, list[str]]] = [
     (5, 30, ["--membership"]),
     (3, 60, ["--disk-replace"]),
     (5, 20, ["--disk-replace", "--membership"]),
+    (3, 60, ["--txn-fraction", "0.3"]),
+    (5, 20, ["--txn-fraction", "0.3", "--membership"]),
 ]
 RANDOM_FIRST_SEED_ENV = "RKV_SIM_SWEEP_FIRST_SEED"
 
