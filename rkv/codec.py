@@ -61,6 +61,11 @@ class CodecError(ValueError):
     """Bytes or a decoded structure that is not a valid rkv object."""
 
 
+class UnknownCommand(CodecError):
+    """A well-formed request whose format or command tag this rkv does not know: a newer rkv
+    wrote it (tags and formats are only ever added)."""
+
+
 class ChecksumError(CodecError):
     """A stored record whose checksum does not match its payload (corruption)."""
 
@@ -623,6 +628,8 @@ _ARITY = {
 
 
 def _command_from_fields(tag: object, f: list[Any]) -> Command:
+    if type(tag) is int and tag > max(_ARITY):
+        raise UnknownCommand(f"request: command tag {tag} is not known to this rkv")
     if type(tag) is not int or tag not in _ARITY:
         _fail(f"request: unknown command tag {tag!r}")
     if len(f) != _ARITY[tag]:
@@ -660,6 +667,8 @@ def decode_request(data: bytes | bytearray | memoryview) -> Request:
     f = _list(unpack(data), "request")
     if len(f) < 4:
         _fail("request: too few fields")
+    if type(f[0]) is int and f[0] > REQUEST_FORMAT:
+        raise UnknownCommand(f"request: format {f[0]} is not known to this rkv")
     if f[0] != REQUEST_FORMAT or type(f[0]) is not int:
         _fail(f"request: unknown format {f[0]!r}")
     command = _command_from_fields(f[3], f[4:])

@@ -28,11 +28,12 @@ from rkv.codec import (
     Put,
     Request,
     Txn,
+    UnknownCommand,
     decode_request,
 )
 from rkv.raft import confchange
 from rkv.raft.types import ConfState, Entry, EntryType
-from rkv.store.errors import StoreError
+from rkv.store.errors import NewerCommandError, StoreError
 
 DEFAULT_MAX_SESSIONS = 10_000
 
@@ -165,10 +166,27 @@ def apply_entries(
     """Apply committed entries in order; returns one result per entry. Leader no-ops (empty
     NORMAL entries) only advance the applied index; CONF_CHANGE entries record the
     configuration they result in (snapshots taken here carry it). An undecodable command is
-    deterministically an error result (every replica sees the same bytes)."""
+    deterministically an error result (every replica sees the same bytes); a command of a
+    newer rkv raises NewerCommandError (the transaction is not committed): skipping it would
+    make this replica differ from the upgraded ones."""
     check_order(txn.applied_index(), entries)
-    results: list[ApplyResult] = []
+    # Decoded before anything is applied, so a command of a newer rkv changes nothing (the
+    # in-memory twin has no transaction to roll back).
+    decoded: list[Request | ApplyResult | None] = []
     for e in entries:
+        if e.type != EntryType.NORMAL or not e.data:
+            decoded.append(None)
+            continue
+        try:
+            decoded.append(decode_request(e.data))
+        except UnknownCommand as err:
+            raise NewerCommandError(
+                f"log entry {e.index} holds a command of a newer rkv ({err}): upgrade this node"
+            ) from None
+        except CodecError as err:
+            decoded.append(ApplyResult(ok=False, error=f"malformed command: {err}"))
+    results: list[ApplyResult] = []
+    for e, req in zip(entries, decoded, strict=True):
         if e.type == EntryType.CONF_CHANGE:
             try:
                 txn.set_conf(confchange.decode(e.data).conf)
@@ -176,16 +194,12 @@ def apply_entries(
                 results.append(ApplyResult(ok=False, error=f"malformed conf change: {err}"))
                 continue
             results.append(NOOP)
-            continue
-        if e.type != EntryType.NORMAL or not e.data:
+        elif req is None:
             results.append(NOOP)
-            continue
-        try:
-            req = decode_request(e.data)
-        except CodecError as err:
-            results.append(ApplyResult(ok=False, error=f"malformed command: {err}"))
-            continue
-        results.append(_apply_request(txn, req, e.index, max_sessions))
+        elif isinstance(req, ApplyResult):
+            results.append(req)
+        else:
+            results.append(_apply_request(txn, req, e.index, max_sessions))
     if entries:
         txn.set_applied_index(entries[-1].index)
     return results

@@ -34,6 +34,12 @@ class IntegrityError(StoreError):
         return (IntegrityError, (self.db, self.key, self.what))
 
 
+class NewerCommandError(StoreError):
+    """A committed log entry holds a command of a newer rkv (a command tag or request format
+    this one does not know). Applying it as a no-op would make this replica's state differ
+    from the others' for good, so the node stops until it is upgraded."""
+
+
 class StoreIdentityError(StoreError):
     """The data dir belongs to another cluster or node (or has an unknown schema version)."""
 

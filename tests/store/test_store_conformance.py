@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from rkv.codec import (
+    REQUEST_FORMAT,
     Cas,
     Command,
     Delete,
@@ -23,6 +24,7 @@ from rkv.codec import (
     Request,
     decode_snapshot_chunk,
     encode_request,
+    pack,
 )
 from rkv.raft import confchange
 from rkv.raft.confchange import ConfChangeType
@@ -30,6 +32,7 @@ from rkv.raft.storage import Compacted, Unavailable
 from rkv.raft.types import ConfState, Entry, EntryType, HardState, Snapshot, SnapshotMeta
 from rkv.store import ApplyResult, BackupCopy, Manifest, NotFoundError, Record, StoreError
 from rkv.store import state_hash as sh
+from rkv.store.errors import NewerCommandError
 
 from .harness import VOTERS, Harness, Store
 
@@ -310,6 +313,30 @@ def test_noops_conf_changes_and_garbage_advance_applied(store: Store) -> None:
         assert (src.meta.index, src.meta.voters, src.meta.learners) == (6, VOTERS, ("n4",))
     store.compact(5, ConfState(VOTERS))
     assert store.initial_state()[1] == ConfState(VOTERS)  # the marker's: as of index 5
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [REQUEST_FORMAT, b"c", 1, 99, b"k"],  # a command tag of a newer rkv
+        [REQUEST_FORMAT + 1, b"c", 1, 0, b"k", b"v"],  # a request format of a newer rkv
+    ],
+    ids=["newer-tag", "newer-format"],
+)
+def test_a_command_of_a_newer_rkv_stops_the_apply_and_changes_nothing(
+    store: Store, fields: list[Any]
+) -> None:
+    """Applied as a no-op it would leave this replica's state apart from the upgraded ones'
+    for good: the apply fails (the node stops until it is upgraded) and nothing of the batch
+    is applied."""
+    first = Entry(1, 1, req(Put(b"a", b"1")))
+    batch = [Entry(1, 2, req(Put(b"b", b"1"))), Entry(1, 3, pack(fields))]
+    store.save(None, [first, *batch])
+    store.apply([first])
+    with pytest.raises(NewerCommandError, match="log entry 3 holds a command of a newer rkv"):
+        store.apply(batch)
+    assert store.applied_index() == 1
+    assert store.get(b"b") is None
 
 
 def test_apply_out_of_order_is_refused_atomically(store: Store) -> None:
