@@ -56,6 +56,21 @@ STALE = ApplyResult(ok=False, error="stale request")
 
 
 @dataclass(frozen=True, slots=True)
+class Change:
+    """One change a committed entry made to the key space, as recorded for watchers
+    (rkv.node.watch): `kind` is "put" or "delete" for a key, "file_commit" or "file_delete" for
+    a file; `value` is the new value (a put), `prev` the value before this entry (a key that
+    existed; None for files and new keys). "reset" (revision: the new applied index) means the
+    whole state was replaced by a snapshot: the changes up to it are not known."""
+
+    revision: int
+    kind: str
+    key: bytes
+    value: bytes | None = None
+    prev: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Record:
     """A user key's value plus the Raft indexes of its creation and last modification and a
     per-key version (1 on creation, +1 per write; a delete removes the record)."""
@@ -148,6 +163,10 @@ class StateTxn(Protocol):
 
     def applied_index(self) -> int: ...
     def set_applied_index(self, index: int) -> None: ...
+    def begin_entry(self, index: int) -> None:
+        """The entry at `index` is applied next (a recording transaction dates its changes
+        with it; the others ignore it)."""
+        ...
 
 
 def check_order(applied: int, entries: Sequence[Entry]) -> None:
@@ -199,6 +218,7 @@ def apply_entries(
         elif isinstance(req, ApplyResult):
             results.append(req)
         else:
+            txn.begin_entry(e.index)
             results.append(_apply_request(txn, req, e.index, max_sessions))
     if entries:
         txn.set_applied_index(entries[-1].index)

@@ -58,6 +58,7 @@ from rkv.store import state_hash as sh
 from rkv.store.commands import (
     DEFAULT_MAX_SESSIONS,
     ApplyResult,
+    Change,
     Manifest,
     Record,
     Session,
@@ -310,6 +311,10 @@ class LmdbStore:
         self._tail = _LogTail()
         self._tracker: scrubdb.Tracker | None = None
         """The change tracking of the open scrub pass, if any (set in a write transaction)."""
+        self.record_changes = False
+        """Record each committed apply's changes for `take_changes` (a node with watchers)."""
+        self._changes: list[Change] = []
+        self._changes_lock = threading.Lock()
         self.upgraded_records: int | None = None
         """Records rewritten by a schema upgrade when this open found an older data dir."""
         self._env = _open_env(path, map_size)
@@ -992,8 +997,10 @@ class LmdbStore:
         """The apply transaction's function, and what to do once it committed (the hash
         history, a scrub pass's change tracking)."""
         last: list[tuple[sh.Running, list[tuple[int, int]]]] = []
+        recorded: list[list[Change]] = []
 
         def apply(txn: lmdb.Transaction[bytes]) -> list[ApplyResult]:
+            changes: list[Change] | None = [] if self.record_changes else None
             state = kvdb.LmdbStateTxn(
                 txn,
                 self._live(txn),
@@ -1002,10 +1009,12 @@ class LmdbStore:
                 log_start=lambda: self._log_start(txn),
                 # decided in the write transaction: a pass opens in one (scrub_pass)
                 track=self._tracker is not None,
+                changes=changes,
             )
             results, marks = sh.apply_with_checkpoints(state, entries, self._max_sessions)
             state.flush()
             last[:] = [(state.running, marks)]  # of the attempt that commits
+            recorded[:] = [] if changes is None else [changes]
             return results
 
         def committed() -> None:
@@ -1015,6 +1024,9 @@ class LmdbStore:
             tracker = self._tracker
             if tracker is not None:
                 tracker.deliver(index, running.deltas or [])
+            if recorded:
+                with self._changes_lock:
+                    self._changes.extend(recorded[0])
 
         return apply, committed
 
@@ -1036,6 +1048,16 @@ class LmdbStore:
     def applied_index(self) -> int:
         return self._applied
 
+    # --- changes for watchers (rkv.node.watch) -------------------------------------------
+
+    def take_changes(self) -> list[Change]:
+        """The changes committed applies made since the last call, in order (recorded only
+        while `record_changes` is on; a snapshot install adds a "reset" change). Thread-safe:
+        applies may run in a worker thread."""
+        with self._changes_lock:
+            out, self._changes = self._changes, []
+        return out
+
     # --- the state hash (state_hash.py) and scrub passes (scrub.py) ----------------------
 
     def state_hash(self) -> tuple[int, int]:
@@ -1053,6 +1075,9 @@ class LmdbStore:
             self._read(lambda txn: txn.get(kvdb.STATE_HASH_KEY, db=self._dbs.meta))
         )
         self._history.reset(index, value)
+        if self.record_changes:
+            with self._changes_lock:
+                self._changes.append(Change(index, "reset", b""))
         tracker = self._tracker
         if tracker is not None:
             tracker.deliver(index, None)

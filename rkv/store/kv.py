@@ -57,7 +57,7 @@ from rkv.codec import (
 )
 from rkv.raft.types import ConfState
 from rkv.store import state_hash as sh
-from rkv.store.commands import ApplyResult, Manifest, Record, Session, UploadHashes
+from rkv.store.commands import ApplyResult, Change, Manifest, Record, Session, UploadHashes
 from rkv.store.errors import CorruptionError, IntegrityError, StoreError
 from rkv.store.seal import FILES, KV, LOG, SESSIONS, seal, unseal
 
@@ -344,9 +344,14 @@ class LmdbStateTxn:
         entries: Mapping[int, bytes] | None = None,
         log_start: Callable[[], int] | None = None,
         track: bool = False,
+        changes: list[Change] | None = None,
     ) -> None:
         self.txn = txn
         self.dbs = dbs
+        self.changes = changes
+        """With a list: each change to a key or file is appended (for watchers, rkv.node.watch),
+        dated with the entry `begin_entry` names, with the key's value before it."""
+        self._index = 0
         self.hashes = hashes if hashes is not None else UploadHashes(0)
         index, value = decode_state_hash(txn.get(STATE_HASH_KEY, db=dbs.meta))
         applied = self.applied_index()
@@ -385,13 +390,24 @@ class LmdbStateTxn:
         raw = self.txn.get(key, db=db)
         return None if raw is None else unseal(name, key, raw)
 
+    def begin_entry(self, index: int) -> None:
+        self._index = index
+
+    def _prev_value(self, key: bytes) -> bytes | None:
+        old = self.get(key)  # in the cache already: every write reads the key first
+        return None if old is None else old.value
+
     def put(self, key: bytes, rec: Record) -> None:
+        if self.changes is not None:
+            self.changes.append(Change(self._index, "put", key, rec.value, self._prev_value(key)))
         new = encode_record(rec)
         self.running.change(SNAP_KV, key, self._kv_payload(key), new)
         self._known[key] = new
         self._kv[key] = rec
 
     def delete(self, key: bytes) -> None:
+        if self.changes is not None:
+            self.changes.append(Change(self._index, "delete", key, None, self._prev_value(key)))
         self.running.change(SNAP_KV, key, self._kv_payload(key), None)
         self._known[key] = None
         self._kv[key] = None
@@ -475,9 +491,16 @@ class LmdbStateTxn:
             self.txn.put(fkey, seal(fkey, new), db=files)
 
     def put_manifest(self, key: bytes, m: Manifest) -> None:
+        ch = self.changes
+        if ch is not None:
+            if ch and ch[-1] == Change(self._index, "file_delete", key):
+                ch.pop()  # a commit replacing the file: one event
+            ch.append(Change(self._index, "file_commit", key))
         self._files_record(manifest_key(key), encode_manifest(m))
 
     def delete_manifest(self, key: bytes) -> None:
+        if self.changes is not None:
+            self.changes.append(Change(self._index, "file_delete", key))
         self._files_record(manifest_key(key), None)
 
     def put_chunk(self, key: bytes, n: int, data: bytes) -> None:

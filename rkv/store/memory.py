@@ -235,6 +235,9 @@ class _MemTxn:
     def applied_index(self) -> int:
         return self.st.applied
 
+    def begin_entry(self, index: int) -> None:
+        pass  # the twin records no changes for watchers
+
     def set_applied_index(self, index: int) -> None:
         self.st.applied = index
         self.st.state_hash = self.running.value
