@@ -144,6 +144,34 @@ class InternalError(RkvError):
     code = "internal"
 
 
+class Compacted(RkvError):
+    """A watch asked for revisions this node no longer holds; `first_revision` is the first
+    it can serve (a watch from there misses the changes in between: re-read, then watch)."""
+
+    code = "compacted"
+
+    def __init__(self, msg: str = "", first_revision: int = 0) -> None:
+        super().__init__(msg or f"revisions before {first_revision} are compacted")
+        self.first_revision = first_revision
+
+    def to_fields(self) -> dict[str, Any]:
+        return {"first_revision": self.first_revision}
+
+
+class NoLeader(RkvError):
+    """The node serving the watch has had no leader for longer than an election timeout: it
+    may be cut off, so its stream may be stale (watch through another node)."""
+
+    code = "no_leader"
+
+
+class TooManyWatchers(RkvError):
+    """The node (or this connection) has as many watches as it allows (retry later, or watch
+    through another node)."""
+
+    code = "too_many_watchers"
+
+
 _BY_CODE: dict[str, type[RkvError]] = {
     cls.code: cls
     for cls in (
@@ -157,6 +185,9 @@ _BY_CODE: dict[str, type[RkvError]] = {
         StoreFull,
         AuthError,
         InternalError,
+        Compacted,
+        NoLeader,
+        TooManyWatchers,
     )
 }
 
@@ -180,4 +211,7 @@ def from_error_frame(frame: dict[str, Any]) -> RkvError:
     if cls is NotLeader:
         addr = frame.get("leader_addr")
         return NotLeader(msg, leader_addr=addr if isinstance(addr, str) else None)
+    if cls is Compacted:
+        first = frame.get("first_revision")
+        return Compacted(msg, first if type(first) is int else 0)
     return cls(msg)

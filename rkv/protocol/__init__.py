@@ -61,6 +61,8 @@ from rkv.protocol.replies import (
     SwappedReply,
     TxnReply,
     ValueReply,
+    WatchEvent,
+    WatchReply,
 )
 from rkv.protocol.requests import (
     LEADER_KINDS,
@@ -90,6 +92,7 @@ from rkv.protocol.requests import (
     StatusRequest,
     TransferRequest,
     TxnRequest,
+    WatchRequest,
     WriteRequest,
     decode_request,
 )
@@ -143,6 +146,9 @@ __all__ = [
     "TxnReply",
     "TxnRequest",
     "ValueReply",
+    "WatchEvent",
+    "WatchReply",
+    "WatchRequest",
     "WriteRequest",
     "decode_request",
 ]

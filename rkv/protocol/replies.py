@@ -306,3 +306,76 @@ class StatusReply:
             if frame.get(name) is not None
         }
         return cls(**kwargs)
+
+
+WATCH_EVENT_TYPES = frozenset({"put", "delete", "file_commit", "file_delete"})
+_KEY_BYTES = _bytes(1, MAX_U64)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change seen by a watch: at revision `rev` (the log index of the write), `type`
+    "put" (`value`: the new value), "delete", "file_commit" or "file_delete" (a file: no
+    value); `prev`: the key's value before this revision (nil: it did not exist), sent only
+    to a watch that asked for it (`prev_known` says whether it did)."""
+
+    rev: int
+    type: str
+    key: bytes
+    value: bytes | None = None
+    prev: bytes | None = None
+    prev_known: bool = False
+
+    def to_wire(self) -> Frame:
+        w: Frame = {"rev": self.rev, "type": self.type, "k": self.key}
+        if self.value is not None:
+            w["v"] = self.value
+        if self.prev_known:
+            w["prev"] = self.prev
+        return w
+
+    @classmethod
+    def from_wire(cls, w: object, what: str) -> WatchEvent:
+        if not isinstance(w, Mapping):
+            raise BadReply(f"{what}: an event must be a map, got {_type_name(w)}")
+        rev = _reply_field(w, "rev", _U64, what)
+        typ = w.get("type")
+        if typ not in WATCH_EVENT_TYPES:
+            raise BadReply(f"{what}: unknown event type {typ!r}", "type")
+        key = _reply_field(w, "k", _KEY_BYTES, what)
+        value = _VALUE_OR_NIL(w.get("v"), "v")
+        known = "prev" in w
+        prev = _VALUE_OR_NIL(w.get("prev"), "prev") if known else None
+        return cls(rev, typ, key, value, prev, known)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchReply:
+    """A watch poll's answer: `events` in revision order (whole revisions), and `rev`: every
+    event of the watch up to `rev` is in this reply or an earlier one (the next poll asks for
+    what comes after it). `progress`: `rev` was proven current by a ReadIndex (no write the
+    cluster committed before the poll's ReadIndex is missing); `no_leader` is an error, not a
+    reply (rkv.errors.NoLeader)."""
+
+    events: tuple[WatchEvent, ...]
+    rev: int
+    progress: bool = False
+
+    def to_frame(self) -> Frame:
+        return {
+            "t": "ok",
+            "events": [e.to_wire() for e in self.events],
+            "rev": self.rev,
+            "progress": self.progress,
+        }
+
+    @classmethod
+    def from_frame(cls, frame: Mapping[str, Any]) -> WatchReply:
+        _ok(frame, "watch")
+        raw = frame.get("events")
+        if type(raw) is not list:
+            raise BadReply(f"watch reply: field 'events' must be a list, got {_type_name(raw)}")
+        events = tuple(WatchEvent.from_wire(e, "watch reply") for e in raw)
+        rev = _reply_field(frame, "rev", _U64, "watch")
+        progress = _reply_field(frame, "progress", _bool, "watch")
+        return cls(events, rev, progress)

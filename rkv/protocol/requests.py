@@ -252,6 +252,36 @@ class ScanRequest(_Request):
     stale: bool = _f("stale", _bool, absent=False, default=False)
 
 
+MAX_WATCH_LIMIT = 10_000
+"""The most events one watch reply may carry (a revision's events are never split)."""
+DEFAULT_WATCH_LIMIT = 1000
+MAX_WATCH_WAIT_MS = 60_000
+DEFAULT_WATCH_WAIT_MS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class WatchRequest(_Request):
+    """One poll of a watch (docs/contracts.md, Watch): the events on keys starting with
+    `prefix` (`p`) of revisions after `after` (nil or missing: from the node's current
+    revision), as soon as there are some, or after `wait_ms` a progress answer whose revision
+    a ReadIndex proved current. `prev`: each event carries the key's value before it. At
+    most `limit` events (whole revisions: one revision's events are never split)."""
+
+    T = "watch"
+    prefix: bytes = _f("p", _nil_is(b"", _bytes(0, MAX_KEY_LEN)), absent=b"", default=b"")
+    after: int | None = _f("after", _optional(_U64), absent=None, omit=None, default=None)
+    prev: bool = _f("prev", _bool, absent=False, default=False)
+    limit: int = _f(
+        "limit", _int(1, MAX_WATCH_LIMIT), absent=DEFAULT_WATCH_LIMIT, default=DEFAULT_WATCH_LIMIT
+    )
+    wait_ms: int = _f(
+        "wait_ms",
+        _int(0, MAX_WATCH_WAIT_MS),
+        absent=DEFAULT_WATCH_WAIT_MS,
+        default=DEFAULT_WATCH_WAIT_MS,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class FileMetaRequest(_Request):
     T = "file_meta"
@@ -375,6 +405,7 @@ ClientRequest: TypeAlias = (
     | StateHashesRequest
     | CheckRequest
     | FaultRequest
+    | WatchRequest
 )
 """Any client request (rkv.codec.Request is a different thing: a command with its session, as
 the log stores it)."""
@@ -405,6 +436,7 @@ REQUEST_TYPES: dict[str, type[ClientRequest]] = {
         StateHashesRequest,
         CheckRequest,
         FaultRequest,
+        WatchRequest,
     )
 }
 """Every request kind by its `t`."""
