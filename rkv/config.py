@@ -150,6 +150,13 @@ class NodeConfig:
     """LMDB map size (bytes): the most data the node may hold."""
     request_timeout: float = 5.0
     """How long a write or linearizable read may wait for commit / read index."""
+    watch_history: int = 100_000
+    """Changes the watch hub keeps for its watchers (rkv.node.watch): a watch from an older
+    revision gets `compacted`. Memory: about this many keys and values (and previous values)."""
+    watch_max: int = 1024
+    """Watch polls a node serves at once (more: `too_many_watchers`)."""
+    watch_max_per_conn: int = 64
+    """Watch polls one connection may run at once (the HTTP port counts as one connection)."""
     peer_queue: int = 1024
     pre_vote: bool = True
     check_quorum: bool = True
@@ -267,6 +274,9 @@ class NodeConfig:
         _positive("chunk_size", self.chunk_size, 1, self.max_frame // 2)
         _positive("map_size", self.map_size, 1 << 20)
         _positive("request_timeout", self.request_timeout, 0.001)
+        _positive("watch_history", self.watch_history, 1)
+        _positive("watch_max", self.watch_max, 1)
+        _positive("watch_max_per_conn", self.watch_max_per_conn, 1)
         _positive("peer_queue", self.peer_queue, 1)
         if self.http_port is not None:
             _positive("http_port", self.http_port, 0, 65535)

@@ -150,6 +150,7 @@ NODE_RANK = {
     "inbox": 0,  # Waiter, the loop's inputs, RaftView
     "common": 1,  # errors, field primitives, store_io
     "ready": 2,  # one Ready
+    "watch": 1.5,  # the watch hub: applied changes for the watch polls (no other room)
     "handlers": 2,  # client requests: talk to the raft loop through a protocol only
     "raft_loop": 3,
     "peers": 3,

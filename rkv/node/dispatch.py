@@ -21,7 +21,7 @@ from rkv.forward import Forwarder, LeaderHere
 from rkv.integrity import IntegrityWatch
 from rkv.net.rpc import ConnInfo, RemoteError
 from rkv.node.common import REQUEST_ERRORS, as_error
-from rkv.node.handlers import Handler
+from rkv.node.handlers import CONN_KINDS, Handler
 from rkv.node.inbox import Frame
 from rkv.node.peers import PeerLinks
 from rkv.node.snapshots import SnapshotShipper
@@ -76,6 +76,8 @@ class Dispatcher:
                 deadline = trio.current_time() + self._request_timeout
                 with contextlib.suppress(LeaderHere):  # else it leads now: handled here
                     return await self.forwarder.forward(frame, deadline)
+            if t in CONN_KINDS:
+                return await handler(req, info)
             return await handler(req)
         except REQUEST_ERRORS as e:
             return error_frame(None, as_error(e))

@@ -6,6 +6,9 @@ proposal and a read into a local read (after a read barrier unless `stale`), the
 leader check and where a follower forwards writes. Must not: touch the RawNode (it reads the raft loop's published `view`
 and hands proposals and reads to the loop), or frame anything for the wire.
 
+Watches (`watch`) are polls of the watch hub (rkv.node.watch), with a ReadIndex for their
+progress; they take the connection (CONN_KINDS) to bound the watches per connection.
+
 Built from what it talks to (a config, a store, the raft loop, the metrics), so that a test
 can build it from fakes (tests/node/test_handlers.py).
 """
@@ -25,6 +28,7 @@ from rkv.metrics import NodeMetrics
 from rkv.net.rpc import Answer, ConnInfo
 from rkv.node.common import REQUEST_ERRORS, as_error, one_line, refusal
 from rkv.node.inbox import Frame, Input, Propose, RaftView, Waiter
+from rkv.node.watch import WatchHub
 from rkv.protocol import (
     AbortedReply,
     CasRequest,
@@ -47,6 +51,7 @@ from rkv.protocol import (
     TxnReply,
     TxnRequest,
     ValueReply,
+    WatchRequest,
     WriteRequest,
     decode_request,
 )
@@ -54,8 +59,12 @@ from rkv.raft.types import Role
 from rkv.store.errors import NotFoundError
 from rkv.txn import TxnError, TxnResult
 
-Handler = Callable[[Any], Awaitable[Frame]]
-"""A request's handler: takes its typed request (rkv.protocol, decoded by the dispatcher)."""
+Handler = Callable[..., Awaitable[Frame]]
+"""A request's handler: takes its typed request (rkv.protocol, decoded by the dispatcher), and
+for the kinds in CONN_KINDS the connection's ConnInfo too."""
+
+CONN_KINDS = frozenset({"watch"})
+"""The kinds whose handler takes (request, ConnInfo)."""
 
 
 class Raft(Protocol):
@@ -90,11 +99,19 @@ def leader_check(view: RaftView, me: str) -> None:
 
 
 class ClientHandlers:
-    def __init__(self, cfg: NodeConfig, store: Any, raft: Raft, metrics: NodeMetrics) -> None:
+    def __init__(
+        self,
+        cfg: NodeConfig,
+        store: Any,
+        raft: Raft,
+        metrics: NodeMetrics,
+        watch: WatchHub | None = None,
+    ) -> None:
         self.cfg = cfg
         self.store = store
         self.raft = raft
         self.metrics = metrics
+        self.watch_hub = watch
 
     def routes(self) -> dict[str, Handler]:
         return {
@@ -110,6 +127,7 @@ class ClientHandlers:
             "scan": self.scan,
             "file_meta": self.file_meta,
             "file_read": self.file_read,
+            "watch": self.watch,
         }
 
     def forward_to(self) -> str | None:
@@ -255,3 +273,16 @@ class ClientHandlers:
         except NotFoundError as e:
             raise NotFound(one_line(str(e))) from None
         return DataReply(data).to_frame()
+
+    # -- watches ------------------------------------------------------------------------------
+
+    async def watch(self, r: WatchRequest, info: ConnInfo) -> Frame:
+        """One poll of a watch (rkv.node.watch.WatchHub.poll), on any node: the events come
+        from this node's applied changes, its progress from a ReadIndex."""
+        hub = self.watch_hub
+        if hub is None:
+            raise Unavailable("this node serves no watches")
+        reply = await hub.poll(
+            r, info.conn_id, barrier=self._linearizable, applied=self.store.applied_index
+        )
+        return reply.to_frame()

@@ -44,6 +44,7 @@ from rkv.node.inbox import Waiter, log
 from rkv.node.peers import PeerLinks
 from rkv.node.raft_loop import RaftLoop
 from rkv.node.snapshots import SnapshotShipper
+from rkv.node.watch import WatchHub
 from rkv.raft.config import Config
 from rkv.raft.types import ConfState, Message
 from rkv.replica import CompactionPolicy, Replica
@@ -96,7 +97,18 @@ class Node:
             on_refused=self._on_peer_refused,
             ssl_context=client_ssl,
         )
-        self.handlers = ClientHandlers(cfg, store, self.raft, self.metrics)
+        if hasattr(store, "take_changes"):
+            store.record_changes = True  # for the watch hub: the apply records its changes
+        self.watch = WatchHub(
+            store.applied_index(),
+            history=cfg.watch_history,
+            max_watchers=cfg.watch_max,
+            max_per_conn=cfg.watch_max_per_conn,
+            election_timeout=cfg.election_ticks * cfg.tick_seconds,
+            reply_bytes=max(1024, cfg.max_frame // 4),
+        )
+        """Watches (rkv.node.watch), fed after each raft-loop turn (`_after_turn`)."""
+        self.handlers = ClientHandlers(cfg, store, self.raft, self.metrics, self.watch)
         self.forwarder = Forwarder(
             cfg.id,
             cfg.cluster_id,
@@ -254,7 +266,17 @@ class Node:
         self.peers.send(self.snapshots.divert(messages))
 
     async def _after_turn(self) -> None:
+        self._feed_watch()
         await self.housekeeping.after_turn()
+
+    def _feed_watch(self) -> None:
+        """The changes of this turn's applies to the watch hub: a cheap append and wake-up,
+        never a wait (the applied index is read first: the changes taken then reach at least
+        as far, and the raft loop, which applies, is the caller)."""
+        applied = self.store.applied_index()
+        take = getattr(self.store, "take_changes", None)
+        changes = take() if take is not None else ()
+        self.watch.feed(changes, applied, self.raft.view.leader, trio.current_time())
 
     def _on_conf_change(self, old: ConfState, conf: ConfState) -> None:
         self.peers.follow(old, conf)
@@ -371,6 +393,7 @@ class Node:
             "compare": self.comparer.statistics(),
             "snapshots": self.snapshot_statistics(),
             "store": self.store.stats(),
+            "watch": self.watch.statistics(),
         }
 
     def connection_statistics(self) -> dict[str, Any]:

@@ -1,0 +1,202 @@
+"""The watch hub: the changes this node applied, kept for its watchers (docs/contracts.md, Watch).
+
+Owns: the window of recent changes (rkv.store.commands.Change, recorded by the store's apply
+transaction with the value before each change), in revision order, bounded by
+`history` events; the first revision it holds whole (`first`; below it a watch gets
+Compacted(first)), the revision it is complete through (`rev`: the store's applied index as of
+the last feed), when the node last had a leader, and the watch polls (`poll`): how many run, per
+node and per connection.
+
+Fed by the raft loop after each turn (`feed`: appends and wakes the polls; it never waits and
+never calls a watcher, so a slow watcher cannot hold up the apply). A watcher holds no memory
+here: it is a revision cursor its client sends with each poll, the poll reads the shared
+window from it (a watcher slow to poll again just reads further back). One that falls behind
+the window (its history was dropped to bound memory, or a snapshot replaced the state) gets
+Compacted with the first revision still held: never a silent gap.
+
+Must not: touch the raft loop or the store (it is handed the changes, the applied index, the
+leader, and a ReadIndex barrier), or frame anything for the wire (it returns typed replies).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Awaitable, Callable, Sequence
+
+import trio
+
+from rkv.errors import Compacted, NoLeader, TooManyWatchers, Unavailable
+from rkv.protocol import WatchEvent, WatchReply, WatchRequest
+from rkv.store.commands import Change
+
+
+class WatchHub:
+    def __init__(
+        self,
+        applied: int,
+        *,
+        history: int = 100_000,
+        max_watchers: int = 1024,
+        max_per_conn: int = 64,
+        election_timeout: float = 1.0,
+        reply_bytes: int = 4 << 20,
+    ) -> None:
+        self.history = history
+        """At most about this many changes are held (whole revisions are dropped, oldest first)."""
+        self.max_watchers = max_watchers
+        self.max_per_conn = max_per_conn
+        self.election_timeout = election_timeout
+        self.reply_bytes = reply_bytes
+        """A reply stops at the end of the revision that takes it past this many bytes."""
+        self._changes: list[Change] = []
+        self._revs: list[int] = []
+        """The revision of each change (bisect)."""
+        self.first = applied + 1
+        """The first revision whose changes are all held."""
+        self.rev = applied
+        """Every change up to this revision is held (or was dropped below `first`)."""
+        self._wake = trio.Event()
+        self._leaderless_since: float | None = None
+        self.watching = 0
+        self._per_conn: dict[object, int] = {}
+        self.polls = 0
+        self.compacted = 0
+
+    # -- fed by the raft loop ------------------------------------------------------------------
+
+    def feed(self, changes: Sequence[Change], applied: int, leader: str, now: float) -> None:
+        """After a raft-loop turn: the changes applied since the last feed (in order), the
+        applied index they bring the store to, and the leader known now ("" for none)."""
+        for c in changes:
+            if c.kind == "reset":  # a snapshot replaced the state: what came before is unknown
+                self._changes.clear()
+                self._revs.clear()
+                self.first = max(self.first, c.revision + 1)
+                continue
+            self._changes.append(c)
+            self._revs.append(c.revision)
+        self._trim()
+        if leader:
+            self._leaderless_since = None
+        elif self._leaderless_since is None:
+            self._leaderless_since = now
+        if applied > self.rev:
+            self.rev = applied
+            self._wake.set()
+            self._wake = trio.Event()
+
+    def _trim(self) -> None:
+        excess = len(self._changes) - self.history
+        if excess <= max(64, self.history // 8):  # trim in steps: amortized O(1) per change
+            return
+        cut_rev = self._revs[excess - 1]
+        cut = bisect.bisect_right(self._revs, cut_rev)  # whole revisions
+        del self._changes[:cut]
+        del self._revs[:cut]
+        self.first = max(self.first, cut_rev + 1)
+
+    # -- the polls -----------------------------------------------------------------------------
+
+    def leaderless(self, now: float) -> bool:
+        """The node has had no leader for longer than an election timeout."""
+        since = self._leaderless_since
+        return since is not None and now - since > self.election_timeout
+
+    def _collect(self, req: WatchRequest, after: int) -> tuple[tuple[WatchEvent, ...], int]:
+        """The events of revisions after `after` (up to `rev`) on the watch's keys, whole
+        revisions up to the reply's bounds, and the revision the answer is complete through."""
+        if after + 1 < self.first:
+            self.compacted += 1
+            raise Compacted(
+                f"revision {after + 1} is no longer held by this node (first: {self.first})",
+                self.first,
+            )
+        out: list[WatchEvent] = []
+        size = 0
+        prefix, prev = req.prefix, req.prev
+        i = bisect.bisect_right(self._revs, after)
+        changes, n, top = self._changes, len(self._changes), self.rev
+        while i < n:
+            c = changes[i]
+            if c.revision > top:
+                break
+            if (len(out) >= req.limit or size >= self.reply_bytes) and c.revision != out[-1].rev:
+                return tuple(out), out[-1].rev
+            i += 1
+            if not c.key.startswith(prefix):
+                continue
+            ev = WatchEvent(c.revision, c.kind, c.key, c.value, c.prev if prev else None, prev)
+            out.append(ev)
+            size += len(c.key) + len(c.value or b"") + (len(c.prev or b"") if prev else 0) + 32
+        return tuple(out), max(top, after)
+
+    def _admit(self, conn: object) -> None:
+        if self.watching >= self.max_watchers:
+            raise TooManyWatchers(f"this node serves {self.max_watchers} watches at most")
+        if self._per_conn.get(conn, 0) >= self.max_per_conn:
+            raise TooManyWatchers(f"a connection may run {self.max_per_conn} watches at most")
+        self.watching += 1
+        self._per_conn[conn] = self._per_conn.get(conn, 0) + 1
+
+    def _leave(self, conn: object) -> None:
+        self.watching -= 1
+        left = self._per_conn[conn] - 1
+        if left:
+            self._per_conn[conn] = left
+        else:
+            del self._per_conn[conn]
+
+    async def poll(
+        self,
+        req: WatchRequest,
+        conn: object,
+        *,
+        barrier: Callable[[], Awaitable[None]],
+        applied: Callable[[], int],
+    ) -> WatchReply:
+        """One poll: the watch's events after `req.after` as soon as there are some; with
+        none for `req.wait_ms`, a progress reply whose revision a ReadIndex (`barrier`, then
+        `applied`: the store's applied index it waited for) proved current. NoLeader once
+        the node has had no leader for an election timeout (checked at least twice per
+        election timeout while waiting); Compacted below the window; TooManyWatchers."""
+        self._admit(conn)
+        try:
+            self.polls += 1
+            after = self.rev if req.after is None else req.after
+            deadline = trio.current_time() + req.wait_ms / 1000
+            while True:
+                events, upto = self._collect(req, after)
+                if events:
+                    return WatchReply(events, upto)
+                now = trio.current_time()
+                if self.leaderless(now):
+                    raise NoLeader(
+                        f"no leader for over {self.election_timeout:g} s: this node may be "
+                        "cut off (watch through another node)"
+                    )
+                if now >= deadline:
+                    break
+                with trio.move_on_at(min(deadline, now + self.election_timeout / 2)):
+                    await self._wake.wait()
+            # Progress: a ReadIndex proves which revision is current, the window is read up
+            # to it, so the progress revision never overtakes an event not yet delivered.
+            await barrier()
+            target = applied()
+            with trio.move_on_after(max(1.0, 4 * self.election_timeout)):
+                while self.rev < target:  # fed at the end of the turn that applied it
+                    await self._wake.wait()
+            if self.rev < target:
+                raise Unavailable(f"the watch window did not reach revision {target}; retry")
+            events, upto = self._collect(req, after)
+            return WatchReply(events, upto, progress=upto >= target)
+        finally:
+            self._leave(conn)
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "watch_polls": self.polls,
+            "watch_active": self.watching,
+            "watch_held_changes": len(self._changes),
+            "watch_first_revision": self.first,
+            "watch_compacted": self.compacted,
+        }
