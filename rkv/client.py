@@ -34,6 +34,7 @@ from rkv.codec import MAX_KEY_LEN
 from rkv.config import format_address, parse_address
 from rkv.errors import (
     BadRequest,
+    Compacted,
     IntegrityError,
     NotFound,
     NotLeader,
@@ -77,6 +78,9 @@ from rkv.protocol import (
     TxnReply,
     TxnRequest,
     ValueReply,
+    WatchEvent,
+    WatchReply,
+    WatchRequest,
     WriteRequest,
 )
 from rkv.txn import (
@@ -113,6 +117,11 @@ _RETRY_CODES = frozenset({"unavailable", "timeout", "not_leader"})
 FAILED_RECENTLY = 10.0
 """Seconds during which an address that failed an attempt is not preferred again on a
 forwarded write's leader hint."""
+# Errors after which a watch goes on through another node (from the same revision).
+_WATCH_RETRY_CODES = frozenset(
+    {"unavailable", "timeout", "not_leader", "no_leader", "too_many_watchers", "idle_timeout"}
+    | {"too_many_connections", "handshake_timeout", "frame_timeout"}
+)
 # Connection-level refusals from the RPC layer: the connection is gone, try another node.
 _CONN_CODES = frozenset(
     {"too_many_connections", "handshake_timeout", "idle_timeout", "frame_timeout"}
@@ -655,6 +664,92 @@ class Client:
             ScanRequest(_to_bytes(prefix, "prefix"), limit=limit, stale=bool(stale))
         )
         return list(ScanReply.from_frame(reply).items)
+
+    async def watch(
+        self,
+        prefix: bytes | str = b"",
+        start_revision: int | None = None,
+        prev_value: bool = False,
+        *,
+        progress: bool = False,
+        wait: float = 1.0,
+    ) -> AsyncIterator[WatchEvent]:
+        """The changes to the keys starting with `prefix` (b"": all keys) and to such files, in
+        revision order, from `start_revision` (None: from now), as WatchEvent(rev, type, key,
+        value, prev): type "put", "delete", "file_commit" or "file_delete"; with `prev_value`
+        each carries the key's value before it (`prev`, None: the key did not exist).
+
+        An async iterator that runs until the caller stops iterating (`break` or a cancel);
+        use it as `async for ev in client.watch(...)`. It polls one node at a time (any node:
+        a follower serves watches from its own applied log); if that node fails, has no
+        leader or cannot serve the watch, it goes on through another node from the revision
+        after the last one it answered for: no change is missed, none is repeated. With
+        `progress`, a WatchEvent of type "progress" (key b"") tells when a node proved its
+        revision current with a ReadIndex (each `wait` seconds without changes).
+
+        Raises Compacted (with `first_revision`) when the revisions asked for are no longer
+        held (the watch window is each node's recent changes, see docs/contracts.md), and
+        Unavailable when no node served the watch for the client's `timeout`."""
+        p = _to_bytes(prefix, "prefix")
+        if start_revision is not None and (
+            isinstance(start_revision, bool)
+            or not isinstance(start_revision, int)
+            or start_revision < 1
+        ):
+            raise ValueError(f"start_revision must be a positive integer, got {start_revision!r}")
+        wait_ms = int(wait * 1000)
+        if not 0 <= wait_ms <= 60_000:
+            raise ValueError(f"wait must be in 0..60 seconds, got {wait!r}")
+        after = None if start_revision is None else start_revision - 1
+        failing_since: float | None = None
+        attempt = 0
+        last = "no attempt made"
+        while True:
+            addr = self._target()
+            req = WatchRequest(prefix=p, after=after, prev=bool(prev_value), wait_ms=wait_ms)
+            try:
+                rpc = self._connected(addr)
+                if rpc is None:
+                    with trio.fail_after(self.attempt_timeout):
+                        rpc = await self._rpc(addr)
+                # a poll waits up to `wait`, then up to a request timeout for its ReadIndex
+                frame = await rpc.call(
+                    req.to_frame(), timeout=wait + max(self.attempt_timeout, 6.0)
+                )
+                reply = WatchReply.from_frame(frame)
+            except RemoteError as exc:
+                if exc.code == Compacted.code:
+                    raise from_error_frame(exc.frame) from None
+                if exc.code not in _WATCH_RETRY_CODES:
+                    raise from_error_frame(exc.frame) from None
+                last = f"{addr}: {exc.code}: {exc.msg}"
+                if exc.code in _CONN_CODES:
+                    self._drop(addr)
+            except (ConnectionLost, RpcTimeout, trio.TooSlowError, OSError) as exc:
+                last = f"{addr}: {exc or type(exc).__name__}"
+                self._drop(addr)
+            else:
+                failing_since = None
+                attempt = 0
+                self._preferred = addr
+                for ev in reply.events:
+                    yield ev
+                after = reply.rev
+                if progress and reply.progress:
+                    yield WatchEvent(reply.rev, "progress", b"")
+                continue
+            # this node failed the watch: the next one, from the same revision
+            now = trio.current_time()
+            if failing_since is None:
+                failing_since = now
+            elif now - failing_since > self.timeout:
+                raise Unavailable(
+                    f"watch: no node served it for {self.timeout:g}s (last error: {last})"
+                )
+            self.stats["retries"] += 1
+            self._rotate(addr)
+            attempt += 1
+            await trio.sleep(self._backoff(attempt))
 
     async def scan_revision(
         self, prefix: bytes | str = b"", limit: int = 1000, *, stale: bool = False

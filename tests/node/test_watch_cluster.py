@@ -1,0 +1,145 @@
+"""Watches on an in-process 3-node cluster (rkv.node.watch through the native protocol and
+Client.watch): a watch through a follower sees every write of concurrent writers exactly once,
+in revision order, each at the revision the leader's store records; and a watch goes on
+through another node when the node it watched through is stopped, from the revision after
+the last it answered for: nothing missed, nothing repeated."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+import trio
+
+import rkv
+from rkv.client import WatchEvent
+from rkv.errors import Compacted
+from rkv.testing import RestartableNode, local_configs, running_cluster, wait_leader
+
+WRITERS = 6
+WRITES = 40
+
+
+async def collect(
+    c: rkv.Client, out: list[WatchEvent], want: int, prefix: bytes = b"w", **kw: object
+) -> None:
+    async for ev in c.watch(prefix, start_revision=1, **kw):  # type: ignore[arg-type]
+        out.append(ev)
+        if len(out) >= want:
+            return
+
+
+def check_exactly_once_in_order(events: list[WatchEvent]) -> None:
+    revs = [e.rev for e in events]
+    assert revs == sorted(revs), "events out of revision order"
+    seen = [(e.rev, e.key) for e in events]
+    assert len(seen) == len(set(seen)), "an event was delivered twice"
+    for w in range(WRITERS):
+        mine = [int(e.value or b"-1") for e in events if e.key.startswith(b"w%d/" % w)]
+        assert mine == list(range(WRITES)), f"writer {w}: {mine}"
+
+
+async def test_a_watch_on_a_follower_sees_every_write_once_in_order(tmp_path: Path) -> None:
+    async with running_cluster(local_configs(tmp_path, 3)) as nodes:
+        leader = await wait_leader(nodes)
+        follower = next(n for n in nodes if n is not leader)
+        events: list[WatchEvent] = []
+        addrs = [n.cfg.advertise for n in nodes]
+
+        async def writer(c: rkv.Client, w: int) -> None:
+            for j in range(WRITES):
+                await c.put(b"w%d/%03d" % (w, j), str(j).encode())
+
+        with trio.fail_after(60):
+            async with (
+                rkv.connect([follower.cfg.advertise], timeout=20) as wc,
+                rkv.connect(addrs, timeout=20) as c,
+                trio.open_nursery() as n,
+            ):
+                n.start_soon(collect, wc, events, WRITERS * WRITES)
+                await c.put(b"other", b"not watched")
+                for w in range(WRITERS):
+                    n.start_soon(writer, c, w)
+        check_exactly_once_in_order(events)
+        assert all(e.type == "put" and not e.prev_known for e in events)
+        for e in events:  # each at the revision the leader recorded for it
+            rec = leader.store.get_record(e.key)
+            assert rec is not None and rec.mod_index == e.rev
+        assert follower.statistics()["watch"]["watch_polls"] >= 1
+
+
+async def test_prev_values_and_deletes_through_the_watch(tmp_path: Path) -> None:
+    async with running_cluster(local_configs(tmp_path, 3)) as nodes:
+        await wait_leader(nodes)
+        events: list[WatchEvent] = []
+        with trio.fail_after(30):
+            async with (
+                rkv.connect([n.cfg.advertise for n in nodes], timeout=20) as c,
+                trio.open_nursery() as n,
+            ):
+                n.start_soon(partial(collect, c, events, 4, b"k", prev_value=True))
+                await c.put("k", "1")
+                await c.put("k", "2")
+                await c.cas("k", "2", "3")
+                await c.delete("k")
+        assert [(e.type, e.value, e.prev) for e in events] == [
+            ("put", b"1", None),
+            ("put", b"2", b"1"),
+            ("put", b"3", b"2"),
+            ("delete", None, b"3"),
+        ]
+
+
+async def test_a_watch_resumes_through_another_node_when_its_node_stops(tmp_path: Path) -> None:
+    cfgs = local_configs(tmp_path, 3)
+    handles = [RestartableNode(cfg) for cfg in cfgs]
+    async with trio.open_nursery() as nursery:
+        nodes = [await h.start(nursery) for h in handles]
+        leader = await wait_leader(nodes)
+        watched = next(n for n in nodes if n is not leader)
+        other = next(n for n in nodes if n is not leader and n is not watched)
+        events: list[WatchEvent] = []
+        half = WRITERS * WRITES // 2
+        with trio.fail_after(90):
+            # the watch goes through `watched` first (the client's first address)
+            async with (
+                rkv.connect([watched.cfg.advertise, other.cfg.advertise], timeout=30) as wc,
+                rkv.connect([leader.cfg.advertise], timeout=30) as c,
+                trio.open_nursery() as n,
+            ):
+                n.start_soon(collect, wc, events, WRITERS * WRITES)
+                for w in range(WRITERS // 2):
+                    for j in range(WRITES):
+                        await c.put(b"w%d/%03d" % (w, j), str(j).encode())
+                while len(events) < half:
+                    await trio.sleep(0.01)
+                assert watched.statistics()["watch"]["watch_polls"] >= 1
+                await handles[nodes.index(watched)].stop()
+                for w in range(WRITERS // 2, WRITERS):
+                    for j in range(WRITES):
+                        await c.put(b"w%d/%03d" % (w, j), str(j).encode())
+        check_exactly_once_in_order(events)
+        assert other.statistics()["watch"]["watch_polls"] >= 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_watch_from_before_the_window_is_compacted(tmp_path: Path) -> None:
+    async with running_cluster(local_configs(tmp_path, 3, watch_history=20)) as nodes:
+        await wait_leader(nodes)
+        with trio.fail_after(30):
+            # one node: another node's window may start elsewhere
+            async with rkv.connect([nodes[0].cfg.advertise], timeout=20) as c:
+                for i in range(200):
+                    await c.put(b"k%d" % i, b"v")
+                try:
+                    async for _ in c.watch(b"k", start_revision=1):
+                        raise AssertionError("a watch from revision 1 must not start")
+                except Compacted as e:
+                    assert e.first_revision > 1
+                    first = e.first_revision
+                got = []
+                async for ev in c.watch(b"k", start_revision=first):
+                    got.append(ev)
+                    if ev.key == b"k199":
+                        break
+                assert got[0].rev >= first
