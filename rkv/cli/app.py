@@ -34,6 +34,7 @@ from rkv.errors import (
     AuthError,
     BadRequest,
     Changed,
+    Compacted,
     CorruptData,
     ExitCode,
     IntegrityError,
@@ -111,7 +112,7 @@ def exit_code_for(exc: BaseException) -> Exit:
     """The exit code for an error raised by a client command."""
     if isinstance(exc, AuthError):
         return Exit.AUTH
-    if isinstance(exc, NotFound):
+    if isinstance(exc, NotFound | Compacted):  # Compacted: the revisions asked for are gone
         return Exit.NOT_FOUND
     if isinstance(exc, BadRequest | ValueError | TypeError | OSError):
         return Exit.USAGE
