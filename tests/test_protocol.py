@@ -67,6 +67,14 @@ WIRE: list[tuple[p.ClientRequest, dict[str, Any]]] = [
     (p.FileMetaRequest(b"f", stale=True), {"t": "file_meta", "k": b"f", "stale": True}),
     (p.FileReadRequest(b"f", 3, SHA), {"t": "file_read", "k": b"f", "n": 3, "sha": SHA}),
     (p.StatusRequest(), {"t": "status"}),
+    (
+        p.WatchRequest(b"a/", 41, prev=True, limit=10, wait_ms=500),
+        {"t": "watch", "p": b"a/", "after": 41, "prev": True, "limit": 10, "wait_ms": 500},
+    ),
+    (
+        p.WatchRequest(),  # from now: no "after"
+        {"t": "watch", "p": b"", "prev": False, "limit": 1000, "wait_ms": 1000},
+    ),
     (p.TransferRequest(None), {"t": "transfer", "to": None}),
     (p.TransferRequest("127.0.0.1:2"), {"t": "transfer", "to": "127.0.0.1:2"}),
     (p.MembersRequest(), {"t": "members"}),
@@ -369,6 +377,14 @@ STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         st.lists(node_ids, max_size=5).map(tuple),
         st.lists(node_ids, max_size=5).map(tuple),
     ),
+    "watch": st.builds(
+        p.WatchRequest,
+        st.binary(max_size=20),
+        st.none() | u64,
+        st.booleans(),
+        st.integers(1, 10_000),
+        st.integers(0, 60_000),
+    ),
 }
 
 
@@ -414,6 +430,29 @@ REPLIES: list[tuple[Any, dict[str, Any]]] = [
         {"t": "ok", "ok": True, "rev": 12, "results": [None, [b"v", 3, 12, 2], 1, b"1.5"]},
     ),
     (p.TxnReply(False, 13), {"t": "ok", "ok": False, "rev": 13, "results": []}),
+    (
+        p.WatchReply(
+            (
+                p.WatchEvent(7, "put", b"k", b"v"),
+                p.WatchEvent(7, "delete", b"j", None, b"old", True),
+                p.WatchEvent(8, "put", b"k", b"w", None, True),  # prev nil: it did not exist
+                p.WatchEvent(9, "file_commit", b"f"),
+            ),
+            9,
+        ),
+        {
+            "t": "ok",
+            "events": [
+                {"rev": 7, "type": "put", "k": b"k", "v": b"v"},
+                {"rev": 7, "type": "delete", "k": b"j", "prev": b"old"},
+                {"rev": 8, "type": "put", "k": b"k", "v": b"w", "prev": None},
+                {"rev": 9, "type": "file_commit", "k": b"f"},
+            ],
+            "rev": 9,
+            "progress": False,
+        },
+    ),
+    (p.WatchReply((), 10, True), {"t": "ok", "events": [], "rev": 10, "progress": True}),
 ]
 
 
@@ -469,6 +508,13 @@ BAD_REPLIES: list[tuple[type[Any], dict[str, Any], str]] = [
     (p.ValueReply, {"t": "ok", "val": b"", "rev": -1}, "field 'rev' must be nil or an integer"),
     (p.TxnReply, {"t": "ok", "rev": 1, "results": []}, "txn reply: a txn result must be"),
     (p.TxnReply, {"t": "ok", "ok": True, "rev": 1, "results": [[b"v"]]}, "a get result must"),
+    (p.WatchReply, {"t": "ok", "events": {}, "rev": 1, "progress": False}, "must be a list"),
+    (
+        p.WatchReply,
+        {"t": "ok", "events": [{"rev": 1, "type": "explode", "k": b"k"}], "rev": 1},
+        "unknown event type",
+    ),
+    (p.WatchReply, {"t": "ok", "events": [], "progress": False}, "'rev' is missing"),
 ]
 
 

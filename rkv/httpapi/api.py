@@ -17,7 +17,7 @@ import base64
 import hmac
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
@@ -44,6 +44,9 @@ from rkv.protocol import (
     TxnReply,
     TxnRequest,
     ValueReply,
+    WatchEvent,
+    WatchReply,
+    WatchRequest,
 )
 from rkv.txnjson import TxnJsonError, result_to_json, txn_from_text
 
@@ -56,6 +59,9 @@ HEALTH_METHODS = ("GET", "HEAD")
 MAX_HTTP_SCAN_LIMIT = MAX_SCAN_LIMIT - 1
 """One less than a scan's limit: the API asks for one more item to tell whether more remain."""
 DEFAULT_SCAN = 1000
+WATCH_WAIT_MS = 5000
+"""How long a watch stream's poll waits for events before a progress line."""
+NDJSON = "application/x-ndjson"
 MAX_BUFFERED = 64 << 20
 """Bytes of put bodies all connections may hold in memory at once (a chunked body counts as
 the max value size): beyond, 503 and Retry-After."""
@@ -138,7 +144,8 @@ class HttpApi:
             self._methods(req, "POST")
             await self._txn(req)
         elif path == "/v1/watch":
-            raise not_implemented("GET /v1/watch (watches)")
+            self._methods(req, "GET")
+            await self._watch(req)
         else:
             raise HttpError(404, "not_found", f"no such path {path[:200]}")
 
@@ -296,6 +303,57 @@ class HttpApi:
             doc["revision"] = scanned.rev
         await _json(req, 200, doc)
 
+    async def _watch(self, req: Request) -> None:
+        """GET /v1/watch?prefix=&start_revision=&prev=true: newline-delimited JSON, one line
+        per event ({"revision", "type", "key", "value", "prev_value"}; key and values
+        base64), a {"type": "progress", "revision"} line when the node proved a revision
+        current and had nothing to send (about every WATCH_WAIT_MS), until the client closes.
+        An error before the stream starts (compacted: 410 with X-Rkv-First-Revision, a bad
+        parameter) is an HTTP error; one during it is a last {"type": "error", "error",
+        "message"} line (no_leader: this node has had no leader for an election timeout)
+        and the end of the stream: go on from the last revision + 1 (through another node)."""
+        q = _query(req, "prefix", "start_revision", "prev")
+        prefix = unquote_to_bytes(q.get("prefix", ""))
+        if len(prefix) > MAX_KEY_LEN:
+            raise bad_request(f"prefix must be at most {MAX_KEY_LEN} bytes")
+        after: int | None = None
+        if "start_revision" in q:
+            try:
+                after = int(q["start_revision"]) - 1
+            except ValueError:
+                after = -1
+            if after < 0:
+                raise bad_request("start_revision must be a positive integer")
+        prev = q.get("prev", "false")
+        if prev not in ("true", "false"):
+            raise bad_request("prev must be true or false")
+        with_prev = prev == "true"
+
+        def poll(after: int | None) -> WatchRequest:
+            return WatchRequest(prefix, after, with_prev, wait_ms=WATCH_WAIT_MS)
+
+        try:  # the first poll before the stream starts: its error is an HTTP status
+            first = WatchReply.from_frame(await self.caller.call(poll(after)))
+        except RkvError as e:
+            raise from_rkv(e) from None
+
+        async def lines() -> AsyncIterator[bytes]:
+            reply = first
+            while True:
+                out = [_event_json(ev, with_prev) for ev in reply.events]
+                if reply.progress and not reply.events:
+                    out.append({"type": "progress", "revision": reply.rev})
+                if out:
+                    yield b"".join(json.dumps(d).encode() + b"\n" for d in out)
+                try:
+                    reply = WatchReply.from_frame(await self.caller.call(poll(reply.rev)))
+                except RkvError as e:
+                    last = {"type": "error", "error": e.code, "message": e.msg}
+                    yield json.dumps(last).encode() + b"\n"
+                    return
+
+        await req.respond_stream(200, lines(), None, NDJSON)
+
     async def _txn(self, req: Request) -> None:
         """POST /v1/txn: the body is a txn in the JSON form of rkv.txnjson (as `rkv txn`
         reads it); 200 with {"succeeded", "revision", "results"} whether or not the compares
@@ -406,6 +464,18 @@ REVISION_HEADER = "X-Rkv-Revision"
 def _revision(rev: int | None) -> list[tuple[str, str]]:
     """The header that carries the revision a read saw or a write made (none if unknown)."""
     return [] if rev is None else [(REVISION_HEADER, str(rev))]
+
+
+def _event_json(ev: WatchEvent, with_prev: bool) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "revision": ev.rev,
+        "type": ev.type,
+        "key": _b64(ev.key),
+        "value": None if ev.value is None else _b64(ev.value),
+    }
+    if with_prev:
+        d["prev_value"] = None if ev.prev is None else _b64(ev.prev)
+    return d
 
 
 def _b64(b: bytes) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rkv.errors import RkvError
+from rkv.errors import Compacted, RkvError
 from rkv.httpapi.exchange import HttpError
 
 STATUS_OF_CODE: dict[str, int] = {
@@ -18,6 +18,7 @@ STATUS_OF_CODE: dict[str, int] = {
     "auth_failed": 401,
     "not_found": 404,
     "changed": 409,
+    "compacted": 410,
     "precondition_failed": 412,
     "too_large": 413,
     "integrity": 500,
@@ -26,13 +27,22 @@ STATUS_OF_CODE: dict[str, int] = {
     "unavailable": 503,
     "not_leader": 503,
     "too_many_connections": 503,
+    "no_leader": 503,
+    "too_many_watchers": 429,
     "timeout": 504,
     "store_full": 507,
 }
 """HTTP status of each rkv error code (docs/contracts.md, "HTTP API"). `not_leader` reaches a
 client only when this node could not forward (it is told like `unavailable`: retry)."""
 
-RETRY_AFTER = {"unavailable", "not_leader", "too_many_connections", "timeout"}
+RETRY_AFTER = {
+    "unavailable",
+    "not_leader",
+    "too_many_connections",
+    "timeout",
+    "no_leader",
+    "too_many_watchers",
+}
 """Codes answered with `Retry-After: 1`: trying again is safe (writes are exactly-once per
 connection session) and likely to succeed."""
 
@@ -47,6 +57,8 @@ def from_rkv(e: RkvError) -> HttpError:
     """The HTTP answer for an rkv error (as a native client would have raised it)."""
     status = STATUS_OF_CODE.get(e.code, 500)
     headers = [("Retry-After", "1")] if e.code in RETRY_AFTER else []
+    if isinstance(e, Compacted):
+        headers.append(("X-Rkv-First-Revision", str(e.first_revision)))
     return HttpError(status, e.code, e.msg, headers)
 
 

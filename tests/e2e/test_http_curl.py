@@ -232,3 +232,45 @@ def test_bounds_and_the_node_keeps_serving(http_cluster: HttpCluster, tmp_path: 
     assert time.monotonic() - t0 < 15
     assert c.curl("-X", "PUT", "-d", "still", c.url(a, "/v1/kv/after"))[0] == 204
     assert c.curl(c.url(a, "/v1/kv/after")) == (200, b"still")
+
+
+def test_curl_watch(http_cluster: HttpCluster) -> None:
+    """GET /v1/watch through a follower with curl: the writes made before it (from
+    start_revision) and while it runs, one JSON line each (key and values base64), in
+    revision order; a revision older than the node holds is 410 with the first it holds."""
+    c = http_cluster
+    leader = c.wait_leader()
+    f1 = next(a for a in c.procs.addrs if a != leader)
+    assert c.curl("-X", "PUT", "--data-binary", "1", c.url(leader, "/v1/kv/w%2Fa"))[0] == 204
+    code, body = c.curl(c.url(leader, "/v1/kv?prefix=w%2F"))
+    start = json.loads(body)["revision"]
+    cmd = ["curl", "-sS", "-N", "--max-time", "60"]
+    url = c.url(f1, f"/v1/watch?prefix=w%2F&start_revision={start}&prev=true")
+    proc = subprocess.Popen([*cmd, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert c.curl("-X", "PUT", "--data-binary", "2", c.url(leader, "/v1/kv/w%2Fa"))[0] == 204
+        assert c.curl("-X", "DELETE", c.url(leader, "/v1/kv/w%2Fa"))[0] == 204
+        assert c.curl("-X", "PUT", "--data-binary", "no", c.url(leader, "/v1/kv/x"))[0] == 204
+        assert proc.stdout is not None
+        got: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while len(got) < 3 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            doc = json.loads(line)
+            if doc["type"] != "progress":
+                got.append(doc)
+    finally:
+        proc.kill()
+        proc.wait()
+    b64 = lambda s: base64.b64encode(s.encode()).decode()  # noqa: E731
+    assert [(d["type"], d["key"], d["value"], d["prev_value"]) for d in got] == [
+        ("put", b64("w/a"), b64("1"), None),
+        ("put", b64("w/a"), b64("2"), b64("1")),
+        ("delete", b64("w/a"), None, b64("2")),
+    ]
+    assert [d["revision"] for d in got] == sorted(d["revision"] for d in got)
+    assert got[0]["revision"] == start
+    code, body = c.curl(c.url(f1, "/v1/watch?start_revision=0"))
+    assert code == 400 and json.loads(body)["error"] == "bad_request"
