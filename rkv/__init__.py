@@ -15,14 +15,17 @@ from rkv.errors import (
     AuthError,
     BadRequest,
     Changed,
+    Compacted,
     CorruptData,
     IntegrityError,
     InternalError,
+    NoLeader,
     NotFound,
     NotLeader,
     RkvError,
     StoreFull,
     Timeout,
+    TooManyWatchers,
     Unavailable,
 )
 
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
         SyncClient,
         TxnOp,
         TxnResult,
+        WatchEvent,
         connect,
         connect_sync,
     )
@@ -41,7 +45,17 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _CLIENT_NAMES = frozenset(
-    {"Client", "SyncClient", "connect", "connect_sync", "Cmp", "TxnOp", "TxnResult", "KeyValue"}
+    {
+        "Client",
+        "SyncClient",
+        "connect",
+        "connect_sync",
+        "Cmp",
+        "TxnOp",
+        "TxnResult",
+        "KeyValue",
+        "WatchEvent",
+    }
 )
 
 
@@ -65,19 +79,23 @@ __all__ = [
     "Changed",
     "Client",
     "Cmp",
+    "Compacted",
     "CorruptData",
     "IntegrityError",
     "InternalError",
     "KeyValue",
+    "NoLeader",
     "NotFound",
     "NotLeader",
     "RkvError",
     "StoreFull",
     "SyncClient",
     "Timeout",
+    "TooManyWatchers",
     "TxnOp",
     "TxnResult",
     "Unavailable",
+    "WatchEvent",
     "__version__",
     "connect",
     "connect_sync",

@@ -78,10 +78,12 @@ from rkv.protocol import (
     TxnReply,
     TxnRequest,
     ValueReply,
-    WatchEvent,
     WatchReply,
     WatchRequest,
     WriteRequest,
+)
+from rkv.protocol import (
+    WatchEvent as WatchEvent,  # re-exported: what Client.watch yields
 )
 from rkv.txn import (
     Compare,

@@ -26,7 +26,8 @@ is built. A reply that does not fit raises `BadReply` (code `internal`: the node
 something this client does not understand).
 
 Replies: the ok replies with fixed fields are typed here (OkReply, ValueReply, ExistedReply,
-SwappedReply, AbortedReply, ScanReply, TxnReply, FileMetaReply, DataReply, StatusReply); get,
+SwappedReply, AbortedReply, ScanReply, TxnReply, FileMetaReply, DataReply, StatusReply,
+WatchReply with its WatchEvents); get,
 scan and every write carry `rev`, the revision they read at or made (optional: None from a
 node that predates it). The others are
 free-form maps and stay so: `members` / `member` (membership and per-member progress, read
