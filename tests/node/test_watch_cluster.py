@@ -9,11 +9,14 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+import pytest
 import trio
 
 import rkv
 from rkv.client import WatchEvent
 from rkv.errors import Compacted
+from rkv.nemesis.cluster import rpc_call
+from rkv.net.rpc import RemoteError
 from rkv.testing import RestartableNode, local_configs, running_cluster, wait_leader
 
 WRITERS = 6
@@ -143,3 +146,49 @@ async def test_a_watch_from_before_the_window_is_compacted(tmp_path: Path) -> No
                     if ev.key == b"k199":
                         break
                 assert got[0].rev >= first
+
+
+async def test_a_watch_on_a_cut_off_node_is_told_no_leader_and_goes_on_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """A follower loses its Raft links (clients still reach it): a poll waiting on it is
+    answered no_leader within about an election timeout of the node losing its leader (not
+    left hanging), and a client watch through it goes on through another node, missing
+    none of the writes made meanwhile."""
+    cfgs = local_configs(tmp_path, 3, fault_injection=True)
+    async with running_cluster(cfgs) as nodes:
+        leader = await wait_leader(nodes)
+        cut, other = (n for n in nodes if n is not leader)
+        election = cut.cfg.election_ticks * cut.cfg.tick_seconds
+        events: list[WatchEvent] = []
+        with trio.fail_after(60):
+            async with (
+                rkv.connect([cut.cfg.advertise, other.cfg.advertise], timeout=30) as wc,
+                rkv.connect([leader.cfg.advertise], timeout=30) as c,
+                trio.open_nursery() as n,
+            ):
+                n.start_soon(collect, wc, events, 2 * WRITES)
+                for j in range(WRITES):
+                    await c.put(b"w0/%03d" % j, str(j).encode())
+                while len(events) < WRITES:
+                    await trio.sleep(0.01)
+                assert cut.statistics()["watch"]["watch_polls"] >= 1
+                peers = [m.cfg.id for m in nodes if m is not cut]
+                frame = {"t": "fault", "drop_to": peers, "drop_from": peers}
+                await rpc_call(cut.cfg.advertise, frame, timeout=5.0)
+                t0 = trio.current_time()
+                poll = {"t": "watch", "p": b"w", "wait_ms": 60_000}
+                with pytest.raises(RemoteError) as told:
+                    await rpc_call(cut.cfg.advertise, poll, timeout=30.0)
+                took = trio.current_time() - t0
+                assert told.value.code == "no_leader", told.value
+                # the follower notices after 1-2 election timeouts (randomized), then one
+                # more without a leader, checked every half election timeout
+                assert took <= 3.5 * election + 0.5, took
+                for j in range(WRITES):
+                    await c.put(b"w1/%03d" % j, str(j).encode())
+        keys = [e.key for e in events]
+        assert keys == [b"w0/%03d" % j for j in range(WRITES)] + [
+            b"w1/%03d" % j for j in range(WRITES)
+        ]
+        assert other.statistics()["watch"]["watch_polls"] >= 1
