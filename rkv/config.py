@@ -153,6 +153,9 @@ class NodeConfig:
     watch_history: int = 100_000
     """Changes the watch hub keeps for its watchers (rkv.node.watch): a watch from an older
     revision gets `compacted`. Memory: about this many keys and values (and previous values)."""
+    watch_history_bytes: int = 64 << 20
+    """... and at most about this many bytes of keys and values (the oldest revisions go
+    first)."""
     watch_max: int = 1024
     """Watch polls a node serves at once (more: `too_many_watchers`)."""
     watch_max_per_conn: int = 64
@@ -275,6 +278,7 @@ class NodeConfig:
         _positive("map_size", self.map_size, 1 << 20)
         _positive("request_timeout", self.request_timeout, 0.001)
         _positive("watch_history", self.watch_history, 1)
+        _positive("watch_history_bytes", self.watch_history_bytes, 1)
         _positive("watch_max", self.watch_max, 1)
         _positive("watch_max_per_conn", self.watch_max_per_conn, 1)
         _positive("peer_queue", self.peer_queue, 1)

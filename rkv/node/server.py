@@ -102,6 +102,7 @@ class Node:
         self.watch = WatchHub(
             store.applied_index(),
             history=cfg.watch_history,
+            history_bytes=cfg.watch_history_bytes,
             max_watchers=cfg.watch_max,
             max_per_conn=cfg.watch_max_per_conn,
             election_timeout=cfg.election_ticks * cfg.tick_seconds,

@@ -36,6 +36,7 @@ class WatchHub:
         applied: int,
         *,
         history: int = 100_000,
+        history_bytes: int = 64 << 20,
         max_watchers: int = 1024,
         max_per_conn: int = 64,
         election_timeout: float = 1.0,
@@ -43,6 +44,9 @@ class WatchHub:
     ) -> None:
         self.history = history
         """At most about this many changes are held (whole revisions are dropped, oldest first)."""
+        self.history_bytes = history_bytes
+        """... and about this many bytes of keys and values (new and previous)."""
+        self._bytes = 0
         self.max_watchers = max_watchers
         self.max_per_conn = max_per_conn
         self.election_timeout = election_timeout
@@ -71,10 +75,12 @@ class WatchHub:
             if c.kind == "reset":  # a snapshot replaced the state: what came before is unknown
                 self._changes.clear()
                 self._revs.clear()
+                self._bytes = 0
                 self.first = max(self.first, c.revision + 1)
                 continue
             self._changes.append(c)
             self._revs.append(c.revision)
+            self._bytes += _size(c)
         self._trim()
         if leader:
             self._leaderless_since = None
@@ -86,11 +92,22 @@ class WatchHub:
             self._wake = trio.Event()
 
     def _trim(self) -> None:
+        """Drop the oldest revisions, whole, once over a bound: down to `history` changes
+        (in steps of an eighth: amortized O(1) per change) and `history_bytes` bytes."""
         excess = len(self._changes) - self.history
-        if excess <= max(64, self.history // 8):  # trim in steps: amortized O(1) per change
+        drop = excess if excess > max(64, self.history // 8) else 0
+        if self._bytes > self.history_bytes:
+            target, freed = self._bytes - self.history_bytes * 7 // 8, 0
+            n = 0
+            while n < len(self._changes) and freed < target:
+                freed += _size(self._changes[n])
+                n += 1
+            drop = max(drop, n)
+        if drop <= 0:
             return
-        cut_rev = self._revs[excess - 1]
+        cut_rev = self._revs[drop - 1]
         cut = bisect.bisect_right(self._revs, cut_rev)  # whole revisions
+        self._bytes -= sum(_size(c) for c in self._changes[:cut])
         del self._changes[:cut]
         del self._revs[:cut]
         self.first = max(self.first, cut_rev + 1)
@@ -197,6 +214,12 @@ class WatchHub:
             "watch_polls": self.polls,
             "watch_active": self.watching,
             "watch_held_changes": len(self._changes),
+            "watch_held_bytes": self._bytes,
             "watch_first_revision": self.first,
             "watch_compacted": self.compacted,
         }
+
+
+def _size(c: Change) -> int:
+    """What a held change costs, about (its bytes and the objects around them)."""
+    return len(c.key) + len(c.value or b"") + len(c.prev or b"") + 100

@@ -118,6 +118,19 @@ async def test_a_watcher_behind_the_window_gets_compacted() -> None:
     assert [ev.rev for ev in reply.events] == list(range(hub.first, 1001))
 
 
+async def test_the_window_is_bounded_in_bytes_too() -> None:
+    hub = WatchHub(0, history=1_000_000, history_bytes=100_000)
+    for rev in range(1, 201):
+        hub.feed([put(rev, b"k", b"x" * 10_000, b"y" * 10_000)], rev, "n1", 0.0)
+    held = hub.statistics()["watch_held_bytes"]
+    assert 0 < held <= 100_000 + 20_200
+    assert hub.first > 190  # only the last few revisions fit
+    reply = await hub.poll(
+        WatchRequest(after=hub.first - 1), 1, barrier=no_barrier, applied=lambda: 200
+    )
+    assert [e.rev for e in reply.events] == list(range(hub.first, 201))
+
+
 async def test_a_snapshot_install_compacts_what_came_before() -> None:
     hub = WatchHub(5)
     hub.feed([put(6, b"k"), Change(50, "reset", b""), put(51, b"k")], 51, "n1", 0.0)
