@@ -393,22 +393,22 @@ class LmdbStateTxn:
     def begin_entry(self, index: int) -> None:
         self._index = index
 
-    def _prev_value(self, key: bytes) -> bytes | None:
-        old = self.get(key)  # in the cache already: every write reads the key first
-        return None if old is None else old.value
-
     def put(self, key: bytes, rec: Record) -> None:
-        if self.changes is not None:
-            self.changes.append(Change(self._index, "put", key, rec.value, self._prev_value(key)))
         new = encode_record(rec)
-        self.running.change(SNAP_KV, key, self._kv_payload(key), new)
+        old = self._kv_payload(key)  # known already: every write reads the key first
+        if self.changes is not None:
+            prev = None if old is None else decode_record(old).value
+            self.changes.append(Change(self._index, "put", key, rec.value, prev))
+        self.running.change(SNAP_KV, key, old, new)
         self._known[key] = new
         self._kv[key] = rec
 
     def delete(self, key: bytes) -> None:
+        old = self._kv_payload(key)
         if self.changes is not None:
-            self.changes.append(Change(self._index, "delete", key, None, self._prev_value(key)))
-        self.running.change(SNAP_KV, key, self._kv_payload(key), None)
+            prev = None if old is None else decode_record(old).value
+            self.changes.append(Change(self._index, "delete", key, None, prev))
+        self.running.change(SNAP_KV, key, old, None)
         self._known[key] = None
         self._kv[key] = None
 
