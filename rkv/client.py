@@ -675,11 +675,13 @@ class Client:
         *,
         progress: bool = False,
         wait: float = 1.0,
+        exact: bool = False,
     ) -> AsyncIterator[WatchEvent]:
         """The changes to the keys starting with `prefix` (b"": all keys) and to such files, in
         revision order, from `start_revision` (None: from now), as WatchEvent(rev, type, key,
         value, prev): type "put", "delete", "file_commit" or "file_delete"; with `prev_value`
-        each carries the key's value before it (`prev`, None: the key did not exist).
+        each carries the key's value before it (`prev`, None: the key did not exist). With
+        `exact`, `prefix` is one key: only its changes.
 
         An async iterator that runs until the caller stops iterating (`break` or a cancel);
         use it as `async for ev in client.watch(...)`. It polls one node at a time (any node:
@@ -708,7 +710,9 @@ class Client:
         last = "no attempt made"
         while True:
             addr = self._target()
-            req = WatchRequest(prefix=p, after=after, prev=bool(prev_value), wait_ms=wait_ms)
+            req = WatchRequest(
+                prefix=p, after=after, prev=bool(prev_value), wait_ms=wait_ms, exact=bool(exact)
+            )
             try:
                 rpc = self._connected(addr)
                 if rpc is None:

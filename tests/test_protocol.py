@@ -72,6 +72,10 @@ WIRE: list[tuple[p.ClientRequest, dict[str, Any]]] = [
         {"t": "watch", "p": b"a/", "after": 41, "prev": True, "limit": 10, "wait_ms": 500},
     ),
     (
+        p.WatchRequest(b"k", exact=True),
+        {"t": "watch", "p": b"k", "prev": False, "limit": 1000, "wait_ms": 1000, "exact": True},
+    ),
+    (
         p.WatchRequest(),  # from now: no "after"
         {"t": "watch", "p": b"", "prev": False, "limit": 1000, "wait_ms": 1000},
     ),
@@ -384,6 +388,7 @@ STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
         st.booleans(),
         st.integers(1, 10_000),
         st.integers(0, 60_000),
+        st.booleans(),
     ),
 }
 

@@ -116,6 +116,7 @@ def watch_cmd(
         help="One JSON object per event: revision, type, key, value, prev_value.",
     ),
     count: int | None = typer.Option(None, "--count", min=1, help="Stop after N events."),
+    exact: bool = typer.Option(False, "--exact", help="PREFIX is one key: only its changes."),
     addr: str | None = AddrOpt,
 ) -> None:
     """Print the changes to keys starting with PREFIX as they happen, in revision order, one
@@ -125,7 +126,7 @@ def watch_cmd(
 
     async def watch(c: Client) -> None:
         n = 0
-        async for ev in c.watch(prefix, start_revision=start, prev_value=prev):
+        async for ev in c.watch(prefix, start_revision=start, prev_value=prev, exact=exact):
             if as_json:
                 row: dict[str, Any] = {
                     "revision": ev.rev,

@@ -304,7 +304,8 @@ class HttpApi:
         await _json(req, 200, doc)
 
     async def _watch(self, req: Request) -> None:
-        """GET /v1/watch?prefix=&start_revision=&prev=true: newline-delimited JSON, one line
+        """GET /v1/watch?prefix=&start_revision=&prev=true (or key= for one key's changes):
+        newline-delimited JSON, one line
         per event ({"revision", "type", "key", "value", "prev_value"}; key and values
         base64), a {"type": "progress", "revision"} line when the node proved a revision
         current and had nothing to send (about every WATCH_WAIT_MS), until the client closes.
@@ -312,7 +313,11 @@ class HttpApi:
         parameter) is an HTTP error; one during it is a last {"type": "error", "error",
         "message"} line (no_leader: this node has had no leader for an election timeout)
         and the end of the stream: go on from the last revision + 1 (through another node)."""
-        q = _query(req, "prefix", "start_revision", "prev")
+        q = _query(req, "prefix", "start_revision", "prev", "key")
+        if "key" in q:  # one key's changes
+            if "prefix" in q:
+                raise bad_request("give prefix or key, not both")
+            q["prefix"] = q["key"]
         prefix = unquote_to_bytes(q.get("prefix", ""))
         if len(prefix) > MAX_KEY_LEN:
             raise bad_request(f"prefix must be at most {MAX_KEY_LEN} bytes")
@@ -329,8 +334,12 @@ class HttpApi:
             raise bad_request("prev must be true or false")
         with_prev = prev == "true"
 
+        exact = "key" in q
+        if exact and not prefix:
+            raise bad_request("key must not be empty")
+
         def poll(after: int | None) -> WatchRequest:
-            return WatchRequest(prefix, after, with_prev, wait_ms=WATCH_WAIT_MS)
+            return WatchRequest(prefix, after, with_prev, wait_ms=WATCH_WAIT_MS, exact=exact)
 
         try:  # the first poll before the stream starts: its error is an HTTP status
             first = WatchReply.from_frame(await self.caller.call(poll(after)))

@@ -130,7 +130,7 @@ class WatchHub:
             )
         out: list[WatchEvent] = []
         size = 0
-        prefix, prev = req.prefix, req.prev
+        prefix, prev, exact = req.prefix, req.prev, req.exact
         i = bisect.bisect_right(self._revs, after)
         changes, n, top = self._changes, len(self._changes), self.rev
         while i < n:
@@ -140,7 +140,7 @@ class WatchHub:
             if (len(out) >= req.limit or size >= self.reply_bytes) and c.revision != out[-1].rev:
                 return tuple(out), out[-1].rev
             i += 1
-            if not c.key.startswith(prefix):
+            if (c.key != prefix) if exact else not c.key.startswith(prefix):
                 continue
             ev = WatchEvent(c.revision, c.kind, c.key, c.value, c.prev if prev else None, prev)
             out.append(ev)

@@ -264,7 +264,8 @@ class WatchRequest(_Request):
     """One poll of a watch (docs/contracts.md, Watch): the events on keys starting with
     `prefix` (`p`) of revisions after `after` (nil or missing: from the node's current
     revision), as soon as there are some, or after `wait_ms` a progress answer whose revision
-    a ReadIndex proved current. `prev`: each event carries the key's value before it. At
+    a ReadIndex proved current (`exact`: only the key `p` itself). `prev`: each event
+    carries the key's value before it. At
     most `limit` events (whole revisions: one revision's events are never split)."""
 
     T = "watch"
@@ -280,6 +281,8 @@ class WatchRequest(_Request):
         absent=DEFAULT_WATCH_WAIT_MS,
         default=DEFAULT_WATCH_WAIT_MS,
     )
+    exact: bool = _f("exact", _bool, absent=False, omit=False, default=False)
+    """Only the key equal to `prefix` (a watch of one key), not every key it begins."""
 
 
 @dataclass(frozen=True, slots=True)

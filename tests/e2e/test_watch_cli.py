@@ -59,6 +59,15 @@ def test_watch_replays_and_follows(cluster_factory: Any, run_cli: RunCli, tmp_pa
     assert got[4]["revision"] == txn_rev  # one txn, one revision
     assert rows[5] == ("delete", "w/a", None, "3")
 
+    # one key (--exact): w/a only, not the other keys it begins
+    r = run_cli("watch", "w/a", "--exact", "--from", "1", "--json", "--count", "3", addr=follower)
+    assert r.returncode == 0, r.stderr
+    assert [(e["type"], e["key"], e["value"]) for e in lines(r.stdout)] == [
+        ("put", "w/a", "1"),
+        ("put", "w/a", "3"),
+        ("delete", "w/a", None),
+    ]
+
     # live: a watch from the revision after the last write, then two writes while it runs
     after = str(got[5]["revision"] + 1)
     proc = subprocess.Popen(

@@ -104,6 +104,8 @@ ROWS = {
     "watch bad start": Row("GET", "/v1/watch?start_revision=0", 400, error="bad_request"),
     "watch bad prev": Row("GET", "/v1/watch?prev=yes", 400, error="bad_request", sent=[]),
     "watch POST": Row("POST", "/v1/watch", 405, error="bad_request"),
+    "watch key and prefix": Row("GET", "/v1/watch?key=a&prefix=a", 400, error="bad_request"),
+    "watch empty key": Row("GET", "/v1/watch?key=", 400, error="bad_request", sent=[]),
     "unknown param": Row("GET", "/v1/kv/a?consistncy=stale", 400, error="bad_request"),
     "param of another method": Row("DELETE", "/v1/kv/a?if_value=1", 400, error="bad_request"),
     "post kv": Row("POST", "/v1/kv/a", 405, error="bad_request"),

@@ -53,6 +53,9 @@ CASES = [
          (12, b"a/2"), (13, b"a/1"), (14, b"a/3"), (14, b"a/4"), (14, b"a/5"),
          (15, b"a/f")], 15),
     Case("prefix filter", WatchRequest(prefix=b"b/", after=10), [(11, b"b/1")], 15),
+    Case("one key", WatchRequest(prefix=b"a/1", after=10, exact=True),
+         [(11, b"a/1"), (13, b"a/1")], 15),
+    Case("one key is not a prefix", WatchRequest(prefix=b"a/", after=10, exact=True), [], 15),
     Case("from the middle", WatchRequest(prefix=b"a/", after=13),
          [(14, b"a/3"), (14, b"a/4"), (14, b"a/5"), (15, b"a/f")], 15),
     # limit 2 reached inside revision 14: the revision is finished, never split
