@@ -29,6 +29,8 @@ from rkv.errors import Compacted, NoLeader, TooManyWatchers, Unavailable
 from rkv.protocol import WatchEvent, WatchReply, WatchRequest
 from rkv.store.commands import Change
 
+_KEY_KINDS = frozenset({"put", "delete"})
+
 
 class WatchHub:
     def __init__(
@@ -142,7 +144,8 @@ class WatchHub:
             i += 1
             if (c.key != prefix) if exact else not c.key.startswith(prefix):
                 continue
-            ev = WatchEvent(c.revision, c.kind, c.key, c.value, c.prev if prev else None, prev)
+            known = prev and c.kind in _KEY_KINDS  # files carry no previous content
+            ev = WatchEvent(c.revision, c.kind, c.key, c.value, c.prev if known else None, known)
             out.append(ev)
             size += len(c.key) + len(c.value or b"") + (len(c.prev or b"") if prev else 0) + 32
         return tuple(out), max(top, after)

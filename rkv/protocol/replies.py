@@ -317,7 +317,7 @@ class WatchEvent:
     """One change seen by a watch: at revision `rev` (the log index of the write), `type`
     "put" (`value`: the new value), "delete", "file_commit" or "file_delete" (a file: no
     value); `prev`: the key's value before this revision (nil: it did not exist), sent only
-    to a watch that asked for it (`prev_known` says whether it did)."""
+    to a watch that asked for it, and only for keys, not files (`prev_known`: it was sent)."""
 
     rev: int
     type: str

@@ -6,6 +6,7 @@ the last it answered for: nothing missed, nothing repeated."""
 
 from __future__ import annotations
 
+import io
 from functools import partial
 from pathlib import Path
 
@@ -71,7 +72,7 @@ async def test_a_watch_on_a_follower_sees_every_write_once_in_order(tmp_path: Pa
         assert follower.statistics()["watch"]["watch_polls"] >= 1
 
 
-async def test_prev_values_and_deletes_through_the_watch(tmp_path: Path) -> None:
+async def test_prev_values_deletes_and_files_through_the_watch(tmp_path: Path) -> None:
     async with running_cluster(local_configs(tmp_path, 3)) as nodes:
         await wait_leader(nodes)
         events: list[WatchEvent] = []
@@ -80,17 +81,26 @@ async def test_prev_values_and_deletes_through_the_watch(tmp_path: Path) -> None
                 rkv.connect([n.cfg.advertise for n in nodes], timeout=20) as c,
                 trio.open_nursery() as n,
             ):
-                n.start_soon(partial(collect, c, events, 4, b"k", prev_value=True))
+                n.start_soon(partial(collect, c, events, 7, b"k", prev_value=True))
                 await c.put("k", "1")
                 await c.put("k", "2")
                 await c.cas("k", "2", "3")
+                assert not await c.cas("k", "2", "4")  # failed: no event
                 await c.delete("k")
-        assert [(e.type, e.value, e.prev) for e in events] == [
-            ("put", b"1", None),
-            ("put", b"2", b"1"),
-            ("put", b"3", b"2"),
-            ("delete", None, b"3"),
+                assert not await c.delete("k")  # nothing to delete: no event
+                await c.upload("kfile", io.BytesIO(b"x" * 3000), chunk_size=1024)
+                await c.upload("kfile", io.BytesIO(b"y" * 10), chunk_size=1024)  # replaced
+                assert await c.delete_file("kfile")
+        assert [(e.type, e.key, e.value, e.prev) for e in events] == [
+            ("put", b"k", b"1", None),
+            ("put", b"k", b"2", b"1"),
+            ("put", b"k", b"3", b"2"),
+            ("delete", b"k", None, b"3"),
+            ("file_commit", b"kfile", None, None),
+            ("file_commit", b"kfile", None, None),
+            ("file_delete", b"kfile", None, None),
         ]
+        assert [e.prev_known for e in events] == [True] * 4 + [False] * 3  # files: no prev
 
 
 async def test_a_watch_resumes_through_another_node_when_its_node_stops(tmp_path: Path) -> None:
