@@ -2,7 +2,7 @@
 
 Owns: the window of recent changes (rkv.store.commands.Change, recorded by the store's apply
 transaction with the value before each change), in revision order, bounded by
-`history` events; the first revision it holds whole (`first`; below it a watch gets
+`history` changes and `history_bytes` bytes (whole revisions dropped, oldest first); the first revision it holds whole (`first`; below it a watch gets
 Compacted(first)), the revision it is complete through (`rev`: the store's applied index as of
 the last feed), when the node last had a leader, and the watch polls (`poll`): how many run, per
 node and per connection.
