@@ -2,7 +2,8 @@
 
 Owns: building the configs of an N-node local cluster, running
 its nodes inside one trio nursery, waiting until they agree on a leader, and a connection
-flood (`flood`: connections that never get through their handshake, the abuse of issue 19).
+flood (`flood`: connections that never get through their handshake, the abuse of issue 19);
+`DictTxn`, a dict as the state machine's kv for fakes that run txns with the real code.
 Must not: be imported by the product itself (only by tests, benchmarks and the nemesis).
 """
 
@@ -24,6 +25,7 @@ from rkv.net.framing import FrameDecoder, FrameError
 from rkv.node import Node, run_node
 from rkv.procs import free_ports as free_ports
 from rkv.raft.types import Role
+from rkv.store import Record
 
 
 def local_configs(tmp: Path, nodes: int | Sequence[int] = 3, **kw: Any) -> list[NodeConfig]:
@@ -221,3 +223,24 @@ async def _until_closed(stream: trio.abc.Stream, st: FloodStats) -> None:
                     st.goodbyes[str(f.get("code"))] += 1
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass
+
+
+class DictTxn:
+    """A dict as the state machine's kv (rkv.store.txn_apply.KvTxn), for fakes that run txns
+    with the real semantics; revisions are not kept (every record says 1)."""
+
+    def __init__(self, kv: dict[bytes, bytes]) -> None:
+        self.kv = kv
+
+    def get(self, key: bytes) -> Record | None:
+        v = self.kv.get(key)
+        return None if v is None else Record(v, 1, 1, 1)
+
+    def put(self, key: bytes, rec: Record) -> None:
+        self.kv[key] = rec.value
+
+    def delete(self, key: bytes) -> None:
+        del self.kv[key]
+
+    def keys(self, prefix: bytes) -> list[bytes]:
+        return sorted(k for k in self.kv if k.startswith(prefix))

@@ -78,10 +78,40 @@ from __future__ import annotations
 import math
 import time as _time
 from bisect import bisect_right
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+
+def lifters(
+    nxt: list[int], prv: list[int], match: list[int]
+) -> tuple[Callable[[int], None], Callable[[int], None]]:
+    """The search's two moves on the doubly linked event list (`nxt`/`prv`; `match`: call node
+    -> its return node, -1 if the outcome is unknown): `lift(c)` takes call c and its return
+    out of the list, `unlift(c)` puts them back (Porcupine's lift/unlift)."""
+
+    def lift(c: int) -> None:
+        nxt[prv[c]] = nxt[c]
+        if nxt[c] != -1:
+            prv[nxt[c]] = prv[c]
+        r = match[c]
+        if r != -1:
+            nxt[prv[r]] = nxt[r]
+            if nxt[r] != -1:
+                prv[nxt[r]] = prv[r]
+
+    def unlift(c: int) -> None:
+        r = match[c]
+        if r != -1:
+            nxt[prv[r]] = r
+            if nxt[r] != -1:
+                prv[nxt[r]] = r
+        nxt[prv[c]] = c
+        if nxt[c] != -1:
+            prv[nxt[c]] = c
+
+    return lift, unlift
 
 
 class OpKind(StrEnum):
@@ -467,25 +497,7 @@ def _check_key(
             is_call[pos] = True
             call_node[i] = pos
 
-    def lift(c: int) -> None:
-        nxt[prv[c]] = nxt[c]
-        if nxt[c] != -1:
-            prv[nxt[c]] = prv[c]
-        r = match[c]
-        if r != -1:
-            nxt[prv[r]] = nxt[r]
-            if nxt[r] != -1:
-                prv[nxt[r]] = prv[r]
-
-    def unlift(c: int) -> None:
-        r = match[c]
-        if r != -1:
-            nxt[prv[r]] = r
-            if nxt[r] != -1:
-                prv[nxt[r]] = r
-        nxt[prv[c]] = c
-        if nxt[c] != -1:
-            prv[nxt[c]] = c
+    lift, unlift = lifters(nxt, prv, match)
 
     steps = 0
     step_limit = math.inf if max_steps is None else max_steps

@@ -21,7 +21,7 @@ import time as _time
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-from rkv.sim.linearizability import KeyResult, Operation, OpKind, Verdict
+from rkv.sim.linearizability import KeyResult, Operation, OpKind, Verdict, lifters
 
 
 class _Budget(Exception):
@@ -97,25 +97,7 @@ def check_group(
             is_call[at] = True
             call_node[i] = at
 
-    def lift(c: int) -> None:
-        nxt[prv[c]] = nxt[c]
-        if nxt[c] != -1:
-            prv[nxt[c]] = prv[c]
-        r = match[c]
-        if r != -1:
-            nxt[prv[r]] = nxt[r]
-            if nxt[r] != -1:
-                prv[nxt[r]] = prv[r]
-
-    def unlift(c: int) -> None:
-        r = match[c]
-        if r != -1:
-            nxt[prv[r]] = r
-            if nxt[r] != -1:
-                prv[nxt[r]] = r
-        nxt[prv[c]] = c
-        if nxt[c] != -1:
-            prv[nxt[c]] = c
+    lift, unlift = lifters(nxt, prv, match)
 
     state: tuple[Any, ...] = tuple(initial.get(k) for k in keys)
     known_left = sum(1 for op in ops if op.return_time is not None)

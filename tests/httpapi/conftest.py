@@ -17,31 +17,11 @@ from rkv.codec import unpack
 from rkv.http import text
 from rkv.httpapi import HttpApi, Limits, serve_api
 from rkv.protocol import TxnReply, TxnRequest, decode_request
-from rkv.store import Record
 from rkv.store.txn_apply import execute_txn
+from rkv.testing import DictTxn
 from rkv.txn import TxnResult
 
 Frame = dict[str, Any]
-
-
-class _DictTxn:
-    """A dict as the state machine's kv for rkv.store.txn_apply (revisions all 1)."""
-
-    def __init__(self, kv: dict[bytes, bytes]) -> None:
-        self.kv = kv
-
-    def get(self, key: bytes) -> Record | None:
-        v = self.kv.get(key)
-        return None if v is None else Record(v, 1, 1, 1)
-
-    def put(self, key: bytes, rec: Record) -> None:
-        self.kv[key] = rec.value
-
-    def delete(self, key: bytes) -> None:
-        del self.kv[key]
-
-    def keys(self, prefix: bytes) -> list[bytes]:
-        return sorted(k for k in self.kv if k.startswith(prefix))
 
 
 TOKEN = "s3cret-token-of-16+chars"
@@ -96,7 +76,7 @@ class FakeNode:
         if t == "txn":
             req = decode_request(f)
             assert isinstance(req, TxnRequest)
-            res = execute_txn(_DictTxn(self.kv), req.command(), len(self.frames))
+            res = execute_txn(DictTxn(self.kv), req.command(), len(self.frames))
             if not res.ok:
                 return {"t": "error", "code": "bad_request", "msg": res.error}
             assert isinstance(res.value, bytes)

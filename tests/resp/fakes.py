@@ -10,30 +10,9 @@ import trio
 
 from rkv.codec import unpack
 from rkv.protocol import TxnReply, TxnRequest, decode_request
-from rkv.store import Record
 from rkv.store.txn_apply import execute_txn
+from rkv.testing import DictTxn
 from rkv.txn import TxnResult
-
-
-class _DictTxn:
-    """The fake's dict as the state machine's kv (rkv.store.txn_apply.KvTxn): txns run with
-    the real semantics (revisions are not kept: every record says 1)."""
-
-    def __init__(self, kv: dict[bytes, bytes]) -> None:
-        self.kv = kv
-
-    def get(self, key: bytes) -> Record | None:
-        v = self.kv.get(key)
-        return None if v is None else Record(v, 1, 1, 1)
-
-    def put(self, key: bytes, rec: Record) -> None:
-        self.kv[key] = rec.value
-
-    def delete(self, key: bytes) -> None:
-        del self.kv[key]
-
-    def keys(self, prefix: bytes) -> list[bytes]:
-        return sorted(k for k in self.kv if k.startswith(prefix))
 
 
 class FakeBackend:
@@ -73,7 +52,7 @@ class FakeBackend:
         if t == "txn":
             req = decode_request(frame)
             assert isinstance(req, TxnRequest)
-            res = execute_txn(_DictTxn(self.kv), req.command(), len(self.requests))
+            res = execute_txn(DictTxn(self.kv), req.command(), len(self.requests))
             if not res.ok:
                 return {"t": "error", "code": "bad_request", "msg": res.error}
             assert isinstance(res.value, bytes)
