@@ -24,7 +24,7 @@ from rkv.raft.errors import ConfChangeRefused, LogSafetyError, ProposalDropped
 from rkv.raft.log import RaftLog
 from rkv.raft.progress import PROBE, REPLICATE, Progress
 from rkv.raft.progress import SNAPSHOT as SNAPSHOT_SENT
-from rkv.raft.recovery import Recovery
+from rkv.raft.recovery import ANSWER_MARK, Recovery
 from rkv.raft.storage import Storage
 from rkv.raft.types import (
     CANDIDATE,
@@ -404,7 +404,7 @@ class Raft:
             self._answer_recover(m)
             return
         if m.type == MT.RECOVER_RESP:
-            if rec is not None and m.context == rec.nonce:
+            if rec is not None and rec.is_answer(m.context):
                 self._on_recover_answer(m, rec)
             return
         if rec is not None and not rec.knows_term:
@@ -625,7 +625,7 @@ class Raft:
                 term=self.term,
                 log_term=self.log.last_term(),
                 index=self.log.last_index(),
-                context=m.context,
+                context=m.context + ANSWER_MARK,
             )
         )
 

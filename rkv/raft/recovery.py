@@ -65,6 +65,12 @@ import random
 
 from rkv.raft.types import NodeId
 
+ANSWER_MARK = b"\x02"
+"""An answer echoes the nonce followed by this byte. Answers of an rkv from before answers
+carried a log position echo the nonce alone and are not counted: their missing position
+would read as an empty log and let the node vote for a candidate lacking entries. In a
+cluster that is being upgraded, a replaced disk waits until the other voters run this rkv."""
+
 
 def needed(n: int) -> int:
     """Answers a recovering voter of an n-voter configuration needs: one from every other
@@ -93,6 +99,10 @@ class Recovery:
         """T, once every other voter answered (step 3), else None (step 1)."""
         self.best_log: LogPos = (0, 0)
         """L: the most up-to-date log answered, fixed with T."""
+
+    def is_answer(self, context: bytes) -> bool:
+        """A RECOVER_RESP's context: an answer to this recovery (ANSWER_MARK)."""
+        return context == self.nonce + ANSWER_MARK
 
     @property
     def knows_term(self) -> bool:

@@ -197,8 +197,9 @@ class Message:
       read index, `context` the ctx; `reject` when the leader cannot serve it.
     - SNAPSHOT: `snapshot` is set.
     - RECOVER: `context` is the recovery's nonce (`term` is informative only).
-      RECOVER_RESP: echoes `context`; `term` is the responder's term, `log_term`/`index`
-      the term and index of its last log entry. Neither changes a term.
+      RECOVER_RESP: `context` is the nonce followed by rkv.raft.recovery.ANSWER_MARK; `term`
+      is the responder's term, `log_term`/`index` the term and index of its last log entry.
+      Neither changes a term.
     """
 
     type: MessageType

@@ -19,7 +19,7 @@ from rkv.raft import core as core_mod
 from rkv.raft import recovery as recovery_mod
 from rkv.raft.config import Config
 from rkv.raft.rawnode import RawNode
-from rkv.raft.recovery import needed
+from rkv.raft.recovery import ANSWER_MARK, needed
 from rkv.raft.storage import MemoryStorage
 from rkv.raft.types import Entry, HardState, Message, MessageType, Role
 
@@ -127,7 +127,7 @@ def answer(frm: str, term: int, nonce: bytes, last: tuple[int, int] = (0, 0)) ->
         term=term,
         log_term=last[0],
         index=last[1],
-        context=nonce,
+        context=nonce + ANSWER_MARK,
     )
 
 
@@ -152,6 +152,17 @@ def test_before_every_voter_answered_it_answers_nothing(msg: Message) -> None:
     n.step(answer("n3", 2, nonce_of(n)))  # one of two
     n.step(msg)
     assert drain(n, st) == []
+    assert n.status().term == 0
+
+
+def test_an_answer_without_a_log_position_does_not_count() -> None:
+    """An rkv from before answers carried a log position echoes the nonce alone: its missing
+    position would read as an empty log (a vote for a candidate lacking entries)."""
+    n, _st = recovering_n1()
+    nonce = nonce_of(n)
+    for frm in ("n2", "n3"):
+        n.step(Message(MT.RECOVER_RESP, to="n1", frm=frm, term=5, commit=3, context=nonce))
+    assert n.raft.recovery is not None and not n.raft.recovery.knows_term
     assert n.status().term == 0
 
 
@@ -259,7 +270,7 @@ def test_the_leader_forgets_what_it_knew_the_new_log_to_match() -> None:
     assert leader.raft.prs["n2"].match == 0
     resp = [m for m in out if m.type == MT.RECOVER_RESP]
     assert [(m.to, m.term, m.log_term, m.index, m.context) for m in resp] == [
-        ("n2", 2, 2, 6, b"n")
+        ("n2", 2, 2, 6, b"n" + ANSWER_MARK)
     ], "its term and its last entry"
     leader.step(Message(MT.APPEND_RESP, "n1", "n2", term=2, index=6, reject=True, reject_hint=0))
     out = drain(leader, st)
