@@ -84,12 +84,41 @@ from enum import StrEnum
 from typing import Any
 
 
-def lifters(
-    nxt: list[int], prv: list[int], match: list[int]
-) -> tuple[Callable[[int], None], Callable[[int], None]]:
-    """The search's two moves on the doubly linked event list (`nxt`/`prv`; `match`: call node
-    -> its return node, -1 if the outcome is unknown): `lift(c)` takes call c and its return
-    out of the list, `unlift(c)` puts them back (Porcupine's lift/unlift)."""
+@dataclass(slots=True)
+class EventList:
+    """The search's doubly linked list of call and return events (Porcupine's dancing links):
+    node 0 is the head sentinel, -1 the end; `node_op`/`node_time`/`is_call` say what each
+    node is, `match` maps a call node to its return node (-1 if the outcome is unknown).
+    `lift(c)` takes call c and its return out of the list, `unlift(c)` puts them back."""
+
+    nxt: list[int]
+    prv: list[int]
+    node_op: list[int]
+    node_time: list[float]
+    is_call: list[bool]
+    match: list[int]
+    lift: Callable[[int], None]
+    unlift: Callable[[int], None]
+
+
+def event_list(events: list[tuple[float, int, int]], n: int) -> EventList:
+    """The list of sorted `events` ((time, 0 = call / 1 = return, op index)) of `n` ops."""
+    size = len(events) + 1
+    nxt = [*range(1, size), -1]
+    prv = [-1, *range(size - 1)]
+    node_op = [-1] * size
+    node_time: list[float] = [0] * size
+    is_call = [False] * size
+    match = [-1] * size
+    call_node = [0] * n
+    for pos, (t, is_ret, i) in enumerate(events, start=1):
+        node_op[pos] = i
+        node_time[pos] = t
+        if is_ret:
+            match[call_node[i]] = pos
+        else:
+            is_call[pos] = True
+            call_node[i] = pos
 
     def lift(c: int) -> None:
         nxt[prv[c]] = nxt[c]
@@ -111,7 +140,7 @@ def lifters(
         if nxt[c] != -1:
             prv[nxt[c]] = c
 
-    return lift, unlift
+    return EventList(nxt, prv, node_op, node_time, is_call, match, lift, unlift)
 
 
 class OpKind(StrEnum):
@@ -479,25 +508,10 @@ def _check_key(
             events.append((ret_time, 1, i))
     events.sort()
 
-    # Dancing-links list over node indices; node 0 is the head sentinel, -1 is the end.
-    size = len(events) + 1
-    nxt = [*range(1, size), -1]
-    prv = [-1, *range(size - 1)]
-    node_op = [-1] * size
-    is_call = [False] * size
-    match = [-1] * size  # call node -> its return node (-1 if the outcome is unknown)
-    call_node = [0] * n
-    node_time: list[float] = [0] * size
-    for pos, (t, is_ret, i) in enumerate(events, start=1):
-        node_op[pos] = i
-        node_time[pos] = t
-        if is_ret:
-            match[call_node[i]] = pos
-        else:
-            is_call[pos] = True
-            call_node[i] = pos
-
-    lift, unlift = lifters(nxt, prv, match)
+    # the search's locals (reading them through the EventList would cost an attribute each)
+    el = event_list(events, n)
+    nxt, node_op, node_time = el.nxt, el.node_op, el.node_time
+    is_call, lift, unlift = el.is_call, el.lift, el.unlift
 
     steps = 0
     step_limit = math.inf if max_steps is None else max_steps

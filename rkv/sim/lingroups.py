@@ -21,7 +21,7 @@ import time as _time
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-from rkv.sim.linearizability import KeyResult, Operation, OpKind, Verdict, lifters
+from rkv.sim.linearizability import KeyResult, Operation, OpKind, Verdict, event_list
 
 
 class _Budget(Exception):
@@ -82,22 +82,9 @@ def check_group(
         if op.return_time is not None:
             events.append((op.return_time, 1, i))
     events.sort()
-    size = len(events) + 1
-    nxt = [*range(1, size), -1]
-    prv = [-1, *range(size - 1)]
-    node_op = [-1] * size
-    is_call = [False] * size
-    match = [-1] * size
-    call_node = [0] * n
-    for at, (_, is_ret, i) in enumerate(events, start=1):
-        node_op[at] = i
-        if is_ret:
-            match[call_node[i]] = at
-        else:
-            is_call[at] = True
-            call_node[i] = at
-
-    lift, unlift = lifters(nxt, prv, match)
+    el = event_list(events, n)
+    nxt, node_op, is_call, match = el.nxt, el.node_op, el.is_call, el.match
+    lift, unlift = el.lift, el.unlift
 
     state: tuple[Any, ...] = tuple(initial.get(k) for k in keys)
     known_left = sum(1 for op in ops if op.return_time is not None)
