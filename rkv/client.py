@@ -1458,6 +1458,64 @@ class SyncClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # --- watch ------------------------------------------------------------------------------
+
+    def watch(
+        self,
+        prefix: bytes | str = b"",
+        start_revision: int | None = None,
+        prev_value: bool = False,
+        *,
+        progress: bool = False,
+        wait: float = 1.0,
+        exact: bool = False,
+    ) -> Iterator[WatchEvent]:
+        """See Client.watch (same arguments, same events, same errors): a blocking iterator,
+        ``for ev in client.watch("jobs/"): ...``; each `next` waits for the next event. It
+        reads no event ahead: leaving the loop (`break`, an exception, `close()`) stops the
+        watch on the client's loop, and the events after the last one taken are never
+        fetched. The iterator is a generator: `close()` ends it too."""
+        agen = self._client.watch(
+            prefix, start_revision, prev_value, progress=progress, wait=wait, exact=exact
+        )
+        return self._watch_steps(agen)
+
+    def _watch_steps(self, agen: AsyncIterator[WatchEvent]) -> Iterator[WatchEvent]:
+        # Each step runs in its own task on the client's loop (trio.from_thread.run); one
+        # task at a time drives the generator (the lock), and the step in flight has a
+        # cancel scope, so closing from this thread (an interrupt while a step waits) can
+        # cancel it first and then close the generator on the loop.
+        lock = trio.Lock()
+        step: list[trio.CancelScope] = []
+
+        async def next_event() -> WatchEvent:
+            async with lock:
+                with trio.CancelScope() as scope:
+                    step[:] = [scope]
+                    return await agen.__anext__()
+                raise RuntimeError("the watch was closed")  # cancelled by `finish`
+
+        async def finish() -> None:
+            for scope in step:
+                scope.cancel()
+            async with lock:
+                aclose = getattr(agen, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+
+        try:
+            while True:
+                try:
+                    ev = self._run(next_event)
+                except StopAsyncIteration:
+                    return
+                yield ev
+        finally:
+            token = self._token
+            if token is not None and self._thread.is_alive():
+                with suppress(trio.RunFinishedError):
+                    trio.from_thread.run(finish, trio_token=token)
+
 
 def connect_sync(addrs: str | Iterable[str] = DEFAULT_ADDRS, **kwargs: Any) -> SyncClient:
     """A blocking client (see `connect` for the arguments). Use it with `with`."""
