@@ -31,6 +31,8 @@ ROLES = ("follower", "candidate", "leader", "pre_candidate")
 CONN_STATES = ("handshaking", "client", "peer")
 CONN_LIMITS = ("max_connections", "per_source")
 CONN_CLOSES = ("handshake_timeout", "frame_timeout", "idle_timeout")
+WATCH_CANCELS = {"compacted": "watch_compacted", "no_leader": "watch_no_leader"}
+"""The reasons a watch poll is refused with its end (label) and the hub's counter of each."""
 
 LATENCY_BUCKETS = (
     0.0005,
@@ -192,6 +194,7 @@ class _ScrapeCollector(Collector):
             fwd.get("refused"),
         )
         yield from _integrity_checks(stats)
+        yield from _watch_metrics(stats.get("watch") or {})
         yield _counter("rkv_raft_loop_turns", "Turns of the raft loop.", stats.get("turns"))
         yield _counter("rkv_raft_saves", "Durable Raft saves (fsyncs).", stats.get("saves"))
         yield _counter(
@@ -280,6 +283,39 @@ def _connection_metrics(c: Mapping[str, Any]) -> Iterator[Metric]:
     for reason in CONN_CLOSES:
         closed.add_metric([reason], _num((c.get("closed") or {}).get(reason)))
     yield closed
+
+
+def _watch_metrics(w: Mapping[str, Any]) -> Iterator[Metric]:
+    """The watch hub (rkv.node.watch): its polls and its window of changes."""
+    yield _gauge("rkv_watch_active", "Watch polls running on this node now.", w.get("watch_active"))
+    yield _counter("rkv_watch_polls", "Watch polls served.", w.get("watch_polls"))
+    yield _counter(
+        "rkv_watch_events_delivered",
+        "Events sent to watchers (one event sent to n watches counts n times).",
+        w.get("watch_events_delivered"),
+    )
+    cancelled = CounterMetricFamily(
+        "rkv_watch_cancelled",
+        "Watch polls answered with the watch's end on this node (reason: compacted, the "
+        "revisions asked for are no longer held; no_leader, no leader for an election timeout).",
+        labels=["reason"],
+    )
+    for reason, key in WATCH_CANCELS.items():
+        cancelled.add_metric([reason], _num(w.get(key)))
+    yield cancelled
+    yield _gauge(
+        "rkv_watch_window_changes", "Changes held for watchers.", w.get("watch_held_changes")
+    )
+    yield _gauge(
+        "rkv_watch_window_bytes",
+        "Bytes held for watchers, about (keys, values, previous values, overhead).",
+        w.get("watch_held_bytes"),
+    )
+    yield _gauge(
+        "rkv_watch_first_revision",
+        "The first revision whose changes are held: a watch from before it is compacted.",
+        w.get("watch_first_revision"),
+    )
 
 
 def _integrity_checks(stats: Mapping[str, Any]) -> Iterator[Metric]:

@@ -67,6 +67,11 @@ class WatchHub:
         self._per_conn: dict[object, int] = {}
         self.polls = 0
         self.compacted = 0
+        """Polls answered Compacted."""
+        self.no_leader = 0
+        """Polls answered NoLeader."""
+        self.delivered = 0
+        """Events sent in replies (an event sent to n watchers counts n times)."""
 
     # -- fed by the raft loop ------------------------------------------------------------------
 
@@ -187,9 +192,11 @@ class WatchHub:
             while True:
                 events, upto = self._collect(req, after)
                 if events:
+                    self.delivered += len(events)
                     return WatchReply(events, upto)
                 now = trio.current_time()
                 if self.leaderless(now):
+                    self.no_leader += 1
                     raise NoLeader(
                         f"no leader for over {self.election_timeout:g} s: this node may be "
                         "cut off (watch through another node)"
@@ -208,6 +215,7 @@ class WatchHub:
             if self.rev < target:
                 raise Unavailable(f"the watch window did not reach revision {target}; retry")
             events, upto = self._collect(req, after)
+            self.delivered += len(events)
             return WatchReply(events, upto, progress=upto >= target)
         finally:
             self._leave(conn)
@@ -220,6 +228,8 @@ class WatchHub:
             "watch_held_bytes": self._bytes,
             "watch_first_revision": self.first,
             "watch_compacted": self.compacted,
+            "watch_no_leader": self.no_leader,
+            "watch_events_delivered": self.delivered,
         }
 
 

@@ -220,3 +220,23 @@ async def test_limits_per_connection_and_per_node() -> None:
         assert hub.watching == 3
         n.cancel_scope.cancel()
     assert hub.watching == 0  # a cancelled poll (its connection closed) gives its slot back
+
+
+async def test_counters_of_events_compacted_and_no_leader() -> None:
+    """What /metrics shows of the hub (rkv.metrics): events sent (each watch counted), polls
+    answered Compacted and NoLeader, the window's size and first revision."""
+    hub = WatchHub(10, history=100, election_timeout=0.1)
+    hub.feed(WINDOW, 15, "n1", 0.0)
+    for req in (WatchRequest(after=10), WatchRequest(prefix=b"a/", after=13)):
+        await hub.poll(req, 1, barrier=no_barrier, applied=lambda: 15)
+    with pytest.raises(Compacted):
+        await hub.poll(WatchRequest(after=1), 1, barrier=no_barrier, applied=lambda: 15)
+    hub.feed([], 15, "", trio.current_time())
+    with pytest.raises(NoLeader):
+        await hub.poll(WatchRequest(wait_ms=60_000), 1, barrier=no_barrier, applied=lambda: 15)
+    st = hub.statistics()
+    assert st["watch_events_delivered"] == 8 + 4
+    assert (st["watch_compacted"], st["watch_no_leader"], st["watch_polls"]) == (1, 1, 4)
+    assert (st["watch_held_changes"], st["watch_first_revision"], st["watch_active"]) == (8, 11, 0)
+    size = sum(len(c.key) + len(c.value or b"") + len(c.prev or b"") + 100 for c in WINDOW)
+    assert st["watch_held_bytes"] == size
