@@ -159,7 +159,8 @@ class NodeConfig:
     watch_max: int = 1024
     """Watch polls a node serves at once (more: `too_many_watchers`)."""
     watch_max_per_conn: int = 64
-    """Watch polls one connection may run at once (the HTTP port counts as one connection)."""
+    """Watch polls one connection may run at once (the HTTP port counts as one connection);
+    less than `watch_max`, so one connection never holds every watch of the node."""
     peer_queue: int = 1024
     pre_vote: bool = True
     check_quorum: bool = True
@@ -279,8 +280,9 @@ class NodeConfig:
         _positive("request_timeout", self.request_timeout, 0.001)
         _positive("watch_history", self.watch_history, 1)
         _positive("watch_history_bytes", self.watch_history_bytes, 1)
-        _positive("watch_max", self.watch_max, 1)
-        _positive("watch_max_per_conn", self.watch_max_per_conn, 1)
+        _positive("watch_max", self.watch_max, 2)
+        # below the node's limit: no one connection (the HTTP port is one) takes every watch
+        _positive("watch_max_per_conn", self.watch_max_per_conn, 1, self.watch_max - 1)
         _positive("peer_queue", self.peer_queue, 1)
         if self.http_port is not None:
             _positive("http_port", self.http_port, 0, 65535)

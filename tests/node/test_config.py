@@ -106,6 +106,8 @@ def test_create_defaults_and_shared_cluster_id() -> None:
         ({"idle_timeout": 0}, "idle_timeout"),
         ({"auto_repair": 1}, "auto_repair must be a bool"),
         ({"http_open_metrics": "yes"}, "http_open_metrics must be a bool"),
+        ({"watch_max": 8, "watch_max_per_conn": 8}, "watch_max_per_conn must be in 1..7"),
+        ({"watch_max": 1}, "watch_max must be >= 2"),
     ],
 )
 def test_create_validates(kw: dict[str, Any], why: str) -> None:
