@@ -1,8 +1,9 @@
 """`python -m bench COMMAND ...` (or `./dev bench COMMAND ...`): the benchmark commands.
 
 Commands: setup, compare, load (one point), failover, largefile, scale, disk, snapinstall,
-flood, floor, resp, chart, worker and flooder (internal: one load-generator process, one flood process). Owns argument parsing only; each command's work lives
-in its own module.
+flood, floor, resp, watch-fanout, chart, worker, watcher and flooder (internal: one
+load-generator process, one watcher process, one flood process). Owns argument parsing only;
+each command's work lives in its own module.
 """
 
 from __future__ import annotations
@@ -207,11 +208,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(rs)
 
+    wf = sub.add_parser(
+        "watch-fanout",
+        help="rkv: N watchers on one prefix, a steady write rate, event delivery latency "
+        "(write ack -> event) and the servers' CPU per event (issue 16)",
+    )
+    wf.add_argument("--watchers", type=int, default=1000)
+    wf.add_argument("--procs", type=int, default=4, help="watcher processes")
+    wf.add_argument("--rate", type=float, default=50.0, help="writes per second")
+    wf.add_argument("--size", type=_sizes, default=[100], help="value size")
+    wf.add_argument("--duration", type=float, default=10.0, help="measured seconds")
+    wf.add_argument("--warmup", type=float, default=2.0)
+    _common(wf)
+
     ch = sub.add_parser("chart", help="redraw the chart of a compare results file")
     ch.add_argument("results", type=Path)
 
     w = sub.add_parser("worker", help=argparse.SUPPRESS)
     w.add_argument("--args", required=True)
+
+    wa = sub.add_parser("watcher", help=argparse.SUPPRESS)
+    wa.add_argument("--args", required=True)
 
     fw = sub.add_parser("flooder", help=argparse.SUPPRESS)
     fw.add_argument("--port", type=int, required=True)
@@ -228,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
 
         worker_entry(args.args)
         return 0
+    if args.cmd == "watcher":
+        from bench.watchers import watcher_entry
+
+        return watcher_entry(args.args)
     if args.cmd == "flooder":
         from bench.flood import flooder_main
 
@@ -396,6 +417,24 @@ def main(argv: list[str] | None = None) -> int:
             warmup=args.warmup,
             timeout=args.timeout,
             seed=args.seed,
+            out_dir=args.out_dir,
+            tmp_dir=args.tmp_dir,
+        )
+        return 0
+    if args.cmd == "watch-fanout":
+        from bench.watchfanout import watch_fanout
+
+        if min(args.watchers, args.procs) < 1 or min(args.rate, args.duration) <= 0:
+            raise SystemExit("error: --watchers, --procs, --rate and --duration must be > 0")
+        if args.warmup < 0:
+            raise SystemExit("error: --warmup must be >= 0")
+        watch_fanout(
+            watchers=args.watchers,
+            procs=args.procs,
+            rate=args.rate,
+            duration=args.duration,
+            warmup=args.warmup,
+            value_size=args.size[0],
             out_dir=args.out_dir,
             tmp_dir=args.tmp_dir,
         )
