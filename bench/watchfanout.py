@@ -109,6 +109,31 @@ async def write_at_rate(
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The writes of each phase: `writes` puts at `rate`, the first `warm_writes` unmeasured."""
+
+    addrs: list[str]
+    rate: float
+    writes: int
+    warm_writes: int
+    value_size: int
+
+    def run(self, seq0: int, watched: list[tuple[str, int]]) -> Writes:
+        """One phase's writes, keys from `seq0`, the CPU of `watched` read at the window."""
+        return trio.run(
+            lambda: write_at_rate(
+                self.addrs,
+                rate=self.rate,
+                count=self.writes,
+                first_measured=self.warm_writes,
+                value_size=self.value_size,
+                seq0=seq0,
+                watched=watched,
+            )
+        )
+
+
 def _readline(stream: IO[bytes], what: str) -> str:
     line = stream.readline().decode().strip()
     if not line:
@@ -155,23 +180,11 @@ def watch_fanout(
         driver.metrics = True  # type: ignore[attr-defined]
 
     with fresh_cluster("rkv", tmp_dir, configure=configure) as driver:
-        addrs = driver.addrs()
+        plan = Plan(driver.addrs(), rate, writes, warm_writes, value_size)
         servers = [(s.name, s.pid) for s in driver.servers]
-        base = trio.run(
-            lambda: write_at_rate(
-                addrs,
-                rate=rate,
-                count=writes,
-                first_measured=warm_writes,
-                value_size=value_size,
-                seq0=0,
-                watched=servers,
-            )
-        )
+        base = plan.run(0, servers)
         base_cpu = _phase_cpu(base.cpu_start, pids_cpu(servers))
-        result = _fanout_phase(
-            driver, addrs, servers, watchers, procs, rate, writes, warm_writes, value_size
-        )
+        result = _fanout_phase(driver, plan, servers, watchers, procs)
     base_servers = sum(base_cpu.values())
     fan = result["servers_cpu_s"]
     events = result["events_measured"]
@@ -196,19 +209,13 @@ def watch_fanout(
 
 
 def _fanout_phase(
-    driver: Driver,
-    addrs: list[str],
-    servers: list[tuple[str, int]],
-    watchers: int,
-    procs: int,
-    rate: float,
-    writes: int,
-    warm_writes: int,
-    value_size: int,
+    driver: Driver, plan: Plan, servers: list[tuple[str, int]], watchers: int, procs: int
 ) -> dict[str, Any]:
     """Start the watcher processes from the revision after the baseline's writes, wait until
     every watch is live, write, collect."""
     import rkv
+
+    addrs, writes, warm_writes = plan.addrs, plan.writes, plan.warm_writes
 
     async def revision() -> int:
         async with rkv.connect(addrs, timeout=30) as c:
@@ -218,7 +225,7 @@ def _fanout_phase(
         return rev
 
     start = trio.run(revision) + 1
-    deadline = READY_TIMEOUT + writes / rate + 60
+    deadline = READY_TIMEOUT + writes / plan.rate + 60
     children: list[subprocess.Popen[bytes]] = []
     try:
         for p, n in enumerate(split(watchers, procs)):
@@ -248,17 +255,7 @@ def _fanout_phase(
             if line != "ready":
                 raise RuntimeError(f"a watcher process did not get ready: {line!r}")
         procs_named = [(f"watcher{i}", ch.pid) for i, ch in enumerate(children)]
-        w = trio.run(
-            lambda: write_at_rate(
-                addrs,
-                rate=rate,
-                count=writes,
-                first_measured=warm_writes,
-                value_size=value_size,
-                seq0=writes,
-                watched=servers + procs_named,
-            )
-        )
+        w = plan.run(writes, servers + procs_named)
         t_acked = time.monotonic()
         for ch in children:
             assert ch.stdout is not None
