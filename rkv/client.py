@@ -1472,9 +1472,10 @@ class SyncClient:
     ) -> Iterator[WatchEvent]:
         """See Client.watch (same arguments, same events, same errors): a blocking iterator,
         ``for ev in client.watch("jobs/"): ...``; each `next` waits for the next event. It
-        reads no event ahead: leaving the loop (`break`, an exception, `close()`) stops the
-        watch on the client's loop, and the events after the last one taken are never
-        fetched. The iterator is a generator: `close()` ends it too."""
+        buffers nothing beyond Client.watch (the rest of one poll's reply): the client's
+        loop polls again only when `next` asks for an event the last reply did not hold.
+        Leaving the loop (`break`, an exception, the generator's `close()`) ends the watch
+        there: no poll follows."""
         agen = self._client.watch(
             prefix, start_revision, prev_value, progress=progress, wait=wait, exact=exact
         )
