@@ -40,7 +40,7 @@ from rkv.raft.types import (
     Ready,
     Snapshot,
 )
-from rkv.replica import CompactionPolicy, Outcome
+from rkv.replica import CompactionPolicy, Outcome, Replica
 from rkv.sim import linearizability as lin
 from rkv.sim.disk import Disk, DiskParams
 from rkv.sim.history import History, Operation, check_history
@@ -288,14 +288,12 @@ class Cluster:
             t, _, kind, a, b = pop(heap)
             self.now = t
             events += 1
-            if kind == DELIVER:
-                self._deliver(a, b)
-            elif kind == TICK:
+            if kind == TICK:  # (the most frequent kind first)
                 node = a
                 if node.epoch == b and node.up:
                     # A tick the core calls inert (it only advances counters) cannot give the
                     # node a Ready when the Ready loop left it without one, so the loop is not
-                    # run after it; anything else that touched the node since reset `quiet`.
+                    # run after it; anything else that touched the node since reset `inert`.
                     q = node.inert
                     rep = node.replica
                     assert rep is not None
@@ -310,6 +308,8 @@ class Cluster:
                             self._process(node)
                     self._seq += 1
                     push(heap, (t + iv, self._seq, TICK, node, b))
+            elif kind == DELIVER:
+                self._deliver(a, b)
             elif kind == PERSISTED:
                 node = a
                 if node.epoch == b and node.up:
@@ -317,8 +317,9 @@ class Cluster:
                         self._crash(node)
                         continue
                     rd = node.in_flight
+                    assert rd is not None
                     node.in_flight = None
-                    self._finish(node, rd)
+                    self._finish(node, node.rep, rd, True)
                     self._process(node)
             elif kind == CLIENT:
                 self._client_wake(a, b)
@@ -490,20 +491,21 @@ class Cluster:
             early = rep.answer_committed(rd)
             if early.completed:
                 self._outcome(node, early)
-            if rd.must_sync:
+            sync = rd.must_sync
+            if sync:
                 lat = node.disk.latency()
                 if lat > 0:
                     node.in_flight = rd
                     self.at(self.now + lat, PERSISTED, node, node.epoch)
                     break
-            self._finish(node, rd)
+            self._finish(node, rep, rd, sync)
         # settled: no Ready to take (or a write in flight); only an input can change that
         node.inert = -1
 
-    def _finish(self, node: SimNode, rd: Ready) -> None:
-        rep = node.rep
+    def _finish(self, node: SimNode, rep: Replica[Wait], rd: Ready, sync: bool) -> None:
+        """The rest of `rd` once its write completed (`sync`: rd.must_sync)."""
         results = rep.persist_and_apply(rd)
-        if rd.must_sync:
+        if sync:
             if rd.snapshot is not None:
                 self._installed(node, rd.snapshot)
             hs, _conf = node.store.initial_state()  # what the store holds durably now
