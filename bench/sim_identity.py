@@ -1,8 +1,9 @@
 """Record what the simulator does per seed, to check that a speed change alters nothing.
 
-For each configuration (3/5/7 nodes; plain, --membership, --compact-every 20, --disk-replace)
-and seed: ok/failure, every Stats field, and a hash of the full event trace (so the event order
-and every traced message are compared too). One JSON line per seed, in a fixed order.
+For each configuration (3/5/7 nodes; plain, --membership, --compact-every 20, --disk-replace,
+--txn-fraction 0.3) and seed: ok/failure, every Stats field, and a hash of the full event trace
+(so the event order and every traced message are compared too). One JSON line per seed, in a
+fixed order.
 
     PYTHONPATH=. python bench/sim_identity.py 2 > /tmp/ident.before   # 2 worker processes
     PYTHONPATH=. python bench/sim_identity.py 2 4 > /tmp/ident.quick  # every 4th seed only
@@ -27,6 +28,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "membership": {"membership": True},
     "compact20": {"compact_every": 20},
     "disk-replace": {"disk_replace": True},
+    "txn30": {"txn_fraction": 0.3},
 }
 SEEDS = {3: range(1000, 1200), 5: range(2000, 2080), 7: range(3000, 3040)}
 

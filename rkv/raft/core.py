@@ -366,6 +366,33 @@ class Raft:
             if self.election_elapsed >= self.randomized_timeout and self.promotable():
                 self.hup()
 
+    def inert_ticks(self) -> int:
+        """How many of the next tick() calls, with no other input between them, would only
+        advance elapsed-tick counters: no message, no campaign, no change of role, term, vote,
+        log, commit or progress state, so nothing a Ready could carry. Pure (reads only); a
+        driver may use it to skip looking for a Ready after such ticks (rkv.sim does). Mirrors
+        `tick`, `_tick_leader` and `_tick_recovery`: a change to either must change both
+        (tests/raft/test_raft_units.py steps every role through ticks against it)."""
+        n = 1 << 30
+        rec = self.recovery
+        if rec is not None and not rec.knows_term:
+            # the next tick sends RECOVER when it brings `elapsed` to 0 or to heartbeat_tick
+            n = 0 if rec.elapsed < 0 else self.cfg.heartbeat_tick - rec.elapsed - 1
+        if self.role == LEADER:
+            cfg = self.cfg
+            n = min(
+                n,
+                cfg.heartbeat_tick - self.heartbeat_elapsed - 1,
+                cfg.election_tick - self.election_elapsed - 1,
+            )
+            for peer in self.peers():
+                pr = self.prs[peer]
+                if pr.state == SNAPSHOT_SENT:
+                    n = min(n, cfg.election_tick - pr.snapshot_ticks - 1)
+        elif self.promotable():
+            n = min(n, self.randomized_timeout - self.election_elapsed - 1)
+        return max(n, 0)
+
     def _tick_leader(self) -> None:
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1

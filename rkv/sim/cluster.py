@@ -40,7 +40,7 @@ from rkv.raft.types import (
     Ready,
     Snapshot,
 )
-from rkv.replica import CompactionPolicy, Outcome
+from rkv.replica import CompactionPolicy, Outcome, Replica
 from rkv.sim import linearizability as lin
 from rkv.sim.disk import Disk, DiskParams
 from rkv.sim.history import History, Operation, check_history
@@ -120,6 +120,8 @@ class SimParams:
     full_trace: bool = False
     """Keep every trace line (for determinism tests and --verbose), not only the last few."""
 
+
+_SNAPSHOT = MT.SNAPSHOT
 
 # Event kinds (ints keep heap entries small and comparisons cheap).
 (
@@ -275,6 +277,7 @@ class Cluster:
         iv = p.tick_interval
         heap = self._heap
         pop = heapq.heappop
+        push = heapq.heappush
         events = 0
         while heap and not self.done:
             if until is not None and heap[0][0] > until:
@@ -285,15 +288,28 @@ class Cluster:
             t, _, kind, a, b = pop(heap)
             self.now = t
             events += 1
-            if kind == DELIVER:
-                self._deliver(a, b)
-            elif kind == TICK:
+            if kind == TICK:  # (the most frequent kind first)
                 node = a
                 if node.epoch == b and node.up:
-                    node.rep.tick()
-                    if node.in_flight is None:
-                        self._process(node)
-                    self.at(t + iv, TICK, node, b)
+                    # A tick the core calls inert (it only advances counters) cannot give the
+                    # node a Ready when the Ready loop left it without one, so the loop is not
+                    # run after it; anything else that touched the node since reset `inert`.
+                    q = node.inert
+                    rep = node.replica
+                    assert rep is not None
+                    if q < 0:
+                        q = rep.raw.raft.inert_ticks()
+                    if q > 0:
+                        node.inert = q - 1 if q > 1 else -1
+                        rep.tick()
+                    else:
+                        node.rep.tick()
+                        if node.in_flight is None:
+                            self._process(node)
+                    self._seq += 1
+                    push(heap, (t + iv, self._seq, TICK, node, b))
+            elif kind == DELIVER:
+                self._deliver(a, b)
             elif kind == PERSISTED:
                 node = a
                 if node.epoch == b and node.up:
@@ -301,8 +317,9 @@ class Cluster:
                         self._crash(node)
                         continue
                     rd = node.in_flight
+                    assert rd is not None
                     node.in_flight = None
-                    self._finish(node, rd)
+                    self._finish(node, node.rep, rd, True)
                     self._process(node)
             elif kind == CLIENT:
                 self._client_wake(a, b)
@@ -441,17 +458,20 @@ class Cluster:
         delays = self.net.delays
         trace = self.trace
         now = self.now
+        heap = self._heap
+        nid = node.id
         for m in msgs:
             if check is not None:
-                check(node.id, m)
+                check(nid, m)
             stream = None
-            if m.type == MT.SNAPSHOT:
+            if m.type == _SNAPSHOT:
                 # Like the node runtime: with the message goes the store's applied state
                 # (taken now); the follower stages it, then steps a SNAPSHOT for that state.
                 stream = node.open_stream()
             trace.append((now, "send", m))  # self.note("send", m), inlined (per message)
             for d in delays(m.frm, m.to):
-                self.at(now + d, DELIVER, m, stream)
+                self._seq += 1  # self.at(now + d, DELIVER, m, stream), inlined
+                heapq.heappush(heap, (now + d, self._seq, DELIVER, m, stream))
 
     def _process(self, node: SimNode) -> None:
         """The Ready loop of rkv.node, in virtual time: take a Ready, send its messages,
@@ -460,37 +480,49 @@ class Cluster:
         if not node.up:
             return
         rep = node.rep  # the same Replica throughout: nothing here crashes the node
+        trace = self.trace
+        on_ready = self.checker.on_ready
         while node.in_flight is None and rep.has_ready():
             rd = rep.take_ready()
-            self.note(node.id, rd)
-            self.checker.on_ready(node.id, rd)
+            trace.append((self.now, node.id, rd))  # self.note(node.id, rd), inlined
+            on_ready(node.id, rd)
             if rd.messages:
                 self._send(node, rd.messages)
             early = rep.answer_committed(rd)
             if early.completed:
                 self._outcome(node, early)
-            if rd.must_sync:
+            sync = rd.must_sync
+            if sync:
                 lat = node.disk.latency()
                 if lat > 0:
                     node.in_flight = rd
                     self.at(self.now + lat, PERSISTED, node, node.epoch)
-                    return
-            self._finish(node, rd)
+                    break
+            self._finish(node, rep, rd, sync)
+        # settled: no Ready to take (or a write in flight); only an input can change that
+        node.inert = -1
 
-    def _finish(self, node: SimNode, rd: Ready) -> None:
-        rep = node.rep
+    def _finish(self, node: SimNode, rep: Replica[Wait], rd: Ready, sync: bool) -> None:
+        """The rest of `rd` once its write completed (`sync`: rd.must_sync)."""
         results = rep.persist_and_apply(rd)
-        if rd.must_sync:
+        if sync:
             if rd.snapshot is not None:
                 self._installed(node, rd.snapshot)
             hs, _conf = node.store.initial_state()  # what the store holds durably now
             self.checker.on_persisted(node.id, hs, rd.entries)
-        self._check_applied(node)
-        self._send(node, rd.persisted_messages)
-        self._outcome(node, rep.finish(rd, results))
-        if self.p.membership:
+        if node.applied:
+            self._check_applied(node)
+        if rd.persisted_messages:
+            self._send(node, rd.persisted_messages)
+        out = rep.finish(rd, results)
+        if out.completed or out.failed or out.reads:
+            self._outcome(node, out)
+        p = self.p
+        if p.membership:
             self._check_conf(node)
-        if self.p.compact_every:
+        if p.compact_every and rep.applied - node.store.first_index() >= p.compact_every:
+            # (else not due: Replica.compaction_index would find no more than compact_every
+            # entries past the snapshot, and the sim's policy has no byte limit)
             self._maybe_compact(node)
         if rep.backlog and not node.backlog_event:
             # The runtime writes the backlog once writes pause or it grew old; here a few

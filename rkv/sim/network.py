@@ -107,7 +107,10 @@ class Network:
         if p.drop and rng.random() < p.drop:
             self.dropped += 1
             return ()
-        first = self._one_delay()
+        if p.long_delay:
+            first = self._one_delay()
+        else:  # _one_delay's uniform draw, inlined (per message)
+            first = p.min_delay + int(rng.random() * (p.max_delay - p.min_delay + 1))
         if p.duplicate and rng.random() < p.duplicate:
             self.duplicated += 1
             return (first, self._one_delay())

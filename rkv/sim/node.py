@@ -73,6 +73,7 @@ class SimNode:
         "epoch",
         "id",
         "in_flight",
+        "inert",
         "replica",
         "store",
         "up",
@@ -90,6 +91,12 @@ class SimNode:
         self.effective: set[tuple[bytes, int]] = set()  # (client, seq) this store executed
         self.applied: list[Applied] = []  # applied by the store, not yet checked
         self.backlog_event = False  # an apply-backlog event is scheduled
+        self.inert = 0
+        """Ticks known to need no look for a Ready after them (rkv.sim.cluster's tick event):
+        n > 0, the next n ticks are inert (Raft.inert_ticks); -1, the node was settled by the
+        cluster's Ready loop and nothing but inert ticks touched it since, so ask the core;
+        0, unknown. Every access through `rep` (an input, or a look the core does not
+        promise is free of effects) makes it 0."""
 
     @property
     def applied_index(self) -> int:
@@ -99,6 +106,7 @@ class SimNode:
     def rep(self) -> Replica[Wait]:
         rep = self.replica
         assert rep is not None, f"{self.id} is down"
+        self.inert = 0
         return rep
 
     def start(
@@ -126,6 +134,7 @@ class SimNode:
         self.in_flight = None
         self.applied = []
         self.backlog_event = False
+        self.inert = 0
 
     def crash(self) -> list[Wait]:
         """Stop: the Replica and everything volatile are gone; returns the waiting tokens."""
@@ -135,6 +144,7 @@ class SimNode:
         self.replica = None
         self.in_flight = None
         self.applied = []
+        self.inert = 0
         return waiting
 
     def replace_disk(self) -> None:
