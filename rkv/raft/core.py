@@ -372,7 +372,7 @@ class Raft:
         log, commit or progress state, so nothing a Ready could carry. Pure (reads only); a
         driver may use it to skip looking for a Ready after such ticks (rkv.sim does). Mirrors
         `tick`, `_tick_leader` and `_tick_recovery`: a change to either must change both
-        (tests/raft/test_raft_units.py steps every role through ticks against it)."""
+        (tests/raft/test_inert_ticks.py steps every role through ticks against it)."""
         n = 1 << 30
         rec = self.recovery
         if rec is not None and not rec.knows_term:
