@@ -1,0 +1,160 @@
+"""The Lessor: when leases expire, counted on one node's monotonic clock, and what to propose.
+
+Owns: each lease's local *deadline* (never stored), the rules that set it, and `due`, the
+expiry and checkpoint commands a leader proposes; `sync`, the glue that feeds a store's lease
+events to a Lessor (the node runtime calls it after applies and on ticks; a simulator can
+call it the same way with its own `now`); `min_ttl_ms`. Pure: no clocks (`now` is an
+argument, in ms), no I/O, no trio.
+Must not: decide what a command does to the state (rkv.store.lease_apply), or propose by
+itself (the caller proposes what `due` returns, when it leads).
+
+Why it is safe (the promise: a key attached to a lease lives at least TTL after the client
+*sent* its last successful keep-alive or the grant; assumption: the nodes' monotonic clocks
+run at the same rate; their offsets do not matter, only intervals measured on one node are
+used). Every node keeps, per lease, a deadline on its own clock:
+- applying a grant or a renewal at local time `now`: deadline = now + ttl. The entry was
+  proposed after the client sent it, so now >= t_send: deadline >= t_send + ttl.
+- applying a checkpoint (remaining r, proposed by a leader at its time p when its own
+  deadline was p + r): deadline = min(current deadline, now + r). now >= p, so both
+  candidates are >= the proposer's deadline >= t_send + ttl (by induction).
+- opening its store or installing a snapshot: deadline = now + stored remaining (the stored
+  remaining comes from the last grant, renewal or checkpoint entry, proposed before now).
+So on every node, at all times, deadline >= t_send(last successful renewal) + ttl. The
+leader proposes expiry only once its own deadline has passed. A renewal goes through the
+log, so a new leader after a change already has its own deadline (from when it applied the
+renewal or a checkpoint): nothing restarts at full TTL (etcd#9395), nothing is cut short.
+An expiry carries the lease's generation (the log index of the grant or renewal that set its
+TTL) and the proposer's term; apply deletes the lease only if the generation still matches
+(a renewal in between wins) and the command's term is the entry's term (a stale expiry of a
+deposed leader carried into a later term's entry is ignored; etcd#12528, #15247).
+Bound: a leader proposes expiry at its deadline, and a new leader's deadline is at most a
+checkpoint interval later than the old leader's (checkpoints keep the stored remaining
+within an interval of the truth): gone within TTL + election timeout + checkpoint interval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from rkv.codec import MAX_LEASE_BATCH, LeaseCheckpoint, LeaseExpire
+from rkv.store.leases import LeaseEvent, LeaseEvents, LeaseState
+
+DEFAULT_CHECKPOINT_MS = 5000
+"""A leader checkpoints a lease once its stored remaining TTL exceeds the real one by this."""
+DEFAULT_RETRY_MS = 2000
+"""A proposed expiry or checkpoint not applied within this is proposed again."""
+MIN_TTL_FLOOR_MS = 1000
+
+
+def min_ttl_ms(election_timeout_ms: int) -> int:
+    """The least TTL a node grants: max(1 s, 3 x election timeout) (a shorter lease could
+    expire during one leader change); a grant asking for less gets this."""
+    return max(MIN_TTL_FLOOR_MS, 3 * election_timeout_ms)
+
+
+@dataclass(slots=True)
+class _Lease:
+    gen: int
+    ttl_ms: int
+    deadline: int
+    stored_ms: int
+    """The remaining TTL as stored (by the grant/renewal or the last checkpoint)."""
+    expire_sent: int | None = None
+    checkpoint_sent: int | None = None
+
+
+class Lessor:
+    """Deadlines of every lease a store holds, on this node's clock (ms)."""
+
+    def __init__(
+        self,
+        checkpoint_ms: int = DEFAULT_CHECKPOINT_MS,
+        retry_ms: int = DEFAULT_RETRY_MS,
+        max_batch: int = MAX_LEASE_BATCH,
+    ) -> None:
+        if checkpoint_ms < 1 or retry_ms < 1 or not 1 <= max_batch <= MAX_LEASE_BATCH:
+            raise ValueError("checkpoint_ms and retry_ms must be >= 1, max_batch in 1..1024")
+        self.checkpoint_ms = checkpoint_ms
+        self.retry_ms = retry_ms
+        self.max_batch = max_batch
+        self._leases: dict[int, _Lease] = {}
+
+    def __len__(self) -> int:
+        return len(self._leases)
+
+    def reset(self, leases: Iterable[LeaseState], now: int) -> None:
+        """Start over from a store's leases (its open, a snapshot install)."""
+        self._leases = {
+            x.id: _Lease(x.gen, x.ttl_ms, now + x.remaining_ms, x.remaining_ms) for x in leases
+        }
+
+    def on_applied(self, events: Iterable[LeaseEvent], now: int) -> None:
+        """What committed entries did to leases, applied here at `now`."""
+        for ev in events:
+            cur = self._leases.get(ev.id)
+            if ev.kind == "set":
+                self._leases[ev.id] = _Lease(ev.gen, ev.ms, now + ev.ms, ev.ms)
+            elif ev.kind == "checkpoint":
+                if cur is not None and cur.gen == ev.gen:
+                    cur.deadline = min(cur.deadline, now + ev.ms)
+                    cur.stored_ms = min(cur.stored_ms, ev.ms)
+                    cur.checkpoint_sent = None
+            elif ev.kind == "gone":
+                self._leases.pop(ev.id, None)
+
+    def remaining_ms(self, lease_id: int, now: int) -> int | None:
+        """The lease's remaining TTL on this node's clock (0 once its deadline passed, until
+        its expiry applies); None if this node knows no such lease."""
+        cur = self._leases.get(lease_id)
+        return None if cur is None else max(0, cur.deadline - now)
+
+    def due(self, now: int, term: int) -> list[LeaseExpire | LeaseCheckpoint]:
+        """What a leader of `term` proposes at `now`: one LeaseExpire for leases whose
+        deadline passed, one LeaseCheckpoint for leases whose stored remaining exceeds the
+        real one by at least checkpoint_ms; each at most max_batch leases (earliest first),
+        none proposed again within retry_ms unless applied."""
+        expire: list[tuple[int, int, int]] = []
+        checkpoint: list[tuple[int, int, int]] = []
+        for lid, x in self._leases.items():
+            left = x.deadline - now
+            if left <= 0:
+                if x.expire_sent is None or now - x.expire_sent >= self.retry_ms:
+                    expire.append((x.deadline, lid, x.gen))
+            elif x.stored_ms - left >= self.checkpoint_ms and (
+                x.checkpoint_sent is None or now - x.checkpoint_sent >= self.retry_ms
+            ):
+                checkpoint.append((x.deadline, lid, x.gen))
+        out: list[LeaseExpire | LeaseCheckpoint] = []
+        if expire:
+            expire.sort()
+            batch = expire[: self.max_batch]
+            for _, lid, _ in batch:
+                self._leases[lid].expire_sent = now
+            out.append(LeaseExpire(term, tuple((lid, gen) for _, lid, gen in batch)))
+        if checkpoint:
+            checkpoint.sort()
+            items = []
+            for deadline, lid, gen in checkpoint[: self.max_batch]:
+                self._leases[lid].checkpoint_sent = now
+                items.append((lid, gen, deadline - now))
+            out.append(LeaseCheckpoint(tuple(items)))
+        return out
+
+
+class LeaseSource(Protocol):
+    """What `sync` needs of a store (LmdbStore and MemoryStore)."""
+
+    def take_lease_events(self) -> LeaseEvents: ...
+    def leases(self) -> list[LeaseState]: ...
+
+
+def sync(lessor: Lessor, store: LeaseSource, now: int) -> None:
+    """Feed the store's lease events since the last call to the Lessor (starting over from
+    `store.leases()` when the store says so). Call it after each apply, before `due` or
+    `remaining_ms`, from whatever drives the node (its runtime, a simulator)."""
+    got = store.take_lease_events()
+    if got.reset:
+        lessor.reset(store.leases(), now)
+    lessor.on_applied(got.events, now)
