@@ -6,7 +6,7 @@ hints and remembering the leader), retries with exponential backoff and jitter u
 overall deadline, write sessions (client id + sequence number, kept across retries so the
 state machine applies a write once), chunked file upload/download with bounded memory and
 SHA-256 verification, backups (downloads and backups share one pipelined chunk fetch; the
-file format is rkv.backup_file's), and the cluster status view.
+file format is rkv.backup_file's), and the cluster status view. Leases: rkv.client_leases.
 
 Must not: import the node runtime, the store, lmdb or the CLI, not even indirectly
 (layering: client sits above net, config, codec and errors; tests/test_architecture.py
@@ -30,6 +30,9 @@ import trio
 
 from rkv.backup_file import CHUNK as BACKUP_CHUNK
 from rkv.backup_file import BackupWriter
+from rkv.client_leases import Lease as Lease  # re-exported: what lease_grant returns
+from rkv.client_leases import LeaseCalls, SyncLeaseCalls
+from rkv.client_leases import LeaseInfo as LeaseInfo  # re-exported: lease_time_to_live, list
 from rkv.codec import MAX_KEY_LEN
 from rkv.config import format_address, parse_address
 from rkv.errors import (
@@ -212,9 +215,10 @@ class TxnOp:
     """Builders of a txn's ops (`Client.txn`); the result each gives is in its docstring."""
 
     @staticmethod
-    def put(key: bytes | str, value: bytes | str) -> Op:
-        """Result None."""
-        return _built(lambda: OpPut(_key(key), _to_bytes(value, "value")))
+    def put(key: bytes | str, value: bytes | str, lease: int = 0) -> Op:
+        """Result None. With `lease`, the key is attached to it (the txn fails with "lease
+        not found", changing nothing, if it does not exist)."""
+        return _built(lambda: OpPut(_key(key), _to_bytes(value, "value"), lease))
 
     @staticmethod
     def delete(key: bytes | str) -> Op:
@@ -354,7 +358,7 @@ def _chunk_data(reply: dict[str, Any], what: str) -> bytes:
         raise IntegrityError(f"{what} has no data") from None
 
 
-class Client:
+class Client(LeaseCalls):
     """An async rkv client. Create it with `connect(...)` and use it as a context manager.
 
     Any node may be given; the client finds the leader by itself. Every method retries on
@@ -623,10 +627,12 @@ class Client:
 
     # --- key/value API --------------------------------------------------------------------
 
-    async def put(self, key: bytes | str, value: bytes | str) -> None:
-        """Set `key` to `value` (committed on a majority when this returns)."""
+    async def put(self, key: bytes | str, value: bytes | str, *, lease: int = 0) -> None:
+        """Set `key` to `value` (committed on a majority when this returns). With `lease`,
+        the key is attached to that lease and deleted with it (LeaseNotFound if it does not
+        exist: nothing is written); a put without a lease detaches the key from any."""
         k, v = _key(key), _to_bytes(value, "value")
-        await self._write(lambda c, s: PutRequest(k, v, client_id=c, seq=s))
+        await self._write(lambda c, s: PutRequest(k, v, client_id=c, seq=s, lease=lease))
 
     async def get(self, key: bytes | str, *, stale: bool = False) -> bytes | None:
         """The value of `key` or None. Linearizable unless `stale` (then: the contacted
@@ -1294,12 +1300,14 @@ def connect(addrs: str | Iterable[str] = DEFAULT_ADDRS, **kwargs: Any) -> Client
     return Client(addrs, **kwargs)
 
 
-class SyncClient:
+class SyncClient(SyncLeaseCalls):
     """A blocking client with the same methods as `Client`, for code without trio.
 
     It runs a trio loop in a background thread that keeps the connections and the leader
     between calls. Use it as a context manager (or call `close()`).
     """
+
+    _client: Client
 
     def __init__(self, addrs: str | Iterable[str] = DEFAULT_ADDRS, **kwargs: Any) -> None:
         self._client = Client(addrs, **kwargs)
@@ -1344,8 +1352,8 @@ class SyncClient:
     def leader(self) -> str | None:
         return self._client.leader
 
-    def put(self, key: bytes | str, value: bytes | str) -> None:
-        self._run(self._client.put, key, value)
+    def put(self, key: bytes | str, value: bytes | str, *, lease: int = 0) -> None:
+        self._run(self._client.put, key, value, lease=lease)
 
     def get(self, key: bytes | str, *, stale: bool = False) -> bytes | None:
         return self._run(self._client.get, key, stale=stale)

@@ -101,7 +101,7 @@ class Lessor:
                     cur.deadline = min(cur.deadline, now + ev.ms)
                     cur.stored_ms = min(cur.stored_ms, ev.ms)
                     cur.checkpoint_sent = None
-            elif ev.kind == "gone":
+            else:  # "gone", "expired"
                 self._leases.pop(ev.id, None)
 
     def remaining_ms(self, lease_id: int, now: int) -> int | None:
@@ -150,11 +150,13 @@ class LeaseSource(Protocol):
     def leases(self) -> list[LeaseState]: ...
 
 
-def sync(lessor: Lessor, store: LeaseSource, now: int) -> None:
+def sync(lessor: Lessor, store: LeaseSource, now: int) -> list[LeaseEvent]:
     """Feed the store's lease events since the last call to the Lessor (starting over from
     `store.leases()` when the store says so). Call it after each apply, before `due` or
-    `remaining_ms`, from whatever drives the node (its runtime, a simulator)."""
+    `remaining_ms`, from whatever drives the node (its runtime, a simulator). Returns the
+    events (a caller may count them)."""
     got = store.take_lease_events()
     if got.reset:
         lessor.reset(store.leases(), now)
     lessor.on_applied(got.events, now)
+    return got.events

@@ -19,14 +19,15 @@ LEASE_EXISTS = "lease already exists"
 TOO_MANY_LEASES = "too many leases"
 
 
-def revoke(txn: StateTxn, lease_id: int) -> bool:
-    """Delete the lease and every key attached to it; whether it existed."""
+def revoke(txn: StateTxn, lease_id: int, why: str = "gone") -> bool:
+    """Delete the lease and every key attached to it; whether it existed. `why`: the event's
+    kind ("gone": revoked, "expired")."""
     if txn.lease(lease_id) is None:
         return False
     for key in txn.lease_keys(lease_id):
         set_key(txn, key, None, txn.get(key))
     txn.delete_lease(lease_id)
-    txn.lease_event(LeaseEvent("gone", lease_id))
+    txn.lease_event(LeaseEvent(why, lease_id))
     return True
 
 
@@ -62,6 +63,6 @@ def execute_lease(txn: StateTxn, cmd: LeaseCommand, index: int, term: int) -> Ap
         for lid, gen in cmd.items:
             cur = txn.lease(lid)
             if cur is not None and cur.gen == gen:
-                n += revoke(txn, lid)
+                n += revoke(txn, lid, "expired")
         return ApplyResult(value=n)
     return ApplyResult(value=revoke(txn, cmd.lease_id))

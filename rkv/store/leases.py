@@ -64,7 +64,8 @@ class LeaseState:
 @dataclass(frozen=True, slots=True)
 class LeaseEvent:
     """What one applied entry did to a lease: "set" (granted or renewed: `ms` is its TTL,
-    `gen` the entry's index), "checkpoint" (`ms`: the stored remaining) or "gone"."""
+    `gen` the entry's index), "checkpoint" (`ms`: the stored remaining), "gone" (revoked)
+    or "expired" (deleted by a LeaseExpire)."""
 
     kind: str
     id: int
