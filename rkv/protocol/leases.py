@@ -3,7 +3,8 @@
 Owns: lease_grant, lease_keepalive, lease_revoke (writes: the leader answers, a follower
 forwards), lease_ttl and lease_list (reads: any node, after a read barrier), and their typed
 replies. TTLs on the wire are milliseconds. Must not: know what a request does (the node's
-rkv.node.leases does), import from rkv anything but rkv.codec and rkv.protocol.fields.
+rkv.node.leases does), import from rkv anything but rkv.codec and rkv.protocol's fields and
+replies (the reply field checks).
 
 Wire forms:
 - {"t": "lease_grant", "ttl": ms, "lease": id (0 or absent: the node picks), c, s}
@@ -34,7 +35,6 @@ from rkv.protocol.fields import (
     _ID,
     _SEQ,
     FWD,
-    BadReply,
     Frame,
     ProtocolError,
     _bool,
@@ -43,6 +43,7 @@ from rkv.protocol.fields import (
     _Request,
     _Write,
 )
+from rkv.protocol.replies import _ok, _reply_field, _rev
 
 _LEASE_ID = _int(1, MAX_LEASE_ID)
 _TTL = _int(1, MAX_LEASE_TTL_MS)
@@ -111,26 +112,7 @@ LEASE_REQUESTS: tuple[type[_Request], ...] = (
 # --- replies ----------------------------------------------------------------------------------
 
 
-def _ok(frame: Mapping[str, Any], what: str) -> None:
-    if not isinstance(frame, Mapping) or frame.get("t") != "ok":
-        raise BadReply(f"{what} reply: expected an ok frame")
-
-
-def _field(frame: Mapping[str, Any], name: str, check: Any, what: str) -> Any:
-    if name not in frame:
-        raise BadReply(f"{what} reply: field {name!r} is missing", name)
-    try:
-        return check(frame[name], name)
-    except ProtocolError as e:
-        raise BadReply(f"{what} reply: {e.msg}", name) from None
-
-
 _MS = _int(0, MAX_LEASE_TTL_MS)
-_REV = _int(0, (1 << 64) - 1)
-
-
-def _rev(frame: Mapping[str, Any], what: str) -> int | None:
-    return None if frame.get("rev") is None else int(_field(frame, "rev", _REV, what))
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +128,8 @@ class LeaseGrantReply:
     def from_frame(cls, frame: Mapping[str, Any]) -> LeaseGrantReply:
         _ok(frame, "lease_grant")
         return cls(
-            _field(frame, "lease", _LEASE_ID, "lease_grant"),
-            _field(frame, "ttl", _TTL, "lease_grant"),
+            _reply_field(frame, "lease", _LEASE_ID, "lease_grant"),
+            _reply_field(frame, "ttl", _TTL, "lease_grant"),
             _rev(frame, "lease_grant"),
         )
 
@@ -163,7 +145,9 @@ class LeaseKeepaliveReply:
     @classmethod
     def from_frame(cls, frame: Mapping[str, Any]) -> LeaseKeepaliveReply:
         _ok(frame, "lease_keepalive")
-        return cls(_field(frame, "ttl", _TTL, "lease_keepalive"), _rev(frame, "lease_keepalive"))
+        return cls(
+            _reply_field(frame, "ttl", _TTL, "lease_keepalive"), _rev(frame, "lease_keepalive")
+        )
 
 
 def _keys(v: object, name: str) -> tuple[bytes, ...] | None:
@@ -203,10 +187,10 @@ class LeaseTtlReply:
         w = "lease_ttl"
         _ok(frame, w)
         return cls(
-            _field(frame, "lease", _LEASE_ID, w),
-            _field(frame, "ttl", _TTL, w),
-            _field(frame, "left", _MS, w),
-            _field(frame, "keys", _keys, w) if frame.get("keys") is not None else None,
+            _reply_field(frame, "lease", _LEASE_ID, w),
+            _reply_field(frame, "ttl", _TTL, w),
+            _reply_field(frame, "left", _MS, w),
+            _reply_field(frame, "keys", _keys, w) if frame.get("keys") is not None else None,
             _rev(frame, w),
         )
 
@@ -242,4 +226,4 @@ class LeaseListReply:
     @classmethod
     def from_frame(cls, frame: Mapping[str, Any]) -> LeaseListReply:
         _ok(frame, "lease_list")
-        return cls(_field(frame, "leases", _items, "lease_list"), _rev(frame, "lease_list"))
+        return cls(_reply_field(frame, "leases", _items, "lease_list"), _rev(frame, "lease_list"))

@@ -108,12 +108,13 @@ class Dbs:
     sessions: lmdb._Database
 
 
-def _fields(what: str, raw: bytes, n: int) -> list[Any]:
+def _fields(what: str, raw: bytes, n: int, most: int = 0) -> list[Any]:
+    """The fields of a stored record: a list of n (up to `most`, when given) items."""
     try:
         v = unpack(raw)
     except CodecError as e:
         raise CorruptionError(f"{what}: {e}") from e
-    if type(v) is not list or len(v) != n:
+    if type(v) is not list or not n <= len(v) <= max(n, most):
         raise CorruptionError(f"{what}: unexpected shape")
     return v
 
@@ -141,12 +142,7 @@ def encode_record(r: Record) -> bytes:
 
 
 def decode_record(raw: bytes) -> Record:
-    try:
-        f = unpack(raw)
-    except CodecError as e:
-        raise CorruptionError(f"kv record: {e}") from e
-    if type(f) is not list or len(f) not in (4, 5):
-        raise CorruptionError("kv record: unexpected shape")
+    f = _fields("kv record", raw, 4, 5)  # 5: with the lease it is attached to
     _checked("kv record", type(f[0]) is bytes and all(type(x) is int for x in f[1:]))
     return Record(f[0], f[1], f[2], f[3], f[4] if len(f) == 5 else 0)
 
