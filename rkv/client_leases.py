@@ -140,12 +140,15 @@ class LeaseCalls:
                             raise
                         await trio.sleep(min(0.2, ttl / 10))
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(renew)
-            try:
-                yield ttl
-            finally:
-                nursery.cancel_scope.cancel()
+        from rkv.client import _plain_errors  # rkv.client imports this module
+
+        with _plain_errors():  # the renewal's error itself, not an ExceptionGroup
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(renew)
+                try:
+                    yield ttl
+                finally:
+                    nursery.cancel_scope.cancel()
 
 
 class SyncLeaseCalls:
