@@ -2,9 +2,10 @@
 
 Owns: each lease's local *deadline* (never stored), the rules that set it, and `due`, the
 expiry and checkpoint commands a leader proposes; `sync`, the glue that feeds a store's lease
-events to a Lessor (the node runtime calls it after applies and on ticks; a simulator can
-call it the same way with its own `now`); `min_ttl_ms`. Pure: no clocks (`now` is an
-argument, in ms), no I/O, no trio.
+events to a Lessor, and `LeaseDriver`, the whole glue a node's driver calls after each step
+(the node runtime, rkv.node.leases; a simulator the same way with its own `now`): reset
+from the store first, sync, and as leader what is due, at most every `due_every_ms`;
+`min_ttl_ms`. Pure: no clocks (`now` is an argument, in ms), no I/O, no trio.
 Must not: decide what a command does to the state (rkv.store.lease_apply), or propose by
 itself (the caller proposes what `due` returns, when it leads).
 
@@ -160,3 +161,47 @@ def sync(lessor: Lessor, store: LeaseSource, now: int) -> list[LeaseEvent]:
         lessor.reset(store.leases(), now)
     lessor.on_applied(got.events, now)
     return got.events
+
+
+DUE_EVERY_MS = 100
+"""How often a leader asks its Lessor what is due (a scan of every lease)."""
+
+
+class LeaseDriver:
+    """The glue between a store and its Lessor for whatever drives a node: call `step` after
+    each apply (or turn, or tick) with the node's clock; propose what it returns (as seq 0
+    requests) when it returns anything. Counts the expiries it proposed and the ones
+    applied (the node's metrics)."""
+
+    def __init__(self, lessor: Lessor, due_every_ms: int = DUE_EVERY_MS) -> None:
+        self.lessor = lessor
+        self.due_every_ms = due_every_ms
+        self.expiries_proposed = 0
+        self.expiries_applied = 0
+        self._started = False
+        self._next_due = 0
+
+    def sync(self, store: LeaseSource, now: int) -> None:
+        """Feed the store's lease events to the Lessor (the first call resets it from the
+        store: what led to the state it holds was never seen)."""
+        if not self._started:
+            self._started = True
+            store.take_lease_events()
+            self.lessor.reset(store.leases(), now)
+        for ev in sync(self.lessor, store, now):
+            if ev.kind == "expired":
+                self.expiries_applied += 1
+
+    def step(
+        self, store: LeaseSource, now: int, leads: bool, term: int
+    ) -> list[LeaseExpire | LeaseCheckpoint]:
+        """Sync; when this node leads in `term`, what to propose now (at most every
+        due_every_ms). The caller proposes them; one it could not propose is proposed again
+        after the Lessor's retry interval."""
+        self.sync(store, now)
+        if not leads or now < self._next_due:
+            return []
+        self._next_due = now + self.due_every_ms
+        out = self.lessor.due(now, term)
+        self.expiries_proposed += sum(len(c.items) for c in out if isinstance(c, LeaseExpire))
+        return out

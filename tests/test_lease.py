@@ -139,3 +139,22 @@ def test_a_leader_change_neither_restarts_nor_cuts_short() -> None:
     assert b.due(7000 + skew, term=3) == []
     assert b.due(8029 + skew, term=3) == []  # t_send + ttl = 8000: not yet, and not before
     assert b.due(8030 + skew, term=3) == [LeaseExpire(3, ((1, 10),))]
+
+
+def test_the_driver_resets_syncs_and_proposes_only_as_leader_and_not_too_often() -> None:
+    from rkv.lease import LeaseDriver
+
+    s = MemoryStore("c", "n1", ("n1",))
+    _apply(s, LeaseGrant(0, 1000))  # before the driver's first step: found by its reset
+    d = LeaseDriver(Lessor(checkpoint_ms=10_000), due_every_ms=100)
+    assert d.step(s, now=0, leads=True, term=1) == []
+    assert d.lessor.remaining_ms(1, 0) == 1000
+    assert d.step(s, now=1000, leads=False, term=1) == []  # a follower proposes nothing
+    assert d.step(s, now=1000, leads=True, term=1) == [LeaseExpire(1, ((1, 1),))]
+    assert d.expiries_proposed == 1
+    _apply(s, LeaseGrant(0, 1000))  # index 2: another lease, due at 2000
+    assert d.step(s, now=1050, leads=True, term=1) == []  # asked 50 ms ago
+    assert d.step(s, now=3100, leads=True, term=1) == [LeaseExpire(1, ((1, 1), (2, 2)))]
+    _apply(s, LeaseExpire(1, ((1, 1), (2, 2))))
+    d.step(s, now=3200, leads=True, term=1)
+    assert (d.expiries_applied, len(d.lessor)) == (2, 0)

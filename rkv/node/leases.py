@@ -21,7 +21,7 @@ import trio
 from rkv.codec import LeaseExpire, Request, encode_request
 from rkv.config import NodeConfig
 from rkv.errors import InternalError, LeaseNotFound
-from rkv.lease import Lessor, min_ttl_ms, sync
+from rkv.lease import LeaseDriver, Lessor, min_ttl_ms
 from rkv.node.handlers import ClientHandlers, Handler
 from rkv.node.inbox import Frame, Propose, Waiter, log
 from rkv.protocol import (
@@ -39,20 +39,9 @@ from rkv.protocol import (
 )
 from rkv.protocol.leases import MAX_LIST_KEYS
 
-DUE_EVERY_MS = 100
-"""How often a leader asks its Lessor what is due (a scan of every lease)."""
-
 
 def now_ms() -> int:
     return int(trio.current_time() * 1000)
-
-
-@dataclasses.dataclass(slots=True)
-class LeaseCounters:
-    expiries_proposed: int = 0
-    """Leases named by the LeaseExpire commands this node proposed as leader."""
-    expiries_applied: int = 0
-    """Leases this node's applies deleted by expiry."""
 
 
 class LeaseKeeper:
@@ -68,10 +57,8 @@ class LeaseKeeper:
             checkpoint_ms=max(1, int(cfg.lease_checkpoint_seconds * 1000)),
             retry_ms=max(1000, 2 * election_ms),
         )
-        self._started = False
-        """Reset from the store at the first sync (the node is built outside trio)."""
-        self.counters = LeaseCounters()
-        self._next_due = 0
+        self.driver = LeaseDriver(self.lessor)
+        """The glue (rkv.lease): resets from the store at its first step, counts expiries."""
 
     def routes(self) -> dict[str, Handler]:
         return {
@@ -85,8 +72,8 @@ class LeaseKeeper:
     def statistics(self) -> dict[str, int]:
         return {
             "leases": len(self.lessor),
-            "expiries_proposed": self.counters.expiries_proposed,
-            "expiries_applied": self.counters.expiries_applied,
+            "expiries_proposed": self.driver.expiries_proposed,
+            "expiries_applied": self.driver.expiries_applied,
         }
 
     # -- driving (the raft loop, after each turn) ------------------------------------------------
@@ -94,28 +81,17 @@ class LeaseKeeper:
     def sync(self) -> int:
         """Feed the applies' lease events to the Lessor; returns the time (ms) used."""
         now = now_ms()
-        if not self._started:
-            self._started = True
-            self.store.take_lease_events()  # what led to the state read next
-            self.lessor.reset(self.store.leases(), now)
-        for ev in sync(self.lessor, self.store, now):
-            if ev.kind == "expired":
-                self.counters.expiries_applied += 1
+        self.driver.sync(self.store, now)
         return now
 
     def after_turn(self, leads: bool, term: int, offer: Any) -> None:
-        """Sync, and when leading, propose what is due (at most every DUE_EVERY_MS). A
-        proposal the inbox refuses (full) is retried after the Lessor's retry interval."""
-        now = self.sync()
-        if not leads or now < self._next_due:
-            return
-        self._next_due = now + DUE_EVERY_MS
-        for cmd in self.lessor.due(now, term):
+        """Sync, and when leading, propose what is due. A proposal the inbox refuses (full)
+        is proposed again after the Lessor's retry interval."""
+        for cmd in self.driver.step(self.store, now_ms(), leads, term):
             w = Waiter(deadline=trio.current_time() + self.cfg.request_timeout)
             if not offer(Propose(encode_request(Request(b"", 0, cmd)), w)):
                 break
             if isinstance(cmd, LeaseExpire):
-                self.counters.expiries_proposed += len(cmd.items)
                 log.info("%s: expiring %d lease(s) (term %d)", self.cfg.id, len(cmd.items), term)
 
     # -- requests ------------------------------------------------------------------------------
