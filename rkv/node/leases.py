@@ -1,8 +1,8 @@
 """Leases on a running node: the Lessor driven by the raft loop, and the lease requests.
 
-Owns: this node's rkv.lease.Lessor (reset from the store when the node starts, fed the
-store's lease events after each raft-loop turn with `sync`), the leader's proposals of what
-the Lessor says is due (expiry, checkpoints: through the raft loop's inbox with a waiter
+Owns: this node's rkv.lease.Lessor and LeaseDriver (reset from the store at the first turn,
+fed the store's lease events after each raft-loop turn), the leader's proposals of what
+the driver says is due (expiry, checkpoints: through the raft loop's inbox with a waiter
 nobody waits on, as the upload sweep does), the minimum TTL a grant gets, the lease request
 handlers (lease_grant, lease_keepalive, lease_revoke through the log; lease_ttl and
 lease_list on any node after a read barrier, with the remaining TTL on this node's clock) and
@@ -124,10 +124,12 @@ class LeaseKeeper:
         now = self.sync()
         rev = self.store.applied_index()
         st = self.store.lease(r.lease_id)
-        left = self.lessor.remaining_ms(r.lease_id, now)
-        if st is None or left is None:
+        if st is None:
             raise LeaseNotFound(f"no lease {r.lease_id}")
+        left = self.lessor.remaining_ms(r.lease_id, now)
         keys = tuple(self.store.lease_keys(r.lease_id)[:MAX_LIST_KEYS]) if r.keys else None
+        if left is None:  # applied after this sync: its stored remaining is this node's view
+            left = st.remaining_ms
         return LeaseTtlReply(r.lease_id, st.ttl_ms, left, keys, rev).to_frame()
 
     async def list(self, r: LeaseListRequest) -> Frame:
