@@ -35,7 +35,8 @@ within an interval of the truth): gone within TTL + election timeout + checkpoin
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import heapq
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -62,12 +63,17 @@ class _Lease:
     deadline: int
     stored_ms: int
     """The remaining TTL as stored (by the grant/renewal or the last checkpoint)."""
-    expire_sent: int | None = None
-    checkpoint_sent: int | None = None
+    version: int
+    """Bumped by every change: heap entries of an older version are stale."""
 
 
 class Lessor:
-    """Deadlines of every lease a store holds, on this node's clock (ms)."""
+    """Deadlines of every lease a store holds, on this node's clock (ms).
+
+    `due` costs O(what is due x log leases), not O(leases): two heaps hold, per lease, when
+    to look at it next (its deadline; when its stored remaining will be checkpoint_ms too
+    high; after a proposal, the retry time), entries made stale by a change are skipped
+    (the lease's version moved on) and the heaps are rebuilt when stale ones dominate."""
 
     def __init__(
         self,
@@ -81,27 +87,52 @@ class Lessor:
         self.retry_ms = retry_ms
         self.max_batch = max_batch
         self._leases: dict[int, _Lease] = {}
+        self._expiry: list[tuple[int, int, int]] = []
+        """(when to look, lease id, version): a min-heap."""
+        self._checkpoint: list[tuple[int, int, int]] = []
+        self._versions = 0
 
     def __len__(self) -> int:
         return len(self._leases)
 
+    def _put(self, lid: int, x: _Lease) -> None:
+        """Record a new or changed lease (a new version) in both heaps."""
+        self._versions += 1
+        x.version = self._versions
+        self._leases[lid] = x
+        heapq.heappush(self._expiry, (x.deadline, lid, x.version))
+        when = x.deadline - x.stored_ms + self.checkpoint_ms
+        heapq.heappush(self._checkpoint, (when, lid, x.version))
+        if len(self._expiry) + len(self._checkpoint) > 4 * len(self._leases) + 4096:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._expiry = [(x.deadline, lid, x.version) for lid, x in self._leases.items()]
+        self._checkpoint = [
+            (x.deadline - x.stored_ms + self.checkpoint_ms, lid, x.version)
+            for lid, x in self._leases.items()
+        ]
+        heapq.heapify(self._expiry)
+        heapq.heapify(self._checkpoint)
+
     def reset(self, leases: Iterable[LeaseState], now: int) -> None:
         """Start over from a store's leases (its open, a snapshot install)."""
         self._leases = {
-            x.id: _Lease(x.gen, x.ttl_ms, now + x.remaining_ms, x.remaining_ms) for x in leases
+            x.id: _Lease(x.gen, x.ttl_ms, now + x.remaining_ms, x.remaining_ms, 0) for x in leases
         }
+        self._rebuild()
 
     def on_applied(self, events: Iterable[LeaseEvent], now: int) -> None:
         """What committed entries did to leases, applied here at `now`."""
         for ev in events:
             cur = self._leases.get(ev.id)
             if ev.kind == "set":
-                self._leases[ev.id] = _Lease(ev.gen, ev.ms, now + ev.ms, ev.ms)
+                self._put(ev.id, _Lease(ev.gen, ev.ms, now + ev.ms, ev.ms, 0))
             elif ev.kind == "checkpoint":
                 if cur is not None and cur.gen == ev.gen:
                     cur.deadline = min(cur.deadline, now + ev.ms)
                     cur.stored_ms = min(cur.stored_ms, ev.ms)
-                    cur.checkpoint_sent = None
+                    self._put(ev.id, cur)
             else:  # "gone", "expired"
                 self._leases.pop(ev.id, None)
 
@@ -111,36 +142,37 @@ class Lessor:
         cur = self._leases.get(lease_id)
         return None if cur is None else max(0, cur.deadline - now)
 
+    def _pop_due(
+        self, heap: list[tuple[int, int, int]], now: int, keep: Callable[[_Lease], bool]
+    ) -> list[tuple[int, _Lease]]:
+        """Up to max_batch current entries of `heap` due at `now` that `keep` takes,
+        earliest first; each is pushed back for the retry time (a proposal not applied is
+        proposed again then). Stale entries and those `keep` refuses are dropped."""
+        out: list[tuple[int, _Lease]] = []
+        budget = 4 * self.max_batch  # bounded work per call, stale entries included
+        while heap and heap[0][0] <= now and len(out) < self.max_batch and budget:
+            budget -= 1
+            _, lid, version = heapq.heappop(heap)
+            x = self._leases.get(lid)
+            if x is not None and x.version == version and keep(x):
+                out.append((lid, x))
+        for lid, x in out:
+            heapq.heappush(heap, (now + self.retry_ms, lid, x.version))
+        return out
+
     def due(self, now: int, term: int) -> list[LeaseExpire | LeaseCheckpoint]:
         """What a leader of `term` proposes at `now`: one LeaseExpire for leases whose
         deadline passed, one LeaseCheckpoint for leases whose stored remaining exceeds the
-        real one by at least checkpoint_ms; each at most max_batch leases (earliest first),
-        none proposed again within retry_ms unless applied."""
-        expire: list[tuple[int, int, int]] = []
-        checkpoint: list[tuple[int, int, int]] = []
-        for lid, x in self._leases.items():
-            left = x.deadline - now
-            if left <= 0:
-                if x.expire_sent is None or now - x.expire_sent >= self.retry_ms:
-                    expire.append((x.deadline, lid, x.gen))
-            elif x.stored_ms - left >= self.checkpoint_ms and (
-                x.checkpoint_sent is None or now - x.checkpoint_sent >= self.retry_ms
-            ):
-                checkpoint.append((x.deadline, lid, x.gen))
+        real one by at least checkpoint_ms; each at most max_batch leases (earliest due
+        first), none proposed again within retry_ms unless applied (which changes it)."""
         out: list[LeaseExpire | LeaseCheckpoint] = []
+        expire = self._pop_due(self._expiry, now, lambda x: True)
         if expire:
-            expire.sort()
-            batch = expire[: self.max_batch]
-            for _, lid, _ in batch:
-                self._leases[lid].expire_sent = now
-            out.append(LeaseExpire(term, tuple((lid, gen) for _, lid, gen in batch)))
-        if checkpoint:
-            checkpoint.sort()
-            items = []
-            for deadline, lid, gen in checkpoint[: self.max_batch]:
-                self._leases[lid].checkpoint_sent = now
-                items.append((lid, gen, deadline - now))
-            out.append(LeaseCheckpoint(tuple(items)))
+            out.append(LeaseExpire(term, tuple((lid, x.gen) for lid, x in expire)))
+        # a lease past its deadline needs its expiry, not a checkpoint
+        ckpt = self._pop_due(self._checkpoint, now, lambda x: x.deadline > now)
+        if ckpt:
+            out.append(LeaseCheckpoint(tuple((lid, x.gen, x.deadline - now) for lid, x in ckpt)))
         return out
 
 
