@@ -314,6 +314,9 @@ class LmdbStore:
             raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
         self._max_leases = max_leases
         self._lease_events = LeaseEventLog()
+        self._lease_total: int | None = None
+        """How many leases the applied state holds, once an apply counted them (None after
+        an open or an install: the next grant counts)."""
         self._path = path
         self._lock_fd = lock_fd
         self._max_map_size = max(max_map_size, map_size)
@@ -1014,6 +1017,7 @@ class LmdbStore:
         last: list[tuple[sh.Running, list[tuple[int, int]]]] = []
         recorded: list[list[Change]] = []
         lease_events: list[LeaseEvent] = []
+        lease_total: list[int | None] = [None]
 
         def apply(txn: lmdb.Transaction[bytes]) -> list[ApplyResult]:
             changes: list[Change] | None = [] if self.record_changes else None
@@ -1027,12 +1031,14 @@ class LmdbStore:
                 track=self._tracker is not None,
                 changes=changes,
                 max_leases=self._max_leases,
+                lease_total=self._lease_total,
             )
             results, marks = sh.apply_with_checkpoints(state, entries, self._max_sessions)
             state.flush()
             last[:] = [(state.running, marks)]  # of the attempt that commits
             recorded[:] = [] if changes is None else [changes]
             lease_events[:] = state.lease_events
+            lease_total[0] = state.lease_total
             return results
 
         def committed() -> None:
@@ -1046,6 +1052,7 @@ class LmdbStore:
                 with self._changes_lock:
                     self._changes.extend(recorded[0])
             self._lease_events.extend(lease_events)
+            self._lease_total = lease_total[0]
 
         return apply, committed
 
@@ -1114,6 +1121,7 @@ class LmdbStore:
         )
         self._history.reset(index, value)
         self._lease_events.reset()
+        self._lease_total = None
         if self.record_changes:
             with self._changes_lock:
                 self._changes.append(Change(index, "reset", b""))

@@ -361,10 +361,14 @@ class LmdbStateTxn:
         track: bool = False,
         changes: list[Change] | None = None,
         max_leases: int = 0,
+        lease_total: int | None = None,
     ) -> None:
         self.txn = txn
         self.dbs = dbs
         self.max_leases = max_leases
+        self.lease_total = lease_total
+        """How many leases there are as of this transaction's writes, once known (the
+        store passes what the last apply left; None: counted when a grant needs it)."""
         self.lease_events: list[LeaseEvent] = []
         """What this transaction's entries did to leases (the store hands them to its
         LeaseEventLog once the transaction commits)."""
@@ -697,21 +701,32 @@ class LmdbStateTxn:
         payload = self._payload(self.dbs.files, FILES, lease_key(lease_id))
         return None if payload is None else decode_lease(payload)
 
-    def _lease_record(self, k: bytes, new: bytes | None) -> None:
-        self.running.change(SNAP_FILES, k, self._payload(self.dbs.files, FILES, k), new)
+    def _lease_record(self, k: bytes, new: bytes | None) -> bytes | None:
+        """Write (or delete: None) a lease or attachment record; returns its old payload."""
+        old = self._payload(self.dbs.files, FILES, k)
+        self.running.change(SNAP_FILES, k, old, new)
         if new is None:
             self.txn.delete(k, db=self.dbs.files)
         else:
             self.txn.put(k, seal(k, new), db=self.dbs.files)
+        return old
 
     def put_lease(self, lease_id: int, lease: Lease) -> None:
-        self._lease_record(lease_key(lease_id), encode_lease(lease))
+        if self._lease_record(lease_key(lease_id), encode_lease(lease)) is None:
+            self._count_leases(1)
 
     def delete_lease(self, lease_id: int) -> None:
-        self._lease_record(lease_key(lease_id), None)
+        if self._lease_record(lease_key(lease_id), None) is not None:
+            self._count_leases(-1)
+
+    def _count_leases(self, d: int) -> None:
+        if self.lease_total is not None:
+            self.lease_total += d
 
     def lease_count(self) -> int:
-        return count_leases(self.txn, self.dbs.files)
+        if self.lease_total is None:  # once per store open or install: a scan
+            self.lease_total = count_leases(self.txn, self.dbs.files)
+        return self.lease_total
 
     def lease_limit(self) -> int:
         return self.max_leases

@@ -82,8 +82,12 @@ def test_too_many_leases(harness: Harness) -> None:
     assert one(s, LeaseGrant(0, 10)).ok and one(s, LeaseGrant(0, 10)).ok
     r = one(s, LeaseGrant(0, 10))
     assert (r.ok, r.error) == (False, "too many leases")
+    s = harness.reopen(s)  # the count is not kept on disk: counted again
+    assert one(s, LeaseGrant(0, 10)).error == "too many leases"
     assert ok(one(s, LeaseRevoke(1))) is True
-    assert ok(one(s, LeaseGrant(0, 10))) == 5
+    assert ok(one(s, LeaseRenew(2))) == 10  # a renewal does not count
+    assert ok(one(s, LeaseGrant(0, 10))) == 7
+    assert one(s, LeaseGrant(0, 10)).error == "too many leases"
 
 
 def test_renew_sets_gen_and_full_remaining(store: Store) -> None:
