@@ -20,8 +20,8 @@ import os
 import random
 import ssl
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -31,7 +31,7 @@ import trio
 from rkv.backup_file import CHUNK as BACKUP_CHUNK
 from rkv.backup_file import BackupWriter
 from rkv.client_leases import Lease as Lease  # re-exported: what lease_grant returns
-from rkv.client_leases import LeaseCalls, SyncLeaseCalls
+from rkv.client_leases import LeaseCalls, SyncLeaseCalls, plain_errors
 from rkv.client_leases import LeaseInfo as LeaseInfo  # re-exported: lease_time_to_live, list
 from rkv.codec import MAX_KEY_LEN
 from rkv.config import format_address, parse_address
@@ -255,27 +255,6 @@ class TxnOp:
         return _built(lambda: OpAppend(_key(key), _to_bytes(value, "value")))
 
 
-def _leaves(exc: BaseException) -> Iterator[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        for e in exc.exceptions:
-            yield from _leaves(e)
-    else:
-        yield exc
-
-
-@contextmanager
-def _plain_errors() -> Iterator[None]:
-    """Callers catch `rkv.Unavailable`, not ExceptionGroups: our nurseries are an internal
-    detail, so the first real error inside one is re-raised as itself."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        for leaf in _leaves(group):
-            if not isinstance(leaf, trio.Cancelled):
-                raise leaf from None
-        raise
-
-
 @dataclass(slots=True)
 class _Session:
     """A write session: one client id, writes strictly one at a time with increasing seq.
@@ -340,7 +319,7 @@ async def _fetch_pipelined(
                     return  # the consumer stopped: its error is the one to raise
                 nursery.start_soon(fetch, slot)
 
-    with _plain_errors():
+    with plain_errors():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(produce, nursery)
             async with recv_ch:
@@ -421,7 +400,7 @@ class Client(LeaseCalls):
 
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[Client]:
-        with _plain_errors():
+        with plain_errors():
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 try:
@@ -1109,7 +1088,7 @@ class Client(LeaseCalls):
 
         try:
             source_error: Exception | None = None
-            with _plain_errors():
+            with plain_errors():
                 async with trio.open_nursery() as nursery:
                     while True:
                         await window.acquire()

@@ -3,7 +3,8 @@
 Owns: `Lease` and `LeaseInfo` (what the calls return), `LeaseCalls`, the async methods
 rkv.client.Client has through it, `SyncLeaseCalls`, their blocking forms for SyncClient, and
 the `keep_alive` context manager (renewing at a third of the TTL in a nursery it owns: what
-a lock or an election holds its lease with). TTLs are seconds here, milliseconds on the
+a lock or an election holds its lease with), and `plain_errors` (an error inside a nursery
+of the client's raised as itself, not as an ExceptionGroup; rkv.client uses it too). TTLs are seconds here, milliseconds on the
 wire (rkv.protocol.leases). A lease that does not exist raises rkv.errors.LeaseNotFound.
 Must not: import the node runtime or the store (client layering), or print.
 """
@@ -11,8 +12,8 @@ Must not: import the node runtime or the store (client layering), or print.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -34,6 +35,27 @@ from rkv.protocol import (
 )
 
 T = TypeVar("T")
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for e in exc.exceptions:
+            yield from _leaves(e)
+    else:
+        yield exc
+
+
+@contextmanager
+def plain_errors() -> Iterator[None]:
+    """Callers catch `rkv.Unavailable`, not ExceptionGroups: our nurseries are an internal
+    detail, so the first real error inside one is re-raised as itself."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        for leaf in _leaves(group):
+            if not isinstance(leaf, trio.Cancelled):
+                raise leaf from None
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +162,7 @@ class LeaseCalls:
                             raise
                         await trio.sleep(min(0.2, ttl / 10))
 
-        from rkv.client import _plain_errors  # rkv.client imports this module
-
-        with _plain_errors():  # the renewal's error itself, not an ExceptionGroup
+        with plain_errors():  # the renewal's error itself, not an ExceptionGroup
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(renew)
                 try:
