@@ -2,6 +2,7 @@
 
 The public client API, re-exported: `connect` (async, trio) and `connect_sync` (blocking),
 the client classes, the txn builders (`Cmp`, `TxnOp`) and results (`TxnResult`, `KeyValue`),
+leases (`Lease`, `LeaseInfo`),
 and the error hierarchy. The client names are loaded on first use
 (module `__getattr__`): every `rkv.*` submodule imports this package first, so loading the
 client here would put it on the start-up path of `rkv serve`, which never uses it.
@@ -19,6 +20,7 @@ from rkv.errors import (
     CorruptData,
     IntegrityError,
     InternalError,
+    LeaseNotFound,
     NoLeader,
     NotFound,
     NotLeader,
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
         Client,
         Cmp,
         KeyValue,
+        Lease,
+        LeaseInfo,
         SyncClient,
         TxnOp,
         TxnResult,
@@ -55,6 +59,8 @@ _CLIENT_NAMES = frozenset(
         "TxnResult",
         "KeyValue",
         "WatchEvent",
+        "Lease",
+        "LeaseInfo",
     }
 )
 
@@ -84,6 +90,9 @@ __all__ = [
     "IntegrityError",
     "InternalError",
     "KeyValue",
+    "Lease",
+    "LeaseInfo",
+    "LeaseNotFound",
     "NoLeader",
     "NotFound",
     "NotLeader",

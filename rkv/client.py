@@ -6,7 +6,7 @@ hints and remembering the leader), retries with exponential backoff and jitter u
 overall deadline, write sessions (client id + sequence number, kept across retries so the
 state machine applies a write once), chunked file upload/download with bounded memory and
 SHA-256 verification, backups (downloads and backups share one pipelined chunk fetch; the
-file format is rkv.backup_file's), and the cluster status view.
+file format is rkv.backup_file's), and the cluster status view. Leases: rkv.client_leases.
 
 Must not: import the node runtime, the store, lmdb or the CLI, not even indirectly
 (layering: client sits above net, config, codec and errors; tests/test_architecture.py
@@ -20,8 +20,8 @@ import os
 import random
 import ssl
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -30,6 +30,9 @@ import trio
 
 from rkv.backup_file import CHUNK as BACKUP_CHUNK
 from rkv.backup_file import BackupWriter
+from rkv.client_leases import Lease as Lease  # re-exported: what lease_grant returns
+from rkv.client_leases import LeaseCalls, SyncLeaseCalls, plain_errors
+from rkv.client_leases import LeaseInfo as LeaseInfo  # re-exported: lease_time_to_live, list
 from rkv.codec import MAX_KEY_LEN
 from rkv.config import format_address, parse_address
 from rkv.errors import (
@@ -212,9 +215,10 @@ class TxnOp:
     """Builders of a txn's ops (`Client.txn`); the result each gives is in its docstring."""
 
     @staticmethod
-    def put(key: bytes | str, value: bytes | str) -> Op:
-        """Result None."""
-        return _built(lambda: OpPut(_key(key), _to_bytes(value, "value")))
+    def put(key: bytes | str, value: bytes | str, lease: int = 0) -> Op:
+        """Result None. With `lease`, the key is attached to it (the txn fails with "lease
+        not found", changing nothing, if it does not exist)."""
+        return _built(lambda: OpPut(_key(key), _to_bytes(value, "value"), lease))
 
     @staticmethod
     def delete(key: bytes | str) -> Op:
@@ -249,27 +253,6 @@ class TxnOp:
     def append(key: bytes | str, value: bytes | str) -> Op:
         """Append to the key's value (absent: empty). Result: the new length."""
         return _built(lambda: OpAppend(_key(key), _to_bytes(value, "value")))
-
-
-def _leaves(exc: BaseException) -> Iterator[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        for e in exc.exceptions:
-            yield from _leaves(e)
-    else:
-        yield exc
-
-
-@contextmanager
-def _plain_errors() -> Iterator[None]:
-    """Callers catch `rkv.Unavailable`, not ExceptionGroups: our nurseries are an internal
-    detail, so the first real error inside one is re-raised as itself."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        for leaf in _leaves(group):
-            if not isinstance(leaf, trio.Cancelled):
-                raise leaf from None
-        raise
 
 
 @dataclass(slots=True)
@@ -336,7 +319,7 @@ async def _fetch_pipelined(
                     return  # the consumer stopped: its error is the one to raise
                 nursery.start_soon(fetch, slot)
 
-    with _plain_errors():
+    with plain_errors():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(produce, nursery)
             async with recv_ch:
@@ -354,7 +337,7 @@ def _chunk_data(reply: dict[str, Any], what: str) -> bytes:
         raise IntegrityError(f"{what} has no data") from None
 
 
-class Client:
+class Client(LeaseCalls):
     """An async rkv client. Create it with `connect(...)` and use it as a context manager.
 
     Any node may be given; the client finds the leader by itself. Every method retries on
@@ -417,7 +400,7 @@ class Client:
 
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[Client]:
-        with _plain_errors():
+        with plain_errors():
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 try:
@@ -623,10 +606,12 @@ class Client:
 
     # --- key/value API --------------------------------------------------------------------
 
-    async def put(self, key: bytes | str, value: bytes | str) -> None:
-        """Set `key` to `value` (committed on a majority when this returns)."""
+    async def put(self, key: bytes | str, value: bytes | str, *, lease: int = 0) -> None:
+        """Set `key` to `value` (committed on a majority when this returns). With `lease`,
+        the key is attached to that lease and deleted with it (LeaseNotFound if it does not
+        exist: nothing is written); a put without a lease detaches the key from any."""
         k, v = _key(key), _to_bytes(value, "value")
-        await self._write(lambda c, s: PutRequest(k, v, client_id=c, seq=s))
+        await self._write(lambda c, s: PutRequest(k, v, client_id=c, seq=s, lease=lease))
 
     async def get(self, key: bytes | str, *, stale: bool = False) -> bytes | None:
         """The value of `key` or None. Linearizable unless `stale` (then: the contacted
@@ -1103,7 +1088,7 @@ class Client:
 
         try:
             source_error: Exception | None = None
-            with _plain_errors():
+            with plain_errors():
                 async with trio.open_nursery() as nursery:
                     while True:
                         await window.acquire()
@@ -1294,12 +1279,14 @@ def connect(addrs: str | Iterable[str] = DEFAULT_ADDRS, **kwargs: Any) -> Client
     return Client(addrs, **kwargs)
 
 
-class SyncClient:
+class SyncClient(SyncLeaseCalls):
     """A blocking client with the same methods as `Client`, for code without trio.
 
     It runs a trio loop in a background thread that keeps the connections and the leader
     between calls. Use it as a context manager (or call `close()`).
     """
+
+    _client: Client
 
     def __init__(self, addrs: str | Iterable[str] = DEFAULT_ADDRS, **kwargs: Any) -> None:
         self._client = Client(addrs, **kwargs)
@@ -1344,8 +1331,8 @@ class SyncClient:
     def leader(self) -> str | None:
         return self._client.leader
 
-    def put(self, key: bytes | str, value: bytes | str) -> None:
-        self._run(self._client.put, key, value)
+    def put(self, key: bytes | str, value: bytes | str, *, lease: int = 0) -> None:
+        self._run(self._client.put, key, value, lease=lease)
 
     def get(self, key: bytes | str, *, stale: bool = False) -> bytes | None:
         return self._run(self._client.get, key, stale=stale)

@@ -15,7 +15,10 @@ Layouts (all msgpack with bin types; no ext types):
 - message (wire): a map with short keys, defaults omitted (see `_MSG_KEYS`); entries inside a
   message are [term, index, data] arrays ([term, index, data, type] when not NORMAL).
 - request (log entry data): [1, client_id, seq, tag, *command fields]; a Txn (tag 8) is
-  [compares, success, failure] in rkv.txn's wire form.
+  [compares, success, failure] in rkv.txn's wire form; leases (tags 9..14): LeaseGrant
+  [lease_id, ttl_ms], LeaseRenew [lease_id], LeaseRevoke [lease_id], LeaseCheckpoint
+  [[[lease_id, gen, remaining_ms], ...]], LeaseExpire [term, [[lease_id, gen], ...]],
+  PutLease [key, value, lease_id].
 """
 
 from __future__ import annotations
@@ -570,7 +573,119 @@ class FileAbort:
 Txn = _txn.Txn
 """A multi-key transaction (rkv.txn): compares, then the success or the failure ops."""
 
-Command: TypeAlias = Put | Delete | Cas | FileChunk | FileCommit | FileDelete | FileAbort | Txn
+MAX_LEASE_ID = (1 << 63) - 1
+"""Lease ids are 1..2^63-1 (they fit a signed 64-bit integer, as etcd's, and JSON clients)."""
+MAX_LEASE_TTL_MS = 1 << 40
+"""About 34 years."""
+MAX_LEASE_BATCH = 1024
+"""Most leases one checkpoint or expire command names."""
+
+
+def _lease_id(v: object, what: str = "lease id") -> int:
+    return _int(v, what, 1, MAX_LEASE_ID)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """Create lease `lease_id` (0: the entry's index is its id) with a TTL of `ttl_ms`."""
+
+    lease_id: int
+    ttl_ms: int
+
+    def __post_init__(self) -> None:
+        _int(self.lease_id, "lease id", 0, MAX_LEASE_ID)
+        _int(self.ttl_ms, "lease ttl", 1, MAX_LEASE_TTL_MS)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRenew:
+    """A keep-alive: the lease's remaining TTL is its full TTL again, from this entry."""
+
+    lease_id: int
+
+    def __post_init__(self) -> None:
+        _lease_id(self.lease_id)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRevoke:
+    """Delete the lease and every key attached to it (at this entry's revision)."""
+
+    lease_id: int
+
+    def __post_init__(self) -> None:
+        _lease_id(self.lease_id)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseCheckpoint:
+    """Leader-internal: (lease id, gen, remaining ms) of leases whose remaining TTL fell."""
+
+    items: tuple[tuple[int, int, int], ...]
+
+    def __post_init__(self) -> None:
+        items = _list(list(self.items) if type(self.items) is tuple else self.items, "items")
+        if len(items) > MAX_LEASE_BATCH:
+            _fail(f"lease checkpoint: {len(items)} items > {MAX_LEASE_BATCH}")
+        out = []
+        for it in items:
+            f = _list(list(it) if type(it) is tuple else it, "lease checkpoint item", 3)
+            out.append((_lease_id(f[0]), _int(f[1], "lease gen"), _int(f[2], "remaining ms")))
+        object.__setattr__(self, "items", tuple(out))
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseExpire:
+    """Leader-internal: the leases (id, gen) whose deadline passed on the leader of `term`;
+    applied only in an entry of that term, to leases still of that gen."""
+
+    term: int
+    items: tuple[tuple[int, int], ...]
+
+    def __post_init__(self) -> None:
+        _int(self.term, "term")
+        items = _list(list(self.items) if type(self.items) is tuple else self.items, "items")
+        if len(items) > MAX_LEASE_BATCH:
+            _fail(f"lease expire: {len(items)} items > {MAX_LEASE_BATCH}")
+        out = []
+        for it in items:
+            f = _list(list(it) if type(it) is tuple else it, "lease expire item", 2)
+            out.append((_lease_id(f[0]), _int(f[1], "lease gen")))
+        object.__setattr__(self, "items", tuple(out))
+
+
+@dataclass(frozen=True, slots=True)
+class PutLease:
+    """Put, attaching the key to lease `lease_id` (which must exist)."""
+
+    key: bytes
+    value: bytes
+    lease_id: int
+
+    def __post_init__(self) -> None:
+        _check_key(self.key)
+        _bytes(self.value, "value", MAX_VALUE_LEN)
+        _lease_id(self.lease_id)
+
+
+LeaseCommand: TypeAlias = LeaseGrant | LeaseRenew | LeaseRevoke | LeaseCheckpoint | LeaseExpire
+
+Command: TypeAlias = (
+    Put
+    | Delete
+    | Cas
+    | FileChunk
+    | FileCommit
+    | FileDelete
+    | FileAbort
+    | Txn
+    | LeaseGrant
+    | LeaseRenew
+    | LeaseRevoke
+    | LeaseCheckpoint
+    | LeaseExpire
+    | PutLease
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -592,7 +707,24 @@ REQUEST_FORMAT = 1
 _TAG_PUT, _TAG_DELETE, _TAG_CAS, _TAG_CHUNK, _TAG_COMMIT, _TAG_FDELETE = 1, 2, 3, 4, 5, 6
 _TAG_FABORT = 7
 _TAG_TXN = 8
-_COMMAND_TAGS = (Put, Delete, Cas, FileChunk, FileCommit, FileDelete, FileAbort, Txn)
+_TAG_LGRANT, _TAG_LRENEW, _TAG_LREVOKE, _TAG_LCHECKPOINT, _TAG_LEXPIRE = 9, 10, 11, 12, 13
+_TAG_PUT_LEASE = 14
+_COMMAND_TAGS = (
+    Put,
+    Delete,
+    Cas,
+    FileChunk,
+    FileCommit,
+    FileDelete,
+    FileAbort,
+    Txn,
+    LeaseGrant,
+    LeaseRenew,
+    LeaseRevoke,
+    LeaseCheckpoint,
+    LeaseExpire,
+    PutLease,
+)
 
 
 def _command_fields(c: Command) -> list[Any]:
@@ -612,6 +744,18 @@ def _command_fields(c: Command) -> list[Any]:
         return [_TAG_FABORT, c.upload_id, c.last_index]
     if isinstance(c, Txn):
         return [_TAG_TXN, *c.to_wire()]
+    if isinstance(c, LeaseGrant):
+        return [_TAG_LGRANT, c.lease_id, c.ttl_ms]
+    if isinstance(c, LeaseRenew):
+        return [_TAG_LRENEW, c.lease_id]
+    if isinstance(c, LeaseRevoke):
+        return [_TAG_LREVOKE, c.lease_id]
+    if isinstance(c, LeaseCheckpoint):
+        return [_TAG_LCHECKPOINT, [list(it) for it in c.items]]
+    if isinstance(c, LeaseExpire):
+        return [_TAG_LEXPIRE, c.term, [list(it) for it in c.items]]
+    if isinstance(c, PutLease):
+        return [_TAG_PUT_LEASE, c.key, c.value, c.lease_id]
     _fail(f"unknown command {type(c).__name__}")
 
 
@@ -624,6 +768,12 @@ _ARITY = {
     _TAG_FDELETE: 1,
     _TAG_FABORT: 2,
     _TAG_TXN: 3,
+    _TAG_LGRANT: 2,
+    _TAG_LRENEW: 1,
+    _TAG_LREVOKE: 1,
+    _TAG_LCHECKPOINT: 1,
+    _TAG_LEXPIRE: 2,
+    _TAG_PUT_LEASE: 3,
 }
 
 
@@ -650,9 +800,24 @@ def _command_from_fields(tag: object, f: list[Any]) -> Command:
             return FileAbort(f[0], f[1])
         if tag == _TAG_TXN:
             return Txn.from_wire(f[0], f[1], f[2])
+        if tag == _TAG_LGRANT:
+            return LeaseGrant(f[0], f[1])
+        if tag == _TAG_LRENEW:
+            return LeaseRenew(f[0])
+        if tag == _TAG_LREVOKE:
+            return LeaseRevoke(f[0])
+        if tag == _TAG_LCHECKPOINT:
+            return LeaseCheckpoint(f[0])
+        if tag == _TAG_LEXPIRE:
+            return LeaseExpire(f[0], f[1])
+        if tag == _TAG_PUT_LEASE:
+            return PutLease(f[0], f[1], f[2])
         return FileDelete(f[0])
     except CodecError:
         raise
+    except _txn.TxnFromNewer as e:
+        # an op this rkv does not know: applying the rest would diverge from the upgraded
+        raise UnknownCommand(f"request: {e}") from e
     except _txn.TxnError as e:
         raise CodecError(f"request: bad txn: {e}") from e
     except (TypeError, ValueError) as e:  # pragma: no cover - constructors raise CodecError

@@ -190,6 +190,10 @@ class NodeConfig:
     """An upload that staged no chunk for this long (seen by the leader) is aborted: its
     staged chunks are dropped on every node (0: never). A client that is still uploading
     after that gets a clear error at commit and uploads again."""
+    lease_checkpoint_seconds: float = 5.0
+    """The leader checkpoints a lease's remaining TTL through the log once the stored one is
+    this much too high (rkv.lease): a new leader or a restarted cluster holds a lease at most
+    this much longer than its TTL promises."""
     compare_interval_seconds: float = 60.0
     """The leader compares every member's state hash this often (rkv.compare; 0: never).
     `rkv check` compares on demand whatever this is."""
@@ -290,6 +294,7 @@ class NodeConfig:
             _positive("resp_port", self.resp_port, 0, 65535)
         _positive("snapshot_entries", self.snapshot_entries, 1)
         _positive("upload_ttl_seconds", self.upload_ttl_seconds, 0)
+        _positive("lease_checkpoint_seconds", self.lease_checkpoint_seconds, 0.01, 86_400)
         _positive("snapshot_bytes", self.snapshot_bytes, 1)
         _positive("snapshot_keep_entries", self.snapshot_keep_entries, 0)
         _positive("snapshot_keep_bytes", self.snapshot_keep_bytes, 0)

@@ -100,6 +100,12 @@ class NotFound(RkvError):
     code = "not_found"
 
 
+class LeaseNotFound(NotFound):
+    """The lease does not exist (never granted, revoked, or expired)."""
+
+    code = "lease_not_found"
+
+
 class Changed(RkvError):
     """The file was overwritten during the download."""
 
@@ -180,6 +186,7 @@ _BY_CODE: dict[str, type[RkvError]] = {
         Timeout,
         BadRequest,
         NotFound,
+        LeaseNotFound,
         Changed,
         CorruptData,  # "integrity" from a node: only damaged stored data is sent with it
         StoreFull,

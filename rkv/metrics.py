@@ -193,6 +193,18 @@ class _ScrapeCollector(Collector):
             "Client writes not forwarded: too many forwards in flight (answered unavailable).",
             fwd.get("refused"),
         )
+        leases = stats.get("leases") or {}
+        yield _gauge("rkv_leases", "Leases this node holds (as applied).", leases.get("leases"))
+        yield _counter(
+            "rkv_lease_expiries_proposed",
+            "Leases named by the expiries this node proposed as leader.",
+            leases.get("expiries_proposed"),
+        )
+        yield _counter(
+            "rkv_lease_expiries_applied",
+            "Leases deleted by an expiry this node applied.",
+            leases.get("expiries_applied"),
+        )
         yield from _integrity_checks(stats)
         yield from _watch_metrics(stats.get("watch") or {})
         yield _counter("rkv_raft_loop_turns", "Turns of the raft loop.", stats.get("turns"))

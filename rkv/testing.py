@@ -26,6 +26,7 @@ from rkv.node import Node, run_node
 from rkv.procs import free_ports as free_ports
 from rkv.raft.types import Role
 from rkv.store import Record
+from rkv.store.leases import Lease
 
 
 def local_configs(tmp: Path, nodes: int | Sequence[int] = 3, **kw: Any) -> list[NodeConfig]:
@@ -226,8 +227,8 @@ async def _until_closed(stream: trio.abc.Stream, st: FloodStats) -> None:
 
 
 class DictTxn:
-    """A dict as the state machine's kv (rkv.store.txn_apply.KvTxn), for fakes that run txns
-    with the real semantics; revisions are not kept (every record says 1)."""
+    """A dict as the state machine's kv (rkv.store.commands.KeyTxn), for fakes that run txns
+    with the real semantics; revisions are not kept (every record says 1), no lease exists."""
 
     def __init__(self, kv: dict[bytes, bytes]) -> None:
         self.kv = kv
@@ -244,3 +245,12 @@ class DictTxn:
 
     def keys(self, prefix: bytes) -> list[bytes]:
         return sorted(k for k in self.kv if k.startswith(prefix))
+
+    def lease(self, lease_id: int) -> Lease | None:
+        return None
+
+    def attach(self, lease_id: int, key: bytes) -> None:
+        raise AssertionError("DictTxn has no leases")
+
+    def detach(self, lease_id: int, key: bytes) -> None:
+        raise AssertionError("DictTxn has no leases")

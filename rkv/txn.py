@@ -11,7 +11,7 @@ Wire forms (msgpack lists, bin for bytes):
 - compare: [key, target, op, operand]; target 0 value / 1 version / 2 create / 3 mod
   (revisions: log indexes), op 0 == / 1 != / 2 < / 3 >, operand bytes for value else int.
   An absent key has version, create and mod 0; a value compare on an absent key is false.
-- op: [0, key, value] put, [1, key] delete, [2, prefix] delete_prefix, [3, key] get,
+- op: [0, key, value] put ([0, key, value, lease id] with a lease), [1, key] delete, [2, prefix] delete_prefix, [3, key] get,
   [4, key, delta int] incr, [5, key, delta decimal string] incr_float, [6, key, bytes] append.
 - txn: [compares, success, failure]; result: [succeeded, revision, [one result per op run]]:
   put nil, delete and delete_prefix the number of keys deleted, get nil (absent) or [value,
@@ -53,6 +53,12 @@ NOT_FINITE = "increment would produce NaN or Infinity"
 
 class TxnError(ValueError):
     """A txn, compare, op or result that does not fit (one line)."""
+
+
+class TxnFromNewer(TxnError):
+    """An op of a kind or with fields this rkv does not know: a newer rkv wrote it (op kinds
+    and trailing fields are only ever added). In a log entry it must stop the node (rkv.codec
+    maps it to UnknownCommand), not be taken as a malformed txn, or replicas would diverge."""
 
 
 def _key(v: object, what: str = "key") -> bytes:
@@ -205,14 +211,23 @@ class Compare:
 # --- ops --------------------------------------------------------------------------------------
 
 
+MAX_LEASE_ID = (1 << 63) - 1
+"""As rkv.codec.MAX_LEASE_ID."""
+
+
 @dataclass(frozen=True, slots=True)
 class OpPut:
+    """Put; with `lease` (non-zero) the key is attached to that lease, which must exist (the
+    txn fails otherwise). A put without a lease detaches the key from any lease."""
+
     key: bytes
     value: bytes
+    lease: int = 0
 
     def __post_init__(self) -> None:
         _key(self.key)
         _value(self.value)
+        _int(self.lease, "lease id", 0, MAX_LEASE_ID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,16 +309,27 @@ WRITE_OPS = (OpPut, OpDelete, OpDeletePrefix, OpIncr, OpIncrFloat, OpAppend)
 
 
 def op_to_wire(op: Op) -> list[Any]:
+    if isinstance(op, OpPut):
+        if op.lease:
+            return [_OP_TAGS[OpPut], op.key, op.value, op.lease]
+        return [_OP_TAGS[OpPut], op.key, op.value]
     return [_OP_TAGS[type(op)], *(getattr(op, f) for f in op.__slots__)]
 
 
 def op_from_wire(v: object) -> Op:
+    """An op from its wire form. TxnFromNewer for a kind above this rkv's, or for more
+    fields than it knows (a newer rkv added them); TxnError for anything else wrong."""
+    if type(v) is list and v and type(v[0]) is int and v[0] >= len(_OP_CLASSES):
+        raise TxnFromNewer(f"an op must be [kind 0..6, fields...]: {v[0]} is of a newer rkv")
     if type(v) is not list or not v or type(v[0]) is not int or not 0 <= v[0] < len(_OP_CLASSES):
         raise TxnError("an op must be [kind 0..6, fields...]")
     cls = _OP_CLASSES[v[0]]
     n = len(cls.__slots__)  # type: ignore[attr-defined]
-    if len(v) != 1 + n:
-        raise TxnError(f"a {OP_NAMES[cls]} op has {n} fields, got {len(v) - 1}")
+    least = n - 1 if cls is OpPut else n  # a put's lease is optional
+    if len(v) > 1 + n:
+        raise TxnFromNewer(f"a {OP_NAMES[cls]} op has {n} fields here, got {len(v) - 1}")
+    if len(v) < 1 + least:
+        raise TxnError(f"a {OP_NAMES[cls]} op has {least} fields, got {len(v) - 1}")
     op: Op = cls(*v[1:])
     return op
 

@@ -30,6 +30,7 @@ RANK = {
     "txn": 0.5,  # transaction values, wire forms and the arithmetic of incr/append: stdlib only
     "protocol": 1.5,  # client requests and replies, defined once: over codec (limits) and errors
     "store": 2,
+    "lease": 2.5,  # the pure Lessor (deadlines, what a leader proposes): over codec and store
     "net": 2,
     "sim": 4,  # drives the real core, replica glue and command semantics (store twins) in virtual time
     "replica": 3,
@@ -49,6 +50,7 @@ RANK = {
     "errors": 0,
     "procs": 0,  # child processes and free ports (rkv cluster, nemesis, bench): stdlib only
     "client": 4,
+    "client_leases": 3.9,  # the client's lease calls (rkv.client mixes them in): over protocol
     "node": 4,
     "cli": 6,
     "nemesis": 5.5,  # real-process faults; its connection flood comes from rkv.testing
@@ -153,6 +155,7 @@ NODE_RANK = {
     "watch": 1.5,  # the watch hub: applied changes for the watch polls (no other room)
     "handlers": 2,  # client requests: talk to the raft loop through a protocol only
     "raft_loop": 3,
+    "leases": 3,  # the Lessor driven after each turn, and the lease requests (over handlers)
     "peers": 3,
     "snapshots": 4,
     "housekeeping": 4,

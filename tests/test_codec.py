@@ -21,8 +21,15 @@ from rkv.codec import (
     FileChunk,
     FileCommit,
     FileDelete,
+    LeaseCheckpoint,
+    LeaseExpire,
+    LeaseGrant,
+    LeaseRenew,
+    LeaseRevoke,
     Put,
+    PutLease,
     Request,
+    UnknownCommand,
 )
 from rkv.raft.types import (
     Entry,
@@ -40,6 +47,7 @@ node_ids = st.text(max_size=20)
 keys = st.binary(min_size=1, max_size=40)
 vals = st.binary(max_size=200)
 ids = st.binary(max_size=codec.MAX_ID_LEN)
+lease_ids = st.integers(1, codec.MAX_LEASE_ID)
 
 entries = st.builds(Entry, term=u64, index=u64, data=vals, type=st.sampled_from(EntryType))
 snapshots = st.builds(
@@ -72,6 +80,14 @@ commands = st.one_of(
     ),
     st.builds(FileDelete, keys),
     st.builds(FileAbort, ids, u64),
+    st.builds(
+        LeaseGrant, st.integers(0, codec.MAX_LEASE_ID), st.integers(1, codec.MAX_LEASE_TTL_MS)
+    ),
+    st.builds(LeaseRenew, lease_ids),
+    st.builds(LeaseRevoke, lease_ids),
+    st.builds(LeaseCheckpoint, st.lists(st.tuples(lease_ids, u64, u64), max_size=4).map(tuple)),
+    st.builds(LeaseExpire, u64, st.lists(st.tuples(lease_ids, u64), max_size=4).map(tuple)),
+    st.builds(PutLease, keys, vals, lease_ids),
 )
 requests = st.builds(Request, client_id=ids, seq=u64, command=commands)
 
@@ -338,7 +354,53 @@ BAD_REQUESTS = [
     pytest.param([1, b"c", 1, 5, b"k", b"u", 1, 1, b"short"], id="short sha256"),
     pytest.param([1, b"c", 1, 5, b"k", b"u", 1, None, b"h" * 32], id="nil chunks"),
     pytest.param({"a": 1}, id="map"),
+    pytest.param([1, b"c", 1, 9, 1, 0], id="lease grant ttl 0"),
+    pytest.param([1, b"c", 1, 9, -1, 10], id="lease grant negative id"),
+    pytest.param([1, b"c", 1, 10, 0], id="lease renew id 0"),
+    pytest.param([1, b"c", 1, 11, 1 << 63], id="lease revoke id past int64"),
+    pytest.param([1, b"c", 0, 12, [[1, 2]]], id="lease checkpoint short item"),
+    pytest.param([1, b"c", 0, 12, [[1, 2, 3]] * 1025], id="lease checkpoint too many"),
+    pytest.param([1, b"c", 0, 13, 1, [[1, 2, 3]]], id="lease expire long item"),
+    pytest.param([1, b"c", 0, 13, -1, []], id="lease expire negative term"),
+    pytest.param([1, b"c", 1, 14, b"k", b"v", 0], id="put lease id 0"),
+    pytest.param([1, b"c", 1, 14, b"k", b"v"], id="put lease missing id"),
+    pytest.param([1, b"c", 1, 8, [], [[0, b"k"]], []], id="txn put missing value"),
 ]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param([1, b"c", 1, 99, b"k"], id="newer command tag"),
+        pytest.param([1, b"c", 1, 8, [], [[7, b"k"]], []], id="newer txn op kind"),
+        pytest.param([1, b"c", 1, 8, [], [], [[0, b"k", b"v", 1, 2]]], id="newer put field"),
+        pytest.param([1, b"c", 1, 8, [], [[1, b"k", 5]], []], id="newer delete field"),
+    ],
+)
+def test_commands_of_a_newer_rkv_are_unknown_not_malformed(fields: Any) -> None:
+    """A replica that took them as malformed would apply a no-op where upgraded ones apply
+    the command: it must fail-stop instead (rkv.store raises NewerCommandError)."""
+    with pytest.raises(UnknownCommand):
+        codec.decode_request(msgpack.packb(fields, use_bin_type=True))
+
+
+def test_lease_command_layouts() -> None:
+    """The wire forms docs/contracts.md names (tags 9..14, txn put's optional lease)."""
+    from rkv.txn import OpPut, Txn
+
+    for cmd, fields in [
+        (LeaseGrant(0, 5000), [9, 0, 5000]),
+        (LeaseRenew(7), [10, 7]),
+        (LeaseRevoke(7), [11, 7]),
+        (LeaseCheckpoint(((7, 3, 900),)), [12, [[7, 3, 900]]]),
+        (LeaseExpire(4, ((7, 3),)), [13, 4, [[7, 3]]]),
+        (PutLease(b"k", b"v", 7), [14, b"k", b"v", 7]),
+        (Txn((), (OpPut(b"k", b"v"),)), [8, [], [[0, b"k", b"v"]], []]),
+        (Txn((), (OpPut(b"k", b"v", 7),)), [8, [], [[0, b"k", b"v", 7]], []]),
+    ]:
+        raw = codec.encode_request(Request(b"c", 1, cmd))
+        assert msgpack.unpackb(raw) == [1, b"c", 1, *fields]
+        assert codec.decode_request(raw) == Request(b"c", 1, cmd)
 
 
 @pytest.mark.parametrize("fields", BAD_REQUESTS)

@@ -122,6 +122,28 @@ WIRE: list[tuple[p.ClientRequest, dict[str, Any]]] = [
         {"t": "put", "k": b"k", "val": b"v", "c": C, "s": 1, "fwd": True},
     ),
     (p.MembersRequest(fwd=True), {"t": "members", "fwd": True}),
+    (
+        p.PutRequest(b"k", b"v", client_id=C, seq=2, lease=7),
+        {"t": "put", "k": b"k", "val": b"v", "c": C, "s": 2, "lease": 7},
+    ),
+    (
+        p.LeaseGrantRequest(5000, client_id=C, seq=1),
+        {"t": "lease_grant", "ttl": 5000, "c": C, "s": 1},
+    ),
+    (
+        p.LeaseGrantRequest(5000, client_id=C, seq=1, lease_id=9),
+        {"t": "lease_grant", "ttl": 5000, "c": C, "s": 1, "lease": 9},
+    ),
+    (
+        p.LeaseKeepaliveRequest(9, client_id=C, seq=3),
+        {"t": "lease_keepalive", "lease": 9, "c": C, "s": 3},
+    ),
+    (
+        p.LeaseRevokeRequest(9, client_id=C, seq=4, fwd=True),
+        {"t": "lease_revoke", "lease": 9, "c": C, "s": 4, "fwd": True},
+    ),
+    (p.LeaseTtlRequest(9, keys=True), {"t": "lease_ttl", "lease": 9, "keys": True}),
+    (p.LeaseListRequest(), {"t": "lease_list"}),
 ]
 
 
@@ -147,6 +169,9 @@ def test_leader_kinds_are_the_writes_membership_and_transfer() -> None:
         "file_abort",
         "file_delete",
         "txn",
+        "lease_grant",
+        "lease_keepalive",
+        "lease_revoke",
     }
     assert writes == p.WRITE_KINDS
     assert writes | {"members", "member", "transfer"} == p.LEADER_KINDS
@@ -281,6 +306,15 @@ BAD: list[tuple[Any, str | None, str]] = [
         "item 0: compare value must be bytes, got int",
     ),
     ({"t": "txn", "then": [[7, b"k"]], "c": C, "s": 1}, "then", "an op must be [kind 0..6"),
+    (
+        {"t": "put", "k": b"k", "val": b"", "c": C, "s": 1, "lease": -1},
+        "lease",
+        "0..9223372036854775807",
+    ),
+    ({"t": "lease_grant", "ttl": 0, "c": C, "s": 1}, "ttl", "must be an integer in 1.."),
+    ({"t": "lease_keepalive", "c": C, "s": 1}, "lease", "field 'lease' is missing"),
+    ({"t": "lease_revoke", "lease": 0, "c": C, "s": 1}, "lease", "must be an integer in 1.."),
+    ({"t": "lease_ttl", "lease": 1, "keys": 1}, "keys", "must be a bool"),
     ({"t": "txn", "else": [[0, b"k"]], "c": C, "s": 1}, "else", "a put op has 2 fields, got 1"),
     (
         {"t": "txn", "then": [[3, b"k"]] * 129, "c": C, "s": 1},
@@ -337,7 +371,14 @@ node_ids = st.text(min_size=1, max_size=40)
 session = {"client_id": ids, "seq": seqs, "fwd": st.booleans()}
 
 STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
-    "put": st.builds(p.PutRequest, keys, values, **session),
+    "put": st.builds(p.PutRequest, keys, values, **session, lease=st.integers(0, (1 << 63) - 1)),
+    "lease_grant": st.builds(
+        p.LeaseGrantRequest, st.integers(1, 1 << 40), **session, lease_id=st.integers(0, 99)
+    ),
+    "lease_keepalive": st.builds(p.LeaseKeepaliveRequest, st.integers(1, 99), **session),
+    "lease_revoke": st.builds(p.LeaseRevokeRequest, st.integers(1, 99), **session),
+    "lease_ttl": st.builds(p.LeaseTtlRequest, st.integers(1, 99), keys=st.booleans()),
+    "lease_list": st.builds(p.LeaseListRequest),
     "delete": st.builds(p.DeleteRequest, keys, **session),
     "cas": st.builds(p.CasRequest, keys, st.none() | values, values, **session),
     "file_chunk": st.builds(

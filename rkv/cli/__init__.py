@@ -27,6 +27,7 @@ import typer
 # them in that order (typer keeps the order of registration): hence the order here.
 # isort: off
 from rkv.cli import client_cmds
+from rkv.cli import lease_cmds
 from rkv.cli import status
 from rkv.cli import admin
 from rkv.cli import serve
@@ -38,7 +39,7 @@ from rkv.cli.app import Exit, app, exit_code_for
 from rkv.cli.fastserve import fast_kwargs
 from rkv.cli.serve import serve_cmd
 
-COMMAND_MODULES = (client_cmds, status, admin, serve, sim_cmds, cluster)
+COMMAND_MODULES = (client_cmds, lease_cmds, status, admin, serve, sim_cmds, cluster)
 """The modules that register commands, in the order of `rkv --help`."""
 
 

@@ -38,6 +38,7 @@ from rkv.errors import (
     CorruptData,
     ExitCode,
     IntegrityError,
+    LeaseNotFound,
     NotFound,
     NotLeader,
     RkvError,
@@ -64,6 +65,8 @@ class Exit(IntEnum):
     """Any other error reported by the cluster."""
     AUTH = 6
     """Authentication failed: wrong or missing cluster token (--token / RKV_CLUSTER_TOKEN)."""
+    LEASE_NOT_FOUND = 7
+    """The lease does not exist (never granted, revoked or expired)."""
     CORRUPT = ExitCode.INTEGRITY
     """16: the node's stored copy failed its checksum (the node is degraded); nothing was
     served. Another node (`--addr`) may hold a good copy."""
@@ -73,7 +76,8 @@ class Exit(IntEnum):
 
 EPILOG = (
     "Exit codes: 0 ok, 1 not found / compare failed, 2 usage error, 3 cluster unavailable, "
-    "4 integrity error, 5 other server error, 6 authentication failed, 16 a node's stored "
+    "4 integrity error, 5 other server error, 6 authentication failed, 7 lease not found, "
+    "16 a node's stored "
     "data failed its checksum, 17 replicas differ (rkv check). Node addresses: --addr or RKV_ADDR "
     "(default: " + ",".join(DEFAULT_ADDRS) + ")."
 )
@@ -112,6 +116,8 @@ def exit_code_for(exc: BaseException) -> Exit:
     """The exit code for an error raised by a client command."""
     if isinstance(exc, AuthError):
         return Exit.AUTH
+    if isinstance(exc, LeaseNotFound):
+        return Exit.LEASE_NOT_FOUND
     if isinstance(exc, NotFound | Compacted):  # Compacted: the revisions asked for are gone
         return Exit.NOT_FOUND
     if isinstance(exc, BadRequest | ValueError | TypeError | OSError):
@@ -153,6 +159,7 @@ def user_errors() -> Iterator[None]:
             Exit.INTEGRITY: "integrity error",
             Exit.SERVER: "server error",
             Exit.AUTH: "authentication failed",
+            Exit.LEASE_NOT_FOUND: "lease not found",
             Exit.CORRUPT: "integrity error",
         }[code]
         fail(code, f"{kind}: {one_line(msg)}")

@@ -28,11 +28,31 @@ def set_cmd(
     ctx: typer.Context,
     key: str = typer.Argument(..., help="The key."),
     value: str = typer.Argument(..., help="The value (stored as UTF-8 bytes)."),
+    lease: int = typer.Option(
+        0, "--lease", min=0, help="Attach KEY to lease ID (deleted with it).", show_default=False
+    ),
+    ttl: float | None = typer.Option(
+        None, "--ttl", min=0.001, help="Grant KEY a lease of its own of SECONDS, then set it."
+    ),
     addr: str | None = AddrOpt,
 ) -> None:
-    """Set KEY to VALUE (acknowledged once a majority has it on disk)."""
-    run_client(ctx, addr, lambda c: c.put(key, value))
+    """Set KEY to VALUE (acknowledged once a majority has it on disk). With --ttl, prints the
+    lease granted for it (ID<TAB>TTL) after OK. Exit 7 if --lease names no lease."""
+    if lease and ttl is not None:
+        fail(Exit.USAGE, "error: --lease and --ttl exclude each other")
+
+    async def go(c: Client) -> tuple[int, float] | None:
+        if ttl is None:
+            await c.put(key, value, lease=lease)
+            return None
+        granted = await c.lease_grant(ttl)
+        await c.put(key, value, lease=granted.id)
+        return granted.id, granted.ttl
+
+    got = run_client(ctx, addr, go)
     print("OK")
+    if got is not None:
+        print(f"{got[0]}\t{got[1]:g}")
 
 
 @app.command("get")

@@ -17,12 +17,13 @@ import base64
 import hmac
 import json
 import logging
+import math
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
-from rkv.codec import MAX_KEY_LEN, MAX_VALUE_LEN
+from rkv.codec import MAX_KEY_LEN, MAX_LEASE_ID, MAX_LEASE_TTL_MS, MAX_VALUE_LEN
 from rkv.errors import RkvError
 from rkv.httpapi import files
 from rkv.httpapi.calls import Caller, Dispatch
@@ -35,6 +36,8 @@ from rkv.protocol import (
     ExistedReply,
     FileDeleteRequest,
     GetRequest,
+    LeaseGrantReply,
+    LeaseGrantRequest,
     OkReply,
     PutRequest,
     ScanReply,
@@ -65,7 +68,10 @@ NDJSON = "application/x-ndjson"
 MAX_BUFFERED = 64 << 20
 """Bytes of put bodies all connections may hold in memory at once (a chunked body counts as
 the max value size): beyond, 503 and Retry-After."""
-COORDINATION_PARAMS = {"ttl": "?ttl=", "lease": "?lease=", "if_mod_revision": "?if_mod_revision="}
+COORDINATION_PARAMS = {"if_mod_revision": "?if_mod_revision="}
+LEASE_HEADER = "X-Rkv-Lease"
+"""A PUT with ?ttl= answers the lease it granted for the key: ID (and its TTL, seconds, in
+X-Rkv-Lease-TTL)."""
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
 
@@ -197,7 +203,9 @@ class HttpApi:
     # -- keys ---------------------------------------------------------------------------------
 
     async def _kv(self, req: Request, key: bytes) -> None:
-        q = _query(req, "consistency", "if_value", "if_absent", *COORDINATION_PARAMS)
+        q = _query(
+            req, "consistency", "if_value", "if_absent", "lease", "ttl", *COORDINATION_PARAMS
+        )
         for name, shown in COORDINATION_PARAMS.items():
             if name in q:
                 raise not_implemented(f"{shown} on /v1/kv")
@@ -211,16 +219,35 @@ class HttpApi:
                     raise HttpError(404, "not_found", f"no key {_shown(key)}", _revision(got.rev))
                 await req.respond(200, got.value, "application/octet-stream", _revision(got.rev))
             elif req.method == "PUT":
-                _only(q, "if_value", "if_absent")
+                _only(q, "if_value", "if_absent", "lease", "ttl")
+                lease, ttl_ms = _lease_params(q)
                 with self._buffer(req):
                     value = await req.read_body(self.max_value)
                     if "if_value" in q or "if_absent" in q:
+                        if lease or ttl_ms:
+                            raise bad_request("lease and ttl do not go with if_value/if_absent")
                         await self._cas(req, key, q, value)
                         return
+                    granted: list[tuple[str, str]] = []
+                    if ttl_ms:
+                        g = LeaseGrantReply.from_frame(
+                            await self.caller.call(
+                                LeaseGrantRequest(
+                                    ttl_ms, client_id=conn.client_id, seq=conn.next_seq()
+                                )
+                            )
+                        )
+                        lease = g.lease_id
+                        granted = [
+                            (LEASE_HEADER, str(lease)),
+                            (f"{LEASE_HEADER}-TTL", f"{g.ttl_ms / 1000:g}"),
+                        ]
                     reply = await self.caller.call(
-                        PutRequest(key, value, client_id=conn.client_id, seq=conn.next_seq())
+                        PutRequest(
+                            key, value, client_id=conn.client_id, seq=conn.next_seq(), lease=lease
+                        )
                     )
-                await req.respond(204, headers=_revision(OkReply.from_frame(reply).rev))
+                await req.respond(204, headers=_revision(OkReply.from_frame(reply).rev) + granted)
             elif req.method == "DELETE":
                 _only(q)
                 reply = await self.caller.call(
@@ -468,6 +495,28 @@ def _stale(q: dict[str, str]) -> bool:
 
 
 REVISION_HEADER = "X-Rkv-Revision"
+
+
+def _lease_params(q: dict[str, str]) -> tuple[int, int]:
+    """(lease id, ttl in ms) of a PUT's ?lease=ID or ?ttl=SECONDS (0: not given)."""
+    if "lease" in q and "ttl" in q:
+        raise bad_request("give one of lease (an existing lease) and ttl (a lease of its own)")
+    lease = ttl = 0
+    try:
+        if "lease" in q:
+            lease = int(q["lease"])
+            if not 1 <= lease <= MAX_LEASE_ID:
+                raise ValueError
+        if "ttl" in q:
+            secs = float(q["ttl"])
+            if not math.isfinite(secs) or not 0.001 <= secs <= MAX_LEASE_TTL_MS / 1000:
+                raise ValueError
+            ttl = math.ceil(secs * 1000)
+    except ValueError:
+        raise bad_request(
+            "lease must be a lease id (1..2^63-1), ttl a number of seconds (>= 0.001)"
+        ) from None
+    return lease, ttl
 
 
 def _revision(rev: int | None) -> list[tuple[str, str]]:

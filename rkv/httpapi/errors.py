@@ -17,6 +17,7 @@ STATUS_OF_CODE: dict[str, int] = {
     "bad_request": 400,
     "auth_failed": 401,
     "not_found": 404,
+    "lease_not_found": 404,
     "changed": 409,
     "compacted": 410,
     "precondition_failed": 412,
@@ -46,7 +47,7 @@ RETRY_AFTER = {
 """Codes answered with `Retry-After: 1`: trying again is safe (writes are exactly-once per
 connection session) and likely to succeed."""
 
-COORDINATION = "needs leases, TTLs, revisions and watches (issue 16), which rkv does not have yet"
+COORDINATION = "needs the rest of the coordination issue (16), which rkv does not have yet"
 
 
 def error_body(code: str, message: str, **extra: Any) -> bytes:

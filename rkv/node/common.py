@@ -14,9 +14,10 @@ from typing import Any, TypeVar
 import trio
 
 from rkv.codec import CodecError
-from rkv.errors import BadRequest, ExitCode, RkvError, StoreFull
+from rkv.errors import BadRequest, ExitCode, LeaseNotFound, RkvError, StoreFull
 from rkv.node.inbox import Frame
 from rkv.raft.types import Entry
+from rkv.store.commands import LEASE_NOT_FOUND
 from rkv.store.errors import StoreFullError
 
 T = TypeVar("T")
@@ -59,11 +60,15 @@ def data_bytes(entries: Sequence[Entry]) -> int:
     return sum(len(e.data) for e in entries)
 
 
-def refusal(result: Any) -> BadRequest | None:
-    """The error for a write the state machine refused (its apply result is not ok)."""
+def refusal(result: Any) -> BadRequest | LeaseNotFound | None:
+    """The error for a write the state machine refused (its apply result is not ok): a
+    missing lease is LeaseNotFound, anything else BadRequest."""
     if result is None or getattr(result, "ok", True):
         return None
-    return BadRequest(one_line(str(getattr(result, "error", "") or "refused")))
+    error = str(getattr(result, "error", "") or "refused")
+    if error == LEASE_NOT_FOUND:
+        return LeaseNotFound(error)
+    return BadRequest(one_line(error))
 
 
 REQUEST_ERRORS = (RkvError, CodecError, StoreFullError)

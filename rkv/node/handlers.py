@@ -151,6 +151,8 @@ class ClientHandlers:
         try:
             req = decode_request(frame)
             assert isinstance(req, PutRequest)
+            if req.lease:
+                return False  # may be refused (no such lease): answered once applied
             data = self._request_data(req)
             self.leader_check()
         except REQUEST_ERRORS as e:
@@ -181,15 +183,19 @@ class ClientHandlers:
         w = Waiter()
         t0 = trio.current_time()
         # A put's result is always ok (a duplicate or stale retry of the session's seq took
-        # effect already), so it is answered once committed (Replica.answer_committed).
-        await self.raft.submit(
-            Propose(data, w, early=isinstance(req, PutRequest)), w, "write not committed"
-        )
+        # effect already), so it is answered once committed (Replica.answer_committed); not
+        # a put with a lease, which is refused if the lease is gone.
+        early = isinstance(req, PutRequest) and not req.lease
+        await self.raft.submit(Propose(data, w, early=early), w, "write not committed")
         self.metrics.on_commit(trio.current_time() - t0)
         refused = refusal(w.result)
         if refused is not None:
             raise refused
         return getattr(w.result, "value", None), _rev(w)
+
+    async def propose(self, req: WriteRequest) -> tuple[Any, int | None]:
+        """A write's apply result value and revision (for the other request rooms: leases)."""
+        return await self._propose(req)
 
     async def _linearizable(self) -> None:
         await self.raft.read_barrier()

@@ -41,6 +41,7 @@ from rkv.node.handlers import ClientHandlers, Handler
 from rkv.node.health import Health, connection_statistics
 from rkv.node.housekeeping import Housekeeping
 from rkv.node.inbox import Waiter, log
+from rkv.node.leases import LeaseKeeper
 from rkv.node.peers import PeerLinks
 from rkv.node.raft_loop import RaftLoop
 from rkv.node.snapshots import SnapshotShipper
@@ -110,6 +111,8 @@ class Node:
         )
         """Watches (rkv.node.watch), fed after each raft-loop turn (`_after_turn`)."""
         self.handlers = ClientHandlers(cfg, store, self.raft, self.metrics, self.watch)
+        self.leases = LeaseKeeper(cfg, store, self.handlers)
+        """The Lessor and the lease requests (rkv.node.leases), driven after each turn."""
         self.forwarder = Forwarder(
             cfg.id,
             cfg.cluster_id,
@@ -160,6 +163,7 @@ class Node:
         self.health = Health(cfg, self.raft, self.integrity, self.metrics)
         routes: dict[str, Handler] = {
             **self.handlers.routes(),
+            **self.leases.routes(),
             "status": self.health.status_request,
             **self.admin.routes(),
             # replica comparison (rkv.compare)
@@ -268,6 +272,8 @@ class Node:
 
     async def _after_turn(self) -> None:
         self._feed_watch()
+        view = self.raft.view
+        self.leases.after_turn(view.leads, view.term, self.raft.offer)
         await self.housekeeping.after_turn()
 
     def _feed_watch(self) -> None:
@@ -395,6 +401,7 @@ class Node:
             "snapshots": self.snapshot_statistics(),
             "store": self.store.stats(),
             "watch": self.watch.statistics(),
+            "leases": self.leases.statistics(),
         }
 
     def connection_statistics(self) -> dict[str, Any]:

@@ -25,6 +25,9 @@ bytes, got int"); the constructors check the same way, so a bad request is refus
 is built. A reply that does not fit raises `BadReply` (code `internal`: the node answered
 something this client does not understand).
 
+Leases: rkv.protocol.leases (lease_grant, lease_keepalive, lease_revoke, lease_ttl,
+lease_list and their replies; a put's optional `lease`).
+
 Replies: the ok replies with fixed fields are typed here (OkReply, ValueReply, ExistedReply,
 SwappedReply, AbortedReply, ScanReply, TxnReply, FileMetaReply, DataReply, StatusReply,
 WatchReply with its WatchEvents); get,
@@ -50,6 +53,18 @@ from rkv.protocol.fields import (
     BadReply,
     Frame,
     ProtocolError,
+)
+from rkv.protocol.leases import (
+    LeaseGrantReply,
+    LeaseGrantRequest,
+    LeaseKeepaliveReply,
+    LeaseKeepaliveRequest,
+    LeaseListItem,
+    LeaseListReply,
+    LeaseListRequest,
+    LeaseRevokeRequest,
+    LeaseTtlReply,
+    LeaseTtlRequest,
 )
 from rkv.protocol.replies import (
     AbortedReply,
@@ -131,6 +146,16 @@ __all__ = [
     "FileReadRequest",
     "Frame",
     "GetRequest",
+    "LeaseGrantReply",
+    "LeaseGrantRequest",
+    "LeaseKeepaliveReply",
+    "LeaseKeepaliveRequest",
+    "LeaseListItem",
+    "LeaseListReply",
+    "LeaseListRequest",
+    "LeaseRevokeRequest",
+    "LeaseTtlReply",
+    "LeaseTtlRequest",
     "MemberRequest",
     "MembersRequest",
     "OkReply",

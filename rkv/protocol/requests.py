@@ -14,6 +14,7 @@ from typing import Any, TypeAlias
 
 from rkv.codec import (
     MAX_KEY_LEN,
+    MAX_LEASE_ID,
     Cas,
     Delete,
     FileAbort,
@@ -21,6 +22,7 @@ from rkv.codec import (
     FileCommit,
     FileDelete,
     Put,
+    PutLease,
     Txn,
 )
 from rkv.protocol.fields import (
@@ -53,6 +55,13 @@ from rkv.protocol.fields import (
     _type_name,
     _Write,
 )
+from rkv.protocol.leases import (
+    LeaseGrantRequest,
+    LeaseKeepaliveRequest,
+    LeaseListRequest,
+    LeaseRevokeRequest,
+    LeaseTtlRequest,
+)
 from rkv.txn import (
     MAX_COMPARES,
     MAX_OPS,
@@ -75,8 +84,12 @@ class PutRequest(_Write):
     client_id: bytes = _f("c", _ID)
     seq: int = _f("s", _SEQ)
     fwd: bool = _f(FWD, _bool, absent=False, omit=False, default=False)
+    lease: int = _f("lease", _int(0, MAX_LEASE_ID), absent=0, omit=0, default=0)
+    """Attach the key to this lease (0: none; a put without a lease detaches the key)."""
 
-    def command(self) -> Put:
+    def command(self) -> Put | PutLease:
+        if self.lease:
+            return PutLease(self.key, self.value, self.lease)
         return Put(self.key, self.value)
 
 
@@ -390,6 +403,9 @@ WriteRequest: TypeAlias = (
     | FileAbortRequest
     | FileDeleteRequest
     | TxnRequest
+    | LeaseGrantRequest
+    | LeaseKeepaliveRequest
+    | LeaseRevokeRequest
 )
 ClientRequest: TypeAlias = (
     WriteRequest
@@ -409,6 +425,8 @@ ClientRequest: TypeAlias = (
     | CheckRequest
     | FaultRequest
     | WatchRequest
+    | LeaseTtlRequest
+    | LeaseListRequest
 )
 """Any client request (rkv.codec.Request is a different thing: a command with its session, as
 the log stores it)."""
@@ -440,6 +458,11 @@ REQUEST_TYPES: dict[str, type[ClientRequest]] = {
         CheckRequest,
         FaultRequest,
         WatchRequest,
+        LeaseGrantRequest,
+        LeaseKeepaliveRequest,
+        LeaseRevokeRequest,
+        LeaseTtlRequest,
+        LeaseListRequest,
     )
 }
 """Every request kind by its `t`."""

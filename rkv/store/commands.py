@@ -3,7 +3,8 @@
 Owns: ApplyResult/Record/Manifest/Session, the `StateTxn` protocol a backend offers for one
 write transaction, and `apply_entries`, the single implementation of put/delete/cas, file
 staging and commit, and client sessions (exactly-once); transactions (rkv.txn.Txn) are run
-by txn_apply.py. The LMDB store (kv.py) and the memory
+by txn_apply.py, lease commands by lease_apply.py; every write of a key goes through
+`set_key`, which keeps the lease attachments. The LMDB store (kv.py) and the memory
 twin (memory.py) both run this code, so they cannot disagree on semantics.
 Must not: do I/O, know about LMDB, look at clocks or randomness (every replica must compute
 the same result from the same entries).
@@ -25,7 +26,13 @@ from rkv.codec import (
     FileChunk,
     FileCommit,
     FileDelete,
+    LeaseCheckpoint,
+    LeaseExpire,
+    LeaseGrant,
+    LeaseRenew,
+    LeaseRevoke,
     Put,
+    PutLease,
     Request,
     Txn,
     UnknownCommand,
@@ -34,6 +41,7 @@ from rkv.codec import (
 from rkv.raft import confchange
 from rkv.raft.types import ConfState, Entry, EntryType
 from rkv.store.errors import NewerCommandError, StoreError
+from rkv.store.leases import Lease, LeaseTxn
 
 DEFAULT_MAX_SESSIONS = 10_000
 
@@ -43,7 +51,9 @@ ResultValue = bool | bytes | int | None
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
     """The outcome of one entry. `value`: Delete/FileDelete -> existed (bool), Cas -> swapped
-    (bool), Txn -> its rkv.txn.TxnResult's wire form, packed (bytes), everything else -> None. `ok` is False only with an `error` (a one-line reason:
+    (bool), Txn -> its rkv.txn.TxnResult's wire form, packed (bytes), LeaseGrant -> the lease
+    id, LeaseRenew -> its TTL in ms, LeaseRevoke -> existed (bool), LeaseExpire -> how many
+    leases it deleted, everything else -> None. `ok` is False only with an `error` (a one-line reason:
     malformed command, stale request, file commit mismatch)."""
 
     ok: bool = True
@@ -72,13 +82,15 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """A user key's value plus the Raft indexes of its creation and last modification and a
-    per-key version (1 on creation, +1 per write; a delete removes the record)."""
+    """A user key's value plus the Raft indexes of its creation and last modification, a
+    per-key version (1 on creation, +1 per write; a delete removes the record) and the lease
+    it is attached to (0: none)."""
 
     value: bytes
     create_index: int
     mod_index: int
     version: int
+    lease: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +117,7 @@ class Session:
     index: int
 
 
-class StateTxn(Protocol):
+class StateTxn(LeaseTxn, Protocol):
     """One write transaction over the state machine's data, as apply_entries needs it."""
 
     def set_conf(self, conf: ConfState) -> None:
@@ -219,22 +231,24 @@ def apply_entries(
             results.append(req)
         else:
             txn.begin_entry(e.index)
-            results.append(_apply_request(txn, req, e.index, max_sessions))
+            results.append(_apply_request(txn, req, e.index, e.term, max_sessions))
     if entries:
         txn.set_applied_index(entries[-1].index)
     return results
 
 
-def _apply_request(txn: StateTxn, req: Request, index: int, max_sessions: int) -> ApplyResult:
+def _apply_request(
+    txn: StateTxn, req: Request, index: int, term: int, max_sessions: int
+) -> ApplyResult:
     if req.seq == 0:
-        return execute(txn, req.command, index)
+        return execute(txn, req.command, index, term)
     old = txn.session(req.client_id)
     if old is not None:
         if req.seq == old.seq:
             return old.result
         if req.seq < old.seq:
             return STALE
-    result = execute(txn, req.command, index)
+    result = execute(txn, req.command, index, term)
     if old is None:
         while txn.session_count() >= max_sessions:
             txn.evict_oldest_session()
@@ -242,24 +256,68 @@ def _apply_request(txn: StateTxn, req: Request, index: int, max_sessions: int) -
     return result
 
 
-def _write(txn: StateTxn, key: bytes, value: bytes, index: int) -> None:
+class KeyTxn(Protocol):
+    """The part of StateTxn that writes keys (a txn's overlay needs no more: rkv.testing's
+    DictTxn runs txns over a dict with it)."""
+
+    def get(self, key: bytes) -> Record | None: ...
+    def put(self, key: bytes, rec: Record) -> None: ...
+    def delete(self, key: bytes) -> None: ...
+    def keys(self, prefix: bytes) -> list[bytes]: ...
+    def lease(self, lease_id: int) -> Lease | None: ...
+    def attach(self, lease_id: int, key: bytes) -> None: ...
+    def detach(self, lease_id: int, key: bytes) -> None: ...
+
+
+def set_key(txn: KeyTxn, key: bytes, rec: Record | None, old: Record | None) -> None:
+    """Write (`rec`) or delete (None) a key whose record was `old` (read in this txn), moving
+    its lease attachment along: a write without a lease detaches it (etcd's semantics)."""
+    was = 0 if old is None else old.lease
+    now = 0 if rec is None else rec.lease
+    if was != now:
+        if was:
+            txn.detach(was, key)
+        if now:
+            txn.attach(now, key)
+    if rec is not None:
+        txn.put(key, rec)
+    elif old is not None:
+        txn.delete(key)
+
+
+def _write(txn: StateTxn, key: bytes, value: bytes, index: int, lease: int = 0) -> None:
     old = txn.get(key)
     if old is None:
-        txn.put(key, Record(value, index, index, 1))
+        set_key(txn, key, Record(value, index, index, 1, lease), old)
     else:
-        txn.put(key, Record(value, old.create_index, index, old.version + 1))
+        set_key(txn, key, Record(value, old.create_index, index, old.version + 1, lease), old)
 
 
-def execute(txn: StateTxn, cmd: Command, index: int) -> ApplyResult:
-    """One command's effect at log index `index` (no session handling)."""
+LEASE_NOT_FOUND = "lease not found"
+"""The error of a command naming a lease that does not exist (clients map it to their
+LeaseNotFound)."""
+
+_LEASE_COMMANDS = (LeaseGrant, LeaseRenew, LeaseRevoke, LeaseCheckpoint, LeaseExpire)
+
+
+def execute(txn: StateTxn, cmd: Command, index: int, term: int = 0) -> ApplyResult:
+    """One command's effect at log index `index` of term `term` (no session handling)."""
     if isinstance(cmd, Put):
         _write(txn, cmd.key, cmd.value, index)
         return NOOP
+    if isinstance(cmd, PutLease):
+        if txn.lease(cmd.lease_id) is None:
+            return ApplyResult(ok=False, error=LEASE_NOT_FOUND)
+        _write(txn, cmd.key, cmd.value, index, cmd.lease_id)
+        return NOOP
     if isinstance(cmd, Delete):
-        existed = txn.get(cmd.key) is not None
-        if existed:
-            txn.delete(cmd.key)
-        return ApplyResult(value=existed)
+        old = txn.get(cmd.key)
+        set_key(txn, cmd.key, None, old)
+        return ApplyResult(value=old is not None)
+    if isinstance(cmd, _LEASE_COMMANDS):
+        from rkv.store import lease_apply  # here: lease_apply imports this module
+
+        return lease_apply.execute_lease(txn, cmd, index, term)
     if isinstance(cmd, Cas):
         cur = txn.get(cmd.key)
         current = None if cur is None else cur.value

@@ -72,6 +72,16 @@ from rkv.store.errors import (
     StoreFullError,
     StoreIdentityError,
 )
+from rkv.store.leases import (
+    DEFAULT_MAX_LEASES,
+    LeaseEvent,
+    LeaseEventLog,
+    LeaseEvents,
+    LeaseState,
+    read_lease,
+    read_lease_keys,
+    read_leases,
+)
 from rkv.store.seal import FILES, KV, SESSIONS, seal, unseal
 from rkv.store.snapshot import (
     DEFAULT_CHUNK_BYTES,
@@ -160,6 +170,7 @@ def open_store(
     map_size: int = DEFAULT_MAP_SIZE,
     max_map_size: int = DEFAULT_MAX_MAP_SIZE,
     max_sessions: int = DEFAULT_MAX_SESSIONS,
+    max_leases: int = DEFAULT_MAX_LEASES,
 ) -> LmdbStore:
     """Open the store in directory `path`, creating it (with `voters` as the initial
     configuration) if it does not exist. An existing store keeps its stored voters.
@@ -183,6 +194,7 @@ def open_store(
             map_size=map_size,
             max_map_size=max_map_size,
             max_sessions=max_sessions,
+            max_leases=max_leases,
         )
     except BaseException:
         os.close(lock_fd)  # releases the flock
@@ -296,9 +308,15 @@ class LmdbStore:
         map_size: int,
         max_map_size: int,
         max_sessions: int,
+        max_leases: int = DEFAULT_MAX_LEASES,
     ) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
+        self._max_leases = max_leases
+        self._lease_events = LeaseEventLog()
+        self._lease_total: int | None = None
+        """How many leases the applied state holds, once an apply counted them (None after
+        an open or an install: the next grant counts)."""
         self._path = path
         self._lock_fd = lock_fd
         self._max_map_size = max(max_map_size, map_size)
@@ -998,6 +1016,8 @@ class LmdbStore:
         history, a scrub pass's change tracking)."""
         last: list[tuple[sh.Running, list[tuple[int, int]]]] = []
         recorded: list[list[Change]] = []
+        lease_events: list[LeaseEvent] = []
+        lease_total: list[int | None] = [None]
 
         def apply(txn: lmdb.Transaction[bytes]) -> list[ApplyResult]:
             changes: list[Change] | None = [] if self.record_changes else None
@@ -1010,11 +1030,15 @@ class LmdbStore:
                 # decided in the write transaction: a pass opens in one (scrub_pass)
                 track=self._tracker is not None,
                 changes=changes,
+                max_leases=self._max_leases,
+                lease_total=self._lease_total,
             )
             results, marks = sh.apply_with_checkpoints(state, entries, self._max_sessions)
             state.flush()
             last[:] = [(state.running, marks)]  # of the attempt that commits
             recorded[:] = [] if changes is None else [changes]
+            lease_events[:] = state.lease_events
+            lease_total[0] = state.lease_total
             return results
 
         def committed() -> None:
@@ -1027,6 +1051,8 @@ class LmdbStore:
             if recorded:
                 with self._changes_lock:
                     self._changes.extend(recorded[0])
+            self._lease_events.extend(lease_events)
+            self._lease_total = lease_total[0]
 
         return apply, committed
 
@@ -1058,6 +1084,25 @@ class LmdbStore:
             out, self._changes = self._changes, []
         return out
 
+    # --- leases (leases.py) -------------------------------------------------------------
+
+    def take_lease_events(self) -> LeaseEvents:
+        """What committed applies did to leases since the last call (for the Lessor,
+        rkv.lease), with reset=True after a snapshot install or an overflow: the Lessor then
+        starts over from `leases()`. Thread-safe."""
+        return self._lease_events.take()
+
+    def leases(self) -> list[LeaseState]:
+        """Every lease as of the applied index, by id."""
+        return self._read(lambda txn: read_leases(txn, self._live(txn).files))
+
+    def lease(self, lease_id: int) -> LeaseState | None:
+        return self._read(lambda txn: read_lease(txn, self._live(txn).files, lease_id))
+
+    def lease_keys(self, lease_id: int) -> list[bytes]:
+        """The keys attached to a lease, in key order."""
+        return self._read(lambda txn: read_lease_keys(txn, self._live(txn).files, lease_id))
+
     # --- the state hash (state_hash.py) and scrub passes (scrub.py) ----------------------
 
     def state_hash(self) -> tuple[int, int]:
@@ -1075,6 +1120,8 @@ class LmdbStore:
             self._read(lambda txn: txn.get(kvdb.STATE_HASH_KEY, db=self._dbs.meta))
         )
         self._history.reset(index, value)
+        self._lease_events.reset()
+        self._lease_total = None
         if self.record_changes:
             with self._changes_lock:
                 self._changes.append(Change(index, "reset", b""))

@@ -12,7 +12,8 @@ seal and raise IntegrityError; a pinned chunk's log record is checked against it
 crc. Snapshot streams carry payloads (export_files_record, LmdbStore.stage_snapshot_chunk).
 
 Layouts:
-- kv:       user key -> [value, create_index, mod_index, version]
+- kv:       user key -> [value, create_index, mod_index, version] (+ lease id, only when the
+            key is attached to a lease: lease-free records are as before)
 - files:    b"m" + key -> manifest [size, chunks, sha256, mod_index, create_index, version]
             b"c" + u16 len(key) + key + u32 n -> chunk n (a prefix scan reads them in order)
             b"s" + u8 len(upload_id) + upload_id + u32 seq -> staged chunk: [key, data], or
@@ -29,6 +30,7 @@ Layouts:
             b"h" + u8 len(upload_id) + upload_id -> 16 bytes: the sum of the state-hash
             contributions of the upload's staged chunks (so dropping them costs no re-read;
             derived: neither hashed nor streamed, rebuilt by `rebuild_state_hash`)
+            b"L" + u64 lease id -> lease; b"K" + u64 lease id + key -> b"" (leases.py)
 - sessions: b"c" + client_id -> [seq, index, ok, value, error]
             b"i" + u64 index + client_id -> b"" (LRU order by applied index, for eviction)
 - meta:     b"applied" -> u64; b"state_hash" -> u64 index + 16 bytes: the state hash at
@@ -59,6 +61,16 @@ from rkv.raft.types import ConfState
 from rkv.store import state_hash as sh
 from rkv.store.commands import ApplyResult, Change, Manifest, Record, Session, UploadHashes
 from rkv.store.errors import CorruptionError, IntegrityError, StoreError
+from rkv.store.leases import (
+    Lease,
+    LeaseEvent,
+    attach_key,
+    count_leases,
+    decode_lease,
+    encode_lease,
+    lease_key,
+    read_lease_keys,
+)
 from rkv.store.seal import FILES, KV, LOG, SESSIONS, seal, unseal
 
 if TYPE_CHECKING:
@@ -96,12 +108,13 @@ class Dbs:
     sessions: lmdb._Database
 
 
-def _fields(what: str, raw: bytes, n: int) -> list[Any]:
+def _fields(what: str, raw: bytes, n: int, most: int = 0) -> list[Any]:
+    """The fields of a stored record: a list of n (up to `most`, when given) items."""
     try:
         v = unpack(raw)
     except CodecError as e:
         raise CorruptionError(f"{what}: {e}") from e
-    if type(v) is not list or len(v) != n:
+    if type(v) is not list or not n <= len(v) <= max(n, most):
         raise CorruptionError(f"{what}: unexpected shape")
     return v
 
@@ -123,13 +136,15 @@ def _checked(what: str, ok: bool) -> None:
 
 
 def encode_record(r: Record) -> bytes:
+    if r.lease:
+        return pack([r.value, r.create_index, r.mod_index, r.version, r.lease])
     return pack([r.value, r.create_index, r.mod_index, r.version])
 
 
 def decode_record(raw: bytes) -> Record:
-    f = _fields("kv record", raw, 4)
+    f = _fields("kv record", raw, 4, 5)  # 5: with the lease it is attached to
     _checked("kv record", type(f[0]) is bytes and all(type(x) is int for x in f[1:]))
-    return Record(f[0], f[1], f[2], f[3])
+    return Record(f[0], f[1], f[2], f[3], f[4] if len(f) == 5 else 0)
 
 
 def encode_manifest(m: Manifest) -> bytes:
@@ -345,9 +360,18 @@ class LmdbStateTxn:
         log_start: Callable[[], int] | None = None,
         track: bool = False,
         changes: list[Change] | None = None,
+        max_leases: int = 0,
+        lease_total: int | None = None,
     ) -> None:
         self.txn = txn
         self.dbs = dbs
+        self.max_leases = max_leases
+        self.lease_total = lease_total
+        """How many leases there are as of this transaction's writes, once known (the
+        store passes what the last apply left; None: counted when a grant needs it)."""
+        self.lease_events: list[LeaseEvent] = []
+        """What this transaction's entries did to leases (the store hands them to its
+        LeaseEventLog once the transaction commits)."""
         self.changes = changes
         """With a list: each change to a key or file is appended (for watchers, rkv.node.watch),
         dated with the entry `begin_entry` names, with the key's value before it."""
@@ -670,6 +694,54 @@ class LmdbStateTxn:
 
     def set_conf(self, conf: ConfState) -> None:
         self.txn.put(CONF_KEY, encode_conf(conf), db=self.dbs.meta)
+
+    # --- leases (leases.py) -------------------------------------------------------------
+
+    def lease(self, lease_id: int) -> Lease | None:
+        payload = self._payload(self.dbs.files, FILES, lease_key(lease_id))
+        return None if payload is None else decode_lease(payload)
+
+    def _lease_record(self, k: bytes, new: bytes | None) -> bytes | None:
+        """Write (or delete: None) a lease or attachment record; returns its old payload."""
+        old = self._payload(self.dbs.files, FILES, k)
+        self.running.change(SNAP_FILES, k, old, new)
+        if new is None:
+            self.txn.delete(k, db=self.dbs.files)
+        else:
+            self.txn.put(k, seal(k, new), db=self.dbs.files)
+        return old
+
+    def put_lease(self, lease_id: int, lease: Lease) -> None:
+        if self._lease_record(lease_key(lease_id), encode_lease(lease)) is None:
+            self._count_leases(1)
+
+    def delete_lease(self, lease_id: int) -> None:
+        if self._lease_record(lease_key(lease_id), None) is not None:
+            self._count_leases(-1)
+
+    def _count_leases(self, d: int) -> None:
+        if self.lease_total is not None:
+            self.lease_total += d
+
+    def lease_count(self) -> int:
+        if self.lease_total is None:  # once per store open or install: a scan
+            self.lease_total = count_leases(self.txn, self.dbs.files)
+        return self.lease_total
+
+    def lease_limit(self) -> int:
+        return self.max_leases
+
+    def attach(self, lease_id: int, key: bytes) -> None:
+        self._lease_record(attach_key(lease_id, key), b"")
+
+    def detach(self, lease_id: int, key: bytes) -> None:
+        self._lease_record(attach_key(lease_id, key), None)
+
+    def lease_keys(self, lease_id: int) -> list[bytes]:
+        return read_lease_keys(self.txn, self.dbs.files, lease_id)
+
+    def lease_event(self, event: LeaseEvent) -> None:
+        self.lease_events.append(event)
 
 
 def scan(

@@ -43,6 +43,20 @@ from rkv.store.commands import (
     check_order,
 )
 from rkv.store.errors import CorruptionError, NotFoundError, SnapshotError, StoreError
+from rkv.store.leases import (
+    DEFAULT_MAX_LEASES,
+    Lease,
+    LeaseEvent,
+    LeaseEventLog,
+    LeaseEvents,
+    LeaseState,
+    attach_key,
+    decode_lease,
+    encode_lease,
+    lease_key,
+    parse_attach_key,
+    parse_lease_key,
+)
 from rkv.store.raft_store import check_entries, check_limit, check_snapshot
 from rkv.store.snapshot import DEFAULT_CHUNK_BYTES, BackupCopy, ChunkCounter, Staging, batch
 
@@ -77,6 +91,8 @@ class _State:
         self.sessions: dict[bytes, Session] = {}
         self.uploads: dict[bytes, bytes] = {}  # committed upload id -> file key
         self.activity: dict[bytes, int] = {}  # upload in progress -> index of its last chunk
+        self.leases: dict[int, Lease] = {}
+        self.attached: dict[int, set[bytes]] = {}  # lease id -> its keys
         self.staging: Staging | None = None
         self.staged_state: _State | None = None
 
@@ -84,9 +100,11 @@ class _State:
 class _MemTxn:
     """StateTxn over _State. apply_entries validates before writing, so no rollback is needed."""
 
-    def __init__(self, st: _State, hashes: UploadHashes) -> None:
+    def __init__(self, st: _State, hashes: UploadHashes, max_leases: int) -> None:
         self.st = st
         self.hashes = hashes
+        self.max_leases = max_leases
+        self.lease_events: list[LeaseEvent] = []
         self.executed: list[int] = []
         """Indexes at which a client request executed (its session was written)."""
         self.running = sh.Running(st.state_hash)
@@ -245,6 +263,42 @@ class _MemTxn:
     def set_conf(self, conf: ConfState) -> None:
         self.st.conf = conf
 
+    def lease(self, lease_id: int) -> Lease | None:
+        return self.st.leases.get(lease_id)
+
+    def put_lease(self, lease_id: int, lease: Lease) -> None:
+        old = self.st.leases.get(lease_id)
+        was = None if old is None else encode_lease(old)
+        self._change(SNAP_FILES, lease_key(lease_id), was, encode_lease(lease))
+        self.st.leases[lease_id] = lease
+
+    def delete_lease(self, lease_id: int) -> None:
+        old = self.st.leases.pop(lease_id)
+        self._change(SNAP_FILES, lease_key(lease_id), encode_lease(old), None)
+
+    def lease_count(self) -> int:
+        return len(self.st.leases)
+
+    def lease_limit(self) -> int:
+        return self.max_leases
+
+    def attach(self, lease_id: int, key: bytes) -> None:
+        self._change(SNAP_FILES, attach_key(lease_id, key), None, b"")
+        self.st.attached.setdefault(lease_id, set()).add(key)
+
+    def detach(self, lease_id: int, key: bytes) -> None:
+        self._change(SNAP_FILES, attach_key(lease_id, key), b"", None)
+        keys = self.st.attached[lease_id]
+        keys.discard(key)
+        if not keys:
+            del self.st.attached[lease_id]
+
+    def lease_keys(self, lease_id: int) -> list[bytes]:
+        return sorted(self.st.attached.get(lease_id, ()))
+
+    def lease_event(self, event: LeaseEvent) -> None:
+        self.lease_events.append(event)
+
 
 class MemoryStore:
     """Same API as rkv.store.env.LmdbStore (see there for the method contracts)."""
@@ -256,10 +310,13 @@ class MemoryStore:
         voters: Sequence[NodeId],
         *,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
+        max_leases: int = DEFAULT_MAX_LEASES,
         _state: _State | None = None,
     ) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
+        self._max_leases = max_leases
+        self._lease_events = LeaseEventLog()
         self._st = _state if _state is not None else _State(cluster_id, node_id, tuple(voters))
         self._max_sessions = max_sessions
         self._closed = False
@@ -286,6 +343,7 @@ class MemoryStore:
             self._st.node_id,
             self._st.voters,
             max_sessions=self._max_sessions,
+            max_leases=self._max_leases,
             _state=copy.copy(self._st),
         )
 
@@ -416,6 +474,8 @@ class MemoryStore:
             st.staged, st.sessions = staged.staged, staged.sessions
             st.uploads = staged.uploads
             st.activity = staged.activity
+            st.leases, st.attached = staged.leases, staged.attached
+            self._lease_events.reset()
             self._hashes = UploadHashes()
             st.applied = snapshot.meta.index
             st.contributions = {}
@@ -517,8 +577,9 @@ class MemoryStore:
 
     def apply(self, entries: Sequence[Entry]) -> list[ApplyResult]:
         self._check_open()
-        txn = _MemTxn(self._st, self._hashes)
+        txn = _MemTxn(self._st, self._hashes, self._max_leases)
         results, marks = sh.apply_with_checkpoints(txn, entries, self._max_sessions)
+        self._lease_events.extend(txn.lease_events)
         if entries:
             self._history.applied(marks, entries[-1].index, txn.running.value)
         if self.on_apply is not None:
@@ -583,6 +644,25 @@ class MemoryStore:
     def session(self, client_id: bytes) -> Session | None:
         return self._st.sessions.get(client_id)
 
+    def take_lease_events(self) -> LeaseEvents:
+        return self._lease_events.take()
+
+    def lease(self, lease_id: int) -> LeaseState | None:
+        st = self._st
+        x = st.leases.get(lease_id)
+        if x is None:
+            return None
+        return LeaseState(
+            lease_id, x.ttl_ms, x.gen, x.remaining_ms, len(st.attached.get(lease_id, ()))
+        )
+
+    def leases(self) -> list[LeaseState]:
+        out = (self.lease(i) for i in sorted(self._st.leases))
+        return [x for x in out if x is not None]
+
+    def lease_keys(self, lease_id: int) -> list[bytes]:
+        return sorted(self._st.attached.get(lease_id, ()))
+
     def stats(self) -> dict[str, Any]:
         st = self._st
         return {
@@ -646,6 +726,8 @@ def _records(st: _State) -> list[SnapshotRecord]:
     files += [(SNAP_FILES, layout.chunk_key(k, n), d) for (k, n), d in st.chunks.items()]
     files += [(SNAP_FILES, layout.upload_key(u), k) for u, k in st.uploads.items()]
     files += [(SNAP_FILES, layout.activity_key(u), _U64.pack(i)) for u, i in st.activity.items()]
+    files += [(SNAP_FILES, lease_key(i), encode_lease(x)) for i, x in st.leases.items()]
+    files += [(SNAP_FILES, attach_key(i, k), b"") for i, ks in st.attached.items() for k in ks]
     files += [
         (SNAP_FILES, layout.staged_key(u, seq), pack([key, data]))
         for u, chunks in st.staged.items()
@@ -692,4 +774,11 @@ def _decode_record(rec: SnapshotRecord) -> Any:
     if tag == b"a" and len(k) >= 2 and len(k) == 2 + k[1]:
         i = layout.decode_u64("upload activity", v)
         return lambda st: st.activity.__setitem__(k[2:], i)
+    lid = parse_lease_key(k)
+    if lid is not None:
+        lease = decode_lease(v)
+        return lambda st: st.leases.__setitem__(lid, lease)
+    att = parse_attach_key(k)
+    if att is not None:
+        return lambda st: st.attached.setdefault(att[0], set()).add(att[1])
     raise CorruptionError(f"snapshot files key {k!r}")

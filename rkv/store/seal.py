@@ -73,4 +73,9 @@ def describe(db: str, key: bytes) -> str:
             return f"pin of log record {_U64.unpack(rest)[0]}"
         if tag == b"h" and rest:
             return f"upload sum of upload {rest[1:]!r}"
+        from rkv.store.leases import describe as lease_record  # it imports this module
+
+        lease = lease_record(key)
+        if lease is not None:
+            return lease
     return f"record {key!r}"

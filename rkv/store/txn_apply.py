@@ -10,10 +10,8 @@ Must not: do I/O or know about LMDB (it runs over commands.StateTxn, in both sto
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from rkv.codec import pack
-from rkv.store.commands import ApplyResult, Record
+from rkv.store.commands import LEASE_NOT_FOUND, ApplyResult, KeyTxn, Record, set_key
 from rkv.txn import (
     MAX_TXN_BYTES,
     KeyValue,
@@ -34,17 +32,8 @@ from rkv.txn import (
 )
 
 
-class KvTxn(Protocol):
-    """The part of commands.StateTxn a txn uses."""
-
-    def get(self, key: bytes) -> Record | None: ...
-    def put(self, key: bytes, rec: Record) -> None: ...
-    def delete(self, key: bytes) -> None: ...
-    def keys(self, prefix: bytes) -> list[bytes]: ...
-
-
 class _Overlay:
-    def __init__(self, txn: KvTxn, index: int) -> None:
+    def __init__(self, txn: KeyTxn, index: int) -> None:
         self.txn = txn
         self.index = index
         self.base: dict[bytes, Record | None] = {}
@@ -61,11 +50,14 @@ class _Overlay:
             return self.pending[key]
         return self._base(key)
 
-    def put(self, key: bytes, value: bytes) -> None:
+    def put(self, key: bytes, value: bytes, lease: int = 0) -> None:
+        """A write without a lease detaches the key from its lease (etcd's semantics)."""
+        if lease and self.txn.lease(lease) is None:
+            raise TxnError(LEASE_NOT_FOUND)
         old = self._base(key)  # a key is written at most once per txn (rkv.txn checks)
         create = self.index if old is None else old.create_index
         version = 1 if old is None else old.version + 1
-        self.pending[key] = Record(value, create, self.index, version)
+        self.pending[key] = Record(value, create, self.index, version, lease)
 
     def delete(self, key: bytes) -> int:
         existed = self.get(key) is not None
@@ -79,11 +71,7 @@ class _Overlay:
 
     def write(self) -> None:
         for key in sorted(self.pending):
-            rec = self.pending[key]
-            if rec is not None:
-                self.txn.put(key, rec)
-            elif self._base(key) is not None:
-                self.txn.delete(key)
+            set_key(self.txn, key, self.pending[key], self._base(key))
 
 
 def _run(view: _Overlay, op: Op) -> OpResult:
@@ -91,7 +79,7 @@ def _run(view: _Overlay, op: Op) -> OpResult:
         r = view.get(op.key)
         return None if r is None else KeyValue(r.value, r.create_index, r.mod_index, r.version)
     if isinstance(op, OpPut):
-        view.put(op.key, op.value)
+        view.put(op.key, op.value, op.lease)
         return None
     if isinstance(op, OpDelete):
         return view.delete(op.key)
@@ -115,7 +103,7 @@ def _run(view: _Overlay, op: Op) -> OpResult:
     return len(v)
 
 
-def execute_txn(txn: KvTxn, t: Txn, index: int) -> ApplyResult:
+def execute_txn(txn: KeyTxn, t: Txn, index: int) -> ApplyResult:
     """The txn's effect at log index `index`: value = the packed TxnResult wire form (bytes,
     so a client session keeps it as any result); an error result (nothing written) when an
     op fails."""

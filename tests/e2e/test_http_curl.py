@@ -113,7 +113,12 @@ def test_curl_walkthrough(http_cluster: HttpCluster, tmp_path: Path) -> None:
     assert code == 200 and scanned.pop("revision") >= 2  # the revision it read at
     assert scanned == {"items": [{"key": "YS9i", "value": "eA=="}], "more": False}
     assert c.curl(c.url(f1, "/v1/kv/nope"))[0] == 404
-    code, body = c.curl(c.url(f1, "/v1/kv/x?ttl=10"))
+    # a key with a lease of its own (through a follower), and one naming no lease
+    assert c.curl("-X", "PUT", "--data-binary", "t", c.url(f1, "/v1/kv/x?ttl=30"))[0] == 204
+    assert c.curl(c.url(f2, "/v1/kv/x")) == (200, b"t")
+    code, body = c.curl("-X", "PUT", "--data-binary", "t", c.url(f1, "/v1/kv/y?lease=999999"))
+    assert code == 404 and json.loads(body)["error"] == "lease_not_found"
+    code, body = c.curl(c.url(f1, "/v1/kv/x?if_mod_revision=1"))
     assert code == 501 and json.loads(body)["error"] == "not_implemented"
     # a transaction through a follower (forwarded): compares, then one revision of writes
     txn = {

@@ -39,6 +39,9 @@ class FakeNode:
     errors: list[Frame] = field(default_factory=list)
     sessions: dict[tuple[bytes, int], Frame] = field(default_factory=dict)
     corrupt_chunk: int | None = None
+    leases: dict[int, int] = field(default_factory=dict)
+    """lease id -> ttl ms (granted ids are 100, 101, ...)."""
+    attached: dict[bytes, int] = field(default_factory=dict)
 
     async def dispatch(self, frame: Frame) -> Frame:
         decode_request(frame)  # every frame the API sends is a valid request
@@ -58,8 +61,16 @@ class FakeNode:
         t, k = f["t"], f.get("k", b"")
         rev = len(self.frames)  # a revision per request that reached the node
         if t == "put":
+            lease = f.get("lease", 0)
+            if lease and lease not in self.leases:
+                return {"t": "error", "code": "lease_not_found", "msg": "lease not found"}
             self.kv[k] = f["val"]
+            self.attached[k] = lease
             return {"t": "ok", "rev": rev}
+        if t == "lease_grant":
+            lid = f.get("lease") or 100 + len(self.leases)
+            self.leases[lid] = max(f["ttl"], 1000)  # a node's minimum TTL
+            return {"t": "ok", "lease": lid, "ttl": self.leases[lid], "rev": rev}
         if t == "get":
             return {"t": "ok", "val": self.kv.get(k), "rev": rev}
         if t == "delete":

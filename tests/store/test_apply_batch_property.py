@@ -1,4 +1,4 @@
-"""Property test of the apply path: a random program of kv commands applied to the LMDB store
+"""Property test of the apply path: a random program of kv and lease commands applied to the LMDB store
 in random batches (the store holds a batch's kv writes back and writes them in key order)
 gives the same results, records, scans and state hash (with its checkpoints) as the
 in-memory twin applying one entry at a time."""
@@ -12,7 +12,17 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rkv.codec import Cas, Command, Delete, Put, Request, encode_request
+from rkv.codec import (
+    Cas,
+    Command,
+    Delete,
+    LeaseGrant,
+    LeaseRevoke,
+    Put,
+    PutLease,
+    Request,
+    encode_request,
+)
 from rkv.raft.types import Entry
 
 from .harness import Harness, Store
@@ -24,6 +34,9 @@ commands = st.one_of(
     st.builds(Put, keys, values),
     st.builds(Delete, keys),
     st.builds(Cas, keys, st.none() | values, values),
+    st.builds(LeaseGrant, st.integers(1, 3), st.integers(1, 10_000)),
+    st.builds(PutLease, keys, values, st.integers(1, 3)),
+    st.builds(LeaseRevoke, st.integers(1, 3)),  # deletes its keys, held back in the batch
 )
 # each command with the batch it ends (True: the LMDB store commits the batch after it)
 programs = st.lists(st.tuples(commands, st.booleans()), min_size=1, max_size=80)
@@ -32,9 +45,9 @@ programs = st.lists(st.tuples(commands, st.booleans()), min_size=1, max_size=80)
 def state(s: Store) -> list[tuple[bytes, object]]:
     recs = [(k, s.get_record(k)) for k in KEYS]
     return [
-        (k, None if r is None else (r.value, r.create_index, r.mod_index, r.version))
+        (k, None if r is None else (r.value, r.create_index, r.mod_index, r.version, r.lease))
         for k, r in recs
-    ]
+    ] + [(b"lease %d" % x.id, x) for x in s.leases()]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
