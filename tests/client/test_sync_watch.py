@@ -129,6 +129,11 @@ def test_sync_watch_raises_compacted_and_bad_arguments(one_node: Cluster) -> Non
         for i in range(60):  # ~100+ bytes each past a 4,000-byte window
             c.put(f"c/{i}", "v" * 20)
         assert c.get("c/59") == b"v" * 20
+        # the hub is fed after the turn that answered the get: wait until it dropped rev 1
+        hub = one_node.node.watch
+        deadline = time.monotonic() + 10
+        while hub.first <= 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
         with pytest.raises(Compacted) as exc:
             next(iter(c.watch("c/", start_revision=1)))
         assert exc.value.first_revision > 1
