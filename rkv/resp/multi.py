@@ -153,10 +153,24 @@ async def cmd_watch(ctx: Context, args: list[bytes]) -> Reply:
             f"ERR rkv watches at most {MAX_COMPARES} keys per connection (one txn's compares)"
         )
     if keys:
-        r = await txn(ctx, (), tuple(OpGet(k) for k in keys))
-        for k, got in zip(keys, r.results, strict=True):
-            s.watched[k] = got.mod_revision if isinstance(got, KeyValue) else 0
+        try:
+            s.watched.update(await _mod_revisions(ctx, keys))
+        except CommandError as e:
+            if "would return more than" not in e.text or len(keys) == 1:
+                raise
+            # the values are too big for one txn's answer: one key at a time
+            for k in keys:
+                s.watched.update(await _mod_revisions(ctx, [k]))
     return OK
+
+
+async def _mod_revisions(ctx: Context, keys: list[bytes]) -> dict[bytes, int]:
+    """Each key's mod revision (absent: 0), read by one txn of gets (linearizable)."""
+    r = await txn(ctx, (), tuple(OpGet(k) for k in keys))
+    return {
+        k: got.mod_revision if isinstance(got, KeyValue) else 0
+        for k, got in zip(keys, r.results, strict=True)
+    }
 
 
 async def cmd_exec(ctx: Context, args: list[bytes]) -> Reply:

@@ -263,6 +263,16 @@ async def test_watch_is_bounded_and_reads_through_the_log() -> None:
     assert await run(c, "WATCH", *[f"j{i}" for i in range(128)]) == OK
 
 
+async def test_watch_of_values_too_big_for_one_answer_reads_them_one_by_one() -> None:
+    big = b"x" * (9 << 20)
+    conns, backend = connections(a=big, b=big)
+    assert await run(conns[0], "WATCH", "a", "b") == OK
+    assert [f["t"] for f in backend.requests] == ["txn", "txn", "txn"]
+    await run(conns[1], "SET", "b", "small")
+    await run(conns[0], "MULTI")
+    assert await run(conns[0], "EXEC") == NULL_ARRAY
+
+
 @pytest.mark.parametrize(("proto", "wire"), [(2, b"*-1\r\n"), (3, b"_\r\n")])
 def test_the_null_array_on_the_wire(proto: int, wire: bytes) -> None:
     assert encode(NULL_ARRAY, proto) == wire
