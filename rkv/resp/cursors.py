@@ -18,11 +18,9 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class Position:
-    """Where a scan stands: the last key it returned, and how many keys of the scanned
-    prefix came up to it (a hint for the next read's size)."""
+    """Where a scan stands: the last key it returned."""
 
     last: bytes
-    examined: int
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rkv.resp import Session, Settings, execute
+from rkv.resp import Session, Settings, execute, keyscan
 from rkv.resp.context import Context
 from rkv.resp.cursors import Position, ScanCursors
 from rkv.resp.wire import Err
@@ -112,31 +112,52 @@ async def test_a_retried_page_gives_the_same_keys_on_any_connection() -> None:
     assert len({page[0], again[0], elsewhere[0]}) == 3  # each page a new cursor
 
 
-async def test_the_bound_is_an_error_never_a_short_answer() -> None:
-    keys = [b"k%05d" % i for i in range(10_005)]
-    ctx, _ = make(keys)
+async def test_pages_read_the_cursors_neighbourhood_so_scans_go_past_10000_keys() -> None:
+    keys = [b"k%05d" % i for i in range(12_000)]
+    ctx, backend = make(keys)
+    got, _ = await scan_all(ctx, "COUNT", "1000")
+    assert got == keys
+    cursor, _ = await run(ctx, "SCAN", "0", "COUNT", "10")
+    before = len(backend.requests)
+    await run(ctx, "SCAN", cursor, "COUNT", "10")
+    # the cursor's neighbourhood, not the whole keyspace
+    assert [f["p"] for f in backend.requests[before:]] == [b"k0000", b"k000"]
+
+
+async def test_past_a_prefix_with_10000_keys_before_the_cursor_by_sibling_prefixes() -> None:
+    keys = [b"a%05d" % i for i in range(10_005)]
+    ctx, _ = make([*keys, b"a09999x", b"b"])
+    got, _ = await scan_all(ctx, "COUNT", "2000")
+    assert got == sorted([*keys, b"a09999x", b"b"])
+
+
+async def test_the_bound_is_an_error_never_a_short_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keyscan, "MAX_SCAN_LIMIT", 50)
+    monkeypatch.setattr(keyscan, "MAX_SIBLING_READS", 2)
+    keys = [b"a%03d" % i for i in range(100)]
+    ctx, _ = make([*keys, b"z"])
     cursor, got = b"0", []
     while True:
-        reply = await run(ctx, "SCAN", cursor, "COUNT", "2000")
+        reply = await run(ctx, "SCAN", cursor, "COUNT", "7")
         if isinstance(reply, Err):
-            assert "more than 10000 keys start with b''" in reply.text
+            assert "more than 50 keys start with b''" in reply.text
             break
         cursor, page = reply
         got += page
         assert cursor != b"0", "the scan must not end before the keys past the bound"
-    assert got == keys[: len(got)] and len(got) >= 9_999
-    got, _ = await scan_all(ctx, "MATCH", "k0000*", "COUNT", "3")  # a longer literal prefix
-    assert got == keys[:10]
+    assert got == keys[: len(got)] and len(got) >= 49
+    got, _ = await scan_all(ctx, "MATCH", "a05*", "COUNT", "3")  # a longer literal prefix
+    assert got == keys[50:60]
 
 
 def test_the_cursor_table_is_bounded_and_evicts_the_oldest() -> None:
     t = ScanCursors(most=4, per_conn=2)
-    a1, a2 = t.issue(1, Position(b"a1", 1)), t.issue(1, Position(b"a2", 2))
-    a3 = t.issue(1, Position(b"a3", 3))  # connection 1's oldest goes
-    assert t.get(a1) is None and t.get(a2) == Position(b"a2", 2) and len(t) == 2
-    b1, b2 = t.issue(2, Position(b"b1", 1)), t.issue(2, Position(b"b2", 1))
+    a1, a2 = t.issue(1, Position(b"a1")), t.issue(1, Position(b"a2"))
+    a3 = t.issue(1, Position(b"a3"))  # connection 1's oldest goes
+    assert t.get(a1) is None and t.get(a2) == Position(b"a2") and len(t) == 2
+    b1, b2 = t.issue(2, Position(b"b1")), t.issue(2, Position(b"b2"))
     assert t.get(a2) is not None  # used: now the most recent
-    t.issue(3, Position(b"c1", 1))  # the table is full: the least recently used goes
+    t.issue(3, Position(b"c1"))  # the table is full: the least recently used goes
     assert t.get(a3) is None and all(t.get(c) is not None for c in (a2, b1, b2))
     assert 0 not in t._table and len(t) == 4
 
@@ -170,3 +191,17 @@ async def test_every_key_present_throughout_is_returned(
         step += 3
     assert stable <= set(got)
     assert got == sorted(set(got))  # in key order, each once
+
+
+@pytest.mark.parametrize("most", [10_000, 50])
+async def test_a_page_after_a_crowded_prefix_starts_right_after_the_cursor(
+    monkeypatch: pytest.MonkeyPatch, most: int
+) -> None:
+    monkeypatch.setattr(keyscan, "MAX_SCAN_LIMIT", most)
+    keys = [b"a%03d" % i for i in range(100)] + [b"a049x", b"b"]
+    ctx, _ = make(keys)
+    cursor = ctx.session.settings.cursors.issue(1, Position(b"a049"))
+    reply = await run(ctx, "SCAN", str(cursor), "COUNT", "3")
+    assert reply[1] == [b"a049x", b"a050", b"a051"] and reply[0] != b"0"
+    cursor = ctx.session.settings.cursors.issue(1, Position(b"a098"))
+    assert (await run(ctx, "SCAN", str(cursor), "COUNT", "3"))[1:] == [[b"a099", b"b"]]
