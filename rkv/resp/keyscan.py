@@ -8,9 +8,10 @@ returned (exactly once, unless a client retries a page). COUNT is the number of 
 examined per page, as Redis' hint (with MATCH a page may hold fewer, even none). The node's
 scan starts at a prefix and has no start key, so a page reads under prefixes of its
 cursor's key, narrowest first (`_keys_after`): the keys near the cursor, not the whole
-prefix from its start. KEYS reads at most MAX_SCAN_LIMIT (10,000) keys under the pattern's
-literal prefix, SCAN at most that many before its cursor under the narrowest prefix it
-needs; past that both reply with an error, never a silently short answer.
+prefix from its start; past a prefix with MAX_SCAN_LIMIT (10,000) keys before the cursor
+it reads the sibling prefixes instead (at most MAX_SIBLING_READS a page, then an error).
+KEYS reads at most MAX_SCAN_LIMIT keys under the pattern's literal prefix and replies with
+an error past that. Never a silently short answer.
 
 Owns: these two handlers. Must not: name the commands (rkv.resp.table), read or write
 sockets or parse bytes.
