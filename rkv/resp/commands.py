@@ -25,7 +25,6 @@ from rkv.resp.context import (
     cas,
     delete,
     get_value,
-    scan_keys,
     syntax_error,
     wrong_arity,
 )
@@ -285,32 +284,3 @@ async def cmd_type(ctx: Context, args: list[bytes]) -> Reply:
 async def cmd_strlen(ctx: Context, args: list[bytes]) -> Reply:
     v = await get_value(ctx, _key_ok(args[1]))
     return 0 if v is None else len(v)
-
-
-async def cmd_keys(ctx: Context, args: list[bytes]) -> Reply:
-    return await scan_keys(ctx, args[1], "keys")
-
-
-async def cmd_scan(ctx: Context, args: list[bytes]) -> Reply:
-    # The whole answer in one reply, cursor 0 (Redis allows any number of keys per call).
-    cursor = args[1]
-    if not cursor.isdigit():
-        raise CommandError("ERR invalid cursor")
-    pattern = b"*"
-    i = 2
-    while i < len(args):
-        opt = args[i].upper()
-        if opt == b"MATCH" and i + 1 < len(args):
-            pattern = args[i + 1]
-        elif opt == b"COUNT" and i + 1 < len(args):
-            if _int(args[i + 1]) < 1:
-                raise syntax_error()
-        elif opt == b"TYPE" and i + 1 < len(args):
-            if args[i + 1].lower() != b"string":
-                return [b"0", []]
-        else:
-            raise syntax_error()
-        i += 2
-    if int(cursor) != 0:
-        return [b"0", []]
-    return [b"0", await scan_keys(ctx, pattern, "scan")]

@@ -3,7 +3,7 @@ the command's `Context`, Redis' error texts, and calling the node (each data com
 rkv.protocol request, retried with its session while the node says "try again").
 
 Owns: the per-connection state (protocol version, authentication, name, the client session
-id and sequence number for exactly-once writes) and the way a command reaches the node
+id and sequence number for exactly-once writes, the MULTI queue and the WATCHed revisions) and the way a command reaches the node
 (`Backend.request`: the same dispatcher and handlers as a native client's request, so a
 follower forwards writes to the leader, reads are linearizable through the read barrier and
 errors map the same way). Must not: name commands (rkv.resp.table), read or write sockets
@@ -13,7 +13,7 @@ errors map the same way). Must not: name commands (rkv.resp.table), read or writ
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -22,18 +22,16 @@ import trio
 from rkv.codec import MAX_KEY_LEN
 from rkv.errors import RkvError
 from rkv.protocol import (
-    MAX_SCAN_LIMIT,
     CasRequest,
     DeleteRequest,
     GetRequest,
     PutRequest,
-    ScanRequest,
     TxnReply,
     TxnRequest,
 )
-from rkv.resp import glob
+from rkv.resp.cursors import ScanCursors
 from rkv.resp.wire import Err, Reply
-from rkv.txn import Compare, Op, TxnResult
+from rkv.txn import Compare, Op, OpResult, TxnResult
 
 Frame = dict[str, Any]
 
@@ -67,6 +65,28 @@ class Settings:
     leadership, a timeout) before it replies with an error."""
     node_id: str = ""
     port: int = 0
+    cursors: ScanCursors = field(default_factory=ScanCursors)
+    """SCAN's cursors, shared by the server's connections (a pooled client may continue a
+    scan on another connection)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A command as txn ops (rkv.resp.plans): `ops` run in order inside one txn, `reply`
+    turns their results (one per op) into the command's reply."""
+
+    ops: tuple[Op, ...]
+    reply: Callable[[Sequence[OpResult]], Reply]
+
+
+@dataclass(slots=True)
+class Multi:
+    """A connection's MULTI: the commands queued so far (their plans), the keys they write,
+    and whether one was refused (EXEC then replies EXECABORT)."""
+
+    queued: list[Plan] = field(default_factory=list)
+    written: set[bytes] = field(default_factory=set)
+    failed: bool = False
 
 
 @dataclass(slots=True)
@@ -85,6 +105,10 @@ class Session:
     seq: int = 0
     closing: bool = False
     """QUIT: close once the reply is sent."""
+    multi: Multi | None = None
+    """Between MULTI and EXEC/DISCARD: the queue."""
+    watched: dict[bytes, int] = field(default_factory=dict)
+    """WATCH: each watched key's mod revision when it was watched (absent: 0)."""
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -231,24 +255,6 @@ async def txn(
     cid, seq = _write_session(ctx)
     reply = await call(ctx, lambda: TxnRequest(compares, success, failure, cid, seq).to_frame())
     return TxnReply.from_frame(reply).result()
-
-
-async def scan_keys(ctx: Context, pattern: bytes, what: str) -> list[bytes]:
-    """Every key matching `pattern`, read by one linearizable scan of its literal prefix;
-    an error if more than MAX_SCAN_LIMIT keys have that prefix (the node's scan has no
-    resume point yet, and a silently short answer would be wrong)."""
-    prefix = glob.literal_prefix(pattern)[:MAX_KEY_LEN]
-    reply = await call(ctx, lambda: ScanRequest(prefix, MAX_SCAN_LIMIT).to_frame())
-    items = reply.get("items") or []
-    if len(items) >= MAX_SCAN_LIMIT:
-        raise CommandError(
-            f"ERR rkv {what}: more than {MAX_SCAN_LIMIT} keys start with {prefix!r}; rkv's scan "
-            "cannot resume yet: use a pattern with a longer literal prefix"
-        )
-    keys = [k for k, _ in items]
-    if pattern == b"*" or pattern == prefix + b"*":
-        return keys
-    return [k for k in keys if glob.match(pattern, k)]
 
 
 def _key_ok(key: bytes) -> bytes:

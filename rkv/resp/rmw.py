@@ -3,9 +3,11 @@ is one rkv transaction (rkv.txn), applied atomically in the state machine at one
 exactly once (the connection's session), never a read-then-write from here.
 
 INCR/DECR/INCRBY/DECRBY (an incr op), INCRBYFLOAT (incr_float: decimal arithmetic, printed as
-Redis prints it), APPEND, GETDEL (get + delete), GETSET (get + put), SET with NX / XX / GET
-(compares on the key's version, a get before the put), MSET (puts), MSETNX (every key absent,
-then puts). A txn holds at most 128 writes, so MSET and MSETNX take at most 128 keys.
+Redis prints it), APPEND, GETDEL (get + delete), GETSET (get + put), MSET (puts): each its
+plan (rkv.resp.plans) run as a txn of its own. SET with NX / XX / GET (compares on the key's
+version, a get before the put), MSETNX (every key absent, then puts): conditions, so not
+plans (they cannot be queued in MULTI). A txn holds at most 128 writes, so MSET and MSETNX
+take at most 128 keys.
 
 Owns: these handlers. Must not: name the commands (rkv.resp.table), read or write sockets,
 or decide what an op does (rkv.store.txn_apply does, on every replica).
@@ -13,123 +15,41 @@ or decide what an op does (rkv.store.txn_apply does, on every replica).
 
 from __future__ import annotations
 
-from rkv.resp.context import (
-    CommandError,
-    Context,
-    _int,
-    _key_ok,
-    cas,
-    put,
-    syntax_error,
-    txn,
-    wrong_arity,
+from rkv.resp.context import Context, _key_ok, cas, put, txn
+from rkv.resp.plans import (
+    alone,
+    pairs,
+    plan_append,
+    plan_decr,
+    plan_decrby,
+    plan_getdel,
+    plan_getset,
+    plan_incr,
+    plan_incrby,
+    plan_incrbyfloat,
+    plan_mset,
+    set_options,
+    value_of,
 )
 from rkv.resp.wire import OK, Reply
-from rkv.txn import (
-    INT64_MAX,
-    INT64_MIN,
-    MAX_OPS,
-    NOT_A_FLOAT,
-    Compare,
-    KeyValue,
-    Op,
-    OpAppend,
-    OpDelete,
-    OpGet,
-    OpIncr,
-    OpIncrFloat,
-    OpPut,
-    parse_decimal,
-)
+from rkv.txn import Compare, Op, OpGet, OpPut
 
-
-def _value(r: object) -> bytes | None:
-    return r.value if isinstance(r, KeyValue) else None
-
-
-def _scalar(r: object) -> int | bytes:
-    """An incr's, incr_float's or append's result (an int, or bytes)."""
-    assert type(r) is int or type(r) is bytes, r
-    return r
-
-
-async def _incr(ctx: Context, key: bytes, delta: int) -> Reply:
-    r = await txn(ctx, (), (OpIncr(key, delta),))
-    return _scalar(r.results[0])
-
-
-async def cmd_incr(ctx: Context, args: list[bytes]) -> Reply:
-    return await _incr(ctx, _key_ok(args[1]), 1)
-
-
-async def cmd_decr(ctx: Context, args: list[bytes]) -> Reply:
-    return await _incr(ctx, _key_ok(args[1]), -1)
-
-
-async def cmd_incrby(ctx: Context, args: list[bytes]) -> Reply:
-    key, n = _key_ok(args[1]), _int(args[2])
-    if not INT64_MIN <= n <= INT64_MAX:
-        raise CommandError("ERR value is not an integer or out of range")
-    return await _incr(ctx, key, n)
-
-
-async def cmd_decrby(ctx: Context, args: list[bytes]) -> Reply:
-    key, n = _key_ok(args[1]), _int(args[2])
-    if not INT64_MIN <= n <= INT64_MAX:
-        raise CommandError("ERR value is not an integer or out of range")
-    if n == INT64_MIN:
-        raise CommandError("ERR decrement would overflow")
-    return await _incr(ctx, key, -n)
-
-
-async def cmd_incrbyfloat(ctx: Context, args: list[bytes]) -> Reply:
-    key = _key_ok(args[1])
-    if parse_decimal(args[2]) is None:
-        raise CommandError(f"ERR {NOT_A_FLOAT}")
-    r = await txn(ctx, (), (OpIncrFloat(key, args[2]),))
-    return _scalar(r.results[0])
-
-
-async def cmd_append(ctx: Context, args: list[bytes]) -> Reply:
-    r = await txn(ctx, (), (OpAppend(_key_ok(args[1]), args[2]),))
-    return _scalar(r.results[0])
-
-
-async def cmd_getdel(ctx: Context, args: list[bytes]) -> Reply:
-    key = _key_ok(args[1])
-    r = await txn(ctx, (), (OpGet(key), OpDelete(key)))
-    return _value(r.results[0])
-
-
-async def cmd_getset(ctx: Context, args: list[bytes]) -> Reply:
-    key = _key_ok(args[1])
-    r = await txn(ctx, (), (OpGet(key), OpPut(key, args[2])))
-    return _value(r.results[0])
-
-
-_TTL_OPTIONS = (b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL")
+cmd_incr = alone(plan_incr)
+cmd_decr = alone(plan_decr)
+cmd_incrby = alone(plan_incrby)
+cmd_decrby = alone(plan_decrby)
+cmd_incrbyfloat = alone(plan_incrbyfloat)
+cmd_append = alone(plan_append)
+cmd_getdel = alone(plan_getdel)
+cmd_getset = alone(plan_getset)
+cmd_mset = alone(plan_mset)
 
 
 async def cmd_set(ctx: Context, args: list[bytes]) -> Reply:
     """SET key value [NX | XX] [GET]: a put; with NX, XX or GET a txn (compare the key's
     version, get the old value before the put). TTL options are refused (no TTLs yet)."""
     key, value = _key_ok(args[1]), args[2]
-    nx = xx = get = False
-    for opt in args[3:]:
-        o = opt.upper()
-        if o == b"NX" and not xx:
-            nx = True
-        elif o == b"XX" and not nx:
-            xx = True
-        elif o == b"GET":
-            get = True
-        elif o in _TTL_OPTIONS:
-            raise CommandError(
-                f"ERR rkv does not support 'set' with {o.decode()} yet: it needs TTLs decided "
-                "through the log"
-            )
-        else:
-            raise syntax_error()
+    nx, xx, get = set_options(args)
     if not (xx or get):
         if nx:
             return OK if await cas(ctx, key, None, value) else None
@@ -141,29 +61,12 @@ async def cmd_set(ctx: Context, args: list[bytes]) -> Reply:
     read: tuple[Op, ...] = (OpGet(key),) if get else ()
     r = await txn(ctx, compares, (*read, OpPut(key, value)), read)
     if get:
-        return _value(r.results[0])
+        return value_of(r.results[0])
     return OK if r.succeeded else None
 
 
-def _pairs(args: list[bytes], name: str) -> dict[bytes, bytes]:
-    if len(args) < 3 or len(args) % 2 != 1:
-        raise wrong_arity(name)
-    pairs: dict[bytes, bytes] = {}
-    for i in range(1, len(args), 2):
-        pairs[_key_ok(args[i])] = args[i + 1]  # a key given twice: the last value, as Redis
-    if len(pairs) > MAX_OPS:
-        raise CommandError(f"ERR rkv {name}: at most {MAX_OPS} keys in one call (one txn)")
-    return pairs
-
-
-async def cmd_mset(ctx: Context, args: list[bytes]) -> Reply:
-    pairs = _pairs(args, "mset")
-    await txn(ctx, (), tuple(OpPut(k, v) for k, v in pairs.items()))
-    return OK
-
-
 async def cmd_msetnx(ctx: Context, args: list[bytes]) -> Reply:
-    pairs = _pairs(args, "msetnx")
-    absent = tuple(Compare(k, "version", "==", 0) for k in pairs)
-    r = await txn(ctx, absent, tuple(OpPut(k, v) for k, v in pairs.items()))
+    kv = pairs(args, "msetnx")
+    absent = tuple(Compare(k, "version", "==", 0) for k in kv)
+    r = await txn(ctx, absent, tuple(OpPut(k, v) for k, v in kv.items()))
     return 1 if r.succeeded else 0

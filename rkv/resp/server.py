@@ -36,7 +36,9 @@ from rkv.resp.context import (
     unknown_command,
     wrong_arity,
 )
-from rkv.resp.table import COMMANDS, NO_AUTH, UNSUPPORTED, unsupported
+from rkv.resp.multi import IMMEDIATE, queue
+from rkv.resp.refused import UNSUPPORTED, unsupported
+from rkv.resp.table import COMMANDS, NO_AUTH
 from rkv.resp.wire import Err, Reply, RequestParser, RespProtocolError, encode
 
 log = logging.getLogger("rkv.resp")
@@ -74,16 +76,21 @@ class RespStats:
 
 
 async def execute(ctx: Context, args: list[bytes]) -> Reply:
-    """The reply to one command."""
+    """The reply to one command (inside MULTI: its place in the queue, rkv.resp.multi)."""
     name = args[0].decode("latin-1").lower()
     s = ctx.session
     if s.settings.token is not None and not s.authed and name not in NO_AUTH:
         return Err("NOAUTH Authentication required.")
     cmd = COMMANDS.get(name)
+    err: Err | None = None
     if cmd is None:
-        return unsupported(name) if name in UNSUPPORTED else unknown_command(args)
-    if (cmd.arity > 0 and len(args) != cmd.arity) or len(args) < -cmd.arity:
-        return Err(wrong_arity(name).text)
+        err = unsupported(name) if name in UNSUPPORTED else unknown_command(args)
+    elif (cmd.arity > 0 and len(args) != cmd.arity) or len(args) < -cmd.arity:
+        err = Err(wrong_arity(name).text)
+    if s.multi is not None and name not in IMMEDIATE:
+        return queue(ctx, s.multi, name, args, err)
+    if err is not None or cmd is None:
+        return err
     try:
         return await cmd.handler(ctx, args)
     except CommandError as e:

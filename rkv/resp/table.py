@@ -1,8 +1,8 @@
-"""The RESP command table: each command's name, arity, flags and handler (rkv.resp.commands),
-`COMMAND` (which describes the table), and the commands rkv refuses because they need what the
-state machine does not offer yet (TTLs, MULTI/EXEC, scripts, a few string commands).
+"""The RESP command table: each command's name, arity, flags and handler (rkv.resp.commands,
+rmw, keyscan, multi), and `COMMAND` (which describes the table). The commands rkv refuses
+are rkv.resp.refused's.
 
-Owns: the table and the refusals. Must not: read or write sockets (rkv.resp.server) or parse
+Owns: the table. Must not: read or write sockets (rkv.resp.server) or parse
 bytes (rkv.resp.wire).
 """
 
@@ -19,11 +19,9 @@ from rkv.resp.commands import (
     cmd_get,
     cmd_hello,
     cmd_info,
-    cmd_keys,
     cmd_mget,
     cmd_ping,
     cmd_quit,
-    cmd_scan,
     cmd_select,
     cmd_setnx,
     cmd_strlen,
@@ -36,6 +34,8 @@ from rkv.resp.context import (
     Handler,
     _arg_text,
 )
+from rkv.resp.keyscan import cmd_keys, cmd_scan
+from rkv.resp.multi import cmd_discard, cmd_exec, cmd_multi, cmd_unwatch, cmd_watch
 from rkv.resp.rmw import (
     cmd_append,
     cmd_decr,
@@ -49,7 +49,7 @@ from rkv.resp.rmw import (
     cmd_msetnx,
     cmd_set,
 )
-from rkv.resp.wire import Err, Reply, RSet, Simple
+from rkv.resp.wire import Reply, RSet, Simple
 
 
 async def cmd_command(ctx: Context, args: list[bytes]) -> Reply:
@@ -87,46 +87,6 @@ def _command_info(c: Command) -> Reply:
         [],
         [],
     ]
-
-
-# -- not supported yet ------------------------------------------------------------------------
-
-RMW = "it needs an atomic read-modify-write in the state machine"
-TTL = "it needs TTLs decided through the log (leases)"
-TXN = "it needs transactions in the state machine"
-LUA = "it needs scripts run deterministically inside the state machine"
-
-UNSUPPORTED: dict[str, str] = {
-    **dict.fromkeys(
-        ["getex", "setrange", "getrange", "psetex", "setex"],
-        RMW,
-    ),
-    **dict.fromkeys(
-        [
-            "expire",
-            "pexpire",
-            "expireat",
-            "pexpireat",
-            "ttl",
-            "pttl",
-            "persist",
-            "expiretime",
-            "pexpiretime",
-        ],
-        TTL,
-    ),
-    **dict.fromkeys(["multi", "exec", "discard", "watch", "unwatch"], TXN),
-    **dict.fromkeys(
-        ["eval", "evalsha", "eval_ro", "evalsha_ro", "script", "fcall", "function"], LUA
-    ),
-}
-UNSUPPORTED["setex"] = UNSUPPORTED["psetex"] = UNSUPPORTED["getex"] = TTL
-UNSUPPORTED["getrange"] = "it is not implemented yet"
-UNSUPPORTED["setrange"] = "it needs a setrange op in the state machine's transactions"
-
-
-def unsupported(name: str) -> Err:
-    return Err(f"ERR rkv does not support '{name}' yet: {UNSUPPORTED[name]}")
 
 
 # -- the table --------------------------------------------------------------------------------
@@ -426,7 +386,52 @@ COMMANDS: dict[str, Command] = {
             _NOKEY,
             cmd_scan,
             "generic",
-            "Iterates over the key names (one call).",
+            "Iterates over the key names in key order (real cursors).",
+        ),
+        _c(
+            "multi",
+            1,
+            "noscript loading stale fast",
+            _NOKEY,
+            cmd_multi,
+            "transactions",
+            "Starts a transaction (EXEC runs it as one rkv txn).",
+        ),
+        _c(
+            "exec",
+            1,
+            "noscript loading stale",
+            _NOKEY,
+            cmd_exec,
+            "transactions",
+            "Executes the queued commands as one rkv txn.",
+        ),
+        _c(
+            "discard",
+            1,
+            "noscript loading stale fast",
+            _NOKEY,
+            cmd_discard,
+            "transactions",
+            "Discards a transaction.",
+        ),
+        _c(
+            "watch",
+            -2,
+            "noscript loading stale fast",
+            (1, -1, 1),
+            cmd_watch,
+            "transactions",
+            "Watches keys' mod revisions for EXEC.",
+        ),
+        _c(
+            "unwatch",
+            1,
+            "noscript loading stale fast",
+            _NOKEY,
+            cmd_unwatch,
+            "transactions",
+            "Forgets the watched keys.",
         ),
     )
 }

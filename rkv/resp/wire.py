@@ -14,8 +14,9 @@ typed into nc or telnet) are split here, as Redis does (quotes are honoured).
 
 Replies are plain Python values (see `encode`): bytes -> bulk string, str -> bulk string
 (UTF-8), int -> integer, None -> null, list/tuple -> array, dict -> map, bool -> boolean,
-float -> double, `Simple` -> simple string, `Err` -> error, `RSet` -> set. In RESP2 a map is
-a flat array, a set an array, a boolean an integer, a double a bulk string and null `$-1`.
+float -> double, `Simple` -> simple string, `Err` -> error, `RSet` -> set, `NULL_ARRAY` ->
+null array. In RESP2 a map is a flat array, a set an array, a boolean an integer, a double a
+bulk string, null `$-1` and the null array `*-1`.
 """
 
 from __future__ import annotations
@@ -63,10 +64,18 @@ class RSet:
 
 
 Reply: TypeAlias = (
-    "bytes | str | int | float | bool | Simple | Err | RSet | Sequence[Reply] | "
+    "bytes | str | int | float | bool | Simple | Err | RSet | NullArray | Sequence[Reply] | "
     "dict[Reply, Reply] | None"
 )
 """A reply value: a list or tuple is an array (any sequence but bytes and str)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NullArray:
+    """The null array (`*-1` in RESP2, null in RESP3): an EXEC whose WATCH failed."""
+
+
+NULL_ARRAY = NullArray()
 
 OK = Simple("OK")
 
@@ -310,6 +319,8 @@ def _enc(v: Reply, proto: int, out: list[bytes]) -> None:
         out.append(b"$%d\r\n%s\r\n" % (len(b), b))
     elif v is None:
         out.append(b"_\r\n" if proto == 3 else b"$-1\r\n")
+    elif isinstance(v, NullArray):
+        out.append(b"_\r\n" if proto == 3 else b"*-1\r\n")
     elif isinstance(v, bool):
         if proto == 3:
             out.append(b"#t\r\n" if v else b"#f\r\n")

@@ -1,6 +1,7 @@
 """A fake node for the RESP room: a dict store answering the client requests the RESP
-commands build (get, put, cas, delete, scan; txn with the state machine's own code), with the exactly-once session rule, and a
-status. Answers can be scripted to fail first (`fail_next`)."""
+commands build (get, put, cas, delete, scan; txn with the state machine's own code), with
+the exactly-once session rule, each key's mod revision (the request's number: WATCH sees
+writes), and a status. Answers can be scripted to fail first (`fail_next`)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,32 @@ import trio
 
 from rkv.codec import unpack
 from rkv.protocol import TxnReply, TxnRequest, decode_request
+from rkv.store import Record
 from rkv.store.txn_apply import execute_txn
 from rkv.testing import DictTxn
 from rkv.txn import TxnResult
 
 
+class RevTxn(DictTxn):
+    """DictTxn keeping each key's mod revision (a key the test put in `kv` directly: 1)."""
+
+    def __init__(self, kv: dict[bytes, bytes], mods: dict[bytes, int]) -> None:
+        super().__init__(kv)
+        self.mods = mods
+
+    def get(self, key: bytes) -> Record | None:
+        v = self.kv.get(key)
+        return None if v is None else Record(v, 1, self.mods.get(key, 1), 1)
+
+    def put(self, key: bytes, rec: Record) -> None:
+        super().put(key, rec)
+        self.mods[key] = rec.mod_index
+
+
 class FakeBackend:
     def __init__(self, role: str = "leader") -> None:
         self.kv: dict[bytes, bytes] = {}
+        self.mods: dict[bytes, int] = {}
         self.requests: list[dict[str, Any]] = []
         self.fail_next: list[dict[str, Any]] = []
         self.sessions: dict[bytes, int] = {}
@@ -43,22 +62,25 @@ class FakeBackend:
             return {"t": "ok", "val": self.kv.get(k)}
         if t == "put":
             self.kv[k] = frame["val"]
+            self.mods[k] = len(self.requests)
             return {"t": "ok"}
         if t == "cas":
             if self.kv.get(k) != frame.get("exp"):
                 return {"t": "ok", "swapped": False}
             self.kv[k] = frame["val"]
+            self.mods[k] = len(self.requests)
             return {"t": "ok", "swapped": True}
         if t == "txn":
             req = decode_request(frame)
             assert isinstance(req, TxnRequest)
-            res = execute_txn(DictTxn(self.kv), req.command(), len(self.requests))
+            res = execute_txn(RevTxn(self.kv, self.mods), req.command(), len(self.requests))
             if not res.ok:
                 return {"t": "error", "code": "bad_request", "msg": res.error}
             assert isinstance(res.value, bytes)
             r = TxnResult.from_wire(unpack(res.value))
             return TxnReply(r.succeeded, r.revision, r.results).to_frame()
         if t == "delete":
+            self.mods.pop(k, None)
             return {"t": "ok", "existed": self.kv.pop(k, None) is not None}
         if t == "scan":
             p = frame.get("p", b"")

@@ -5,6 +5,7 @@ retried by the node is applied once), and with the cluster token on."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -173,3 +174,171 @@ async def test_with_the_cluster_token(tmp_path: Path) -> None:
             r.close()
 
         await in_thread(work)
+
+
+def optimistic_increments(r: redis.Redis, key: str, times: int) -> int:
+    """The classic WATCH / GET / MULTI / SET / EXEC loop: redis-py retries on WatchError.
+    How many retries it took."""
+    retries = 0
+    for _ in range(times):
+        with r.pipeline() as p:
+            while True:
+                try:
+                    p.watch(key)
+                    n = int(p.get(key) or 0)
+                    p.multi()
+                    p.set(key, n + 1)
+                    p.execute()
+                    break
+                except redis.WatchError:
+                    retries += 1
+    return retries
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_multi_exec_and_watch_with_redis_py(tmp_path: Path, protocol: int) -> None:
+    """MULTI/EXEC as one txn (pipelines with transaction=True), WATCH's conflicts between
+    threads on a follower and the leader (no increment lost), a lock taken with SET NX and
+    released under WATCH/MULTI, EXECABORT, and an EXEC whose op fails (nothing applied)."""
+    async with running_cluster(local_configs(tmp_path, 3, resp_port=0)) as nodes:
+        leader = await wait_leader(nodes)
+        follower = next(n for n in nodes if n is not leader)
+
+        def work() -> None:
+            r, lr = client(follower, protocol=protocol), client(leader, protocol=protocol)
+            r.set("word", "abc")
+            p = r.pipeline()  # MULTI ... EXEC
+            p.set("a", "1").incr("n").get("a").mget("a", "b").append("s", "xy").getdel("word")
+            p.incrbyfloat("f", "0.5").exists("a", "b").delete("a2", "a3")
+            assert p.execute() == [True, 1, b"1", [b"1", None], 2, b"abc", 0.5, 1, 0]
+            assert lr.get("s") == b"xy" and lr.get("word") is None
+            # an op that fails at EXEC: the whole EXEC fails and nothing is applied
+            r.set("word", "abc")
+            p = r.pipeline()
+            p.set("untouched", "1").incr("word")
+            with pytest.raises(redis.ResponseError, match="EXEC failed, nothing was applied"):
+                p.execute()
+            assert r.get("untouched") is None
+            # an error while queueing: EXECABORT
+            p = r.pipeline()
+            p.set("untouched", "1").setnx("x", "1")
+            with pytest.raises(redis.ResponseError):
+                p.execute()
+            assert r.get("untouched") is None
+            # WATCH: a write by another client makes EXEC reply nil (WatchError)
+            with r.pipeline() as p:
+                p.watch("w")
+                lr.set("w", "changed")
+                p.multi()
+                p.set("w", "mine")
+                with pytest.raises(redis.WatchError):
+                    p.execute()
+            assert r.get("w") == b"changed"
+            # a lock: SET NX, released under WATCH/MULTI only by its holder
+            assert r.set("lock", "token-1", nx=True) is True
+            assert lr.set("lock", "token-2", nx=True) is None
+
+            def release(c: redis.Redis, token: bytes) -> bool:
+                with c.pipeline() as p:
+                    p.watch("lock")
+                    if p.get("lock") != token:
+                        p.unwatch()
+                        return False
+                    p.multi()
+                    p.delete("lock")
+                    return p.execute() == [1]
+
+            assert not release(lr, b"token-2") and r.get("lock") == b"token-1"
+            assert release(r, b"token-1") and lr.get("lock") is None
+            r.close()
+            lr.close()
+
+        await in_thread(work)
+
+        # optimistic increments from threads on two nodes: WATCH catches every conflict
+        def worker(node: Node) -> int:
+            c = client(node, protocol=protocol)
+            try:
+                return optimistic_increments(c, "counter", 15)
+            finally:
+                c.close()
+
+        retries: list[int] = []
+
+        async def one(node: Node) -> None:
+            retries.append(await in_thread(lambda: worker(node)))
+
+        async with trio.open_nursery() as nursery:
+            for node in (leader, follower, follower, leader):
+                nursery.start_soon(one, node)
+        assert leader.store.get(b"counter") == b"60"  # no increment lost
+
+
+async def test_scan_pages_and_multi_with_redis_cli(tmp_path: Path) -> None:
+    """redis-cli (a client nobody here wrote): --scan pages through 300 keys (COUNT 10)
+    while another client writes and deletes other keys; a MULTI/EXEC session on its stdin."""
+    async with running_cluster(local_configs(tmp_path, 3, resp_port=0)) as nodes:
+        leader = await wait_leader(nodes)
+        follower = next(n for n in nodes if n is not leader)
+        port = str(follower.resp_port)
+        keys = {f"user:{i:04d}" for i in range(300)}
+
+        def load() -> None:
+            c = client(leader)
+            for i in range(0, 300, 100):
+                c.mset({k: "v" for k in sorted(keys)[i : i + 100]})
+            c.close()
+
+        await in_thread(load)
+        stop = trio.Event()
+
+        def churn() -> None:
+            c = client(leader)
+            i = 0
+            while not stop.is_set():
+                c.set(f"user:{i % 300:04d}x", "new")
+                c.delete(f"user:{(i + 150) % 300:04d}x")
+                i += 1
+            c.close()
+
+        def cli(*args: str, stdin: str | None = None) -> str:
+            r = subprocess.run(
+                ["redis-cli", "-p", port, *args],
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert r.returncode == 0, r.stderr
+            return r.stdout
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(in_thread, churn)
+            try:
+                scanned = await in_thread(lambda: cli("--scan", "--pattern", "user:*"))
+            finally:
+                stop.set()  # the thread cannot be cancelled: it must end by itself
+        got = scanned.split()
+        assert keys <= set(got)  # every key present for the whole scan
+        assert len(got) == len(set(got))
+        out = await in_thread(
+            lambda: cli(stdin="MULTI\nSET a 1\nINCR n\nGET a\nMGET a nope\nEXEC\nGET n\n")
+        )
+        assert out.split("\n") == [
+            "OK",
+            "QUEUED",
+            "QUEUED",
+            "QUEUED",
+            "QUEUED",
+            "OK",
+            "1",
+            "1",
+            "1",
+            "",
+            "1",
+            "",
+        ]
+        out = await in_thread(lambda: cli(stdin="MULTI\nSETNX b 1\nEXEC\nEXISTS b\n"))
+        assert "ERR rkv cannot queue 'setnx'" in out
+        assert "EXECABORT Transaction discarded because of previous errors." in out
+        assert out.rstrip().endswith("0")
