@@ -1,0 +1,226 @@
+"""rkv.Lock on an in-process 3-node cluster (rkv.testing), through the public client:
+mutual exclusion under contention (no lost update, strictly increasing fencing tokens), a
+holder whose lease is revoked behind its back is cancelled with LockLost, waiters acquire in
+the order they queued, a waiter cancelled or timed out leaves no key, and a store that
+refuses stale fencing tokens refuses a paused holder's late write."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import trio
+
+import rkv
+from rkv.testing import local_configs, running_cluster, wait_leader
+
+TTL = 2.0
+
+
+@asynccontextmanager
+async def cluster(tmp_path: Path, clients: int = 1) -> AsyncIterator[list[rkv.Client]]:
+    async with running_cluster(local_configs(tmp_path, 3)) as nodes:
+        await wait_leader(nodes)
+        addrs = [n.cfg.advertise for n in nodes]
+        async with AsyncExitStack() as stack:
+            yield [
+                await stack.enter_async_context(rkv.connect(addrs, timeout=10))
+                for _ in range(clients)
+            ]
+
+
+async def keys_of(db: rkv.Client, name: str) -> list[bytes]:
+    return [k for k, _ in await db.scan(name + "/")]
+
+
+async def wait_keys(db: rkv.Client, name: str, n: int) -> None:
+    with trio.fail_after(10):
+        while len(await keys_of(db, name)) != n:
+            await trio.sleep(0.02)
+
+
+async def test_mutual_exclusion_and_increasing_tokens(tmp_path: Path) -> None:
+    """5 tasks on 3 clients, 4 rounds each: a read, a pause and a write of a counter under
+    the lock never lose an update; no two bodies overlap; tokens strictly increase."""
+    async with cluster(tmp_path, 3) as dbs:
+        await dbs[0].put("counter", "0")
+        inside = 0
+        tokens: list[int] = []
+
+        async def worker(i: int) -> None:
+            nonlocal inside
+            db = dbs[i % len(dbs)]
+            for _ in range(4):
+                async with rkv.Lock(db, "mx", ttl=TTL) as lock:
+                    inside += 1
+                    assert inside == 1, "two holders at once"
+                    assert lock.revision is not None and lock.key is not None
+                    tokens.append(lock.revision)
+                    v = int(await db.get("counter") or b"0")
+                    await trio.sleep(0.01)
+                    await db.put("counter", str(v + 1))
+                    inside -= 1
+
+        with trio.fail_after(120):
+            async with trio.open_nursery() as nursery:
+                for i in range(5):
+                    nursery.start_soon(worker, i)
+        assert await dbs[0].get("counter") == b"20"
+        assert len(tokens) == 20
+        assert tokens == sorted(tokens) and len(set(tokens)) == 20
+        assert await keys_of(dbs[0], "mx") == []  # every release deleted its key
+        assert await dbs[0].lease_list() == []  # and revoked its lease
+
+
+async def test_revoked_lease_cancels_the_holder_with_lock_lost(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as (db,):
+        reached = False
+        t0 = trio.current_time()
+        with pytest.raises(rkv.LockLost, match=r"deleted|gone"):
+            async with rkv.Lock(db, "rv", ttl=30) as lock:
+                assert lock.lease_id is not None
+                assert await db.lease_revoke(lock.lease_id) is True
+                await trio.sleep(20)  # cancelled long before
+                reached = True
+        assert not reached
+        assert trio.current_time() - t0 < 10  # the key watch sees the delete at once
+        async with rkv.Lock(db, "rv", ttl=TTL, timeout=10) as again:  # free again
+            assert again.revision is not None
+
+
+async def test_a_waiter_whose_lease_is_revoked_gets_lock_lost(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as (db,):
+        lost: list[rkv.LockLost] = []
+
+        async def waiter() -> None:
+            try:
+                async with rkv.Lock(db, "wl", ttl=3):
+                    pytest.fail("acquired without its lease")
+            except rkv.LockLost as exc:
+                lost.append(exc)
+
+        async with rkv.Lock(db, "wl", ttl=TTL) as holder, trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await wait_keys(db, "wl", 2)
+            other = next(k for k in await keys_of(db, "wl") if k != holder.key)
+            lease = next(x.id for x in await db.lease_list() if x.id != holder.lease_id)
+            assert other.endswith(b"%016x" % lease)  # its key is named by its lease
+            await db.lease_revoke(lease)
+        assert len(lost) == 1
+
+
+async def test_waiters_acquire_in_queue_order(tmp_path: Path) -> None:
+    async with cluster(tmp_path, 2) as dbs:
+        order: list[str] = []
+        async with trio.open_nursery() as nursery, rkv.Lock(dbs[0], "q", ttl=TTL):
+
+            async def waiter(tag: str, db: rkv.Client) -> None:
+                async with rkv.Lock(db, "q", ttl=TTL):
+                    order.append(tag)
+                    await trio.sleep(0.05)
+
+            for n, tag in enumerate("abcd", start=2):
+                nursery.start_soon(waiter, tag, dbs[n % 2])
+                await wait_keys(dbs[0], "q", n)  # queued before the next one starts
+        assert order == list("abcd")
+
+
+async def test_a_waiter_cancelled_or_timed_out_leaves_no_key(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as (db,):
+        async with rkv.Lock(db, "c", ttl=TTL) as holder:
+            with pytest.raises(rkv.Timeout, match=r"not acquired within 0\.5 s"):
+                async with rkv.Lock(db, "c", ttl=TTL, timeout=0.5):
+                    pytest.fail("acquired a held lock")
+            with trio.move_on_after(0.5) as scope:
+                async with rkv.Lock(db, "c", ttl=TTL):
+                    pytest.fail("acquired a held lock")
+            assert scope.cancelled_caught
+            assert await keys_of(db, "c") == [holder.key]
+            assert len(await db.lease_list()) == 1
+        assert await keys_of(db, "c") == []
+
+
+@dataclass(slots=True)
+class FencedStore:
+    """A store that refuses a write whose fencing token is below the highest it has seen."""
+
+    highest: int = 0
+    writes: list[tuple[int, str]] = field(default_factory=list)
+
+    def write(self, token: int, value: str) -> bool:
+        if token < self.highest:
+            return False
+        self.highest = token
+        self.writes.append((token, value))
+        return True
+
+
+async def test_a_paused_holders_late_write_is_refused(tmp_path: Path) -> None:
+    """A holds the lock and pauses (shielded: nothing interrupts a paused process); its
+    lease goes meanwhile (revoked here, as an expiry would), B takes the lock and writes;
+    A's late write carries A's older token and is refused."""
+    async with cluster(tmp_path, 2) as (a_db, b_db):
+        store = FencedStore()
+        b_wrote = trio.Event()
+        late: list[bool] = []
+
+        async def b() -> None:
+            async with rkv.Lock(b_db, "f", ttl=TTL) as lock:
+                assert lock.revision is not None
+                assert store.write(lock.revision, "B")
+                b_wrote.set()
+
+        a_lost: list[rkv.LockLost] = []
+        a_holds = trio.Event()
+
+        async def a() -> None:
+            try:
+                async with rkv.Lock(a_db, "f", ttl=TTL) as lock:
+                    token = lock.revision
+                    assert token is not None and store.write(token, "A1")
+                    a_holds.set()
+                    with trio.CancelScope(shield=True):  # the pause
+                        await wait_keys(a_db, "f", 2)  # B waits
+                        assert lock.lease_id is not None
+                        await a_db.lease_revoke(lock.lease_id)
+                        with trio.fail_after(10):
+                            await b_wrote.wait()
+                        late.append(store.write(token, "A2"))
+            except rkv.LockLost as exc:
+                a_lost.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(a)
+            await a_holds.wait()
+            nursery.start_soon(b)
+        assert late == [False]
+        assert len(a_lost) == 1  # and A's body ended with LockLost after its pause
+        assert [v for _, v in store.writes] == ["A1", "B"]
+
+
+async def test_is_owner_guards_a_write(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as (db,):
+        async with rkv.Lock(db, "g", ttl=TTL) as lock:
+            r = await db.txn([lock.is_owner()], [rkv.TxnOp.put("guarded", "1")])
+            assert r.succeeded
+            owner = lock.is_owner()
+        r = await db.txn([owner], [rkv.TxnOp.put("guarded", "2")])
+        assert not r.succeeded
+        assert await db.get("guarded") == b"1"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "msg"),
+    [
+        ({"name": ""}, "name must be 1..380 bytes"),
+        ({"timeout": 0}, "timeout must be positive"),
+        ({"max_waiters": 0}, "max_waiters must be a positive integer"),
+    ],
+)
+async def test_bad_arguments(kwargs: dict[str, object], msg: str) -> None:
+    args: dict[str, object] = {"name": "x", **kwargs}
+    with pytest.raises(ValueError, match=msg):
+        rkv.Lock(None, **args)  # type: ignore[arg-type]
