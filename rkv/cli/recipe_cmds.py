@@ -21,7 +21,8 @@ import trio
 import typer
 
 from rkv.cli.app import AddrOpt, Exit, app, fail, run_client
-from rkv.client import Client, _plain_errors
+from rkv.client import Client
+from rkv.client_leases import plain_errors
 from rkv.recipes import Election, Lock
 
 
@@ -42,7 +43,7 @@ async def _until_signal(fn: Callable[[], Awaitable[int]]) -> int:
                 return
 
     result = 0
-    with _plain_errors():
+    with plain_errors():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch, nursery.cancel_scope)
             result = await fn()

@@ -24,7 +24,8 @@ from typing import Any, Self
 
 import trio
 
-from rkv.client import Client, Lease, _plain_errors
+from rkv.client import Client, Lease
+from rkv.client_leases import plain_errors
 from rkv.errors import Compacted, LeaseNotFound, LockLost, RkvError, Timeout, Unavailable
 from rkv.recipes.queue import watching
 
@@ -84,7 +85,7 @@ async def held_lease(client: Client, ttl: float, what: str) -> AsyncIterator[Hel
     (the block cancelled) if it is lost meanwhile. `what` names the owner in errors."""
     lease = await client.lease_grant(ttl)
     try:
-        with _plain_errors():
+        with plain_errors():
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_renew, client, lease, what)
                 try:
