@@ -43,16 +43,19 @@ class Held:
     nursery: trio.Nursery
 
 
-async def _renew(client: Client, lease: Lease, what: str) -> None:
+async def _renew(client: Client, lease: Lease, sent: float, what: str) -> None:
+    """Renew every TTL/3. `sent`: when the grant was sent. A lease lives at least TTL after
+    its last successful renewal was *sent* (docs/leases.md), so the holder may count on it
+    until then, and not after: LockLost at that point if no renewal succeeded meanwhile."""
     ttl = lease.ttl
-    last = trio.current_time()
     while True:
         await trio.sleep(ttl / 3)
         while True:
-            with trio.move_on_at(last + ttl) as scope:
+            with trio.move_on_at(sent + ttl) as scope:
                 try:
+                    now = trio.current_time()
                     ttl = await client.lease_keepalive(lease.id)
-                    last = trio.current_time()
+                    sent = now
                     break
                 except LeaseNotFound as exc:
                     raise LockLost(
@@ -83,11 +86,12 @@ async def watch_gone(client: Client, key: bytes, seen_at: int, what: str) -> Non
 async def held_lease(client: Client, ttl: float, what: str) -> AsyncIterator[Held]:
     """A lease of `ttl` seconds kept alive while the block runs, revoked after it; LockLost
     (the block cancelled) if it is lost meanwhile. `what` names the owner in errors."""
+    sent = trio.current_time()
     lease = await client.lease_grant(ttl)
     try:
         with plain_errors():
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_renew, client, lease, what)
+                nursery.start_soon(_renew, client, lease, sent, what)
                 try:
                     yield Held(lease, nursery)
                 finally:

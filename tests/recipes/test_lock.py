@@ -68,6 +68,27 @@ async def test_revoked_lease_cancels_the_holder_with_lock_lost(tmp_path: Path) -
             assert again.revision is not None
 
 
+async def test_a_lock_that_cannot_renew_within_its_ttl_is_lost(tmp_path: Path) -> None:
+    """Keep-alives failing (the cluster unreachable, as far as this holder can tell): the
+    block is cancelled with LockLost once TTL has passed since the last renewal was sent,
+    not later (the lease's promise ends there)."""
+    async with cluster(tmp_path) as (db,):
+
+        async def unreachable(lease_id: int) -> float:
+            await trio.sleep(0.1)
+            raise rkv.Unavailable("cut off (test)")
+
+        reached = False
+        with pytest.raises(rkv.LockLost, match="could not be renewed within its TTL"):
+            async with rkv.Lock(db, "nr", ttl=TTL):
+                t0 = trio.current_time()
+                db.lease_keepalive = unreachable  # type: ignore[method-assign]
+                await trio.sleep(30)
+                reached = True
+        assert not reached
+        assert trio.current_time() - t0 <= TTL + 0.5
+
+
 async def test_a_waiter_whose_lease_is_revoked_gets_lock_lost(tmp_path: Path) -> None:
     async with cluster(tmp_path) as (db,):
         lost: list[rkv.LockLost] = []
