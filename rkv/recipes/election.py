@@ -27,7 +27,7 @@ from rkv.recipes.queue import (
     Member,
     is_member,
     join,
-    prefix_of,
+    queue_of,
     read,
     wait_turn,
     watching,
@@ -51,11 +51,8 @@ class Election(Entered):
         *,
         max_waiters: int = MAX_WAITERS,
     ) -> None:
-        if isinstance(max_waiters, bool) or not isinstance(max_waiters, int) or max_waiters < 1:
-            raise ValueError(f"max_waiters must be a positive integer, got {max_waiters!r}")
         self.client = client
-        self.name = name if isinstance(name, str) else name.decode(errors="backslashreplace")
-        self.prefix = prefix_of(name)
+        self.name, self.prefix = queue_of(name, max_waiters)
         self.ttl = ttl
         self.max_waiters = max_waiters
         self.key: bytes | None = None

@@ -21,7 +21,7 @@ import trio
 
 from rkv.client import Client, Cmp
 from rkv.errors import Timeout
-from rkv.recipes.queue import MAX_WAITERS, join, prefix_of, wait_turn
+from rkv.recipes.queue import MAX_WAITERS, join, queue_of, wait_turn
 from rkv.recipes.session import Entered, held_lease, watch_gone
 from rkv.txn import Compare
 
@@ -44,11 +44,8 @@ class Lock(Entered):
     ) -> None:
         if timeout is not None and not timeout > 0:
             raise ValueError(f"a lock timeout must be positive seconds, got {timeout!r}")
-        if isinstance(max_waiters, bool) or not isinstance(max_waiters, int) or max_waiters < 1:
-            raise ValueError(f"max_waiters must be a positive integer, got {max_waiters!r}")
         self.client = client
-        self.name = name if isinstance(name, str) else name.decode(errors="backslashreplace")
-        self.prefix = prefix_of(name)
+        self.name, self.prefix = queue_of(name, max_waiters)
         self.ttl = ttl
         self.timeout = timeout
         self.max_waiters = max_waiters

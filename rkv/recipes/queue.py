@@ -36,6 +36,15 @@ def prefix_of(name: str | bytes) -> bytes:
     return raw + b"/"
 
 
+def queue_of(name: str | bytes, max_waiters: int) -> tuple[str, bytes]:
+    """A lock's or an election's name as shown in errors, and its prefix; ValueError for a
+    bad name or `max_waiters`."""
+    if isinstance(max_waiters, bool) or not isinstance(max_waiters, int) or max_waiters < 1:
+        raise ValueError(f"max_waiters must be a positive integer, got {max_waiters!r}")
+    prefix = prefix_of(name)
+    return prefix[:-1].decode(errors="backslashreplace"), prefix
+
+
 def member_key(prefix: bytes, lease_id: int) -> bytes:
     return prefix + b"%016x" % lease_id
 
