@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager, suppress
 import trio
 
 from rkv.client import Client, Cmp, TxnOp, _to_bytes
-from rkv.errors import LockLost, RkvError
+from rkv.errors import Compacted, LockLost, RkvError
 from rkv.recipes.queue import (
     MAX_WAITERS,
     Member,
@@ -145,7 +145,9 @@ class Election(Entered):
 
     async def observe(self) -> AsyncIterator[tuple[bytes, int]]:
         """The leader, then each change of leader or of its value, as (value, fencing
-        token); an async iterator running until the caller stops iterating."""
+        token); an async iterator running until the caller stops iterating. (A change
+        undone before it was seen, or a watch that fell behind the nodes' watch window, may
+        be skipped: what it yields is always the leader as of then.)"""
         last: tuple[bytes, int] | None = None
         while True:
             q = await read(self.client, self.prefix, self.max_waiters)
@@ -154,17 +156,20 @@ class Election(Entered):
                 last = (cur.value, cur.create_revision)
                 yield last
             # from the scan's revision: a candidate created after it is an event below
-            async with watching(self.client, self.prefix, q.scanned) as events:
-                async for ev in events:
-                    if not is_member(self.prefix, ev.key):
-                        continue
-                    if cur is None:
-                        if ev.type == "put":
-                            break  # a candidate: read who leads
-                    elif ev.key == cur.key:
-                        if ev.type == "delete":
-                            break  # the leader went: read who leads now
-                        fresh = ev.type == "put" and ev.rev > cur.seen_at
-                        if fresh and ev.value is not None and ev.value != (last or (b"",))[0]:
-                            last = (ev.value, cur.create_revision)
-                            yield last
+            try:
+                async with watching(self.client, self.prefix, q.scanned) as events:
+                    async for ev in events:
+                        if not is_member(self.prefix, ev.key):
+                            continue
+                        if cur is None:
+                            if ev.type == "put":
+                                break  # a candidate: read who leads
+                        elif ev.key == cur.key:
+                            if ev.type == "delete":
+                                break  # the leader went: read who leads now
+                            fresh = ev.type == "put" and ev.rev > cur.seen_at
+                            if fresh and ev.value is not None and ev.value != (last or (b"",))[0]:
+                                last = (ev.value, cur.create_revision)
+                                yield last
+            except Compacted:
+                pass  # the watch window moved past it: read the queue again

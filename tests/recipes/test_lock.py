@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -222,3 +223,54 @@ async def test_bad_arguments(kwargs: dict[str, object], msg: str) -> None:
     args: dict[str, object] = {"name": "x", **kwargs}
     with pytest.raises(ValueError, match=msg):
         rkv.Lock(None, **args)  # type: ignore[arg-type]
+
+
+async def test_a_release_wakes_only_the_next_waiter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No thundering herd: with five waiters queued, each release makes one waiter read the
+    queue again (the one watching the released key), not all five."""
+    from rkv.recipes import queue
+
+    reads = 0
+    real_read = queue.read
+
+    async def counted(*args: Any, **kwargs: Any) -> queue.Queue:
+        nonlocal reads
+        reads += 1
+        return await real_read(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "read", counted)
+    async with cluster(tmp_path) as (db,):
+        acquired: list[int] = []
+        go = [trio.Event() for _ in range(5)]
+
+        async def waiter(i: int) -> None:
+            async with rkv.Lock(db, "h", ttl=TTL):
+                acquired.append(i)
+                await go[i].wait()
+
+        async def wait_acquired(n: int) -> None:
+            with trio.fail_after(10):
+                while len(acquired) < n:
+                    await trio.sleep(0.01)
+
+        async with trio.open_nursery() as nursery:
+            async with rkv.Lock(db, "h", ttl=TTL):
+                for i in range(5):
+                    nursery.start_soon(waiter, i)
+                    await wait_keys(db, "h", i + 2)
+                with trio.fail_after(10):
+                    while reads < 6:  # the holder's and each waiter's first read
+                        await trio.sleep(0.01)
+                await trio.sleep(0.3)
+                assert reads == 6
+            await wait_acquired(1)
+            await trio.sleep(0.3)  # any other waiter woken would have read by now
+            assert reads == 7
+            for i in range(5):
+                go[i].set()
+                await wait_acquired(min(i + 2, 5))
+            await trio.sleep(0.3)
+            assert reads == 11
+        assert acquired == [0, 1, 2, 3, 4]
