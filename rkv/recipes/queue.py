@@ -3,7 +3,8 @@
 Owns: the key layout (a member of queue NAME is the key `NAME/<lease id, 16 hex digits>`,
 attached to its lease), joining (`join`: one txn, put if the key's create revision is 0),
 reading the queue (`read`: a bounded scan of the prefix, then the members' create revisions
-by txn gets of at most GETS_PER_TXN keys each), and waiting for one's turn (`wait_turn`).
+by txn gets of at most GETS_PER_TXN keys each), and waiting for one's turn (`wait_turn`: a
+member alone in the scan needs no txn; that is the uncontended lock).
 The queue's order is the members' create revisions: the first is the owner (the lock holder,
 the leader). A waiter watches only the deletion of its predecessor (the member created just
 before it), from the revision it saw it alive at, so no deletion is missed and a release
@@ -91,15 +92,18 @@ async def join(client: Client, prefix: bytes, lease_id: int, value: bytes) -> Me
     return Member(key, kv.value, kv.create_revision, r.revision)
 
 
-async def read(client: Client, prefix: bytes, max_waiters: int = MAX_WAITERS) -> Queue:
-    """The members alive, by create revision. Each is read by a txn (at its own revision,
-    `seen_at`), after the scan that listed them; a member created after the scan is not
-    listed (it comes after every listed one). Unavailable if the prefix holds more than
-    `max_waiters` keys (the queue cannot be ordered from a partial read)."""
+async def _scan(client: Client, prefix: bytes, max_waiters: int) -> tuple[list[bytes], int]:
+    """The member keys under `prefix` and the scan's revision; Unavailable beyond
+    `max_waiters` keys."""
     items, scanned = await client.scan_revision(prefix, limit=max_waiters + 1)
     if len(items) > max_waiters:
         raise Unavailable(f"queue {prefix[:-1]!r} holds more than {max_waiters} keys (max_waiters)")
-    keys = [k for k, _ in items if is_member(prefix, k)]
+    return [k for k, _ in items if is_member(prefix, k)], scanned or 0
+
+
+async def _members(client: Client, keys: list[bytes]) -> list[Member]:
+    """The keys still alive, with their create revisions, by create revision (txns of at
+    most GETS_PER_TXN gets, each member tagged with its txn's revision)."""
     members: list[Member] = []
     for i in range(0, len(keys), GETS_PER_TXN):
         chunk = keys[i : i + GETS_PER_TXN]
@@ -110,7 +114,16 @@ async def read(client: Client, prefix: bytes, max_waiters: int = MAX_WAITERS) ->
             if isinstance(kv, KeyValue)
         ]
     members.sort(key=lambda m: m.create_revision)
-    return Queue(tuple(members), scanned or 0)
+    return members
+
+
+async def read(client: Client, prefix: bytes, max_waiters: int = MAX_WAITERS) -> Queue:
+    """The members alive, by create revision. Each is read by a txn (at its own revision,
+    `seen_at`), after the scan that listed them; a member created after the scan is not
+    listed (it comes after every listed one). Unavailable if the prefix holds more than
+    `max_waiters` keys (the queue cannot be ordered from a partial read)."""
+    keys, scanned = await _scan(client, prefix, max_waiters)
+    return Queue(tuple(await _members(client, keys)), scanned)
 
 
 def watching(
@@ -138,7 +151,12 @@ async def wait_turn(client: Client, me: Member, prefix: bytes, max_waiters: int)
     """Wait until no member of the queue was created before `me`; `me` as last seen alive.
     LockLost if `me` is gone meanwhile (its lease expired or its key was deleted)."""
     while True:
-        q = await read(client, prefix, max_waiters)
+        keys, scanned = await _scan(client, prefix, max_waiters)
+        if me.key not in keys:
+            raise LockLost(f"queue {prefix[:-1]!r}: key {me.key!r} is gone while waiting")
+        if keys == [me.key]:  # alone (a member created before it would be listed): no txn
+            return Member(me.key, me.value, me.create_revision, scanned)
+        q = Queue(tuple(await _members(client, keys)), scanned)
         mine = q.find(me.key)
         if mine is None or mine.create_revision != me.create_revision:
             raise LockLost(f"queue {prefix[:-1]!r}: key {me.key!r} is gone while waiting")

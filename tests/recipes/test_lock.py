@@ -233,14 +233,14 @@ async def test_a_release_wakes_only_the_next_waiter(
     from rkv.recipes import queue
 
     reads = 0
-    real_read = queue.read
+    real_scan = queue._scan
 
-    async def counted(*args: Any, **kwargs: Any) -> queue.Queue:
+    async def counted(*args: Any, **kwargs: Any) -> tuple[list[bytes], int]:
         nonlocal reads
         reads += 1
-        return await real_read(*args, **kwargs)
+        return await real_scan(*args, **kwargs)
 
-    monkeypatch.setattr(queue, "read", counted)
+    monkeypatch.setattr(queue, "_scan", counted)
     async with cluster(tmp_path) as (db,):
         acquired: list[int] = []
         go = [trio.Event() for _ in range(5)]
