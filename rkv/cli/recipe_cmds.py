@@ -3,7 +3,8 @@
 Owns: their arguments, output and exit codes, and how they stop on SIGINT/SIGTERM (the lock
 or candidacy is released first). `rkv lock` runs COMMAND while holding the lock (as `etcdctl
 lock`), with RKV_LOCK_KEY (the lock's key) and RKV_LOCK_REVISION (its fencing token) in its
-environment, and exits with the command's code (128+N if signal N ended it). If the lock is
+environment, and exits with the command's code (128+N if signal N ended it; 2 if it
+cannot be run). If the lock is
 lost meanwhile, the command gets SIGTERM (SIGKILL 5 s later) and rkv exits 8
 (Exit.LOCK_LOST). `rkv elect NAME PROPOSAL` campaigns, prints REVISION<TAB>PROPOSAL once
 elected and leads until interrupted (then resigns; exit 0; 8 if leadership is lost);

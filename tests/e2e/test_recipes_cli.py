@@ -81,6 +81,8 @@ def test_lock_runs_the_command_with_its_env_and_exit_code(
     assert key.startswith("cl/") and len(key) == 3 + 16 and int(rev) > 0
     r = run_cli("lock", "cl", "--", PY, "-c", "pass", addr=shared_cluster.addr)
     assert (r.returncode, r.stderr) == (0, b"")
+    r = run_cli("lock", "cl", "--", "/no/such/command", addr=shared_cluster.addr)
+    assert r.returncode == 2 and b"No such file" in r.stderr and b"Traceback" not in r.stderr
     with rkv.connect_sync(shared_cluster.addrs) as c:
         assert c.scan("cl/") == [] and c.lease_list() == []  # released
 
