@@ -4,14 +4,14 @@ Owns: `held_lease(client, ttl, what)`, an async context manager that grants a le
 alive (a renewal every TTL/3) in a nursery of its own, yields a `Held` (the lease, and that
 nursery for the owner's other guard tasks), and revokes the lease at the end (shielded and
 bounded: the lease's keys go with it in one revision; if the revoke fails, the lease expires
-after its TTL). If the lease is lost while the block runs (a renewal answers LeaseNotFound, or
-none succeeds within the TTL since the last one), the renewal task raises rkv.errors.LockLost:
-trio cancels the block (it runs inside the nursery) and LockLost comes out of the `async
-with`, not an ExceptionGroup. Also `Entered`, the `async with` of an object whose `_held()` is its
-context, and `watch_gone`, a guard task raising LockLost when a key is
-deleted. Must not: know about queues, locks or elections (rkv.recipes.queue, lock, election)
-beyond watching a key,
-print, or use the node runtime.
+after its TTL). If the lease is lost while the block runs (a renewal answers LeaseNotFound,
+or none succeeds within the TTL since the last successful one was sent), the renewal task
+raises rkv.errors.LockLost: trio cancels the block (it runs inside the nursery) and LockLost
+comes out of the `async with`, not an ExceptionGroup. Also `watch_gone`, a guard task
+raising LockLost when a key is deleted, and `Entered`, the `async with` of an object whose
+`_held()` is its context.
+Must not: know about queues, locks or elections (rkv.recipes.queue, lock, election) beyond
+watching a key, print, or use the node runtime.
 """
 
 from __future__ import annotations
