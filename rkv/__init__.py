@@ -3,7 +3,7 @@
 The public client API, re-exported: `connect` (async, trio) and `connect_sync` (blocking),
 the client classes, the txn builders (`Cmp`, `TxnOp`) and results (`TxnResult`, `KeyValue`),
 leases (`Lease`, `LeaseInfo`),
-and the error hierarchy. The client names are loaded on first use
+the recipes (`Lock`, `Election`: rkv.recipes) and the error hierarchy. The client names are loaded on first use
 (module `__getattr__`): every `rkv.*` submodule imports this package first, so loading the
 client here would put it on the start-up path of `rkv serve`, which never uses it.
 """
@@ -21,6 +21,7 @@ from rkv.errors import (
     IntegrityError,
     InternalError,
     LeaseNotFound,
+    LockLost,
     NoLeader,
     NotFound,
     NotLeader,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
         connect,
         connect_sync,
     )
+    from rkv.recipes import Election, Lock
 
 __version__ = "0.1.0"
 
@@ -65,7 +67,16 @@ _CLIENT_NAMES = frozenset(
 )
 
 
+_RECIPE_NAMES = frozenset({"Lock", "Election"})
+
+
 def __getattr__(name: str) -> Any:
+    if name in _RECIPE_NAMES:
+        from rkv import recipes
+
+        value = getattr(recipes, name)
+        globals()[name] = value
+        return value
     if name in _CLIENT_NAMES:
         from rkv import client
 
@@ -76,7 +87,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _CLIENT_NAMES)
+    return sorted(set(globals()) | _CLIENT_NAMES | _RECIPE_NAMES)
 
 
 __all__ = [
@@ -87,12 +98,15 @@ __all__ = [
     "Cmp",
     "Compacted",
     "CorruptData",
+    "Election",
     "IntegrityError",
     "InternalError",
     "KeyValue",
     "Lease",
     "LeaseInfo",
     "LeaseNotFound",
+    "Lock",
+    "LockLost",
     "NoLeader",
     "NotFound",
     "NotLeader",

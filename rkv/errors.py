@@ -106,6 +106,15 @@ class LeaseNotFound(NotFound):
     code = "lease_not_found"
 
 
+class LockLost(RkvError):
+    """The lease holding a lock or an election candidacy is gone (expired, revoked, or not
+    renewable within its TTL), or its key was deleted: the lock is no longer held. Raised by
+    rkv.recipes on the client side (never sent by a node), after cancelling the block that
+    held the lock."""
+
+    code = "lock_lost"
+
+
 class Changed(RkvError):
     """The file was overwritten during the download."""
 

@@ -5,6 +5,7 @@ One module per concern, each registering its commands on the one app (rkv.cli.ap
 - app.py: the app, global options, the client runner, errors -> one stderr line and an exit
   code (`Exit`, `exit_code_for`), the progress bar
 - client_cmds.py: set, get, delete, cas, scan, upload, download
+- lease_cmds.py: lease grant|keepalive|revoke|ttl|list; recipe_cmds.py: lock, elect
 - status.py: status (and --watch)
 - admin.py: check, repair, leader transfer, member ..., backup, restore
 - serve.py: serve and its --join flow; fastserve.py: serve's fast argument parser
@@ -28,6 +29,7 @@ import typer
 # isort: off
 from rkv.cli import client_cmds
 from rkv.cli import lease_cmds
+from rkv.cli import recipe_cmds
 from rkv.cli import status
 from rkv.cli import admin
 from rkv.cli import serve
@@ -39,7 +41,7 @@ from rkv.cli.app import Exit, app, exit_code_for
 from rkv.cli.fastserve import fast_kwargs
 from rkv.cli.serve import serve_cmd
 
-COMMAND_MODULES = (client_cmds, lease_cmds, status, admin, serve, sim_cmds, cluster)
+COMMAND_MODULES = (client_cmds, lease_cmds, recipe_cmds, status, admin, serve, sim_cmds, cluster)
 """The modules that register commands, in the order of `rkv --help`."""
 
 

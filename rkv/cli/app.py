@@ -10,7 +10,8 @@ simulator: every `rkv` process loads this module.
 
 Exit codes of the client commands: 0 ok, 1 not found / compare failed, 2 usage error (bad
 arguments, bad address, missing local file), 3 cluster unavailable, 4 integrity error,
-5 other server error, 6 authentication failed (wrong or missing cluster token), 16 a node's
+5 other server error, 6 authentication failed (wrong or missing cluster token), 7 lease not
+found, 8 lock or leadership lost (`rkv lock`, `rkv elect`), 16 a node's
 stored data failed its checksum, 17 replicas differ (`rkv check`). `rkv serve` uses the node
 runtime's codes (rkv.errors.ExitCode).
 """
@@ -39,6 +40,7 @@ from rkv.errors import (
     ExitCode,
     IntegrityError,
     LeaseNotFound,
+    LockLost,
     NotFound,
     NotLeader,
     RkvError,
@@ -67,6 +69,9 @@ class Exit(IntEnum):
     """Authentication failed: wrong or missing cluster token (--token / RKV_CLUSTER_TOKEN)."""
     LEASE_NOT_FOUND = 7
     """The lease does not exist (never granted, revoked or expired)."""
+    LOCK_LOST = 8
+    """`rkv lock` / `rkv elect`: the lock or leadership was lost (its lease expired or was
+    revoked, or its key deleted) while held; `rkv lock`'s command got SIGTERM."""
     CORRUPT = ExitCode.INTEGRITY
     """16: the node's stored copy failed its checksum (the node is degraded); nothing was
     served. Another node (`--addr`) may hold a good copy."""
@@ -77,6 +82,7 @@ class Exit(IntEnum):
 EPILOG = (
     "Exit codes: 0 ok, 1 not found / compare failed, 2 usage error, 3 cluster unavailable, "
     "4 integrity error, 5 other server error, 6 authentication failed, 7 lease not found, "
+    "8 lock or leadership lost, "
     "16 a node's stored "
     "data failed its checksum, 17 replicas differ (rkv check). Node addresses: --addr or RKV_ADDR "
     "(default: " + ",".join(DEFAULT_ADDRS) + ")."
@@ -118,6 +124,8 @@ def exit_code_for(exc: BaseException) -> Exit:
         return Exit.AUTH
     if isinstance(exc, LeaseNotFound):
         return Exit.LEASE_NOT_FOUND
+    if isinstance(exc, LockLost):
+        return Exit.LOCK_LOST
     if isinstance(exc, NotFound | Compacted):  # Compacted: the revisions asked for are gone
         return Exit.NOT_FOUND
     if isinstance(exc, BadRequest | ValueError | TypeError | OSError):
@@ -160,6 +168,7 @@ def user_errors() -> Iterator[None]:
             Exit.SERVER: "server error",
             Exit.AUTH: "authentication failed",
             Exit.LEASE_NOT_FOUND: "lease not found",
+            Exit.LOCK_LOST: "lock lost",
             Exit.CORRUPT: "integrity error",
         }[code]
         fail(code, f"{kind}: {one_line(msg)}")

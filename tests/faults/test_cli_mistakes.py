@@ -45,11 +45,22 @@ CASES: list[tuple[list[str], int, str]] = [
     (["--addr", "{dead}", "download", "k"], Exit.USAGE, "Missing argument"),
     (["--addr", "{dead}", "backup"], Exit.USAGE, "Missing argument"),
     (["restore"], Exit.USAGE, "Missing argument"),
+    (["--addr", "{dead}", "lock", "n"], Exit.USAGE, "Missing argument"),
+    (["--addr", "{dead}", "elect"], Exit.USAGE, "Missing argument"),
     # bad option values
     (["--addr", "{dead}", "scan", "--limit", "0"], Exit.USAGE, "Invalid value"),
     (["--addr", "{dead}", "scan", "--limit", "many"], Exit.USAGE, "Invalid value"),
     (["--addr", "{dead}", "status", "--interval", "0"], Exit.USAGE, "Invalid value"),
     (["--addr", "{dead}", "get", "k", "--frobnicate"], Exit.USAGE, "No such option"),
+    (["--addr", "{dead}", "lock", "n", "--ttl", "0", "--", "true"], Exit.USAGE, "Invalid value"),
+    (
+        ["--addr", "{dead}", "lock", "n", "--timeout", "0", "--", "true"],
+        Exit.USAGE,
+        "Invalid value",
+    ),
+    (["--addr", "{dead}", "lock", "", "--", "true"], Exit.USAGE, "name must be 1..380 bytes"),
+    (["--addr", "{dead}", "elect", "n", "x", "--listen"], Exit.USAGE, "--listen takes no PROPOSAL"),
+    (["--addr", "{dead}", "lock", "n", "--", "true"], Exit.UNAVAILABLE, "unavailable"),
     # local files
     (["--addr", "{dead}", "upload", "k", "{tmp}/no-such-file"], Exit.USAGE, "no such file"),
     # (the message says "no such file" for a directory: misleading, but the code is right)

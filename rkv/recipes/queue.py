@@ -1,0 +1,166 @@
+"""The waiting queue of a lock or an election, as etcd's concurrency package keeps it.
+
+Owns: the key layout (a member of queue NAME is the key `NAME/<lease id, 16 hex digits>`,
+attached to its lease), joining (`join`: one txn, put if the key's create revision is 0),
+reading the queue (`read`: a bounded scan of the prefix, then the members' create revisions
+by txn gets of at most GETS_PER_TXN keys each), and waiting for one's turn (`wait_turn`: a
+member alone in the scan needs no txn; that is the uncontended lock).
+The queue's order is the members' create revisions: the first is the owner (the lock holder,
+the leader). A waiter watches only the deletion of its predecessor (the member created just
+before it), from the revision it saw it alive at, so no deletion is missed and a release
+wakes one waiter, not all (no thundering herd).
+Must not: hold leases or tasks (rkv.recipes.session), print, or use the node runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import AbstractAsyncContextManager, aclosing
+from dataclasses import dataclass
+from typing import cast
+
+from rkv.client import Client, Cmp, KeyValue, TxnOp, WatchEvent
+from rkv.errors import Compacted, LockLost, Unavailable
+
+MAX_WAITERS = 1000
+"""Default most members a queue may hold when read (its scan's bound)."""
+GETS_PER_TXN = 128
+"""Keys whose revisions one txn reads (rkv.txn.MAX_OPS)."""
+_HEX = frozenset(b"0123456789abcdef")
+
+
+def prefix_of(name: str | bytes) -> bytes:
+    """The key prefix of queue `name` (`name/`); ValueError for an empty or too long name."""
+    raw = name.encode() if isinstance(name, str) else bytes(name)
+    if not raw or len(raw) > 380:
+        raise ValueError(f"a lock or election name must be 1..380 bytes, got {len(raw)}")
+    return raw + b"/"
+
+
+def queue_of(name: str | bytes, max_waiters: int) -> tuple[str, bytes]:
+    """A lock's or an election's name as shown in errors, and its prefix; ValueError for a
+    bad name or `max_waiters`."""
+    if isinstance(max_waiters, bool) or not isinstance(max_waiters, int) or max_waiters < 1:
+        raise ValueError(f"max_waiters must be a positive integer, got {max_waiters!r}")
+    prefix = prefix_of(name)
+    return prefix[:-1].decode(errors="backslashreplace"), prefix
+
+
+def member_key(prefix: bytes, lease_id: int) -> bytes:
+    return prefix + b"%016x" % lease_id
+
+
+def is_member(prefix: bytes, key: bytes) -> bool:
+    """Whether `key` is a member of the queue (not a key of a longer name under it)."""
+    rest = key[len(prefix) :]
+    return key.startswith(prefix) and len(rest) == 16 and set(rest) <= _HEX
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A member of the queue: its key, value, create revision, and the revision it was seen
+    alive at."""
+
+    key: bytes
+    value: bytes
+    create_revision: int
+    seen_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """The members found alive, by create revision; `scanned`: the revision of the scan that
+    listed them (no member created up to it is missing)."""
+
+    members: tuple[Member, ...]
+    scanned: int
+
+    def find(self, key: bytes) -> Member | None:
+        return next((m for m in self.members if m.key == key), None)
+
+
+async def join(client: Client, prefix: bytes, lease_id: int, value: bytes) -> Member:
+    """Put this lease's member key (if it is not there yet) with `value`; the member."""
+    key = member_key(prefix, lease_id)
+    r = await client.txn(
+        [Cmp.create_revision(key, "==", 0)],
+        [TxnOp.put(key, value, lease=lease_id), TxnOp.get(key)],
+        [TxnOp.get(key)],
+    )
+    kv = r.results[-1]
+    assert isinstance(kv, KeyValue)
+    return Member(key, kv.value, kv.create_revision, r.revision)
+
+
+async def _scan(client: Client, prefix: bytes, max_waiters: int) -> tuple[list[bytes], int]:
+    """The member keys under `prefix` and the scan's revision; Unavailable beyond
+    `max_waiters` keys."""
+    items, scanned = await client.scan_revision(prefix, limit=max_waiters + 1)
+    if len(items) > max_waiters:
+        raise Unavailable(f"queue {prefix[:-1]!r} holds more than {max_waiters} keys (max_waiters)")
+    return [k for k, _ in items if is_member(prefix, k)], scanned or 0
+
+
+async def _members(client: Client, keys: list[bytes]) -> list[Member]:
+    """The keys still alive, with their create revisions, by create revision (txns of at
+    most GETS_PER_TXN gets, each member tagged with its txn's revision)."""
+    members: list[Member] = []
+    for i in range(0, len(keys), GETS_PER_TXN):
+        chunk = keys[i : i + GETS_PER_TXN]
+        r = await client.txn([], [TxnOp.get(k) for k in chunk])
+        members += [
+            Member(k, kv.value, kv.create_revision, r.revision)
+            for k, kv in zip(chunk, r.results, strict=True)
+            if isinstance(kv, KeyValue)
+        ]
+    members.sort(key=lambda m: m.create_revision)
+    return members
+
+
+async def read(client: Client, prefix: bytes, max_waiters: int = MAX_WAITERS) -> Queue:
+    """The members alive, by create revision. Each is read by a txn (at its own revision,
+    `seen_at`), after the scan that listed them; a member created after the scan is not
+    listed (it comes after every listed one). Unavailable if the prefix holds more than
+    `max_waiters` keys (the queue cannot be ordered from a partial read)."""
+    keys, scanned = await _scan(client, prefix, max_waiters)
+    return Queue(tuple(await _members(client, keys)), scanned)
+
+
+def watching(
+    client: Client, prefix: bytes, after: int, *, exact: bool = False
+) -> AbstractAsyncContextManager[AsyncGenerator[WatchEvent, None]]:
+    """`client.watch(prefix, after + 1, exact=exact)`, closed when the block ends (a watch
+    left by `break` or `return` is closed then, not when collected)."""
+    gen = client.watch(prefix, start_revision=after + 1, exact=exact)
+    return aclosing(cast(AsyncGenerator[WatchEvent, None], gen))
+
+
+async def wait_deleted(client: Client, key: bytes, seen_at: int) -> None:
+    """Return once `key`, alive at revision `seen_at`, is deleted (or the watch window lost
+    the revisions after `seen_at`: the caller reads the queue again)."""
+    try:
+        async with watching(client, key, seen_at, exact=True) as evs:
+            async for ev in evs:
+                if ev.type == "delete":
+                    return
+    except Compacted:
+        return
+
+
+async def wait_turn(client: Client, me: Member, prefix: bytes, max_waiters: int) -> Member:
+    """Wait until no member of the queue was created before `me`; `me` as last seen alive.
+    LockLost if `me` is gone meanwhile (its lease expired or its key was deleted)."""
+    while True:
+        keys, scanned = await _scan(client, prefix, max_waiters)
+        if me.key not in keys:
+            raise LockLost(f"queue {prefix[:-1]!r}: key {me.key!r} is gone while waiting")
+        if keys == [me.key]:  # alone (a member created before it would be listed): no txn
+            return Member(me.key, me.value, me.create_revision, scanned)
+        q = Queue(tuple(await _members(client, keys)), scanned)
+        mine = q.find(me.key)
+        if mine is None or mine.create_revision != me.create_revision:
+            raise LockLost(f"queue {prefix[:-1]!r}: key {me.key!r} is gone while waiting")
+        before = [m for m in q.members if m.create_revision < me.create_revision]
+        if not before:
+            return mine
+        await wait_deleted(client, before[-1].key, before[-1].seen_at)
