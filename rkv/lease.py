@@ -203,13 +203,17 @@ class LeaseDriver:
     """The glue between a store and its Lessor for whatever drives a node: call `step` after
     each apply (or turn, or tick) with the node's clock; propose what it returns (as seq 0
     requests) when it returns anything. Counts the expiries it proposed and the ones
-    applied (the node's metrics)."""
+    applied, and the checkpoints it proposed (the node's metrics)."""
 
     def __init__(self, lessor: Lessor, due_every_ms: int = DUE_EVERY_MS) -> None:
         self.lessor = lessor
         self.due_every_ms = due_every_ms
         self.expiries_proposed = 0
         self.expiries_applied = 0
+        self.checkpoints_proposed = 0
+        """Leases named by the LeaseCheckpoint commands this driver returned."""
+        self.checkpoint_commands = 0
+        """LeaseCheckpoint commands returned (each one log entry when proposed)."""
         self._started = False
         self._next_due = 0
 
@@ -235,5 +239,10 @@ class LeaseDriver:
             return []
         self._next_due = now + self.due_every_ms
         out = self.lessor.due(now, term)
-        self.expiries_proposed += sum(len(c.items) for c in out if isinstance(c, LeaseExpire))
+        for c in out:
+            if isinstance(c, LeaseExpire):
+                self.expiries_proposed += len(c.items)
+            else:
+                self.checkpoints_proposed += len(c.items)
+                self.checkpoint_commands += 1
         return out

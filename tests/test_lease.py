@@ -159,3 +159,17 @@ def test_the_driver_resets_syncs_and_proposes_only_as_leader_and_not_too_often()
     _apply(s, LeaseExpire(1, ((1, 1), (2, 2))))
     d.step(s, now=3200, leads=True, term=1)
     assert (d.expiries_applied, len(d.lessor)) == (2, 0)
+
+
+def test_the_driver_counts_the_checkpoints_it_proposes() -> None:
+    from rkv.lease import LeaseDriver
+
+    s = MemoryStore("c", "n1", ("n1",))
+    _apply(s, LeaseGrant(0, 10_000))
+    _apply(s, LeaseGrant(0, 10_000))
+    d = LeaseDriver(Lessor(checkpoint_ms=1000), due_every_ms=100)
+    assert d.step(s, now=0, leads=True, term=1) == []
+    assert (d.checkpoints_proposed, d.checkpoint_commands) == (0, 0)
+    (cp,) = d.step(s, now=1000, leads=True, term=1)  # both stored remainings 1 s too high
+    assert isinstance(cp, LeaseCheckpoint) and len(cp.items) == 2
+    assert (d.checkpoints_proposed, d.checkpoint_commands, d.expiries_proposed) == (2, 1, 0)

@@ -74,6 +74,8 @@ class LeaseKeeper:
             "leases": len(self.lessor),
             "expiries_proposed": self.driver.expiries_proposed,
             "expiries_applied": self.driver.expiries_applied,
+            "checkpoints_proposed": self.driver.checkpoints_proposed,
+            "checkpoint_entries_proposed": self.driver.checkpoint_commands,
         }
 
     # -- driving (the raft loop, after each turn) ------------------------------------------------
