@@ -226,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lc.add_argument("--lapse-leases", type=int, default=2000, help="lapse: leases to expire")
     lc.add_argument("--lapse-ttl", type=float, default=5.0, help="lapse: their TTL (seconds)")
+    lc.add_argument(
+        "--seq-rounds", type=int, default=8, help="sequential: rounds of 25 requests per kind"
+    )
     _common(lc)
 
     lw = sub.add_parser("lease-worker", help=argparse.SUPPRESS)
@@ -247,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _lease_churn_error(args: argparse.Namespace) -> str | None:
     """What lease-churn cannot use in `args`, in one line (None: nothing)."""
-    for name in ("clients", "procs", "live_leases", "keepers", "lapse_leases"):
+    for name in ("clients", "procs", "live_leases", "keepers", "lapse_leases", "seq_rounds"):
         if getattr(args, name) < 1:
             return f"--{name.replace('_', '-')} must be at least 1"
     for name in ("ttl", "duration", "live_ttl", "live_duration", "lapse_ttl"):
@@ -461,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             live_duration=args.live_duration,
             lapse_leases=args.lapse_leases,
             lapse_ttl=args.lapse_ttl,
+            seq_rounds=args.seq_rounds,
             out_dir=args.out_dir,
             tmp_dir=args.tmp_dir,
         )

@@ -1,6 +1,9 @@
-"""Lease churn (issue 16): what leases cost a fresh 3-node rkv cluster, in three phases, each
-on a cluster of its own.
+"""Lease churn (issue 16): what leases cost a fresh 3-node rkv cluster, in four phases, on
+three clusters of their own.
 
+- sequential (on the churn phase's cluster, first): one client, one request at a time,
+  blocks of plain put, put with a lease, keepalive, grant, revoke and get interleaved
+  (bench.leaseclient): what a lease operation costs next to a put in the same run.
 - churn: `clients` closed-loop clients over `procs` generator processes (bench.leasegen),
   each looping grant(ttl) -> put a key with the lease -> keepalive -> revoke: p50/p99 of each
   operation and of the whole cycle, cycles/s, each generator's and the servers' CPU per
@@ -14,8 +17,8 @@ on a cluster of its own.
   its key's delete, and any key gone before its deadline (the promise broken).
 
 Owns: the phases, the generator processes' handshake (spawn, wait for `ready`, hand them the
-window's start, read their JSON), the CPU and /metrics readings around the windows, the lapse
-phase's client, the printed table and the results file. Must not: generate churn or keep
+window's start, read their JSON), the CPU and /metrics readings around the windows, the
+printed table and the results file. Must not: generate churn or keep
 leases alive itself (bench.leasegen) or summarize histograms other than through bench.stats.
 """
 
@@ -34,6 +37,7 @@ import trio
 
 from bench.common import envelope, fresh_cluster, host_info, series_meta, stamp, write_json
 from bench.drivers import Driver
+from bench.leaseclient import SEQ_KINDS, lapse, sequential
 from bench.leasegen import OPS, GenArgs, GenResult
 from bench.loadgen import split
 from bench.nodewatch import scrape
@@ -48,8 +52,6 @@ LEASE_METRICS = (
     "rkv_lease_expiries_proposed_total",
     "rkv_leases",
 )
-LAPSE_IN_FLIGHT = 128
-LAPSE_PREFIX = "lc/lapse/"
 
 
 def _readline(f: IO[bytes], deadline: float) -> str:
@@ -240,67 +242,11 @@ def live_phase(
     }
 
 
-async def _lapse(addrs: list[str], leases: int, ttl: float) -> dict[str, Any]:
-    import rkv
-
-    sent: dict[bytes, tuple[float, float]] = {}  # key -> (grant sent, granted ttl)
-    gone: dict[bytes, float] = {}
-    async with rkv.connect(addrs, timeout=30) as c:
-        _, rev = await c.get_revision(LAPSE_PREFIX + "none")
-        done = trio.Event()
-
-        async def watch() -> None:
-            async for ev in c.watch(LAPSE_PREFIX, start_revision=(rev or 0) + 1):
-                if ev.type == "delete" and ev.key in sent and ev.key not in gone:
-                    gone[ev.key] = trio.current_time()
-                    if len(gone) == leases:
-                        done.set()
-                        return
-
-        async def grant(i: int, gate: trio.Semaphore) -> None:
-            async with gate:
-                key = f"{LAPSE_PREFIX}{i:09d}".encode()
-                t = trio.current_time()
-                lease = await c.lease_grant(ttl)
-                sent[key] = (t, lease.ttl)
-                await c.put(key, b"v", lease=lease.id)
-
-        t0 = trio.current_time()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch)
-            gate = trio.Semaphore(LAPSE_IN_FLIGHT)
-            async with trio.open_nursery() as grants:
-                for i in range(leases):
-                    grants.start_soon(grant, i, gate)
-            granted = trio.current_time()
-            with trio.move_on_after(max(s for _, s in sent.values()) + 60):
-                await done.wait()
-            nursery.cancel_scope.cancel()
-    deadlines = {k: t + s for k, (t, s) in sent.items()}
-    delays = Histogram()
-    early = 0
-    for k, g in gone.items():
-        d = g - deadlines[k]
-        early += d < 0
-        delays.record(max(0, round(d * 1e6)))
-    span = (max(gone.values()) - min(gone.values())) if gone else math.nan
-    return {
-        "leases": leases,
-        "ttl_s": ttl,
-        "grant_span_s": round(granted - t0, 3),
-        "expired": len(gone),
-        "expiry_span_s": round(span, 3),
-        "expired_per_s": round(len(gone) / span, 1) if span and span > 0 else None,
-        "delay_ms": delays.summary_ms(),
-        "gone_before_deadline": early,
-    }
-
-
 def lapse_phase(driver: Driver, *, leases: int, ttl: float) -> dict[str, Any]:
     leader = _leader_index(driver)
     pid = driver.servers[leader].pid
     c0 = pids_cpu([("leader", pid)])
-    out = trio.run(_lapse, driver.addrs(), leases, ttl)
+    out = trio.run(lapse, driver.addrs(), leases, ttl)
     c1 = pids_cpu([("leader", pid)])
     cpu = cpu_delta(c0, c1).get("leader", math.nan)
     out["leader_cpu_us_per_lease"] = per_op_us(cpu, leases)
@@ -325,12 +271,14 @@ def lease_churn(
     live_duration: float,
     lapse_leases: int,
     lapse_ttl: float,
+    seq_rounds: int,
     out_dir: Path,
     tmp_dir: Path | None,
 ) -> dict[str, Any]:
     meta = {"host": host_info(tmp_dir), "systems": series_meta(["rkv"])}
     result: dict[str, Any] = {}
     with fresh_cluster("rkv", tmp_dir, configure=_with_metrics) as d:
+        result["sequential"] = trio.run(sequential, d.addrs(), seq_rounds)
         result["churn"] = churn_phase(
             d, clients=clients, procs=procs, ttl=ttl, warmup=warmup, duration=duration
         )
@@ -353,9 +301,16 @@ def _f(v: Any, fmt: str = ".2f") -> str:
 
 
 def format_report(r: dict[str, Any]) -> str:
-    c, lv, lp = r["churn"], r["live"], r["lapse"]
+    sq, c, lv, lp = r["sequential"], r["churn"], r["live"], r["lapse"]
     bound = " GENERATOR-BOUND" if c["generator_bound"] else ""
     lines = [
+        f"sequential: 1 client, {sq['rounds']} rounds of {sq['block']} of each kind, "
+        "interleaved (ms: p50, p99, median of the blocks' p50)",
+        *(
+            f"  {k:10s} {_f(sq[k]['p50']):>8s} {_f(sq[k]['p99']):>8s} "
+            f"{_f(sq[k]['median_block_p50']):>8s}"
+            for k in SEQ_KINDS
+        ),
         f"churn: {c['clients']} clients over {c['procs']} procs, ttl {c['ttl_s']} s: "
         f"{_f(c['cycles_per_s'], '.1f')} cycles/s, {c['errors']} errors{bound}",
         f"  {'op':10s} {'p50 ms':>8s} {'p99 ms':>8s}",

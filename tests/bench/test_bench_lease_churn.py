@@ -55,6 +55,7 @@ def test_failures_count_inside_the_window_only() -> None:
         (["--live-leases", "0"], "--live-leases must be at least 1"),
         (["--lapse-ttl", "0"], "--lapse-ttl must be positive"),
         (["--warmup", "-1"], "--warmup must not be negative"),
+        (["--seq-rounds", "0"], "--seq-rounds must be at least 1"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(args: list[str], message: str) -> None:
@@ -68,13 +69,15 @@ def test_a_tiny_lease_churn_run(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "bench", "lease-churn", "--clients", "2", "--procs", "2"]
     argv += ["--duration", "1.5", "--warmup", "0.5", "--live-leases", "40", "--keepers", "2"]
     argv += ["--live-ttl", "3", "--live-duration", "2", "--lapse-leases", "30"]
-    argv += ["--lapse-ttl", "1", "--out-dir", str(tmp_path)]
+    argv += ["--lapse-ttl", "1", "--seq-rounds", "1", "--out-dir", str(tmp_path)]
     run = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "deadline -> key gone" in run.stdout
     (out,) = tmp_path.glob("lease-churn-*.json")
     r = json.loads(out.read_text())["result"]
     churn, live, lapse = r["churn"], r["live"], r["lapse"]
+    for kind in ("put", "put_lease", "keepalive", "grant", "revoke", "get"):
+        assert r["sequential"][kind]["p50"] > 0
     assert churn["cycles"] > 0 and churn["errors"] == 0
     for op in ("grant", "put", "keepalive", "revoke", "cycle"):
         assert churn["latency_ms"][op]["p50"] > 0
