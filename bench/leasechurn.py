@@ -174,18 +174,24 @@ def _sum_kinds(kinds: Any) -> dict[str, int]:
     return out
 
 
-def _ms(h: Histogram) -> dict[str, float | None]:
-    return h.summary_ms()
+def _gens(
+    driver: Driver, mode: str, total: int, parts: int, ttl: float, duration: float
+) -> list[GenArgs]:
+    """`total` clients (churn) or leases (keep) split over `parts` generator processes."""
+    out, off = [], 0
+    for n in split(total, max(1, min(parts, total))):
+        if mode == "churn":
+            out.append(GenArgs(driver.addrs(), mode, n, off, ttl, duration))
+        else:
+            out.append(GenArgs(driver.addrs(), mode, 1, off, ttl, duration, n))
+        off += n
+    return out
 
 
 def churn_phase(
     driver: Driver, *, clients: int, procs: int, ttl: float, warmup: float, duration: float
 ) -> dict[str, Any]:
-    shares = split(clients, max(1, min(procs, clients)))
-    gens, off = [], 0
-    for n in shares:
-        gens.append(GenArgs(driver.addrs(), "churn", n, off, ttl, duration))
-        off += n
+    gens = _gens(driver, "churn", clients, procs, ttl, duration)
     r = run_generators(driver, gens, warmup, duration)
     cpu = sum(r["servers_cpu_s"].values())
     return {
@@ -195,7 +201,7 @@ def churn_phase(
         "duration_s": duration,
         "cycles": r["cycles"],
         "cycles_per_s": round(r["cycles"] / duration, 2),
-        "latency_ms": {k: _ms(r["hists"][k]) for k in (*OPS, "cycle")},
+        "latency_ms": {k: r["hists"][k].summary_ms() for k in (*OPS, "cycle")},
         "errors": r["errors"],
         "error_kinds": r["error_kinds"],
         "servers_cpu_s": r["servers_cpu_s"],
@@ -209,11 +215,7 @@ def churn_phase(
 def live_phase(
     driver: Driver, *, leases: int, keepers: int, ttl: float, warmup: float, duration: float
 ) -> dict[str, Any]:
-    shares = split(leases, max(1, min(keepers, leases)))
-    gens, off = [], 0
-    for n in shares:
-        gens.append(GenArgs(driver.addrs(), "keep", 1, off, ttl, duration, n))
-        off += n
+    gens = _gens(driver, "keep", leases, keepers, ttl, duration)
     leader = _leader_index(driver)
     r = run_generators(driver, gens, warmup, duration)
     name = driver.servers[leader].name
@@ -226,7 +228,7 @@ def live_phase(
         "duration_s": duration,
         "leader": name,
         "keepalives_per_s": round(ka.count / duration, 1),
-        "keepalive_ms": _ms(ka),
+        "keepalive_ms": ka.summary_ms(),
         "renewals_behind_s": round(r["behind_s"], 3),
         "leases_lost": r["lost"],
         "errors": r["errors"],
