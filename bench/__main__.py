@@ -1,9 +1,10 @@
 """`python -m bench COMMAND ...` (or `./dev bench COMMAND ...`): the benchmark commands.
 
 Commands: setup, compare, load (one point), failover, largefile, scale, disk, snapinstall,
-flood, floor, resp, watch-fanout, chart, worker, watcher and flooder (internal: one
-load-generator process, one watcher process, one flood process). Owns argument parsing only;
-each command's work lives in its own module.
+flood, floor, resp, watch-fanout, lease-churn, chart, worker, watcher, flooder and
+lease-worker (internal: one load-generator process, one watcher process, one flood process,
+one lease generator process). Owns argument parsing only; each command's work lives in its
+own module.
 """
 
 from __future__ import annotations
@@ -220,6 +221,31 @@ def build_parser() -> argparse.ArgumentParser:
     wf.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     wf.add_argument("--warmup", type=float, default=2.0)
     _common(wf)
+    lc = sub.add_parser(
+        "lease-churn",
+        help="rkv leases: grant/put/keepalive/revoke cycles, many live leases kept alive, "
+        "leases left to expire (issue 16)",
+    )
+    lc.add_argument("--clients", type=int, default=16, help="churn: closed-loop clients")
+    lc.add_argument("--procs", type=int, default=2, help="churn: generator processes")
+    lc.add_argument("--ttl", type=float, default=10.0, help="churn: lease TTL (seconds)")
+    lc.add_argument("--duration", type=float, default=10.0, help="churn: measured seconds")
+    lc.add_argument("--warmup", type=float, default=2.0, help="churn and live: warmup seconds")
+    lc.add_argument("--live-leases", type=int, default=10_000, help="live: leases kept alive")
+    lc.add_argument("--keepers", type=int, default=2, help="live: keeper processes")
+    lc.add_argument("--live-ttl", type=float, default=30.0, help="live: their TTL (seconds)")
+    lc.add_argument(
+        "--live-duration", type=float, default=30.0, help="live: measured seconds (>= ttl/3)"
+    )
+    lc.add_argument("--lapse-leases", type=int, default=2000, help="lapse: leases to expire")
+    lc.add_argument("--lapse-ttl", type=float, default=5.0, help="lapse: their TTL (seconds)")
+    lc.add_argument(
+        "--seq-rounds", type=int, default=8, help="sequential: rounds of 25 requests per kind"
+    )
+    _common(lc)
+
+    lw = sub.add_parser("lease-worker", help=argparse.SUPPRESS)
+    lw.add_argument("--args", required=True)
 
     ch = sub.add_parser("chart", help="redraw the chart of a compare results file")
     ch.add_argument("results", type=Path)
@@ -238,6 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _lease_churn_error(args: argparse.Namespace) -> str | None:
+    """What lease-churn cannot use in `args`, in one line (None: nothing)."""
+    for name in ("clients", "procs", "live_leases", "keepers", "lapse_leases", "seq_rounds"):
+        if getattr(args, name) < 1:
+            return f"--{name.replace('_', '-')} must be at least 1"
+    for name in ("ttl", "duration", "live_ttl", "live_duration", "lapse_ttl"):
+        if not getattr(args, name) > 0:
+            return f"--{name.replace('_', '-')} must be positive"
+    if args.warmup < 0:
+        return "--warmup must not be negative"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.cmd == "worker":
@@ -249,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench.watchers import watcher_entry
 
         return watcher_entry(args.args)
+    if args.cmd == "lease-worker":
+        from bench.leasegen import gen_entry
+
+        gen_entry(args.args)
+        return 0
     if args.cmd == "flooder":
         from bench.flood import flooder_main
 
@@ -435,6 +479,30 @@ def main(argv: list[str] | None = None) -> int:
             duration=args.duration,
             warmup=args.warmup,
             value_size=args.size[0],
+            out_dir=args.out_dir,
+            tmp_dir=args.tmp_dir,
+        )
+        return 0
+    if args.cmd == "lease-churn":
+        from bench.leasechurn import lease_churn
+
+        bad = _lease_churn_error(args)
+        if bad is not None:
+            print(f"lease-churn: {bad}", file=sys.stderr)
+            return 2
+        lease_churn(
+            clients=args.clients,
+            procs=args.procs,
+            ttl=args.ttl,
+            duration=args.duration,
+            warmup=args.warmup,
+            live_leases=args.live_leases,
+            keepers=args.keepers,
+            live_ttl=args.live_ttl,
+            live_duration=args.live_duration,
+            lapse_leases=args.lapse_leases,
+            lapse_ttl=args.lapse_ttl,
+            seq_rounds=args.seq_rounds,
             out_dir=args.out_dir,
             tmp_dir=args.tmp_dir,
         )

@@ -160,15 +160,20 @@ class Lessor:
             heapq.heappush(heap, (now + self.retry_ms, lid, x.version))
         return out
 
-    def due(self, now: int, term: int) -> list[LeaseExpire | LeaseCheckpoint]:
+    def due(
+        self, now: int, term: int, checkpoints: bool = True
+    ) -> list[LeaseExpire | LeaseCheckpoint]:
         """What a leader of `term` proposes at `now`: one LeaseExpire for leases whose
         deadline passed, one LeaseCheckpoint for leases whose stored remaining exceeds the
-        real one by at least checkpoint_ms; each at most max_batch leases (earliest due
-        first), none proposed again within retry_ms unless applied (which changes it)."""
+        real one by at least checkpoint_ms (unless `checkpoints` is False: they wait for a
+        later call); each at most max_batch leases (earliest due first), none proposed again
+        within retry_ms unless applied (which changes it)."""
         out: list[LeaseExpire | LeaseCheckpoint] = []
         expire = self._pop_due(self._expiry, now, lambda x: True)
         if expire:
             out.append(LeaseExpire(term, tuple((lid, x.gen) for lid, x in expire)))
+        if not checkpoints:
+            return out
         # a lease past its deadline needs its expiry, not a checkpoint
         ckpt = self._pop_due(self._checkpoint, now, lambda x: x.deadline > now)
         if ckpt:
@@ -196,20 +201,37 @@ def sync(lessor: Lessor, store: LeaseSource, now: int) -> list[LeaseEvent]:
 
 
 DUE_EVERY_MS = 100
-"""How often a leader asks its Lessor what is due (a scan of every lease)."""
+"""How often a leader asks its Lessor what is due, by default (the node asks every tick for
+expiries, every DUE_EVERY_MS for checkpoints: rkv.node.leases)."""
 
 
 class LeaseDriver:
     """The glue between a store and its Lessor for whatever drives a node: call `step` after
     each apply (or turn, or tick) with the node's clock; propose what it returns (as seq 0
     requests) when it returns anything. Counts the expiries it proposed and the ones
-    applied (the node's metrics)."""
+    applied, and the checkpoints it proposed (the node's metrics)."""
 
-    def __init__(self, lessor: Lessor, due_every_ms: int = DUE_EVERY_MS) -> None:
+    def __init__(
+        self,
+        lessor: Lessor,
+        due_every_ms: int = DUE_EVERY_MS,
+        checkpoint_every_ms: int | None = None,
+    ) -> None:
         self.lessor = lessor
         self.due_every_ms = due_every_ms
+        self.checkpoint_every_ms = (
+            due_every_ms if checkpoint_every_ms is None else checkpoint_every_ms
+        )
+        """Checkpoints are proposed at most this often (default: with every expiry check);
+        longer gathers more leases per checkpoint entry. The bound's checkpoint interval
+        grows by at most this."""
+        self._next_checkpoint = 0
         self.expiries_proposed = 0
         self.expiries_applied = 0
+        self.checkpoints_proposed = 0
+        """Leases named by the LeaseCheckpoint commands this driver returned."""
+        self.checkpoint_commands = 0
+        """LeaseCheckpoint commands returned (each one log entry when proposed)."""
         self._started = False
         self._next_due = 0
 
@@ -228,12 +250,20 @@ class LeaseDriver:
         self, store: LeaseSource, now: int, leads: bool, term: int
     ) -> list[LeaseExpire | LeaseCheckpoint]:
         """Sync; when this node leads in `term`, what to propose now (at most every
-        due_every_ms). The caller proposes them; one it could not propose is proposed again
+        due_every_ms; checkpoints at most every checkpoint_every_ms). The caller proposes them; one it could not propose is proposed again
         after the Lessor's retry interval."""
         self.sync(store, now)
         if not leads or now < self._next_due:
             return []
         self._next_due = now + self.due_every_ms
-        out = self.lessor.due(now, term)
-        self.expiries_proposed += sum(len(c.items) for c in out if isinstance(c, LeaseExpire))
+        checkpoints = now >= self._next_checkpoint
+        if checkpoints:
+            self._next_checkpoint = now + self.checkpoint_every_ms
+        out = self.lessor.due(now, term, checkpoints)
+        for c in out:
+            if isinstance(c, LeaseExpire):
+                self.expiries_proposed += len(c.items)
+            else:
+                self.checkpoints_proposed += len(c.items)
+                self.checkpoint_commands += 1
         return out

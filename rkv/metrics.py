@@ -205,6 +205,16 @@ class _ScrapeCollector(Collector):
             "Leases deleted by an expiry this node applied.",
             leases.get("expiries_applied"),
         )
+        yield _counter(
+            "rkv_lease_checkpoints_proposed",
+            "Leases named by the checkpoints this node proposed as leader.",
+            leases.get("checkpoints_proposed"),
+        )
+        yield _counter(
+            "rkv_lease_checkpoint_entries_proposed",
+            "Checkpoint commands (log entries) this node proposed as leader.",
+            leases.get("checkpoint_entries_proposed"),
+        )
         yield from _integrity_checks(stats)
         yield from _watch_metrics(stats.get("watch") or {})
         yield _counter("rkv_raft_loop_turns", "Turns of the raft loop.", stats.get("turns"))

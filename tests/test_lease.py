@@ -159,3 +159,37 @@ def test_the_driver_resets_syncs_and_proposes_only_as_leader_and_not_too_often()
     _apply(s, LeaseExpire(1, ((1, 1), (2, 2))))
     d.step(s, now=3200, leads=True, term=1)
     assert (d.expiries_applied, len(d.lessor)) == (2, 0)
+
+
+def test_the_driver_counts_the_checkpoints_it_proposes() -> None:
+    from rkv.lease import LeaseDriver
+
+    s = MemoryStore("c", "n1", ("n1",))
+    _apply(s, LeaseGrant(0, 10_000))
+    _apply(s, LeaseGrant(0, 10_000))
+    d = LeaseDriver(Lessor(checkpoint_ms=1000), due_every_ms=100)
+    assert d.step(s, now=0, leads=True, term=1) == []
+    assert (d.checkpoints_proposed, d.checkpoint_commands) == (0, 0)
+    (cp,) = d.step(s, now=1000, leads=True, term=1)  # both stored remainings 1 s too high
+    assert isinstance(cp, LeaseCheckpoint) and len(cp.items) == 2
+    assert (d.checkpoints_proposed, d.checkpoint_commands, d.expiries_proposed) == (2, 1, 0)
+
+
+def test_the_driver_asks_for_expiries_more_often_than_for_checkpoints() -> None:
+    from rkv.lease import LeaseDriver
+
+    s = MemoryStore("c", "n1", ("n1",))
+    _apply(s, LeaseGrant(0, 1000))  # lease 1: deadline 1000
+    _apply(s, LeaseGrant(0, 10_000))  # lease 2: 500 ms too high from 500 on
+    d = LeaseDriver(Lessor(checkpoint_ms=500), due_every_ms=20, checkpoint_every_ms=600)
+    assert d.step(s, now=0, leads=True, term=1) == []  # checkpoints next at 600
+    assert d.step(s, now=520, leads=True, term=1) == []  # lease 2 waits for 600
+    assert d.step(s, now=1000, leads=True, term=1) == [  # 1000 >= 600: both kinds
+        LeaseExpire(1, ((1, 1),)),
+        LeaseCheckpoint(((2, 2, 9000),)),
+    ]
+    _apply(s, LeaseGrant(0, 100))  # lease 3 (index 3), seen at 1100: deadline 1200
+    assert d.step(s, now=1100, leads=True, term=1) == []
+    assert d.step(s, now=1190, leads=True, term=1) == []
+    # asked again 20 ms later (not 100), before the next checkpoint time (1600): the expiry
+    assert d.step(s, now=1210, leads=True, term=1) == [LeaseExpire(1, ((3, 3),))]

@@ -2,7 +2,7 @@
 
 Owns: this node's rkv.lease.Lessor and LeaseDriver (reset from the store at the first turn,
 fed the store's lease events after each raft-loop turn), the leader's proposals of what
-the driver says is due (expiry, checkpoints: through the raft loop's inbox with a waiter
+the driver says is due (expiries asked for every tick, checkpoints every 100 ms: through the raft loop's inbox with a waiter
 nobody waits on, as the upload sweep does), the minimum TTL a grant gets, the lease request
 handlers (lease_grant, lease_keepalive, lease_revoke through the log; lease_ttl and
 lease_list on any node after a read barrier, with the remaining TTL on this node's clock) and
@@ -21,7 +21,7 @@ import trio
 from rkv.codec import LeaseExpire, Request, encode_request
 from rkv.config import NodeConfig
 from rkv.errors import InternalError, LeaseNotFound
-from rkv.lease import LeaseDriver, Lessor, min_ttl_ms
+from rkv.lease import DUE_EVERY_MS, LeaseDriver, Lessor, min_ttl_ms
 from rkv.node.handlers import ClientHandlers, Handler
 from rkv.node.inbox import Frame, Propose, Waiter, log
 from rkv.protocol import (
@@ -57,8 +57,13 @@ class LeaseKeeper:
             checkpoint_ms=max(1, int(cfg.lease_checkpoint_seconds * 1000)),
             retry_ms=max(1000, 2 * election_ms),
         )
-        self.driver = LeaseDriver(self.lessor)
-        """The glue (rkv.lease): resets from the store at its first step, counts expiries."""
+        self.driver = LeaseDriver(
+            self.lessor, due_every_ms=max(1, cfg.tick_ms), checkpoint_every_ms=DUE_EVERY_MS
+        )
+        """The glue (rkv.lease): resets from the store at its first step, counts expiries.
+        The leader asks for expiries every tick (`due` costs O(what is due): a lease is
+        proposed for expiry about a tick after its deadline, not up to 100 ms later) and
+        for checkpoints every 100 ms (more leases per checkpoint entry)."""
 
     def routes(self) -> dict[str, Handler]:
         return {
@@ -74,6 +79,8 @@ class LeaseKeeper:
             "leases": len(self.lessor),
             "expiries_proposed": self.driver.expiries_proposed,
             "expiries_applied": self.driver.expiries_applied,
+            "checkpoints_proposed": self.driver.checkpoints_proposed,
+            "checkpoint_entries_proposed": self.driver.checkpoint_commands,
         }
 
     # -- driving (the raft loop, after each turn) ------------------------------------------------

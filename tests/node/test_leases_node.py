@@ -93,6 +93,23 @@ async def test_a_full_cluster_restart_counts_the_checkpointed_remaining(tmp_path
         await trio.sleep(2.0 - (trio.current_time() - t0))
         stored = [r.node.store.lease(lease.id) for r in rs if r.node is not None]
         assert all(s is not None and s.remaining_ms <= 2600 for s in stored), stored
+        # the leader counted the checkpoints it proposed (the metrics' figures)
+        live = [r.node for r in rs if r.node is not None]
+        counts = [n.statistics()["leases"] for n in live]
+        assert sum(c["checkpoints_proposed"] for c in counts) >= 1, counts
+        assert (
+            1
+            <= sum(c["checkpoint_entries_proposed"] for c in counts)
+            <= sum(c["checkpoints_proposed"] for c in counts)
+        )
+        proposer = next(n for n, c in zip(live, counts, strict=True) if c["checkpoints_proposed"])
+        page = proposer.metrics.render().decode()
+        (line,) = [
+            x for x in page.splitlines() if x.startswith("rkv_lease_checkpoints_proposed_total ")
+        ]
+        assert (
+            1 <= float(line.split()[1]) <= proposer.statistics()["leases"]["checkpoints_proposed"]
+        )
         for r in rs:
             await r.stop()
         await trio.sleep(1.0)
