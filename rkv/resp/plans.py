@@ -103,9 +103,16 @@ def plan_mget(args: list[bytes]) -> Plan:
 
 
 def plan_exists(args: list[bytes]) -> Plan:
+    """EXISTS: a get per key named (a key named twice counts twice, as Redis)."""
+    _at_most(len(args) - 1, "exists")
     return Plan(
         tuple(OpGet(_key_ok(k)) for k in args[1:]), lambda rs: sum(r is not None for r in rs)
     )
+
+
+def _at_most(n: int, name: str) -> None:
+    if n > MAX_OPS:
+        raise CommandError(f"ERR rkv {name}: at most {MAX_OPS} keys in one call (one txn)")
 
 
 # -- writes -----------------------------------------------------------------------------------
@@ -113,6 +120,7 @@ def plan_exists(args: list[bytes]) -> Plan:
 
 def plan_del(args: list[bytes]) -> Plan:
     keys = dict.fromkeys(_key_ok(k) for k in args[1:])  # DEL a a deletes a once, as Redis
+    _at_most(len(keys), args[0].decode("latin-1").lower())
     return Plan(tuple(OpDelete(k) for k in keys), _count)
 
 
@@ -217,8 +225,7 @@ def pairs(args: list[bytes], name: str) -> dict[bytes, bytes]:
     out: dict[bytes, bytes] = {}
     for i in range(1, len(args), 2):
         out[_key_ok(args[i])] = args[i + 1]
-    if len(out) > MAX_OPS:
-        raise CommandError(f"ERR rkv {name}: at most {MAX_OPS} keys in one call (one txn)")
+    _at_most(len(out), name)
     return out
 
 

@@ -341,7 +341,7 @@ COMMANDS: dict[str, Command] = {
             (1, -1, 1),
             cmd_del,
             "generic",
-            "Deletes one or more keys (one write per key).",
+            "Deletes one or more keys (several: one txn, 128 keys).",
         ),
         _c(
             "unlink",
@@ -350,7 +350,7 @@ COMMANDS: dict[str, Command] = {
             (1, -1, 1),
             cmd_del,
             "generic",
-            "Deletes one or more keys (one write per key).",
+            "Deletes one or more keys (several: one txn, 128 keys).",
         ),
         _c(
             "exists",
@@ -359,7 +359,7 @@ COMMANDS: dict[str, Command] = {
             (1, -1, 1),
             cmd_exists,
             "generic",
-            "Determines whether one or more keys exist.",
+            "Determines whether one or more keys exist (several: one txn, 128 keys).",
         ),
         _c(
             "strlen",
