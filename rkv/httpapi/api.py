@@ -240,6 +240,7 @@ class HttpApi:
                             (LEASE_HEADER, str(lease)),
                             (f"{LEASE_HEADER}-TTL", f"{g.ttl_ms / 1000:g}"),
                         ]
+                    rev: int | None
                     if mod is not None:
                         rev = await self._if_mod(req, key, mod, OpPut(key, value, lease))
                     else:

@@ -118,9 +118,12 @@ class Session:
 class CommandError(Exception):
     """Reply with this error (`text` starts with its code) and carry on."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, code: str = "", msg: str = "") -> None:
         super().__init__(text)
         self.text = text
+        self.code = code
+        """The rkv error code and message it came from (error_of), if any."""
+        self.msg = msg
 
 
 Handler = Callable[["Context", list[bytes]], Awaitable[Reply]]
@@ -181,17 +184,21 @@ def error_of(frame: Frame) -> CommandError:
     """The RESP error for an rkv error reply frame."""
     code = str(frame.get("code"))
     msg = str(frame.get("msg") or code).replace("\r", " ").replace("\n", " ")
+    return CommandError(_error_text(code, msg), code, msg)
+
+
+def _error_text(code: str, msg: str) -> str:
     if code in ("unavailable", "not_leader", "too_many_connections"):
-        return CommandError(f"TRYAGAIN rkv: {msg} (not applied; retry)")
+        return f"TRYAGAIN rkv: {msg} (not applied; retry)"
     if code == "timeout":
-        return CommandError(f"TIMEOUT rkv: {msg} (a write may or may not have been applied)")
+        return f"TIMEOUT rkv: {msg} (a write may or may not have been applied)"
     if code == "bad_request":
-        return CommandError(f"ERR {msg}")
+        return f"ERR {msg}"
     if code == "store_full":
-        return CommandError(f"OOM rkv: the store is full: {msg}")
+        return f"OOM rkv: the store is full: {msg}"
     if code == "integrity":
-        return CommandError(f"ERR rkv integrity error: {msg}")
-    return CommandError(f"ERR rkv {code}: {msg}")
+        return f"ERR rkv integrity error: {msg}"
+    return f"ERR rkv {code}: {msg}"
 
 
 # -- calling the node -------------------------------------------------------------------------

@@ -25,10 +25,10 @@ from rkv.resp.context import (
     Plan,
     _int,
     _key_ok,
-    syntax_error,
     txn,
     wrong_arity,
 )
+from rkv.resp.ttlargs import set_options
 from rkv.resp.wire import OK, Reply, Simple
 from rkv.txn import (
     INT64_MAX,
@@ -129,40 +129,22 @@ def _count(rs: Sequence[OpResult]) -> Reply:
     return sum(r for r in rs if type(r) is int)
 
 
-_TTL_OPTIONS = (b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL")
-
-
-def set_options(args: list[bytes]) -> tuple[bool, bool, bool]:
-    """SET's options (NX, XX, GET); TTL options are refused (no TTLs yet)."""
-    nx = xx = get = False
-    for opt in args[3:]:
-        o = opt.upper()
-        if o == b"NX" and not xx:
-            nx = True
-        elif o == b"XX" and not nx:
-            xx = True
-        elif o == b"GET":
-            get = True
-        elif o in _TTL_OPTIONS:
-            raise CommandError(
-                f"ERR rkv does not support 'set' with {o.decode()} yet: it needs TTLs decided "
-                "through the log"
-            )
-        else:
-            raise syntax_error()
-    return nx, xx, get
-
-
 def plan_set(args: list[bytes]) -> Plan:
-    """SET key value [GET] (NX and XX are conditions: not a plan, refused inside MULTI)."""
+    """SET key value [GET] (NX and XX are conditions, a TTL a lease granted first: not a
+    plan, refused inside MULTI)."""
     key, value = _key_ok(args[1]), args[2]
-    nx, xx, get = set_options(args)
-    if nx or xx:
+    o = set_options(args, 0)
+    if o.ttl is not None:
+        raise CommandError(
+            f"ERR rkv cannot queue 'set' with {o.ttl_option} inside MULTI: a TTL is a lease "
+            "granted before the transaction; use SET with a TTL outside MULTI"
+        )
+    if o.nx or o.xx:
         raise CommandError(
             "ERR rkv cannot queue 'set' with NX or XX inside MULTI: its condition would decide "
             "the whole rkv transaction, not this command; use WATCH, or SET NX outside MULTI"
         )
-    if get:
+    if o.get:
         return Plan((OpGet(key), OpPut(key, value)), _first_value)
     return Plan((OpPut(key, value),), lambda rs: OK)
 
