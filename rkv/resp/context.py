@@ -90,6 +90,26 @@ class Multi:
 
 
 @dataclass(slots=True)
+class Subscriptions:
+    """A connection's SUBSCRIBE channels and PSUBSCRIBE patterns (rkv.resp.pubsub), in the
+    order given, and the messages waiting to be sent to it (bounded: rkv.resp.pubsub)."""
+
+    channels: dict[bytes, None] = field(default_factory=dict)
+    patterns: dict[bytes, None] = field(default_factory=dict)
+    changed: trio.Event = field(default_factory=trio.Event)
+    """Set when the subscriptions change (the feed starts or stops polling)."""
+    after: int | None = None
+    """The revision the feed's next watch poll starts after."""
+
+    def count(self) -> int:
+        return len(self.channels) + len(self.patterns)
+
+    def touch(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+@dataclass(slots=True)
 class Session:
     """One RESP connection's state."""
 
@@ -109,6 +129,8 @@ class Session:
     """Between MULTI and EXEC/DISCARD: the queue."""
     watched: dict[bytes, int] = field(default_factory=dict)
     """WATCH: each watched key's mod revision when it was watched (absent: 0)."""
+    subs: Subscriptions = field(default_factory=Subscriptions)
+    """SUBSCRIBE/PSUBSCRIBE (in RESP2, a connection with any is in subscribed mode)."""
 
     def next_seq(self) -> int:
         self.seq += 1

@@ -1,4 +1,4 @@
-"""The RESP command table's rows for the connection, server and transaction commands (and
+"""The RESP command table's rows for the connection, server, transaction and pub/sub commands (and
 `row`, how a row is written): name, arity, flags, key positions, handler, group, summary.
 rkv.resp.table assembles every room's rows into COMMANDS.
 
@@ -21,6 +21,7 @@ from rkv.resp.commands import (
 )
 from rkv.resp.context import Command, Handler
 from rkv.resp.multi import cmd_discard, cmd_exec, cmd_multi, cmd_unwatch, cmd_watch
+from rkv.resp.pubsub import cmd_psubscribe, cmd_punsubscribe, cmd_subscribe, cmd_unsubscribe
 
 
 def row(
@@ -165,5 +166,41 @@ CONNECTION_ROWS: tuple[Command, ...] = (
         cmd_unwatch,
         "transactions",
         "Forgets the watched keys.",
+    ),
+    row(
+        "subscribe",
+        -2,
+        "pubsub noscript loading stale",
+        NOKEY,
+        cmd_subscribe,
+        "pubsub",
+        "Listens for keyspace notifications (__keyspace@0__:key, __keyevent@0__:event).",
+    ),
+    row(
+        "psubscribe",
+        -2,
+        "pubsub noscript loading stale",
+        NOKEY,
+        cmd_psubscribe,
+        "pubsub",
+        "Listens for keyspace notifications on channels matching patterns.",
+    ),
+    row(
+        "unsubscribe",
+        -1,
+        "pubsub noscript loading stale",
+        NOKEY,
+        cmd_unsubscribe,
+        "pubsub",
+        "Stops listening to channels.",
+    ),
+    row(
+        "punsubscribe",
+        -1,
+        "pubsub noscript loading stale",
+        NOKEY,
+        cmd_punsubscribe,
+        "pubsub",
+        "Stops listening to channel patterns.",
     ),
 )

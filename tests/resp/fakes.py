@@ -2,7 +2,7 @@
 commands build (get, put, cas, delete, scan; txn with the state machine's own code), with
 the exactly-once session rule, each key's mod revision (the request's number: WATCH sees
 writes) and lease (lease_grant, lease_revoke, lease_ttl: no clock, a lease's remaining is
-its TTL unless `left` says otherwise), and a status. Answers can be scripted to fail first (`fail_next`)."""
+its TTL unless `left` says otherwise), watch polls answering `watch_events`, and a status. Answers can be scripted to fail first (`fail_next`)."""
 
 from __future__ import annotations
 
@@ -72,6 +72,9 @@ class FakeBackend:
         """Lease id -> TTL ms (at least MIN_TTL_MS, as a node grants)."""
         self.attached: dict[bytes, int] = {}
         self.max_leases = 1000
+        self.watch_events: list[tuple[str, bytes]] = []
+        """What watch polls answer (consumed, unless `watch_repeat`)."""
+        self.watch_repeat = False
         self.left: dict[int, int] = {}
         """What lease_ttl answers as a lease's remaining ms (default: its TTL)."""
 
@@ -94,6 +97,8 @@ class FakeBackend:
             self.attached.pop(k, None)  # a plain write detaches the key
         if t.startswith("lease_"):
             return self._lease(t, frame)
+        if t == "watch":
+            return await self._watch(frame)
         if t == "put":
             self.kv[k] = frame["val"]
             self.mods[k] = len(self.requests)
@@ -121,6 +126,21 @@ class FakeBackend:
             items = sorted((key, v) for key, v in self.kv.items() if key.startswith(p))
             return {"t": "ok", "items": [[key, v] for key, v in items[: frame["limit"]]]}
         return {"t": "error", "code": "bad_request", "msg": f"unknown request type {t!r}"}
+
+    async def _watch(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """`watch_events` events per poll ((type, key) each, revisions counting up), or
+        none after a short wait."""
+        after = frame.get("after") or 0
+        if not self.watch_events:
+            await trio.sleep(0.01)
+            return {"t": "ok", "events": [], "rev": after, "progress": True}
+        events = [
+            {"rev": after + i + 1, "type": kind, "k": key}
+            for i, (kind, key) in enumerate(self.watch_events[: frame.get("limit", 1000)])
+        ]
+        if not self.watch_repeat:
+            del self.watch_events[: len(events)]
+        return {"t": "ok", "events": events, "rev": after + len(events), "progress": False}
 
     def _lease(self, t: str, frame: dict[str, Any]) -> dict[str, Any]:
         lid = frame.get("lease", 0)

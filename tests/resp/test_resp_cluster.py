@@ -110,6 +110,55 @@ async def test_ttls_are_leases_with_redis_py(tmp_path: Path, protocol: int) -> N
         assert [(st.id, st.keys) for st in leader.store.leases()] == [(rec.lease, 1)]
 
 
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_keyspace_notifications_with_redis_py(tmp_path: Path, protocol: int) -> None:
+    """SUBSCRIBE and PSUBSCRIBE on a follower get the keyspace and keyevent messages of the
+    writes made through the leader, in revision order, and an expired TTL as a del."""
+    async with running_cluster(local_configs(tmp_path, 3, resp_port=0)) as nodes:
+        leader = await wait_leader(nodes)
+        follower = next(n for n in nodes if n is not leader)
+
+        def work() -> None:
+            r, w = client(follower, protocol=protocol), client(leader)
+            p = r.pubsub()
+            p.subscribe("__keyspace@0__:user:1", "__keyevent@0__:del")
+            p.psubscribe("__keyspace@0__:job:*")
+            confirms = [p.get_message(timeout=5) for _ in range(3)]
+            assert [(m["type"], m["data"]) for m in confirms if m] == [
+                ("subscribe", 1),
+                ("subscribe", 2),
+                ("psubscribe", 3),
+            ]
+            w.set("user:1", "a")
+            w.delete("user:1")
+            w.set("job:7", "x")
+            w.set("other", "y")
+            w.delete("other")
+            w.set("tmp", "t", px=100)  # gone with its lease after the 1 s minimum
+            want = [
+                ("message", b"__keyspace@0__:user:1", b"set"),
+                ("message", b"__keyspace@0__:user:1", b"del"),
+                ("message", b"__keyevent@0__:del", b"user:1"),
+                ("pmessage", b"__keyspace@0__:job:7", b"set"),
+                ("message", b"__keyevent@0__:del", b"other"),
+                ("message", b"__keyevent@0__:del", b"tmp"),
+            ]
+            got: list[tuple[str, bytes, bytes]] = []
+            deadline = time.monotonic() + 20
+            while len(got) < len(want) and time.monotonic() < deadline:
+                m = p.get_message(timeout=1)
+                if m is not None:
+                    got.append((m["type"], m["channel"], m["data"]))
+            assert got == want
+            p.unsubscribe()
+            p.punsubscribe()
+            p.close()
+            r.close()
+            w.close()
+
+        await in_thread(work)
+
+
 async def test_read_modify_write_commands_with_redis_py(tmp_path: Path) -> None:
     """INCR and friends, APPEND, GETDEL, SET NX/XX/GET, MSET and MSETNX: each one txn in the
     state machine, through a follower (forwarded) and the leader, with Redis' error texts."""
