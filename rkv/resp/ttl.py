@@ -23,8 +23,8 @@ that lease's TTL; EXPIRE or PERSIST move it off that lease without revoking it.
 
 Leases have a minimum TTL (max(1 s, 3 election timeouts)): a shorter Redis TTL makes the
 key live longer than asked, never shorter, and TTL/PTTL then answer the lease's real
-remaining. A plain SET, DEL or any other write detaches the key from its lease (etcd's
-semantics): the lease, holding no key, expires on its own (it counts towards the store's
+remaining. A plain SET, DEL or any other write (INCR and APPEND too, unlike Redis) detaches
+the key from its lease (etcd's semantics): the lease, holding no key, expires on its own (it counts towards the store's
 max_leases until then). A full lease table refuses the command (FULL).
 
 Owns: the key-lease mechanics and the TTL commands' handlers. Must not: name the commands

@@ -77,6 +77,11 @@ ROWS: dict[str, Row] = {
         {**SAME, "t": (b"v", None)},
         leases={OURS, THEIRS},  # the lease holds no key now: it expires on its own
     ),
+    "incr clears the ttl (unlike Redis)": Row(
+        [(["INCR", "t"], 2), (["TTL", "t"], -1)],
+        {**SAME, "t": (b"2", None)},
+        leases={OURS, THEIRS},
+    ),
     "set keepttl": Row(
         [(["SET", "t", "v", "KEEPTTL"], OK), (["SET", "a", "w", "KEEPTTL"], OK)],
         {**SAME, "t": (b"v", 60_000), "a": (b"w", None)},
