@@ -436,3 +436,8 @@ async def test_scan_pages_and_multi_with_redis_cli(tmp_path: Path) -> None:
         assert "ERR rkv cannot queue 'setnx'" in out
         assert "EXECABORT Transaction discarded because of previous errors." in out
         assert out.rstrip().endswith("0")
+        ttl = "SET t v EX 100\nTTL t\nPERSIST t\nTTL t\nEXPIRE t 50 XX\nTTL nope\nDEL a b t\n"
+        out = await in_thread(lambda: cli(stdin=ttl))
+        lines = out.split("\n")
+        assert lines[0] == "OK" and lines[1] in ("99", "100"), out
+        assert lines[2:] == ["1", "-1", "0", "-2", "2", ""], out  # b was never set
