@@ -312,12 +312,7 @@ class HttpApi:
         )
         done = TxnReply.from_frame(reply)
         if not done.succeeded:
-            raise HttpError(
-                412,
-                "precondition_failed",
-                f"key {_shown(key)} has not mod revision {mod}",
-                _revision(done.rev),
-            )
+            raise _failed(f"key {_shown(key)} has not mod revision {mod}", done.rev)
         if isinstance(op, OpDelete) and done.results[0] == 0:
             raise HttpError(404, "not_found", f"no key {_shown(key)}", _revision(done.rev))
         return done.rev
@@ -334,12 +329,7 @@ class HttpApi:
         )
         swapped = SwappedReply.from_frame(reply)
         if not swapped.swapped:
-            raise HttpError(
-                412,
-                "precondition_failed",
-                f"key {_shown(key)} did not match",
-                _revision(swapped.rev),
-            )
+            raise _failed(f"key {_shown(key)} did not match", swapped.rev)
         await req.respond(204, headers=_revision(swapped.rev))
 
     async def _scan(self, req: Request) -> None:
@@ -554,6 +544,11 @@ def _lease_params(q: dict[str, str]) -> tuple[int, int]:
             "lease must be a lease id (1..2^63-1), ttl a number of seconds (>= 0.001)"
         ) from None
     return lease, ttl
+
+
+def _failed(why: str, rev: int | None) -> HttpError:
+    """412 precondition_failed, with the revision the write's condition was checked at."""
+    return HttpError(412, "precondition_failed", why, _revision(rev))
 
 
 def _mod_revision(q: dict[str, str]) -> int | None:
