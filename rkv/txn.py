@@ -15,7 +15,7 @@ Wire forms (msgpack lists, bin for bytes):
   [4, key, delta int] incr, [5, key, delta decimal string] incr_float, [6, key, bytes] append.
 - txn: [compares, success, failure]; result: [succeeded, revision, [one result per op run]]:
   put nil, delete and delete_prefix the number of keys deleted, get nil (absent) or [value,
-  create, mod, version], incr the new integer, incr_float the new value (bytes), append the
+  create, mod, version] ([..., lease id] when the key is attached to a lease), incr the new integer, incr_float the new value (bytes), append the
   new length.
 Errors: a value that does not fit raises `TxnError` (a ValueError) with a one-line reason.
 """
@@ -431,6 +431,8 @@ class KeyValue:
     create_revision: int
     mod_revision: int
     version: int
+    lease: int = 0
+    """The lease the key is attached to (0: none)."""
 
 
 OpResult: TypeAlias = KeyValue | bytes | int | None
@@ -449,12 +451,7 @@ class TxnResult:
         return [
             self.succeeded,
             self.revision,
-            [
-                [r.value, r.create_revision, r.mod_revision, r.version]
-                if isinstance(r, KeyValue)
-                else r
-                for r in self.results
-            ],
+            [_kv_wire(r) if isinstance(r, KeyValue) else r for r in self.results],
         ]
 
     @staticmethod
@@ -465,14 +462,27 @@ class TxnResult:
         out: list[OpResult] = []
         for r in v[2]:
             if type(r) is list:
-                if len(r) != 4 or type(r[0]) is not bytes or not all(type(x) is int for x in r[1:]):
-                    raise TxnError("a get result must be [value, create, mod, version]")
-                out.append(KeyValue(r[0], r[1], r[2], r[3]))
+                if (
+                    len(r) not in (4, 5)
+                    or type(r[0]) is not bytes
+                    or not all(type(x) is int for x in r[1:])
+                ):
+                    raise TxnError("a get result must be [value, create, mod, version(, lease)]")
+                out.append(KeyValue(*r))
             elif r is None or type(r) in (bytes, int):
                 out.append(r)
             else:
                 raise TxnError(f"an op result must be nil, bytes, int or a list, got {r!r:.40}")
         return TxnResult(v[0], rev, tuple(out))
+
+
+def _kv_wire(r: KeyValue) -> list[Any]:
+    """A get's result: [value, create, mod, version], and the lease only when attached (a
+    lease-free key's result is as before leases)."""
+    out: list[Any] = [r.value, r.create_revision, r.mod_revision, r.version]
+    if r.lease:
+        out.append(r.lease)
+    return out
 
 
 def results_of(branch: Sequence[Op], result: TxnResult) -> list[tuple[Op, OpResult]]:

@@ -199,6 +199,8 @@ def result_to_json(branch: tuple[Op, ...], r: TxnResult) -> dict[str, Any]:
                 item["create_revision"] = res.create_revision
                 item["mod_revision"] = res.mod_revision
                 item["version"] = res.version
+                if res.lease:
+                    item["lease"] = res.lease
         elif isinstance(op, OpDelete | OpDeletePrefix):
             item["deleted"] = res
         elif isinstance(op, OpIncr):

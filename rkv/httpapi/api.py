@@ -27,7 +27,7 @@ from rkv.codec import MAX_KEY_LEN, MAX_LEASE_ID, MAX_LEASE_TTL_MS, MAX_VALUE_LEN
 from rkv.errors import RkvError
 from rkv.httpapi import files
 from rkv.httpapi.calls import Caller, Dispatch
-from rkv.httpapi.errors import bad_request, error_body, from_rkv, not_implemented
+from rkv.httpapi.errors import bad_request, error_body, from_rkv
 from rkv.httpapi.exchange import HttpError, Request
 from rkv.protocol import (
     MAX_SCAN_LIMIT,
@@ -51,6 +51,7 @@ from rkv.protocol import (
     WatchReply,
     WatchRequest,
 )
+from rkv.txn import Compare, OpDelete, OpPut
 from rkv.txnjson import TxnJsonError, result_to_json, txn_from_text
 
 log = logging.getLogger("rkv.httpapi")
@@ -68,7 +69,6 @@ NDJSON = "application/x-ndjson"
 MAX_BUFFERED = 64 << 20
 """Bytes of put bodies all connections may hold in memory at once (a chunked body counts as
 the max value size): beyond, 503 and Retry-After."""
-COORDINATION_PARAMS = {"if_mod_revision": "?if_mod_revision="}
 LEASE_HEADER = "X-Rkv-Lease"
 """A PUT with ?ttl= answers the lease it granted for the key: ID (and its TTL, seconds, in
 X-Rkv-Lease-TTL)."""
@@ -203,12 +203,7 @@ class HttpApi:
     # -- keys ---------------------------------------------------------------------------------
 
     async def _kv(self, req: Request, key: bytes) -> None:
-        q = _query(
-            req, "consistency", "if_value", "if_absent", "lease", "ttl", *COORDINATION_PARAMS
-        )
-        for name, shown in COORDINATION_PARAMS.items():
-            if name in q:
-                raise not_implemented(f"{shown} on /v1/kv")
+        q = _query(req, "consistency", "if_value", "if_absent", "lease", "ttl", "if_mod_revision")
         conn = req.conn
         try:
             if req.method in ("GET", "HEAD"):
@@ -219,8 +214,11 @@ class HttpApi:
                     raise HttpError(404, "not_found", f"no key {_shown(key)}", _revision(got.rev))
                 await req.respond(200, got.value, "application/octet-stream", _revision(got.rev))
             elif req.method == "PUT":
-                _only(q, "if_value", "if_absent", "lease", "ttl")
+                _only(q, "if_value", "if_absent", "lease", "ttl", "if_mod_revision")
                 lease, ttl_ms = _lease_params(q)
+                mod = _mod_revision(q)
+                if mod is not None and ("if_value" in q or "if_absent" in q):
+                    raise bad_request("if_mod_revision does not go with if_value/if_absent")
                 with self._buffer(req):
                     value = await req.read_body(self.max_value)
                     if "if_value" in q or "if_absent" in q:
@@ -242,14 +240,28 @@ class HttpApi:
                             (LEASE_HEADER, str(lease)),
                             (f"{LEASE_HEADER}-TTL", f"{g.ttl_ms / 1000:g}"),
                         ]
-                    reply = await self.caller.call(
-                        PutRequest(
-                            key, value, client_id=conn.client_id, seq=conn.next_seq(), lease=lease
+                    rev: int | None
+                    if mod is not None:
+                        rev = await self._if_mod(req, key, mod, OpPut(key, value, lease))
+                    else:
+                        reply = await self.caller.call(
+                            PutRequest(
+                                key,
+                                value,
+                                client_id=conn.client_id,
+                                seq=conn.next_seq(),
+                                lease=lease,
+                            )
                         )
-                    )
-                await req.respond(204, headers=_revision(OkReply.from_frame(reply).rev) + granted)
+                        rev = OkReply.from_frame(reply).rev
+                await req.respond(204, headers=_revision(rev) + granted)
             elif req.method == "DELETE":
-                _only(q)
+                _only(q, "if_mod_revision")
+                mod = _mod_revision(q)
+                if mod is not None:
+                    rev = await self._if_mod(req, key, mod, OpDelete(key))
+                    await req.respond(204, headers=_revision(rev))
+                    return
                 reply = await self.caller.call(
                     DeleteRequest(key, client_id=conn.client_id, seq=conn.next_seq())
                 )
@@ -285,6 +297,26 @@ class HttpApi:
         finally:
             self.buffered -= need
 
+    async def _if_mod(self, req: Request, key: bytes, mod: int, op: OpPut | OpDelete) -> int:
+        """`op` in a txn that holds only if the key's mod revision is `mod` (0: absent): its
+        revision; 412 if the key's mod revision differs, 404 for a delete of an absent key."""
+        conn = req.conn
+        reply = await self.caller.call(
+            TxnRequest(
+                (Compare(key, "mod", "==", mod),),
+                (op,),
+                (),
+                client_id=conn.client_id,
+                seq=conn.next_seq(),
+            )
+        )
+        done = TxnReply.from_frame(reply)
+        if not done.succeeded:
+            raise _failed(f"key {_shown(key)} has not mod revision {mod}", done.rev)
+        if isinstance(op, OpDelete) and done.results[0] == 0:
+            raise HttpError(404, "not_found", f"no key {_shown(key)}", _revision(done.rev))
+        return done.rev
+
     async def _cas(self, req: Request, key: bytes, q: dict[str, str], value: bytes) -> None:
         if ("if_value" in q) == ("if_absent" in q):
             raise bad_request("give one of if_value (the expected value) and if_absent=true")
@@ -297,12 +329,7 @@ class HttpApi:
         )
         swapped = SwappedReply.from_frame(reply)
         if not swapped.swapped:
-            raise HttpError(
-                412,
-                "precondition_failed",
-                f"key {_shown(key)} did not match",
-                _revision(swapped.rev),
-            )
+            raise _failed(f"key {_shown(key)} did not match", swapped.rev)
         await req.respond(204, headers=_revision(swapped.rev))
 
     async def _scan(self, req: Request) -> None:
@@ -517,6 +544,21 @@ def _lease_params(q: dict[str, str]) -> tuple[int, int]:
             "lease must be a lease id (1..2^63-1), ttl a number of seconds (>= 0.001)"
         ) from None
     return lease, ttl
+
+
+def _failed(why: str, rev: int | None) -> HttpError:
+    """412 precondition_failed, with the revision the write's condition was checked at."""
+    return HttpError(412, "precondition_failed", why, _revision(rev))
+
+
+def _mod_revision(q: dict[str, str]) -> int | None:
+    """?if_mod_revision=N (N >= 0; 0: the key must be absent), or None."""
+    if "if_mod_revision" not in q:
+        return None
+    v = q["if_mod_revision"]
+    if not v.isascii() or not v.isdigit() or len(v) > 20 or int(v) >= 1 << 64:
+        raise bad_request("if_mod_revision must be a revision (an integer >= 0; 0: absent)")
+    return int(v)
 
 
 def _revision(rev: int | None) -> list[tuple[str, str]]:

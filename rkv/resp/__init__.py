@@ -7,7 +7,10 @@ The package's rooms: `wire` (the request parser over hiredis and the reply encod
 `Backend` protocol: what the server needs of the node; the per-connection `Session`; calling
 the node), `commands` (the connection, server and read handlers), `plans` (the commands that
 are txn ops), `rmw` (read-modify-write and multi-key writes), `keyscan` (KEYS, SCAN),
-`multi` (MULTI/EXEC/WATCH), `table` (the command table, `COMMAND`), `refused` (the commands
+`multi` (MULTI/EXEC/WATCH), `pubsub` (keyspace notifications from the node's watch),
+`ttl` (TTLs as leases of their own), `ttlargs` (the TTL
+options; pure), `table` (the command table, `COMMAND`, from the rows of `rows` and
+`datarows`), `refused` (the commands
 rkv does not support, and why), `server` (the listener and the
 connection loop, with the admission limits and deadlines). Must not: import rkv.node (the
 node builds a `RespServer` with a `Backend` of its own), rkv.store or rkv.client.

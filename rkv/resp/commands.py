@@ -28,6 +28,7 @@ from rkv.resp.context import (
     syntax_error,
     wrong_arity,
 )
+from rkv.resp.plans import alone, plan_del, plan_exists
 from rkv.resp.wire import OK, Reply, Simple
 
 # -- connection commands ----------------------------------------------------------------------
@@ -262,19 +263,21 @@ async def cmd_mget(ctx: Context, args: list[bytes]) -> Reply:
 
 
 async def cmd_del(ctx: Context, args: list[bytes]) -> Reply:
-    # One log entry per key, in order: not atomic across keys.
-    n = 0
-    for k in args[1:]:
-        n += await delete(ctx, _key_ok(k))
-    return n
+    """DEL/UNLINK: one key is a delete; several are one txn (atomic, at most 128 keys)."""
+    if len(args) == 2:
+        return int(await delete(ctx, _key_ok(args[1])))
+    return await _DEL(ctx, args)
 
 
 async def cmd_exists(ctx: Context, args: list[bytes]) -> Reply:
-    keys = [_key_ok(k) for k in args[1:]]
-    n = int(await get_value(ctx, keys[0]) is not None)
-    for k in keys[1:]:
-        n += await get_value(ctx, k, stale=True) is not None
-    return n
+    """EXISTS: one key is a linearizable get; several are one txn of gets (one snapshot)."""
+    if len(args) == 2:
+        return int(await get_value(ctx, _key_ok(args[1])) is not None)
+    return await _EXISTS(ctx, args)
+
+
+_DEL = alone(plan_del)
+_EXISTS = alone(plan_exists)
 
 
 async def cmd_type(ctx: Context, args: list[bytes]) -> Reply:

@@ -90,6 +90,26 @@ class Multi:
 
 
 @dataclass(slots=True)
+class Subscriptions:
+    """A connection's SUBSCRIBE channels and PSUBSCRIBE patterns (rkv.resp.pubsub), in the
+    order given, and the messages waiting to be sent to it (bounded: rkv.resp.pubsub)."""
+
+    channels: dict[bytes, None] = field(default_factory=dict)
+    patterns: dict[bytes, None] = field(default_factory=dict)
+    changed: trio.Event = field(default_factory=trio.Event)
+    """Set when the subscriptions change (the feed starts or stops polling)."""
+    after: int | None = None
+    """The revision the feed's next watch poll starts after."""
+
+    def count(self) -> int:
+        return len(self.channels) + len(self.patterns)
+
+    def touch(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+@dataclass(slots=True)
 class Session:
     """One RESP connection's state."""
 
@@ -109,6 +129,8 @@ class Session:
     """Between MULTI and EXEC/DISCARD: the queue."""
     watched: dict[bytes, int] = field(default_factory=dict)
     """WATCH: each watched key's mod revision when it was watched (absent: 0)."""
+    subs: Subscriptions = field(default_factory=Subscriptions)
+    """SUBSCRIBE/PSUBSCRIBE (in RESP2, a connection with any is in subscribed mode)."""
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -118,9 +140,12 @@ class Session:
 class CommandError(Exception):
     """Reply with this error (`text` starts with its code) and carry on."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, code: str = "", msg: str = "") -> None:
         super().__init__(text)
         self.text = text
+        self.code = code
+        """The rkv error code and message it came from (error_of), if any."""
+        self.msg = msg
 
 
 Handler = Callable[["Context", list[bytes]], Awaitable[Reply]]
@@ -181,17 +206,21 @@ def error_of(frame: Frame) -> CommandError:
     """The RESP error for an rkv error reply frame."""
     code = str(frame.get("code"))
     msg = str(frame.get("msg") or code).replace("\r", " ").replace("\n", " ")
+    return CommandError(_error_text(code, msg), code, msg)
+
+
+def _error_text(code: str, msg: str) -> str:
     if code in ("unavailable", "not_leader", "too_many_connections"):
-        return CommandError(f"TRYAGAIN rkv: {msg} (not applied; retry)")
+        return f"TRYAGAIN rkv: {msg} (not applied; retry)"
     if code == "timeout":
-        return CommandError(f"TIMEOUT rkv: {msg} (a write may or may not have been applied)")
+        return f"TIMEOUT rkv: {msg} (a write may or may not have been applied)"
     if code == "bad_request":
-        return CommandError(f"ERR {msg}")
+        return f"ERR {msg}"
     if code == "store_full":
-        return CommandError(f"OOM rkv: the store is full: {msg}")
+        return f"OOM rkv: the store is full: {msg}"
     if code == "integrity":
-        return CommandError(f"ERR rkv integrity error: {msg}")
-    return CommandError(f"ERR rkv {code}: {msg}")
+        return f"ERR rkv integrity error: {msg}"
+    return f"ERR rkv {code}: {msg}"
 
 
 # -- calling the node -------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from rkv.resp import plans
 from rkv.resp.context import CommandError, Context, Multi, _key_ok, txn
+from rkv.resp.ttl import TTL_COMMANDS, TTL_NOT_QUEUEABLE
 from rkv.resp.wire import NULL_ARRAY, OK, Err, Reply, Simple
 from rkv.txn import (
     MAX_COMPARES,
@@ -77,6 +78,7 @@ NOT_QUEUEABLE: dict[str, str] = {
     "keys": "it is a scan, not a transaction op",
     "scan": "it is a scan, not a transaction op",
     "dbsize": "it counts the node's keys, not a transaction op",
+    **dict.fromkeys(TTL_COMMANDS, TTL_NOT_QUEUEABLE),
 }
 """The reasons of the refusals that have a specific one; every other command that is not in
 QUEUEABLE is refused as a connection or server command."""

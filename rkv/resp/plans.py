@@ -25,10 +25,10 @@ from rkv.resp.context import (
     Plan,
     _int,
     _key_ok,
-    syntax_error,
     txn,
     wrong_arity,
 )
+from rkv.resp.ttlargs import set_options
 from rkv.resp.wire import OK, Reply, Simple
 from rkv.txn import (
     INT64_MAX,
@@ -103,9 +103,16 @@ def plan_mget(args: list[bytes]) -> Plan:
 
 
 def plan_exists(args: list[bytes]) -> Plan:
+    """EXISTS: a get per key named (a key named twice counts twice, as Redis)."""
+    _at_most(len(args) - 1, "exists")
     return Plan(
         tuple(OpGet(_key_ok(k)) for k in args[1:]), lambda rs: sum(r is not None for r in rs)
     )
+
+
+def _at_most(n: int, name: str) -> None:
+    if n > MAX_OPS:
+        raise CommandError(f"ERR rkv {name}: at most {MAX_OPS} keys in one call (one txn)")
 
 
 # -- writes -----------------------------------------------------------------------------------
@@ -113,6 +120,7 @@ def plan_exists(args: list[bytes]) -> Plan:
 
 def plan_del(args: list[bytes]) -> Plan:
     keys = dict.fromkeys(_key_ok(k) for k in args[1:])  # DEL a a deletes a once, as Redis
+    _at_most(len(keys), args[0].decode("latin-1").lower())
     return Plan(tuple(OpDelete(k) for k in keys), _count)
 
 
@@ -121,40 +129,22 @@ def _count(rs: Sequence[OpResult]) -> Reply:
     return sum(r for r in rs if type(r) is int)
 
 
-_TTL_OPTIONS = (b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL")
-
-
-def set_options(args: list[bytes]) -> tuple[bool, bool, bool]:
-    """SET's options (NX, XX, GET); TTL options are refused (no TTLs yet)."""
-    nx = xx = get = False
-    for opt in args[3:]:
-        o = opt.upper()
-        if o == b"NX" and not xx:
-            nx = True
-        elif o == b"XX" and not nx:
-            xx = True
-        elif o == b"GET":
-            get = True
-        elif o in _TTL_OPTIONS:
-            raise CommandError(
-                f"ERR rkv does not support 'set' with {o.decode()} yet: it needs TTLs decided "
-                "through the log"
-            )
-        else:
-            raise syntax_error()
-    return nx, xx, get
-
-
 def plan_set(args: list[bytes]) -> Plan:
-    """SET key value [GET] (NX and XX are conditions: not a plan, refused inside MULTI)."""
+    """SET key value [GET] (NX and XX are conditions, a TTL a lease granted first: not a
+    plan, refused inside MULTI)."""
     key, value = _key_ok(args[1]), args[2]
-    nx, xx, get = set_options(args)
-    if nx or xx:
+    o = set_options(args, 0)
+    if o.ttl is not None:
+        raise CommandError(
+            f"ERR rkv cannot queue 'set' with {o.ttl_option} inside MULTI: a TTL is a lease "
+            "granted before the transaction; use SET with a TTL outside MULTI"
+        )
+    if o.nx or o.xx:
         raise CommandError(
             "ERR rkv cannot queue 'set' with NX or XX inside MULTI: its condition would decide "
             "the whole rkv transaction, not this command; use WATCH, or SET NX outside MULTI"
         )
-    if get:
+    if o.get:
         return Plan((OpGet(key), OpPut(key, value)), _first_value)
     return Plan((OpPut(key, value),), lambda rs: OK)
 
@@ -217,8 +207,7 @@ def pairs(args: list[bytes], name: str) -> dict[bytes, bytes]:
     out: dict[bytes, bytes] = {}
     for i in range(1, len(args), 2):
         out[_key_ok(args[i])] = args[i + 1]
-    if len(out) > MAX_OPS:
-        raise CommandError(f"ERR rkv {name}: at most {MAX_OPS} keys in one call (one txn)")
+    _at_most(len(out), name)
     return out
 
 

@@ -28,9 +28,10 @@ from rkv.resp.plans import (
     plan_incrby,
     plan_incrbyfloat,
     plan_mset,
-    set_options,
     value_of,
 )
+from rkv.resp.ttl import now_ms, set_with_ttl
+from rkv.resp.ttlargs import set_options
 from rkv.resp.wire import OK, Reply
 from rkv.txn import Compare, Op, OpGet, OpPut
 
@@ -46,10 +47,14 @@ cmd_mset = alone(plan_mset)
 
 
 async def cmd_set(ctx: Context, args: list[bytes]) -> Reply:
-    """SET key value [NX | XX] [GET]: a put; with NX, XX or GET a txn (compare the key's
-    version, get the old value before the put). TTL options are refused (no TTLs yet)."""
+    """SET key value [NX | XX] [GET] [EX | PX | EXAT | PXAT | KEEPTTL]: a put; with NX, XX
+    or GET a txn (compare the key's version, get the old value before the put); with a TTL
+    option rkv.resp.ttl's (a lease of the key's own)."""
     key, value = _key_ok(args[1]), args[2]
-    nx, xx, get = set_options(args)
+    o = set_options(args, now_ms())
+    if o.ttl is not None:
+        return await set_with_ttl(ctx, key, value, o)
+    nx, xx, get = o.nx, o.xx, o.get
     if not (xx or get):
         if nx:
             return OK if await cas(ctx, key, None, value) else None

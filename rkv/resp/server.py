@@ -37,9 +37,10 @@ from rkv.resp.context import (
     wrong_arity,
 )
 from rkv.resp.multi import IMMEDIATE, queue
+from rkv.resp.pubsub import ALLOWED_SUBSCRIBED, MAX_PENDING, SlowSubscriber, feed, not_allowed
 from rkv.resp.refused import UNSUPPORTED, unsupported
 from rkv.resp.table import COMMANDS, NO_AUTH
-from rkv.resp.wire import Err, Reply, RequestParser, RespProtocolError, encode
+from rkv.resp.wire import Err, Push, Reply, RequestParser, RespProtocolError, encode
 
 log = logging.getLogger("rkv.resp")
 
@@ -71,6 +72,7 @@ class RespStats:
     commands: int = 0
     protocol_errors: int = 0
     timeouts: int = 0
+    dropped_subscribers: int = 0
     active: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -87,10 +89,14 @@ async def execute(ctx: Context, args: list[bytes]) -> Reply:
         err = unsupported(name) if name in UNSUPPORTED else unknown_command(args)
     elif (cmd.arity > 0 and len(args) != cmd.arity) or len(args) < -cmd.arity:
         err = Err(wrong_arity(name).text)
+    if s.proto == 2 and s.subs.count() and name not in ALLOWED_SUBSCRIBED:
+        return Err(not_allowed(name))  # RESP2's subscribed mode (RESP3 allows everything)
     if s.multi is not None and name not in IMMEDIATE:
         return queue(ctx, s.multi, name, args, err)
     if err is not None or cmd is None:
         return err
+    if name == "ping" and s.proto == 2 and s.subs.count() and len(args) <= 2:
+        return [b"pong", args[1] if len(args) == 2 else b""]
     try:
         return await cmd.handler(ctx, args)
     except CommandError as e:
@@ -210,8 +216,9 @@ class RespServer:
                     if started is None:
                         started, got = now, 0
                     wait = lim.frame_timeout
-                elif state.inflight or ticket.state == "handshaking":
-                    wait = math.inf  # the handshake deadline is the ticket's
+                elif state.inflight or ticket.state == "handshaking" or session.subs.count():
+                    wait = math.inf  # the handshake deadline is the ticket's; a subscriber
+                    # waits for messages
                     started = None
                 else:
                     wait = lim.idle_timeout
@@ -262,7 +269,8 @@ class RespServer:
                 while True:
                     if isinstance(item, RespProtocolError):
                         out.append(encode(Err(str(item)), session.proto))
-                        await _send(stream, out, lim.idle_timeout)
+                        async with sending:
+                            await _send(stream, out, lim.idle_timeout)
                         raise _Close
                     reply = await execute(ctx, item)
                     self.stats.commands += 1
@@ -277,7 +285,8 @@ class RespServer:
                         and ticket.state != "handshaking"
                     ):
                         # the reader waits with no deadline while commands are in flight
-                        state.timer.deadline = trio.current_time() + lim.idle_timeout
+                        idle = math.inf if session.subs.count() else lim.idle_timeout
+                        state.timer.deadline = trio.current_time() + idle
                     if session.authed:
                         self.admission.established(ticket)
                     if not ticket.served and ticket.state != "handshaking":
@@ -286,7 +295,8 @@ class RespServer:
                     out.append(b)
                     size += len(b)
                     if session.closing:
-                        await _send(stream, out, lim.idle_timeout)
+                        async with sending:
+                            await _send(stream, out, lim.idle_timeout)
                         raise _Close
                     if size > 1 << 20:
                         break
@@ -294,18 +304,62 @@ class RespServer:
                         item = recv.receive_nowait()
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
-                await _send(stream, out, lim.idle_timeout)
+                async with sending:
+                    await _send(stream, out, lim.idle_timeout)
             raise _Close  # the client closed its side: everything due was answered
+
+        sending = trio.Lock()
+        """Replies and pub/sub messages take turns on the stream (whole frames)."""
+        pushes: list[Push] = []
+        pushed = trio.Event()
+
+        def deliver(messages: list[Push]) -> None:
+            if len(pushes) + len(messages) > MAX_PENDING:
+                raise SlowSubscriber
+            pushes.extend(messages)
+            pushed.set()
+
+        async def pusher() -> None:
+            nonlocal pushed
+            try:
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(feed, ctx, deliver)
+                    while True:
+                        await pushed.wait()
+                        pushed = trio.Event()
+                        out = [encode(m, session.proto) for m in pushes]
+                        pushes.clear()
+                        async with sending:
+                            await _send(stream, out, lim.idle_timeout)
+            except* SlowSubscriber:
+                why = f"ERR rkv: subscriber too slow: more than {MAX_PENDING} messages unread"
+                await self._drop(stream, sending, why, session.proto)
+            except* CommandError as eg:
+                e = eg.exceptions[0]
+                assert isinstance(e, CommandError)
+                await self._drop(
+                    stream, sending, f"{e.text} (the subscription ended)", session.proto
+                )
 
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(reader)
                 nursery.start_soon(writer)
+                nursery.start_soon(pusher)
         except* _Close:
             pass
         except* _GONE:
             pass  # the client went away, or did not read its replies in time
         return None
+
+    async def _drop(
+        self, stream: trio.SocketStream, sending: trio.Lock, why: str, proto: int
+    ) -> None:
+        """End a subscriber's connection with `why`."""
+        self.stats.dropped_subscribers += 1
+        async with sending:
+            await _send(stream, [encode(Err(why), proto)], self.limits.idle_timeout)
+        raise _Close
 
     def statistics(self) -> dict[str, Any]:
         st = self.stats
@@ -316,6 +370,7 @@ class RespServer:
             "commands": st.commands,
             "protocol_errors": st.protocol_errors,
             "timeouts": st.timeouts,
+            "dropped_subscribers": st.dropped_subscribers,
             "admission": self.admission.statistics(),
         }
 

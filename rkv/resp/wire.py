@@ -63,9 +63,23 @@ class RSet:
     items: tuple[Reply, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Push:
+    """An out-of-band message (pub/sub): a push frame in RESP3, an array in RESP2."""
+
+    items: tuple[Reply, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Many:
+    """Several replies to one command, one after another (SUBSCRIBE a b: one per channel)."""
+
+    replies: tuple[Reply, ...]
+
+
 Reply: TypeAlias = (
-    "bytes | str | int | float | bool | Simple | Err | RSet | NullArray | Sequence[Reply] | "
-    "dict[Reply, Reply] | None"
+    "bytes | str | int | float | bool | Simple | Err | RSet | Push | Many | NullArray | "
+    "Sequence[Reply] | dict[Reply, Reply] | None"
 )
 """A reply value: a list or tuple is an array (any sequence but bytes and str)."""
 
@@ -339,6 +353,11 @@ def _enc(v: Reply, proto: int, out: list[bytes]) -> None:
         _aggregate(b"*", v, proto, out)
     elif isinstance(v, RSet):
         _aggregate(b"~" if proto == 3 else b"*", v.items, proto, out)
+    elif isinstance(v, Push):
+        _aggregate(b">" if proto == 3 else b"*", v.items, proto, out)
+    elif isinstance(v, Many):
+        for r in v.replies:
+            _enc(r, proto, out)
     elif isinstance(v, dict):
         if proto == 3:
             out.append(b"%%%d\r\n" % len(v))

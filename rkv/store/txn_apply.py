@@ -77,7 +77,11 @@ class _Overlay:
 def _run(view: _Overlay, op: Op) -> OpResult:
     if isinstance(op, OpGet):
         r = view.get(op.key)
-        return None if r is None else KeyValue(r.value, r.create_index, r.mod_index, r.version)
+        return (
+            None
+            if r is None
+            else KeyValue(r.value, r.create_index, r.mod_index, r.version, r.lease)
+        )
     if isinstance(op, OpPut):
         view.put(op.key, op.value, op.lease)
         return None

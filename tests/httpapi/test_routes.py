@@ -91,7 +91,41 @@ ROWS = {
     "lease bad id": Row("PUT", "/v1/kv/a?lease=0", 400, error="bad_request", sent=[]),
     "ttl bad": Row("PUT", "/v1/kv/a?ttl=nan", 400, error="bad_request", sent=[]),
     "ttl with cas": Row("PUT", "/v1/kv/a?ttl=3&if_absent=true", 400, error="bad_request", sent=[]),
-    "if_mod_revision": Row("PUT", "/v1/kv/a?if_mod_revision=3", 501, error="not_implemented"),
+    # the fake's records all have mod revision 1 (rkv.testing.DictTxn)
+    "put if_mod_revision holds": Row(
+        "PUT", "/v1/kv/a?if_mod_revision=1", 204, kv={b"a": b"1"}, send=b"2", sent=["txn"]
+    ),
+    "put if_mod_revision differs": Row(
+        "PUT",
+        "/v1/kv/a?if_mod_revision=3",
+        412,
+        error="precondition_failed",
+        kv={b"a": b"1"},
+        send=b"2",
+        sent=["txn"],
+        headers={"x-rkv-revision": "1"},
+    ),
+    "put if_mod_revision 0 absent": Row(
+        "PUT", "/v1/kv/new?if_mod_revision=0", 204, send=b"2", sent=["txn"]
+    ),
+    "put if_mod_revision 0 present": Row(
+        "PUT", "/v1/kv/a?if_mod_revision=0", 412, error="precondition_failed", kv={b"a": b"1"}
+    ),
+    "put if_mod_revision bad": Row(
+        "PUT", "/v1/kv/a?if_mod_revision=-1", 400, error="bad_request", sent=[]
+    ),
+    "put if_mod_revision with cas": Row(
+        "PUT", "/v1/kv/a?if_mod_revision=1&if_absent=true", 400, error="bad_request", sent=[]
+    ),
+    "delete if_mod_revision holds": Row(
+        "DELETE", "/v1/kv/a?if_mod_revision=1", 204, kv={b"a": b"1"}, sent=["txn"]
+    ),
+    "delete if_mod_revision differs": Row(
+        "DELETE", "/v1/kv/a?if_mod_revision=2", 412, error="precondition_failed", kv={b"a": b"1"}
+    ),
+    "delete if_mod_revision 0 absent": Row(
+        "DELETE", "/v1/kv/a?if_mod_revision=0", 404, error="not_found", sent=["txn"]
+    ),
     "txn GET": Row("GET", "/v1/txn", 405, error="bad_request"),
     "txn not JSON": Row("POST", "/v1/txn", 400, error="bad_request", send=b"{", sent=[]),
     "txn bad op": Row(

@@ -133,18 +133,6 @@ CASES: list[tuple[dict[str, bytes], list[str], Any]] = [
     # not supported yet: a clear reason, nothing sent to the node
     (
         {},
-        ["GETEX", "a"],
-        Err("ERR rkv does not support 'getex' yet: it needs TTLs decided through the log (leases)"),
-    ),
-    (
-        {},
-        ["EXPIRE", "a", "10"],
-        Err(
-            "ERR rkv does not support 'expire' yet: it needs TTLs decided through the log (leases)"
-        ),
-    ),
-    (
-        {},
         ["MULTI"],
         OK,
     ),
@@ -157,8 +145,8 @@ CASES: list[tuple[dict[str, bytes], list[str], Any]] = [
     ),
     (
         {},
-        ["SET", "a", "1", "EX", "10"],
-        Err("ERR rkv does not support 'set' with EX yet: it needs TTLs decided through the log"),
+        ["GETRANGE", "a", "0", "1"],
+        Err("ERR rkv does not support 'getrange' yet: it is not implemented yet"),
     ),
 ]
 
@@ -169,6 +157,31 @@ async def test_command(kv: dict[str, bytes], args: list[str], reply: Any) -> Non
     assert await run(ctx, *args) == reply
     if args[0].lower() in UNSUPPORTED or reply in (Err("ERR syntax error"),):
         assert backend.requests == []
+
+
+@pytest.mark.parametrize(
+    ("cmd", "sent"),
+    [
+        (["DEL", "a"], ["delete"]),
+        (["DEL", "a", "b", "a"], ["txn"]),
+        (["UNLINK", "a", "b"], ["txn"]),
+        (["EXISTS", "a"], ["get"]),
+        (["EXISTS", "a", "b"], ["txn"]),
+    ],
+)
+async def test_several_keys_are_one_txn(cmd: list[str], sent: list[str]) -> None:
+    ctx, backend = make(a=b"1", b=b"2")
+    await run(ctx, *cmd)
+    assert [f["t"] for f in backend.requests] == sent
+
+
+@pytest.mark.parametrize("name", ["DEL", "UNLINK", "EXISTS"])
+async def test_several_keys_are_bounded_by_a_txn(name: str) -> None:
+    ctx, backend = make()
+    reply = await run(ctx, name, *(f"k{i}" for i in range(129)))
+    assert reply == Err(f"ERR rkv {name.lower()}: at most 128 keys in one call (one txn)")
+    assert backend.requests == []
+    assert await run(ctx, name, *(f"k{i}" for i in range(128))) == 0
 
 
 async def test_unknown_command_text_is_bounded_as_redis_does() -> None:
@@ -182,11 +195,11 @@ async def test_writes_change_the_store_and_carry_the_connections_session() -> No
     ctx, backend = make()
     await run(ctx, "SET", "a", "1")
     await run(ctx, "SETNX", "b", "2")
-    await run(ctx, "DEL", "a", "b")
+    await run(ctx, "DEL", "a", "b")  # several keys: one txn, one write
     assert backend.kv == {}
     cid = ctx.session.client_id
     assert len(cid) == 16
-    assert backend.applied == [(cid, 1), (cid, 2), (cid, 3), (cid, 4)]
+    assert backend.applied == [(cid, 1), (cid, 2), (cid, 3)]
     other, _ = make()
     assert other.session.client_id != cid
 

@@ -98,7 +98,17 @@ ERROR_CASES: list[tuple[dict[str, bytes], list[tuple[list[str], Any]], Any, dict
     ({}, [(["SCAN", "0"], Err("ERR rkv cannot queue '"))], ABORT, {}),
     ({}, [(["INFO"], Err("ERR rkv cannot queue '"))], ABORT, {}),
     ({}, [(["SELECT", "0"], Err("ERR rkv cannot queue '"))], ABORT, {}),
-    ({}, [(["EXPIRE", "a", "1"], Err("ERR rkv does not support 'expire' yet"))], ABORT, {}),
+    (
+        {},
+        [
+            (
+                ["EXPIRE", "a", "1"],
+                Err("ERR rkv cannot queue 'expire' inside MULTI: a TTL is a lease"),
+            )
+        ],
+        ABORT,
+        {},
+    ),
     (
         {},
         [(["SET", "a", "1"], Q), (["INCR", "a"], Err("ERR rkv cannot queue 'incr': key b'a'"))],

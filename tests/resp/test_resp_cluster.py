@@ -6,6 +6,7 @@ retried by the node is applied once), and with the cluster token on."""
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,14 +56,107 @@ async def test_redis_py_through_a_follower(tmp_path: Path, protocol: int) -> Non
             info = r.info("replication")
             assert info["role"] == "slave" and info["rkv_role"] == "follower"
             assert info["rkv_leader"] == leader.cfg.advertise
-            with pytest.raises(redis.ResponseError, match="does not support 'expire'"):
-                r.expire("greeting", 10)
+            assert r.expire("greeting", 100) and 98 <= r.ttl("greeting") <= 100
             r.close()
 
         await in_thread(work)
         # the follower forwarded the writes: the leader holds them
         assert leader.store.get(b"greeting") == b"hello"
         assert follower.statistics()["forward"]["forwarded"] >= 20
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_ttls_are_leases_with_redis_py(tmp_path: Path, protocol: int) -> None:
+    """TTLs through a follower: a key is gone after its TTL (never before it; a TTL below
+    the leases' 1 s minimum is raised to it), PERSIST keeps a key past it, and TTL, PTTL,
+    EXPIREAT, SETEX, GETEX and KEEPTTL answer as Redis' do."""
+    async with running_cluster(local_configs(tmp_path, 3, resp_port=0)) as nodes:
+        leader = await wait_leader(nodes)
+        follower = next(n for n in nodes if n is not leader)
+
+        def work() -> None:
+            r = client(follower, protocol=protocol)
+            sent = time.monotonic()
+            assert r.set("short", "v", px=100)
+            assert 0 < r.pttl("short") <= 1000  # the lease's real remaining (1 s minimum)
+            assert r.set("kept", "v", ex=1) and r.persist("kept") and r.ttl("kept") == -1
+            assert r.set("plain", "p") and r.ttl("plain") == -1 and r.ttl("nothing") == -2
+            assert r.pexpire("plain", 1500) and r.set("plain", "q", keepttl=True)
+            assert 0 < r.pttl("plain") <= 1500
+            assert r.set("long", "v", ex=100) and 98 <= r.ttl("long") <= 100
+            assert not r.expire("long", 200, lt=True) and r.expire("long", 50, lt=True)
+            assert r.setex("sx", 100, "v") and r.expireat("sx", int(time.time()) + 50)
+            assert 48 <= r.ttl("sx") <= 50
+            assert abs(r.expiretime("sx") - (time.time() + 50)) <= 3
+            assert r.getex("sx", persist=True) == b"v" and r.ttl("sx") == -1
+            with pytest.raises(redis.ResponseError, match="invalid expire time in 'set' command"):
+                r.set("x", "v", ex=0)
+            with pytest.raises(redis.ResponseError, match="Unsupported option SOON"):
+                r.execute_command("EXPIRE", "sx", "10", "SOON")
+            while r.exists("short"):
+                assert time.monotonic() - sent < 15, "a 1 s lease outlived 15 s"
+                time.sleep(0.05)
+            assert time.monotonic() - sent >= 1.0, "gone before the lease's minimum TTL"
+            while r.exists("plain"):
+                assert time.monotonic() - sent < 15
+                time.sleep(0.05)
+            assert r.get("kept") == b"v" and r.ttl("long") > 40
+            r.close()
+
+        await in_thread(work)
+        rec = leader.store.get_record(b"long")
+        assert rec is not None and rec.lease >= 1 << 62  # a lease of the door's own
+        # every replaced lease was revoked, the others expired with their keys
+        assert [(st.id, st.keys) for st in leader.store.leases()] == [(rec.lease, 1)]
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_keyspace_notifications_with_redis_py(tmp_path: Path, protocol: int) -> None:
+    """SUBSCRIBE and PSUBSCRIBE on a follower get the keyspace and keyevent messages of the
+    writes made through the leader, in revision order, and an expired TTL as a del."""
+    async with running_cluster(local_configs(tmp_path, 3, resp_port=0)) as nodes:
+        leader = await wait_leader(nodes)
+        follower = next(n for n in nodes if n is not leader)
+
+        def work() -> None:
+            r, w = client(follower, protocol=protocol), client(leader)
+            p = r.pubsub()
+            p.subscribe("__keyspace@0__:user:1", "__keyevent@0__:del")
+            p.psubscribe("__keyspace@0__:job:*")
+            confirms = [p.get_message(timeout=5) for _ in range(3)]
+            assert [(m["type"], m["data"]) for m in confirms if m] == [
+                ("subscribe", 1),
+                ("subscribe", 2),
+                ("psubscribe", 3),
+            ]
+            w.set("user:1", "a")
+            w.delete("user:1")
+            w.set("job:7", "x")
+            w.set("other", "y")
+            w.delete("other")
+            w.set("tmp", "t", px=100)  # gone with its lease after the 1 s minimum
+            want = [
+                ("message", b"__keyspace@0__:user:1", b"set"),
+                ("message", b"__keyspace@0__:user:1", b"del"),
+                ("message", b"__keyevent@0__:del", b"user:1"),
+                ("pmessage", b"__keyspace@0__:job:7", b"set"),
+                ("message", b"__keyevent@0__:del", b"other"),
+                ("message", b"__keyevent@0__:del", b"tmp"),
+            ]
+            got: list[tuple[str, bytes, bytes]] = []
+            deadline = time.monotonic() + 20
+            while len(got) < len(want) and time.monotonic() < deadline:
+                m = p.get_message(timeout=1)
+                if m is not None:
+                    got.append((m["type"], m["channel"], m["data"]))
+            assert got == want
+            p.unsubscribe()
+            p.punsubscribe()
+            p.close()
+            r.close()
+            w.close()
+
+        await in_thread(work)
 
 
 async def test_read_modify_write_commands_with_redis_py(tmp_path: Path) -> None:
@@ -342,3 +436,8 @@ async def test_scan_pages_and_multi_with_redis_cli(tmp_path: Path) -> None:
         assert "ERR rkv cannot queue 'setnx'" in out
         assert "EXECABORT Transaction discarded because of previous errors." in out
         assert out.rstrip().endswith("0")
+        ttl = "SET t v EX 100\nTTL t\nPERSIST t\nTTL t\nEXPIRE t 50 XX\nTTL nope\nDEL a b t\n"
+        out = await in_thread(lambda: cli(stdin=ttl))
+        lines = out.split("\n")
+        assert lines[0] == "OK" and lines[1] in ("99", "100"), out
+        assert lines[2:] == ["1", "-1", "0", "-2", "2", ""], out  # b was never set

@@ -83,8 +83,8 @@ async def test_redis_py_with_pipelines(protocol: int) -> None:
                 b"k49",
             ]
             assert r.incr("n") == 1 and r.incr("n", 5) == 6  # INCRBY: one txn each
-            with pytest.raises(redis.ResponseError, match="does not support 'getex'"):
-                r.getex("n")
+            with pytest.raises(redis.ResponseError, match="does not support 'getrange'"):
+                r.getrange("n", 0, 1)
             r.close()
             return out[50:]
 

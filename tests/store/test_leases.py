@@ -28,12 +28,13 @@ from rkv.codec import (
     Request,
     Txn,
     encode_request,
+    unpack,
 )
 from rkv.raft.types import Entry, HardState
 from rkv.store import ApplyResult, LmdbStore, MemoryStore, open_store
 from rkv.store.commands import Change
 from rkv.store.leases import LeaseEvent, LeaseState
-from rkv.txn import OpDelete, OpDeletePrefix, OpIncr, OpPut
+from rkv.txn import KeyValue, OpDelete, OpDeletePrefix, OpGet, OpIncr, OpPut, TxnResult
 
 from .harness import CLUSTER, NODE, VOTERS, Harness, Store
 from .test_state_hash import Step, entries, run, stream_hash, transfer
@@ -154,6 +155,18 @@ def test_writes_attach_and_detach(store: Store) -> None:
                 k for k in {*want, b"b", b"c", b"d"} if lease_of(store, k) == lid
             ), (cmd, lid)
             assert all(lease_of(store, k) == lid for k in store.lease_keys(lid))
+
+
+def test_a_txn_get_names_the_keys_lease(store: Store) -> None:
+    ok(one(store, LeaseGrant(9, 1000)))
+    ok(one(store, PutLease(b"a", b"1", 9)))
+    ok(one(store, Put(b"b", b"2")))
+    raw = ok(one(store, Txn((), (OpGet(b"a"), OpGet(b"b"), OpPut(b"a", b"3"), OpGet(b"a")))))
+    assert isinstance(raw, bytes)
+    wire = unpack(raw)
+    assert [len(r) for r in wire[2] if r is not None] == [5, 4, 4]  # the lease only if attached
+    got = TxnResult.from_wire(wire).results
+    assert [r.lease for r in got if isinstance(r, KeyValue)] == [9, 0, 0]  # the put detached a
 
 
 def test_a_missing_lease_writes_nothing(store: Store) -> None:
