@@ -89,21 +89,24 @@ def _run(view: _Overlay, op: Op) -> OpResult:
         return view.delete(op.key)
     if isinstance(op, OpDeletePrefix):
         return view.delete_prefix(op.prefix)
+    # the read-modify-write ops change a value in place: the key keeps its lease (Redis: INCR
+    # and APPEND keep a key's TTL), unlike a put, which states the key's whole new record
     cur = view.get(op.key)
     old = None if cur is None else cur.value
+    lease = 0 if cur is None else cur.lease
     if isinstance(op, OpIncr):
         n = add_int(old, op.delta)
-        view.put(op.key, str(n).encode())
+        view.put(op.key, str(n).encode(), lease)
         return n
     if isinstance(op, OpIncrFloat):
         v = add_decimal(old, op.delta)
-        view.put(op.key, v)
+        view.put(op.key, v, lease)
         return v
     assert isinstance(op, OpAppend)
     v = (old or b"") + op.value
     if len(v) > MAX_TXN_BYTES:
         raise TxnError(f"append would make the value {len(v)} bytes, more than {MAX_TXN_BYTES}")
-    view.put(op.key, v)
+    view.put(op.key, v, lease)
     return len(v)
 
 

@@ -77,9 +77,14 @@ ROWS: dict[str, Row] = {
         {**SAME, "t": (b"v", None)},
         leases={OURS, THEIRS},  # the lease holds no key now: it expires on its own
     ),
-    "incr clears the ttl (unlike Redis)": Row(
-        [(["INCR", "t"], 2), (["TTL", "t"], -1)],
-        {**SAME, "t": (b"2", None)},
+    "incr keeps the ttl": Row(
+        [(["INCR", "t"], 2), (["TTL", "t"], 60)],
+        {**SAME, "t": (b"2", 60_000)},
+        leases={OURS, THEIRS},
+    ),
+    "append keeps the ttl": Row(
+        [(["APPEND", "t", "0"], 2), (["TTL", "t"], 60)],
+        {**SAME, "t": (b"10", 60_000)},
         leases={OURS, THEIRS},
     ),
     "set keepttl": Row(

@@ -34,7 +34,17 @@ from rkv.raft.types import Entry, HardState
 from rkv.store import ApplyResult, LmdbStore, MemoryStore, open_store
 from rkv.store.commands import Change
 from rkv.store.leases import LeaseEvent, LeaseState
-from rkv.txn import KeyValue, OpDelete, OpDeletePrefix, OpGet, OpIncr, OpPut, TxnResult
+from rkv.txn import (
+    KeyValue,
+    OpAppend,
+    OpDelete,
+    OpDeletePrefix,
+    OpGet,
+    OpIncr,
+    OpIncrFloat,
+    OpPut,
+    TxnResult,
+)
 
 from .harness import CLUSTER, NODE, VOTERS, Harness, Store
 from .test_state_hash import Step, entries, run, stream_hash, transfer
@@ -143,6 +153,9 @@ def test_writes_attach_and_detach(store: Store) -> None:
         (Delete(b"b"), {b"a": 0, b"b": None, b"c": 2}),
         (Txn((), (OpPut(b"a", b"6", 2), OpPut(b"d", b"1", 1))), {b"a": 2, b"c": 2, b"d": 1}),
         (Txn((), (OpIncr(b"x", 1), OpPut(b"c", b"7"))), {b"a": 2, b"c": 0, b"d": 1}),
+        (Txn((), (OpIncr(b"a", 1),)), {b"a": 2, b"c": 0, b"d": 1}),  # rmw ops keep it
+        (Txn((), (OpAppend(b"a", b"0"), OpIncr(b"c", 1))), {b"a": 2, b"c": 0, b"d": 1}),
+        (Txn((), (OpIncrFloat(b"d", b"0.5"),)), {b"a": 2, b"c": 0, b"d": 1}),
         (Txn((), (OpDelete(b"d"),)), {b"a": 2, b"c": 0, b"d": None}),
         (PutLease(b"p/1", b"1", 1), {b"a": 2, b"p/1": 1}),
         (Txn((), (OpDeletePrefix(b"p/"),)), {b"a": 2, b"p/1": None}),
