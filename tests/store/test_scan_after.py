@@ -35,7 +35,9 @@ KEYS = [b"a", b"a\x00", b"ab", b"abc", b"ac", b"a\xff", b"b", b"b\x00", b"\xff"]
         (b"", b"\xff\xff", 100, []),
     ],
 )
-def test_scan_after(store: Store, prefix: bytes, after: bytes, limit: int, want: list[bytes]) -> None:
+def test_scan_after(
+    store: Store, prefix: bytes, after: bytes, limit: int, want: list[bytes]
+) -> None:
     apply(store, *(req(Put(k, b"v" + k)) for k in KEYS))
     assert store.scan(prefix, limit, after) == [(k, b"v" + k) for k in want]
     items, rev = store.scan_revision(prefix, limit, after)
