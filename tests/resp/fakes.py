@@ -1,5 +1,5 @@
 """A fake node for the RESP room: a dict store answering the client requests the RESP
-commands build (get, put, cas, delete, scan; txn with the state machine's own code), with
+commands build (get, with records too; put, cas, delete, scan from a key; txn with the state machine's own code), with
 the exactly-once session rule, each key's mod revision (the request's number: WATCH sees
 writes), and a status. Answers can be scripted to fail first (`fail_next`)."""
 
@@ -10,7 +10,7 @@ from typing import Any
 import trio
 
 from rkv.codec import unpack
-from rkv.protocol import TxnReply, TxnRequest, decode_request
+from rkv.protocol import KeyRecord, TxnReply, TxnRequest, ValueReply, decode_request
 from rkv.store import Record
 from rkv.store.txn_apply import execute_txn
 from rkv.testing import DictTxn
@@ -31,6 +31,10 @@ class RevTxn(DictTxn):
     def put(self, key: bytes, rec: Record) -> None:
         super().put(key, rec)
         self.mods[key] = rec.mod_index
+
+
+def key_record(r: Record) -> KeyRecord:
+    return KeyRecord(r.value, r.create_index, r.mod_index, r.version, r.lease)
 
 
 class FakeBackend:
@@ -59,7 +63,11 @@ class FakeBackend:
             self.applied.append((frame["c"], frame["s"]))
         k = frame.get("k")
         if t == "get":
-            return {"t": "ok", "val": self.kv.get(k)}
+            v = self.kv.get(k)
+            if not frame.get("meta"):
+                return {"t": "ok", "val": v}
+            rec = None if v is None else RevTxn(self.kv, self.mods).get(k)
+            return ValueReply(v, None, None if rec is None else key_record(rec), True).to_frame()
         if t == "put":
             self.kv[k] = frame["val"]
             self.mods[k] = len(self.requests)
@@ -83,8 +91,12 @@ class FakeBackend:
             self.mods.pop(k, None)
             return {"t": "ok", "existed": self.kv.pop(k, None) is not None}
         if t == "scan":
-            p = frame.get("p", b"")
-            items = sorted((key, v) for key, v in self.kv.items() if key.startswith(p))
+            p, after = frame.get("p", b""), frame.get("after")
+            items = sorted(
+                (key, v)
+                for key, v in self.kv.items()
+                if key.startswith(p) and (after is None or key > after)
+            )
             return {"t": "ok", "items": [[key, v] for key, v in items[: frame["limit"]]]}
         return {"t": "error", "code": "bad_request", "msg": f"unknown request type {t!r}"}
 
