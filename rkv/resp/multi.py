@@ -159,15 +159,14 @@ async def cmd_watch(ctx: Context, args: list[bytes]) -> Reply:
 async def _mod_revisions(ctx: Context, keys: list[bytes]) -> dict[bytes, int]:
     """Each key's mod revision (absent: 0), by a linearizable get with its record per key
     (a read: no log entry)."""
-    out: dict[bytes, int] = {}
-    for k in keys:
-        reply = ValueReply.from_frame(
-            await call(ctx, lambda k=k: GetRequest(k, meta=True).to_frame())
-        )
-        if not reply.meta:
-            raise CommandError("ERR rkv WATCH: the node sent no record (it predates 'meta')")
-        out[k] = 0 if reply.record is None else reply.record.mod_revision
-    return out
+    return {k: await _mod_revision(ctx, k) for k in keys}
+
+
+async def _mod_revision(ctx: Context, key: bytes) -> int:
+    reply = ValueReply.from_frame(await call(ctx, GetRequest(key, meta=True).to_frame))
+    if not reply.meta:
+        raise CommandError("ERR rkv WATCH: the node sent no record (it predates 'meta')")
+    return 0 if reply.record is None else reply.record.mod_revision
 
 
 async def cmd_exec(ctx: Context, args: list[bytes]) -> Reply:
