@@ -1236,7 +1236,10 @@ class LmdbStore:
             rev = self._revision(txn)
             if len(prefix) > MAX_KEY_LEN:
                 return [], rev
-            return kvdb.scan_records(txn, self._live(txn).kv, prefix, limit, after), rev
+            # LMDB refuses keys past 511 bytes; no stored key is longer than MAX_KEY_LEN, so
+            # the keys after `after` are exactly those after its first MAX_KEY_LEN bytes
+            start = None if after is None else after[:MAX_KEY_LEN]
+            return kvdb.scan_records(txn, self._live(txn).kv, prefix, limit, start), rev
 
         return self._read(read)
 

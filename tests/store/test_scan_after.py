@@ -33,6 +33,9 @@ KEYS = [b"a", b"a\x00", b"ab", b"abc", b"ac", b"a\xff", b"b", b"b\x00", b"\xff"]
         (b"", b"b", 100, [b"b\x00", b"\xff"]),
         (b"", b"\xff", 100, []),
         (b"", b"\xff\xff", 100, []),
+        # longer than any key can be (and than LMDB takes): the keys after it all the same
+        (b"", b"a" + b"\x00" * 600, 100, [b"ab", b"abc", b"ac", b"a\xff", b"b", b"b\x00", b"\xff"]),
+        (b"a", b"a\xff" * 300, 100, []),
     ],
 )
 def test_scan_after(
