@@ -1,7 +1,7 @@
 """rkv: a fault-tolerant distributed key-value store (Raft over Trio, msgpack and LMDB).
 
 The public client API, re-exported: `connect` (async, trio) and `connect_sync` (blocking),
-the client classes, the txn builders (`Cmp`, `TxnOp`) and results (`TxnResult`, `KeyValue`),
+the client classes, the txn builders (`Cmp`, `TxnOp`) and results (`TxnResult`, `KeyValue`), `KeyRecord` (get_record, scan_records),
 leases (`Lease`, `LeaseInfo`),
 the recipes (`Lock`, `Election`: rkv.recipes) and the error hierarchy. The client names are loaded on first use
 (module `__getattr__`): every `rkv.*` submodule imports this package first, so loading the
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from rkv.client import (
         Client,
         Cmp,
+        KeyRecord,
         KeyValue,
         Lease,
         LeaseInfo,
@@ -60,6 +61,7 @@ _CLIENT_NAMES = frozenset(
         "TxnOp",
         "TxnResult",
         "KeyValue",
+        "KeyRecord",
         "WatchEvent",
         "Lease",
         "LeaseInfo",
@@ -101,6 +103,7 @@ __all__ = [
     "Election",
     "IntegrityError",
     "InternalError",
+    "KeyRecord",
     "KeyValue",
     "Lease",
     "LeaseInfo",

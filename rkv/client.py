@@ -6,7 +6,8 @@ hints and remembering the leader), retries with exponential backoff and jitter u
 overall deadline, write sessions (client id + sequence number, kept across retries so the
 state machine applies a write once), chunked file upload/download with bounded memory and
 SHA-256 verification, backups (downloads and backups share one pipelined chunk fetch; the
-file format is rkv.backup_file's), and the cluster status view. Leases: rkv.client_leases.
+file format is rkv.backup_file's), and the cluster status view. Leases: rkv.client_leases;
+scans (from a key, with records, all pages) and get_record: rkv.client_reads.
 
 Must not: import the node runtime, the store, lmdb or the CLI, not even indirectly
 (layering: client sits above net, config, codec and errors; tests/test_architecture.py
@@ -33,7 +34,9 @@ from rkv.backup_file import BackupWriter
 from rkv.client_leases import Lease as Lease  # re-exported: what lease_grant returns
 from rkv.client_leases import LeaseCalls, SyncLeaseCalls, plain_errors
 from rkv.client_leases import LeaseInfo as LeaseInfo  # re-exported: lease_time_to_live, list
-from rkv.codec import MAX_KEY_LEN
+from rkv.client_reads import ReadCalls, SyncReadCalls
+from rkv.client_reads import as_bytes as _to_bytes
+from rkv.client_reads import as_key as _key
 from rkv.config import format_address, parse_address
 from rkv.errors import (
     BadRequest,
@@ -72,8 +75,6 @@ from rkv.protocol import (
     MembersRequest,
     PutRequest,
     RepairRequest,
-    ScanReply,
-    ScanRequest,
     StatusReply,
     StatusRequest,
     SwappedReply,
@@ -85,6 +86,7 @@ from rkv.protocol import (
     WatchRequest,
     WriteRequest,
 )
+from rkv.protocol import KeyRecord as KeyRecord  # re-exported: get_record, scan_records
 from rkv.protocol import (
     WatchEvent as WatchEvent,  # re-exported: what Client.watch yields
 )
@@ -153,23 +155,6 @@ def parse_addresses(addrs: str | Iterable[str]) -> list[str]:
     if not out:
         raise ValueError("no node address given")
     return out
-
-
-def _to_bytes(value: bytes | bytearray | memoryview | str, what: str) -> bytes:
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    raise TypeError(f"{what} must be bytes or str, not {type(value).__name__}")
-
-
-def _key(key: bytes | str) -> bytes:
-    k = _to_bytes(key, "key")
-    if not k:
-        raise ValueError("key must not be empty")
-    if len(k) > MAX_KEY_LEN:
-        raise ValueError(f"key is {len(k)} bytes, the limit is {MAX_KEY_LEN}")
-    return k
 
 
 def _built(make: Callable[[], T]) -> T:
@@ -337,7 +322,7 @@ def _chunk_data(reply: dict[str, Any], what: str) -> bytes:
         raise IntegrityError(f"{what} has no data") from None
 
 
-class Client(LeaseCalls):
+class Client(LeaseCalls, ReadCalls):
     """An async rkv client. Create it with `connect(...)` and use it as a context manager.
 
     Any node may be given; the client finds the leader by itself. Every method retries on
@@ -641,17 +626,6 @@ class Client(LeaseCalls):
         reply = await self._write(lambda c, s: CasRequest(k, exp, val, client_id=c, seq=s))
         return SwappedReply.from_frame(reply).swapped
 
-    async def scan(
-        self, prefix: bytes | str = b"", limit: int = 1000, *, stale: bool = False
-    ) -> list[tuple[bytes, bytes]]:
-        """Up to `limit` (key, value) pairs whose key starts with `prefix`, in key order."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a positive integer, got {limit!r}")
-        reply = await self._call(
-            ScanRequest(_to_bytes(prefix, "prefix"), limit=limit, stale=bool(stale))
-        )
-        return list(ScanReply.from_frame(reply).items)
-
     async def watch(
         self,
         prefix: bytes | str = b"",
@@ -741,20 +715,6 @@ class Client(LeaseCalls):
             self._rotate(addr)
             attempt += 1
             await trio.sleep(self._backoff(attempt))
-
-    async def scan_revision(
-        self, prefix: bytes | str = b"", limit: int = 1000, *, stale: bool = False
-    ) -> tuple[list[tuple[bytes, bytes]], int | None]:
-        """`scan`, and the revision it was taken at (the store's applied index: every write
-        up to it is in the pairs, none after it; None from a node that predates revisions)."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a positive integer, got {limit!r}")
-        reply = ScanReply.from_frame(
-            await self._call(
-                ScanRequest(_to_bytes(prefix, "prefix"), limit=limit, stale=bool(stale))
-            )
-        )
-        return list(reply.items), reply.rev
 
     async def txn(
         self,
@@ -1279,7 +1239,7 @@ def connect(addrs: str | Iterable[str] = DEFAULT_ADDRS, **kwargs: Any) -> Client
     return Client(addrs, **kwargs)
 
 
-class SyncClient(SyncLeaseCalls):
+class SyncClient(SyncLeaseCalls, SyncReadCalls):
     """A blocking client with the same methods as `Client`, for code without trio.
 
     It runs a trio loop in a background thread that keeps the connections and the leader
@@ -1342,16 +1302,6 @@ class SyncClient(SyncLeaseCalls):
 
     def cas(self, key: bytes | str, expected: bytes | str | None, new: bytes | str) -> bool:
         return self._run(self._client.cas, key, expected, new)
-
-    def scan(
-        self, prefix: bytes | str = b"", limit: int = 1000, *, stale: bool = False
-    ) -> list[tuple[bytes, bytes]]:
-        return self._run(self._client.scan, prefix, limit, stale=stale)
-
-    def scan_revision(
-        self, prefix: bytes | str = b"", limit: int = 1000, *, stale: bool = False
-    ) -> tuple[list[tuple[bytes, bytes]], int | None]:
-        return self._run(self._client.scan_revision, prefix, limit, stale=stale)
 
     def get_revision(
         self, key: bytes | str, *, stale: bool = False

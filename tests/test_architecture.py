@@ -51,6 +51,7 @@ RANK = {
     "procs": 0,  # child processes and free ports (rkv cluster, nemesis, bench): stdlib only
     "client": 4,
     "client_leases": 3.9,  # the client's lease calls (rkv.client mixes them in): over protocol
+    "client_reads": 3.9,  # the client's scans and record reads (rkv.client mixes them in)
     "recipes": 4.5,  # Lock and Election over the client's leases, txn and watch
     "node": 4,
     "cli": 6,

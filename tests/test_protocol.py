@@ -13,6 +13,8 @@ from rkv.codec import MAX_ID_LEN, MAX_KEY_LEN, MAX_NODE_ID_LEN, MAX_U64, MAX_VAL
 from rkv.errors import BadRequest, InternalError
 from rkv.txn import Compare, KeyValue, OpDeletePrefix, OpGet, OpIncr, OpPut
 
+KR = p.KeyRecord
+
 C = b"c" * 16
 SHA = bytes(range(32))
 
@@ -64,6 +66,11 @@ WIRE: list[tuple[p.ClientRequest, dict[str, Any]]] = [
     (p.GetRequest(b"k"), {"t": "get", "k": b"k", "stale": False}),
     (p.GetRequest(b"k", stale=True), {"t": "get", "k": b"k", "stale": True}),
     (p.ScanRequest(b"a", limit=5), {"t": "scan", "p": b"a", "limit": 5, "stale": False}),
+    (
+        p.ScanRequest(b"a", 5, after=b"a1", meta=True),
+        {"t": "scan", "p": b"a", "limit": 5, "stale": False, "after": b"a1", "meta": True},
+    ),
+    (p.GetRequest(b"k", meta=True), {"t": "get", "k": b"k", "stale": False, "meta": True}),
     (p.FileMetaRequest(b"f", stale=True), {"t": "file_meta", "k": b"f", "stale": True}),
     (p.FileReadRequest(b"f", 3, SHA), {"t": "file_read", "k": b"f", "n": 3, "sha": SHA}),
     (p.StatusRequest(), {"t": "status"}),
@@ -185,6 +192,11 @@ DECODED: list[tuple[dict[str, Any], p.ClientRequest]] = [
     ({"t": "get", "k": b"k", "newer_field": 1}, p.GetRequest(b"k")),
     ({"t": "scan"}, p.ScanRequest(b"", p.DEFAULT_SCAN_LIMIT, False)),
     ({"t": "scan", "p": None, "limit": 10_000}, p.ScanRequest(b"", 10_000)),
+    # an older client's scan and get: no after (from the start), no meta
+    ({"t": "scan", "p": b"a", "limit": 3}, p.ScanRequest(b"a", 3, after=None, meta=False)),
+    ({"t": "scan", "after": None, "meta": False}, p.ScanRequest()),
+    ({"t": "scan", "after": b"k"}, p.ScanRequest(after=b"k")),
+    ({"t": "get", "k": b"k", "meta": True}, p.GetRequest(b"k", meta=True)),
     ({"t": "file_meta", "k": b"f"}, p.FileMetaRequest(b"f")),
     (
         {"t": "cas", "k": b"k", "val": b"", "c": b"", "s": MAX_U64},
@@ -316,6 +328,10 @@ BAD: list[tuple[Any, str | None, str]] = [
     ({"t": "lease_revoke", "lease": 0, "c": C, "s": 1}, "lease", "must be an integer in 1.."),
     ({"t": "lease_ttl", "lease": 1, "keys": 1}, "keys", "must be a bool"),
     ({"t": "txn", "else": [[0, b"k"]], "c": C, "s": 1}, "else", "a put op has 2 fields, got 1"),
+    ({"t": "scan", "after": b""}, "after", "field 'after' must be nil or bytes of 1..400"),
+    ({"t": "scan", "after": "k"}, "after", "field 'after' must be nil or bytes"),
+    ({"t": "scan", "meta": 1}, "meta", "field 'meta' must be a bool"),
+    ({"t": "get", "k": b"k", "meta": None}, "meta", "field 'meta' must be a bool"),
     (
         {"t": "txn", "then": [[3, b"k"]] * 129, "c": C, "s": 1},
         "then",
@@ -389,12 +405,14 @@ STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     ),
     "file_abort": st.builds(p.FileAbortRequest, ids, **session),
     "file_delete": st.builds(p.FileDeleteRequest, keys, **session),
-    "get": st.builds(p.GetRequest, keys, stale=st.booleans()),
+    "get": st.builds(p.GetRequest, keys, stale=st.booleans(), meta=st.booleans()),
     "scan": st.builds(
         p.ScanRequest,
         st.binary(max_size=MAX_KEY_LEN),
         limit=st.integers(1, p.MAX_SCAN_LIMIT),
         stale=st.booleans(),
+        after=st.none() | keys,
+        meta=st.booleans(),
     ),
     "file_meta": st.builds(p.FileMetaRequest, keys, stale=st.booleans()),
     "file_read": st.builds(p.FileReadRequest, keys, u64, shas),
@@ -470,6 +488,17 @@ REPLIES: list[tuple[Any, dict[str, Any]]] = [
     (p.ExistedReply(False, 3), {"t": "ok", "existed": False, "rev": 3}),
     (p.SwappedReply(True, 4), {"t": "ok", "swapped": True, "rev": 4}),
     (p.ScanReply((), 5), {"t": "ok", "items": [], "rev": 5}),
+    (p.ScanReply(((b"a", b"1"),), 5), {"t": "ok", "items": [[b"a", b"1"]], "rev": 5}),
+    (
+        p.ScanReply(((b"a", b"1"), (b"b", b"")), 5, (KR(b"1", 2, 4, 3), KR(b"", 5, 5, 1, 9))),
+        {"t": "ok", "items": [[b"a", b"1", 2, 4, 3, 0], [b"b", b"", 5, 5, 1, 9]], "rev": 5},
+    ),
+    (p.ValueReply(b"v", 7), {"t": "ok", "val": b"v", "rev": 7}),
+    (
+        p.ValueReply(b"v", 7, KR(b"v", 2, 6, 4, 11), meta=True),
+        {"t": "ok", "val": b"v", "rev": 7, "rec": [2, 6, 4, 11]},
+    ),
+    (p.ValueReply(None, 7, None, meta=True), {"t": "ok", "val": None, "rev": 7, "rec": None}),
     (p.AbortedReply(True, 6), {"t": "ok", "aborted": True, "rev": 6}),
     (
         p.TxnReply(True, 12, (None, KeyValue(b"v", 3, 12, 2), 1, b"1.5")),
@@ -546,6 +575,13 @@ BAD_REPLIES: list[tuple[type[Any], dict[str, Any], str]] = [
     (p.ScanReply, {"t": "ok", "items": None}, "field 'items' must be a list, got nil"),
     (p.ScanReply, {"t": "ok", "items": [[b"a"]]}, "item 0 of 'items' must be [key bytes"),
     (p.ScanReply, {"t": "ok", "items": [[b"a", "b"]]}, "item 0"),
+    (p.ScanReply, {"t": "ok", "items": [[b"a", b"", 1, 1, 1, 0], [b"b", b""]]}, "item 1"),
+    (p.ScanReply, {"t": "ok", "items": [[b"a", b"", 1, 1, 1]]}, "item 0"),
+    (p.ScanReply, {"t": "ok", "items": [[b"a", b"", 1, 1, "1", 0]]}, "a record must be"),
+    (p.ScanReply, {"t": "ok", "items": [[b"a", b"", 1, 1, 1, -1]]}, "a record must be"),
+    (p.ValueReply, {"t": "ok", "val": b"v", "rec": [1, 1, 1]}, "a record must be"),
+    (p.ValueReply, {"t": "ok", "val": None, "rec": [1, 1, 1, 0]}, "both be nil or neither"),
+    (p.ValueReply, {"t": "ok", "val": b"v", "rec": None}, "both be nil or neither"),
     (p.FileMetaReply, {"t": "ok", "size": 1, "chunks": 1, "sha": b""}, "'sha' must be bytes"),
     (p.FileMetaReply, {"t": "ok", "size": "1", "chunks": 1, "sha": SHA}, "'size'"),
     (p.DataReply, {"t": "ok"}, "field 'data' is missing"),

@@ -21,7 +21,7 @@ import math
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 from rkv.codec import MAX_KEY_LEN, MAX_LEASE_ID, MAX_LEASE_TTL_MS, MAX_VALUE_LEN
 from rkv.errors import RkvError
@@ -333,10 +333,16 @@ class HttpApi:
         await req.respond(204, headers=_revision(swapped.rev))
 
     async def _scan(self, req: Request) -> None:
-        q = _query(req, "prefix", "limit", "consistency")
+        """GET /v1/kv?prefix=&limit=&after=: the pairs under the prefix (after the key
+        `after`, exclusive; all percent-encoded), "more", and with more a "next" cursor: the
+        last key returned, percent-encoded, the `after` of the next page."""
+        q = _query(req, "prefix", "limit", "consistency", "after")
         prefix = unquote_to_bytes(q.get("prefix", ""))
         if len(prefix) > MAX_KEY_LEN:
             raise bad_request(f"prefix must be at most {MAX_KEY_LEN} bytes")
+        after = unquote_to_bytes(q["after"]) if "after" in q else None
+        if after is not None and not 0 < len(after) <= MAX_KEY_LEN:
+            raise bad_request(f"after must be a key of 1..{MAX_KEY_LEN} bytes")
         try:
             limit = int(q.get("limit", DEFAULT_SCAN))
         except ValueError:
@@ -344,15 +350,18 @@ class HttpApi:
         if not 1 <= limit <= MAX_HTTP_SCAN_LIMIT:
             raise bad_request(f"limit must be an integer in 1..{MAX_HTTP_SCAN_LIMIT}")
         try:
-            reply = await self.caller.call(ScanRequest(prefix, limit + 1, stale=_stale(q)))
-            scanned = ScanReply.from_frame(reply)
+            request = ScanRequest(prefix, limit + 1, stale=_stale(q), after=after)
+            scanned = ScanReply.from_frame(await self.caller.call(request))
         except RkvError as e:
             raise from_rkv(e) from None
         items = scanned.items
+        more = len(items) > limit
         doc: dict[str, Any] = {
             "items": [{"key": _b64(k), "value": _b64(v)} for k, v in items[:limit]],
-            "more": len(items) > limit,
+            "more": more,
         }
+        if more:
+            doc["next"] = quote(items[limit - 1][0], safe="")
         if scanned.rev is not None:
             doc["revision"] = scanned.rev
         await _json(req, 200, doc)

@@ -43,6 +43,7 @@ from rkv.protocol import (
     FileMetaRequest,
     FileReadRequest,
     GetRequest,
+    KeyRecord,
     OkReply,
     PutRequest,
     ScanReply,
@@ -56,6 +57,7 @@ from rkv.protocol import (
     decode_request,
 )
 from rkv.raft.types import Role
+from rkv.store.commands import Record
 from rkv.store.errors import NotFoundError
 from rkv.txn import TxnError, TxnResult
 
@@ -84,6 +86,10 @@ def _rev(w: Waiter) -> int | None:
     """A write's revision: the index of the log entry that carried it (for a retry the state
     machine recognized, its retry's entry: the write took effect at or before it)."""
     return None if w.entry is None else w.entry.index
+
+
+def _key_record(rec: Record) -> KeyRecord:
+    return KeyRecord(rec.value, rec.create_index, rec.mod_index, rec.version, rec.lease)
 
 
 def leader_check(view: RaftView, me: str) -> None:
@@ -248,15 +254,27 @@ class ClientHandlers:
 
     async def get(self, r: GetRequest) -> Frame:
         await self._maybe_linearizable(r.stale)
-        value, rev = self.store.get_revision(r.key)
-        return ValueReply(value, rev).to_frame()
+        if not r.meta:
+            value, rev = self.store.get_revision(r.key)
+            return ValueReply(value, rev).to_frame()
+        rec, rev = self.store.get_record_revision(r.key)
+        if rec is None:
+            return ValueReply(None, rev, None, meta=True).to_frame()
+        return ValueReply(rec.value, rev, _key_record(rec), meta=True).to_frame()
 
     async def scan(self, r: ScanRequest) -> Frame:
-        """The pairs and the revision they were read at: a watch from rev + 1 misses nothing
-        and repeats nothing."""
+        """The pairs (from the key after `r.after`) and the revision they were read at: a
+        watch from rev + 1 misses nothing and repeats nothing."""
         await self._maybe_linearizable(r.stale)
-        items, rev = self.store.scan_revision(r.prefix, r.limit)
-        return ScanReply(tuple(items), rev).to_frame()
+        if not r.meta:
+            items, rev = self.store.scan_revision(r.prefix, r.limit, r.after)
+            return ScanReply(tuple(items), rev).to_frame()
+        records, rev = self.store.scan_records(r.prefix, r.limit, r.after)
+        return ScanReply(
+            tuple((k, rec.value) for k, rec in records),
+            rev,
+            tuple(_key_record(rec) for _, rec in records),
+        ).to_frame()
 
     async def file_meta(self, r: FileMetaRequest) -> Frame:
         await self._maybe_linearizable(r.stale)

@@ -1,6 +1,7 @@
 """The client protocol's requests and common replies, defined once (docs/contracts.md).
 The package: `fields` (limits, errors, field checks, the request base classes), `requests`
-(the kinds and `decode_request`), `replies` (the typed ok replies); import from here.
+(the kinds and `decode_request`), `replies` (the typed ok replies), `reads` (the get's and
+scan's replies, KeyRecord); import from here.
 
 Owns: one frozen dataclass per request kind a node accepts from a client (`t` of the frame:
 the writes, the reads, and the admin requests), each with `to_frame()` giving the wire map
@@ -24,6 +25,11 @@ Errors: a request that does not fit raises `ProtocolError`, a `BadRequest` (code
 bytes, got int"); the constructors check the same way, so a bad request is refused where it
 is built. A reply that does not fit raises `BadReply` (code `internal`: the node answered
 something this client does not understand).
+
+Reads: a scan's optional `after` (a key: only keys greater than it, still under `p`; nil
+or missing: from the prefix's first key) pages through a prefix; a get's or scan's optional
+`meta` (false when missing) returns each key's record (rkv.protocol.reads: create and mod
+revision, version, lease) without a log entry.
 
 Leases: rkv.protocol.leases (lease_grant, lease_keepalive, lease_revoke, lease_ttl,
 lease_list and their replies; a put's optional `lease`).
@@ -66,17 +72,16 @@ from rkv.protocol.leases import (
     LeaseTtlReply,
     LeaseTtlRequest,
 )
+from rkv.protocol.reads import KeyRecord, ScanReply, ValueReply
 from rkv.protocol.replies import (
     AbortedReply,
     DataReply,
     ExistedReply,
     FileMetaReply,
     OkReply,
-    ScanReply,
     StatusReply,
     SwappedReply,
     TxnReply,
-    ValueReply,
     WatchEvent,
     WatchReply,
 )
@@ -146,6 +151,7 @@ __all__ = [
     "FileReadRequest",
     "Frame",
     "GetRequest",
+    "KeyRecord",
     "LeaseGrantReply",
     "LeaseGrantRequest",
     "LeaseKeepaliveReply",

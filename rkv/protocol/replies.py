@@ -1,7 +1,7 @@
 """The common ok replies of the client protocol (rkv.protocol), typed: `to_frame` for the node,
 `from_frame` for the client (BadReply when a node's answer does not fit).
 
-Owns: the replies with fixed fields. Must not: type the free-form replies (members, check,
+Owns: the replies with fixed fields, but the reads' (get, scan: rkv.protocol.reads). Must not: type the free-form replies (members, check,
 state_hashes, backup_begin, transfer, repair, fault: see rkv.protocol) or build requests.
 """
 
@@ -92,23 +92,6 @@ class OkReply:
 
 
 @dataclass(frozen=True, slots=True)
-class ValueReply:
-    """A get's answer: the value, None if the key is absent; `rev`: the store's revision (its
-    applied index) the value was read at."""
-
-    value: bytes | None
-    rev: int | None = None
-
-    def to_frame(self) -> Frame:
-        return _with_rev({"t": "ok", "val": self.value}, self.rev)
-
-    @classmethod
-    def from_frame(cls, frame: Mapping[str, Any]) -> ValueReply:
-        _ok(frame, "get")
-        return cls(_reply_field(frame, "val", _VALUE_OR_NIL, "get"), _rev(frame, "get"))
-
-
-@dataclass(frozen=True, slots=True)
 class ExistedReply:
     """A delete's or file_delete's answer (`rev`: the delete's log index)."""
 
@@ -155,36 +138,6 @@ class AbortedReply:
         _ok(frame, "file_abort")
         aborted = _reply_field(frame, "aborted", _bool, "file_abort")
         return cls(aborted, _rev(frame, "file_abort"))
-
-
-@dataclass(frozen=True, slots=True)
-class ScanReply:
-    """A scan's answer: (key, value) pairs in key order; `rev`: the store's revision (its
-    applied index) they were read at."""
-
-    items: tuple[tuple[bytes, bytes], ...]
-    rev: int | None = None
-
-    def to_frame(self) -> Frame:
-        return _with_rev({"t": "ok", "items": [[k, v] for k, v in self.items]}, self.rev)
-
-    @classmethod
-    def from_frame(cls, frame: Mapping[str, Any]) -> ScanReply:
-        _ok(frame, "scan")
-        raw = frame.get("items")
-        if type(raw) is not list:
-            raise BadReply(f"scan reply: field 'items' must be a list, got {_type_name(raw)}")
-        items = []
-        for i, p in enumerate(raw):
-            if (
-                type(p) is not list
-                or len(p) != 2
-                or type(p[0]) is not bytes
-                or type(p[1]) is not bytes
-            ):
-                raise BadReply(f"scan reply: item {i} of 'items' must be [key bytes, value bytes]")
-            items.append((p[0], p[1]))
-        return cls(tuple(items), _rev(frame, "scan"))
 
 
 @dataclass(frozen=True, slots=True)

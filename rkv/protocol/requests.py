@@ -251,11 +251,14 @@ class GetRequest(_Request):
     T = "get"
     key: bytes = _f("k", _KEY)
     stale: bool = _f("stale", _bool, absent=False, default=False)
+    meta: bool = _f("meta", _bool, absent=False, omit=False, default=False)
+    """The reply carries the key's record too (`rec`: create, mod, version, lease)."""
 
 
 @dataclass(frozen=True, slots=True)
 class ScanRequest(_Request):
-    """Up to `limit` pairs whose key starts with `prefix` (`p`; nil or missing: all keys)."""
+    """Up to `limit` pairs whose key starts with `prefix` (`p`; nil or missing: all keys)
+    and, given `after`, is greater than it (nil or missing: from the prefix's first key)."""
 
     T = "scan"
     prefix: bytes = _f("p", _nil_is(b"", _bytes(0, MAX_KEY_LEN)), absent=b"", default=b"")
@@ -263,6 +266,10 @@ class ScanRequest(_Request):
         "limit", _int(1, MAX_SCAN_LIMIT), absent=DEFAULT_SCAN_LIMIT, default=DEFAULT_SCAN_LIMIT
     )
     stale: bool = _f("stale", _bool, absent=False, default=False)
+    after: bytes | None = _f("after", _optional(_KEY), absent=None, omit=None, default=None)
+    """Only keys greater than this one (exclusive): the last key of the previous page."""
+    meta: bool = _f("meta", _bool, absent=False, omit=False, default=False)
+    """Each item carries the key's record too: [key, value, create, mod, version, lease]."""
 
 
 MAX_WATCH_LIMIT = 10_000

@@ -20,7 +20,8 @@ from contextlib import asynccontextmanager, suppress
 
 import trio
 
-from rkv.client import Client, Cmp, TxnOp, _to_bytes
+from rkv.client import Client, Cmp, TxnOp
+from rkv.client_reads import as_bytes
 from rkv.errors import Compacted, LockLost, RkvError
 from rkv.recipes.queue import (
     MAX_WAITERS,
@@ -96,7 +97,7 @@ class Election(Entered):
         held = self._lease()
         if self.key is not None:
             raise RuntimeError(f"{self!r}: already the leader (resign first)")
-        v = _to_bytes(value, "value")
+        v = as_bytes(value, "value")
         me = await join(self.client, self.prefix, held.lease.id, v)
         try:
             if me.value != v:  # a key of this lease left from before: take the new value
@@ -125,7 +126,7 @@ class Election(Entered):
         """Set the leader's value, only while this candidate still leads (LockLost if not)."""
         if self.key is None or self.revision is None:
             raise RuntimeError(f"{self!r}: not the leader (campaign first)")
-        await self._put(Member(self.key, b"", self.revision, 0), _to_bytes(value, "value"))
+        await self._put(Member(self.key, b"", self.revision, 0), as_bytes(value, "value"))
 
     async def resign(self) -> None:
         """Stop leading (or do nothing if not leading): the key is deleted and the next

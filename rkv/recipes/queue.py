@@ -2,9 +2,15 @@
 
 Owns: the key layout (a member of queue NAME is the key `NAME/<lease id, 16 hex digits>`,
 attached to its lease), joining (`join`: one txn, put if the key's create revision is 0),
-reading the queue (`read`: a bounded scan of the prefix, then the members' create revisions
-by txn gets of at most GETS_PER_TXN keys each), and waiting for one's turn (`wait_turn`: a
-member alone in the scan needs no txn; that is the uncontended lock).
+reading the queue (`read`: scans of the prefix with each key's record, PAGE keys a page,
+each after the last key of the one before, at most `max_waiters` keys in all; reads, no
+txn), and waiting for one's turn (`wait_turn`).
+Pages are read at their own revisions: the queue read is the members with a create revision
+up to the FIRST page's revision (`scanned`), each seen alive at its page's revision. Every
+member created up to `scanned` and alive when its page was read is listed (its key existed
+before any page was read); one created later is left out, and it comes after every listed
+one, so the read is a true beginning of the queue (and a waiter, which joined before the
+read, is in it).
 The queue's order is the members' create revisions: the first is the owner (the lock holder,
 the leader). A waiter watches only the deletion of its predecessor (the member created just
 before it), from the revision it saw it alive at, so no deletion is missed and a release
@@ -19,13 +25,13 @@ from contextlib import AbstractAsyncContextManager, aclosing
 from dataclasses import dataclass
 from typing import cast
 
-from rkv.client import Client, Cmp, KeyValue, TxnOp, WatchEvent
+from rkv.client import Client, Cmp, KeyRecord, KeyValue, TxnOp, WatchEvent
 from rkv.errors import Compacted, LockLost, Unavailable
 
-MAX_WAITERS = 1000
-"""Default most members a queue may hold when read (its scan's bound)."""
-GETS_PER_TXN = 128
-"""Keys whose revisions one txn reads (rkv.txn.MAX_OPS)."""
+MAX_WAITERS = 100_000
+"""Default most keys a queue read examines (Unavailable past them): its pages' bound."""
+PAGE = 1000
+"""Keys one scan of a queue read returns (with their records)."""
 _HEX = frozenset(b"0123456789abcdef")
 
 
@@ -92,38 +98,42 @@ async def join(client: Client, prefix: bytes, lease_id: int, value: bytes) -> Me
     return Member(key, kv.value, kv.create_revision, r.revision)
 
 
-async def _scan(client: Client, prefix: bytes, max_waiters: int) -> tuple[list[bytes], int]:
-    """The member keys under `prefix` and the scan's revision; Unavailable beyond
-    `max_waiters` keys."""
-    items, scanned = await client.scan_revision(prefix, limit=max_waiters + 1)
-    if len(items) > max_waiters:
-        raise Unavailable(f"queue {prefix[:-1]!r} holds more than {max_waiters} keys (max_waiters)")
-    return [k for k, _ in items if is_member(prefix, k)], scanned or 0
-
-
-async def _members(client: Client, keys: list[bytes]) -> list[Member]:
-    """The keys still alive, with their create revisions, by create revision (txns of at
-    most GETS_PER_TXN gets, each member tagged with its txn's revision)."""
-    members: list[Member] = []
-    for i in range(0, len(keys), GETS_PER_TXN):
-        chunk = keys[i : i + GETS_PER_TXN]
-        r = await client.txn([], [TxnOp.get(k) for k in chunk])
-        members += [
-            Member(k, kv.value, kv.create_revision, r.revision)
-            for k, kv in zip(chunk, r.results, strict=True)
-            if isinstance(kv, KeyValue)
-        ]
-    members.sort(key=lambda m: m.create_revision)
-    return members
+async def _scan(
+    client: Client, prefix: bytes, limit: int, after: bytes | None
+) -> tuple[list[tuple[bytes, KeyRecord]], int]:
+    """One page of a queue read: up to `limit` keys under `prefix` after `after`, with
+    their records, and the page's revision."""
+    records, rev = await client.scan_records(prefix, limit, after=after)
+    return records, rev or 0
 
 
 async def read(client: Client, prefix: bytes, max_waiters: int = MAX_WAITERS) -> Queue:
-    """The members alive, by create revision. Each is read by a txn (at its own revision,
-    `seen_at`), after the scan that listed them; a member created after the scan is not
-    listed (it comes after every listed one). Unavailable if the prefix holds more than
-    `max_waiters` keys (the queue cannot be ordered from a partial read)."""
-    keys, scanned = await _scan(client, prefix, max_waiters)
-    return Queue(tuple(await _members(client, keys)), scanned)
+    """The members alive, by create revision, read in pages (see the module docstring: the
+    members created up to the first page's revision). Unavailable if the prefix holds more
+    than `max_waiters` keys (the queue cannot be ordered from a partial read)."""
+    members: list[Member] = []
+    first: int | None = None
+    after: bytes | None = None
+    examined = 0
+    while True:
+        limit = min(PAGE, max_waiters + 1 - examined)
+        records, rev = await _scan(client, prefix, limit, after)
+        first = rev if first is None else first
+        examined += len(records)
+        if examined > max_waiters:
+            raise Unavailable(
+                f"queue {prefix[:-1]!r} holds more than {max_waiters} keys (max_waiters)"
+            )
+        members += [
+            Member(k, r.value, r.create_revision, rev)
+            for k, r in records
+            if is_member(prefix, k) and r.create_revision <= first
+        ]
+        if len(records) < limit:
+            break
+        after = records[-1][0]
+    members.sort(key=lambda m: m.create_revision)
+    return Queue(tuple(members), first)
 
 
 def watching(
@@ -151,12 +161,7 @@ async def wait_turn(client: Client, me: Member, prefix: bytes, max_waiters: int)
     """Wait until no member of the queue was created before `me`; `me` as last seen alive.
     LockLost if `me` is gone meanwhile (its lease expired or its key was deleted)."""
     while True:
-        keys, scanned = await _scan(client, prefix, max_waiters)
-        if me.key not in keys:
-            raise LockLost(f"queue {prefix[:-1]!r}: key {me.key!r} is gone while waiting")
-        if keys == [me.key]:  # alone (a member created before it would be listed): no txn
-            return Member(me.key, me.value, me.create_revision, scanned)
-        q = Queue(tuple(await _members(client, keys)), scanned)
+        q = await read(client, prefix, max_waiters)
         mine = q.find(me.key)
         if mine is None or mine.create_revision != me.create_revision:
             raise LockLost(f"queue {prefix[:-1]!r}: key {me.key!r} is gone while waiting")

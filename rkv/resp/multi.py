@@ -3,9 +3,9 @@
 After MULTI each command is queued (`+QUEUED`) as its plan (rkv.resp.plans); EXEC runs every
 queued plan's ops as ONE rkv txn (one revision, atomic, exactly once) and replies with an
 array holding each command's own reply. WATCH reads each key's mod revision (absent: 0)
-through a txn of gets (through the log: linearizable) and EXEC's txn compares them, so EXEC
-replies a null array, applying nothing, if a watched key was written since. EXEC and
-DISCARD end the MULTI and clear the watches; UNWATCH clears them.
+by a linearizable get with the key's record (`meta`: a read, no log entry) and EXEC's txn
+compares them, so EXEC replies a null array, applying nothing, if a watched key was written
+since. EXEC and DISCARD end the MULTI and clear the watches; UNWATCH clears them.
 
 What differs from Redis, each a clear error rather than a different outcome:
 - A command that is not a plan cannot be queued (the error names it; EXEC then replies
@@ -24,17 +24,16 @@ name the commands' handlers (rkv.resp.table), read or write sockets, parse bytes
 
 from __future__ import annotations
 
+from rkv.protocol import GetRequest, ValueReply
 from rkv.resp import plans
-from rkv.resp.context import CommandError, Context, Multi, _key_ok, txn
+from rkv.resp.context import CommandError, Context, Multi, _key_ok, call, txn
 from rkv.resp.ttl import TTL_COMMANDS, TTL_NOT_QUEUEABLE
 from rkv.resp.wire import NULL_ARRAY, OK, Err, Reply, Simple
 from rkv.txn import (
     MAX_COMPARES,
     Compare,
-    KeyValue,
     OpAppend,
     OpDelete,
-    OpGet,
     OpIncr,
     OpIncrFloat,
     OpPut,
@@ -155,24 +154,21 @@ async def cmd_watch(ctx: Context, args: list[bytes]) -> Reply:
             f"ERR rkv watches at most {MAX_COMPARES} keys per connection (one txn's compares)"
         )
     if keys:
-        try:
-            s.watched.update(await _mod_revisions(ctx, keys))
-        except CommandError as e:
-            if "would return more than" not in e.text or len(keys) == 1:
-                raise
-            # the values are too big for one txn's answer: one key at a time
-            for k in keys:
-                s.watched.update(await _mod_revisions(ctx, [k]))
+        s.watched.update(await _mod_revisions(ctx, keys))
     return OK
 
 
 async def _mod_revisions(ctx: Context, keys: list[bytes]) -> dict[bytes, int]:
-    """Each key's mod revision (absent: 0), read by one txn of gets (linearizable)."""
-    r = await txn(ctx, (), tuple(OpGet(k) for k in keys))
-    return {
-        k: got.mod_revision if isinstance(got, KeyValue) else 0
-        for k, got in zip(keys, r.results, strict=True)
-    }
+    """Each key's mod revision (absent: 0), by a linearizable get with its record per key
+    (a read: no log entry)."""
+    return {k: await _mod_revision(ctx, k) for k in keys}
+
+
+async def _mod_revision(ctx: Context, key: bytes) -> int:
+    reply = ValueReply.from_frame(await call(ctx, GetRequest(key, meta=True).to_frame))
+    if not reply.meta:
+        raise CommandError("ERR rkv WATCH: the node sent no record (it predates 'meta')")
+    return 0 if reply.record is None else reply.record.mod_revision
 
 
 async def cmd_exec(ctx: Context, args: list[bytes]) -> Reply:

@@ -37,11 +37,13 @@ import secrets
 import time
 
 from rkv.protocol import (
+    GetRequest,
     LeaseGrantReply,
     LeaseGrantRequest,
     LeaseRevokeRequest,
     LeaseTtlReply,
     LeaseTtlRequest,
+    ValueReply,
 )
 from rkv.resp.context import (
     CommandError,
@@ -106,9 +108,11 @@ def is_ours(lease: int) -> bool:
 
 
 async def read(ctx: Context, key: bytes) -> KeyValue | None:
-    """The key as one txn's get (through the log: linearizable), with its lease."""
-    r = (await txn(ctx, (), (OpGet(key),))).results[0]
-    return r if isinstance(r, KeyValue) else None
+    """The key with its lease, by a linearizable get with its record (a read: no log entry)."""
+    reply = ValueReply.from_frame(await call(ctx, GetRequest(key, meta=True).to_frame))
+    if not reply.meta:
+        raise CommandError("ERR rkv: the node sent no record (it predates 'meta')")
+    return reply.record
 
 
 async def grant(ctx: Context, ms: int) -> int:

@@ -1190,12 +1190,12 @@ class LmdbStore:
         raw = self._read(lambda txn: txn.get(key, db=self._live(txn).kv))
         return None if raw is None else kvdb.decode_record(unseal(KV, key, raw))
 
-    def scan(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
-        """Up to `limit` (key, value) pairs whose key starts with `prefix`, in key order."""
-        logdb.check_limit(limit)
-        if len(prefix) > MAX_KEY_LEN:
-            return []
-        return self._read(lambda txn: kvdb.scan(txn, self._live(txn).kv, prefix, limit))
+    def scan(
+        self, prefix: bytes, limit: int, after: bytes | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        """Up to `limit` (key, value) pairs whose key starts with `prefix` (and is greater
+        than `after`, if given), in key order."""
+        return self.scan_revision(prefix, limit, after)[0]
 
     def _revision(self, txn: lmdb.Transaction[bytes]) -> int:
         return kvdb.decode_u64("applied index", txn.get(kvdb.APPLIED_KEY, db=self._dbs.meta))
@@ -1203,25 +1203,43 @@ class LmdbStore:
     def get_revision(self, key: bytes) -> tuple[bytes | None, int]:
         """(`get(key)`, the revision it was read at: the applied index), from one read
         transaction (an apply in a worker thread may move the applied index meanwhile)."""
+        rec, rev = self.get_record_revision(key)
+        return (None if rec is None else rec.value), rev
 
-        def read(txn: lmdb.Transaction[bytes]) -> tuple[bytes | None, int]:
+    def get_record_revision(self, key: bytes) -> tuple[Record | None, int]:
+        """(`get_record(key)`, the revision it was read at), from one read transaction."""
+
+        def read(txn: lmdb.Transaction[bytes]) -> tuple[Record | None, int]:
             rev = self._revision(txn)
             if not 0 < len(key) <= MAX_KEY_LEN:
                 return None, rev
             raw = txn.get(key, db=self._live(txn).kv)
-            return (None if raw is None else kvdb.decode_record(unseal(KV, key, raw)).value), rev
+            return (None if raw is None else kvdb.decode_record(unseal(KV, key, raw))), rev
 
         return self._read(read)
 
-    def scan_revision(self, prefix: bytes, limit: int) -> tuple[list[tuple[bytes, bytes]], int]:
-        """(`scan(prefix, limit)`, the revision it was taken at), from one read transaction."""
+    def scan_revision(
+        self, prefix: bytes, limit: int, after: bytes | None = None
+    ) -> tuple[list[tuple[bytes, bytes]], int]:
+        """(`scan(prefix, limit, after)`, the revision it was taken at), from one read
+        transaction."""
+        records, rev = self.scan_records(prefix, limit, after)
+        return [(k, r.value) for k, r in records], rev
+
+    def scan_records(
+        self, prefix: bytes, limit: int, after: bytes | None = None
+    ) -> tuple[list[tuple[bytes, Record]], int]:
+        """`scan_revision` with each key's whole record (value, revisions, version, lease)."""
         logdb.check_limit(limit)
 
-        def read(txn: lmdb.Transaction[bytes]) -> tuple[list[tuple[bytes, bytes]], int]:
+        def read(txn: lmdb.Transaction[bytes]) -> tuple[list[tuple[bytes, Record]], int]:
             rev = self._revision(txn)
             if len(prefix) > MAX_KEY_LEN:
                 return [], rev
-            return kvdb.scan(txn, self._live(txn).kv, prefix, limit), rev
+            # LMDB refuses keys past 511 bytes; no stored key is longer than MAX_KEY_LEN, so
+            # the keys after `after` are exactly those after its first MAX_KEY_LEN bytes
+            start = None if after is None else after[:MAX_KEY_LEN]
+            return kvdb.scan_records(txn, self._live(txn).kv, prefix, limit, start), rev
 
         return self._read(read)
 

@@ -744,24 +744,44 @@ class LmdbStateTxn:
         self.lease_events.append(event)
 
 
-def scan(
-    txn: lmdb.Transaction[bytes], db: lmdb._Database, prefix: bytes, limit: int
-) -> list[tuple[bytes, bytes]]:
-    out: list[tuple[bytes, bytes]] = []
+def scan_records(
+    txn: lmdb.Transaction[bytes],
+    db: lmdb._Database,
+    prefix: bytes,
+    limit: int,
+    after: bytes | None = None,
+) -> list[tuple[bytes, Record]]:
+    """Up to `limit` (key, record) pairs whose key starts with `prefix` and, given `after`,
+    is greater than it, in key order (one cursor: set_range to the later of the two)."""
+    out: list[tuple[bytes, Record]] = []
     if limit == 0:
         return out
     cur = txn.cursor(db=db)
-    # LMDB refuses an empty key, so an empty prefix starts at the first record
-    found = cur.set_range(prefix) if prefix else cur.first()
+    start = prefix if after is None or after < prefix else after
+    # LMDB refuses an empty key, so an empty start is the first record
+    found = cur.set_range(start) if start else cur.first()
     if not found:
         return out
     for k, v in cur.iternext():
         if not k.startswith(prefix):
             break
-        out.append((k, decode_record(unseal(KV, k, v)).value))
+        if after is not None and k <= after:
+            continue  # only the record at `after` itself
+        out.append((k, decode_record(unseal(KV, k, v))))
         if len(out) >= limit:
             break
     return out
+
+
+def scan(
+    txn: lmdb.Transaction[bytes],
+    db: lmdb._Database,
+    prefix: bytes,
+    limit: int,
+    after: bytes | None = None,
+) -> list[tuple[bytes, bytes]]:
+    """`scan_records`' (key, value) pairs."""
+    return [(k, r.value) for k, r in scan_records(txn, db, prefix, limit, after)]
 
 
 def file_chunk(txn: lmdb.Transaction[bytes], dbs: Dbs, key: bytes, n: int) -> bytes | None:

@@ -614,13 +614,27 @@ class MemoryStore:
     def get_revision(self, key: bytes) -> tuple[bytes | None, int]:
         return self.get(key), self._st.applied
 
-    def scan_revision(self, prefix: bytes, limit: int) -> tuple[list[tuple[bytes, bytes]], int]:
-        return self.scan(prefix, limit), self._st.applied
+    def get_record_revision(self, key: bytes) -> tuple[Record | None, int]:
+        return self._st.kv.get(key), self._st.applied
 
-    def scan(self, prefix: bytes, limit: int) -> list[tuple[bytes, bytes]]:
+    def scan_revision(
+        self, prefix: bytes, limit: int, after: bytes | None = None
+    ) -> tuple[list[tuple[bytes, bytes]], int]:
+        return self.scan(prefix, limit, after), self._st.applied
+
+    def scan(
+        self, prefix: bytes, limit: int, after: bytes | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        return [(k, r.value) for k, r in self.scan_records(prefix, limit, after)[0]]
+
+    def scan_records(
+        self, prefix: bytes, limit: int, after: bytes | None = None
+    ) -> tuple[list[tuple[bytes, Record]], int]:
         check_limit(limit)
-        keys = sorted(k for k in self._st.kv if k.startswith(prefix))[:limit]
-        return [(k, self._st.kv[k].value) for k in keys]
+        keys = sorted(
+            k for k in self._st.kv if k.startswith(prefix) and (after is None or k > after)
+        )[:limit]
+        return [(k, self._st.kv[k]) for k in keys], self._st.applied
 
     def uploads_in_progress(self) -> list[tuple[bytes, int]]:
         return sorted(self._st.activity.items())

@@ -78,7 +78,9 @@ GOOD: dict[str, st.SearchStrategy[Any]] = {
     "x": st.binary(max_size=8),
     "seq": st.integers(min_value=0, max_value=3),
     "term": st.integers(min_value=0, max_value=3),
-    "meta": st.lists(scalars, max_size=3),
+    # a snapshot chunk's meta (a list), a get's or scan's meta (a bool: records too)
+    "meta": st.booleans() | st.lists(scalars, max_size=3),
+    "after": st.none() | st.binary(min_size=1, max_size=8).map(lambda b: b"fuzz/" + b),
     "done": st.booleans(),
     "records": st.integers(min_value=0, max_value=3),
 }
@@ -90,8 +92,8 @@ FIELDS: dict[str, list[str]] = {
     "file_commit": ["c", "s", "k", "u", "size", "chunks", "sha"],
     "file_delete": ["c", "s", "k"],
     "file_abort": ["c", "s", "u"],
-    "get": ["k", "stale"],
-    "scan": ["p", "limit", "stale"],
+    "get": ["k", "stale", "meta"],
+    "scan": ["p", "limit", "stale", "after", "meta"],
     "file_meta": ["k", "stale"],
     "file_read": ["k", "n", "sha"],
     "status": [],

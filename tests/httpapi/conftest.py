@@ -81,7 +81,12 @@ class FakeNode:
                 self.kv[k] = f["val"]
             return {"t": "ok", "swapped": swapped, "rev": rev}
         if t == "scan":
-            items = sorted((a, b) for a, b in self.kv.items() if a.startswith(f.get("p", b"")))
+            after = f.get("after")
+            items = sorted(
+                (a, b)
+                for a, b in self.kv.items()
+                if a.startswith(f.get("p", b"")) and (after is None or a > after)
+            )
             found = [[a, b] for a, b in items[: f.get("limit", 1000)]]
             return {"t": "ok", "items": found, "rev": rev}
         if t == "txn":

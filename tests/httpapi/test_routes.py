@@ -264,6 +264,54 @@ async def test_scan_pages_with_base64_and_more() -> None:
     assert bad.status == 400
 
 
+@pytest.mark.parametrize("limit", [1, 2, 3, 7, 8])
+async def test_scan_follows_next_through_every_key_once(limit: int) -> None:
+    keys = sorted([b"p/", b"p/ a", b"p/%", b"p/&x=1", b"p/\x00", b"p/\xff", b"p/\xff\xff"])
+    fake = FakeNode(kv={k: b"v" for k in keys} | {b"q": b"x"})
+    got: list[bytes] = []
+    pages = 0
+    async with api_server(fake) as (port, _):
+        path = f"/v1/kv?prefix=p%2F&limit={limit}"
+        while True:
+            r = await request(port, "GET", path)
+            assert r.status == 200
+            doc = r.json()
+            got += [base64.b64decode(i["key"]) for i in doc["items"]]
+            pages += 1
+            if not doc["more"]:
+                assert "next" not in doc
+                break
+            path = f"/v1/kv?prefix=p%2F&limit={limit}&after={doc['next']}"
+    assert got == keys
+    assert pages == -(-len(keys) // limit)  # the last page says no more: no empty page
+    assert "after" not in fake.frames[0]
+    if pages > 1:  # the second page starts after the first one's last key
+        assert fake.frames[1]["after"] == keys[limit - 1]
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "items"),
+    [
+        ("prefix=p&after=p1", 200, [b"p2", b"p3"]),
+        ("prefix=p&after=p%31", 200, [b"p2", b"p3"]),  # percent-encoded like prefix
+        ("after=p3", 200, [b"q"]),
+        ("prefix=p&after=z", 200, []),
+        ("prefix=p&after=", 400, None),  # an empty key
+        ("prefix=p&after=" + "k" * 401, 400, None),
+        ("prefix=p&after=p1&after=p2", 400, None),
+    ],
+)
+async def test_scan_after(query: str, status: int, items: list[bytes] | None) -> None:
+    fake = FakeNode(kv={b"p1": b"1", b"p2": b"2", b"p3": b"3", b"q": b"4"})
+    async with api_server(fake) as (port, _):
+        r = await request(port, "GET", "/v1/kv?" + query)
+    assert r.status == status
+    if items is not None:
+        assert [base64.b64decode(i["key"]) for i in r.json()["items"]] == items
+    else:
+        assert r.json()["error"] == "bad_request" and fake.frames == []
+
+
 async def test_txn() -> None:
     fake = FakeNode(kv={b"a": b"1", b"bin": b"\xff"})
     doc = (

@@ -114,8 +114,11 @@ class FakeStore:
     def get_revision(self, key: bytes) -> tuple[bytes | None, int]:
         return self.get(key), 10
 
-    def scan_revision(self, prefix: bytes, limit: int) -> tuple[list[tuple[bytes, bytes]], int]:
-        return self.scan(prefix, limit), 10
+    def scan_revision(
+        self, prefix: bytes, limit: int, after: bytes | None = None
+    ) -> tuple[list[tuple[bytes, bytes]], int]:
+        items = [(k, v) for k, v in self.scan(prefix, 10_000) if after is None or k > after]
+        return items[:limit], 10
 
     def file_manifest(self, key: bytes) -> Manifest | None:
         return self.files.get(key)

@@ -235,7 +235,7 @@ async def test_a_release_wakes_only_the_next_waiter(
     reads = 0
     real_scan = queue._scan
 
-    async def counted(*args: Any, **kwargs: Any) -> tuple[list[bytes], int]:
+    async def counted(*args: Any, **kwargs: Any) -> Any:
         nonlocal reads
         reads += 1
         return await real_scan(*args, **kwargs)

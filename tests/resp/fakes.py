@@ -1,5 +1,5 @@
 """A fake node for the RESP room: a dict store answering the client requests the RESP
-commands build (get, put, cas, delete, scan; txn with the state machine's own code), with
+commands build (get, with records too; put, cas, delete, scan from a key; txn with the state machine's own code), with
 the exactly-once session rule, each key's mod revision (the request's number: WATCH sees
 writes) and lease (lease_grant, lease_revoke, lease_ttl: no clock, a lease's remaining is
 its TTL unless `left` says otherwise), watch polls answering `watch_events`, and a status. Answers can be scripted to fail first (`fail_next`)."""
@@ -11,7 +11,7 @@ from typing import Any
 import trio
 
 from rkv.codec import unpack
-from rkv.protocol import TxnReply, TxnRequest, decode_request
+from rkv.protocol import KeyRecord, TxnReply, TxnRequest, ValueReply, decode_request
 from rkv.store import Record
 from rkv.store.leases import Lease
 from rkv.store.txn_apply import execute_txn
@@ -57,6 +57,10 @@ MIN_TTL_MS = 1000
 """The fake's minimum lease TTL (a node's: max(1 s, 3 election timeouts))."""
 
 
+def key_record(r: Record) -> KeyRecord:
+    return KeyRecord(r.value, r.create_index, r.mod_index, r.version, r.lease)
+
+
 class FakeBackend:
     def __init__(self, role: str = "leader") -> None:
         self.kv: dict[bytes, bytes] = {}
@@ -92,7 +96,11 @@ class FakeBackend:
             self.applied.append((frame["c"], frame["s"]))
         k = frame.get("k")
         if t == "get":
-            return {"t": "ok", "val": self.kv.get(k)}
+            v = self.kv.get(k)
+            if not frame.get("meta"):
+                return {"t": "ok", "val": v}
+            rec = None if v is None else RevTxn(self).get(k)
+            return ValueReply(v, None, None if rec is None else key_record(rec), True).to_frame()
         if t in ("put", "cas", "delete"):
             self.attached.pop(k, None)  # a plain write detaches the key
         if t.startswith("lease_"):
@@ -122,8 +130,12 @@ class FakeBackend:
             self.mods.pop(k, None)
             return {"t": "ok", "existed": self.kv.pop(k, None) is not None}
         if t == "scan":
-            p = frame.get("p", b"")
-            items = sorted((key, v) for key, v in self.kv.items() if key.startswith(p))
+            p, after = frame.get("p", b""), frame.get("after")
+            items = sorted(
+                (key, v)
+                for key, v in self.kv.items()
+                if key.startswith(p) and (after is None or key > after)
+            )
             return {"t": "ok", "items": [[key, v] for key, v in items[: frame["limit"]]]}
         return {"t": "error", "code": "bad_request", "msg": f"unknown request type {t!r}"}
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from rkv.resp import COMMANDS, UNSUPPORTED, Session, Settings, execute
+from rkv.resp import COMMANDS, UNSUPPORTED, Session, Settings, execute, keyscan
 from rkv.resp.context import Context
 from rkv.resp.wire import OK, Err, RSet, Simple
 
@@ -245,11 +245,12 @@ async def test_mget_reads_the_first_key_linearizably_and_the_rest_after_it() -> 
     assert [f.get("stale", False) for f in backend.requests] == [False, True, True]
 
 
-async def test_keys_refuses_rather_than_truncates() -> None:
+async def test_keys_refuses_rather_than_truncates(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keyscan, "MAX_KEYS", 9_999)
     ctx, backend = make()
     backend.kv.update({b"k%05d" % i: b"" for i in range(10_000)})
     reply = await run(ctx, "KEYS", "k*")
-    assert isinstance(reply, Err) and "more than 10000 keys" in reply.text
+    assert isinstance(reply, Err) and "more than 9999 keys" in reply.text
     assert len(await run(ctx, "KEYS", "k0000*")) == 10
     assert backend.requests[-1]["p"] == b"k0000"  # the literal prefix narrows the scan
 

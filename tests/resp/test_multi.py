@@ -262,25 +262,36 @@ async def test_an_empty_exec_still_checks_the_watches() -> None:
     assert await run(conns[0], "EXEC") == NULL_ARRAY
 
 
-async def test_watch_is_bounded_and_reads_through_the_log() -> None:
+async def test_watch_is_bounded_and_reads_records_not_the_log() -> None:
     (c, _), backend = connections()
     assert await run(c, "WATCH", *[f"k{i}" for i in range(100)]) == OK
-    assert [f["t"] for f in backend.requests] == ["txn"]  # a txn of gets: linearizable
+    # one linearizable get with its record per key: reads, no txn (no log entry)
+    assert [(f["t"], f["meta"], f["stale"]) for f in backend.requests] == [
+        ("get", True, False)
+    ] * 100
     assert await run(c, "WATCH", *[f"k{i}" for i in range(50)]) == OK  # already watched
+    assert len(backend.requests) == 100
     reply = await run(c, "WATCH", *[f"j{i}" for i in range(29)])
     assert reply == Err("ERR rkv watches at most 128 keys per connection (one txn's compares)")
     assert await run(c, "UNWATCH") == OK
     assert await run(c, "WATCH", *[f"j{i}" for i in range(128)]) == OK
 
 
-async def test_watch_of_values_too_big_for_one_answer_reads_them_one_by_one() -> None:
+async def test_watch_of_big_values() -> None:
     big = b"x" * (9 << 20)
     conns, backend = connections(a=big, b=big)
     assert await run(conns[0], "WATCH", "a", "b") == OK
-    assert [f["t"] for f in backend.requests] == ["txn", "txn", "txn"]
+    assert [f["t"] for f in backend.requests] == ["get", "get"]
     await run(conns[1], "SET", "b", "small")
     await run(conns[0], "MULTI")
     assert await run(conns[0], "EXEC") == NULL_ARRAY
+
+
+async def test_watch_refuses_a_node_without_records() -> None:
+    (c, _), backend = connections(a=b"1")
+    backend.fail_next.append({"t": "ok", "val": b"1"})  # an older node: no `rec`
+    reply = await run(c, "WATCH", "a")
+    assert isinstance(reply, Err) and "predates 'meta'" in reply.text
 
 
 @pytest.mark.parametrize(("proto", "wire"), [(2, b"*-1\r\n"), (3, b"_\r\n")])

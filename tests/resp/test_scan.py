@@ -1,6 +1,7 @@
 """SCAN with real cursors and KEYS against a fake node (tests/resp/fakes.py): pages in key
 order, COUNT, MATCH with the same matcher as KEYS, the cursor table's bounds, invalid
-cursors, retried pages, the 10,000-key bound, and (hypothesis) every key present for the
+cursors, retried pages, one read per page from the cursor's key (`after`), KEYS paging
+up to its bound, and (hypothesis) every key present for the
 whole scan is returned while other keys come and go between pages."""
 
 from __future__ import annotations
@@ -112,42 +113,47 @@ async def test_a_retried_page_gives_the_same_keys_on_any_connection() -> None:
     assert len({page[0], again[0], elsewhere[0]}) == 3  # each page a new cursor
 
 
-async def test_pages_read_the_cursors_neighbourhood_so_scans_go_past_10000_keys() -> None:
+async def test_a_page_is_one_read_after_the_cursor_so_scans_go_past_10000_keys() -> None:
     keys = [b"k%05d" % i for i in range(12_000)]
     ctx, backend = make(keys)
-    got, _ = await scan_all(ctx, "COUNT", "1000")
-    assert got == keys
+    got, pages = await scan_all(ctx, "COUNT", "1000")
+    assert got == keys and len(pages) == 12
+    assert len(backend.requests) == 12  # one read per page
     cursor, _ = await run(ctx, "SCAN", "0", "COUNT", "10")
     before = len(backend.requests)
     await run(ctx, "SCAN", cursor, "COUNT", "10")
-    # the cursor's neighbourhood, not the whole keyspace
-    assert [f["p"] for f in backend.requests[before:]] == [b"k0000", b"k000"]
+    assert [(f["p"], f.get("after"), f["limit"]) for f in backend.requests[before:]] == [
+        (b"", b"k00009", 11)
+    ]
 
 
-async def test_past_a_prefix_with_10000_keys_before_the_cursor_by_sibling_prefixes() -> None:
-    keys = [b"a%05d" % i for i in range(10_005)]
-    ctx, _ = make([*keys, b"a09999x", b"b"])
-    got, _ = await scan_all(ctx, "COUNT", "2000")
-    assert got == sorted([*keys, b"a09999x", b"b"])
+@pytest.mark.parametrize(
+    ("pattern", "last", "want"),
+    [
+        ("*", b"a049", [b"a049x", b"a050", b"a051"]),  # right after the cursor's key
+        ("a*", b"a098", [b"a099"]),
+        ("b*", b"a050", [b"b"]),  # MATCH changed: the prefix's keys after the cursor
+        ("a*", b"b", []),  # the cursor is past the prefix: the scan ends
+    ],
+)
+async def test_a_page_starts_right_after_the_cursor(
+    pattern: str, last: bytes, want: list[bytes]
+) -> None:
+    ctx, _ = make([b"a%03d" % i for i in range(100)] + [b"a049x", b"b"])
+    cursor = ctx.session.settings.cursors.issue(1, Position(last))
+    reply = await run(ctx, "SCAN", str(cursor), "MATCH", pattern, "COUNT", "3")
+    assert reply[1] == want and (reply[0] != b"0") == (len(want) == 3)
 
 
-async def test_the_bound_is_an_error_never_a_short_answer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(keyscan, "MAX_SCAN_LIMIT", 50)
-    monkeypatch.setattr(keyscan, "MAX_SIBLING_READS", 2)
-    keys = [b"a%03d" % i for i in range(100)]
-    ctx, _ = make([*keys, b"z"])
-    cursor, got = b"0", []
-    while True:
-        reply = await run(ctx, "SCAN", cursor, "COUNT", "7")
-        if isinstance(reply, Err):
-            assert "more than 50 keys start with b''" in reply.text
-            break
-        cursor, page = reply
-        got += page
-        assert cursor != b"0", "the scan must not end before the keys past the bound"
-    assert got == keys[: len(got)] and len(got) >= 49
-    got, _ = await scan_all(ctx, "MATCH", "a05*", "COUNT", "3")  # a longer literal prefix
-    assert got == keys[50:60]
+async def test_keys_pages_past_10000_keys_up_to_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx, backend = make([b"k%05d" % i for i in range(25_000)] + [b"z"])
+    got = await run(ctx, "KEYS", "k*")
+    assert got == [b"k%05d" % i for i in range(25_000)]
+    assert [f.get("after") for f in backend.requests] == [None, b"k09999", b"k19999"]
+    monkeypatch.setattr(keyscan, "MAX_KEYS", 20_000)
+    reply = await run(ctx, "KEYS", "k*")
+    assert isinstance(reply, Err) and "more than 20000 keys start with b'k'" in reply.text
+    assert await run(ctx, "KEYS", "k2*") == [b"k%05d" % i for i in range(20_000, 25_000)]
 
 
 def test_the_cursor_table_is_bounded_and_evicts_the_oldest() -> None:
@@ -191,17 +197,3 @@ async def test_every_key_present_throughout_is_returned(
         step += 3
     assert stable <= set(got)
     assert got == sorted(set(got))  # in key order, each once
-
-
-@pytest.mark.parametrize("most", [10_000, 50])
-async def test_a_page_after_a_crowded_prefix_starts_right_after_the_cursor(
-    monkeypatch: pytest.MonkeyPatch, most: int
-) -> None:
-    monkeypatch.setattr(keyscan, "MAX_SCAN_LIMIT", most)
-    keys = [b"a%03d" % i for i in range(100)] + [b"a049x", b"b"]
-    ctx, _ = make(keys)
-    cursor = ctx.session.settings.cursors.issue(1, Position(b"a049"))
-    reply = await run(ctx, "SCAN", str(cursor), "COUNT", "3")
-    assert reply[1] == [b"a049x", b"a050", b"a051"] and reply[0] != b"0"
-    cursor = ctx.session.settings.cursors.issue(1, Position(b"a098"))
-    assert (await run(ctx, "SCAN", str(cursor), "COUNT", "3"))[1:] == [[b"a099", b"b"]]

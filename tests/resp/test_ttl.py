@@ -313,4 +313,4 @@ async def test_a_concurrent_write_is_not_clobbered_and_the_command_starts_over()
     assert b.kv[b"a"] == b"other" and b.leases[b.attached[b"a"]] == 10_000
     assert set(b.leases) == {OURS, THEIRS, b.attached[b"a"]}  # the first grant was revoked
     kinds = [f["t"] for f in b.requests]
-    assert kinds == ["txn", "lease_grant", "txn", "lease_revoke", "txn", "lease_grant", "txn"]
+    assert kinds == ["get", "lease_grant", "txn", "lease_revoke", "get", "lease_grant", "txn"]
