@@ -1100,7 +1100,7 @@ class Cluster:
         wait = 3 * (lp.ttl[1] + 2 * self.lease_check.election_ms + lp.checkpoint_ms + lp.slack)
         if leader is None or self.now - self.converged_at > wait:
             if self.now - self.converged_at > wait:
-                self.lease_check.liveness_skipped += 1
+                self.lease_check.liveness_skipped = 1
                 self.note("LEASES", "no stable leader long enough: liveness not checked")
                 return True
             return False
@@ -1139,7 +1139,12 @@ class Cluster:
                 self.stats.ticks_to_converge = ticks
                 self.note("CONVERGED", f"all nodes applied >= {target} after {ticks} quiet ticks")
             if self.converged_at >= 0:
-                self.done = self._leases_settled(leader)
+                # with leases, the run goes on until they are gone: then everything acked
+                # meanwhile must be applied everywhere too
+                self.done = self._leases_settled(leader) and all(
+                    self.nodes[i].applied_index >= max(target, self.acked_max)
+                    for i in conf.members()
+                )
                 if not self.done:
                     self.at(self.now + iv, QUIET_CHECK)
                 return
