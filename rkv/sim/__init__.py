@@ -6,6 +6,6 @@ invariants.py (Raft's safety properties, checked after every event), history.py 
 operations and the sequential-model check), cluster.py (the event loop, nodes, clients,
 faults), runner.py (one seed -> SeedResult with a replayable failure report), command.py
 (the seeds of `rkv sim` / `python -m rkv.sim`: workers, soak, summary), cmdline.py (their one
-command line). linearizability.py is a separate history checker.
+command line), leases.py (the lease workload and the lease checks). linearizability.py is a separate history checker.
 Nothing here reads a clock, uses threads or trio, or draws randomness but from the seed.
 """

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from rkv.codec import Request, encode_request
 from rkv.errors import NotLeader, RkvError
 from rkv.raft import confchange
 from rkv.raft.confchange import ConfChange, ConfChangeType
@@ -45,9 +46,10 @@ from rkv.sim import linearizability as lin
 from rkv.sim.disk import Disk, DiskParams
 from rkv.sim.history import History, Operation, check_history
 from rkv.sim.invariants import InvariantViolation, SafetyChecker
+from rkv.sim.leases import ClientLeases, LeaseChecker, LeaseParams
 from rkv.sim.network import QUIET, Network, NetworkParams
 from rkv.sim.node import RawNodeFactory, SimNode, SnapshotStream, Wait, decode_client, request_of
-from rkv.sim.statemachine import ClientCommand, StoreStateMachine, txn_succeeded
+from rkv.sim.statemachine import LEASE_KINDS, ClientCommand, StoreStateMachine, txn_succeeded
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,12 @@ class SimParams:
     or is absent, write one new value to it and to another key, atomically), checked by the
     history model and the multi-key linearizability search. 0 by default, so the workload of
     a seed (and every recorded regression seed) stays as it was; `rkv sim --txn-fraction`."""
+    lease_fraction: float = 0.0
+    """Of the client operations: lease operations (rkv.sim.leases: grant, keep-alive,
+    revoke, put attached to a lease), checked by its promise, attachment and liveness
+    checks. 0 by default, so a seed's workload stays as it was; `rkv sim --lease-fraction`.
+    The nodes drive their Lessors (rkv.lease.LeaseDriver) either way."""
+    leases: LeaseParams = field(default_factory=LeaseParams)
     client_timeout: int = 30
     client_max_attempts: int = 25
     fault_gap: tuple[int, int] = (3, 25)
@@ -174,6 +182,10 @@ class Stats:
     """Nodes whose addition committed (membership runs)."""
     members_removed: int = 0
     disks_replaced: int = 0
+    leases_expired: int = 0
+    leases_revoked: int = 0
+    lease_liveness_checked: int = 0
+    """Runs whose end waited for every lease to go (a stable leader, --lease-fraction)."""
 
 
 class Cluster:
@@ -201,6 +213,8 @@ class Cluster:
         self.conf_history: list[tuple[int, ConfState]] = [(0, ConfState(tuple(sorted(self.ids))))]
         """(index, configuration) of the applied CONF_CHANGE entries, from index 0."""
         self.clients = [Client(c) for c in range(params.clients)]
+        self.client_leases = [ClientLeases(c) for c in range(params.clients)]
+        self.lease_check = LeaseChecker(params.leases, params.election_tick * params.tick_interval)
         self.encoder = StoreStateMachine()  # entry bytes of client commands (rkv.codec)
         self.write_kinds = StoreStateMachine.kinds
         self.history = History()
@@ -219,6 +233,7 @@ class Cluster:
         self.quiet_start = 0
         self.quiet_target = 0
         self.elected_at = -1
+        self.converged_at = -1
         self.done = False
         self.trace: deque[tuple[int, str, Any]] = deque(
             maxlen=None if params.full_trace else params.trace_len
@@ -299,6 +314,8 @@ class Cluster:
                     assert rep is not None
                     if q < 0:
                         q = rep.raw.raft.inert_ticks()
+                    if q > 0 and node.leases is not None and len(node.leases.lessor):
+                        q = 0  # time alone makes leases due: the lease step runs each tick
                     if q > 0:
                         node.inert = q - 1 if q > 1 else -1
                         rep.tick()
@@ -356,6 +373,8 @@ class Cluster:
         self.stats.messages = self.net.sent
         self.stats.ops_invoked = len(self.history.ops)
         self.stats.ops_completed = len(self.history.completed())
+        self.stats.leases_expired = self.lease_check.expired
+        self.stats.leases_revoked = self.lease_check.revoked
         if not self.done:
             raise InvariantViolation("liveness", "the event queue ran dry")
         if self.p.history_check:
@@ -370,8 +389,8 @@ class Cluster:
         way and is not a failure."""
         ops = []
         for op in self.history.ops:
-            if op.kind == "get" and not op.completed:
-                continue  # a read with no answer constrains nothing
+            if (op.kind == "get" and not op.completed) or op.kind in LEASE_KINDS:
+                continue  # a read with no answer constrains nothing; leases: rkv.sim.leases
             inp: Any = None
             out: Any = op.result
             if op.kind == "put":
@@ -413,7 +432,14 @@ class Cluster:
             applied=applied,
         )
         rng = random.Random(self.rng.getrandbits(64))
-        node.start(cfg, rng, defer_apply=self.defer_apply, factory=self.make_raw)
+        node.start(
+            cfg,
+            rng,
+            defer_apply=self.defer_apply,
+            factory=self.make_raw,
+            # without lease ops no lease can exist: its driver would only cost time
+            leases=p.leases.driver() if p.lease_fraction else None,
+        )
         if node.epoch:
             self.stats.restarts += 1
         self.checker.restart(node.id, node.applied_index)
@@ -480,6 +506,31 @@ class Cluster:
         if not node.up:
             return
         rep = node.rep  # the same Replica throughout: nothing here crashes the node
+        while self._ready_loop(node, rep) and self._lease_step(node, rep):
+            pass
+        # settled: no Ready to take (or a write in flight); only an input can change that
+        node.inert = -1
+
+    def _lease_step(self, node: SimNode, rep: Any) -> bool:
+        """Between Readies, as the runtime after each turn: the lease driver syncs and, on the
+        leader, says what to propose (seq 0 requests nobody waits on). Whether it proposed."""
+        drv = node.leases
+        if drv is None:
+            return False
+        leads = rep.raw.raft.role == LEADER
+        proposed = False
+        for cmd in drv.step(node.store, self.now, leads, rep.raw.term):
+            try:
+                index = rep.propose(encode_request(Request(b"", 0, cmd)), Wait(None, -1))
+            except RkvError:
+                break  # proposed again after the Lessor's retry interval
+            self.note(f"{node.id} LEASE {index}@{rep.raw.term}", type(cmd).__name__)
+            proposed = True
+        return proposed
+
+    def _ready_loop(self, node: SimNode, rep: Any) -> bool:
+        """Take and handle Readies until a write is in flight or none is left; whether the
+        node is between Readies (no write in flight)."""
         trace = self.trace
         on_ready = self.checker.on_ready
         while node.in_flight is None and rep.has_ready():
@@ -497,10 +548,9 @@ class Cluster:
                 if lat > 0:
                     node.in_flight = rd
                     self.at(self.now + lat, PERSISTED, node, node.epoch)
-                    break
+                    return False
             self._finish(node, rep, rd, sync)
-        # settled: no Ready to take (or a write in flight); only an input can change that
-        node.inert = -1
+        return node.in_flight is None
 
     def _finish(self, node: SimNode, rep: Replica[Wait], rd: Ready, sync: bool) -> None:
         """The rest of `rd` once its write completed (`sync`: rd.must_sync)."""
@@ -573,6 +623,7 @@ class Cluster:
         if not node.applied:
             return
         done, node.applied = node.applied, []
+        first = []
         for a in done:
             e = a.entry
             self.checker.on_applied(node.id, e)
@@ -589,17 +640,24 @@ class Cluster:
                 node.effective.add(key)
                 self.effective_at.setdefault(key, e.index)
             if e.index > len(self.applied_log):
+                first.append(a)
                 self.applied_log.append(e)
                 if e.type == CONF_CHANGE:
                     self._on_conf_applied(e)
         index, h = node.store.state_hash()
-        first = self.state_at.setdefault(index, (h, node.id))
-        if first[0] != h:
+        was = self.state_at.setdefault(index, (h, node.id))
+        if was[0] != h:
             raise InvariantViolation(
                 "state-hash",
                 f"{node.id} has state hash {h:032x} at applied index {index}, "
-                f"{first[1]} had {first[0]:032x}",
+                f"{was[1]} had {was[0]:032x}",
             )
+        if node.leases is not None:
+            node.leases.sync(node.store, self.now)  # the Lessor learns each apply at once
+        if self.p.lease_fraction:
+            if first:
+                self.lease_check.on_frontier(first, self.applied_log, node.store, self.now)
+            self.lease_check.check_attachments(node.id, node.store)
 
     def _outcome(self, node: SimNode, out: Outcome[Wait]) -> None:
         """Answer the clients as the node runtime would: from the Replica's bookkeeping."""
@@ -612,6 +670,10 @@ class Cluster:
             result = res.value if res is not None and isinstance(res.value, bool) else None
             if op.kind == "txn":
                 result = txn_succeeded(res)
+            elif op.kind in LEASE_KINDS:
+                result = self.client_leases[client.id].done(
+                    op.kind, op.lease, op.ttl, res, op.invoke_t, self.rng
+                )
             self.history.complete_put(op, self.now, e.index, node.id, result)
             if op.kind == "put" or (op.kind in ("cas", "txn") and result):
                 client.known[op.key] = op.value
@@ -644,8 +706,16 @@ class Cluster:
         if token != c.token or c.op is not None or self.quiet:
             return
         rng = self.rng
-        key = f"k{rng.randrange(self.p.keys)}"
         p = self.p
+        if p.lease_fraction and rng.random() < p.lease_fraction:
+            kind, lease, ttl, lkey, value = self.client_leases[c.id].choose(rng, self.now, p.leases)
+            c.seq += 1
+            c.op = self.history.invoke(c.id, kind, lkey, value, self.now, c.seq)
+            c.op.lease, c.op.ttl = lease, ttl
+            c.attempts = 0
+            self._attempt(c)
+            return
+        key = f"k{rng.randrange(self.p.keys)}"
         if rng.random() < p.read_fraction:
             c.op = self.history.invoke(c.id, "get", key, None, self.now)
         else:
@@ -702,9 +772,13 @@ class Cluster:
         rep = node.rep
         try:
             if op.kind != "get":
-                cmd = ClientCommand(op.kind, c.id, op.seq, op.key, op.value, op.expected, op.key2)
+                cmd = ClientCommand(
+                    op.kind, c.id, op.seq, op.key, op.value, op.expected, op.key2, op.lease, op.ttl
+                )
                 # a put needs no apply result: answered once committed, as the node does
                 index = rep.propose(self.encoder.encode(cmd), w, early=op.kind == "put")
+                if op.kind in ("grant", "renew"):
+                    self.lease_check.on_sent(index, rep.raw.term, self.now)
                 self.note(f"c{c.id} PROPOSE {target} {index}@{rep.raw.term}", op.describe())
             else:
                 rep.read(w)
@@ -1054,6 +1128,27 @@ class Cluster:
         self.quiet_target = max(self.acked_max, self.checker.committed_index)
         self.at(self.now + self.p.tick_interval, QUIET_CHECK)
 
+    def _leases_settled(self, leader: SimNode | None) -> bool:
+        """With leases in the workload, the run ends once the leader holds none (the weak
+        liveness check, rkv.sim.leases); if no leader keeps leading long enough for that
+        within the bound of the wait, the check is skipped (a stable leader is counted from
+        when it is first seen; the quiet network is loss-free, so this is rare)."""
+        if not self.p.lease_fraction:
+            return True
+        lp = self.p.leases
+        wait = 3 * (lp.ttl[1] + 2 * self.lease_check.election_ms + lp.checkpoint_ms + lp.slack)
+        if leader is None or self.now - self.converged_at > wait:
+            if self.now - self.converged_at > wait:
+                self.lease_check.liveness_skipped = 1
+                self.note("LEASES", "no stable leader long enough: liveness not checked")
+                return True
+            return False
+        term = self.checker.nodes[leader.id].hs.term
+        if self.lease_check.settled(leader.id, term, leader.store, self.applied_log, self.now):
+            self.stats.lease_liveness_checked = 1
+            return True
+        return False
+
     def _quiet_check(self) -> None:
         iv = self.p.tick_interval
         ticks = (self.now - self.quiet_start) // iv
@@ -1076,10 +1171,21 @@ class Cluster:
                 self.stats.ticks_to_elect = ticks
         if self.elected_at >= 0:
             target = max(self.quiet_target, self.acked_max)
-            if all(self.nodes[i].applied_index >= target for i in conf.members()):
+            if self.converged_at < 0 and all(
+                self.nodes[i].applied_index >= target for i in conf.members()
+            ):
+                self.converged_at = self.now
                 self.stats.ticks_to_converge = ticks
                 self.note("CONVERGED", f"all nodes applied >= {target} after {ticks} quiet ticks")
-                self.done = True
+            if self.converged_at >= 0:
+                # with leases, the run goes on until they are gone: then everything acked
+                # meanwhile must be applied everywhere too
+                self.done = self._leases_settled(leader) and all(
+                    self.nodes[i].applied_index >= max(target, self.acked_max)
+                    for i in conf.members()
+                )
+                if not self.done:
+                    self.at(self.now + iv, QUIET_CHECK)
                 return
         if ticks >= self.p.quiet_ticks:
             applied = {i: self.nodes[i].applied_index for i in conf.members()}

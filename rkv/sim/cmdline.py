@@ -52,6 +52,14 @@ def sim_cmd(
         max=0.65,
         help="Of the writes: two-key transactions (checked atomic and linearizable; 0: none).",
     ),
+    lease_fraction: float = typer.Option(
+        0.0,
+        "--lease-fraction",
+        min=0.0,
+        max=0.9,
+        help="Of the client operations: lease grants, keep-alives, revokes and puts attached "
+        "to leases (checked: no lease expires before its promise; 0: none).",
+    ),
     jobs: int = typer.Option(
         1, "--jobs", "-j", min=1, help="Worker processes to shard the seeds over."
     ),
@@ -87,6 +95,7 @@ def sim_cmd(
             membership=membership,
             disk_replace=disk_replace,
             txn_fraction=txn_fraction,
+            lease_fraction=lease_fraction,
             jobs=jobs,
             duration=duration,
             raw_node_factory=raw_node_factory,

@@ -44,6 +44,9 @@ _SUM_KEYS = (
     "members_joined",
     "members_removed",
     "disks_replaced",
+    "leases_expired",
+    "leases_revoked",
+    "lease_liveness_checked",
 )
 _MAX_KEYS = (
     ("max_ticks_to_elect", "ticks_to_elect"),
@@ -67,6 +70,7 @@ def run_sim_command(
     membership: bool = False,
     disk_replace: bool = False,
     txn_fraction: float = 0.0,
+    lease_fraction: float = 0.0,
     jobs: int = 1,
     duration: float | None = None,
     raw_node_factory: str | None = None,
@@ -102,6 +106,7 @@ def run_sim_command(
         membership=membership,
         disk_replace=disk_replace,
         txn_fraction=txn_fraction,
+        lease_fraction=lease_fraction,
     )
     if verbose and seeds == 1:
         params = replace(params, full_trace=True)
@@ -133,6 +138,7 @@ def sim_params(
     membership: bool = False,
     disk_replace: bool = False,
     txn_fraction: float = 0.0,
+    lease_fraction: float = 0.0,
 ) -> SimParams:
     """The SimParams the command-line options stand for (what replay_command inverts)."""
     params = replace(DEFAULT, nodes=nodes)
@@ -146,6 +152,8 @@ def sim_params(
         params = replace(params, disk_replace=True)
     if txn_fraction:
         params = replace(params, txn_fraction=txn_fraction)
+    if lease_fraction:
+        params = replace(params, lease_fraction=lease_fraction)
     return params
 
 

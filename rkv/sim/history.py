@@ -18,6 +18,8 @@ What a completed operation must satisfy:
   that completed before the get was invoked (real-time order), it was served at applied >=
   read index, and the value equals the model's value of the key at the serving index.
 A write that never completed may or may not have taken effect, but at most once.
+Lease operations (rkv.sim.statemachine.LEASE_KINDS) are recorded here but checked by
+rkv.sim.leases.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 
 from rkv.raft.types import Entry
 from rkv.sim.invariants import InvariantViolation
-from rkv.sim.statemachine import ApplyResult, StateMachine, StoreStateMachine
+from rkv.sim.statemachine import LEASE_KINDS, ApplyResult, StateMachine, StoreStateMachine
 
 WRITES = ("put", "cas", "delete", "txn")
 
@@ -51,6 +53,8 @@ class Operation:
     attempts: int = 0
     failed: bool = False  # gave up (indeterminate for a put)
     key2: str | None = None  # txn: the other key it writes `value` to when it succeeds
+    lease: int = 0  # lease kinds (rkv.sim.leases): the lease
+    ttl: int = 0  # grant: the TTL asked for (ms)
 
     @property
     def completed(self) -> bool:
@@ -66,6 +70,10 @@ class Operation:
             what = self.key
         elif self.kind == "txn":
             what = f"if {self.key}=={self.expected}: {self.key},{self.key2}:={self.value}"
+        elif self.kind in LEASE_KINDS:
+            what = f"lease {self.lease}" + (f" ttl={self.ttl}" if self.ttl else "")
+            if self.kind == "lput":
+                what = f"{self.key}={self.value} {what}"
         else:
             what = f"{self.key}->{self.value}"
         if self.result is not None:
@@ -165,6 +173,8 @@ def check_history(
             running = max(running, prev.served_at)
         seen_max.append(running)
     for op in history.ops:
+        if op.kind in LEASE_KINDS:
+            continue  # checked by rkv.sim.leases
         if op.kind in WRITES:
             where = effective.get((op.client, op.seq))
             if not op.completed:

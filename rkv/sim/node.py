@@ -5,7 +5,8 @@ Replica while it is up; its life counter and the Ready whose durable write is in
 client tokens the Replica reports back (`Wait`), the record of what the store applied (fed by
 the store's apply hook, drained by the cluster into the safety checker), and the snapshot
 stream a leader sends instead of a bare SNAPSHOT message (the store's own record stream, as
-the node runtime streams it). Must not: schedule events, consume the cluster's randomness or
+the node runtime streams it), and its lease glue while it is up (`leases`: the same
+rkv.lease.LeaseDriver the node runtime uses, lost with the node at a crash). Must not: schedule events, consume the cluster's randomness or
 decide anything about faults (rkv.sim.cluster does); every call here happens at one virtual
 instant.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from rkv import codec
 from rkv.errors import Unavailable
+from rkv.lease import LeaseDriver
 from rkv.raft.config import Config
 from rkv.raft.rawnode import RawNode
 from rkv.raft.storage import Storage
@@ -74,6 +76,7 @@ class SimNode:
         "id",
         "in_flight",
         "inert",
+        "leases",
         "replica",
         "store",
         "up",
@@ -85,6 +88,8 @@ class SimNode:
         self.disk = disk
         self.store = MemoryStore("sim", node_id, bootstrap)
         self.replica: Replica[Wait] | None = None  # while up
+        self.leases: LeaseDriver | None = None
+        """The Lessor's glue while up (a crash loses it; a restart resets from the store)."""
         self.up = False
         self.epoch = 0  # bumped by each crash: events of an older life are ignored
         self.in_flight: Ready | None = None  # a Ready whose durable write has not completed
@@ -116,9 +121,11 @@ class SimNode:
         *,
         defer_apply: bool,
         factory: RawNodeFactory | None = None,
+        leases: LeaseDriver | None = None,
     ) -> None:
         """Boot (or reboot, after a crash: the store keeps what it made durable, nothing
-        else) with a fresh Replica."""
+        else) with a fresh Replica and a fresh lease driver (it resets from the store at
+        its first step, as the node runtime's does)."""
         if self.epoch:
             self.store = self.store.reopen()
         self.store.on_apply = self._on_apply
@@ -130,6 +137,7 @@ class SimNode:
             address_of=lambda nid: nid,
             defer_apply=defer_apply,
         )
+        self.leases = leases
         self.up = True
         self.in_flight = None
         self.applied = []
@@ -142,6 +150,7 @@ class SimNode:
         self.up = False
         self.epoch += 1
         self.replica = None
+        self.leases = None
         self.in_flight = None
         self.applied = []
         self.inert = 0

@@ -32,6 +32,7 @@ _COVERED = frozenset(
         "membership",
         "disk_replace",
         "txn_fraction",
+        "lease_fraction",
         "trace_len",
         "full_trace",
     }
@@ -54,6 +55,8 @@ def replay_command(seed: int, params: SimParams) -> str:
         cmd += " --disk-replace"
     if params.txn_fraction:
         cmd += f" --txn-fraction {params.txn_fraction:g}"
+    if params.lease_fraction:
+        cmd += f" --lease-fraction {params.lease_fraction:g}"
     other = [
         f"{f.name}={getattr(params, f.name)!r}"
         for f in fields(params)

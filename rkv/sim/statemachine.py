@@ -28,7 +28,8 @@ from rkv.txn import Compare, OpPut, TxnResult
 class ClientCommand:
     """What a simulated client asks for, before a state machine encodes it into entry bytes.
     kind: "put" (value), "cas" (expected -> value; expected None: only if absent), "delete",
-    "txn" (if key holds expected, or is absent for None: key and key2 take value)."""
+    "txn" (if key holds expected, or is absent for None: key and key2 take value); and the
+    LEASE_KINDS."""
 
     kind: str
     client: int
@@ -37,6 +38,15 @@ class ClientCommand:
     value: str | None = None
     expected: str | None = None
     key2: str | None = None
+    lease: int = 0
+    """grant (0: the entry's index is its id), renew, revoke, lput: the lease."""
+    ttl: int = 0
+    """grant: the TTL in ms."""
+
+
+LEASE_KINDS = ("grant", "renew", "revoke", "lput")
+"""Lease client commands (rkv.sim.leases): grant, keep-alive, revoke, put attached to a
+lease. Not part of the key-value history checks (their keys are a key space of their own)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +203,14 @@ class StoreStateMachine:
             )
             puts = (OpPut(key, value), OpPut((cmd.key2 or "").encode(), value))
             command = codec.Txn((cmp,), puts)
+        elif cmd.kind == "grant":
+            command = codec.LeaseGrant(cmd.lease, cmd.ttl)
+        elif cmd.kind == "renew":
+            command = codec.LeaseRenew(cmd.lease)
+        elif cmd.kind == "revoke":
+            command = codec.LeaseRevoke(cmd.lease)
+        elif cmd.kind == "lput":
+            command = codec.PutLease(key, (cmd.value or "").encode(), cmd.lease)
         else:
             raise ValueError(f"unknown command kind {cmd.kind!r}")
         return codec.encode_request(codec.Request(client_id(cmd.client), cmd.seq, command))

@@ -107,3 +107,35 @@ def test_seed_passes(
         params = replace(params, ticks=ticks)
     res = run_seed(seed, nodes, params=params)
     assert res.ok, res.failure.report() if res.failure else ""
+
+
+LEASE_REGRESSIONS = [
+    # (seed, nodes, membership, compact_every, disk_replace), all with --lease-fraction 0.3
+    pytest.param(
+        700100018,
+        3,
+        False,
+        0,
+        False,
+        id="sim: the end waited for leases to go but not for puts acked meanwhile to apply "
+        "(client-put-lost)",
+    ),
+    pytest.param(700100260, 3, False, 0, False, id="sim: the same, another interleaving"),
+]
+
+
+@pytest.mark.parametrize(
+    ("seed", "nodes", "membership", "compact_every", "disk_replace"), LEASE_REGRESSIONS
+)
+def test_lease_seed_passes(
+    seed: int, nodes: int, membership: bool, compact_every: int, disk_replace: bool
+) -> None:
+    params = SimParams(
+        nodes=nodes,
+        membership=membership,
+        compact_every=compact_every,
+        disk_replace=disk_replace,
+        lease_fraction=0.3,
+    )
+    res = run_seed(seed, nodes, params=params)
+    assert res.ok, res.failure.report() if res.failure else ""
