@@ -118,8 +118,12 @@ def test_curl_walkthrough(http_cluster: HttpCluster, tmp_path: Path) -> None:
     assert c.curl(c.url(f2, "/v1/kv/x")) == (200, b"t")
     code, body = c.curl("-X", "PUT", "--data-binary", "t", c.url(f1, "/v1/kv/y?lease=999999"))
     assert code == 404 and json.loads(body)["error"] == "lease_not_found"
-    code, body = c.curl(c.url(f1, "/v1/kv/x?if_mod_revision=1"))
-    assert code == 501 and json.loads(body)["error"] == "not_implemented"
+    # a conditional write on the key's mod revision (x was written long after revision 1)
+    code, body = c.curl("-X", "PUT", "--data-binary", "u", c.url(f2, "/v1/kv/x?if_mod_revision=1"))
+    assert code == 412 and json.loads(body)["error"] == "precondition_failed"
+    assert c.curl(c.url(f1, "/v1/kv/x")) == (200, b"t")  # nothing written
+    code, _ = c.curl("-X", "PUT", "--data-binary", "n", c.url(f2, "/v1/kv/fresh?if_mod_revision=0"))
+    assert code == 204 and c.curl(c.url(f1, "/v1/kv/fresh")) == (200, b"n")
     # a transaction through a follower (forwarded): compares, then one revision of writes
     txn = {
         "compare": [{"key": "a/b", "target": "value", "op": "==", "value": "x"}],

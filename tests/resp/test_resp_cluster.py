@@ -328,9 +328,11 @@ async def test_multi_exec_and_watch_with_redis_py(tmp_path: Path, protocol: int)
                 with pytest.raises(redis.WatchError):
                     p.execute()
             assert r.get("w") == b"changed"
-            # a lock: SET NX, released under WATCH/MULTI only by its holder
-            assert r.set("lock", "token-1", nx=True) is True
-            assert lr.set("lock", "token-2", nx=True) is None
+            # a lock: SET NX PX (it expires if its holder dies), released under WATCH/MULTI
+            # only by its holder
+            assert r.set("lock", "token-1", nx=True, px=30_000) is True
+            assert lr.set("lock", "token-2", nx=True, px=30_000) is None
+            assert 0 < r.pttl("lock") <= 30_000
 
             def release(c: redis.Redis, token: bytes) -> bool:
                 with c.pipeline() as p:
