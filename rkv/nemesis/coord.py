@@ -3,7 +3,8 @@
 Owns: `Coordination` (started by the runner with `--watchers N` / `--locks N`): N watcher
 tasks, each an `rkv.Client.watch` of the workload prefix with progress (the client rotates
 nodes on failure), recording into a `WatchLog`; after a Compacted a watcher re-reads the
-prefix with a scan and watches from the revision after it (the gap is recorded: the check
+prefix with a scan and watches from the revision after it (odd-numbered watchers stall now
+and then, as slow consumers do, so small watch windows compact under them) (the gap is recorded: the check
 knows it could not see those revisions); after Unavailable it watches again from where it
 was. And N lock tasks taking `rkv.Lock(LOCK_NAME, ttl)` in turns, each holder writing
 twice to a fenced store while it holds the lock, and sometimes once more after (a late
@@ -36,6 +37,10 @@ WATCH_PREFIX = b"e"
 LOCK_NAME = "nemlock"
 FENCE_KEY = b"nemfence/token"
 FENCE_DATA = b"nemfence/data"
+STALL_P = 0.002
+STALL = (0.5, 1.5)
+"""Odd-numbered watchers are slow consumers: after an event, with probability STALL_P, they
+stop reading for STALL seconds (behind a small watch window: Compacted)."""
 TOKEN_DIGITS = 20
 """Tokens are stored zero-padded, so the byte order of values is the numeric order."""
 
@@ -97,6 +102,7 @@ class Coordination:
         rng: random.Random,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        slow = int(log.name[1:]) % 2 == 1
         async with self._client(rng) as c:
             log.start(await self._scan_rev(c) + 1)
             task_status.started()
@@ -111,6 +117,8 @@ class Coordination:
                             if ev.type != "progress":
                                 log.events.append((ev.rev, ev.type, ev.key, ev.value))
                             log.saw(ev.rev)
+                            if slow and rng.random() < STALL_P:
+                                await trio.sleep(rng.uniform(*STALL))
                             if self.target is not None and log.through >= self.target:
                                 break
                 except rkv.Compacted:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rkv.nemesis.coord_check import FenceAttempt, WatchLog
 from rkv.nemesis.workload import KINDS
 from rkv.sim.linearizability import Operation
 
@@ -50,6 +51,8 @@ class Report:
     lock_problems: list[str] = field(default_factory=list)
     end_revision: int = 0
     final_token: int | None = None
+    watch_logs: list[WatchLog] = field(default_factory=list, repr=False)
+    fence_attempts: list[FenceAttempt] = field(default_factory=list, repr=False)
     workdir: str = ""
     events: list[str] = field(default_factory=list)
     history: list[Operation] = field(default_factory=list, repr=False)

@@ -38,6 +38,7 @@ from rkv.nemesis.cluster import (
     RPC_ERRORS,
     SNAPSHOT_ENTRIES_ENV,
     SNAPSHOT_KEEP_ENV,
+    WATCH_HISTORY_ENV,
     ProcessCluster,
 )
 from rkv.nemesis.coord import Coordination
@@ -107,6 +108,9 @@ class NemesisConfig:
     """Tasks taking one rkv.Lock in turns and writing to a fenced store; 0: none."""
     lock_ttl: float = 1.0
     """The locks' lease TTL (short, so that faults make some holders lose their lock)."""
+    watch_history: int | None = None
+    """Changes each node keeps for watches (small: lagging watchers get Compacted); None
+    keeps the node default."""
 
     @property
     def fault_kinds(self) -> tuple[str, ...]:
@@ -121,6 +125,8 @@ class NemesisConfig:
             raise ValueError("nodes must be in 1..9")
         if self.snapshot_entries is not None and self.snapshot_entries < 4:
             raise ValueError("snapshot_entries must be >= 4")
+        if self.watch_history is not None and self.watch_history < 1:
+            raise ValueError("watch_history must be >= 1")
         if self.clients < 1 or self.keys < 1:
             raise ValueError("clients and keys must be >= 1")
         if not (0 <= self.watchers <= 64 and 0 <= self.locks <= 64):
@@ -250,6 +256,7 @@ async def run_nemesis(cfg: NemesisConfig) -> Report:
         return report
     ops = rec.operations()
     report.history = ops
+    report.watch_logs, report.fence_attempts = coord.watch_logs, coord.fence
     if cfg.watchers or cfg.locks:
         report.watch, report.watch_problems, report.locks, report.lock_problems = coord.judge(
             ops, report.end_revision, report.final_token
@@ -318,13 +325,14 @@ async def _exercise(
     """Start the cluster, run the load under faults, heal, read every key back and compare
     the replicas; the final linearizable values, or None if no leader was ever elected."""
     started = time.monotonic()
-    command, env = cfg.node_command, {}
+    command, env = cfg.node_command, dict[str, str]()
     if cfg.snapshot_entries is not None:
+        env[SNAPSHOT_ENTRIES_ENV] = str(cfg.snapshot_entries)
+        env[SNAPSHOT_KEEP_ENV] = str(max(1, cfg.snapshot_entries // 10))
+    if cfg.watch_history is not None:
+        env[WATCH_HISTORY_ENV] = str(cfg.watch_history)
+    if env:
         command = command or (sys.executable, "-m", "rkv.nemesis.serve")
-        env = {
-            SNAPSHOT_ENTRIES_ENV: str(cfg.snapshot_entries),
-            SNAPSHOT_KEEP_ENV: str(max(1, cfg.snapshot_entries // 10)),
-        }
     async with ProcessCluster(
         workdir, cfg.nodes, command=command, env=env, network=network
     ) as cluster:
