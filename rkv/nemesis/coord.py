@@ -63,9 +63,12 @@ class Coordination:
     """Set at the end: watchers stop once they have covered this revision."""
     caught_up: trio.Event = field(default_factory=trio.Event)
 
-    def _client(self, rng: random.Random) -> rkv.Client:
+    def _client(self, rng: random.Random, first: int = 0) -> rkv.Client:
+        """A client that tries node `first` first (watchers spread over the nodes, so that
+        one frozen node does not put every watcher behind the same gap)."""
+        k = first % len(self.addrs)
         return rkv.connect(
-            self.addrs,
+            self.addrs[k:] + self.addrs[:k],
             timeout=self.op_timeout,
             attempt_timeout=min(1.5, self.op_timeout),
             connect_timeout=0.5,
@@ -102,8 +105,9 @@ class Coordination:
         rng: random.Random,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        slow = int(log.name[1:]) % 2 == 1
-        async with self._client(rng) as c:
+        number = int(log.name[1:])
+        slow = number % 2 == 1
+        async with self._client(rng, number) as c:
             log.start(await self._scan_rev(c) + 1)
             task_status.started()
             while self.target is None or log.through < self.target:

@@ -89,16 +89,22 @@ def test_missing_in_every_watcher_is_caught_when_a_watcher_had_no_gap() -> None:
     assert any("no watcher saw it" in p for p in v.problems), v.problems
 
 
+def gapped_log() -> WatchLog:
+    """A watcher Compacted after revision 11 that restarted from a scan at 12."""
+    w = WatchLog("w1", compacted=1, restarts=1)
+    w.start(11)
+    w.events = [events()[0]]
+    w.saw(11)
+    w.start(13)
+    w.events += events()[2:]
+    w.saw(END)
+    return w
+
+
 def test_compacted_gap_excuses_only_its_revisions() -> None:
     """w1 got Compacted after revision 11 and restarted from a scan at 12: it could not see
     b (12), which w0 places there; it must still see c (13)."""
-    gapped = WatchLog("w1", compacted=1, restarts=1)
-    gapped.start(11)
-    gapped.events = [events()[0]]
-    gapped.saw(11)
-    gapped.start(13)
-    gapped.events += events()[2:]
-    gapped.saw(END)
+    gapped = gapped_log()
     v = check_watchers(history(), [log("w0", events()), gapped], END)
     assert v.problems == [] and v.skipped == 1
     gapped.events.pop(1)  # c (13) is inside its second segment: missing
@@ -107,13 +113,7 @@ def test_compacted_gap_excuses_only_its_revisions() -> None:
 
 
 def test_write_no_one_saw_is_unplaced_when_every_watcher_had_a_gap() -> None:
-    gapped = WatchLog("w1", compacted=1)
-    gapped.start(11)
-    gapped.events = [events()[0]]
-    gapped.saw(11)
-    gapped.start(13)
-    gapped.events += events()[2:]
-    gapped.saw(END)
+    gapped = gapped_log()
     v = check_watchers(history(), [gapped], END)
     assert v.problems == [] and v.unplaced == 1
 
