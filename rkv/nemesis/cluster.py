@@ -34,7 +34,8 @@ from rkv.protocol import FaultRequest, StatusRequest
 FAULT_ENV = "RKV_FAULT_INJECTION"
 SNAPSHOT_ENTRIES_ENV = "RKV_NEMESIS_SNAPSHOT_ENTRIES"
 SNAPSHOT_KEEP_ENV = "RKV_NEMESIS_SNAPSHOT_KEEP"
-"""Read by `python -m rkv.nemesis.serve` (small snapshot tunables for nemesis runs)."""
+WATCH_HISTORY_ENV = "RKV_NEMESIS_WATCH_HISTORY"
+"""Read by `python -m rkv.nemesis.serve` (small snapshot and watch window tunables)."""
 _PKG_ROOT = Path(rkv.__file__).resolve().parent.parent
 RPC_ERRORS = (ConnectionLost, RpcTimeout, RemoteError, OSError, trio.TooSlowError)
 

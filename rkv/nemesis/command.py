@@ -80,6 +80,17 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="make nodes compact their log every N entries (exercises snapshot shipping)",
     )
+    p.add_argument(
+        "--watchers", type=int, default=0, help="watchers of the workload's keys (0: none)"
+    )
+    p.add_argument("--locks", type=int, default=0, help="tasks taking one lock in turns (0: none)")
+    p.add_argument("--lock-ttl", type=float, default=1.0, help="the locks' lease TTL seconds")
+    p.add_argument(
+        "--watch-history",
+        type=int,
+        default=None,
+        help="changes each node keeps for watches (small: watchers get Compacted)",
+    )
     p.add_argument("--workdir", type=Path, default=None, help="keep data and logs here")
     p.add_argument("--keep", action="store_true", help="keep the work dir after a clean run")
     p.add_argument("--json", action="store_true", help="print one JSON line instead")
@@ -128,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             snapshot_entries=args.snapshot_entries,
             workdir=args.workdir,
             keep=args.keep,
+            watchers=args.watchers,
+            locks=args.locks,
+            lock_ttl=args.lock_ttl,
+            watch_history=args.watch_history,
         )
     except ValueError as e:
         print(f"rkv nemesis: error: {e}", file=sys.stderr)

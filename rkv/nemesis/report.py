@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rkv.nemesis.coord_check import FenceAttempt, WatchLog
 from rkv.nemesis.workload import KINDS
 from rkv.sim.linearizability import Operation
 
@@ -42,6 +43,16 @@ class Report:
     errors: dict[str, int] = field(default_factory=dict)
     """Unexpected error codes answered to clients (their operations count as unknown)."""
     setup_error: str | None = None
+    watch: dict[str, int] = field(default_factory=dict)
+    """--watchers: events seen, restarts, Compacted, writes checked (rkv.nemesis.coord)."""
+    watch_problems: list[str] = field(default_factory=list)
+    locks: dict[str, int] = field(default_factory=dict)
+    """--locks: acquisitions, lock_lost, fenced writes accepted / refused / unknown."""
+    lock_problems: list[str] = field(default_factory=list)
+    end_revision: int = 0
+    final_token: int | None = None
+    watch_logs: list[WatchLog] = field(default_factory=list, repr=False)
+    fence_attempts: list[FenceAttempt] = field(default_factory=list, repr=False)
     workdir: str = ""
     events: list[str] = field(default_factory=list)
     history: list[Operation] = field(default_factory=list, repr=False)
@@ -55,6 +66,8 @@ class Report:
             or self.lost_acknowledged_writes
             or self.replica_problems
             or self.crashes
+            or self.watch_problems
+            or self.lock_problems
         ):
             return "violation"
         if self.inconclusive:
@@ -90,7 +103,17 @@ class Report:
             "errors": self.errors,
             "setup_error": self.setup_error,
             "workdir": self.workdir,
-            "details": (self.violations + self.lost_acknowledged_writes + self.crashes)[:5],
+            "watch": self.watch,
+            "watch_problems": len(self.watch_problems),
+            "locks": self.locks,
+            "lock_problems": len(self.lock_problems),
+            "details": (
+                self.violations
+                + self.lost_acknowledged_writes
+                + self.crashes
+                + self.watch_problems
+                + self.lock_problems
+            )[:5],
         }
 
     def summary(self) -> str:
@@ -123,6 +146,18 @@ class Report:
         lines.append(f"lost acknowledged writes: {len(self.lost_acknowledged_writes)}")
         lines.append(f"replica divergence: {len(self.replica_problems)}")
         lines.append(f"node crashes: {len(self.crashes)}")
+        if self.watch:
+            lines.append(
+                "watchers: "
+                + ", ".join(f"{k} {v}" for k, v in self.watch.items())
+                + f"; problems: {len(self.watch_problems)}"
+            )
+        if self.locks:
+            lines.append(
+                "locks: "
+                + ", ".join(f"{k} {v}" for k, v in self.locks.items())
+                + f"; problems: {len(self.lock_problems)}"
+            )
         if self.setup_error:
             lines.append(f"setup error: {self.setup_error}")
         for text in (
@@ -131,6 +166,8 @@ class Report:
             + self.lost_acknowledged_writes
             + self.replica_problems
             + self.crashes
+            + self.watch_problems
+            + self.lock_problems
         )[:10]:
             lines.append(text)
         lines.append(f"work dir: {self.workdir}")

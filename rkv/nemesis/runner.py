@@ -38,8 +38,10 @@ from rkv.nemesis.cluster import (
     RPC_ERRORS,
     SNAPSHOT_ENTRIES_ENV,
     SNAPSHOT_KEEP_ENV,
+    WATCH_HISTORY_ENV,
     ProcessCluster,
 )
+from rkv.nemesis.coord import Coordination
 from rkv.nemesis.faults import FAULT_KINDS, NETNS_FAULT_KINDS, Nemesis
 from rkv.nemesis.netns import Network, check_available
 from rkv.nemesis.report import Report, write_artifacts
@@ -100,6 +102,15 @@ class NemesisConfig:
     workdir: Path | None = None
     keep: bool = False
     """Keep the work dir (data dirs and node logs) even after a clean run."""
+    watchers: int = 0
+    """Watchers of the workload's keys across the faults (rkv.nemesis.coord); 0: none."""
+    locks: int = 0
+    """Tasks taking one rkv.Lock in turns and writing to a fenced store; 0: none."""
+    lock_ttl: float = 1.0
+    """The locks' lease TTL (short, so that faults make some holders lose their lock)."""
+    watch_history: int | None = None
+    """Changes each node keeps for watches (small: lagging watchers get Compacted); None
+    keeps the node default."""
 
     @property
     def fault_kinds(self) -> tuple[str, ...]:
@@ -114,8 +125,14 @@ class NemesisConfig:
             raise ValueError("nodes must be in 1..9")
         if self.snapshot_entries is not None and self.snapshot_entries < 4:
             raise ValueError("snapshot_entries must be >= 4")
+        if self.watch_history is not None and self.watch_history < 1:
+            raise ValueError("watch_history must be >= 1")
         if self.clients < 1 or self.keys < 1:
             raise ValueError("clients and keys must be >= 1")
+        if not (0 <= self.watchers <= 64 and 0 <= self.locks <= 64):
+            raise ValueError("watchers and locks must be in 0..64")
+        if not 0.2 <= self.lock_ttl <= 60:
+            raise ValueError("lock_ttl must be in 0.2..60 seconds")
         for name, (lo, hi) in (
             ("fault_hold", self.fault_hold),
             ("quiet", self.quiet),
@@ -230,14 +247,20 @@ async def run_nemesis(cfg: NemesisConfig) -> Report:
     workdir = cfg.workdir or Path(tempfile.mkdtemp(prefix="rkv-nemesis-"))
     report.workdir = str(workdir)
     rec = Recorder()
+    coord = Coordination([], cfg.watchers, cfg.locks, cfg.lock_ttl, cfg.op_timeout)
     if cfg.netns:
-        final = await _in_namespaces(cfg, rng, report, workdir, rec)
+        final = await _in_namespaces(cfg, rng, report, workdir, rec, coord)
     else:
-        final = await _exercise(cfg, rng, report, workdir, rec, None)
+        final = await _exercise(cfg, rng, report, workdir, rec, None, coord)
     if final is None:
         return report
     ops = rec.operations()
     report.history = ops
+    report.watch_logs, report.fence_attempts = coord.watch_logs, coord.fence
+    if cfg.watchers or cfg.locks:
+        report.watch, report.watch_problems, report.locks, report.lock_problems = coord.judge(
+            ops, report.end_revision, report.final_token
+        )
     # Written before the check too: a search that takes long can be examined meanwhile.
     write_artifacts(workdir, report)
     t_check = time.monotonic()
@@ -258,7 +281,12 @@ async def run_nemesis(cfg: NemesisConfig) -> Report:
 
 
 async def _in_namespaces(
-    cfg: NemesisConfig, rng: random.Random, report: Report, workdir: Path, rec: Recorder
+    cfg: NemesisConfig,
+    rng: random.Random,
+    report: Report,
+    workdir: Path,
+    rec: Recorder,
+    coord: Coordination,
 ) -> dict[bytes, bytes | None] | None:
     """`_exercise` on a fresh set of namespaces, removed afterwards whatever happens."""
     slow = "slow_link" in cfg.fault_kinds
@@ -271,7 +299,7 @@ async def _in_namespaces(
         async with trio.open_nursery() as nursery:
             if threading.current_thread() is threading.main_thread():
                 nursery.start_soon(_stop_on_signals)
-            final = await _exercise(cfg, rng, report, workdir, rec, network)
+            final = await _exercise(cfg, rng, report, workdir, rec, network, coord)
             nursery.cancel_scope.cancel()
     finally:
         network.close()
@@ -292,17 +320,19 @@ async def _exercise(
     workdir: Path,
     rec: Recorder,
     network: Network | None,
+    coord: Coordination,
 ) -> dict[bytes, bytes | None] | None:
     """Start the cluster, run the load under faults, heal, read every key back and compare
     the replicas; the final linearizable values, or None if no leader was ever elected."""
     started = time.monotonic()
-    command, env = cfg.node_command, {}
+    command, env = cfg.node_command, dict[str, str]()
     if cfg.snapshot_entries is not None:
+        env[SNAPSHOT_ENTRIES_ENV] = str(cfg.snapshot_entries)
+        env[SNAPSHOT_KEEP_ENV] = str(max(1, cfg.snapshot_entries // 10))
+    if cfg.watch_history is not None:
+        env[WATCH_HISTORY_ENV] = str(cfg.watch_history)
+    if env:
         command = command or (sys.executable, "-m", "rkv.nemesis.serve")
-        env = {
-            SNAPSHOT_ENTRIES_ENV: str(cfg.snapshot_entries),
-            SNAPSHOT_KEEP_ENV: str(max(1, cfg.snapshot_entries // 10)),
-        }
     async with ProcessCluster(
         workdir, cfg.nodes, command=command, env=env, network=network
     ) as cluster:
@@ -313,9 +343,12 @@ async def _exercise(
         opts = WorkerOptions(op_timeout=cfg.op_timeout)
         stop = trio.Event()
         nemesis = Nemesis(cluster, cfg, random.Random(rng.random()), report)
+        coord.addrs = cluster.addrs
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_watch_crashes, cluster, report)
+            await coord.start_watchers(nursery, random.Random(rng.random()))
             async with trio.open_nursery() as workers:
+                coord.start_locks(workers, random.Random(rng.random()), stop)
                 for i in range(cfg.clients):
                     worker = client_worker if i % 2 == 0 else raw_worker
                     name = f"{'c' if i % 2 == 0 else 'r'}{i}"
@@ -349,6 +382,11 @@ async def _exercise(
             nemesis.event("leader after the final heal")
             final = await _final_reads(cluster, rec, cfg.converge_timeout)
             nemesis.event(f"final reads of {len(final)} keys done")
+            if cfg.watchers or cfg.locks:
+                rev, token, problems = await coord.end(cfg.converge_timeout)
+                report.end_revision, report.final_token = rev, token
+                report.replica_problems += problems
+                nemesis.event("watchers caught up, fence read")
             missing = sorted(rec.keys - final.keys())
             if missing:
                 report.replica_problems.append(
