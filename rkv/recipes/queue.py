@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from rkv.client import Client, Cmp, KeyRecord, KeyValue, TxnOp, WatchEvent
-from rkv.errors import Compacted, LockLost, Unavailable
+from rkv.errors import Compacted, LeaseNotFound, LockLost, Unavailable
 
 MAX_WAITERS = 100_000
 """Default most keys a queue read examines (Unavailable past them): its pages' bound."""
@@ -86,13 +86,19 @@ class Queue:
 
 
 async def join(client: Client, prefix: bytes, lease_id: int, value: bytes) -> Member:
-    """Put this lease's member key (if it is not there yet) with `value`; the member."""
+    """Put this lease's member key (if it is not there yet) with `value`; the member.
+    LockLost if the lease is gone already (it expired or was revoked before the put)."""
     key = member_key(prefix, lease_id)
-    r = await client.txn(
-        [Cmp.create_revision(key, "==", 0)],
-        [TxnOp.put(key, value, lease=lease_id), TxnOp.get(key)],
-        [TxnOp.get(key)],
-    )
+    try:
+        r = await client.txn(
+            [Cmp.create_revision(key, "==", 0)],
+            [TxnOp.put(key, value, lease=lease_id), TxnOp.get(key)],
+            [TxnOp.get(key)],
+        )
+    except LeaseNotFound:
+        raise LockLost(
+            f"queue {prefix[:-1]!r}: lease {lease_id:x} is gone before its key was put"
+        ) from None
     kv = r.results[-1]
     assert isinstance(kv, KeyValue)
     return Member(key, kv.value, kv.create_revision, r.revision)

@@ -142,3 +142,14 @@ async def test_locks_in_queue_order_when_reads_take_pages(
                     while len(await db.scan("pl/")) < i + 2:
                         await trio.sleep(0.01)
         assert order == [0, 1, 2, 3]
+
+
+async def test_joining_with_a_lease_already_gone_is_lock_lost(tmp_path: Path) -> None:
+    """A lease that expired or was revoked before its member key is put: LockLost (what a
+    lock's user catches), not the txn's LeaseNotFound; and no key is left behind."""
+    async with cluster(tmp_path) as (db,):
+        lease = await db.lease_grant(TTL)
+        assert await db.lease_revoke(lease.id)
+        with pytest.raises(rkv.LockLost, match="gone before its key was put"):
+            await queue.join(db, b"q/", lease.id, b"m")
+        assert await db.scan(b"q/") == []
