@@ -133,10 +133,8 @@ class LeaseKeeper:
         st = self.store.lease(r.lease_id)
         if st is None:
             raise LeaseNotFound(f"no lease {r.lease_id}")
-        left = self.lessor.remaining_ms(r.lease_id, now)
         keys = tuple(self.store.lease_keys(r.lease_id)[:MAX_LIST_KEYS]) if r.keys else None
-        if left is None:  # applied after this sync: its stored remaining is this node's view
-            left = st.remaining_ms
+        left = self._remaining(st.id, st.remaining_ms, now)
         return LeaseTtlReply(r.lease_id, st.ttl_ms, left, keys, rev).to_frame()
 
     async def list(self, r: LeaseListRequest) -> Frame:
@@ -145,8 +143,12 @@ class LeaseKeeper:
         rev = self.store.applied_index()
         items = []
         for st in self.store.leases():
-            left = self.lessor.remaining_ms(st.id, now)
-            items.append(
-                LeaseListItem(st.id, st.ttl_ms, st.remaining_ms if left is None else left, st.keys)
-            )
+            left = self._remaining(st.id, st.remaining_ms, now)
+            items.append(LeaseListItem(st.id, st.ttl_ms, left, st.keys))
         return LeaseListReply(tuple(items), rev).to_frame()
+
+    def _remaining(self, lease_id: int, stored_ms: int, now: int) -> int:
+        """The lease's remaining TTL on this node's clock; a lease applied after the sync
+        (the Lessor does not know it yet) has its stored remaining."""
+        left = self.lessor.remaining_ms(lease_id, now)
+        return stored_ms if left is None else left
