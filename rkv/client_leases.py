@@ -144,23 +144,30 @@ class LeaseCalls:
         """Keep the lease alive while the block runs: renewed now (the TTL is what the block
         gets) and then every TTL/3 by a task of a nursery this owns. If the lease is lost
         (LeaseNotFound) or cannot be renewed before the TTL since the last renewal runs out
-        (the cluster unavailable), the block is cancelled and that error is raised."""
+        (the cluster unavailable), the block is cancelled and that error is raised. The TTL
+        counts from when the last successful renewal was *sent* (the lease's promise,
+        docs/leases.md), not from its answer."""
+        sent = trio.current_time()
         ttl = await self.lease_keepalive(lease_id)
 
         async def renew() -> None:
-            nonlocal ttl
-            last = trio.current_time()
+            nonlocal ttl, sent
             while True:
                 await trio.sleep(ttl / 3)
                 while True:
-                    try:
-                        ttl = await self.lease_keepalive(lease_id)
-                        last = trio.current_time()
-                        break
-                    except (Unavailable, Timeout):
-                        if trio.current_time() - last >= ttl:
-                            raise
-                        await trio.sleep(min(0.2, ttl / 10))
+                    with trio.move_on_at(sent + ttl) as scope:
+                        try:
+                            now = trio.current_time()
+                            ttl = await self.lease_keepalive(lease_id)
+                            sent = now
+                            break
+                        except (Unavailable, Timeout):
+                            await trio.sleep(min(0.2, ttl / 10))
+                    if scope.cancelled_caught:
+                        raise Unavailable(
+                            f"lease {lease_id:x}: not renewed within its TTL ({ttl:g} s) of "
+                            "the last renewal sent: it may have expired"
+                        )
 
         with plain_errors():  # the renewal's error itself, not an ExceptionGroup
             async with trio.open_nursery() as nursery:

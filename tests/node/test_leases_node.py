@@ -59,6 +59,42 @@ async def test_keep_alive_stops_the_block_when_the_lease_is_revoked(tmp_path: Pa
             assert not reached
 
 
+async def test_keep_alive_ends_the_block_within_ttl_of_the_last_renewal_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Renewals that keep failing (the cluster unavailable to this client) end the block with
+    Unavailable no later than TTL after the last successful renewal was sent: past that the
+    lease may be gone, so the block must not go on believing it holds it."""
+    async with running_cluster(local_configs(tmp_path, 3)) as nodes:
+        await wait_leader(nodes)
+        async with rkv.connect([n.cfg.advertise for n in nodes], timeout=10) as db:
+            lease = await db.lease_grant(1.0)
+            real = db.lease_keepalive
+            calls = 0
+
+            async def failing(lease_id: int) -> float:
+                nonlocal calls
+                calls += 1
+                if calls == 1:
+                    return await real(lease_id)
+                await trio.sleep(30)  # a renewal that hangs (a client timeout far above TTL)
+                raise AssertionError("not reached")
+
+            monkeypatch.setattr(db, "lease_keepalive", failing)
+            reached = False
+            with pytest.raises(rkv.Unavailable, match="not renewed within its TTL"):
+                async with db.keep_alive(lease.id) as ttl:
+                    t0 = trio.current_time()
+                    assert ttl == 1.0
+                    try:
+                        await trio.sleep(30)
+                        reached = True
+                    finally:
+                        ended = trio.current_time() - t0
+            assert not reached and calls >= 2
+            assert ended <= ttl + 0.5  # TTL from the first renewal's send, not 30 s later
+
+
 async def test_ttl_through_a_follower(tmp_path: Path) -> None:
     async with running_cluster(local_configs(tmp_path, 3)) as nodes:
         leader = await wait_leader(nodes)
