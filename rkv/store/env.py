@@ -50,6 +50,7 @@ from rkv.codec import (
 )
 from rkv.raft.storage import Compacted, Unavailable, limit_size
 from rkv.raft.types import NONE, ConfState, Entry, HardState, NodeId, Snapshot, SnapshotMeta
+from rkv.store import history as watchdb
 from rkv.store import kv as kvdb
 from rkv.store import migrate
 from rkv.store import raft_store as logdb
@@ -333,6 +334,9 @@ class LmdbStore:
         """Record each committed apply's changes for `take_changes` (a node with watchers)."""
         self._changes: list[Change] = []
         self._changes_lock = threading.Lock()
+        self.history_bounds = watchdb.Bounds()
+        """How much durable watch history the apply keeps (history.py; the node sets its
+        watch_history bounds)."""
         self.upgraded_records: int | None = None
         """Records rewritten by a schema upgrade when this open found an older data dir."""
         self._env = _open_env(path, map_size)
@@ -351,6 +355,7 @@ class LmdbStore:
         def opened() -> tuple[kvdb.Dbs, kvdb.Dbs]:
             env = self._env
             log, meta = env.open_db(b"log"), env.open_db(b"meta")
+            self._watch_db = env.open_db(watchdb.DB_NAME)
             # Two generations of the state machine: the live one (meta "sm_gen") and the
             # other, where a snapshot from the leader is staged before it is swapped in.
             return tuple(  # type: ignore[return-value]
@@ -416,7 +421,7 @@ class LmdbStore:
 
     def _all_dbs(self) -> tuple[lmdb._Database, ...]:
         d, e = self._gens
-        return (d.log, d.meta, d.kv, d.files, d.sessions, e.kv, e.files, e.sessions)
+        return (d.log, d.meta, d.kv, d.files, d.sessions, e.kv, e.files, e.sessions, self._watch_db)
 
     def _gen(self, txn: lmdb.Transaction[bytes]) -> int:
         raw = txn.get(kvdb.GEN_KEY, db=self._dbs.meta)
@@ -469,6 +474,9 @@ class LmdbStore:
                 f"meta of {self._path}: state hash of index {index}, applied index {self._applied}"
             )
         self._history = sh.History(index, value)
+        self._history_first = self._read(
+            lambda txn: watchdb.read_meta(txn, meta, self._applied).first
+        )
         self._terms: dict[int, int] = {}
         self._last = self._read(self._check_log_bounds)
         self._follow_live_gen()
@@ -990,6 +998,7 @@ class LmdbStore:
         txn.put(kvdb.STATE_HASH_KEY, kvdb.encode_state_hash(meta.index, value), db=self._dbs.meta)
         if meta.voters:
             txn.put(kvdb.CONF_KEY, kvdb.encode_conf(meta.conf), db=self._dbs.meta)
+        watchdb.reset(txn, self._watch_db, self._dbs.meta, meta.index)
 
     # --- state machine side --------------------------------------------------------------
 
@@ -1016,11 +1025,12 @@ class LmdbStore:
         history, a scrub pass's change tracking)."""
         last: list[tuple[sh.Running, list[tuple[int, int]]]] = []
         recorded: list[list[Change]] = []
+        history_first: list[int] = []
         lease_events: list[LeaseEvent] = []
         lease_total: list[int | None] = [None]
 
         def apply(txn: lmdb.Transaction[bytes]) -> list[ApplyResult]:
-            changes: list[Change] | None = [] if self.record_changes else None
+            changes: list[Change] = []  # for the durable history, and take_changes
             state = kvdb.LmdbStateTxn(
                 txn,
                 self._live(txn),
@@ -1035,8 +1045,14 @@ class LmdbStore:
             )
             results, marks = sh.apply_with_checkpoints(state, entries, self._max_sessions)
             state.flush()
+            history_first.clear()
+            if changes:  # the durable watch history: one record, in this transaction
+                meta, bounds, start = self._dbs.meta, self.history_bounds, entries[0].index
+                history_first.append(
+                    watchdb.append(txn, self._watch_db, meta, start, changes, bounds)
+                )
             last[:] = [(state.running, marks)]  # of the attempt that commits
-            recorded[:] = [] if changes is None else [changes]
+            recorded[:] = [changes] if self.record_changes else []
             lease_events[:] = state.lease_events
             lease_total[0] = state.lease_total
             return results
@@ -1051,6 +1067,8 @@ class LmdbStore:
             if recorded:
                 with self._changes_lock:
                     self._changes.extend(recorded[0])
+            if history_first:
+                self._history_first = history_first[0]
             self._lease_events.extend(lease_events)
             self._lease_total = lease_total[0]
 
@@ -1083,6 +1101,19 @@ class LmdbStore:
         with self._changes_lock:
             out, self._changes = self._changes, []
         return out
+
+    def history_first(self) -> int:
+        """The first revision the durable watch history holds whole (history.py)."""
+        return self._history_first
+
+    def read_history(self, after: int, top: int, max_bytes: int) -> watchdb.HistoryRead:
+        """The durable watch history's changes after revision `after` up to `top`, whole
+        records, about `max_bytes` at most (history.read). Thread-safe: one read transaction."""
+        return self._read(
+            lambda txn: watchdb.read(
+                txn, self._watch_db, self._dbs.meta, self._applied, after, top, max_bytes
+            )
+        )
 
     # --- leases (leases.py) -------------------------------------------------------------
 
@@ -1122,6 +1153,7 @@ class LmdbStore:
         self._history.reset(index, value)
         self._lease_events.reset()
         self._lease_total = None
+        self._history_first = index + 1  # the install reset the durable history
         if self.record_changes:
             with self._changes_lock:
                 self._changes.append(Change(index, "reset", b""))
