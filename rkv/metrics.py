@@ -338,6 +338,11 @@ def _watch_metrics(w: Mapping[str, Any]) -> Iterator[Metric]:
         "The first revision whose changes are held: a watch from before it is compacted.",
         w.get("watch_first_revision"),
     )
+    yield _counter(
+        "rkv_watch_history_reads",
+        "Reads of the durable watch history (polls from before the window held in memory).",
+        w.get("watch_history_reads"),
+    )
 
 
 def _integrity_checks(stats: Mapping[str, Any]) -> Iterator[Metric]:

@@ -45,11 +45,12 @@ from rkv.node.leases import LeaseKeeper
 from rkv.node.peers import PeerLinks
 from rkv.node.raft_loop import RaftLoop
 from rkv.node.snapshots import SnapshotShipper
-from rkv.node.watch import WatchHub
+from rkv.node.watch import HistoryReader, WatchHub
 from rkv.raft.config import Config
 from rkv.raft.types import ConfState, Message
 from rkv.replica import CompactionPolicy, Replica
 from rkv.scrubber import Scrubber
+from rkv.store.history import Bounds
 
 
 class Node:
@@ -98,8 +99,12 @@ class Node:
             on_refused=self._on_peer_refused,
             ssl_context=client_ssl,
         )
+        durable: HistoryReader | None = None
         if hasattr(store, "take_changes"):
             store.record_changes = True  # for the watch hub: the apply records its changes
+        if hasattr(store, "read_history"):  # ... and keeps them durably (rkv.store.history)
+            store.history_bounds = Bounds(cfg.watch_history, cfg.watch_history_bytes)
+            durable = store
         self.watch = WatchHub(
             store.applied_index(),
             history=cfg.watch_history,
@@ -108,6 +113,7 @@ class Node:
             max_per_conn=cfg.watch_max_per_conn,
             election_timeout=cfg.election_ticks * cfg.tick_seconds,
             reply_bytes=max(1024, cfg.max_frame // 4),
+            durable=durable,
         )
         """Watches (rkv.node.watch), fed after each raft-loop turn (`_after_turn`)."""
         self.handlers = ClientHandlers(cfg, store, self.raft, self.metrics, self.watch)

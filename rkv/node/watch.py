@@ -2,10 +2,17 @@
 
 Owns: the window of recent changes (rkv.store.commands.Change, recorded by the store's apply
 transaction with the value before each change), in revision order, bounded by
-`history` changes and `history_bytes` bytes (whole revisions dropped, oldest first); the first revision it holds whole (`first`; below it a watch gets
-Compacted(first)), the revision it is complete through (`rev`: the store's applied index as of
-the last feed), when the node last had a leader, and the watch polls (`poll`): how many run, per
-node and per connection.
+`history` changes and `history_bytes` bytes (whole revisions dropped, oldest first); the first
+revision a watch can start after (`first`; below it a watch gets Compacted(first)), the
+revision it is complete through (`rev`: the store's applied index as of the last feed), when
+the node last had a leader, and the watch polls (`poll`): how many run, per node and per
+connection.
+
+Older revisions come from the durable history (`durable`, a HistoryReader: the LMDB store's,
+rkv.store.history, written by the apply transaction itself and kept to the same bounds), read
+in a worker thread, a reply's worth at a time, when a poll's cursor is below the window: so a
+watch resumes across a restart of the node (the window starts empty; nothing is loaded at
+start). Without one (the in-memory store), the window is all there is.
 
 Fed by the raft loop after each turn (`feed`: appends and wakes the polls; it never waits and
 never calls a watcher, so a slow watcher cannot hold up the apply). A watcher holds no memory
@@ -15,21 +22,39 @@ the window (its history was dropped to bound memory, or a snapshot replaced the 
 Compacted with the first revision still held: never a silent gap.
 
 Must not: touch the raft loop or the store (it is handed the changes, the applied index, the
-leader, and a ReadIndex barrier), or frame anything for the wire (it returns typed replies).
+leader, a ReadIndex barrier and a history reader), or frame anything for the wire (it returns
+typed replies).
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 import trio
 
 from rkv.errors import Compacted, NoLeader, TooManyWatchers, Unavailable
 from rkv.protocol import WatchEvent, WatchReply, WatchRequest
 from rkv.store.commands import Change
+from rkv.store.history import HistoryRead, held_size
 
 _KEY_KINDS = frozenset({"put", "delete"})
+_READERS = 2
+"""Durable-history reads run at once, at most (worker threads)."""
+
+
+class HistoryReader(Protocol):
+    """The durable history of this node's applied changes (rkv.store.env.LmdbStore). Both
+    calls are blocking and thread-safe; `history_first` is cheap (no I/O)."""
+
+    def history_first(self) -> int:
+        """The first revision held whole."""
+        ...
+
+    def read_history(self, after: int, top: int, max_bytes: int) -> HistoryRead:
+        """The changes after revision `after` up to `top`, whole revisions, about `max_bytes`."""
+        ...
 
 
 class WatchHub:
@@ -43,6 +68,7 @@ class WatchHub:
         max_per_conn: int = 64,
         election_timeout: float = 1.0,
         reply_bytes: int = 4 << 20,
+        durable: HistoryReader | None = None,
     ) -> None:
         self.history = history
         """At most about this many changes are held (whole revisions are dropped, oldest first)."""
@@ -57,8 +83,12 @@ class WatchHub:
         self._changes: list[Change] = []
         self._revs: list[int] = []
         """The revision of each change (bisect)."""
-        self.first = applied + 1
-        """The first revision whose changes are all held."""
+        self._held_first = applied + 1
+        """The first revision whose changes are all held in the window."""
+        self._durable = durable
+        self._readers = trio.CapacityLimiter(_READERS)
+        self.history_reads = 0
+        """Polls' reads of the durable history."""
         self.rev = applied
         """Every change up to this revision is held (or was dropped below `first`)."""
         self._wake = trio.Event()
@@ -83,11 +113,11 @@ class WatchHub:
                 self._changes.clear()
                 self._revs.clear()
                 self._bytes = 0
-                self.first = max(self.first, c.revision + 1)
+                self._held_first = max(self._held_first, c.revision + 1)
                 continue
             self._changes.append(c)
             self._revs.append(c.revision)
-            self._bytes += _size(c)
+            self._bytes += held_size(c)
         self._trim()
         if leader:
             self._leaderless_since = None
@@ -107,17 +137,24 @@ class WatchHub:
             target, freed = self._bytes - self.history_bytes * 7 // 8, 0
             n = 0
             while n < len(self._changes) and freed < target:
-                freed += _size(self._changes[n])
+                freed += held_size(self._changes[n])
                 n += 1
             drop = max(drop, n)
         if drop <= 0:
             return
         cut_rev = self._revs[drop - 1]
         cut = bisect.bisect_right(self._revs, cut_rev)  # whole revisions
-        self._bytes -= sum(_size(c) for c in self._changes[:cut])
+        self._bytes -= sum(held_size(c) for c in self._changes[:cut])
         del self._changes[:cut]
         del self._revs[:cut]
-        self.first = max(self.first, cut_rev + 1)
+        self._held_first = max(self._held_first, cut_rev + 1)
+
+    @property
+    def first(self) -> int:
+        """The first revision whose changes are all held, in the window or the durable
+        history: a watch may start there (after first - 1), not below."""
+        d = self._durable
+        return self._held_first if d is None else min(self._held_first, d.history_first())
 
     # -- the polls -----------------------------------------------------------------------------
 
@@ -126,34 +163,42 @@ class WatchHub:
         since = self._leaderless_since
         return since is not None and now - since > self.election_timeout
 
-    def _collect(self, req: WatchRequest, after: int) -> tuple[tuple[WatchEvent, ...], int]:
+    def _compacted(self, after: int, first: int) -> Compacted:
+        self.compacted += 1
+        return Compacted(
+            f"revision {after + 1} is no longer held by this node (first: {first})", first
+        )
+
+    async def _gather(self, req: WatchRequest, after: int) -> tuple[tuple[WatchEvent, ...], int]:
         """The events of revisions after `after` (up to `rev`) on the watch's keys, whole
-        revisions up to the reply's bounds, and the revision the answer is complete through."""
-        if after + 1 < self.first:
-            self.compacted += 1
-            raise Compacted(
-                f"revision {after + 1} is no longer held by this node (first: {self.first})",
-                self.first,
+        revisions up to the reply's bounds, and the revision the answer is complete through:
+        from the durable history while `after` is below the window, then from the window."""
+        while after + 1 < self._held_first:
+            if self._durable is None:
+                raise self._compacted(after, self._held_first)
+            self.history_reads += 1
+            got = await trio.to_thread.run_sync(
+                self._durable.read_history,
+                after,
+                self.rev,
+                self.reply_bytes,
+                limiter=self._readers,
             )
-        out: list[WatchEvent] = []
-        size = 0
-        prefix, prev, exact = req.prefix, req.prev, req.exact
+            if after + 1 < got.first:
+                raise self._compacted(after, min(got.first, self._held_first))
+            events, upto = _select(req, got.changes, 0, got.through, self.reply_bytes)
+            if events or upto <= after:
+                return events, max(upto, after)
+            after = upto  # nothing for this watch there: read on
+        return self._collect(req, after)
+
+    def _collect(self, req: WatchRequest, after: int) -> tuple[tuple[WatchEvent, ...], int]:
+        """What `_gather` answers, from the window (`after` is in it)."""
+        if after + 1 < self._held_first:
+            raise self._compacted(after, self._held_first)
         i = bisect.bisect_right(self._revs, after)
-        changes, n, top = self._changes, len(self._changes), self.rev
-        while i < n:
-            c = changes[i]
-            if c.revision > top:
-                break
-            if (len(out) >= req.limit or size >= self.reply_bytes) and c.revision != out[-1].rev:
-                return tuple(out), out[-1].rev
-            i += 1
-            if (c.key != prefix) if exact else not c.key.startswith(prefix):
-                continue
-            known = prev and c.kind in _KEY_KINDS  # files carry no previous content
-            ev = WatchEvent(c.revision, c.kind, c.key, c.value, c.prev if known else None, known)
-            out.append(ev)
-            size += len(c.key) + len(c.value or b"") + (len(c.prev or b"") if prev else 0) + 32
-        return tuple(out), max(top, after)
+        events, upto = _select(req, self._changes, i, self.rev, self.reply_bytes)
+        return events, max(upto, after)
 
     def _admit(self, conn: object) -> None:
         if self.watching >= self.max_watchers:
@@ -190,7 +235,7 @@ class WatchHub:
             after = self.rev if req.after is None else req.after
             deadline = trio.current_time() + req.wait_ms / 1000
             while True:
-                events, upto = self._collect(req, after)
+                events, upto = await self._gather(req, after)
                 if events:
                     self.delivered += len(events)
                     return WatchReply(events, upto)
@@ -214,7 +259,7 @@ class WatchHub:
                     await self._wake.wait()
             if self.rev < target:
                 raise Unavailable(f"the watch window did not reach revision {target}; retry")
-            events, upto = self._collect(req, after)
+            events, upto = await self._gather(req, after)
             self.delivered += len(events)
             return WatchReply(events, upto, progress=upto >= target)
         finally:
@@ -227,12 +272,34 @@ class WatchHub:
             "watch_held_changes": len(self._changes),
             "watch_held_bytes": self._bytes,
             "watch_first_revision": self.first,
+            "watch_history_reads": self.history_reads,
             "watch_compacted": self.compacted,
             "watch_no_leader": self.no_leader,
             "watch_events_delivered": self.delivered,
         }
 
 
-def _size(c: Change) -> int:
-    """What a held change costs, about (its bytes and the objects around them)."""
-    return len(c.key) + len(c.value or b"") + len(c.prev or b"") + 100
+def _select(
+    req: WatchRequest, changes: Sequence[Change], i: int, top: int, reply_bytes: int
+) -> tuple[tuple[WatchEvent, ...], int]:
+    """The events on the watch's keys among changes[i:] up to revision `top`, whole revisions
+    up to the reply's bounds (req.limit events, `reply_bytes` bytes), and the revision they
+    are complete through (`top` unless cut short)."""
+    out: list[WatchEvent] = []
+    size = 0
+    prefix, prev, exact = req.prefix, req.prev, req.exact
+    n = len(changes)
+    while i < n:
+        c = changes[i]
+        if c.revision > top:
+            break
+        if (len(out) >= req.limit or size >= reply_bytes) and c.revision != out[-1].rev:
+            return tuple(out), out[-1].rev
+        i += 1
+        if (c.key != prefix) if exact else not c.key.startswith(prefix):
+            continue
+        known = prev and c.kind in _KEY_KINDS  # files carry no previous content
+        ev = WatchEvent(c.revision, c.kind, c.key, c.value, c.prev if known else None, known)
+        out.append(ev)
+        size += len(c.key) + len(c.value or b"") + (len(c.prev or b"") if prev else 0) + 32
+    return tuple(out), top

@@ -124,7 +124,7 @@ def _change(first: int, it: Any) -> Change:
         delta, code, key, value, prev = it
         ok = (
             type(delta) is int
-            and 0 <= delta
+            and delta >= 0
             and type(code) is int
             and 0 <= code < len(KINDS)
             and type(key) is bytes
