@@ -1,7 +1,8 @@
 """Crash safety: a child process writing batches (save + apply, each one transaction, or both
 in one save_and_apply transaction) is killed with SIGKILL at random moments, several times over. After every kill
 the reopened store holds exactly a prefix of the batches: at least every batch the child
-reported durable, at most one more, and the kv contents match the applied index exactly.
+reported durable, at most one more, and the kv contents (and the durable watch history) match
+the applied index exactly.
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ def check(path: Path, reported: int) -> int:
         items = s.scan(b"k", 100_000)
         assert [k for k, _ in items] == [b"k%08d" % i for i in range(1, applied + 1)]
         assert all(v == value(i + 1) for i, (_, v) in enumerate(items))
+        # the durable watch history holds each applied change once, whole from its first
+        held = s.read_history(0, applied, 1 << 62)
+        assert [c.revision for c in held.changes] == list(range(held.first, applied + 1))
         session = s.session(b"writer")
         if applied:
             assert session is not None and (session.seq, session.index) == (applied, applied)
