@@ -152,7 +152,8 @@ class NodeConfig:
     """How long a write or linearizable read may wait for commit / read index."""
     watch_history: int = 100_000
     """Changes the watch hub keeps for its watchers (rkv.node.watch): a watch from an older
-    revision gets `compacted`. Memory: about this many keys and values (and previous values)."""
+    revision gets `compacted`. Memory: about this many keys and values (and previous values);
+    the data dir keeps as many (rkv.store.history), so the history survives a restart."""
     watch_history_bytes: int = 64 << 20
     """... and at most about this many bytes of keys and values (the oldest revisions go
     first)."""
