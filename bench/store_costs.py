@@ -4,6 +4,14 @@ apply: LmdbStore.apply per put, batches of 256 puts (with and without client ses
   best and median of 5 runs; --tracking: with a scrub pass open meanwhile (every apply hands
   its changes to it, as on a node whose scrub runs). Run it with PYTHONPATH pointing at two
   trees to compare them.
+commit: LmdbStore.save_and_apply (the node's group commit: log entries and their apply in one
+  durable transaction) per put, --per puts per transaction, with the apply recording its
+  changes for watchers as a node's does (--no-watch: not), in --dir (a tmpfs shows the CPU
+  cost, a disk adds its fsyncs); best and median of --runs runs. The durable watch history
+  (rkv.store.history) is written by that transaction: --ab runs each time with and without
+  it (its writes stubbed out), interleaved in one process, and reports both and the
+  difference of the medians; --cpu counts the process's CPU time instead of wall time (less
+  noisy on a shared machine).
 scrub: a scrub pass over a store of --keys keys (100-byte values), --sessions client
   sessions and a file of --file-mib MiB: records/s and MiB/s unpaced (pieces of 1000
   records, back to back), then --paced-seconds of the node's scrub task at its defaults
@@ -16,12 +24,14 @@ import argparse
 import hashlib
 import os
 import shutil
+import statistics
 import tempfile
 import time
 from typing import Any
 
 from rkv.codec import FileChunk, FileCommit, Put, Request, encode_request
 from rkv.raft.types import Entry, HardState
+from rkv.store import env as env_module
 from rkv.store import open_store
 
 
@@ -134,10 +144,50 @@ def scrub_rates(keys: int, sessions: int, file_mib: int, paced_seconds: float) -
         shutil.rmtree(d)
 
 
+def commit_cost(
+    per: int, puts: int, watch: bool, where: str | None, *, history: bool = True, cpu: bool = False
+) -> float:
+    clock = time.process_time if cpu else time.perf_counter
+    d = tempfile.mkdtemp(prefix="rkv-bench-commit-", dir=where)
+    s = _store(d)
+    s.record_changes = watch
+    real_append = env_module.watchdb.append
+    if not history:  # the A of the A/B: the apply without its history record
+        env_module.watchdb.append = lambda txn, db, meta, start, changes, bounds: start
+    try:
+        batches = []
+        for b in range(puts // per):
+            batch = []
+            for j in range(per):
+                i = b * per + j + 1
+                key = b"key%08d" % ((i * 7919) % 50000)  # overwrites: each put has a prev
+                data = encode_request(Request(b"", 0, Put(key, os.urandom(100))))
+                batch.append(Entry(1, i, data))
+            batches.append(batch)
+        t = clock()
+        for batch in batches:
+            s.save_and_apply(HardState(1, "n", batch[-1].index), batch, batch)
+            if watch:
+                s.take_changes()  # as the node's watch hub does after each turn
+        return (clock() - t) / (len(batches) * per) * 1e6
+    finally:
+        env_module.watchdb.append = real_append
+        s.close()
+        shutil.rmtree(d)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.store_costs")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("apply").add_argument("--tracking", action="store_true")
+    cm = sub.add_parser("commit")
+    cm.add_argument("--per", type=int, default=1, help="puts per transaction")
+    cm.add_argument("--puts", type=int, default=4000)
+    cm.add_argument("--runs", type=int, default=5)
+    cm.add_argument("--no-watch", dest="watch", action="store_false")
+    cm.add_argument("--dir", default=None, help="where the store goes (default: $TMPDIR)")
+    cm.add_argument("--ab", action="store_true", help="with and without the history, interleaved")
+    cm.add_argument("--cpu", action="store_true", help="process CPU time, not wall time")
     sc = sub.add_parser("scrub")
     sc.add_argument("--keys", type=int, default=100_000)
     sc.add_argument("--sessions", type=int, default=1000)
@@ -148,6 +198,24 @@ def main() -> None:
         for ws in (False, True):
             r = sorted(apply_cost(ws, tracking=a.tracking) for _ in range(5))
             print(f"apply, sessions={ws}: us/put best {r[0]:.2f} median {r[2]:.2f}")
+    elif a.cmd == "commit":
+        if a.per < 1 or a.puts < a.per or a.runs < 1:
+            ap.error("need --per >= 1, --puts >= --per, --runs >= 1")
+        modes = (False, True) if a.ab else (True,)
+        got: dict[bool, list[float]] = {m: [] for m in modes}
+        for _ in range(a.runs):
+            for m in modes:
+                got[m].append(commit_cost(a.per, a.puts, a.watch, a.dir, history=m, cpu=a.cpu))
+        what = "cpu" if a.cpu else "wall"
+        for m, r in got.items():
+            r.sort()
+            print(
+                f"commit, {a.per} put(s)/txn, watch={a.watch}, history={m}: {what} us/put "
+                f"best {r[0]:.2f} median {r[len(r) // 2]:.2f}"
+            )
+        if a.ab:
+            off, on = (statistics.median(got[m]) for m in modes)
+            print(f"history adds {on - off:+.2f} us/put ({(on - off) / off:+.1%}) (medians)")
     else:
         scrub_rates(a.keys, a.sessions, a.file_mib, a.paced_seconds)
 

@@ -474,9 +474,8 @@ class LmdbStore:
                 f"meta of {self._path}: state hash of index {index}, applied index {self._applied}"
             )
         self._history = sh.History(index, value)
-        self._history_first = self._read(
-            lambda txn: watchdb.read_meta(txn, meta, self._applied).first
-        )
+        self._watch_meta = self._read(lambda txn: watchdb.read_meta(txn, meta, self._applied))
+        """The durable watch history's meta record as last committed (the apply passes it on)."""
         self._terms: dict[int, int] = {}
         self._last = self._read(self._check_log_bounds)
         self._follow_live_gen()
@@ -1025,7 +1024,7 @@ class LmdbStore:
         history, a scrub pass's change tracking)."""
         last: list[tuple[sh.Running, list[tuple[int, int]]]] = []
         recorded: list[list[Change]] = []
-        history_first: list[int] = []
+        watch_meta: list[watchdb.Meta] = []
         lease_events: list[LeaseEvent] = []
         lease_total: list[int | None] = [None]
 
@@ -1045,12 +1044,10 @@ class LmdbStore:
             )
             results, marks = sh.apply_with_checkpoints(state, entries, self._max_sessions)
             state.flush()
-            history_first.clear()
+            watch_meta.clear()
             if changes:  # the durable watch history: one record, in this transaction
-                meta, bounds, start = self._dbs.meta, self.history_bounds, entries[0].index
-                history_first.append(
-                    watchdb.append(txn, self._watch_db, meta, start, changes, bounds)
-                )
+                meta, m, bounds = self._dbs.meta, self._watch_meta, self.history_bounds
+                watch_meta.append(watchdb.append(txn, self._watch_db, meta, m, changes, bounds))
             last[:] = [(state.running, marks)]  # of the attempt that commits
             recorded[:] = [changes] if self.record_changes else []
             lease_events[:] = state.lease_events
@@ -1067,8 +1064,8 @@ class LmdbStore:
             if recorded:
                 with self._changes_lock:
                     self._changes.extend(recorded[0])
-            if history_first:
-                self._history_first = history_first[0]
+            if watch_meta:
+                self._watch_meta = watch_meta[0]
             self._lease_events.extend(lease_events)
             self._lease_total = lease_total[0]
 
@@ -1104,7 +1101,7 @@ class LmdbStore:
 
     def history_first(self) -> int:
         """The first revision the durable watch history holds whole (history.py)."""
-        return self._history_first
+        return self._watch_meta.first
 
     def read_history(self, after: int, top: int, max_bytes: int) -> watchdb.HistoryRead:
         """The durable watch history's changes after revision `after` up to `top`, whole
@@ -1153,7 +1150,7 @@ class LmdbStore:
         self._history.reset(index, value)
         self._lease_events.reset()
         self._lease_total = None
-        self._history_first = index + 1  # the install reset the durable history
+        self._watch_meta = watchdb.Meta(index + 1)  # the install reset the durable history
         if self.record_changes:
             with self._changes_lock:
                 self._changes.append(Change(index, "reset", b""))

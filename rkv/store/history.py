@@ -40,6 +40,7 @@ _KIND_CODE = {k: i for i, k in enumerate(KINDS)}
 _KEY = struct.Struct(">Q")
 _HEADER = struct.Struct(">III")
 _META = struct.Struct(">QQQ")
+_U32_MAX = 0xFFFFFFFF
 _TRIM_SLACK = 64
 """A trim by count waits until the excess passes max(this, changes // 8) (as the hub's)."""
 
@@ -87,11 +88,20 @@ def held_size(c: Change) -> int:
 def encode_batch(changes: Sequence[Change]) -> bytes:
     """One record's value: the header, then [revision - first, kind, key, value, prev] per
     change. `changes` is not empty and in revision order."""
+    return _encode(changes)[0]
+
+
+def _encode(changes: Sequence[Change]) -> tuple[bytes, int, int]:
+    """The record's value, its change count and its bytes (held_size)."""
     first = changes[0].revision
-    size = sum(held_size(c) for c in changes)
-    body = pack([(c.revision - first, _KIND_CODE[c.kind], c.key, c.value, c.prev) for c in changes])
-    span = changes[-1].revision - first
-    return _HEADER.pack(len(changes), min(size, 0xFFFFFFFF), span) + body
+    items = []
+    size = 0
+    for c in changes:
+        k, v, p = c.key, c.value, c.prev
+        size += len(k) + (len(v) if v else 0) + (len(p) if p else 0) + 100  # held_size
+        items.append((c.revision - first, _KIND_CODE[c.kind], k, v, p))
+    n, span = len(items), changes[-1].revision - first
+    return _HEADER.pack(n, min(size, _U32_MAX), span) + pack(items), n, size
 
 
 def decode_header(raw: bytes) -> tuple[int, int, int]:
@@ -161,24 +171,24 @@ def append(
     txn: lmdb.Transaction[bytes],
     db: lmdb._Database,
     meta_db: lmdb._Database,
-    start: int,
+    meta: Meta,
     changes: Sequence[Change],
     bounds: Bounds,
-) -> int:
-    """Record the changes of one apply transaction (its first entry: `start`) as one record,
-    then trim past the bounds. Writing the same batch again (an apply re-run after a power
-    loss undid it) writes the same record. Returns the first revision held whole."""
-    m = read_meta(txn, meta_db, start - 1)
+) -> Meta:
+    """Record the changes of one apply transaction as one record, then trim past the bounds.
+    `meta` is the meta record as committed (the caller keeps it: no read here). Returns the
+    new one, written too. A batch is written with the applied index in one transaction: a
+    power loss undoes both, and the apply run again writes the same record."""
     if not changes:
-        return m.first
-    raw = encode_batch(changes)
-    n, size, _ = decode_header(raw)
-    # a batch is recorded with the applied index in one transaction: a power loss undoes
-    # both, and the apply run again writes the same key, new
-    txn.put(_KEY.pack(changes[0].revision), raw, db=db)
-    m = _trim(txn, db, Meta(m.first, m.changes + n, m.bytes + size), bounds)
+        return meta
+    raw, n, size = _encode(changes)
+    key = _KEY.pack(changes[0].revision)
+    if not txn.put(key, raw, db=db, append=True):  # the newest key: appended, no search
+        txn.put(key, raw, db=db)  # a key not past the last (not expected)
+    m = Meta(meta.first, meta.changes + n, meta.bytes + size)
+    m = _trim(txn, db, m, bounds)
     txn.put(META_KEY, _encode_meta(m), db=meta_db)
-    return m.first
+    return m
 
 
 def _trim(txn: lmdb.Transaction[bytes], db: lmdb._Database, m: Meta, bounds: Bounds) -> Meta:
