@@ -149,10 +149,6 @@ def _change(first: int, it: Any) -> Change:
     return Change(first + delta, kind, key, value, prev)
 
 
-def _encode_meta(m: Meta) -> bytes:
-    return _META.pack(m.first, m.changes, m.bytes)
-
-
 def read_meta(txn: lmdb.Transaction[bytes], meta_db: lmdb._Database, applied: int) -> Meta:
     """The meta record; without one (a store from before the history, or one that never
     applied a change) nothing is held and the first revision is the one after `applied`."""
@@ -185,22 +181,28 @@ def append(
     key = _KEY.pack(changes[0].revision)
     if not txn.put(key, raw, db=db, append=True):  # the newest key: appended, no search
         txn.put(key, raw, db=db)  # a key not past the last (not expected)
-    m = Meta(meta.first, meta.changes + n, meta.bytes + size)
-    m = _trim(txn, db, m, bounds)
-    txn.put(META_KEY, _encode_meta(m), db=meta_db)
-    return m
+    count, size = meta.changes + n, meta.bytes + size
+    first = meta.first
+    if count - bounds.changes > max(_TRIM_SLACK, bounds.changes // 8) or size > bounds.bytes:
+        first, count, size = _trim(txn, db, first, count, size, bounds)
+    txn.put(META_KEY, _META.pack(first, count, size), db=meta_db)
+    return Meta(first, count, size)
 
 
-def _trim(txn: lmdb.Transaction[bytes], db: lmdb._Database, m: Meta, bounds: Bounds) -> Meta:
+def _trim(
+    txn: lmdb.Transaction[bytes],
+    db: lmdb._Database,
+    first: int,
+    count: int,
+    size: int,
+    bounds: Bounds,
+) -> tuple[int, int, int]:
     """Drop whole records, oldest first: down to `bounds.changes` changes once the excess
-    passes an eighth of it (or 64), and to 7/8 of `bounds.bytes` once over it."""
-    over_count = m.changes - bounds.changes > max(_TRIM_SLACK, bounds.changes // 8)
-    over_bytes = m.bytes > bounds.bytes
-    if not (over_count or over_bytes):
-        return m
-    count_to = bounds.changes if over_count else m.changes
-    bytes_to = bounds.bytes * 7 // 8 if over_bytes else m.bytes
-    first, count, size = m.first, m.changes, m.bytes
+    passes an eighth of it (or 64), and to 7/8 of `bounds.bytes` once over it (the caller
+    checked that one of them is). Returns the new (first, count, size)."""
+    over_count = count - bounds.changes > max(_TRIM_SLACK, bounds.changes // 8)
+    count_to = bounds.changes if over_count else count
+    bytes_to = bounds.bytes * 7 // 8 if size > bounds.bytes else size
     cur = txn.cursor(db=db)
     more = cur.first()
     while more and (count > count_to or size > bytes_to):
@@ -208,7 +210,7 @@ def _trim(txn: lmdb.Transaction[bytes], db: lmdb._Database, m: Meta, bounds: Bou
         first = max(first, _KEY.unpack(cur.key())[0] + span + 1)
         count, size = count - n, size - b
         more = cur.delete()
-    return Meta(first, max(count, 0), max(size, 0))
+    return first, max(count, 0), max(size, 0)
 
 
 def reset(
@@ -217,7 +219,7 @@ def reset(
     """The state was replaced at `index` (a snapshot install): drop every record, hold from
     the next revision on. Returns that first revision."""
     txn.drop(db, delete=False)
-    txn.put(META_KEY, _encode_meta(Meta(index + 1)), db=meta_db)
+    txn.put(META_KEY, _META.pack(index + 1, 0, 0), db=meta_db)
     return index + 1
 
 
