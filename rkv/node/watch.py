@@ -239,6 +239,7 @@ class WatchHub:
                 if events:
                     self.delivered += len(events)
                     return WatchReply(events, upto)
+                after = upto  # nothing for this watch up to there: not read again
                 now = trio.current_time()
                 if self.leaderless(now):
                     self.no_leader += 1

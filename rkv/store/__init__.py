@@ -3,7 +3,8 @@
 Blocking code, no trio. See docs/contracts.md (rkv.store) for the API; env.py (LmdbStore,
 open_store, adopt_backup_copy), memory.py (MemoryStore), commands.py (the state machine's
 semantics), snapshot.py (snapshot streams, BackupCopy), seal.py (the checksum on every stored
-record), migrate.py (schema upgrades), errors.py (StoreError and subclasses).
+record), migrate.py (schema upgrades), history.py (the durable watch history the apply writes),
+errors.py (StoreError and subclasses).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@ the store's side of backups: `write_backup` (a read-only copy of the environment
 read transaction) and `adopt_backup_copy` (seed a new single-node store from such a copy;
 the meta records it rewrites are this module's own), and the state hash's runtime side: its
 history (state_hash.History, updated after each committed apply), the change tracking of
-an open scrub pass (scrub.py) and `correct_state_hash`.
+an open scrub pass (scrub.py) and `correct_state_hash`; the calls that keep the durable watch
+history (history.py) in the apply and install transactions, and its reads.
 Must not: use trio or hold a transaction across calls. Every method is blocking and
 self-contained, so the runtime may call it from any worker thread.
 

@@ -7,6 +7,8 @@ the watch are read through within one poll."""
 from __future__ import annotations
 
 import pytest
+import trio
+import trio.testing
 
 from rkv.errors import Compacted
 from rkv.node.watch import WatchHub
@@ -145,3 +147,26 @@ async def test_a_snapshot_install_compacts_the_durable_history_too() -> None:
     with pytest.raises(Compacted) as e:
         await hub.poll(WatchRequest(after=5), 1, barrier=no_barrier, applied=lambda: 50)
     assert e.value.first_revision == 51
+
+
+async def test_a_waiting_poll_does_not_read_the_durable_history_again_on_each_feed() -> None:
+    other = [put(r, b"other/%d" % r, b"x" * 200) for r in range(1, 201)]
+    history = FakeHistory(1, other)
+    hub = restarted(history, 200, reply_bytes=1024)
+    got = []
+
+    async def poll() -> None:
+        req = WatchRequest(prefix=b"mine", after=0, wait_ms=10_000)
+        got.append(await hub.poll(req, 1, barrier=no_barrier, applied=lambda: hub.rev))
+
+    async with trio.open_nursery() as n:
+        n.start_soon(poll)
+        await trio.testing.wait_all_tasks_blocked()
+        first_pass = len(history.reads)
+        assert first_pass > 10
+        for r in range(201, 221):  # each feed wakes the poll
+            hub.feed([put(r, b"other/%d" % r)], r, "n1", 0.0)
+            await trio.testing.wait_all_tasks_blocked()
+        hub.feed([put(221, b"mine")], 221, "n1", 0.0)
+    assert [(e.rev, e.key) for e in got[0].events] == [(221, b"mine")]
+    assert len(history.reads) == first_pass  # the window answered the rest
