@@ -33,12 +33,19 @@ class FakeHistory:
         self.first = first
         self.changes = list(changes)
         self.reads: list[tuple[int, int]] = []
+        self.through = 0
+        """What the last read was complete through."""
 
     def history_first(self) -> int:
         return self.first
 
     def read_history(self, after: int, top: int, max_bytes: int) -> HistoryRead:
+        got = self._read(after, top, max_bytes)
         self.reads.append((after, top))
+        self.through = got.through
+        return got
+
+    def _read(self, after: int, top: int, max_bytes: int) -> HistoryRead:
         if after + 1 < self.first:
             return HistoryRead(self.first, (), after)
         out: list[Change] = []
@@ -161,7 +168,9 @@ async def test_a_waiting_poll_does_not_read_the_durable_history_again_on_each_fe
 
     async with trio.open_nursery() as n:
         n.start_soon(poll)
-        await trio.testing.wait_all_tasks_blocked()
+        while history.through < 200:  # the reads run in worker threads
+            await trio.sleep(0.01)
+        await trio.sleep(0.1)  # the poll now waits for a feed
         first_pass = len(history.reads)
         assert first_pass > 10
         for r in range(201, 221):  # each feed wakes the poll
