@@ -151,9 +151,10 @@ def commit_cost(
     d = tempfile.mkdtemp(prefix="rkv-bench-commit-", dir=where)
     s = _store(d)
     s.record_changes = watch
-    real_append = env_module.watchdb.append
-    if not history:  # the A of the A/B: the apply without its history record
-        env_module.watchdb.append = lambda txn, db, meta, start, changes, bounds: start
+    stubbed = not history and hasattr(env_module, "watchdb")  # a tree before the history: none
+    if stubbed:  # the A of the A/B: the apply without its history record
+        real_append = env_module.watchdb.append
+        env_module.watchdb.append = lambda txn, db, meta_db, meta, changes, bounds: meta
     try:
         batches = []
         for b in range(puts // per):
@@ -171,7 +172,8 @@ def commit_cost(
                 s.take_changes()  # as the node's watch hub does after each turn
         return (clock() - t) / (len(batches) * per) * 1e6
     finally:
-        env_module.watchdb.append = real_append
+        if stubbed:
+            env_module.watchdb.append = real_append
         s.close()
         shutil.rmtree(d)
 
