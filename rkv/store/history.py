@@ -2,8 +2,10 @@
 so that a watch can resume from a revision it saw before a restart (docs/contracts.md, Watch).
 
 Owns: the history database's record format (ONE record per apply transaction that changed
-something; key: the revision of its first change, 8-byte big-endian; value: a 12-byte header
-(changes, bytes, span: last revision - first) then msgpack of the changes as compact tuples),
+something; key: the revision of its first change, 8-byte big-endian; value: sealed (rkv.store.seal:
+a crc32 over key and payload) payload of a 12-byte header (changes, bytes, span: last revision -
+first) then msgpack of the changes as compact tuples: a record whose bytes changed is never
+served, its read raises IntegrityError),
 its meta record (in the store's meta database: the first revision held whole and the totals
 the trim needs, so an open reads one small record and never the history), and the operations
 on them, each inside the caller's transaction: `append` (in the apply transaction, trimming
@@ -26,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 from rkv.codec import CodecError, pack, unpack
 from rkv.store.commands import Change
 from rkv.store.errors import CorruptionError
+from rkv.store.seal import HISTORY as SEAL_DB
+from rkv.store.seal import SEAL_BYTES, seal, unseal
 
 if TYPE_CHECKING:
     import lmdb
@@ -86,13 +90,14 @@ def held_size(c: Change) -> int:
 
 
 def encode_batch(changes: Sequence[Change]) -> bytes:
-    """One record's value: the header, then [revision - first, kind, key, value, prev] per
-    change. `changes` is not empty and in revision order."""
-    return _encode(changes)[0]
+    """One record's stored value: sealed, the header, then [revision - first, kind, key, value,
+    prev] per change. `changes` is not empty and in revision order."""
+    payload = _encode(changes)[0]
+    return seal(_KEY.pack(changes[0].revision), payload)
 
 
 def _encode(changes: Sequence[Change]) -> tuple[bytes, int, int]:
-    """The record's value, its change count and its bytes (held_size)."""
+    """The record's payload (unsealed), its change count and its bytes (held_size)."""
     first = changes[0].revision
     items = []
     size = 0
@@ -105,18 +110,21 @@ def _encode(changes: Sequence[Change]) -> tuple[bytes, int, int]:
 
 
 def decode_header(raw: bytes) -> tuple[int, int, int]:
-    """A record's (changes, bytes, span), without decoding its changes."""
-    if len(raw) < _HEADER.size:
+    """A stored record's (changes, bytes, span), without checking its seal or decoding its
+    changes (what the trim and the read's record walk need)."""
+    if len(raw) < SEAL_BYTES + _HEADER.size:
         raise CorruptionError("watch history: short record")
-    n, size, span = _HEADER.unpack_from(raw)
+    n, size, span = _HEADER.unpack_from(raw, SEAL_BYTES)
     return n, size, span
 
 
 def decode_batch(first: int, raw: bytes) -> list[Change]:
-    """The changes of the record at key `first`. Raises CorruptionError for a bad record."""
+    """The changes of the stored record at key `first`. Raises IntegrityError when it fails
+    its seal, CorruptionError when it does not decode."""
+    payload = unseal(SEAL_DB, _KEY.pack(first), raw)
     n, _, span = decode_header(raw)
     try:
-        items = unpack(memoryview(raw)[_HEADER.size :], max_array_len=max(n, 5))
+        items = unpack(memoryview(payload)[_HEADER.size :], max_array_len=max(n, 5))
     except CodecError as e:
         raise CorruptionError(f"watch history record {first}: {e}") from e
     if type(items) is not list or len(items) != n:
@@ -177,8 +185,9 @@ def append(
     power loss undoes both, and the apply run again writes the same record."""
     if not changes:
         return meta
-    raw, n, size = _encode(changes)
+    payload, n, size = _encode(changes)
     key = _KEY.pack(changes[0].revision)
+    raw = seal(key, payload)
     if not txn.put(key, raw, db=db, append=True):  # the newest key: appended, no search
         txn.put(key, raw, db=db)  # a key not past the last (not expected)
     count, size = meta.changes + n, meta.bytes + size

@@ -3,7 +3,8 @@
 Owns: the sealed form of every value in the `kv`, `files` and `sessions` databases (both
 generations): a 4-byte big-endian crc32, then the payload (the layouts of kv.py). The crc
 covers the record's LMDB key and then its payload, so a flipped bit anywhere in the value,
-or a value found under another key, fails the check. `seal` and `unseal` (which raises
+or a value found under another key, fails the check. The watch history's records (history.py) are
+sealed the same way. `seal` and `unseal` (which raises
 IntegrityError naming the database and the record), and `describe`, the readable name of a
 record key for errors and log lines.
 Must not: open transactions or decode payloads (kv.py does), or be used by the memory twin
@@ -30,6 +31,7 @@ KV = "kv"
 FILES = "files"
 SESSIONS = "sessions"
 LOG = "log"
+HISTORY = "watch_history"
 """Database names used in errors (the logical ones: a generation's `kv.1` is `kv`)."""
 
 
@@ -53,6 +55,8 @@ def describe(db: str, key: bytes) -> str:
         return f"key {key!r}"
     if db == LOG and len(key) == 8:
         return f"log record {_U64.unpack(key)[0]}"
+    if db == HISTORY and len(key) == 8:
+        return f"watch history record {_U64.unpack(key)[0]}"
     tag, rest = key[:1], key[1:]
     if db == SESSIONS:
         if tag == b"c":

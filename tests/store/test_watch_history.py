@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import lmdb
@@ -17,10 +18,10 @@ from hypothesis import strategies as st
 
 from rkv.codec import Delete, Put, Request, encode_request
 from rkv.raft.types import Entry, HardState
-from rkv.store import LmdbStore, open_store
+from rkv.store import LmdbStore, open_store, seal
 from rkv.store import history as watchdb
 from rkv.store.commands import Change
-from rkv.store.errors import CorruptionError
+from rkv.store.errors import CorruptionError, IntegrityError
 
 from .test_store_snapshot import fill, transfer
 
@@ -173,12 +174,33 @@ def test_a_lost_apply_applied_again_is_recorded_once(tmp_path: Path) -> None:
     s.close()
 
 
-def test_a_damaged_record_is_a_corruption_error(tmp_path: Path) -> None:
+def _flip_last_bit(raw: bytes) -> bytes:
+    return raw[:-1] + bytes([raw[-1] ^ 1])
+
+
+def _sealed_garbage(raw: bytes) -> bytes:
+    # a record whose seal matches but whose payload is not a batch (a writer's bug, not rot)
+    return seal.seal((1).to_bytes(8, "big"), b"\x00\x00\x00\x01" + b"\x00" * 8 + b"\xc1")
+
+
+@pytest.mark.parametrize(
+    ("damage", "error", "match"),
+    [
+        (_flip_last_bit, IntegrityError, "watch history record 1 failed its checksum"),
+        (_sealed_garbage, CorruptionError, "watch history"),
+    ],
+)
+def test_a_damaged_record_is_never_served(
+    tmp_path: Path, damage: Callable[[bytes], bytes], error: type[Exception], match: str
+) -> None:
     s = open_at(tmp_path / "d")
-    write(s, Put(b"a", b"1"))
+    write(s, Put(b"a", b"value-1"))
+    key = (1).to_bytes(8, "big")
     with s._env.begin(write=True) as txn:
-        txn.put((1).to_bytes(8, "big"), b"\x00\x00\x00\x01" + b"\x00" * 8 + b"\xc1", db=s._watch_db)
-    with pytest.raises(CorruptionError, match="watch history"):
+        raw = txn.get(key, db=s._watch_db)
+        assert raw is not None and b"value-1" in raw
+        txn.put(key, damage(raw), db=s._watch_db)
+    with pytest.raises(error, match=match):
         everything(s)
     s.close()
 
