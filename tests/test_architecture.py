@@ -48,6 +48,7 @@ RANK = {
     "backup_file": 2,  # backup file format, manifest checks, verify, the writer: errors only
     "backup": 3,  # node-side copy and restore over the store's public backup API
     "errors": 0,
+    "stagetimes": 0,  # opt-in stage timing of the request path (net and node mark it): stdlib only
     "procs": 0,  # child processes and free ports (rkv cluster, nemesis, bench): stdlib only
     "client": 4,
     "client_leases": 3.9,  # the client's lease calls (rkv.client mixes them in): over protocol

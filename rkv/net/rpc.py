@@ -47,6 +47,7 @@ from typing import Any
 
 import trio
 
+from rkv import stagetimes
 from rkv.errors import RkvError
 from rkv.net import auth, tls
 from rkv.net.admission import (
@@ -504,6 +505,8 @@ class _Server:
             if frame is None:
                 conn.slots.release()
                 return None
+            if stagetimes.clock is not None:
+                stagetimes.clock.frame_read()
             if frame["t"] == "auth_start":
                 # A token-holding client talking to a node without one: say so at once.
                 conn.slots.release()
@@ -562,6 +565,8 @@ class _Server:
             # With more in flight the writer batches them into one write instead.
             n = conn.fs.try_send_now(data)
             if n == len(data):
+                if stagetimes.clock is not None:
+                    stagetimes.clock.mark("answer_written")
                 self.stats.writes += 1
                 self._done(conn, 1)
                 return
@@ -671,6 +676,8 @@ class _Server:
                     if sent < len(data):
                         with trio.fail_after(self.write_timeout):
                             await conn.fs.send_encoded([data[sent:]])
+                    if stagetimes.clock is not None:
+                        stagetimes.clock.mark("answer_written")
                 except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
                     conn.broken = True
                     scope.cancel()

@@ -22,6 +22,7 @@ from typing import Any
 import trio
 import trio.testing
 
+from rkv import stagetimes
 from rkv.config import NodeConfig
 from rkv.metrics import NodeMetrics
 from rkv.node.common import data_bytes, store_io
@@ -76,35 +77,56 @@ class ReadyHandler:
 
     async def handle(self) -> None:
         replica = self.replica
+        clock = stagetimes.clock
         ready = replica.take_ready()
         self._publish()
+        saves = replica.saves
+        if clock is not None:
+            clock.count("readies")
+            clock.mark("ready_built")
         self._send(ready.messages)
+        if clock is not None:
+            clock.mark("sent")
         early = replica.answer_committed(ready)
         if early.completed:
             # Committed puts are answered before this turn writes anything: their answers
             # need neither the apply nor this Ready's own log write.
             self._deliver(early)
+            if clock is not None:
+                clock.mark("answered_early")
             if ready.must_sync:
                 with trio.move_on_after(self.cfg.gather_seconds):
                     await trio.testing.wait_all_tasks_blocked()
+        if clock is not None:
+            clock.mark("persist_start")
         if replica.can_group_commit(ready):
             results = await self._persist_and_apply(ready)
+            if clock is not None:
+                self._mark_persisted(clock, saves)
             self._send(ready.persisted_messages)
         else:
             await self._persist(ready)
+            if clock is not None:
+                self._mark_persisted(clock, saves)
             self._publish()
             self._send(ready.persisted_messages)
             results = await self._apply(ready)
+        if clock is not None and ready.persisted_messages:
+            clock.mark("ack_sent" if clock.kind == "append" else "persisted_sent")
         out = replica.finish(ready, results)
         self._deliver(out)
         if ready.committed_entries or ready.snapshot is not None:
             self._check_conf()
         self._publish()
         self._note_backlog()
+        if clock is not None:
+            clock.mark("finished")
         if out.completed or out.reads:
             with trio.move_on_after(self.cfg.gather_seconds):
                 # Let the answers leave before the next turn can block on the store.
                 await trio.testing.wait_all_tasks_blocked()
+            if clock is not None:
+                clock.mark("answers_gathered")
         if out.role_changed or out.leader_changed:
             log.info(
                 "%s: now %s, term %d, leader %s",
@@ -113,6 +135,15 @@ class ReadyHandler:
                 replica.raw.status().term,
                 replica.leader or "-",
             )
+
+    def _mark_persisted(self, clock: stagetimes.StageClock, saves: int) -> None:
+        """Stage timing: whether the Ready's persist wrote (a durable commit) or had nothing
+        to write (only the commit index moved)."""
+        if self.replica.saves != saves:
+            clock.count("fsyncs")
+            clock.mark("fsynced")
+        else:
+            clock.mark("no_write")
 
     async def _persist(self, ready: Ready) -> None:
         if not ready.must_sync:
