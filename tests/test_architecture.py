@@ -154,6 +154,7 @@ def test_imports_respect_layers(path: Path) -> None:
 NODE_RANK = {
     "inbox": 0,  # Waiter, the loop's inputs, RaftView
     "common": 1,  # errors, field primitives, store_io
+    "outbox": 1,  # commit notices held until superseded or the next tick
     "ready": 2,  # one Ready
     "watch": 1.5,  # the watch hub: applied changes for the watch polls (no other room)
     "handlers": 2,  # client requests: talk to the raft loop through a protocol only

@@ -142,6 +142,8 @@ class RaftLoop:
             "saves": r.saves,
             "applies": r.applies,
             "max_batch": self.max_batch_seen,
+            "commit_notices_held": self.ready.notices.held_total,
+            "commit_notices_dropped": self.ready.notices.dropped_total,
             "pending_proposals": r.pending_proposals,
             "pending_reads": r.pending_reads,
         }
@@ -210,6 +212,7 @@ class RaftLoop:
                 due = min(_TICK_CATCH_UP, int((now - next_tick) / tick) + 1)
                 for _ in range(due):
                     self.replica.tick()
+                self.ready.notices.tick()
                 next_tick = max(next_tick + due * tick, now - tick) if due else next_tick
                 if next_tick <= now:
                     next_tick = now + tick
@@ -217,6 +220,7 @@ class RaftLoop:
                 clock.mark("stepped")
             if self.replica.has_ready():
                 await self.ready.handle()
+            self.ready.release_notices()  # those a tick ago, unless this Ready carried them
             await self.ready.flush_backlog(now)
             await self._end_turn()
             if clock is not None:

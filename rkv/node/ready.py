@@ -27,7 +27,9 @@ from rkv.config import NodeConfig
 from rkv.metrics import NodeMetrics
 from rkv.node.common import data_bytes, store_io
 from rkv.node.inbox import RaftView, Waiter, log
-from rkv.raft.types import ConfState, Message, Ready
+from rkv.node.outbox import CommitNotices
+from rkv.raft.progress import REPLICATE
+from rkv.raft.types import ConfState, Message, Ready, Role
 from rkv.replica import Outcome, Replica
 
 
@@ -44,7 +46,9 @@ class ReadyHandler:
         self.cfg = cfg
         self.replica = replica
         self.metrics = metrics
-        self._send = send
+        self._send_now = send
+        self.notices = CommitNotices(self._match)
+        """Commit notices to followers, held until superseded or the next tick."""
         self._on_conf_change = on_conf_change
         self._backlog_since: float | None = None
         """When the replica's apply backlog became non-empty (see flush_backlog)."""
@@ -75,6 +79,22 @@ class ReadyHandler:
         )
         return self.view
 
+    def _match(self, peer: str) -> int | None:
+        core = self.replica.raw.raft
+        if core.role != Role.LEADER:
+            return None
+        pr = core.prs.get(peer)
+        return pr.match if pr is not None and pr.state == REPLICATE else None
+
+    def _send(self, messages: Sequence[Message]) -> None:
+        self._send_now(self.notices.filter(messages))
+
+    def release_notices(self) -> None:
+        """Send the commit notices still held (the raft loop calls this at each tick)."""
+        held = self.notices.release()
+        if held:
+            self._send_now(held)
+
     async def handle(self) -> None:
         replica = self.replica
         clock = stagetimes.clock
@@ -84,19 +104,29 @@ class ReadyHandler:
         if clock is not None:
             clock.count("readies")
             clock.mark("ready_built")
-        self._send(ready.messages)
-        if clock is not None:
-            clock.mark("sent")
+        # Committed puts are answered before this turn writes anything: their answers need
+        # neither the apply nor this Ready's own log write. New entries go to the followers
+        # first (their flush runs beside the answers); with none, the answers go first (the
+        # messages are then acks and commit notices, which no client waits on).
+        answer_first = not ready.entries
+        if not answer_first:
+            self._send(ready.messages)
+            if clock is not None:
+                clock.mark("sent")
         early = replica.answer_committed(ready)
         if early.completed:
-            # Committed puts are answered before this turn writes anything: their answers
-            # need neither the apply nor this Ready's own log write.
             self._deliver(early)
             if clock is not None:
                 clock.mark("answered_early")
-            if ready.must_sync:
-                with trio.move_on_after(self.cfg.gather_seconds):
-                    await trio.testing.wait_all_tasks_blocked()
+        if answer_first:
+            self._send(ready.messages)
+            if clock is not None:
+                clock.mark("sent")
+        if early.completed and (ready.entries or ready.snapshot is not None):
+            # Let the answers leave before this Ready's write blocks the loop (a Ready that
+            # only moves the commit index writes nothing).
+            with trio.move_on_after(self.cfg.gather_seconds):
+                await trio.testing.wait_all_tasks_blocked()
         if clock is not None:
             clock.mark("persist_start")
         if replica.can_group_commit(ready):
