@@ -190,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="A/B: NAME=DIR,... source trees the nodes run from, alternated run by run "
         "(default: this tree)",
     )
+    la.add_argument(
+        "--strace",
+        action="store_true",
+        help="count the leader's and a follower's syscalls per put (strace -c -f; slows them)",
+    )
     _common(la)
 
     rs = sub.add_parser(
@@ -471,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             trees=parse_trees(args.trees),
             out_dir=args.out_dir,
             tmp_dir=args.tmp_dir,
+            strace=args.strace,
         )
         return 0
     if args.cmd == "resp":

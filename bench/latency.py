@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
+import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -72,10 +74,39 @@ def _drive(addr: str, puts: int, warmup: int, value: bytes) -> list[float]:
     return lat
 
 
+def parse_strace_summary(text: str) -> dict[str, int]:
+    """`strace -c` output: {syscall: calls} (rows `% time, seconds, usecs/call, calls,
+    [errors], syscall`; the total row is left out)."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 5 or parts[-1] == "total" or not parts[3].isdigit():
+            continue
+        try:
+            float(parts[0])
+        except ValueError:
+            continue  # the header
+        out[parts[-1]] = int(parts[3])
+    return out
+
+
+def _strace(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    p = subprocess.Popen(["strace", "-c", "-f", "-q", "-p", str(pid), "-o", str(out)])
+    time.sleep(1.0)  # attached to every thread
+    return p
+
+
 def one_run(
-    tree: Path | None, puts: int, warmup: int, size: int, tmp_dir: Path | None
+    tree: Path | None,
+    puts: int,
+    warmup: int,
+    size: int,
+    tmp_dir: Path | None,
+    strace: bool = False,
 ) -> dict[str, Any]:
-    """One fresh cluster (run from `tree`, None: this one) and its measured puts."""
+    """One fresh cluster (run from `tree`, None: this one) and its measured puts. With
+    `strace`, `strace -c -f` counts the syscalls of the leader and of one follower over all
+    the puts (warm-up included); it slows them down, so such a run's times mean little."""
     stages_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"rkv-stages-{os.getpid()}-{stamp()}"
     env = dict(os.environ, **{ENV: str(stages_dir)})
     if tree is not None:
@@ -94,11 +125,18 @@ def one_run(
         names = [s.name for s in driver.servers]
         ports = [a.rsplit(":", 1)[1] for a in driver.addrs()]
         pids = [(s.name, s.pid) for s in driver.servers]
+        traced = [leader, (leader + 1) % len(pids)] if strace else []
+        tracers = [(i, _strace(pids[i][1], stages_dir / f"strace-{i}.txt")) for i in traced]
         before_c, before_cpu = _counters(driver), pids_cpu(pids)
         t0 = time.perf_counter()
         lat = _drive(driver.addrs()[leader], puts, warmup, os.urandom(size))
         wall = time.perf_counter() - t0
         after_c, after_cpu = _counters(driver), pids_cpu(pids)
+        syscalls: dict[int, dict[str, int]] = {}
+        for i, proc in tracers:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(30)
+            syscalls[i] = parse_strace_summary((stages_dir / f"strace-{i}.txt").read_text())
     cpu = cpu_delta(before_cpu, after_cpu)
     dumps = {p.name: json.loads(p.read_text()) for p in stages_dir.glob("stages-*.json")}
     shutil.rmtree(stages_dir, ignore_errors=True)
@@ -111,6 +149,11 @@ def one_run(
         port = ports[i]
         stages = next((v for k, v in dumps.items() if k.endswith(f"_{port}.json")), None)
         nodes[name] = {"role": role, "per_put": per_put, "stages": stages}
+        if i in syscalls:
+            calls = syscalls[i]
+            per_put["syscalls"] = sum(calls.values()) / n
+            top = sorted(((v, k) for k, v in calls.items()), reverse=True)
+            nodes[name]["syscalls_per_put"] = {k: v / n for v, k in top[:12]}
     lat.sort()
     return {
         "tree": str(tree) if tree else None,
@@ -137,6 +180,12 @@ def breakdown(run: Mapping[str, Any]) -> str:
             f"\n{name} ({node['role']}): per put {pp['turns']:.2f} turns, "
             f"{pp['fsyncs']:.2f} fsyncs, {pp['cpu_us']:.0f} us CPU"
         )
+        if "syscalls_per_put" in node:
+            sc = node["syscalls_per_put"]
+            lines.append(
+                f"  syscalls per put {pp['syscalls']:.1f}: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in sc.items())
+            )
         st = node["stages"]
         if st is None:
             lines.append("  (no stage dump)")
@@ -173,6 +222,41 @@ def ab_table(runs: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def stage_medians(runs: Sequence[Mapping[str, Any]], min_share: float = 0.5) -> str:
+    """Per tree, the median over its runs of each transition's p50 (us) on the leader (put
+    windows) and on the followers (append windows), for transitions seen in at least
+    `min_share` of the windows; then the per-put counts and CPU."""
+    by: dict[str, list[Mapping[str, Any]]] = {}
+    for r in runs:
+        by.setdefault(r["name"], []).append(r)
+    lines = []
+    for name, rs in by.items():
+        for role, kind in (("leader", "put"), ("follower", "append")):
+            p50s: dict[str, list[float]] = {}
+            per_put: dict[str, list[float]] = {}
+            for r in rs:
+                for node in r["nodes"].values():
+                    if node["role"] != role:
+                        continue
+                    for k, v in node["per_put"].items():
+                        per_put.setdefault(k, []).append(v)
+                    st = node["stages"]
+                    if st is None:
+                        continue
+                    w = st["counts"].get("windows", 0)
+                    for key, s in st["stages"].items():
+                        if key.startswith(kind + ":") and s["n"] >= w * min_share:
+                            p50s.setdefault(key, []).append(s["p50_us"])
+            lines.append(f"\n{name}, {role} ({len(rs)} runs; median of the runs' p50, us)")
+            for key, xs in p50s.items():
+                lines.append(f"  {key:44} {statistics.median(xs):8.0f}")
+            lines.append(
+                "  per put: "
+                + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in per_put.items())
+            )
+    return "\n".join(lines)
+
+
 def latency(
     *,
     puts: int,
@@ -182,12 +266,13 @@ def latency(
     trees: Mapping[str, Path | None],
     out_dir: Path,
     tmp_dir: Path | None,
+    strace: bool = False,
 ) -> Path:
     if tmp_dir is not None:
         warn_if_tmpfs(tmp_dir)
     meta = {
         "host": host_info(tmp_dir),
-        "args": {"puts": puts, "warmup": warmup, "size": size, "runs": runs},
+        "args": {"puts": puts, "warmup": warmup, "size": size, "runs": runs, "strace": strace},
         "trees": {k: str(v) if v else None for k, v in trees.items()},
         "loadavg_start": os.getloadavg(),
     }
@@ -198,12 +283,13 @@ def latency(
         if r % 2:
             order.reverse()  # alternate which tree goes first
         for name, tree in order:
-            res = one_run(tree, puts, warmup, size, tmp_dir)
+            res = one_run(tree, puts, warmup, size, tmp_dir, strace)
             res["name"], res["run"], res["loadavg"] = name, r, os.getloadavg()
             out.append(res)
             print(f"--- run {r} {name}: loadavg {res['loadavg'][0]:.1f}")
             print(breakdown(res), flush=True)
             write_json(path, envelope("latency", meta, runs=out))
+    print(stage_medians(out))
     print("\n" + ab_table(out))
     print(f"\nresults: {path}")
     return path
