@@ -186,12 +186,12 @@ class PeerLinks:
         if clock is not None:
             if any(m.entries for m in msgs if m.type == MessageType.APPEND):
                 clock.begin("append")
-            clock.mark("decoded")
+            clock.mark("peer_decoded")
         # Never block a peer link on a busy loop: Raft tolerates the loss.
         if not self._offer(PeerMessages(msgs)):
             self.dropped_peer_frames += 1
         if clock is not None:
-            clock.mark("queued")
+            clock.mark("peer_queued")
 
     def may_connect(self, node: str) -> bool:
         """Peers of this cluster (its id, and the token if one is set, were checked) we talk

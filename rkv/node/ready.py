@@ -108,7 +108,7 @@ class ReadyHandler:
         # neither the apply nor this Ready's own log write. New entries go to the followers
         # first (their flush runs beside the answers); with none, the answers go first (the
         # messages are then acks and commit notices, which no client waits on).
-        answer_first = not ready.entries
+        answer_first = not ready.entries and not any(m.entries for m in ready.messages)
         if not answer_first:
             self._send(ready.messages)
             if clock is not None:
