@@ -1,15 +1,18 @@
 """One Ready, in order, and what the raft loop publishes after it (part of the raft loop's
 room: only rkv.node.raft_loop calls it, from the loop's task).
 
-The order of a Ready: send `messages` (written at once on idle peer links), persist in one
-store transaction (one fsync for the whole batch), send `persisted_messages`, apply committed
-entries (one transaction, not itself fsynced), wake the waiting clients, advance. When a Ready
+The order of a Ready: send `messages` (written at once on idle peer links), answer the
+committed puts (or, when no message carries entries, answer them first and then send),
+persist in one store transaction (one fsync for the whole batch), send `persisted_messages`,
+apply committed entries (one transaction, not itself fsynced), wake the waiting clients,
+advance. Commit notices among the messages are held (rkv.node.outbox) until a later message
+carries the commit index or the loop releases them after a tick. When a Ready
 has both entries to persist and committed entries, both go into one transaction (one fsync).
 Small transactions run on the loop itself, large ones (over `inline_io_bytes`) in a worker
 thread (`store_io`).
 
 Owns: the configuration in force as the loop last saw it, the apply backlog's pacing (when a
-deferred apply is written), and `view`, the read-only `RaftView` published after each Ready
+deferred apply is written), the held commit notices, and `view`, the read-only `RaftView` published after each Ready
 and after each store step that moves `applied`. Must not: step inputs or tick (the loop
 does), or send anything itself (`send` does).
 """
@@ -90,10 +93,14 @@ class ReadyHandler:
         self._send_now(self.notices.filter(messages))
 
     def release_notices(self) -> None:
-        """Send the commit notices still held (the raft loop calls this at each tick)."""
+        """Send the commit notices held since a tick (the raft loop calls this each turn), to
+        the followers that still are (not to a member removed meanwhile, nor after losing the
+        lead)."""
         held = self.notices.release()
         if held:
-            self._send_now(held)
+            core = self.replica.raw.raft
+            if core.role == Role.LEADER:
+                self._send_now([m for m in held if m.to in core.prs])
 
     async def handle(self) -> None:
         replica = self.replica
