@@ -176,6 +176,27 @@ def build_parser() -> argparse.ArgumentParser:
     fo.add_argument("--warmup", type=int, default=50, help="untimed operations first")
     _common(fo)
 
+    la = sub.add_parser(
+        "latency",
+        help="where a 1-client put's time goes: the nodes' stage timings, turns, fsyncs, CPU",
+    )
+    la.add_argument("--puts", type=int, default=2000, help="measured puts per run")
+    la.add_argument("--warmup-puts", type=int, default=200, help="untimed puts first")
+    la.add_argument("--size", type=_sizes, default=[100])
+    la.add_argument("--runs", type=int, default=1, help="fresh clusters per tree")
+    la.add_argument(
+        "--trees",
+        default="",
+        help="A/B: NAME=DIR,... source trees the nodes run from, alternated run by run "
+        "(default: this tree)",
+    )
+    la.add_argument(
+        "--strace",
+        action="store_true",
+        help="count the leader's and a follower's syscalls per put (strace -c -f; slows them)",
+    )
+    _common(la)
+
     rs = sub.add_parser(
         "resp",
         help="redis-benchmark on a 3-node rkv cluster (leader, follower) and on a durable "
@@ -442,6 +463,20 @@ def main(argv: list[str] | None = None) -> int:
             warmup=args.warmup,
             out_dir=args.out_dir,
             tmp_dir=args.tmp_dir,
+        )
+        return 0
+    if args.cmd == "latency":
+        from bench.latency import latency, parse_trees
+
+        latency(
+            puts=args.puts,
+            warmup=args.warmup_puts,
+            size=args.size[0],
+            runs=args.runs,
+            trees=parse_trees(args.trees),
+            out_dir=args.out_dir,
+            tmp_dir=args.tmp_dir,
+            strace=args.strace,
         )
         return 0
     if args.cmd == "resp":

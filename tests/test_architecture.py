@@ -48,6 +48,7 @@ RANK = {
     "backup_file": 2,  # backup file format, manifest checks, verify, the writer: errors only
     "backup": 3,  # node-side copy and restore over the store's public backup API
     "errors": 0,
+    "stagetimes": 0,  # opt-in stage timing of the request path (net and node mark it): stdlib only
     "procs": 0,  # child processes and free ports (rkv cluster, nemesis, bench): stdlib only
     "client": 4,
     "client_leases": 3.9,  # the client's lease calls (rkv.client mixes them in): over protocol
@@ -153,6 +154,7 @@ def test_imports_respect_layers(path: Path) -> None:
 NODE_RANK = {
     "inbox": 0,  # Waiter, the loop's inputs, RaftView
     "common": 1,  # errors, field primitives, store_io
+    "outbox": 1,  # commit notices held until superseded or the next tick
     "ready": 2,  # one Ready
     "watch": 1.5,  # the watch hub: applied changes for the watch polls (no other room)
     "handlers": 2,  # client requests: talk to the raft loop through a protocol only

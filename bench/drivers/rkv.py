@@ -56,6 +56,10 @@ class RkvDriver(Driver):
         """Start every node with --resp-port (for commands that drive rkv through RESP)."""
         self.resp_ports: list[int] = []
         """Set by start() when `resp` is on: node i speaks RESP on resp_ports[i]."""
+        self.env: dict[str, str] | None = None
+        """The nodes' whole environment (None: the bench's own), e.g. with RKV_STAGE_TIMES."""
+        self.cwd: Path | None = None
+        """The nodes' working directory (None: the bench's): `-m rkv` loads rkv from there."""
 
     def version(self) -> str:
         import rkv
@@ -102,7 +106,9 @@ class RkvDriver(Driver):
             if self.resp:
                 argv += ["--resp-port", str(self.resp_ports[i])]
             name = f"rkv{i}"
-            s = self.group.add(server(name, argv, workdir / f"{name}.log"))
+            s = self.group.add(
+                server(name, argv, workdir / f"{name}.log", env=self.env, cwd=self.cwd)
+            )
             s.start()
 
     def addrs(self) -> list[str]:

@@ -47,6 +47,7 @@ from typing import Any
 
 import trio
 
+from rkv import stagetimes
 from rkv.errors import RkvError
 from rkv.net import auth, tls
 from rkv.net.admission import (
@@ -202,6 +203,8 @@ HelloHook = Callable[[Frame], None]
 Answer = Callable[[Frame | Exception], None]
 FrontDoor = Callable[[Frame, ConnInfo, Answer], bool]
 """A synchronous way in for requests that need no task of their own (see `serve`)."""
+OnewayDoor = Callable[[Frame, ConnInfo], bool]
+"""A synchronous way in for one-way frames (see `serve`)."""
 
 
 def _peer_address(stream: trio.abc.Stream) -> tuple[str, str]:
@@ -257,6 +260,8 @@ class _Conn:
     """Requests taken by the front door and not answered yet."""
     queued: int = 0
     """Answers handed to the writer task and not written yet."""
+    oneway_queued: int = 0
+    """One-way frames handed to the one-way task and not handled yet."""
     all_answered: trio.Event | None = None
 
 
@@ -276,6 +281,7 @@ class _Server:
     token: str | bytes | None = None
     ssl_context: ssl.SSLContext | None = None
     front_door: FrontDoor | None = None
+    oneway_door: OnewayDoor | None = None
     refusing: int = 0
     lingering: int = 0
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -441,6 +447,7 @@ class _Server:
         async with frames:
             async for frame in frames:
                 await self._handle(conn, frame)
+                conn.oneway_queued -= 1
 
     async def _reader(
         self, conn: _Conn, handlers: trio.Nursery, oneway: trio.MemorySendChannel[Frame]
@@ -504,6 +511,8 @@ class _Server:
             if frame is None:
                 conn.slots.release()
                 return None
+            if stagetimes.clock is not None:
+                stagetimes.clock.frame_read()
             if frame["t"] == "auth_start":
                 # A token-holding client talking to a node without one: say so at once.
                 conn.slots.release()
@@ -546,8 +555,11 @@ class _Server:
             if "id" in frame:
                 if self.front_door is None or not self._take(conn, frame):
                     handlers.start_soon(self._handle, conn, frame)
-            else:
+            elif (
+                self.oneway_door is None or conn.oneway_queued or not self._take_oneway(conn, frame)
+            ):
                 # Cannot block: every queued frame holds one of max_inflight slots.
+                conn.oneway_queued += 1
                 oneway.send_nowait(frame)
 
     def _enter(self, conn: _Conn) -> None:
@@ -562,6 +574,8 @@ class _Server:
             # With more in flight the writer batches them into one write instead.
             n = conn.fs.try_send_now(data)
             if n == len(data):
+                if stagetimes.clock is not None:
+                    stagetimes.clock.mark("answer_written")
                 self.stats.writes += 1
                 self._done(conn, 1)
                 return
@@ -601,6 +615,21 @@ class _Server:
             return False
         self.stats.requests += 1
         return True
+
+    def _take_oneway(self, conn: _Conn, frame: Frame) -> bool:
+        """Offer one-way `frame` to the one-way door (no earlier one-way frame of `conn` is
+        still queued, so arrival order holds); True if it took it (and it is done)."""
+        assert self.oneway_door is not None
+        try:
+            took = self.oneway_door(frame, conn.info)
+        except Exception as exc:
+            self.stats.oneway += 1
+            self._reply(conn, frame, exc)  # as from the handler: sent if a RemoteError
+            return True
+        if took:
+            self.stats.oneway += 1
+            self._done(conn, 1)
+        return took
 
     async def _handle(self, conn: _Conn, frame: Frame) -> None:
         if frame.get("id") is None:
@@ -671,6 +700,8 @@ class _Server:
                     if sent < len(data):
                         with trio.fail_after(self.write_timeout):
                             await conn.fs.send_encoded([data[sent:]])
+                    if stagetimes.clock is not None:
+                        stagetimes.clock.mark("answer_written")
                 except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
                     conn.broken = True
                     scope.cancel()
@@ -700,6 +731,7 @@ async def serve(
     ssl_context: ssl.SSLContext | None = None,
     handshake_timeout: float = 5.0,
     front_door: FrontDoor | None = None,
+    oneway_door: OnewayDoor | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `handler` on host:port until cancelled; `task_status.started(bound_port)`.
@@ -710,6 +742,10 @@ async def serve(
     response frame or the exception `handler` would have raised (raising from the front door
     itself counts as that); the request then costs no task of its own. If it returns False
     the request goes to `handler` as usual. Its slot is held until the answer is written.
+    Likewise `oneway_door(frame, info)` for one-way frames (no id; peer traffic), offered
+    when no earlier one-way frame of the connection waits for its task: True if it handled
+    the frame (synchronously: it is done when the door returns; an exception counts as the
+    handler's), False to queue it for `handler` in arrival order.
 
     Per connection: frames are read while fewer than `max_inflight_per_conn` requests are
     in flight (then reading stops: back-pressure), each runs `await handler(frame, info)`
@@ -776,6 +812,7 @@ async def serve(
         token=token or None,
         ssl_context=ssl_context,
         front_door=front_door,
+        oneway_door=oneway_door,
     )
     try:
         bound: int = listeners[0].socket.getsockname()[1]

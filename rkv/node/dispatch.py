@@ -51,14 +51,22 @@ class Dispatcher:
         self._forward_to = forward_to
         self._request_timeout = request_timeout
 
+    def oneway_door(self, frame: Frame, info: ConnInfo) -> bool:
+        """Raft traffic, taken by the connection's reader without a task hop (rkv.net.rpc's
+        `oneway_door`): True if `frame` was a raft frame (handled)."""
+        if frame.get("t") != "raft":
+            return False
+        sender = info.hello.get("node") if info.hello is not None else None
+        if sender in self.peers.removed:
+            # tell it, so it stops (a removed node may never hear of its removal otherwise)
+            raise RemoteError(Removed.code, f"{sender} was removed from this cluster")
+        self.peers.on_raft(frame, info)
+        return True
+
     async def handle(self, frame: Frame, info: ConnInfo) -> Frame | None:
         t = frame.get("t")
         if t == "raft":
-            sender = info.hello.get("node") if info.hello is not None else None
-            if sender in self.peers.removed:
-                # tell it, so it stops (a removed node may never hear of its removal otherwise)
-                raise RemoteError(Removed.code, f"{sender} was removed from this cluster")
-            self.peers.on_raft(frame, info)
+            self.oneway_door(frame, info)
             return None
         if t == "snap":
             return await self.snapshots.on_snap(frame, info)

@@ -23,6 +23,7 @@ from typing import Any
 
 import trio
 
+from rkv import stagetimes
 from rkv.config import NodeConfig
 from rkv.errors import ExitCode
 from rkv.node.common import Fatal, NodeStartError, one_line
@@ -248,6 +249,7 @@ def serve_main(cfg: NodeConfig, after_start: Callable[[], Awaitable[None]] | Non
     if os.environ.get(FAULT_INJECTION_ENV) == "1":
         cfg = replace(cfg, fault_injection=True)
         log.warning("%s: fault injection enabled (%s=1): testing only", cfg.id, FAULT_INJECTION_ENV)
+    clock = stagetimes.enable_from_env(cfg.id)
     try:
         return int(trio.run(_main, cfg, after_start))
     except BaseException as exc:
@@ -260,3 +262,9 @@ def serve_main(cfg: NodeConfig, after_start: Callable[[], Awaitable[None]] | Non
         log.exception("rkv serve: unexpected error")
         print(f"rkv serve: error: {one_line(f'{type(exc).__name__}: {exc}')}", file=sys.stderr)
         return int(ExitCode.ERROR)
+    finally:
+        if clock is not None:
+            try:
+                clock.dump()
+            except OSError as e:
+                log.warning("%s: stage times not written: %s", cfg.id, e)

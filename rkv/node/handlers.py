@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import trio
 
+from rkv import stagetimes
 from rkv.codec import Request, encode_request, unpack
 from rkv.config import NodeConfig
 from rkv.errors import Changed, InternalError, NotFound, NotLeader, Unavailable
@@ -167,7 +168,14 @@ class ClientHandlers:
         t0 = trio.current_time()
         w = Waiter(deadline=t0 + self.cfg.request_timeout, what="write not committed")
         w.on_done = partial(self._put_done, answer, t0)
-        return self.raft.offer(Propose(data, w, early=True))
+        clock = stagetimes.clock
+        if clock is not None:
+            clock.begin("put")
+            clock.mark("decoded")
+        took = self.raft.offer(Propose(data, w, early=True))
+        if clock is not None:
+            clock.mark("queued")
+        return took
 
     def _put_done(self, answer: Answer, t0: float, w: Waiter) -> None:
         if w.error is not None:

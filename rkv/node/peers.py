@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from ssl import SSLContext
 from typing import Any
 
+from rkv import stagetimes
 from rkv.codec import CodecError, message_from_wire, message_to_wire
 from rkv.config import NodeConfig, parse_address
 from rkv.errors import Unavailable, from_error_frame
@@ -93,6 +94,8 @@ class PeerLinks:
                 self.metrics.peer_bytes_out[to] += est
             if wire:
                 self.transport.send(to, {"t": "raft", "m": wire}, now=True)
+        if stagetimes.clock is not None:
+            stagetimes.clock.count("peer_sends")
 
     def dropping_to(self, to: str) -> bool:
         """Fault injection: whether a message to `to` is dropped (counted if so)."""
@@ -179,9 +182,16 @@ class PeerLinks:
         self.metrics.peer_bytes_in[sender] += sum(
             64 + sum(e.size() + 8 for e in m.entries) for m in msgs
         )
+        clock = stagetimes.clock
+        if clock is not None:
+            if any(m.entries for m in msgs if m.type == MessageType.APPEND):
+                clock.begin("append")
+            clock.mark("peer_decoded")
         # Never block a peer link on a busy loop: Raft tolerates the loss.
         if not self._offer(PeerMessages(msgs)):
             self.dropped_peer_frames += 1
+        if clock is not None:
+            clock.mark("peer_queued")
 
     def may_connect(self, node: str) -> bool:
         """Peers of this cluster (its id, and the token if one is set, were checked) we talk

@@ -22,6 +22,7 @@ from typing import Any
 import trio
 import trio.testing
 
+from rkv import stagetimes
 from rkv.config import NodeConfig
 from rkv.errors import BadRequest, ExitCode, RkvError, Timeout, Unavailable
 from rkv.metrics import NodeMetrics
@@ -141,6 +142,8 @@ class RaftLoop:
             "saves": r.saves,
             "applies": r.applies,
             "max_batch": self.max_batch_seen,
+            "commit_notices_held": self.ready.notices.held_total,
+            "commit_notices_dropped": self.ready.notices.dropped_total,
             "pending_proposals": r.pending_proposals,
             "pending_reads": r.pending_reads,
         }
@@ -176,6 +179,10 @@ class RaftLoop:
                     wake = min(wake, backlog_due)
                 with trio.move_on_at(wake):
                     batch.append(await self._in_recv.receive())
+            clock = stagetimes.clock
+            if clock is not None:
+                clock.count("turns")
+                clock.mark("turn_start")
             if batch and self.cfg.gather_seconds > 0:
                 # Group commit: the store runs on this task, so nothing else runs meanwhile.
                 # Let every other task run until it blocks (connection readers and handlers
@@ -196,6 +203,8 @@ class RaftLoop:
                     size += len(item.data)
             self.max_batch_seen = max(self.max_batch_seen, len(batch))
             self.metrics.proposals += sum(1 for i in batch if isinstance(i, Propose))
+            if clock is not None:
+                clock.mark("gathered")
             self._step_inputs(batch)
             batch = []
             now = trio.current_time()
@@ -203,13 +212,19 @@ class RaftLoop:
                 due = min(_TICK_CATCH_UP, int((now - next_tick) / tick) + 1)
                 for _ in range(due):
                     self.replica.tick()
+                self.ready.notices.tick()
                 next_tick = max(next_tick + due * tick, now - tick) if due else next_tick
                 if next_tick <= now:
                     next_tick = now + tick
+            if clock is not None:
+                clock.mark("stepped")
             if self.replica.has_ready():
                 await self.ready.handle()
+            self.ready.release_notices()  # those a tick ago, unless this Ready carried them
             await self.ready.flush_backlog(now)
             await self._end_turn()
+            if clock is not None:
+                clock.mark("turn_end")
             self.turns += 1
             if now >= next_sweep:
                 # Requests past their deadline get Timeout here, not from a cancel scope per

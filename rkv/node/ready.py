@@ -1,15 +1,18 @@
 """One Ready, in order, and what the raft loop publishes after it (part of the raft loop's
 room: only rkv.node.raft_loop calls it, from the loop's task).
 
-The order of a Ready: send `messages` (written at once on idle peer links), persist in one
-store transaction (one fsync for the whole batch), send `persisted_messages`, apply committed
-entries (one transaction, not itself fsynced), wake the waiting clients, advance. When a Ready
+The order of a Ready: send `messages` (written at once on idle peer links), answer the
+committed puts (or, when no message carries entries, answer them first and then send),
+persist in one store transaction (one fsync for the whole batch), send `persisted_messages`,
+apply committed entries (one transaction, not itself fsynced), wake the waiting clients,
+advance. Commit notices among the messages are held (rkv.node.outbox) until a later message
+carries the commit index or the loop releases them after a tick. When a Ready
 has both entries to persist and committed entries, both go into one transaction (one fsync).
 Small transactions run on the loop itself, large ones (over `inline_io_bytes`) in a worker
 thread (`store_io`).
 
 Owns: the configuration in force as the loop last saw it, the apply backlog's pacing (when a
-deferred apply is written), and `view`, the read-only `RaftView` published after each Ready
+deferred apply is written), the held commit notices, and `view`, the read-only `RaftView` published after each Ready
 and after each store step that moves `applied`. Must not: step inputs or tick (the loop
 does), or send anything itself (`send` does).
 """
@@ -22,11 +25,14 @@ from typing import Any
 import trio
 import trio.testing
 
+from rkv import stagetimes
 from rkv.config import NodeConfig
 from rkv.metrics import NodeMetrics
 from rkv.node.common import data_bytes, store_io
 from rkv.node.inbox import RaftView, Waiter, log
-from rkv.raft.types import ConfState, Message, Ready
+from rkv.node.outbox import CommitNotices
+from rkv.raft.progress import REPLICATE
+from rkv.raft.types import ConfState, Message, Ready, Role
 from rkv.replica import Outcome, Replica
 
 
@@ -43,7 +49,9 @@ class ReadyHandler:
         self.cfg = cfg
         self.replica = replica
         self.metrics = metrics
-        self._send = send
+        self._send_now = send
+        self.notices = CommitNotices(self._match)
+        """Commit notices to followers, held until superseded or the next tick."""
         self._on_conf_change = on_conf_change
         self._backlog_since: float | None = None
         """When the replica's apply backlog became non-empty (see flush_backlog)."""
@@ -74,37 +82,88 @@ class ReadyHandler:
         )
         return self.view
 
+    def _match(self, peer: str) -> int | None:
+        core = self.replica.raw.raft
+        if core.role != Role.LEADER:
+            return None
+        pr = core.prs.get(peer)
+        return pr.match if pr is not None and pr.state == REPLICATE else None
+
+    def _send(self, messages: Sequence[Message]) -> None:
+        self._send_now(self.notices.filter(messages))
+
+    def release_notices(self) -> None:
+        """Send the commit notices held since a tick (the raft loop calls this each turn), to
+        the followers that still are (not to a member removed meanwhile, nor after losing the
+        lead)."""
+        held = self.notices.release()
+        if held:
+            core = self.replica.raw.raft
+            if core.role == Role.LEADER:
+                self._send_now([m for m in held if m.to in core.prs])
+
     async def handle(self) -> None:
         replica = self.replica
+        clock = stagetimes.clock
         ready = replica.take_ready()
         self._publish()
-        self._send(ready.messages)
+        saves = replica.saves
+        if clock is not None:
+            clock.count("readies")
+            clock.mark("ready_built")
+        # Committed puts are answered before this turn writes anything: their answers need
+        # neither the apply nor this Ready's own log write. New entries go to the followers
+        # first (their flush runs beside the answers); with none, the answers go first (the
+        # messages are then acks and commit notices, which no client waits on).
+        answer_first = not ready.entries and not any(m.entries for m in ready.messages)
+        if not answer_first:
+            self._send(ready.messages)
+            if clock is not None:
+                clock.mark("sent")
         early = replica.answer_committed(ready)
         if early.completed:
-            # Committed puts are answered before this turn writes anything: their answers
-            # need neither the apply nor this Ready's own log write.
             self._deliver(early)
-            if ready.must_sync:
-                with trio.move_on_after(self.cfg.gather_seconds):
-                    await trio.testing.wait_all_tasks_blocked()
+            if clock is not None:
+                clock.mark("answered_early")
+        if answer_first:
+            self._send(ready.messages)
+            if clock is not None:
+                clock.mark("sent")
+        if early.completed and (ready.entries or ready.snapshot is not None):
+            # Let the answers leave before this Ready's write blocks the loop (a Ready that
+            # only moves the commit index writes nothing).
+            with trio.move_on_after(self.cfg.gather_seconds):
+                await trio.testing.wait_all_tasks_blocked()
+        if clock is not None:
+            clock.mark("persist_start")
         if replica.can_group_commit(ready):
             results = await self._persist_and_apply(ready)
+            if clock is not None:
+                self._mark_persisted(clock, saves)
             self._send(ready.persisted_messages)
         else:
             await self._persist(ready)
+            if clock is not None:
+                self._mark_persisted(clock, saves)
             self._publish()
             self._send(ready.persisted_messages)
             results = await self._apply(ready)
+        if clock is not None and ready.persisted_messages:
+            clock.mark("ack_sent" if clock.kind == "append" else "persisted_sent")
         out = replica.finish(ready, results)
         self._deliver(out)
         if ready.committed_entries or ready.snapshot is not None:
             self._check_conf()
         self._publish()
         self._note_backlog()
+        if clock is not None:
+            clock.mark("finished")
         if out.completed or out.reads:
             with trio.move_on_after(self.cfg.gather_seconds):
                 # Let the answers leave before the next turn can block on the store.
                 await trio.testing.wait_all_tasks_blocked()
+            if clock is not None:
+                clock.mark("answers_gathered")
         if out.role_changed or out.leader_changed:
             log.info(
                 "%s: now %s, term %d, leader %s",
@@ -113,6 +172,15 @@ class ReadyHandler:
                 replica.raw.status().term,
                 replica.leader or "-",
             )
+
+    def _mark_persisted(self, clock: stagetimes.StageClock, saves: int) -> None:
+        """Stage timing: whether the Ready's persist wrote (a durable commit) or had nothing
+        to write (only the commit index moved)."""
+        if self.replica.saves != saves:
+            clock.count("fsyncs")
+            clock.mark("fsynced")
+        else:
+            clock.mark("no_write")
 
     async def _persist(self, ready: Ready) -> None:
         if not ready.must_sync:

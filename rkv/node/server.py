@@ -215,6 +215,7 @@ class Node:
                     token=self.cfg.cluster_token,
                     ssl_context=self._server_ssl,
                     front_door=self.handlers.front_door,
+                    oneway_door=self.dispatch.oneway_door,
                 )
             )
             if self.cfg.http_port is not None:

@@ -588,3 +588,52 @@ async def test_eof_after_front_door_requests_still_answers_them(nursery: trio.Nu
     frames = await read_until_eof(stream)
     await stream.aclose()
     assert sorted((f["id"], f["x"]) for f in frames) == [(1, "a"), (2, "b")]
+
+
+async def test_oneway_door_keeps_arrival_order_with_the_queued_frames(
+    nursery: trio.Nursery,
+) -> None:
+    """Frames the one-way door declines go to the handler's task; the door is not offered a
+    frame while an earlier one still waits there, so the order of all of them holds."""
+    seen: list[tuple[str, int]] = []
+    slow = {n for n in range(40) if n % 7 == 3}
+
+    async def handler(frame: Frame, info: ConnInfo) -> Frame | None:
+        await trio.sleep(0.005)  # a one-way frame in the task is still queued meanwhile
+        seen.append(("task", frame["n"]))
+        return None
+
+    def door(frame: Frame, info: ConnInfo) -> bool:
+        if frame["n"] in slow:
+            return False
+        seen.append(("door", frame["n"]))
+        return True
+
+    stats = ServerStats()
+    port: int = await nursery.start(partial(serve, handler, HOST, 0, oneway_door=door, stats=stats))
+    async with RpcClient(HOST, port) as client:
+        for n in range(40):
+            await client.send_oneway({"t": "raft", "n": n})
+        await wait_for(lambda: len(seen) == 40)
+    assert [n for _, n in seen] == list(range(40))
+    assert {n for how, n in seen if how == "task"} >= slow
+    assert any(how == "door" for how, _ in seen)
+    assert stats.oneway == 40
+    await wait_for(lambda: stats.inflight == 0)
+
+
+async def test_oneway_door_refusal_is_sent_like_the_handlers(nursery: trio.Nursery) -> None:
+    def door(frame: Frame, info: ConnInfo) -> bool:
+        raise RemoteError("removed_node", "go away")
+
+    async def handler(frame: Frame, info: ConnInfo) -> Frame | None:
+        raise AssertionError("the door took it")
+
+    port: int = await nursery.start(partial(serve, handler, HOST, 0, oneway_door=door))
+    stream = await trio.open_tcp_stream(HOST, port)
+    fs = FramedStream(stream)
+    await fs.send({"t": "raft", "m": []})
+    with trio.fail_after(5):
+        got = await fs.receive()
+    await stream.aclose()
+    assert got is not None and got["code"] == "removed_node"
