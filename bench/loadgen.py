@@ -96,14 +96,22 @@ class _Window:
 
 async def _worker_main(a: WorkerArgs) -> WorkerResult:
     cls = driver_class(a.spec["system"])
-    clients = [await cls.connect(a.spec, a.client_offset + j) for j in range(a.clients)]
+    if a.spec.get("one_client"):
+        # bench/clientcpu.py: every closed-loop task shares one client object (its cost
+        # per op with N concurrent callers), instead of a client of its own each.
+        opened = [await cls.connect(a.spec, a.client_offset)]
+        clients = opened * a.clients
+    else:
+        opened = clients = [
+            await cls.connect(a.spec, a.client_offset + j) for j in range(a.clients)
+        ]
     try:
         if a.fill_total > 0:
             return await _fill(a, clients)
         return await _closed_loop(a, clients)
     finally:
         # Reverse order: a client may hold a nursery opened in this task (rkv's does).
-        for c in reversed(clients):
+        for c in reversed(opened):
             # Closing a broken client must not hide the result.
             with contextlib.suppress(Exception):
                 await c.aclose()
