@@ -514,11 +514,13 @@ class Client(LeaseCalls, ReadCalls):
         """
         frame = request.to_frame()
         limit = self.timeout if timeout is None else timeout
-        deadline = trio.current_time() + limit
+        now = trio.current_time()
+        deadline = now + limit
         attempt = 0
         last = "no attempt made"
         while True:
-            now = trio.current_time()
+            if attempt:
+                now = trio.current_time()
             if now >= deadline:
                 op = what or request.T
                 raise Unavailable(
@@ -530,13 +532,14 @@ class Client(LeaseCalls, ReadCalls):
             if attempt:
                 self.stats["retries"] += 1
             attempt += 1
-            try_deadline = now + min(deadline - now, self.attempt_timeout)
+            try_limit = min(deadline - now, self.attempt_timeout)
             try:
                 rpc = self._connected(addr)
                 if rpc is None:
-                    with trio.fail_at(try_deadline):
+                    with trio.fail_at(now + try_limit):
                         rpc = await self._rpc(addr)
-                reply = await rpc.call(frame, timeout=max(try_deadline - trio.current_time(), 1e-3))
+                    try_limit = now + try_limit - trio.current_time()
+                reply = await rpc.call(frame, timeout=max(try_limit, 1e-3))
             except RemoteError as exc:
                 if exc.code not in _RETRY_CODES and exc.code not in _CONN_CODES:
                     raise from_error_frame(exc.frame) from None

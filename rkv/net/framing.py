@@ -88,6 +88,22 @@ def encode_frame(body: Frame, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
 
+def encode_request(body: Frame, rid: int, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """`encode_frame({**body, "id": rid}, max_frame)` with one copy of `body` instead of two
+    (the per-call path of an RPC client); raises what encode_frame raises."""
+    t = body.get("t")
+    if type(t) is not str or type(rid) is not int or type(max_frame) is not int:
+        return encode_frame({**body, "id": rid}, max_frame)
+    try:
+        payload = packb({**body, "id": rid, "v": PROTOCOL_VERSION})
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"cannot encode frame {t!r}: {exc}") from exc
+    if len(payload) > max_frame:
+        _check_max_frame(max_frame)
+        raise ValueError(f"frame {t!r} is {len(payload)} bytes, over the limit of {max_frame}")
+    return _HEADER.pack(len(payload)) + payload
+
+
 def encode_frames(bodies: list[Frame], max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     """Encode several frames into one buffer (one write)."""
     return b"".join(encode_frame(b, max_frame) for b in bodies)
