@@ -1068,22 +1068,31 @@ class RpcClient:
         if len(self._out) == 1:
             self._writer_lot.unpark()
 
-    async def _write(self, data: bytes, *, alone: bool) -> None:
-        """Send whole frames: written at once from the calling task when nothing is queued,
-        `alone` (no other call outstanding: nobody else will write in this loop turn) and
-        the socket takes them (no wake-up of the writer task), else queued for the writer,
-        which writes all that is queued at once. Raises ClosedResourceError when the
-        connection has failed."""
-        assert self._fs is not None
+    def _send_now(self, data: bytes, alone: bool) -> bool:
+        """Send whole frames without waiting: written at once from the calling task when
+        nothing is queued, `alone` (no other call outstanding: nobody else will write in this
+        loop turn) and the socket takes them (no wake-up of the writer task), else queued for
+        the writer, which writes all that is queued at once. False when the queue is full
+        (then `_send_later`); raises ClosedResourceError when the connection has failed."""
         if self._queued == 0 and alone:
+            assert self._fs is not None
             n = self._fs.try_send_now(data)
             if n == len(data):
-                return
+                return True
             if n:
                 # The tail of a frame must be the next bytes on the wire: queued without
                 # waiting, so no cancellation can drop it.
                 self._hand_over(data[n:])
-                return
+                return True
+        if len(self._out) >= self.max_inflight:
+            return False
+        if self._error is not None:
+            raise trio.ClosedResourceError
+        self._hand_over(data)
+        return True
+
+    async def _send_later(self, data: bytes) -> None:
+        """Queue `data` for the writer once the queue has room."""
         while len(self._out) >= self.max_inflight:
             if self._error is not None:
                 raise trio.ClosedResourceError
@@ -1152,8 +1161,9 @@ class RpcClient:
         pending[rid] = waiter
         try:
             try:
-                await self._write(data, alone=alone)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                if not self._send_now(data, alone):
+                    await self._send_later(data)
+            except trio.ClosedResourceError:
                 raise self._lost() from None
             if not waiter.settled:
                 waiter.task = trio.lowlevel.current_task()
@@ -1174,6 +1184,7 @@ class RpcClient:
         if self._error is not None or self._fs is None:
             raise self._lost() if self._fs is not None else ConnectionLost("not connected")
         try:
-            await self._write(data, alone=not self._pending)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if not self._send_now(data, not self._pending):
+                await self._send_later(data)
+        except trio.ClosedResourceError:
             raise self._lost() from None
