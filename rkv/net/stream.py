@@ -47,6 +47,9 @@ class FramedStream:
         self._frames: deque[Frame] = deque()
         self._send_lock = trio.StrictFIFOLock()
         self._eof = False
+        sock = getattr(stream, "socket", None)
+        self._socket = sock if isinstance(sock, trio.socket.SocketType) else None
+        """The plain socket under the stream (None under TLS): `receive_many` reads it."""
 
     async def send(self, frame: Frame) -> None:
         await self.send_encoded([encode_frame(frame, self.max_frame)])
@@ -196,8 +199,7 @@ class FramedStream:
         frames = self._decoder.feed()
         if frames:
             return frames
-        sock = getattr(self.stream, "socket", None)
-        fd = sock.fileno() if isinstance(sock, trio.socket.SocketType) else -1
+        fd = -1 if self._socket is None else self._socket.fileno()
         try_first = False
         while True:
             if self._eof:
