@@ -87,6 +87,8 @@ _MAX_REFUSING = 64
 # the sockets held stay bounded however fast a flood reconnects.
 _MAX_LINGERING = 64
 _MAX_BATCH = 1024
+_JOIN_MAX = 64 * 1024
+"""RpcClient's writer joins queued frames into one write up to this many bytes."""
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
@@ -1054,11 +1056,23 @@ class RpcClient:
                     continue
                 batch, self._out = self._out, []
                 self._space_lot.unpark_all()
-                data = batch[0] if len(batch) == 1 else b"".join(batch)
-                n = fs.try_send_now(data)
-                if n < len(data):
-                    await fs.send_encoded([data[n:]])
-                self._queued -= len(batch)
+                count = len(batch)
+                batch.reverse()
+                while batch:
+                    # Small frames are joined into one write; large ones go as they are (a
+                    # join would copy them, and an upload's window of them at once).
+                    data = batch.pop()
+                    if len(data) < _JOIN_MAX and batch:
+                        parts, size = [data], len(data)
+                        while batch and size + len(batch[-1]) <= _JOIN_MAX:
+                            parts.append(batch.pop())
+                            size += len(parts[-1])
+                        data = b"".join(parts) if len(parts) > 1 else data
+                    n = fs.try_send_now(data)
+                    if n < len(data):
+                        with memoryview(data) as view:
+                            await fs.send_raw(view[n:])
+                self._queued -= count
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._fail(ConnectionLost(f"connection to {self.host}:{self.port} lost: {exc!r}"))
 

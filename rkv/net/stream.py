@@ -67,6 +67,14 @@ class FramedStream:
         async with self._send_lock:
             await self.stream.send_all(data)
 
+    async def send_raw(self, data: bytes | memoryview) -> None:
+        """Write `data` as it is (whole frames, or the rest of frames begun with
+        `try_send_now`): no join, no copy."""
+        if not data:
+            return
+        async with self._send_lock:
+            await self.stream.send_all(data)
+
     def try_send_now(self, data: bytes) -> int:
         """Write as much of `data` as the socket takes right now, without waiting; returns the
         bytes written (0 when busy, would block, or not a socket). The caller must send the
