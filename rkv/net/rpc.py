@@ -864,8 +864,8 @@ class RpcClient:
 
     Writes: a call made while no other is outstanding writes its frame at once from the
     caller's task (one write, no task switch); calls made while others are outstanding queue
-    their frames for the writer task, which writes everything queued in one write per loop
-    turn (at most `max_inflight` frames queued; more wait).
+    their frames for the writer task, which writes everything queued once per loop turn, small
+    frames joined into one write (at most `max_inflight` frames queued; more wait).
     """
 
     def __init__(
@@ -1046,7 +1046,8 @@ class RpcClient:
             self._fail(ConnectionLost(f"connection to {self.host}:{self.port} lost: {exc!r}"))
 
     async def _writer(self) -> None:
-        """Writes everything queued in `_out` in one write, once per loop turn at most."""
+        """Writes everything queued in `_out`, once per loop turn at most: small frames joined
+        (up to _JOIN_MAX bytes a write), large ones as they are."""
         fs = self._fs
         assert fs is not None
         try:
