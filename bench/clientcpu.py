@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import describe_error, envelope, fresh_cluster, host_info, stamp, write_json
-from bench.loadgen import run_fill, run_load
+from bench.compare import PREFILL_TIMEOUT
+from bench.loadgen import run_load, run_prefill
 
 SERIES = ("client", "rkv", "rkv:raw")
 
@@ -75,16 +76,13 @@ def client_cpu(
         pids = [(s.name, s.pid) for s in driver.servers]
         base = driver.spec()
         if any(w != "put" for w in workloads):
-            run_fill(
+            run_prefill(
                 _spec(base, "rkv:raw"),
                 server_pids=pids,
-                clients=min(16, keys),
-                procs=1,
                 value_size=value_size,
                 keys=keys,
-                total=keys,
                 seed=seed,
-                timeout=120.0,
+                timeout=PREFILL_TIMEOUT,
             )
         for run in range(1, runs + 1):
             k = (run - 1) % len(series)

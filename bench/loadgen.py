@@ -314,6 +314,30 @@ def run_fill(
     )
 
 
+def run_prefill(
+    spec: dict[str, Any],
+    *,
+    server_pids: list[tuple[str, int]],
+    value_size: int,
+    keys: int,
+    seed: int,
+    timeout: float,
+) -> LoadResult:
+    """Every key of the key space written once by 16 clients (fewer for fewer keys): what a
+    read workload finds (compare's and client-cpu's prefill)."""
+    return run_fill(
+        spec,
+        server_pids=server_pids,
+        clients=min(16, keys),
+        procs=1,
+        value_size=value_size,
+        keys=keys,
+        total=keys,
+        seed=seed,
+        timeout=timeout,
+    )
+
+
 def run_load(
     spec: dict[str, Any],
     *,
