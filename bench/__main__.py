@@ -1,6 +1,6 @@
 """`python -m bench COMMAND ...` (or `./dev bench COMMAND ...`): the benchmark commands.
 
-Commands: setup, compare, load (one point), failover, largefile, scale, disk, snapinstall,
+Commands: setup, compare, load (one point), client-cpu, failover, largefile, scale, disk, snapinstall,
 flood, floor, resp, watch-fanout, lease-churn, chart, worker, watcher, flooder and
 lease-worker (internal: one load-generator process, one watcher process, one flood process,
 one lease generator process). Owns argument parsing only; each command's work lives in its
@@ -268,6 +268,21 @@ def build_parser() -> argparse.ArgumentParser:
     lw = sub.add_parser("lease-worker", help=argparse.SUPPRESS)
     lw.add_argument("--args", required=True)
 
+    cc = sub.add_parser(
+        "client-cpu",
+        help="rkv's client library's CPU per op (N tasks on one Client; a Client per task; "
+        "the raw generator) on one cluster",
+    )
+    cc.add_argument("--series", type=_strs, default=["client", "rkv", "rkv:raw"])
+    cc.add_argument("--clients", type=_ints, default=[1, 16, 64])
+    cc.add_argument("--workloads", type=_strs, default=["put", "get"])
+    cc.add_argument("--size", type=_sizes, default=[100])
+    cc.add_argument("--duration", type=float, default=5.0, help="measured seconds per point")
+    cc.add_argument("--warmup", type=float, default=1.0)
+    cc.add_argument("--runs", type=int, default=3)
+    cc.add_argument("--keys", type=int, default=1000, help="key space (prefilled for gets)")
+    _common(cc)
+
     ch = sub.add_parser("chart", help="redraw the chart of a compare results file")
     ch.add_argument("results", type=Path)
 
@@ -452,6 +467,30 @@ def main(argv: list[str] | None = None) -> int:
             out_dir=args.out_dir,
             tmp_dir=args.tmp_dir,
             extra_args=shlex.split(args.rkv_args),
+        )
+        return 0
+    if args.cmd == "client-cpu":
+        from bench.clientcpu import SERIES, client_cpu
+
+        bad = [s for s in args.series if s not in SERIES]
+        if bad:
+            print(
+                f"error: unknown --series {','.join(bad)} (one of {','.join(SERIES)})",
+                file=sys.stderr,
+            )
+            return 2
+        client_cpu(
+            series=args.series,
+            clients=args.clients,
+            workloads=args.workloads,
+            value_size=args.size[0],
+            duration=args.duration,
+            warmup=args.warmup,
+            runs=args.runs,
+            keys=args.keys,
+            seed=args.seed,
+            out_dir=args.out_dir,
+            tmp_dir=args.tmp_dir,
         )
         return 0
     if args.cmd == "floor":

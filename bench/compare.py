@@ -24,7 +24,7 @@ from bench.common import (
     warn_if_tmpfs,
     write_json,
 )
-from bench.loadgen import run_fill, run_load
+from bench.loadgen import run_load, run_prefill
 from bench.stats import GENERATOR_BOUND_CORES, format_table, load_point, summarize
 
 PREFILL_TIMEOUT = 120.0
@@ -55,14 +55,11 @@ def measure_point(
         pids = [(s.name, s.pid) for s in driver.servers]
         if workload in ("get", "mixed"):
             try:
-                run_fill(
+                run_prefill(
                     driver.spec(),
                     server_pids=pids,
-                    clients=min(16, keys),
-                    procs=1,
                     value_size=value_size,
                     keys=keys,
-                    total=keys,
                     seed=seed,
                     timeout=PREFILL_TIMEOUT,
                 )

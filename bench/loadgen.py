@@ -35,6 +35,8 @@ REQUEST_TIMEOUT = 10.0
 ERROR_BACKOFF = 0.01
 STALL_S = 1.0
 """A request unanswered at the window's end after this long counts as stalled."""
+SWEEP_S = 0.5
+"""How often the worker looks for requests older than REQUEST_TIMEOUT (and cancels them)."""
 
 
 def key_of(i: int) -> bytes:
@@ -96,14 +98,22 @@ class _Window:
 
 async def _worker_main(a: WorkerArgs) -> WorkerResult:
     cls = driver_class(a.spec["system"])
-    clients = [await cls.connect(a.spec, a.client_offset + j) for j in range(a.clients)]
+    if a.spec.get("one_client"):
+        # bench/clientcpu.py: every closed-loop task shares one client object (its cost
+        # per op with N concurrent callers), instead of a client of its own each.
+        opened = [await cls.connect(a.spec, a.client_offset)]
+        clients = opened * a.clients
+    else:
+        opened = clients = [
+            await cls.connect(a.spec, a.client_offset + j) for j in range(a.clients)
+        ]
     try:
         if a.fill_total > 0:
             return await _fill(a, clients)
         return await _closed_loop(a, clients)
     finally:
         # Reverse order: a client may hold a nursery opened in this task (rkv's does).
-        for c in reversed(clients):
+        for c in reversed(opened):
             # Closing a broken client must not hide the result.
             with contextlib.suppress(Exception):
                 await c.aclose()
@@ -142,18 +152,27 @@ async def _closed_loop(a: WorkerArgs, clients: list[Any]) -> WorkerResult:
 
     op = {"put": put, "get": get, "mixed": mixed}[a.workload]
 
-    async def client_loop(j: int, c: Any) -> None:
-        rng = random.Random(a.seed * 1_000_003 + a.client_offset + j)
-        value = rng.randbytes(a.value_size)
-        await trio.sleep_until(t_start)
+    scopes: dict[int, trio.CancelScope] = {}
+
+    async def sweep() -> None:
+        """Cancels requests unanswered after REQUEST_TIMEOUT: one task looking every SWEEP_S
+        instead of a cancel scope per request (which costs more CPU than the client's work
+        for a small request, and would be counted as the client's)."""
+        while True:
+            await trio.sleep(SWEEP_S)
+            now = trio.current_time()
+            for j, t0 in list(pending.items()):
+                if now - t0 >= REQUEST_TIMEOUT:
+                    scopes[j].cancel()
+
+    async def requests(j: int, c: Any, rng: random.Random, value: bytes) -> None:
         while True:
             t0 = trio.current_time()
             if t0 >= win.end:
                 return
             pending[j] = t0
             try:
-                with trio.fail_after(REQUEST_TIMEOUT):
-                    await op(c, rng, value)
+                await op(c, rng, value)
             except Exception as e:  # counted, then the client carries on like a real one
                 del pending[j]
                 win.fail(t0, e)
@@ -162,10 +181,27 @@ async def _closed_loop(a: WorkerArgs, clients: list[Any]) -> WorkerResult:
             del pending[j]
             win.ok(t0, trio.current_time())
 
-    async with trio.open_nursery() as n:
-        n.start_soon(sample_cpu)
-        for j, c in enumerate(clients):
-            n.start_soon(client_loop, j, c)
+    async def client_loop(j: int, c: Any) -> None:
+        rng = random.Random(a.seed * 1_000_003 + a.client_offset + j)
+        value = rng.randbytes(a.value_size)
+        await trio.sleep_until(t_start)
+        while True:
+            with trio.CancelScope() as scopes[j]:
+                await requests(j, c, rng, value)
+                return
+            # The sweep cancelled a request past REQUEST_TIMEOUT: an error, then carry on.
+            t0 = pending.pop(j, None)
+            if t0 is not None:  # (else the cancel came after the answer: nothing was lost)
+                win.fail(t0, trio.TooSlowError())
+            await trio.sleep(ERROR_BACKOFF)
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(sweep)
+        async with trio.open_nursery() as n:
+            n.start_soon(sample_cpu)
+            for j, c in enumerate(clients):
+                n.start_soon(client_loop, j, c)
+        outer.cancel_scope.cancel()
     return WorkerResult(
         ops=win.ops,
         errors=win.errors,
@@ -275,6 +311,30 @@ def run_fill(
         seed=seed,
         fill_total=total,
         fill_timeout=timeout,
+    )
+
+
+def run_prefill(
+    spec: dict[str, Any],
+    *,
+    server_pids: list[tuple[str, int]],
+    value_size: int,
+    keys: int,
+    seed: int,
+    timeout: float,
+) -> LoadResult:
+    """Every key of the key space written once by 16 clients (fewer for fewer keys): what a
+    read workload finds (compare's and client-cpu's prefill)."""
+    return run_fill(
+        spec,
+        server_pids=server_pids,
+        clients=min(16, keys),
+        procs=1,
+        value_size=value_size,
+        keys=keys,
+        total=keys,
+        seed=seed,
+        timeout=timeout,
     )
 
 

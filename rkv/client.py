@@ -70,10 +70,8 @@ from rkv.protocol import (
     FileMetaReply,
     FileMetaRequest,
     FileReadRequest,
-    GetRequest,
     MemberRequest,
     MembersRequest,
-    PutRequest,
     RepairRequest,
     StatusReply,
     StatusRequest,
@@ -90,6 +88,7 @@ from rkv.protocol import KeyRecord as KeyRecord  # re-exported: get_record, scan
 from rkv.protocol import (
     WatchEvent as WatchEvent,  # re-exported: what Client.watch yields
 )
+from rkv.protocol.hot import get_frame, put_frame
 from rkv.txn import (
     Compare,
     Op,
@@ -505,22 +504,30 @@ class Client(LeaseCalls, ReadCalls):
         return self._learn(hint)
 
     async def _call(
-        self, request: ClientRequest, *, timeout: float | None = None, what: str | None = None
+        self,
+        request: ClientRequest | dict[str, Any],
+        *,
+        timeout: float | None = None,
+        what: str | None = None,
     ) -> dict[str, Any]:
-        """Send `request` to the cluster, retrying until the deadline; the ok frame or raise.
+        """Send `request` (or its frame, see rkv.protocol.hot) to the cluster, retrying until
+        the deadline; the ok frame or raise.
 
         A write carries its session and seq already, so each attempt is the same request and
         the state machine deduplicates it.
         """
-        frame = request.to_frame()
+        frame = request if isinstance(request, dict) else request.to_frame()
+        kind: str = frame["t"]
         limit = self.timeout if timeout is None else timeout
-        deadline = trio.current_time() + limit
+        now = trio.current_time()
+        deadline = now + limit
         attempt = 0
         last = "no attempt made"
         while True:
-            now = trio.current_time()
+            if attempt:
+                now = trio.current_time()
             if now >= deadline:
-                op = what or request.T
+                op = what or kind
                 raise Unavailable(
                     f"cluster unavailable: {op} did not succeed within {limit:g}s on "
                     f"{','.join(self._known)} (last error: {last})"
@@ -530,13 +537,14 @@ class Client(LeaseCalls, ReadCalls):
             if attempt:
                 self.stats["retries"] += 1
             attempt += 1
-            try_deadline = now + min(deadline - now, self.attempt_timeout)
+            try_limit = min(deadline - now, self.attempt_timeout)
             try:
                 rpc = self._connected(addr)
                 if rpc is None:
-                    with trio.fail_at(try_deadline):
+                    with trio.fail_at(now + try_limit):
                         rpc = await self._rpc(addr)
-                reply = await rpc.call(frame, timeout=max(try_deadline - trio.current_time(), 1e-3))
+                    try_limit = now + try_limit - trio.current_time()
+                reply = await rpc.call(frame, timeout=max(try_limit, 1e-3))
             except RemoteError as exc:
                 if exc.code not in _RETRY_CODES and exc.code not in _CONN_CODES:
                     raise from_error_frame(exc.frame) from None
@@ -560,7 +568,7 @@ class Client(LeaseCalls, ReadCalls):
                 self._rotate(addr)
             else:
                 self._preferred = addr
-                if request.T in WRITE_KINDS:
+                if kind in WRITE_KINDS:
                     self.leader = addr
                     # A follower forwarded the write (rkv.forward) and named the leader: go
                     # there next time, unless it failed us lately (the way to it may be down).
@@ -579,7 +587,10 @@ class Client(LeaseCalls, ReadCalls):
         await trio.sleep(delay)
 
     async def _write(
-        self, request: Callable[[bytes, int], WriteRequest], *, what: str | None = None
+        self,
+        request: Callable[[bytes, int], WriteRequest | dict[str, Any]],
+        *,
+        what: str | None = None,
     ) -> dict[str, Any]:
         """Send the write `request(client_id, seq)` in a session of its own (see _Session)."""
         session = self._sessions.pop() if self._sessions else _Session(os.urandom(16))
@@ -596,12 +607,12 @@ class Client(LeaseCalls, ReadCalls):
         the key is attached to that lease and deleted with it (LeaseNotFound if it does not
         exist: nothing is written); a put without a lease detaches the key from any."""
         k, v = _key(key), _to_bytes(value, "value")
-        await self._write(lambda c, s: PutRequest(k, v, client_id=c, seq=s, lease=lease))
+        await self._write(lambda c, s: put_frame(k, v, c, s, lease))
 
     async def get(self, key: bytes | str, *, stale: bool = False) -> bytes | None:
         """The value of `key` or None. Linearizable unless `stale` (then: the contacted
         node's local copy, possibly behind)."""
-        reply = await self._call(GetRequest(_key(key), stale=bool(stale)))
+        reply = await self._call(get_frame(_key(key), bool(stale)))
         return ValueReply.from_frame(reply).value
 
     async def get_revision(
@@ -609,7 +620,7 @@ class Client(LeaseCalls, ReadCalls):
     ) -> tuple[bytes | None, int | None]:
         """`get`, and the revision it was read at (the store's applied index; None from a
         node that predates revisions)."""
-        reply = ValueReply.from_frame(await self._call(GetRequest(_key(key), stale=bool(stale))))
+        reply = ValueReply.from_frame(await self._call(get_frame(_key(key), bool(stale))))
         return reply.value, reply.rev
 
     async def delete(self, key: bytes | str) -> bool:

@@ -33,6 +33,8 @@ from rkv.protocol import (
 
 def as_bytes(value: bytes | bytearray | memoryview | str, what: str) -> bytes:
     """`value` as bytes (a str as UTF-8); TypeError for anything else."""
+    if type(value) is bytes:
+        return value
     if isinstance(value, str):
         return value.encode("utf-8")
     if isinstance(value, bytes | bytearray | memoryview):

@@ -63,6 +63,7 @@ from rkv.net.framing import (
     Frame,
     FrameError,
     encode_frame,
+    encode_request,
     error_frame,
 )
 from rkv.net.stream import FramedStream, IdleTimeout, frame_timeout_message, open_framed
@@ -87,6 +88,8 @@ _MAX_REFUSING = 64
 # the sockets held stay bounded however fast a flood reconnects.
 _MAX_LINGERING = 64
 _MAX_BATCH = 1024
+_JOIN_MAX = 64 * 1024
+"""RpcClient's writer joins queued frames into one write up to this many bytes."""
 _ACCEPT_CAPACITY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
@@ -868,11 +871,22 @@ async def connect_framed(
 
 @dataclass(slots=True)
 class _Waiter:
-    event: trio.Event = field(default_factory=trio.Event)
+    """One call waiting for its answer. Whoever settles it (the reader with the frame, the
+    watchdog with a timeout, `_fail` with the error) sets its field, takes it out of
+    `_pending` and reschedules `task` (the caller, while it is parked): no Event per call."""
+
+    task: trio.lowlevel.Task | None = None
     frame: Frame | None = None
     error: RpcError | None = None
     deadline: float = math.inf
     timed_out: bool = False
+    settled: bool = False
+
+    def settle(self) -> None:
+        self.settled = True
+        task, self.task = self.task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
 
 
 class RpcClient:
@@ -884,6 +898,11 @@ class RpcClient:
     pending and later call raises ConnectionLost; the client never reconnects (open a new
     one). If `hello` is given it is sent first (without an id). `ssl_context` and `token`:
     see `connect_framed` (the role proven is the hello's "node", else "client").
+
+    Writes: a call made while no other is outstanding writes its frame at once from the
+    caller's task (one write, no task switch); calls made while others are outstanding queue
+    their frames for the writer task, which writes everything queued once per loop turn, small
+    frames joined into one write (at most `max_inflight` frames queued; more wait).
     """
 
     def __init__(
@@ -914,7 +933,10 @@ class RpcClient:
         self._stack: AsyncExitStack | None = None
         self._scope = trio.CancelScope()
         self._slots = trio.Semaphore(max_inflight)
-        self._send_ch, self._recv_ch = trio.open_memory_channel[bytes](max_inflight)
+        self._out: list[bytes] = []
+        """Encoded frames handed to the writer task and not yet written, in order."""
+        self._writer_lot = trio.lowlevel.ParkingLot()
+        self._space_lot = trio.lowlevel.ParkingLot()
         self._pending: dict[int, _Waiter] = {}
         self._ids = itertools.count(1)
         self._error: RpcError | None = None
@@ -960,7 +982,7 @@ class RpcClient:
             if self._hello is not None:
                 hello = {**self._hello, "t": "hello"}
                 hello.pop("id", None)
-                self._send_ch.send_nowait(encode_frame(hello, self.max_frame))
+                self._out.append(encode_frame(hello, self.max_frame))
                 self._queued += 1
             nursery.start_soon(self._tasks)
         except BaseException:
@@ -985,11 +1007,12 @@ class RpcClient:
     def _fail(self, error: RpcError) -> None:
         if self._error is None:
             self._error = error
-        for waiter in self._pending.values():
-            waiter.error = self._error
-            waiter.event.set()
+        pending = list(self._pending.values())
         self._pending.clear()
-        self._recv_ch.close()
+        for waiter in pending:
+            waiter.error = self._error
+            waiter.settle()
+        self._space_lot.unpark_all()
         self._scope.cancel()
 
     def _lost(self) -> RpcError:
@@ -1019,7 +1042,7 @@ class RpcClient:
                 if w.deadline <= now:
                     del self._pending[rid]
                     w.timed_out = True
-                    w.event.set()
+                    w.settle()
                 elif w.deadline < nxt:
                     nxt = w.deadline
             self._watch_at = nxt
@@ -1028,78 +1051,107 @@ class RpcClient:
                 await self._watch_wake.wait()
 
     async def _reader(self) -> None:
-        assert self._fs is not None
+        fs = self._fs
+        assert fs is not None
+        pending = self._pending
         try:
             while True:
-                frame = await self._fs.receive()
-                if frame is None:
+                frames = await fs.receive_many()
+                if not frames:
                     self._fail(ConnectionLost("server closed the connection"))
                     return
-                rid = frame.get("id")
-                if rid is None:
-                    if frame["t"] == "error":
-                        self._fail(RemoteError.from_frame(frame))
-                        return
-                    if frame["t"] == "challenge":
-                        msg = "the node requires a cluster token (--token / RKV_CLUSTER_TOKEN)"
-                        self._fail(RemoteError(auth.E_AUTH_FAILED, msg))
-                        return
-                    log.debug("ignoring unsolicited %r frame", frame["t"])
-                    continue
-                waiter = self._pending.pop(rid, None)
-                if waiter is None:
-                    continue  # the answer to a call that already timed out
-                waiter.frame = frame
-                waiter.event.set()
+                for frame in frames:
+                    rid = frame.get("id")
+                    if rid is None:
+                        if frame["t"] == "error":
+                            self._fail(RemoteError.from_frame(frame))
+                            return
+                        if frame["t"] == "challenge":
+                            msg = "the node requires a cluster token (--token / RKV_CLUSTER_TOKEN)"
+                            self._fail(RemoteError(auth.E_AUTH_FAILED, msg))
+                            return
+                        log.debug("ignoring unsolicited %r frame", frame["t"])
+                        continue
+                    waiter = pending.pop(rid, None)
+                    if waiter is None:
+                        continue  # the answer to a call that already timed out
+                    waiter.frame = frame
+                    waiter.settle()
         except FrameError as exc:
             self._fail(ConnectionLost(f"garbage from {self.host}:{self.port}: {exc}"))
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._fail(ConnectionLost(f"connection to {self.host}:{self.port} lost: {exc!r}"))
 
     async def _writer(self) -> None:
-        assert self._fs is not None
+        """Writes everything queued in `_out`, once per loop turn at most: small frames joined
+        (up to _JOIN_MAX bytes a write), large ones as they are."""
+        fs = self._fs
+        assert fs is not None
         try:
-            async for first in self._recv_ch:
-                batch = [first]
-                while len(batch) < _MAX_BATCH:
-                    try:
-                        batch.append(self._recv_ch.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                await self._fs.send_encoded(batch)
-                self._queued -= len(batch)
+            while True:
+                if not self._out:
+                    await self._writer_lot.park()
+                    continue
+                batch, self._out = self._out, []
+                self._space_lot.unpark_all()
+                count = len(batch)
+                batch.reverse()
+                while batch:
+                    # Small frames are joined into one write; large ones go as they are (a
+                    # join would copy them, and an upload's window of them at once).
+                    data = batch.pop()
+                    if len(data) < _JOIN_MAX and batch:
+                        parts, size = [data], len(data)
+                        while batch and size + len(batch[-1]) <= _JOIN_MAX:
+                            parts.append(batch.pop())
+                            size += len(parts[-1])
+                        data = b"".join(parts) if len(parts) > 1 else data
+                    n = fs.try_send_now(data)
+                    if n < len(data):
+                        with memoryview(data) as view:
+                            await fs.send_raw(view[n:])
+                self._queued -= count
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             self._fail(ConnectionLost(f"connection to {self.host}:{self.port} lost: {exc!r}"))
 
-    async def _write(self, data: bytes) -> None:
-        """Send whole frames: written at once from the calling task when nothing is queued
-        and the socket takes them (no wake-up of the writer task: cheaper per call), else
-        queued for the writer. Raises BrokenResourceError/ClosedResourceError when the
-        writer is gone."""
-        assert self._fs is not None
-        if self._queued == 0:
+    def _hand_over(self, data: bytes) -> None:
+        self._out.append(data)
+        self._queued += 1
+        if len(self._out) == 1:
+            self._writer_lot.unpark()
+
+    def _send_now(self, data: bytes, alone: bool) -> bool:
+        """Send whole frames without waiting: written at once from the calling task when
+        nothing is queued, `alone` (no other call outstanding: nobody else will write in this
+        loop turn) and the socket takes them (no wake-up of the writer task), else queued for
+        the writer, which writes all that is queued at once. False when the queue is full
+        (then `_send_later`); raises ClosedResourceError when the connection has failed."""
+        if self._queued == 0 and alone:
+            assert self._fs is not None
             n = self._fs.try_send_now(data)
             if n == len(data):
-                return
+                return True
             if n:
-                # The tail of a frame must be the next bytes on the wire: queue it without
-                # waiting and where no cancellation can drop it.
-                self._queued += 1
-                try:
-                    self._send_ch.send_nowait(data[n:])
-                except trio.WouldBlock:
-                    with trio.CancelScope(shield=True):
-                        await self._send_ch.send(data[n:])
-                except BaseException:
-                    self._queued -= 1
-                    raise
-                return
-        self._queued += 1
-        try:
-            await self._send_ch.send(data)
-        except BaseException:
-            self._queued -= 1
-            raise
+                # The tail of a frame must be the next bytes on the wire: queued without
+                # waiting, so no cancellation can drop it.
+                self._hand_over(data[n:])
+                return True
+        if len(self._out) >= self.max_inflight:
+            return False
+        if self._error is not None:
+            raise trio.ClosedResourceError
+        self._hand_over(data)
+        return True
+
+    async def _send_later(self, data: bytes) -> None:
+        """Queue `data` for the writer once the queue has room."""
+        while len(self._out) >= self.max_inflight:
+            if self._error is not None:
+                raise trio.ClosedResourceError
+            await self._space_lot.park()
+        if self._error is not None:
+            raise trio.ClosedResourceError
+        self._hand_over(data)
 
     async def call(self, frame: Frame, timeout: float | None = None) -> Frame:
         """Send a request and return the response frame.
@@ -1112,29 +1164,27 @@ class RpcClient:
         if self._error is not None or self._fs is None:
             raise self._lost() if self._fs is not None else ConnectionLost("not connected")
         rid = next(self._ids)
-        data = encode_frame({**frame, "id": rid}, self.max_frame)
+        data = encode_request(frame, rid, self.max_frame)
         self._calls += 1
         waiter = _Waiter()
         limit = self.timeout if timeout is None else timeout
         if limit is None:
             limit = math.inf
         try:
-            # Nearly always a slot is free and the frame fits the socket: then no cancel
-            # scope (the watchdog times the call out) and no wait for the slot.
+            # Nearly always a slot is free: then no cancel scope (the watchdog times the call
+            # out) and no wait for the slot.
             self._slots.acquire_nowait()
         except trio.WouldBlock:
             with trio.move_on_after(limit):
                 async with self._slots:
-                    await self._exchange(rid, data, waiter, trio.current_time() + limit)
+                    await self._exchange(rid, data, waiter)
         else:
             try:
-                await self._exchange(
-                    rid, data, waiter, trio.current_time() + limit, by_watchdog=True
-                )
+                await self._exchange(rid, data, waiter, limit)
             finally:
                 self._slots.release()
-        if waiter.frame is not None:
-            reply = waiter.frame
+        reply = waiter.frame
+        if reply is not None:
             if reply["t"] == "error":
                 raise RemoteError.from_frame(reply)
             return reply
@@ -1146,27 +1196,37 @@ class RpcClient:
         raise RpcTimeout(f"no answer to {frame.get('t')!r} within {limit} seconds")
 
     async def _exchange(
-        self, rid: int, data: bytes, waiter: _Waiter, deadline: float, *, by_watchdog: bool = False
+        self, rid: int, data: bytes, waiter: _Waiter, limit: float | None = None
     ) -> None:
-        """Send request `rid` and wait for its answer, an error, or (`by_watchdog`) for the
-        watchdog to time it out at `deadline`; the caller holds a slot."""
+        """Send request `rid` and wait for its answer, an error, or (with `limit`) for the
+        watchdog to time it out `limit` seconds from now; the caller holds a slot."""
         if self._error is not None:
             raise self._lost()
-        if by_watchdog:
-            waiter.deadline = deadline
-            if deadline - trio.current_time() < self._min_limit:
-                self._min_limit = max(deadline - trio.current_time(), 1e-3)
+        if limit is not None:
+            deadline = waiter.deadline = trio.current_time() + limit
+            if limit < self._min_limit:
+                self._min_limit = max(limit, 1e-3)
             if deadline < self._watch_at:
                 self._watch_wake.set()
-        self._pending[rid] = waiter
+        pending = self._pending
+        alone = not pending
+        pending[rid] = waiter
         try:
             try:
-                await self._write(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                if not self._send_now(data, alone):
+                    await self._send_later(data)
+            except trio.ClosedResourceError:
                 raise self._lost() from None
-            await waiter.event.wait()
+            if not waiter.settled:
+                waiter.task = trio.lowlevel.current_task()
+
+                def abort(_: object) -> trio.lowlevel.Abort:
+                    waiter.task = None
+                    return trio.lowlevel.Abort.SUCCEEDED
+
+                await trio.lowlevel.wait_task_rescheduled(abort)
         finally:
-            self._pending.pop(rid, None)
+            pending.pop(rid, None)
 
     async def send_oneway(self, frame: Frame) -> None:
         """Queue a frame that gets no answer (waits only when the send queue is full)."""
@@ -1176,6 +1236,7 @@ class RpcClient:
         if self._error is not None or self._fs is None:
             raise self._lost() if self._fs is not None else ConnectionLost("not connected")
         try:
-            await self._write(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if not self._send_now(data, not self._pending):
+                await self._send_later(data)
+        except trio.ClosedResourceError:
             raise self._lost() from None

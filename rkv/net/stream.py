@@ -47,6 +47,9 @@ class FramedStream:
         self._frames: deque[Frame] = deque()
         self._send_lock = trio.StrictFIFOLock()
         self._eof = False
+        sock = getattr(stream, "socket", None)
+        self._socket = sock if isinstance(sock, trio.socket.SocketType) else None
+        """The plain socket under the stream (None under TLS): `receive_many` reads it."""
 
     async def send(self, frame: Frame) -> None:
         await self.send_encoded([encode_frame(frame, self.max_frame)])
@@ -59,6 +62,14 @@ class FramedStream:
     async def send_encoded(self, chunks: Iterable[bytes]) -> None:
         """Write already encoded frames (see `framing.encode_frame`) in one `send_all`."""
         data = b"".join(chunks)
+        if not data:
+            return
+        async with self._send_lock:
+            await self.stream.send_all(data)
+
+    async def send_raw(self, data: bytes | memoryview) -> None:
+        """Write `data` as it is (whole frames, or the rest of frames begun with
+        `try_send_now`): no join, no copy."""
         if not data:
             return
         async with self._send_lock:
@@ -180,6 +191,50 @@ class FramedStream:
                 last_data = trio.current_time()
                 if frame_started is None:
                     frame_started = last_data
+
+    async def receive_many(self) -> list[Frame]:
+        """Every frame that has arrived, waiting (without a deadline) for at least one; []
+        on a clean EOF. Raises what `receive` raises, and BrokenResourceError for a socket
+        error. For a reader that takes frames in bulk (an RPC client's answers).
+
+        On a plain socket it waits for readability and then reads the descriptor itself:
+        one read per wake-up instead of trio's failed read, wait and read again (it tries
+        the read first only after one that filled the buffer, when more is likely there)."""
+        if self._frames:
+            out = list(self._frames)
+            self._frames.clear()
+            return out
+        frames = self._decoder.feed()
+        if frames:
+            return frames
+        fd = -1 if self._socket is None else self._socket.fileno()
+        try_first = False
+        while True:
+            if self._eof:
+                if self._decoder.in_frame:
+                    raise FrameError(E_TRUNCATED, "connection closed in the middle of a frame")
+                return []
+            if fd < 0:
+                data = await self.stream.receive_some(RECEIVE_CHUNK)
+            else:
+                if not try_first:
+                    await trio.lowlevel.wait_readable(fd)
+                try:
+                    data = os.read(fd, RECEIVE_CHUNK)
+                except BlockingIOError:
+                    try_first = False
+                    continue
+                except OSError as exc:
+                    raise trio.BrokenResourceError(f"socket read failed: {exc!r}") from exc
+                try_first = len(data) == RECEIVE_CHUNK
+                if try_first:
+                    await trio.lowlevel.checkpoint()
+            if not data:
+                self._eof = True
+                continue
+            frames = self._decoder.feed(data)
+            if frames:
+                return frames
 
     async def peek(
         self,

@@ -24,6 +24,7 @@ from rkv.net.framing import (
     FrameError,
     encode_frame,
     encode_frames,
+    encode_request,
     error_frame,
 )
 
@@ -76,6 +77,43 @@ def test_round_trip_adds_version(body: dict[str, Any]) -> None:
 def test_encode_local_misuse_raises(body: Any, exc: type[Exception]) -> None:
     with pytest.raises(exc):
         encode_frame(body, max_frame=100)
+
+
+@pytest.mark.parametrize(
+    ("body", "exc"),
+    [
+        (["t", "x"], TypeError),
+        ({"id": 1}, TypeError),
+        ({"t": 5}, TypeError),
+        ({"t": "x", "obj": object()}, TypeError),
+        ({"t": "x", "big": 2**64}, TypeError),
+        ({"t": "x", "blob": b"y" * 200}, ValueError),
+    ],
+)
+def test_encode_request_misuse_raises_as_encode_frame(body: Any, exc: type[Exception]) -> None:
+    with pytest.raises(exc):
+        encode_request(body, 1, max_frame=100)
+
+
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["t", "v", "id", "k", "val", "s"]),
+        st.one_of(st.integers(0, 2**63), st.binary(max_size=8), st.text(max_size=4)),
+    ),
+    t=st.text(max_size=8),
+    rid=st.integers(0, 2**63),
+)
+def test_encode_request_is_encode_frame_with_the_id(body: dict[str, Any], t: str, rid: int) -> None:
+    body = {**body, "t": t}
+    before = dict(body)
+    assert encode_request(body, rid) == encode_frame({**body, "id": rid})
+    assert body == before  # the caller's frame is untouched (retries resend it)
+
+
+@pytest.mark.parametrize("max_frame", [0, -1, 2**32, 1.5, True])
+def test_encode_request_bad_max_frame_rejected(max_frame: Any) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        encode_request({"t": "x"}, 1, max_frame=max_frame)
 
 
 def test_max_frame_boundary_is_inclusive() -> None:
