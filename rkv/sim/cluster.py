@@ -384,7 +384,7 @@ class Cluster(ReadyLoopMixin, ClientsMixin, FaultsMixin, ChecksMixin):
             node.epoch += 1
             self._start(node)
 
-    # -- faults ------------------------------------------------------------------------------
+    # -- the leader ---------------------------------------------------------------------------
 
     def _leader(self) -> SimNode | None:
         best = None

@@ -4,9 +4,9 @@ Owns: starting and crashing a node, delivering a message (staging a snapshot's s
 first), sending a Ready's messages through the network, the Ready loop of rkv.node in
 virtual time (take a Ready, write with the disk's latency, finish, answer), the lease
 driver's step between Readies, the apply backlog, snapshot installs and compaction.
-Must not: choose faults (faults.py), model clients (clients.py), or draw from the run's
-random generator except where the original order of the run requires it: every draw is
-part of what a seed means.
+Must not: choose faults (faults.py) or model clients (clients.py). Its draws from the
+run's random generator are in the order they always were: every draw is part of what a
+seed means.
 """
 
 from __future__ import annotations
