@@ -1,7 +1,7 @@
 """`bench floor`: what the machine itself charges for the parts of a replicated put.
 
 Owns: timing, on this disk and this kernel, (1) a durable LMDB commit of one small put the way
-rkv's store makes one (rkv/store/env.py: sync=True, metasync=False, then env.sync(True): data
+rkv's store makes one (rkv/store/lmdb_base.py: sync=True, metasync=False, then env.sync(True): data
 flush + meta flush) and with one flush only (the commit without the extra sync), each with one
 writer and with three writers at once in separate processes, each on an environment of its
 own, running free and in lockstep (every operation starts when all three are ready, as three
@@ -139,7 +139,7 @@ def _disk_samples(
         return out
     import lmdb
 
-    # rkv/store/env.py's options; the commit is then followed by env.sync(True) for "lmdb".
+    # rkv/store/lmdb_base.py's options; the commit is then followed by env.sync(True) for "lmdb".
     env = lmdb.open(
         str(path / "env"),
         map_size=1 << 30,

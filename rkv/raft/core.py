@@ -7,6 +7,12 @@ configuration is in force, and when a change may be proposed). Its outputs accum
 in `msgs` and `read_states`; RawNode turns them into a Ready. Must not: do I/O, read clocks,
 use global randomness, or iterate unordered collections (peers are visited in sorted order).
 
+Its parts are functions of the Raft object, bound as its methods here (so the class, its
+attributes and its method names are as before), by concern: elections.py (roles, campaigns,
+votes, transfer, recovery), replication.py (appends, progress, commit), readindex.py and
+membership.py. This module keeps the state, the helpers, ticks and the dispatch of
+messages by role.
+
 Follows etcd-io/raft's raft.go closely; differences are commented where they matter.
 """
 
@@ -14,45 +20,29 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import dataclass
-from enum import IntEnum
 
-from rkv.raft import confchange, quorum
-from rkv.raft.confchange import ConfChange, ConfChangeEntry, ConfChangeError
+from rkv.raft import elections, membership, quorum, readindex, replication
 from rkv.raft.config import Config
-from rkv.raft.errors import ConfChangeRefused, LogSafetyError, ProposalDropped
+from rkv.raft.elections import TRANSFER_CONTEXT, CampaignKind
 from rkv.raft.log import RaftLog
-from rkv.raft.progress import PROBE, REPLICATE, Progress
+from rkv.raft.progress import REPLICATE, Progress
 from rkv.raft.progress import SNAPSHOT as SNAPSHOT_SENT
-from rkv.raft.recovery import ANSWER_MARK, Recovery
+from rkv.raft.readindex import _PendingRead
+from rkv.raft.recovery import Recovery
 from rkv.raft.storage import Storage
 from rkv.raft.types import (
-    CANDIDATE,
-    CONF_CHANGE,
     FOLLOWER,
     LEADER,
     MT,
     NONE,
-    NORMAL,
     PRE_CANDIDATE,
     ConfState,
-    Entry,
-    EntryType,
     Message,
     NodeId,
     ReadState,
-    Snapshot,
 )
 
-TRANSFER_CONTEXT = b"transfer"
-"""VOTE.context of an election started by TIMEOUT_NOW: voters bypass their leader lease."""
-
-
-class CampaignKind(IntEnum):
-    PRE_ELECTION = 0
-    ELECTION = 1
-    TRANSFER = 2
-
+__all__ = ["IMMEDIATE_TYPES", "TRANSFER_CONTEXT", "CampaignKind", "Raft"]
 
 IMMEDIATE_TYPES = frozenset(
     {
@@ -81,22 +71,6 @@ _RESPONSE_TO = {
     MT.VOTE: MT.VOTE_RESP,
     MT.PRE_VOTE: MT.PRE_VOTE_RESP,
 }
-
-
-@dataclass(slots=True)
-class _PendingRead:
-    ctx: bytes
-    frm: NodeId
-    index: int
-    round: int = 0
-
-
-def _round_ctx(round_id: int) -> bytes:
-    return round_id.to_bytes(8, "big")
-
-
-def _round_of(ctx: bytes) -> int | None:
-    return int.from_bytes(ctx, "big") if len(ctx) == 8 else None
 
 
 class Raft:
@@ -241,119 +215,6 @@ class Raft:
     def committed_in_current_term(self) -> bool:
         return self.log.term(self.log.committed) == self.term
 
-    # -- role transitions -------------------------------------------------------------------
-
-    def become_follower(self, term: int, leader: NodeId) -> None:
-        # The election timer is deliberately not reset here (checklist: only on granting a
-        # vote, hearing the current leader, or starting an election).
-        if term != self.term:
-            self.term = term
-            self.vote = NONE
-            self._transfer_after_apply = False
-            self._drop_stale_responses()
-        self.role = FOLLOWER
-        self.leader = leader
-        self.lead_transferee = NONE
-        self.votes = {}
-        self.prs = {}
-        self._clear_reads()
-
-    def _become_pre_candidate(self) -> None:
-        # term and vote are untouched: a PreVote round changes nobody's durable state
-        self.role = PRE_CANDIDATE
-        self.leader = NONE
-        self.votes = {}
-        self.prs = {}
-        self._clear_reads()
-
-    def _become_candidate(self) -> None:
-        if self.role == LEADER:  # pragma: no cover - guarded by callers
-            raise LogSafetyError("a leader cannot become candidate")
-        self.term += 1
-        self.vote = self.id
-        self._drop_stale_responses()
-        self.role = CANDIDATE
-        self.leader = NONE
-        self.votes = {}
-        self.prs = {}
-        self._clear_reads()
-
-    def _become_leader(self) -> None:
-        self.role = LEADER
-        self.leader = self.id
-        self.lead_transferee = NONE
-        self.heartbeat_elapsed = 0
-        self.election_elapsed = 0
-        self.votes = {}
-        last = self.log.last_index()
-        cap = self.cfg.max_inflight_msgs
-        self.prs = {m: Progress(last + 1, cap) for m in self.members()}
-        # a change inherited in the log may still be uncommitted: none until all is applied
-        self.pending_conf_index = last
-        self._transfer_after_apply = False
-        me = self.prs.get(self.id)
-        if me is not None:
-            me.match = self.log.persisted_last()
-            me.recent_active = True
-            me.become_replicate()
-            me.next = last + 1
-        self._clear_reads()
-        # the no-op: commits earlier-term entries and enables ReadIndex (Figure 8, §6.4)
-        self._append_entries([b""])
-
-    def _clear_reads(self) -> None:
-        self._reads_waiting_commit = []
-        self._reads_unsent = []
-        self._reads_in_round = deque()
-        self._round_acks = {}
-
-    # -- campaigns --------------------------------------------------------------------------
-
-    def hup(self, kind: CampaignKind | None = None) -> None:
-        """Start an election (a PreVote round first when configured)."""
-        if self.role == LEADER or not self.promotable() or self.recovery is not None:
-            return
-        if self._unapplied_conf_change():
-            # The configuration may be about to change under us: a candidate counting votes
-            # with the old one could win without a majority of the new one. Wait for apply.
-            if kind == CampaignKind.TRANSFER:
-                self._transfer_after_apply = True
-            return
-        if kind is None:
-            kind = CampaignKind.PRE_ELECTION if self.cfg.pre_vote else CampaignKind.ELECTION
-        self._campaign(kind)
-
-    def _campaign(self, kind: CampaignKind) -> None:
-        if kind == CampaignKind.PRE_ELECTION:
-            self._become_pre_candidate()
-            vote_type, term = MT.PRE_VOTE, self.term + 1
-        else:
-            self._become_candidate()
-            vote_type, term = MT.VOTE, self.term
-        self._reset_election_timer()
-        self.votes[self.id] = True
-        result = quorum.vote_result(self.voters, self.votes)
-        if result == quorum.VoteResult.WON:
-            if kind == CampaignKind.PRE_ELECTION:
-                self._campaign(CampaignKind.ELECTION)
-            else:
-                self._become_leader()
-            return
-        ctx = TRANSFER_CONTEXT if kind == CampaignKind.TRANSFER else b""
-        last, last_term = self.log.last_index(), self.log.last_term()
-        for peer in self.voter_peers():
-            self._send(
-                Message(
-                    vote_type,
-                    to=peer,
-                    frm=self.id,
-                    term=term,
-                    index=last,
-                    log_term=last_term,
-                    context=ctx,
-                )
-            )
-
     # -- tick -------------------------------------------------------------------------------
 
     def tick(self) -> None:
@@ -471,31 +332,6 @@ class Raft:
         else:
             self._step_candidate(m)
 
-    def _handle_vote_request(self, m: Message) -> None:
-        pre = m.type == MT.PRE_VOTE
-        rec = self.recovery
-        if rec is not None and not rec.may_vote(m.term, (m.log_term, m.index)):
-            # a term its earlier self may have voted in, or a candidate that may lack entries
-            # its earlier self helped commit (rkv.raft.recovery)
-            can_vote = False
-        elif pre and self.in_lease():
-            # PreVote is granted only if no leader was heard within the election timeout
-            can_vote = False
-        else:
-            can_vote = (
-                self.vote == m.frm
-                or (self.vote == NONE and self.leader == NONE)
-                or (pre and m.term > self.term)
-            )
-        resp = MT.PRE_VOTE_RESP if pre else MT.VOTE_RESP
-        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
-            self._send(Message(resp, to=m.frm, frm=self.id, term=m.term))
-            if not pre:
-                self._reset_election_timer()
-                self.vote = m.frm
-        else:
-            self._send(Message(resp, to=m.frm, frm=self.id, term=self.term, reject=True))
-
     def _step_follower(self, m: Message) -> None:
         t = m.type
         if t in _FROM_LEADER:
@@ -539,186 +375,6 @@ class Raft:
         elif result == quorum.VoteResult.LOST:
             self.become_follower(self.term, NONE)
 
-    # -- follower handlers ------------------------------------------------------------------
-
-    def _handle_append(self, m: Message) -> None:
-        log = self.log
-        if m.index < log.committed:
-            self._send(
-                Message(MT.APPEND_RESP, to=m.frm, frm=self.id, term=self.term, index=log.committed)
-            )
-            return
-        last_new = log.maybe_append(m.index, m.log_term, m.commit, m.entries)
-        if last_new is not None:
-            self._send(
-                Message(MT.APPEND_RESP, to=m.frm, frm=self.id, term=self.term, index=last_new)
-            )
-            return
-        hint, hint_term = self._reject_hint(m.index)
-        self._send(
-            Message(
-                MT.APPEND_RESP,
-                to=m.frm,
-                frm=self.id,
-                term=self.term,
-                index=m.index,
-                reject=True,
-                reject_hint=hint,
-                log_term=hint_term,
-            )
-        )
-
-    def _reject_hint(self, rejected: int) -> tuple[int, int]:
-        """(first index of the conflicting term, that term), or (last index, 0) if shorter.
-
-        Entries at or below commit match the leader's, so the search starts after commit.
-        """
-        log = self.log
-        last = log.last_index()
-        if rejected > last:
-            return last, 0
-        t = log.term(rejected)
-        assert t is not None  # rejected > committed >= snapshot index
-        first = log.first_index_of_term(t, log.committed + 1, rejected)
-        return first, t
-
-    def _handle_heartbeat(self, m: Message) -> None:
-        # The leader sends min(commit, our match), which we hold durably. Also while this
-        # storage recovers: it follows only leaders of terms above every answered one, which
-        # never counted a match of its earlier self (rkv.raft.recovery).
-        self.log.commit_to(min(m.commit, self.log.last_index()))
-        self._send(
-            Message(MT.HEARTBEAT_RESP, to=m.frm, frm=self.id, term=self.term, context=m.context)
-        )
-
-    def _handle_snapshot(self, m: Message) -> None:
-        snap = m.snapshot
-        if snap is None:
-            return
-        log = self.log
-        idx, term = snap.meta.index, snap.meta.term
-        if idx > log.committed:
-            if log.match_term(idx, term):
-                # we already have the snapshot's last entry: just fast-forward the commit
-                log.commit_to(idx)
-            else:
-                log.restore(snap)
-                if snap.meta.voters:
-                    self._conf_base = snap.meta.conf
-                    self._conf_base_index = idx
-                    self._conf_history = []
-                    self._switch_conf(snap.meta.conf)
-                self._send(
-                    Message(
-                        MT.APPEND_RESP,
-                        to=m.frm,
-                        frm=self.id,
-                        term=self.term,
-                        index=log.last_index(),
-                    )
-                )
-                return
-        self._send(
-            Message(MT.APPEND_RESP, to=m.frm, frm=self.id, term=self.term, index=log.committed)
-        )
-
-    # -- recovery (rkv.raft.recovery) -------------------------------------------------------
-
-    def _tick_recovery(self) -> None:
-        rec = self.recovery
-        assert rec is not None
-        if rec.knows_term:
-            return  # every voter answered: only catching up is left
-        rec.elapsed += 1
-        # Every heartbeat: a new cluster's nodes then all finish within a few heartbeats of
-        # each other, before any election timeout, so none is left waiting for a leader's
-        # answer when that leader is lost right after the first election.
-        if rec.elapsed and rec.elapsed < self.cfg.heartbeat_tick:
-            return
-        rec.elapsed = 0
-        for peer in self.voter_peers():
-            self._send(Message(MT.RECOVER, to=peer, frm=self.id, term=self.term, context=rec.nonce))
-
-    def _answer_recover(self, m: Message) -> None:
-        if self.role == LEADER and m.frm in self.prs:
-            # Its log is new: what we knew it to match is gone (a stale match would make us
-            # ignore its rejections as stale, and it would never catch up). Probe afresh.
-            self.prs[m.frm] = Progress(self.log.last_index() + 1, self.cfg.max_inflight_msgs)
-        self._send(
-            Message(
-                MT.RECOVER_RESP,
-                to=m.frm,
-                frm=self.id,
-                term=self.term,
-                log_term=self.log.last_term(),
-                index=self.log.last_index(),
-                context=m.context + ANSWER_MARK,
-            )
-        )
-
-    def _on_recover_answer(self, m: Message, rec: Recovery) -> None:
-        if rec.knows_term:
-            return
-        rec.on_answer(m.frm, m.term, (m.log_term, m.index))
-        term = rec.decide(self.id, self.voters)
-        if term is None:
-            return
-        if term == 0:
-            self.recovery = None  # nobody ever left term 0: nothing to forget
-            return
-        if rec.first_term() > self.term:
-            # Acknowledge only leaders of terms above every answered one: a leader of T or
-            # older may count an acknowledgement of our earlier self (rkv.raft.recovery).
-            self.become_follower(rec.first_term(), NONE)
-        self._maybe_recovered(rec)
-
-    def _maybe_recovered(self, rec: Recovery) -> None:
-        if rec.caught_up((self.log.last_term(), self.log.last_index())):
-            self.recovery = None
-
-    # -- leader -----------------------------------------------------------------------------
-
-    def propose(self, data: bytes) -> int:
-        if self.role != LEADER:
-            raise ProposalDropped("not the leader", self.leader)
-        if self.lead_transferee != NONE:
-            raise ProposalDropped("leadership transfer in progress", self.id)
-        return self._append_entries([data])
-
-    def _append_entries(self, datas: list[bytes], type: EntryType = NORMAL) -> int:
-        last = self.log.last_index()
-        term = self.term
-        ents = [
-            Entry(term=term, index=last + 1 + k, data=d, type=type) for k, d in enumerate(datas)
-        ]
-        last = self.log.append(ents)
-        # followers get these at the next flush (one APPEND per follower per Ready); our own
-        # copy counts toward commit only once advance() reports it durable
-        self.need_flush = True
-        return last
-
-    def on_persisted(self) -> None:
-        """Called by RawNode.advance() after entries became durable."""
-        if self.role != LEADER:
-            return
-        me = self.prs.get(self.id)
-        if me is not None and me.maybe_update(self.log.persisted_last()):
-            self._maybe_commit()
-
-    def _maybe_commit(self) -> bool:
-        match = {v: pr.match for v, pr in self.prs.items()}
-        mci = quorum.committed_index(self.voters, match)
-        if mci <= self.log.committed or self.log.term(mci) != self.term:
-            # only current-term entries are committed by counting replicas (Figure 8)
-            return False
-        self.log.commit_to(mci)
-        self.need_flush = True
-        if self._reads_waiting_commit:
-            waiting, self._reads_waiting_commit = self._reads_waiting_commit, []
-            for ctx, frm in waiting:
-                self._leader_read(ctx, frm)
-        return True
-
     def _step_leader(self, m: Message) -> None:
         t = m.type
         pr = self.prs.get(m.frm)
@@ -739,312 +395,53 @@ class Raft:
             self._handle_read_ack(m)
         # VOTE_RESP/PRE_VOTE_RESP of our own election, TIMEOUT_NOW etc.: nothing to do
 
-    def _handle_append_resp(self, m: Message, pr: Progress) -> None:
-        if m.reject:
-            next_hint = self._next_probe(m)
-            if pr.maybe_decr_to(m.index, next_hint):
-                self.need_flush = True
-            return
-        updated = pr.maybe_update(m.index)
-        if not updated and not (pr.state == PROBE and pr.match == m.index):
-            return  # stale
-        if pr.state == PROBE:
-            pr.become_replicate()
-        elif pr.state == SNAPSHOT_SENT:
-            if pr.match + 1 >= self.log.first_index():
-                pr.become_probe()
-                pr.become_replicate()
-        else:
-            pr.inflights.free_le(m.index)
-        self._maybe_commit()
-        self.need_flush = True
-        if m.frm == self.lead_transferee and pr.match == self.log.last_index():
-            self._send_timeout_now(m.frm)
+    # -- roles, campaigns, votes, leadership transfer, recovery (elections.py) -----------
 
-    def _next_probe(self, m: Message) -> int:
-        """Where to probe next after a rejection, skipping whole terms."""
-        if m.log_term == 0:
-            return m.reject_hint + 1
-        found = self.log.last_index_with_term_at_most(m.log_term, m.index)
-        if found is not None and found[1] == m.log_term:
-            # we have the follower's conflicting term up to found[0]: it matches there
-            return found[0] + 1
-        return m.reject_hint
+    become_follower = elections.become_follower
+    _become_pre_candidate = elections._become_pre_candidate
+    _become_candidate = elections._become_candidate
+    _become_leader = elections._become_leader
+    hup = elections.hup
+    _campaign = elections._campaign
+    _handle_vote_request = elections._handle_vote_request
+    _tick_recovery = elections._tick_recovery
+    _answer_recover = elections._answer_recover
+    _on_recover_answer = elections._on_recover_answer
+    _maybe_recovered = elections._maybe_recovered
+    _send_timeout_now = elections._send_timeout_now
+    transfer_leader = elections.transfer_leader
 
-    def flush(self) -> None:
-        """Send what proposals, acks and commits made due: at most one batch per follower."""
-        if self.role != LEADER:
-            self.need_flush = False
-            return
-        if self.need_flush:
-            self.need_flush = False
-            for peer in self.peers():
-                while self._maybe_send_append(peer):
-                    pass
-        if self._reads_unsent:
-            self._read_round += 1
-            rid = self._read_round
-            for r in self._reads_unsent:
-                r.round = rid
-            self._reads_in_round.extend(self._reads_unsent)
-            self._reads_unsent = []
-            self._round_acks[rid] = {self.id}
-            self._bcast_heartbeat(_round_ctx(rid))
+    # -- appends, progress, the commit rule (replication.py) -----------------------------
 
-    def _maybe_send_append(self, to: NodeId) -> bool:
-        """Send one APPEND (or SNAPSHOT) to `to` if due; True if another may follow at once."""
-        pr = self.prs[to]
-        if pr.is_paused():
-            return False
-        log = self.log
-        last = log.last_index()
-        prev = pr.next - 1
-        prev_term = log.term(prev)
-        if prev_term is None:
-            self._send_snapshot(to, pr)
-            return False
-        # prev >= first_index - 1 here, so nothing below is compacted
-        ents = log.slice(pr.next, last + 1, self.cfg.max_size_per_msg)
-        commit = log.committed
-        if not ents:
-            lagging = pr.sent_commit < min(commit, pr.match)
-            probing = pr.state == PROBE and pr.match < prev
-            if not (lagging or probing or pr.nudge):
-                return False
-        pr.nudge = False
-        self._send(
-            Message(
-                MT.APPEND,
-                to=to,
-                frm=self.id,
-                term=self.term,
-                index=prev,
-                log_term=prev_term,
-                entries=tuple(ents),
-                commit=commit,
-            )
-        )
-        sent_last = prev + len(ents)
-        pr.sent_commit = max(pr.sent_commit, min(commit, sent_last))
-        if ents:
-            pr.sent_entries(sent_last)
-            return pr.state == REPLICATE and sent_last < last
-        if pr.state == PROBE:
-            pr.probe_sent = True
-        return False
+    _handle_append = replication._handle_append
+    _reject_hint = replication._reject_hint
+    _handle_heartbeat = replication._handle_heartbeat
+    _handle_snapshot = replication._handle_snapshot
+    propose = replication.propose
+    _append_entries = replication._append_entries
+    on_persisted = replication.on_persisted
+    _maybe_commit = replication._maybe_commit
+    _handle_append_resp = replication._handle_append_resp
+    _next_probe = replication._next_probe
+    flush = replication.flush
+    _maybe_send_append = replication._maybe_send_append
+    _send_snapshot = replication._send_snapshot
+    _bcast_heartbeat = replication._bcast_heartbeat
 
-    def _send_snapshot(self, to: NodeId, pr: Progress) -> None:
-        snap: Snapshot = self.log.snapshot()
-        if snap.is_empty():  # pragma: no cover - storage compacted without a snapshot
-            raise LogSafetyError(f"follower {to} needs compacted entries but no snapshot exists")
-        pr.become_snapshot(snap.meta.index)
-        self._send(
-            Message(
-                MT.SNAPSHOT,
-                to=to,
-                frm=self.id,
-                term=self.term,
-                index=snap.meta.index,
-                log_term=snap.meta.term,
-                snapshot=snap,
-            )
-        )
+    # -- ReadIndex, leader side (readindex.py) -------------------------------------------
 
-    def _bcast_heartbeat(self, ctx: bytes | None = None) -> None:
-        if ctx is None:
-            # re-confirm the newest unconfirmed read round, in case its heartbeats were lost
-            ctx = _round_ctx(self._read_round) if self._reads_in_round else b""
-        commit = self.log.committed
-        for peer in self.peers():
-            pr = self.prs[peer]
-            self._send(
-                Message(
-                    MT.HEARTBEAT,
-                    to=peer,
-                    frm=self.id,
-                    term=self.term,
-                    commit=min(pr.match, commit),
-                    context=ctx,
-                )
-            )
+    _clear_reads = readindex._clear_reads
+    read_index = readindex.read_index
+    _leader_read = readindex._leader_read
+    _handle_read_ack = readindex._handle_read_ack
+    _answer_read = readindex._answer_read
 
-    def _send_timeout_now(self, to: NodeId) -> None:
-        self._send(Message(MT.TIMEOUT_NOW, to=to, frm=self.id, term=self.term))
+    # -- membership (membership.py) ------------------------------------------------------
 
-    def transfer_leader(self, to: NodeId) -> None:
-        if self.role != LEADER:
-            raise ProposalDropped("not the leader", self.leader)
-        if to not in self.voters:
-            raise ValueError(f"cannot transfer leadership to {to!r}: not a voter")
-        if to == self.id or to == self.lead_transferee:
-            return
-        self.lead_transferee = to
-        # the transfer gets one full election timeout before it is aborted
-        self.election_elapsed = 0
-        if self.prs[to].match == self.log.last_index():
-            self._send_timeout_now(to)
-        else:
-            self.need_flush = True
-
-    # -- membership (single-server changes, thesis §4.1; in force once applied, as in etcd) ---
-    #
-    # Safety rests on three rules: (1) a leader proposes a change only after it applied every
-    # earlier one (pending_conf_index), so configurations in force differ by at most one voter;
-    # (2) it proposes one only after it committed an entry of its own term (otherwise a change
-    # left uncommitted by an earlier leader could conflict with it: Ongaro, raft-dev 2015);
-    # (3) nobody campaigns while a committed change is not applied yet. The simulator checks
-    # the consequences (rkv/sim, docs/sim.md).
-
-    def propose_conf_change(self, cc: ConfChange) -> int:
-        if self.role != LEADER:
-            raise ProposalDropped("not the leader", self.leader)
-        if self.lead_transferee != NONE:
-            raise ProposalDropped("leadership transfer in progress", self.id)
-        if self.pending_conf_index > self.log.applied:
-            raise ConfChangeRefused("another membership change is not applied yet; retry")
-        if not self.committed_in_current_term():
-            raise ConfChangeRefused("the new leader has not committed an entry yet; retry")
-        conf = confchange.apply_change(self.conf_state(), cc)
-        data = confchange.encode(ConfChangeEntry(cc, conf))
-        index = self._append_entries([data], CONF_CHANGE)
-        self.pending_conf_index = index
-        return index
-
-    def conf_at(self, index: int) -> ConfState:
-        """The configuration in force once `index` is applied (index must not be below the
-        log's start, nor past the applied index)."""
-        conf = self._conf_base
-        for i, c in self._conf_history:
-            if i > index:
-                break
-            conf = c
-        return conf
-
-    def apply_conf_entry(self, e: Entry) -> None:
-        """The runtime applied CONF_CHANGE entry `e` (called by RawNode.advance, in order)."""
-        if e.index <= self._conf_base_index:
-            # A Ready taken before a snapshot was stepped is being advanced: the snapshot's
-            # configuration is newer than this entry's already.
-            return
-        try:
-            ce = confchange.decode(e.data)
-        except ConfChangeError as err:
-            raise LogSafetyError(
-                f"committed conf change at {e.index} is malformed: {err}"
-            ) from None
-        self._conf_history.append((e.index, ce.conf))
-        self._switch_conf(ce.conf)
-
-    def after_applied(self) -> None:
-        """Called by RawNode.advance once entries were applied: resume a deferred transfer."""
-        if self._transfer_after_apply and not self._unapplied_conf_change():
-            self._transfer_after_apply = False
-            self.hup(CampaignKind.TRANSFER)
-
-    def _replay_conf_changes(self) -> None:
-        """After a restart: the configuration as of the applied index, from the log."""
-        log = self.log
-        self._conf_base_index = log.first_index() - 1
-        lo, hi = log.first_index(), log.applied + 1
-        while lo < hi:
-            chunk = log.slice(lo, hi, 16 << 20)
-            for e in chunk:
-                if e.type == CONF_CHANGE:
-                    self.apply_conf_entry(e)
-            lo = chunk[-1].index + 1
-
-    def _unapplied_conf_change(self) -> bool:
-        log = self.log
-        if log.applied < log.first_index() - 1:
-            return True  # a snapshot (and its configuration) is not applied yet
-        lo, hi = log.applied + 1, log.committed + 1
-        while lo < hi:
-            chunk = log.slice(lo, hi, 16 << 20)
-            if any(e.type == CONF_CHANGE for e in chunk):
-                return True
-            lo = chunk[-1].index + 1
-        return False
-
-    def _switch_conf(self, conf: ConfState) -> None:
-        new = set(conf.voters + conf.learners)
-        self.removed |= set(self.voters + self.learners) - new
-        self.removed -= new
-        self.voters, self.learners = conf.voters, conf.learners
-        if self.role != LEADER:
-            if self.role != FOLLOWER and not self.promotable():
-                self.become_follower(self.term, NONE)
-            return
-        members = set(self.members())
-        for m in list(self.prs):
-            if m not in members:
-                del self.prs[m]
-        cap = self.cfg.max_inflight_msgs
-        for m in self.members():
-            if m not in self.prs:
-                self.prs[m] = Progress(self.log.last_index() + 1, cap)
-        if self.lead_transferee != NONE and self.lead_transferee not in self.voters:
-            self.lead_transferee = NONE
-        if self.id not in self.voters:
-            # Removed (the change is committed and applied): hand over to the most caught-up
-            # voter at once rather than leave the cluster to an election timeout.
-            best = max(self.voter_peers(), key=lambda v: (self.prs[v].match, v), default=NONE)
-            if best != NONE and self.prs[best].match == self.log.last_index():
-                self._send_timeout_now(best)
-            self.become_follower(self.term, NONE)
-            return
-        self._maybe_commit()
-        self.need_flush = True
-
-    # -- ReadIndex (leader side) ------------------------------------------------------------
-
-    def read_index(self, ctx: bytes) -> None:
-        if self.role == LEADER:
-            self._leader_read(ctx, self.id)
-        elif self.leader != NONE:
-            self._send(Message(MT.READ_INDEX, to=self.leader, frm=self.id, context=ctx))
-        else:
-            raise ProposalDropped("no leader known", NONE)
-
-    def _leader_read(self, ctx: bytes, frm: NodeId) -> None:
-        if not self.committed_in_current_term():
-            # our commit index may be stale until our own term's entry commits (§6.4 step 1)
-            self._reads_waiting_commit.append((ctx, frm))
-            return
-        index = self.log.committed
-        if len(self.voters) == 1:
-            self._answer_read(_PendingRead(ctx, frm, index))
-            return
-        self._reads_unsent.append(_PendingRead(ctx, frm, index))
-
-    def _handle_read_ack(self, m: Message) -> None:
-        rid = _round_of(m.context)
-        if rid is None:
-            return
-        acks = self._round_acks.get(rid)
-        if acks is None:
-            return
-        acks.add(m.frm)
-        granted = {v: True for v in sorted(acks)}
-        if quorum.vote_result(self.voters, granted) != quorum.VoteResult.WON:
-            return
-        # a quorum confirmed leadership after every read of rounds <= rid arrived
-        q = self._reads_in_round
-        while q and q[0].round <= rid:
-            self._answer_read(q.popleft())
-        for r in [r for r in self._round_acks if r <= rid]:
-            del self._round_acks[r]
-
-    def _answer_read(self, r: _PendingRead) -> None:
-        if r.frm == self.id:
-            self.read_states.append(ReadState(index=r.index, context=r.ctx))
-        else:
-            self._send(
-                Message(
-                    MT.READ_INDEX_RESP,
-                    to=r.frm,
-                    frm=self.id,
-                    term=self.term,
-                    index=r.index,
-                    context=r.ctx,
-                )
-            )
+    propose_conf_change = membership.propose_conf_change
+    conf_at = membership.conf_at
+    apply_conf_entry = membership.apply_conf_entry
+    after_applied = membership.after_applied
+    _replay_conf_changes = membership._replay_conf_changes
+    _unapplied_conf_change = membership._unapplied_conf_change
+    _switch_conf = membership._switch_conf
