@@ -181,6 +181,7 @@ class LeaseCalls:
 
         async def keepalive(lease_id: int) -> float:  # looked up per call (tests replace it)
             return await self.lease_keepalive(lease_id)
+
         with plain_errors():  # the renewal's error itself, not an ExceptionGroup
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(renew_lease, keepalive, lease_id, ttl, sent)
