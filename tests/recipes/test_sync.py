@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trio
 
 import rkv
-from rkv.testing import local_configs, running_cluster, wait_leader
+from rkv.testing import local_configs, threaded_cluster
 
 TTL = 2.0
 
@@ -26,23 +25,8 @@ TTL = 2.0
 @pytest.fixture
 def addrs(tmp_path: Path) -> Iterator[list[str]]:
     cfgs = local_configs(tmp_path, 3)
-    ready = threading.Event()
-    token: list[trio.lowlevel.TrioToken] = []
-    stop = trio.Event()
-
-    async def main() -> None:
-        async with running_cluster(cfgs) as nodes:
-            await wait_leader(nodes)
-            token.append(trio.lowlevel.current_trio_token())
-            ready.set()
-            await stop.wait()
-
-    t = threading.Thread(target=trio.run, args=(main,), daemon=True)
-    t.start()
-    assert ready.wait(30)
-    yield [c.advertise for c in cfgs]
-    trio.from_thread.run_sync(stop.set, trio_token=token[0])
-    t.join(30)
+    with threaded_cluster(cfgs):
+        yield [c.advertise for c in cfgs]
 
 
 def keys(db: rkv.SyncClient, name: str) -> list[bytes]:
