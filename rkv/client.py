@@ -1254,7 +1254,8 @@ class SyncClient(SyncLeaseCalls, SyncReadCalls):
     """A blocking client with the same methods as `Client`, for code without trio.
 
     It runs a trio loop in a background thread that keeps the connections and the leader
-    between calls. Use it as a context manager (or call `close()`).
+    between calls. Use it as a context manager (or call `close()`). Locks and elections
+    for it: rkv.SyncLock and rkv.SyncElection (rkv.recipes.sync).
     """
 
     _client: Client
