@@ -158,10 +158,10 @@ def test_election_leader_changes_on_resign(addrs: list[str]) -> None:
                 t.join(10)
                 assert len(second_leads) == 1 and second_leads[0] > rev1
                 assert watcher.leader() == (b"second", second_leads[0])
+                assert observed.wait(10)  # before the proclaim: it would show its value
+                assert seen == [(b"first", rev1), (b"second", second_leads[0])]
                 second.proclaim("second-v2")
                 assert watcher.leader() == (b"second-v2", second_leads[0])
-                assert observed.wait(10)
-                assert seen == [(b"first", rev1), (b"second", second_leads[0])]
                 second.resign()
             obs.join(10)
         assert watcher.leader() is None
