@@ -3,7 +3,8 @@
 The public client API, re-exported: `connect` (async, trio) and `connect_sync` (blocking),
 the client classes, the txn builders (`Cmp`, `TxnOp`) and results (`TxnResult`, `KeyValue`), `KeyRecord` (get_record, scan_records),
 leases (`Lease`, `LeaseInfo`),
-the recipes (`Lock`, `Election`: rkv.recipes) and the error hierarchy. The client names are loaded on first use
+the recipes (`Lock`, `Election`, and `SyncLock`, `SyncElection` for blocking code:
+rkv.recipes) and the error hierarchy. The client names are loaded on first use
 (module `__getattr__`): every `rkv.*` submodule imports this package first, so loading the
 client here would put it on the start-up path of `rkv serve`, which never uses it.
 """
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
         connect,
         connect_sync,
     )
-    from rkv.recipes import Election, Lock
+    from rkv.recipes import Election, Lock, SyncElection, SyncLock
 
 __version__ = "0.1.0"
 
@@ -69,7 +70,7 @@ _CLIENT_NAMES = frozenset(
 )
 
 
-_RECIPE_NAMES = frozenset({"Lock", "Election"})
+_RECIPE_NAMES = frozenset({"Lock", "Election", "SyncLock", "SyncElection"})
 
 
 def __getattr__(name: str) -> Any:
@@ -116,6 +117,8 @@ __all__ = [
     "RkvError",
     "StoreFull",
     "SyncClient",
+    "SyncElection",
+    "SyncLock",
     "Timeout",
     "TooManyWatchers",
     "TxnOp",

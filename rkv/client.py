@@ -1254,7 +1254,8 @@ class SyncClient(SyncLeaseCalls, SyncReadCalls):
     """A blocking client with the same methods as `Client`, for code without trio.
 
     It runs a trio loop in a background thread that keeps the connections and the leader
-    between calls. Use it as a context manager (or call `close()`).
+    between calls. Use it as a context manager (or call `close()`). Locks and elections
+    for it: rkv.SyncLock and rkv.SyncElection (rkv.recipes.sync).
     """
 
     _client: Client
@@ -1264,6 +1265,7 @@ class SyncClient(SyncLeaseCalls, SyncReadCalls):
         self._ready = threading.Event()
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event | None = None
+        self._nursery: trio.Nursery | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name="rkv-client", daemon=True)
         self._thread.start()
@@ -1280,10 +1282,12 @@ class SyncClient(SyncLeaseCalls, SyncReadCalls):
 
     async def _serve(self) -> None:
         self._stop = trio.Event()
-        async with self._client:
+        async with self._client, trio.open_nursery() as nursery:
+            self._nursery = nursery
             self._token = trio.lowlevel.current_trio_token()
             self._ready.set()
             await self._stop.wait()
+            nursery.cancel_scope.cancel()  # the tasks `_start` left running, before the client
 
     def _run(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         if self._token is None or not self._thread.is_alive():
@@ -1293,6 +1297,17 @@ class SyncClient(SyncLeaseCalls, SyncReadCalls):
             return await fn(*args, **kwargs)
 
         return trio.from_thread.run(call, trio_token=self._token)
+
+    def _start(self, fn: Callable[..., Awaitable[object]], *args: Any) -> Any:
+        """Start `fn(*args, task_status=...)` as a task of the loop's nursery (it outlives
+        this call; `close()` cancels it) and return what it passes to `task_status.started`
+        (its error if it fails before that). After that it must raise nothing but Cancelled:
+        an error would end the loop. For blocking wrappers of context managers
+        (rkv.recipes.sync: one task enters and leaves the `async with`)."""
+        nursery = self._nursery
+        if nursery is None:
+            raise RuntimeError("this SyncClient is closed")
+        return self._run(nursery.start, fn, *args)
 
     @property
     def client_id(self) -> bytes:
@@ -1429,7 +1444,9 @@ class SyncClient(SyncLeaseCalls, SyncReadCalls):
         )
         return self._watch_steps(agen)
 
-    def _watch_steps(self, agen: AsyncIterator[WatchEvent]) -> Iterator[WatchEvent]:
+    def _watch_steps(self, agen: AsyncIterator[T]) -> Iterator[T]:
+        """An async iterator of the loop as a blocking iterator (Client.watch's, and
+        rkv.recipes.sync's Election.observe)."""
         # Each step runs in its own task on the client's loop (trio.from_thread.run); one
         # task at a time drives the generator (the lock), and the step in flight has a
         # cancel scope, so closing from this thread (an interrupt while a step waits) can
@@ -1437,7 +1454,7 @@ class SyncClient(SyncLeaseCalls, SyncReadCalls):
         lock = trio.Lock()
         step: list[trio.CancelScope] = []
 
-        async def next_event() -> WatchEvent:
+        async def next_event() -> T:
             async with lock:
                 with trio.CancelScope() as scope:
                     step[:] = [scope]

@@ -2,10 +2,11 @@
 
 Owns: `Lease` and `LeaseInfo` (what the calls return), `LeaseCalls`, the async methods
 rkv.client.Client has through it, `SyncLeaseCalls`, their blocking forms for SyncClient, and
-the `keep_alive` context manager (renewing at a third of the TTL in a nursery it owns: what
-a lock or an election holds its lease with), and `plain_errors` (an error inside a nursery
-of the client's raised as itself, not as an ExceptionGroup; rkv.client uses it too). TTLs are seconds here, milliseconds on the
-wire (rkv.protocol.leases). A lease that does not exist raises rkv.errors.LeaseNotFound.
+the `keep_alive` context manager (renewing at a third of the TTL in a nursery it owns), and
+`renew_lease`, the one renewal loop (keep_alive's, and that of the lease a lock or an
+election holds: rkv.recipes.session), and `plain_errors` (an error inside a nursery of the
+client's raised as itself, not as an ExceptionGroup; rkv.client uses it too). TTLs are
+seconds here, milliseconds on the wire (rkv.protocol.leases). A lease that does not exist raises rkv.errors.LeaseNotFound.
 Must not: import the node runtime or the store (client layering), or print.
 """
 
@@ -96,6 +97,34 @@ def ttl_ms(seconds: float) -> int:
     return ms
 
 
+async def renew_lease(
+    keepalive: Callable[[int], Awaitable[float]], lease_id: int, ttl: float, sent: float
+) -> None:
+    """Keep lease `lease_id` (TTL `ttl` seconds, last renewed by a call sent at trio time
+    `sent`) alive: a `keepalive` every TTL/3, retried on Unavailable or Timeout every
+    min(0.2 s, TTL/10). Runs until cancelled. A lease lives at least TTL after its last
+    successful renewal was *sent* (docs/leases.md), so the holder may count on it until then
+    and not after: Unavailable at that point if no renewal succeeded meanwhile;
+    LeaseNotFound (from `keepalive`) if the lease is gone. The one renewal rule, for
+    `LeaseCalls.keep_alive` and the recipes' lease (rkv.recipes.session)."""
+    while True:
+        await trio.sleep(ttl / 3)
+        while True:
+            with trio.move_on_at(sent + ttl) as scope:
+                try:
+                    now = trio.current_time()
+                    ttl = await keepalive(lease_id)
+                    sent = now
+                    break
+                except (Unavailable, Timeout):
+                    await trio.sleep(min(0.2, ttl / 10))
+            if scope.cancelled_caught:
+                raise Unavailable(
+                    f"lease {lease_id:x}: not renewed within its TTL ({ttl:g} s) of "
+                    "the last renewal sent: it may have expired"
+                )
+
+
 class LeaseCalls:
     """The lease methods of rkv.client.Client (which provides `_write` and `_call`)."""
 
@@ -150,28 +179,12 @@ class LeaseCalls:
         sent = trio.current_time()
         ttl = await self.lease_keepalive(lease_id)
 
-        async def renew() -> None:
-            nonlocal ttl, sent
-            while True:
-                await trio.sleep(ttl / 3)
-                while True:
-                    with trio.move_on_at(sent + ttl) as scope:
-                        try:
-                            now = trio.current_time()
-                            ttl = await self.lease_keepalive(lease_id)
-                            sent = now
-                            break
-                        except (Unavailable, Timeout):
-                            await trio.sleep(min(0.2, ttl / 10))
-                    if scope.cancelled_caught:
-                        raise Unavailable(
-                            f"lease {lease_id:x}: not renewed within its TTL ({ttl:g} s) of "
-                            "the last renewal sent: it may have expired"
-                        )
+        async def keepalive(lease_id: int) -> float:  # looked up per call (tests replace it)
+            return await self.lease_keepalive(lease_id)
 
         with plain_errors():  # the renewal's error itself, not an ExceptionGroup
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(renew)
+                nursery.start_soon(renew_lease, keepalive, lease_id, ttl, sent)
                 try:
                     yield ttl
                 finally:

@@ -1,7 +1,8 @@
 """In-process clusters for tests and experiments (in the spirit of trio.testing).
 
 Owns: building the configs of an N-node local cluster, running
-its nodes inside one trio nursery, waiting until they agree on a leader, and a connection
+its nodes inside one trio nursery (or in a thread of its own, `threaded_cluster`, for tests
+of the blocking client), waiting until they agree on a leader, and a connection
 flood (`flood`: connections that never get through their handshake, the abuse of issue 19);
 `DictTxn`, a dict as the state machine's kv for fakes that run txns with the real code.
 Must not: be imported by the product itself (only by tests, benchmarks and the nemesis).
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import struct
+import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +46,35 @@ async def running_cluster(cfgs: Sequence[NodeConfig]) -> AsyncIterator[list[Node
         nodes = [await nursery.start(run_node, c) for c in cfgs]
         yield nodes
         nursery.cancel_scope.cancel()
+
+
+@contextlib.contextmanager
+def threaded_cluster(cfgs: Sequence[NodeConfig], timeout: float = 30.0) -> Iterator[list[Node]]:
+    """`running_cluster` in a thread of its own (its own trio loop), for blocking code: the
+    nodes once they agree on a leader (RuntimeError after `timeout` s); stopped, and the
+    thread joined, when the block exits."""
+    ready = threading.Event()
+    found: list[list[Node]] = []
+    token: list[trio.lowlevel.TrioToken] = []
+    stop = trio.Event()
+
+    async def main() -> None:
+        async with running_cluster(cfgs) as nodes:
+            await wait_leader(nodes)
+            found.append(nodes)
+            token.append(trio.lowlevel.current_trio_token())
+            ready.set()
+            await stop.wait()
+
+    t = threading.Thread(target=trio.run, args=(main,), name="rkv-test-cluster", daemon=True)
+    t.start()
+    if not ready.wait(timeout):
+        raise RuntimeError(f"the cluster had no leader within {timeout:g} s")
+    try:
+        yield found[0]
+    finally:
+        trio.from_thread.run_sync(stop.set, trio_token=token[0])
+        t.join(timeout)
 
 
 class RestartableNode:

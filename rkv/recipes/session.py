@@ -25,8 +25,8 @@ from typing import Any, Self
 import trio
 
 from rkv.client import Client, Lease
-from rkv.client_leases import plain_errors
-from rkv.errors import Compacted, LeaseNotFound, LockLost, RkvError, Timeout, Unavailable
+from rkv.client_leases import plain_errors, renew_lease
+from rkv.errors import Compacted, LeaseNotFound, LockLost, RkvError, Unavailable
 from rkv.recipes.queue import watching
 
 REVOKE_TIMEOUT = 5.0
@@ -44,30 +44,20 @@ class Held:
 
 
 async def _renew(client: Client, lease: Lease, sent: float, what: str) -> None:
-    """Renew every TTL/3. `sent`: when the grant was sent. A lease lives at least TTL after
-    its last successful renewal was *sent* (docs/leases.md), so the holder may count on it
-    until then, and not after: LockLost at that point if no renewal succeeded meanwhile."""
-    ttl = lease.ttl
-    while True:
-        await trio.sleep(ttl / 3)
-        while True:
-            with trio.move_on_at(sent + ttl) as scope:
-                try:
-                    now = trio.current_time()
-                    ttl = await client.lease_keepalive(lease.id)
-                    sent = now
-                    break
-                except LeaseNotFound as exc:
-                    raise LockLost(
-                        f"{what}: its lease {lease.id:x} is gone (expired or revoked)"
-                    ) from exc
-                except (Unavailable, Timeout):
-                    await trio.sleep(min(0.2, ttl / 10))
-            if scope.cancelled_caught:
-                raise LockLost(
-                    f"{what}: its lease {lease.id:x} could not be renewed within its TTL "
-                    f"({ttl:g} s): it may have expired"
-                )
+    """rkv.client_leases.renew_lease from the grant (`sent`: when it was sent), its errors
+    as LockLost: the lease gone, or not renewed within its TTL of the last renewal sent."""
+
+    async def keepalive(lease_id: int) -> float:  # looked up per call, as the client's is
+        return await client.lease_keepalive(lease_id)
+
+    try:
+        await renew_lease(keepalive, lease.id, lease.ttl, sent)
+    except LeaseNotFound as exc:
+        raise LockLost(f"{what}: its lease {lease.id:x} is gone (expired or revoked)") from exc
+    except Unavailable as exc:  # only the overdue one: renew_lease retries the others
+        raise LockLost(
+            f"{what}: its lease {lease.id:x} could not be renewed within its TTL: {exc}"
+        ) from exc
 
 
 async def watch_gone(client: Client, key: bytes, seen_at: int, what: str) -> None:

@@ -4,7 +4,6 @@ argument), and leaving the loop ends the watch on the node (no poll left running
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import rkv
 from rkv.client import WatchEvent
 from rkv.errors import Compacted
 from rkv.node import Node
-from rkv.testing import local_configs, running_cluster, wait_leader
+from rkv.testing import local_configs, threaded_cluster
 
 
 @dataclass(slots=True)
@@ -30,25 +29,8 @@ class Cluster:
 @pytest.fixture
 def one_node(tmp_path: Path) -> Iterator[Cluster]:
     cfg = local_configs(tmp_path, 1, watch_history_bytes=4000)[0]
-    ready = threading.Event()
-    found: list[Cluster] = []
-    token: list[trio.lowlevel.TrioToken] = []
-    stop = trio.Event()
-
-    async def main() -> None:
-        async with running_cluster([cfg]) as nodes:
-            await wait_leader(nodes)
-            found.append(Cluster(nodes[0], cfg.advertise))
-            token.append(trio.lowlevel.current_trio_token())
-            ready.set()
-            await stop.wait()
-
-    t = threading.Thread(target=trio.run, args=(main,), daemon=True)
-    t.start()
-    assert ready.wait(30)
-    yield found[0]
-    trio.from_thread.run_sync(stop.set, trio_token=token[0])
-    t.join(30)
+    with threaded_cluster([cfg]) as nodes:
+        yield Cluster(nodes[0], cfg.advertise)
 
 
 def take(events: Iterator[WatchEvent], n: int) -> list[WatchEvent]:
