@@ -355,11 +355,11 @@ class Cluster(ReadyLoopMixin, ClientsMixin, FaultsMixin, ChecksMixin):
         self.stats.leases_revoked = self.lease_check.revoked
         if not self.done:
             raise InvariantViolation("liveness", "the event queue ran dry")
-        self._check_watch()
         if self.p.history_check:
             check_history(self.history, self.applied_log, StoreStateMachine)
         if self.p.linearizability_steps:
             self._check_linearizable()
+        self._check_watch()  # last: a bad write fails the client checks by their names
         return self.stats
 
     # -- scripting (tests drive a cluster by hand with these) ---------------------------------
