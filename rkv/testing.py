@@ -28,6 +28,7 @@ from rkv.node import Node, run_node
 from rkv.procs import free_ports as free_ports
 from rkv.raft.types import Role
 from rkv.store import Record
+from rkv.store.changes import ChangeRecorder
 from rkv.store.leases import Lease
 
 
@@ -263,6 +264,7 @@ class DictTxn:
 
     def __init__(self, kv: dict[bytes, bytes]) -> None:
         self.kv = kv
+        self.recorder: ChangeRecorder | None = None  # records nothing
 
     def get(self, key: bytes) -> Record | None:
         v = self.kv.get(key)

@@ -25,7 +25,8 @@ from rkv.sim.events import (
 from rkv.sim.invariants import InvariantViolation
 from rkv.sim.network import QUIET
 from rkv.sim.node import SimNode, decode_client, request_of
-from rkv.sim.statemachine import LEASE_KINDS
+from rkv.sim.statemachine import LEASE_KINDS, StoreStateMachine, client_id
+from rkv.sim.watch import AckedWrite
 
 
 class ChecksMixin:
@@ -66,12 +67,37 @@ class ChecksMixin:
         if res.verdict == lin.Verdict.ILLEGAL:
             raise InvariantViolation("linearizability", res.describe())
 
+    def _check_watch(self) -> None:
+        """The end of the watch checks (rkv.sim.watch): every node's stream against the
+        others' and against the writes clients were told took effect (where: effective_at)."""
+        for node in self.nodes.values():
+            self.watch.feed(node.id, node.store.take_changes())
+        acked = []
+        if isinstance(self.encoder, StoreStateMachine):  # (other encoders change no keys)
+            for op in self.history.ops:
+                if not op.completed or op.kind not in ("put", "cas", "delete", "txn"):
+                    continue
+                if op.kind != "put" and not op.result:
+                    continue  # a cas or txn that did not swap, a delete of nothing
+                at = self.effective_at.get((client_id(op.client), op.seq))
+                if at is None:
+                    continue  # (history-check's concern)
+                what = op.describe()
+                if op.kind == "delete":
+                    acked.append(AckedWrite(at, "delete", op.key.encode(), None, what))
+                    continue
+                value = (op.value or "").encode()
+                for key in {op.key, op.key2 or op.key}:
+                    acked.append(AckedWrite(at, "put", key.encode(), value, what))
+        self.watch.finish(acked, {nid: n.store for nid, n in self.nodes.items()})
+
     def _check_applied(self, node: SimNode) -> None:
         """Feed what the store applied since the last look to the checker, in order, and check
         exactly-once: a client's write executes at most once on each node."""
         if not node.applied:
             return
         done, node.applied = node.applied, []
+        self.watch.feed(node.id, node.store.take_changes())
         first = []
         for a in done:
             e = a.entry

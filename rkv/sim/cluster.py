@@ -56,6 +56,7 @@ from rkv.sim.network import QUIET, Network, NetworkParams
 from rkv.sim.node import RawNodeFactory, SimNode, Wait
 from rkv.sim.ready_loop import ReadyLoopMixin
 from rkv.sim.statemachine import StoreStateMachine
+from rkv.sim.watch import WatchChecker
 
 __all__ = ["Client", "Cluster", "SimParams", "Stats"]
 
@@ -203,6 +204,8 @@ class Cluster(ReadyLoopMixin, ClientsMixin, FaultsMixin, ChecksMixin):
         self.state_at: dict[int, tuple[int, NodeId]] = {}
         """applied index -> (state hash, the node that had it first): every store's state at
         an index must hash the same (rkv.store.state_hash; what `rkv check` compares)."""
+        self.watch = WatchChecker()
+        """Every node's stream of changes for watchers (rkv.sim.watch)."""
         self.stats = Stats()
         self.quiet = False
         self.quiet_start = 0
@@ -356,6 +359,7 @@ class Cluster(ReadyLoopMixin, ClientsMixin, FaultsMixin, ChecksMixin):
             check_history(self.history, self.applied_log, StoreStateMachine)
         if self.p.linearizability_steps:
             self._check_linearizable()
+        self._check_watch()  # last: a bad write fails the client checks by their names
         return self.stats
 
     # -- scripting (tests drive a cluster by hand with these) ---------------------------------

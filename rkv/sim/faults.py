@@ -135,6 +135,7 @@ class FaultsMixin:
             self._crash(node)
         node.replace_disk()
         self.checker.wipe(node.id)
+        self.watch.replaced(node.id)
         self.stats.disks_replaced += 1
         self.note(f"{node.id} DISK-REPLACED", "restarts with empty storage")
 

@@ -87,6 +87,7 @@ class SimNode:
         self.bootstrap = bootstrap  # the initial voters; empty for a node that joins later
         self.disk = disk
         self.store = MemoryStore("sim", node_id, bootstrap)
+        self.store.record_changes = True  # for the watch checks (rkv.sim.watch), each life
         self.replica: Replica[Wait] | None = None  # while up
         self.leases: LeaseDriver | None = None
         """The Lessor's glue while up (a crash loses it; a restart resets from the store)."""
@@ -128,6 +129,7 @@ class SimNode:
         its first step, as the node runtime's does)."""
         if self.epoch:
             self.store = self.store.reopen()
+            self.store.record_changes = True
         self.store.on_apply = self._on_apply
         self.replica = Replica(
             config,
@@ -161,6 +163,7 @@ class SimNode:
         the same id would be (bootstrap configuration, recovering)."""
         assert not self.up
         self.store = MemoryStore("sim", self.id, self.bootstrap)
+        self.store.record_changes = True
         self.effective = set()
         self.applied = []
 

@@ -69,6 +69,8 @@ class ReadyLoopMixin:
         if node.epoch:
             self.stats.restarts += 1
         self.checker.restart(node.id, node.applied_index)
+        if node.epoch:
+            self.watch.restart(node.id, node.applied_index)
         self.note(f"{node.id} START", f"applied={node.applied_index}")
         # nodes tick at the same rate but out of phase
         self.at(self.now + self.rng.randint(1, p.tick_interval), TICK, node, node.epoch)
@@ -76,6 +78,7 @@ class ReadyLoopMixin:
 
     def _crash(self, node: SimNode) -> None:
         lost = node.in_flight
+        self.watch.feed(node.id, node.store.take_changes())  # all it recorded, before it goes
         waiting = node.crash()
         self.stats.crashes += 1
         self.note(f"{node.id} CRASH", "lost an in-flight write" if lost is not None else None)
@@ -230,6 +233,7 @@ class ReadyLoopMixin:
         # (not from the snapshot itself, which may be the thing that is wrong)
         node.effective = {k for k, i in self.effective_at.items() if i <= idx}
         self.checker.on_snapshot_installed(node.id, idx)
+        self.watch.feed(node.id, node.store.take_changes())  # its "reset"
         self.stats.snapshots_installed += 1
         self.note(f"{node.id} INSTALL", f"snapshot at {idx}")
 

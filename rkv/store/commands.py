@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rkv.codec import (
     Cas,
@@ -42,6 +42,9 @@ from rkv.raft import confchange
 from rkv.raft.types import ConfState, Entry, EntryType
 from rkv.store.errors import NewerCommandError, StoreError
 from rkv.store.leases import Lease, LeaseTxn
+
+if TYPE_CHECKING:
+    from rkv.store.changes import ChangeRecorder
 
 DEFAULT_MAX_SESSIONS = 10_000
 
@@ -120,6 +123,10 @@ class Session:
 class StateTxn(LeaseTxn, Protocol):
     """One write transaction over the state machine's data, as apply_entries needs it."""
 
+    recorder: ChangeRecorder | None
+    """While recording (for watchers): where apply_entries, set_key and the file commands
+    record the changes they make (changes.py); None: not recording."""
+
     def set_conf(self, conf: ConfState) -> None:
         """Record the configuration in force from this transaction's applied index on."""
         ...
@@ -175,10 +182,6 @@ class StateTxn(LeaseTxn, Protocol):
 
     def applied_index(self) -> int: ...
     def set_applied_index(self, index: int) -> None: ...
-    def begin_entry(self, index: int) -> None:
-        """The entry at `index` is applied next (a recording transaction dates its changes
-        with it; the others ignore it)."""
-        ...
 
 
 def check_order(applied: int, entries: Sequence[Entry]) -> None:
@@ -230,7 +233,8 @@ def apply_entries(
         elif isinstance(req, ApplyResult):
             results.append(req)
         else:
-            txn.begin_entry(e.index)
+            if txn.recorder is not None:
+                txn.recorder.begin(e.index)
             results.append(_apply_request(txn, req, e.index, e.term, max_sessions))
     if entries:
         txn.set_applied_index(entries[-1].index)
@@ -260,6 +264,9 @@ class KeyTxn(Protocol):
     """The part of StateTxn that writes keys (a txn's overlay needs no more: rkv.testing's
     DictTxn runs txns over a dict with it)."""
 
+    recorder: ChangeRecorder | None
+    """As StateTxn.recorder."""
+
     def get(self, key: bytes) -> Record | None: ...
     def put(self, key: bytes, rec: Record) -> None: ...
     def delete(self, key: bytes) -> None: ...
@@ -279,6 +286,8 @@ def set_key(txn: KeyTxn, key: bytes, rec: Record | None, old: Record | None) -> 
             txn.detach(was, key)
         if now:
             txn.attach(now, key)
+    if txn.recorder is not None:
+        txn.recorder.key(key, rec, old)
     if rec is not None:
         txn.put(key, rec)
     elif old is not None:
@@ -343,6 +352,8 @@ def execute(txn: StateTxn, cmd: Command, index: int, term: int = 0) -> ApplyResu
         m = txn.manifest(cmd.key)
         if m is not None:
             _drop_chunks(txn, cmd.key, m)
+            if txn.recorder is not None:
+                txn.recorder.file_delete(cmd.key)
             txn.delete_manifest(cmd.key)
         return ApplyResult(value=m is not None)
     raise StoreError(f"unknown command {type(cmd).__name__}")  # pragma: no cover
@@ -387,6 +398,8 @@ def _file_commit(txn: StateTxn, cmd: FileCommit, index: int) -> ApplyResult:
     # bookkeeping, not a copy of the file (which would stall the raft loop for seconds).
     txn.set_upload_committed(cmd.upload_id, cmd.key)
     txn.set_upload_activity(cmd.upload_id, None)
+    if txn.recorder is not None:
+        txn.recorder.file_commit(cmd.key)
     txn.put_manifest(
         cmd.key,
         Manifest(

@@ -59,6 +59,7 @@ from rkv.codec import (
 )
 from rkv.raft.types import ConfState
 from rkv.store import state_hash as sh
+from rkv.store.changes import ChangeRecorder
 from rkv.store.commands import ApplyResult, Change, Manifest, Record, Session, UploadHashes
 from rkv.store.errors import CorruptionError, IntegrityError, StoreError
 from rkv.store.leases import (
@@ -372,10 +373,9 @@ class LmdbStateTxn:
         self.lease_events: list[LeaseEvent] = []
         """What this transaction's entries did to leases (the store hands them to its
         LeaseEventLog once the transaction commits)."""
-        self.changes = changes
-        """With a list: each change to a key or file is appended (for watchers, rkv.node.watch),
-        dated with the entry `begin_entry` names, with the key's value before it."""
-        self._index = 0
+        self.recorder = None if changes is None else ChangeRecorder(changes)
+        """With a list: each change to a key or file is appended to it (for watchers,
+        rkv.node.watch), recorded by the shared apply logic (changes.py)."""
         self.hashes = hashes if hashes is not None else UploadHashes(0)
         index, value = decode_state_hash(txn.get(STATE_HASH_KEY, db=dbs.meta))
         applied = self.applied_index()
@@ -414,24 +414,15 @@ class LmdbStateTxn:
         raw = self.txn.get(key, db=db)
         return None if raw is None else unseal(name, key, raw)
 
-    def begin_entry(self, index: int) -> None:
-        self._index = index
-
     def put(self, key: bytes, rec: Record) -> None:
         new = encode_record(rec)
         old = self._kv_payload(key)  # known already: every write reads the key first
-        if self.changes is not None:
-            prev = None if old is None else decode_record(old).value
-            self.changes.append(Change(self._index, "put", key, rec.value, prev))
         self.running.change(SNAP_KV, key, old, new)
         self._known[key] = new
         self._kv[key] = rec
 
     def delete(self, key: bytes) -> None:
         old = self._kv_payload(key)
-        if self.changes is not None:
-            prev = None if old is None else decode_record(old).value
-            self.changes.append(Change(self._index, "delete", key, None, prev))
         self.running.change(SNAP_KV, key, old, None)
         self._known[key] = None
         self._kv[key] = None
@@ -515,16 +506,9 @@ class LmdbStateTxn:
             self.txn.put(fkey, seal(fkey, new), db=files)
 
     def put_manifest(self, key: bytes, m: Manifest) -> None:
-        ch = self.changes
-        if ch is not None:
-            if ch and ch[-1] == Change(self._index, "file_delete", key):
-                ch.pop()  # a commit replacing the file: one event
-            ch.append(Change(self._index, "file_commit", key))
         self._files_record(manifest_key(key), encode_manifest(m))
 
     def delete_manifest(self, key: bytes) -> None:
-        if self.changes is not None:
-            self.changes.append(Change(self._index, "file_delete", key))
         self._files_record(manifest_key(key), None)
 
     def put_chunk(self, key: bytes, n: int, data: bytes) -> None:

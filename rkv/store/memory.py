@@ -33,9 +33,11 @@ from rkv.raft.storage import Compacted, Unavailable
 from rkv.raft.types import ConfState, Entry, HardState, NodeId, Snapshot, SnapshotMeta
 from rkv.store import kv as layout
 from rkv.store import state_hash as sh
+from rkv.store.changes import ChangeRecorder
 from rkv.store.commands import (
     DEFAULT_MAX_SESSIONS,
     ApplyResult,
+    Change,
     Manifest,
     Record,
     Session,
@@ -100,8 +102,16 @@ class _State:
 class _MemTxn:
     """StateTxn over _State. apply_entries validates before writing, so no rollback is needed."""
 
-    def __init__(self, st: _State, hashes: UploadHashes, max_leases: int) -> None:
+    def __init__(
+        self,
+        st: _State,
+        hashes: UploadHashes,
+        max_leases: int,
+        recorder: ChangeRecorder | None = None,
+    ) -> None:
         self.st = st
+        self.recorder = recorder
+        """Where the shared apply logic records the changes (changes.py), while recording."""
         self.hashes = hashes
         self.max_leases = max_leases
         self.lease_events: list[LeaseEvent] = []
@@ -253,9 +263,6 @@ class _MemTxn:
     def applied_index(self) -> int:
         return self.st.applied
 
-    def begin_entry(self, index: int) -> None:
-        pass  # the twin records no changes for watchers
-
     def set_applied_index(self, index: int) -> None:
         self.st.applied = index
         self.st.state_hash = self.running.value
@@ -322,6 +329,10 @@ class MemoryStore:
         self._closed = False
         self._hashes = UploadHashes()
         self._history = sh.History(self._st.applied, self._st.state_hash)
+        self.record_changes = False
+        """Record each apply's changes for `take_changes`, as LmdbStore does (not carried
+        over by reopen(), like LmdbStore's flag across a restart)."""
+        self._changes: list[Change] = []
         self.on_apply: ApplyHook | None = None
         """Called after each apply transaction with its entries, their results and the
         indexes at which a client request executed rather than being answered from its
@@ -478,6 +489,8 @@ class MemoryStore:
             self._lease_events.reset()
             self._hashes = UploadHashes()
             st.applied = snapshot.meta.index
+            if self.record_changes:
+                self._changes.append(Change(st.applied, "reset", b""))
             st.contributions = {}
             st.state_hash = sh.hash_records(_records(st))
             self._history.reset(st.applied, st.state_hash)
@@ -577,7 +590,8 @@ class MemoryStore:
 
     def apply(self, entries: Sequence[Entry]) -> list[ApplyResult]:
         self._check_open()
-        txn = _MemTxn(self._st, self._hashes, self._max_leases)
+        recorder = ChangeRecorder(self._changes) if self.record_changes else None
+        txn = _MemTxn(self._st, self._hashes, self._max_leases, recorder)
         results, marks = sh.apply_with_checkpoints(txn, entries, self._max_sessions)
         self._lease_events.extend(txn.lease_events)
         if entries:
@@ -595,6 +609,12 @@ class MemoryStore:
 
     def applied_index(self) -> int:
         return self._st.applied
+
+    def take_changes(self) -> list[Change]:
+        """The changes applies made since the last call, in order (recorded only while
+        `record_changes` is on; a snapshot install adds a "reset" change): as LmdbStore's."""
+        out, self._changes = self._changes, []
+        return out
 
     def state_hash(self) -> tuple[int, int]:
         """(applied index, state hash at it): see LmdbStore.state_hash."""
