@@ -45,7 +45,7 @@ from rkv.node.leases import LeaseKeeper
 from rkv.node.peers import PeerLinks
 from rkv.node.raft_loop import RaftLoop
 from rkv.node.snapshots import SnapshotShipper
-from rkv.node.watch import HistoryReader, WatchHub
+from rkv.node.watch import WINDOW_BYTES_WITH_DURABLE, WINDOW_WITH_DURABLE, HistoryReader, WatchHub
 from rkv.raft.config import Config
 from rkv.raft.types import ConfState, Message
 from rkv.replica import CompactionPolicy, Replica
@@ -105,10 +105,16 @@ class Node:
         if hasattr(store, "read_history"):  # ... and keeps them durably (rkv.store.history)
             store.history_bounds = Bounds(cfg.watch_history, cfg.watch_history_bytes)
             durable = store
+        # With a durable history the memory window is a cache of its newest part: a watcher
+        # behind it reads the store. Without one the window is all the history there is.
+        history, history_bytes = cfg.watch_history, cfg.watch_history_bytes
+        if durable is not None:
+            history = min(history, WINDOW_WITH_DURABLE)
+            history_bytes = min(history_bytes, WINDOW_BYTES_WITH_DURABLE)
         self.watch = WatchHub(
             store.applied_index(),
-            history=cfg.watch_history,
-            history_bytes=cfg.watch_history_bytes,
+            history=history,
+            history_bytes=history_bytes,
             max_watchers=cfg.watch_max,
             max_per_conn=cfg.watch_max_per_conn,
             election_timeout=cfg.election_ticks * cfg.tick_seconds,

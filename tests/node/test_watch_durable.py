@@ -179,3 +179,49 @@ async def test_a_waiting_poll_does_not_read_the_durable_history_again_on_each_fe
         hub.feed([put(221, b"mine")], 221, "n1", 0.0)
     assert [(e.rev, e.key) for e in got[0].events] == [(221, b"mine")]
     assert len(history.reads) == first_pass  # the window answered the rest
+
+
+@pytest.mark.parametrize(
+    ("store_kind", "configured", "window", "durable_bound"),
+    [
+        # the LMDB store keeps the history durably: the memory window is capped, the store
+        # keeps the configured bound
+        ("lmdb", (100_000, 64 << 20), (10_000, 8 << 20), (100_000, 64 << 20)),
+        ("lmdb", (500, 1 << 20), (500, 1 << 20), (500, 1 << 20)),
+        # the in-memory store has no durable history: the window is all there is
+        ("memory", (100_000, 64 << 20), (100_000, 64 << 20), None),
+    ],
+)
+def test_the_memory_window_is_a_cache_only_over_a_durable_history(
+    tmp_path: object,
+    store_kind: str,
+    configured: tuple[int, int],
+    window: tuple[int, int],
+    durable_bound: tuple[int, int] | None,
+) -> None:
+    from pathlib import Path
+
+    from rkv.config import NodeConfig
+    from rkv.node import Node
+    from rkv.node.entry import _open
+    from rkv.store.memory import MemoryStore
+
+    me, other = "127.0.0.1:7001", "127.0.0.1:7002"
+    cfg = NodeConfig.create(
+        me,
+        [me, other],
+        data_dir=Path(str(tmp_path)),
+        watch_history=configured[0],
+        watch_history_bytes=configured[1],
+    )
+    store = _open(cfg) if store_kind == "lmdb" else MemoryStore(cfg.cluster_id, me, (me, other))
+    try:
+        node = Node(cfg, store)
+        assert (node.watch.history, node.watch.history_bytes) == window
+        bounds = getattr(store, "history_bounds", None)
+        if durable_bound is None:
+            assert not hasattr(store, "read_history")
+        else:
+            assert bounds is not None and (bounds.changes, bounds.bytes) == durable_bound
+    finally:
+        store.close()
